@@ -1,0 +1,2 @@
+// placeholder, replaced by the daemon entry point
+export {};
