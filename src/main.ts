@@ -1,2 +1,55 @@
-// placeholder, replaced by the daemon entry point
-export {};
+/**
+ * Command-line entry point (bin/virtiofsd-ts): parse options, set up logging, run the
+ * daemon, and turn failures into an exit status with one clear log line.
+ */
+import { createLogger } from './log';
+import { parseOptions, UsageError, USAGE } from './options';
+import { runDaemon } from './daemon';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const VERSION: string = require('../../package.json').version;
+
+/** What --print-capabilities prints: the vhost-user backend JSON QEMU/libvirt read. */
+export const CAPABILITIES = { type: 'fs', features: ['separate-options'] };
+
+export async function main(argv: string[]): Promise<number> {
+  let opts;
+  try {
+    opts = parseOptions(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`virtiofsd-ts: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (opts.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (opts.version) {
+    process.stdout.write(`virtiofsd-ts ${VERSION}\n`);
+    return 0;
+  }
+  if (opts.printCapabilities) {
+    process.stdout.write(JSON.stringify(CAPABILITIES, null, 2) + '\n');
+    return 0;
+  }
+  const log = createLogger(opts.logLevel);
+  try {
+    return await runDaemon(opts, log);
+  } catch (e) {
+    log.fatal({ err: e }, (e as Error).message);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`virtiofsd-ts: ${(e as Error).stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,92 @@
+// The *at system calls Node's fs module lacks, as thin wrappers. They return the result or
+// -errno (never throw), because they sit on the FUSE hot path where errors such as ENOENT
+// are ordinary answers.
+#include "common.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace vfsn {
+namespace {
+
+bool PathArg(const Napi::CallbackInfo& info, size_t i, std::string* out) {
+  if (info[i].IsString()) {
+    *out = info[i].As<Napi::String>().Utf8Value();
+    return true;
+  }
+  if (info[i].IsBuffer()) {
+    Napi::Buffer<char> b = info[i].As<Napi::Buffer<char>>();
+    out->assign(b.Data(), b.Length());
+    return true;
+  }
+  return false;
+}
+
+// openat(dirfd, path, flags, mode) -> fd or -errno. Always O_CLOEXEC.
+Napi::Value OpenAt(const Napi::CallbackInfo& info) {
+  int64_t dirfd, flags, mode = 0;
+  std::string path;
+  if (!ArgInt(info, 0, &dirfd) || !PathArg(info, 1, &path) || !ArgInt(info, 2, &flags))
+    return ThrowType(info.Env(), "openat(dirfd, path, flags, mode?)");
+  if (info.Length() > 3) ArgInt(info, 3, &mode);
+  if (path.find('\0') != std::string::npos) return Napi::Number::New(info.Env(), -EINVAL);
+  int fd;
+  do {
+    fd = openat(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags) | O_CLOEXEC,
+                static_cast<mode_t>(mode));
+  } while (fd < 0 && errno == EINTR);
+  return Napi::Number::New(info.Env(), fd < 0 ? -errno : fd);
+}
+
+// statx(dirfd, path, flags, out: Float64Array(22)) -> 0 or -errno.
+// Layout of out (StatxField in src/native.ts): mask, devMajor, devMinor, ino, mode, nlink,
+// uid, gid, rdevMajor, rdevMinor, size, blocks, blksize, atime s/ns, mtime s/ns,
+// ctime s/ns, btime s/ns, mntId.
+Napi::Value Statx(const Napi::CallbackInfo& info) {
+  int64_t dirfd, flags;
+  std::string path;
+  if (!ArgInt(info, 0, &dirfd) || !PathArg(info, 1, &path) || !ArgInt(info, 2, &flags) ||
+      !info[3].IsTypedArray())
+    return ThrowType(info.Env(), "statx(dirfd, path, flags, out)");
+  Napi::TypedArray ta = info[3].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < 22)
+    return ThrowType(info.Env(), "out must be a Float64Array of 22");
+  double* o = ta.As<Napi::Float64Array>().Data();
+  struct statx st;
+  int r = statx(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags) | AT_STATX_SYNC_AS_STAT,
+                STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID, &st);
+  if (r < 0) return Napi::Number::New(info.Env(), -errno);
+  o[0] = st.stx_mask;
+  o[1] = st.stx_dev_major;
+  o[2] = st.stx_dev_minor;
+  o[3] = static_cast<double>(st.stx_ino);
+  o[4] = st.stx_mode;
+  o[5] = st.stx_nlink;
+  o[6] = st.stx_uid;
+  o[7] = st.stx_gid;
+  o[8] = st.stx_rdev_major;
+  o[9] = st.stx_rdev_minor;
+  o[10] = static_cast<double>(st.stx_size);
+  o[11] = static_cast<double>(st.stx_blocks);
+  o[12] = st.stx_blksize;
+  o[13] = static_cast<double>(st.stx_atime.tv_sec);
+  o[14] = st.stx_atime.tv_nsec;
+  o[15] = static_cast<double>(st.stx_mtime.tv_sec);
+  o[16] = st.stx_mtime.tv_nsec;
+  o[17] = static_cast<double>(st.stx_ctime.tv_sec);
+  o[18] = st.stx_ctime.tv_nsec;
+  o[19] = static_cast<double>(st.stx_btime.tv_sec);
+  o[20] = st.stx_btime.tv_nsec;
+  o[21] = static_cast<double>(st.stx_mnt_id);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+}  // namespace
+
+void InitFsOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("openat", Napi::Function::New(env, OpenAt));
+  exports.Set("statx", Napi::Function::New(env, Statx));
+}
+
+}  // namespace vfsn

@@ -1,0 +1,72 @@
+/**
+ * The daemon: listens on the vhost-user socket (or takes libvirt's --fd), serves one front
+ * end connection with the virtio-fs device, and exits when it closes, as the Rust virtiofsd
+ * does (libvirt and QEMU expect that). SIGTERM/SIGINT/SIGHUP end it at once, cleanly.
+ */
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { native } from './native';
+import type { Logger } from './log';
+import type { Options } from './options';
+import { fsDevice } from './fs-device';
+import { createSharedState } from './fuse/passthrough';
+import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
+
+export async function runDaemon(opts: Options, log: Logger): Promise<number> {
+  if (!opts.sharedDir) throw new Error('--shared-dir (or -o source=DIR) is required');
+  const stateId = createSharedState(opts.sharedDir);
+  let listenFd: number;
+  let ownSocket: string | null = null;
+  if (opts.fd !== undefined) {
+    listenFd = opts.fd;
+  } else if (opts.socketPath) {
+    removeStaleSocket(opts.socketPath);
+    listenFd = native.unixListen(opts.socketPath, 1);
+    ownSocket = opts.socketPath;
+    if (opts.socketGroup) await chgrp(opts.socketPath, opts.socketGroup);
+  } else {
+    throw new Error('either --socket-path or --fd is required');
+  }
+  log.info({ sharedDir: opts.sharedDir, socket: opts.socketPath ?? `fd ${opts.fd}`, cache: opts.cache }, 'waiting for a vhost-user connection');
+
+  const conn = await new Promise<number>((resolve, reject) => {
+    const w = new native.FdWatcher(listenFd, false, () => {
+      w.stop();
+      try {
+        resolve(native.unixAccept(listenFd, RECV_TIMEOUT_MS));
+      } catch (e) {
+        reject(e);
+      }
+    });
+    w.start();
+  });
+  native.close(listenFd);
+  if (ownSocket) removeStaleSocket(ownSocket);
+  log.info('front end connected');
+
+  const device = fsDevice(
+    {
+      passthrough: { stateId, sharedDir: opts.sharedDir, cache: opts.cache, readonly: opts.readonly, writeback: opts.writeback },
+      logLevel: opts.logLevel,
+    },
+    log,
+  );
+  const backend = new VhostUserBackend(conn, device, log);
+  const onSignal = (sig: NodeJS.Signals) => {
+    log.info({ signal: sig }, 'exiting on signal');
+    void backend.close();
+  };
+  for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, onSignal);
+  backend.start();
+  await backend.finished;
+  native.stateDestroy(stateId);
+  return 0;
+}
+
+function removeStaleSocket(p: string): void {
+  if (existsSync(p) && lstatSync(p).isSocket()) unlinkSync(p);
+}
+
+async function chgrp(p: string, group: string): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('chgrp', [group, p]);
+}

@@ -1,0 +1,44 @@
+/**
+ * The virtio-fs device: ties the vhost-user backend to the FUSE server. It says how many
+ * queues there are and where each runs (the hiprio queue and the first request queue on the
+ * main thread, every further request queue on a worker of its own), and it is the module
+ * every queue thread loads to build its ChainHandler: a FuseServer over a PassthroughFs
+ * whose state (inodes, handles) is the one native FsState all threads share.
+ */
+import type { Logger, LogLevel } from './log';
+import { FuseServer } from './fuse/server';
+import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
+import type { DeviceSpec } from './vhost/backend';
+import { LocalQueueHost, WorkerQueueHost, type HandlerSpec, type QueueHost } from './vhost/queue-host';
+import type { ChainHandler } from './vhost/queue-runner';
+
+/** Request queues we accept; the guest's num-request-queues must not exceed it. */
+export const MAX_REQUEST_QUEUES = 64;
+/** virtio-fs has no device-specific feature bits we offer (NOTIFICATION is not in Linux). */
+const FS_DEVICE_FEATURES = 0n;
+
+export interface FsDeviceOptions {
+  passthrough: PassthroughOptions;
+  logLevel: LogLevel;
+}
+
+/** Builds the per-thread handler (HandlerSpec.module points at this file). */
+export function createHandler(options: unknown, log: Logger): ChainHandler {
+  const o = options as FsDeviceOptions;
+  const fs = new PassthroughFs(o.passthrough);
+  const server = new FuseServer(fs, log);
+  return { handle: (chain) => server.handle(chain) };
+}
+
+export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
+  const spec: HandlerSpec = { module: __filename, options };
+  return {
+    maxQueues: 1 + MAX_REQUEST_QUEUES,
+    deviceFeatures: FS_DEVICE_FEATURES,
+    shmemSizes: [],
+    createQueueHost(index: number): QueueHost {
+      if (index <= 1) return new LocalQueueHost(spec, log.child({ queue: index }), index);
+      return new WorkerQueueHost(spec, options.logLevel, log, index);
+    },
+  };
+}

@@ -1,0 +1,210 @@
+/**
+ * Command-line options, compatible with the Rust virtiofsd (same names and meanings, the
+ * legacy `-o source=...,cache=...` form, and every `-o` option libvirt may send to the C
+ * virtiofsd), plus an optional TOML file (--config) whose keys are the long option names.
+ * Command-line values override the file. Everything is validated with one zod schema.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseToml } from 'smol-toml';
+import { z } from 'zod';
+import { parseCacheMode } from './cache/policy';
+
+const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
+
+export const OptionsSchema = z
+  .object({
+    sharedDir: z.string().min(1).optional(),
+    socketPath: z.string().min(1).optional(),
+    fd: z.number().int().min(0).optional(),
+    socketGroup: z.string().optional(),
+    tag: z.string().max(36).optional(),
+    threadPoolSize: z.number().int().min(0).max(1024).default(0),
+    cache: z.string().transform((s, ctx) => {
+      try {
+        return parseCacheMode(s);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return z.NEVER;
+      }
+    }).default('auto'),
+    allowMmap: z.boolean().default(false),
+    noReaddirplus: z.boolean().default(false),
+    writeback: z.boolean().default(false),
+    allowDirectIo: z.boolean().default(false),
+    xattr: z.boolean().default(false),
+    posixAcl: z.boolean().default(false),
+    posixLock: z.boolean().default(true),
+    flock: z.boolean().default(true),
+    xattrmap: z.string().optional(),
+    securityLabel: z.boolean().default(false),
+    sandbox: z.enum(['namespace', 'chroot', 'none']).default('none'),
+    seccomp: z.enum(['none', 'kill', 'log', 'trap']).default('none'),
+    modcaps: z.string().optional(),
+    readonly: z.boolean().default(false),
+    announceSubmounts: z.boolean().default(true),
+    inodeFileHandles: z.enum(['never', 'prefer', 'mandatory']).default('never'),
+    killprivV2: z.boolean().default(false),
+    logLevel: z.enum(logLevels).default('info'),
+    syslog: z.boolean().default(false),
+    rlimitNofile: z.number().int().min(0).optional(),
+    preserveNoatime: z.boolean().default(false),
+    uidMap: z.string().optional(),
+    gidMap: z.string().optional(),
+    translateUid: z.array(z.string()).default([]),
+    translateGid: z.array(z.string()).default([]),
+    migrationMode: z.enum(['find-paths', 'file-handles']).optional(),
+    migrationOnError: z.enum(['abort', 'guest-error']).optional(),
+    migrationVerifyHandles: z.boolean().default(false),
+    migrationConfirmPaths: z.boolean().default(false),
+    printCapabilities: z.boolean().default(false),
+    config: z.string().optional(),
+  })
+  .strict();
+
+export type Options = z.infer<typeof OptionsSchema>;
+
+/** The long options and whether they take a value (string) or not (boolean). */
+const LONG: Record<string, 'string' | 'boolean'> = {
+  'shared-dir': 'string', 'socket-path': 'string', fd: 'string', 'socket-group': 'string', tag: 'string',
+  'thread-pool-size': 'string', cache: 'string', 'allow-mmap': 'boolean', 'no-readdirplus': 'boolean',
+  writeback: 'boolean', 'allow-direct-io': 'boolean', xattr: 'boolean', 'posix-acl': 'boolean',
+  xattrmap: 'string', 'security-label': 'boolean', sandbox: 'string', seccomp: 'string', modcaps: 'string',
+  readonly: 'boolean', 'announce-submounts': 'boolean', 'no-announce-submounts': 'boolean',
+  'inode-file-handles': 'string', 'killpriv-v2': 'boolean', 'log-level': 'string', syslog: 'boolean',
+  'rlimit-nofile': 'string', 'preserve-noatime': 'boolean', 'uid-map': 'string', 'gid-map': 'string',
+  'translate-uid': 'string', 'translate-gid': 'string', 'migration-mode': 'string',
+  'migration-on-error': 'string', 'migration-verify-handles': 'boolean', 'migration-confirm-paths': 'boolean',
+  'print-capabilities': 'boolean', config: 'string', help: 'boolean', version: 'boolean',
+  // accepted for compatibility with the C virtiofsd: foreground is our only mode
+  foreground: 'boolean', debug: 'boolean',
+};
+
+const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const NUMERIC = new Set(['fd', 'thread-pool-size', 'rlimit-nofile']);
+
+export class UsageError extends Error {}
+
+/** Applies one `-o` option (C virtiofsd / libvirt syntax) to the raw option object. */
+function applyLegacy(raw: Record<string, unknown>, item: string): void {
+  const [k, v] = item.split(/=(.*)/s, 2);
+  switch (k) {
+    case 'source': raw.sharedDir = v; break;
+    case 'cache': raw.cache = v; break;
+    case 'xattr': raw.xattr = true; break;
+    case 'no_xattr': raw.xattr = false; break;
+    case 'flock': raw.flock = true; break;
+    case 'no_flock': raw.flock = false; break;
+    case 'posix_lock': raw.posixLock = true; break;
+    case 'no_posix_lock': raw.posixLock = false; break;
+    case 'writeback': raw.writeback = true; break;
+    case 'no_writeback': raw.writeback = false; break;
+    case 'readdirplus': raw.noReaddirplus = false; break;
+    case 'no_readdirplus': raw.noReaddirplus = true; break;
+    case 'sandbox': raw.sandbox = v; break;
+    case 'log_level': raw.logLevel = v; break;
+    case 'debug': raw.logLevel = 'debug'; break;
+    case 'announce_submounts': raw.announceSubmounts = true; break;
+    case 'killpriv_v2': raw.killprivV2 = true; break;
+    case 'no_killpriv_v2': raw.killprivV2 = false; break;
+    case 'xattrmap': raw.xattrmap = v; break;
+    case 'modcaps': raw.modcaps = v; break;
+    case 'allow_direct_io': raw.allowDirectIo = true; break;
+    case 'no_allow_direct_io': raw.allowDirectIo = false; break;
+    case 'posix_acl': raw.posixAcl = true; break;
+    case 'no_posix_acl': raw.posixAcl = false; break;
+    case 'security_label': raw.securityLabel = true; break;
+    case 'no_security_label': raw.securityLabel = false; break;
+    case 'timeout': case 'norace': case 'readdirplus_auto': case 'allow_root': case 'default_permissions':
+      break; // C virtiofsd tunables with no effect here
+    default:
+      throw new UsageError(`unknown -o option '${k}'`);
+  }
+}
+
+/** Parses argv (without node and script) into validated Options. */
+export function parseOptions(argv: string[]): Options & { help: boolean; version: boolean } {
+  const optionDefs: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
+  for (const [name, type] of Object.entries(LONG)) optionDefs[name] = { type };
+  optionDefs['translate-uid'].multiple = true;
+  optionDefs['translate-gid'].multiple = true;
+  optionDefs.o = { type: 'string', multiple: true, short: 'o' };
+  optionDefs.foreground.short = 'f';
+  optionDefs.debug.short = 'd';
+  optionDefs.help.short = 'h';
+  optionDefs.version.short = 'V';
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: optionDefs, strict: true, allowPositionals: false });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values as Record<string, unknown>;
+  const cli: Record<string, unknown> = {};
+  for (const [name, val] of Object.entries(v)) {
+    if (name === 'o' || name === 'help' || name === 'version' || name === 'foreground') continue;
+    if (name === 'debug') {
+      cli.logLevel = 'debug';
+      continue;
+    }
+    if (name === 'no-announce-submounts') {
+      cli.announceSubmounts = false;
+      continue;
+    }
+    if (NUMERIC.has(name)) {
+      const n = Number(val);
+      if (!Number.isInteger(n)) throw new UsageError(`--${name} expects an integer, got '${String(val)}'`);
+      cli[camel(name)] = n;
+    } else {
+      cli[camel(name)] = val;
+    }
+  }
+  for (const item of (v.o as string[] | undefined) ?? []) {
+    for (const part of item.split(',')) if (part) applyLegacy(cli, part);
+  }
+  let raw: Record<string, unknown> = cli;
+  if (typeof cli.config === 'string') raw = { ...readConfigFile(cli.config), ...cli };
+  const r = OptionsSchema.safeParse(raw);
+  if (!r.success) {
+    throw new UsageError(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
+  }
+  return { ...r.data, help: v.help === true, version: v.version === true };
+}
+
+/** Reads a TOML config file; keys are long option names (kebab or snake case). */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseToml(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new UsageError(`config file ${path}: ${(e as Error).message}`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, val] of Object.entries(doc)) out[camel(k.replace(/_/g, '-'))] = val;
+  return out;
+}
+
+export const USAGE = `Usage: virtiofsd-ts --socket-path=PATH | --fd=N  --shared-dir=DIR [options]
+
+A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci device.
+
+  --shared-dir=DIR          directory to share (or -o source=DIR)
+  --socket-path=PATH        vhost-user socket to listen on
+  --fd=N                    an already listening socket (as libvirt passes it)
+  --socket-group=GROUP      group owner of the socket
+  --cache=MODE              never|metadata|auto|always (none = never), default auto
+  --writeback               let the guest cache writes (FUSE writeback cache)
+  --allow-direct-io         honour O_DIRECT from the guest
+  --allow-mmap              allow shared mmap in cache=never
+  --no-readdirplus          do not use READDIRPLUS
+  --xattr                   support extended attributes
+  --readonly                refuse every change (EROFS)
+  --thread-pool-size=N      threads for blocking requests per queue (0: on the queue thread)
+  --sandbox=none|chroot|namespace
+  --log-level=LEVEL         error|warn|info|debug|trace|off (default info)
+  --config=FILE             TOML file with any of these options (long names as keys)
+  --print-capabilities      print the vhost-user backend capabilities as JSON and exit
+  -o OPT[,OPT...]           C virtiofsd / libvirt style options (source=, cache=, xattr, ...)
+  -h, --help                this help
+  -V, --version             version
+`;

@@ -1,0 +1,475 @@
+/**
+ * The backend side of one vhost-user connection: reads front-end requests, validates each
+ * (size, descriptor count, negotiated features) before decoding it, keeps the device state
+ * (features, memory table, vrings) and starts and stops queues on their QueueHosts.
+ * Follows QEMU's docs/interop/vhost-user.rst; device-specific parts come from a DeviceSpec.
+ *
+ * Error policy: a framing error (bad version bits, oversized payload, truncated descriptors)
+ * closes the connection, since the stream can no longer be trusted; a malformed request is
+ * logged and refused (a non-zero REPLY_ACK when the front end asked for one); a malformed
+ * ring breaks only its queue. Nothing the front end sends can crash the process.
+ */
+import { native } from '../native';
+import type { Logger } from '../log';
+import {
+  bit, checkShape, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
+  encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
+  MAX_PAYLOAD, MessageError, ProtocolFeature, VirtioFeature, VRING_ADDR_F_LOG, VRING_IDX_MASK,
+  VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
+} from './messages';
+import type { QueueHost } from './queue-host';
+import { MAX_QUEUE_SIZE, type RingAddresses } from './virtqueue';
+
+/** What the device behind this backend offers and how its queues are hosted. */
+export interface DeviceSpec {
+  /** Queues the device can serve (GET_QUEUE_NUM). */
+  maxQueues: number;
+  /** Device-specific virtio feature bits; transport bits are added here. */
+  deviceFeatures: bigint;
+  /** Sizes of the shared-memory regions (DAX window), empty when none. */
+  shmemSizes: number[];
+  /** Creates the host of queue `index` (called once per queue per connection). */
+  createQueueHost(index: number): QueueHost;
+  /** Called when the backend channel arrives (SET_BACKEND_REQ_FD) or goes (-1). */
+  onBackendChannel?(fd: number): void;
+  /** Called on RESET_OWNER/RESET_DEVICE after the queues have stopped. */
+  onReset?(): void;
+}
+
+/** Seconds a front end may stall in the middle of one message before we drop it. */
+export const RECV_TIMEOUT_MS = 10_000;
+/** Memory slots we accept through ADD_MEM_REG (GET_MAX_MEM_SLOTS). */
+export const MAX_MEM_SLOTS = 32;
+
+const VHOST_F_LOG_ALL = 26;
+
+interface Vring {
+  num: number;
+  addrs: RingAddresses | null;
+  base: number;
+  kickFd: number;
+  callFd: number;
+  errFd: number;
+  enabled: boolean;
+  running: boolean;
+  host: QueueHost | null;
+}
+
+class RequestError extends Error {}
+
+export class VhostUserBackend {
+  private readonly vrings: Vring[];
+  private ackedFeatures = 0n;
+  private ackedProtocol = 0n;
+  private status = 0;
+  private readonly memTableId: number;
+  private readonly slots: MemoryRegion[] = [];
+  private backendFd = -1;
+  private watcher: InstanceType<typeof native.FdWatcher> | null = null;
+  private closed = false;
+  private done!: () => void;
+  readonly finished: Promise<void>;
+
+  constructor(
+    private readonly fd: number,
+    private readonly device: DeviceSpec,
+    private readonly log: Logger,
+  ) {
+    this.vrings = Array.from({ length: device.maxQueues }, () => this.freshVring());
+    this.memTableId = native.memTableCreate();
+    this.finished = new Promise((r) => (this.done = r));
+  }
+
+  /** Virtio features we offer: the device's plus the transport's. */
+  get offeredFeatures(): bigint {
+    return (
+      this.device.deviceFeatures |
+      bit(VirtioFeature.VERSION_1) |
+      bit(VirtioFeature.RING_INDIRECT_DESC) |
+      bit(VirtioFeature.RING_EVENT_IDX) |
+      bit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)
+    );
+  }
+
+  get offeredProtocolFeatures(): bigint {
+    let f =
+      bit(ProtocolFeature.MQ) |
+      bit(ProtocolFeature.REPLY_ACK) |
+      bit(ProtocolFeature.BACKEND_REQ) |
+      bit(ProtocolFeature.BACKEND_SEND_FD) |
+      bit(ProtocolFeature.RESET_DEVICE) |
+      bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+      bit(ProtocolFeature.STATUS);
+    if (this.device.shmemSizes.length > 0) f |= bit(ProtocolFeature.SHMEM);
+    return f;
+  }
+
+  /** Starts reading requests; `finished` resolves when the connection has ended. */
+  start(): void {
+    this.watcher = new native.FdWatcher(this.fd, false, () => void this.onReadable());
+    this.watcher.start();
+  }
+
+  private freshVring(): Vring {
+    return { num: 0, addrs: null, base: 0, kickFd: -1, callFd: -1, errFd: -1, enabled: false, running: false, host: null };
+  }
+
+  private async onReadable(): Promise<void> {
+    // One request at a time: stop watching while a request is served (it may wait for a
+    // queue to drain), then look again.
+    this.watcher?.stop();
+    try {
+      while (!this.closed) {
+        const msg = native.vhostRecv(this.fd, MAX_PAYLOAD);
+        if (msg === null) {
+          this.log.info('front end closed the connection');
+          await this.close();
+          return;
+        }
+        await this.serve(msg);
+        if (!native.pollReadable(this.fd, 0)) break;
+      }
+    } catch (e) {
+      this.log.error({ err: e }, 'vhost-user connection failed; closing it');
+      await this.close();
+      return;
+    }
+    if (!this.closed) this.watcher?.start();
+  }
+
+  private async serve(msg: ReceivedMessageLike): Promise<void> {
+    const { request, flags, size, payload, fds } = msg;
+    const name = FrontendReq[request] ?? `request ${request}`;
+    if ((flags & Flags.VERSION_MASK) !== Flags.VERSION || (flags & Flags.REPLY) !== 0) {
+      closeFds(fds);
+      throw new MessageError(`${name}: bad header flags 0x${flags.toString(16)}`);
+    }
+    if (payload === null) {
+      closeFds(fds);
+      throw new MessageError(`${name}: payload of ${size} bytes exceeds ${MAX_PAYLOAD}`);
+    }
+    if (msg.truncatedFds) {
+      closeFds(fds);
+      throw new MessageError(`${name}: more descriptors than a message may carry`);
+    }
+    const needReply = (flags & Flags.NEED_REPLY) !== 0 && hasBit(this.ackedProtocol, ProtocolFeature.REPLY_ACK);
+    const shapeError = checkShape(request, size, fds.length);
+    if (shapeError) {
+      closeFds(fds);
+      this.log.warn({ request: name }, `refused malformed request: ${shapeError}`);
+      if (needReply) this.ack(request, 1);
+      return;
+    }
+    this.log.debug({ request: name, size, fds: fds.length }, 'vhost-user request');
+    let reply: Buffer | null = null;
+    try {
+      reply = await this.dispatch(request as FrontendReq, payload, fds);
+    } catch (e) {
+      // Anything a request provokes is refused, never fatal; an error that is not one of
+      // our validation or system errors is a bug on our side and is logged as such.
+      const expected = e instanceof RequestError || e instanceof MessageError || e instanceof RangeError || isSystemError(e);
+      if (expected) this.log.warn({ request: name }, `refused request: ${(e as Error).message}`);
+      else this.log.error({ request: name, err: e }, 'request failed unexpectedly; refused');
+      if (needReply) this.ack(request, 1);
+      return;
+    }
+    if (reply) this.send(request, reply);
+    else if (needReply) this.ack(request, 0);
+  }
+
+  private async dispatch(req: FrontendReq, p: Buffer, fds: number[]): Promise<Buffer | null> {
+    switch (req) {
+      case FrontendReq.GET_FEATURES:
+        return u64(this.offeredFeatures);
+      case FrontendReq.SET_FEATURES: {
+        const f = p.readBigUInt64LE(0);
+        if ((f & ~this.offeredFeatures) !== 0n) throw new RequestError(`front end acked features we do not offer: 0x${(f & ~this.offeredFeatures).toString(16)}`);
+        if (hasBit(f, VHOST_F_LOG_ALL)) throw new RequestError('dirty-page logging is not supported');
+        this.ackedFeatures = f;
+        // Without PROTOCOL_FEATURES, rings are enabled as soon as they start.
+        return null;
+      }
+      case FrontendReq.GET_PROTOCOL_FEATURES:
+        return u64(this.offeredProtocolFeatures);
+      case FrontendReq.SET_PROTOCOL_FEATURES: {
+        const f = p.readBigUInt64LE(0);
+        if ((f & ~this.offeredProtocolFeatures) !== 0n) throw new RequestError(`front end acked protocol features we do not offer: 0x${(f & ~this.offeredProtocolFeatures).toString(16)}`);
+        this.ackedProtocol = f;
+        return null;
+      }
+      case FrontendReq.GET_QUEUE_NUM:
+        return u64(BigInt(this.device.maxQueues));
+      case FrontendReq.SET_OWNER:
+        return null;
+      case FrontendReq.RESET_OWNER:
+      case FrontendReq.RESET_DEVICE:
+        await this.reset();
+        return null;
+      case FrontendReq.GET_MAX_MEM_SLOTS:
+        this.requireProtocol(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+        return u64(BigInt(MAX_MEM_SLOTS));
+      case FrontendReq.SET_MEM_TABLE:
+        return this.setMemTable(p, fds);
+      case FrontendReq.ADD_MEM_REG:
+        return this.addMemReg(p, fds);
+      case FrontendReq.REM_MEM_REG:
+        return this.remMemReg(p, fds);
+      case FrontendReq.SET_LOG_BASE:
+      case FrontendReq.SET_LOG_FD:
+        closeFds(fds);
+        throw new RequestError('dirty-page logging (migration) is not supported');
+      case FrontendReq.SET_BACKEND_REQ_FD:
+        this.requireProtocol(ProtocolFeature.BACKEND_REQ, fds);
+        if (this.backendFd >= 0) native.close(this.backendFd);
+        this.backendFd = fds[0];
+        this.device.onBackendChannel?.(this.backendFd);
+        return null;
+      case FrontendReq.SET_VRING_NUM: {
+        const s = decodeVringState(p);
+        const v = this.vring(s.index);
+        if (v.running) throw new RequestError(`SET_VRING_NUM on running queue ${s.index}`);
+        if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) throw new RequestError(`queue size ${s.num} is not a power of two up to ${MAX_QUEUE_SIZE}`);
+        v.num = s.num;
+        return null;
+      }
+      case FrontendReq.SET_VRING_ADDR: {
+        const a = decodeVringAddr(p);
+        const v = this.vring(a.index);
+        if (a.flags & VRING_ADDR_F_LOG) throw new RequestError('vring logging is not supported');
+        if (v.running) throw new RequestError(`SET_VRING_ADDR on running queue ${a.index}`);
+        v.addrs = { desc: a.desc, avail: a.avail, used: a.used };
+        return null;
+      }
+      case FrontendReq.SET_VRING_BASE: {
+        const s = decodeVringState(p);
+        const v = this.vring(s.index);
+        if (v.running) throw new RequestError(`SET_VRING_BASE on running queue ${s.index}`);
+        if (s.num > 0xffff) throw new RequestError(`vring base ${s.num} out of range`);
+        v.base = s.num;
+        return null;
+      }
+      case FrontendReq.GET_VRING_BASE: {
+        const s = decodeVringState(p);
+        const v = this.vring(s.index);
+        if (v.running) await this.stopQueue(s.index);
+        v.enabled = false;
+        // The ring is stopped: its kick descriptor is no longer ours to watch.
+        if (v.kickFd >= 0) native.close(v.kickFd);
+        v.kickFd = -1;
+        return encodeVringState({ index: s.index, num: v.base });
+      }
+      case FrontendReq.SET_VRING_KICK:
+      case FrontendReq.SET_VRING_CALL:
+      case FrontendReq.SET_VRING_ERR:
+        return this.setVringFd(req, p, fds);
+      case FrontendReq.SET_VRING_ENABLE: {
+        const s = decodeVringState(p);
+        const v = this.vring(s.index);
+        if (!hasBit(this.ackedFeatures, VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) throw new RequestError('SET_VRING_ENABLE without PROTOCOL_FEATURES');
+        if (s.num > 1) throw new RequestError(`SET_VRING_ENABLE with ${s.num}`);
+        v.enabled = s.num === 1;
+        if (v.enabled) await this.maybeStart(s.index);
+        else if (v.running) await this.stopQueue(s.index);
+        return null;
+      }
+      case FrontendReq.SET_STATUS:
+        this.requireProtocol(ProtocolFeature.STATUS);
+        this.status = Number(p.readBigUInt64LE(0) & 0xffn);
+        return null;
+      case FrontendReq.GET_STATUS:
+        this.requireProtocol(ProtocolFeature.STATUS);
+        return u64(BigInt(this.status));
+      case FrontendReq.GET_SHMEM_CONFIG:
+        this.requireProtocol(ProtocolFeature.SHMEM);
+        return encodeShmemConfig(this.device.shmemSizes);
+      default:
+        closeFds(fds);
+        throw new RequestError('request not supported by this device');
+    }
+  }
+
+  private requireProtocol(feature: number, fds: number[] = []): void {
+    if (!hasBit(this.ackedProtocol, feature)) {
+      closeFds(fds);
+      throw new RequestError(`protocol feature ${feature} was not negotiated`);
+    }
+  }
+
+  private vring(index: number): Vring {
+    const v = this.vrings[index];
+    if (!v) throw new RequestError(`queue index ${index} out of range (device has ${this.vrings.length})`);
+    return v;
+  }
+
+  private setMemTable(p: Buffer, fds: number[]): null {
+    try {
+      const regions = decodeMemoryTable(p);
+      if (regions.length !== fds.length) throw new RequestError(`${regions.length} regions but ${fds.length} descriptors`);
+      native.memTableSet(this.memTableId, regions.map((r, i) => spec(r, fds[i])));
+      this.slots.splice(0, this.slots.length, ...regions);
+      this.log.debug({ regions }, 'memory table set');
+      return null;
+    } finally {
+      closeFds(fds);
+    }
+  }
+
+  private addMemReg(p: Buffer, fds: number[]): null {
+    try {
+      this.requireProtocol(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+      if (this.slots.length >= MAX_MEM_SLOTS) throw new RequestError('no free memory slot');
+      const r = decodeMemRegMsg(p);
+      native.memTableAdd(this.memTableId, spec(r, fds[0]));
+      this.slots.push(r);
+      return null;
+    } finally {
+      closeFds(fds);
+    }
+  }
+
+  private remMemReg(p: Buffer, fds: number[]): null {
+    closeFds(fds);
+    this.requireProtocol(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+    const r = decodeMemRegMsg(p);
+    if (native.memTableRemove(this.memTableId, r.guestPhysAddr, r.memorySize) < 0) {
+      throw new RequestError(`no region at 0x${r.guestPhysAddr.toString(16)} of ${r.memorySize} bytes`);
+    }
+    const i = this.slots.findIndex((s) => s.guestPhysAddr === r.guestPhysAddr && s.memorySize === r.memorySize);
+    if (i >= 0) this.slots.splice(i, 1);
+    return null;
+  }
+
+  private async setVringFd(req: FrontendReq, p: Buffer, fds: number[]): Promise<null> {
+    const raw = Number(p.readBigUInt64LE(0) & 0xffffffffn);
+    const index = raw & VRING_IDX_MASK;
+    const noFd = (raw & VRING_NOFD_MASK) !== 0;
+    if (noFd !== (fds.length === 0)) {
+      closeFds(fds);
+      throw new RequestError(`${FrontendReq[req]}: no-fd flag ${noFd} with ${fds.length} descriptors`);
+    }
+    if ((raw & ~(VRING_IDX_MASK | VRING_NOFD_MASK)) !== 0 || index >= this.vrings.length) {
+      closeFds(fds);
+      throw new RequestError(`${FrontendReq[req]}: bad queue index 0x${raw.toString(16)}`);
+    }
+    const v = this.vrings[index];
+    const fd = noFd ? -1 : fds[0];
+    if (req === FrontendReq.SET_VRING_CALL) {
+      if (v.callFd >= 0) native.close(v.callFd);
+      v.callFd = fd;
+      if (v.running) await v.host!.setCallFd(fd);
+      return null;
+    }
+    if (req === FrontendReq.SET_VRING_ERR) {
+      if (v.errFd >= 0) native.close(v.errFd);
+      v.errFd = fd;
+      return null;
+    }
+    // SET_VRING_KICK starts the ring (enabled at once without PROTOCOL_FEATURES).
+    if (noFd) throw new RequestError('polling mode (kick without an eventfd) is not supported');
+    if (v.running) await this.stopQueue(index);
+    if (v.kickFd >= 0) native.close(v.kickFd);
+    v.kickFd = fd;
+    if (!hasBit(this.ackedFeatures, VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) v.enabled = true;
+    await this.maybeStart(index);
+    return null;
+  }
+
+  private async maybeStart(index: number): Promise<void> {
+    const v = this.vrings[index];
+    if (v.running || !v.enabled || v.kickFd < 0 || !v.addrs || v.num === 0) return;
+    v.host ??= this.device.createQueueHost(index);
+    try {
+      await v.host.start({
+        index,
+        size: v.num,
+        addrs: v.addrs,
+        base: v.base,
+        eventIdx: hasBit(this.ackedFeatures, VirtioFeature.RING_EVENT_IDX),
+        kickFd: v.kickFd,
+        callFd: v.callFd,
+        errFd: v.errFd,
+        memTableId: this.memTableId,
+      });
+    } catch (e) {
+      throw new RequestError(`queue ${index} cannot start: ${(e as Error).message}`);
+    }
+    v.running = true;
+    this.log.debug({ queue: index, size: v.num, base: v.base }, 'queue started');
+  }
+
+  private async stopQueue(index: number): Promise<void> {
+    const v = this.vrings[index];
+    v.base = await v.host!.stop();
+    v.running = false;
+    this.log.debug({ queue: index, base: v.base }, 'queue stopped');
+  }
+
+  private async reset(): Promise<void> {
+    for (let i = 0; i < this.vrings.length; i++) {
+      const v = this.vrings[i];
+      if (v.running) await this.stopQueue(i);
+      for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
+      this.vrings[i] = { ...this.freshVring(), host: v.host };
+    }
+    this.ackedFeatures = 0n;
+    this.status = 0;
+    this.device.onReset?.();
+  }
+
+  private send(request: number, payload: Buffer): void {
+    const b = encodeHeader({ request, flags: Flags.VERSION | Flags.REPLY, size: payload.length });
+    payload.copy(b, HEADER_SIZE);
+    native.vhostSend(this.fd, b);
+  }
+
+  private ack(request: number, value: number): void {
+    this.send(request, u64(BigInt(value)));
+  }
+
+  /** Per-queue request counts, for the exit report. */
+  async queueCounts(): Promise<Record<number, number>> {
+    const out: Record<number, number> = {};
+    for (let i = 0; i < this.vrings.length; i++) {
+      const h = this.vrings[i].host;
+      if (h) out[i] = await h.served().catch(() => -1);
+    }
+    return out;
+  }
+
+  /** Stops every queue, releases every descriptor and ends the connection. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher?.stop();
+    const counts = await this.queueCounts();
+    this.log.info({ requestsPerQueue: counts }, 'connection closed');
+    for (let i = 0; i < this.vrings.length; i++) {
+      const v = this.vrings[i];
+      if (v.running) await this.stopQueue(i).catch(() => undefined);
+      await v.host?.close().catch(() => undefined);
+      for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
+    }
+    if (this.backendFd >= 0) native.close(this.backendFd);
+    native.close(this.fd);
+    native.memTableDestroy(this.memTableId);
+    this.done();
+  }
+}
+
+function u64(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
+}
+
+function spec(r: MemoryRegion, fd: number) {
+  return { gpa: r.guestPhysAddr, size: r.memorySize, uaddr: r.userspaceAddr, mmapOffset: r.mmapOffset, fd };
+}
+
+function closeFds(fds: number[]): void {
+  for (const fd of fds) native.close(fd);
+}
+
+function isSystemError(e: unknown): boolean {
+  return e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === 'string';
+}

@@ -1,0 +1,145 @@
+/**
+ * Where a queue runs. The connection (main thread) starts, stops and re-targets queues
+ * through this one interface; a LocalQueueHost runs the QueueRunner on the calling thread,
+ * a WorkerQueueHost on a worker thread of its own. Both build the device's ChainHandler
+ * from a HandlerSpec (a module path and plain options), because a handler object cannot
+ * cross to a worker: it is rebuilt there, and it reaches the shared file-system state
+ * through native ids carried in the options.
+ */
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { Logger, LogLevel } from '../log';
+import { QueueRunner, type ChainHandler, type QueueConfig } from './queue-runner';
+
+export interface HandlerSpec {
+  /** Absolute path of a module exporting createHandler(options, log, queueIndex). */
+  module: string;
+  options: unknown;
+}
+
+export type HandlerFactory = (options: unknown, log: Logger, queueIndex: number) => ChainHandler;
+
+export function loadHandler(spec: HandlerSpec, log: Logger, queueIndex: number): ChainHandler {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const mod = require(spec.module) as { createHandler: HandlerFactory };
+  return mod.createHandler(spec.options, log, queueIndex);
+}
+
+export interface QueueHost {
+  start(cfg: QueueConfig): Promise<void>;
+  /** Stops the queue after its in-flight requests; resolves to the next avail index. */
+  stop(): Promise<number>;
+  setCallFd(fd: number): Promise<void>;
+  /** Requests served so far on this queue. */
+  served(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export class LocalQueueHost implements QueueHost {
+  private runner: QueueRunner | null = null;
+  private handler: ChainHandler | null = null;
+  private total = 0;
+
+  constructor(
+    private readonly spec: HandlerSpec,
+    private readonly log: Logger,
+    private readonly index: number,
+  ) {}
+
+  async start(cfg: QueueConfig): Promise<void> {
+    this.handler ??= loadHandler(this.spec, this.log, this.index);
+    const r = new QueueRunner(cfg, this.handler, this.log);
+    r.start();
+    this.runner = r;
+  }
+
+  async stop(): Promise<number> {
+    const r = this.runner;
+    if (!r) throw new Error(`queue ${this.index} is not running`);
+    this.runner = null;
+    const base = await r.stop();
+    this.total += r.served;
+    return base;
+  }
+
+  async setCallFd(fd: number): Promise<void> {
+    this.runner?.setCallFd(fd);
+  }
+
+  async served(): Promise<number> {
+    return this.total + (this.runner?.served ?? 0);
+  }
+
+  async close(): Promise<void> {
+    if (this.runner) await this.stop();
+  }
+}
+
+interface Reply {
+  id: number;
+  ok: boolean;
+  result?: unknown;
+  error?: string;
+}
+
+export class WorkerQueueHost implements QueueHost {
+  private readonly worker: Worker;
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private exited = false;
+
+  constructor(spec: HandlerSpec, logLevel: LogLevel, private readonly log: Logger, index: number) {
+    this.worker = new Worker(path.join(__dirname, 'queue-worker.js'), {
+      workerData: { spec, logLevel, index },
+    });
+    this.worker.on('message', (m: Reply) => {
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      if (m.ok) w.resolve(m.result);
+      else w.reject(new Error(m.error));
+    });
+    this.worker.on('error', (e) => {
+      this.log.error({ err: e, queue: index }, 'queue worker crashed');
+    });
+    this.worker.on('exit', () => {
+      this.exited = true;
+      for (const w of this.waiting.values()) w.reject(new Error(`queue ${index} worker exited`));
+      this.waiting.clear();
+    });
+  }
+
+  private call(type: string, arg?: unknown): Promise<unknown> {
+    if (this.exited) return Promise.reject(new Error('queue worker has exited'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.worker.postMessage({ id, type, arg });
+    });
+  }
+
+  async start(cfg: QueueConfig): Promise<void> {
+    await this.call('start', cfg);
+  }
+
+  async stop(): Promise<number> {
+    return (await this.call('stop')) as number;
+  }
+
+  async setCallFd(fd: number): Promise<void> {
+    await this.call('setCallFd', fd);
+  }
+
+  async served(): Promise<number> {
+    return (await this.call('served')) as number;
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    try {
+      await this.call('close');
+    } finally {
+      await this.worker.terminate();
+    }
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * The loop that serves one virtqueue: wait for a kick, pop chains, hand each to the device's
+ * ChainHandler, put completions on the used ring and notify the driver. It knows nothing of
+ * FUSE. It runs in whatever thread hosts the queue (see queue-host.ts), and handlers may
+ * complete out of order (a Promise) so that a slow request does not hold back the others.
+ */
+import { native } from '../native';
+import type { Logger } from '../log';
+import type { DescriptorChain } from './chain';
+import { GuestMemory } from './memory';
+import { QueueError, Virtqueue, type RingAddresses } from './virtqueue';
+
+export interface ChainHandler {
+  /** Serves one request; returns the number of bytes written into the chain's writable part. */
+  handle(chain: DescriptorChain): number | Promise<number>;
+}
+
+/** Everything a thread needs to run a queue; plain data so it can cross to a worker. */
+export interface QueueConfig {
+  index: number;
+  size: number;
+  addrs: RingAddresses;
+  base: number;
+  eventIdx: boolean;
+  kickFd: number;
+  callFd: number;
+  errFd: number;
+  memTableId: number;
+}
+
+/** Chains served between two publications of the used index. */
+const FLUSH_EVERY = 64;
+
+const memories = new Map<number, GuestMemory>();
+function memoryFor(tableId: number): GuestMemory {
+  let m = memories.get(tableId);
+  if (!m) {
+    m = new GuestMemory(tableId);
+    memories.set(tableId, m);
+  }
+  return m;
+}
+
+export class QueueRunner {
+  private vq: Virtqueue | null = null;
+  private watcher: InstanceType<typeof native.FdWatcher> | null = null;
+  private inflight = 0;
+  private idle: (() => void) | null = null;
+  private stopped = false;
+  private sincePublish = 0;
+  /** Requests served, for the per-queue counts reported at debug level and at exit. */
+  served = 0;
+  broken = false;
+
+  constructor(
+    private cfg: QueueConfig,
+    private readonly handler: ChainHandler,
+    private readonly log: Logger,
+  ) {}
+
+  get index(): number {
+    return this.cfg.index;
+  }
+
+  /** Starts serving. Throws QueueError when the rings are not inside guest memory. */
+  start(): void {
+    const mem = memoryFor(this.cfg.memTableId);
+    mem.refresh();
+    this.vq = new Virtqueue(mem, this.cfg.size, this.cfg.addrs, this.cfg.base, this.cfg.eventIdx);
+    this.watcher = new native.FdWatcher(this.cfg.kickFd, true, () => this.process());
+    this.watcher.start();
+    // The driver may have kicked before the ring was enabled: look at the ring now.
+    this.process();
+  }
+
+  setCallFd(fd: number): void {
+    this.cfg = { ...this.cfg, callFd: fd };
+  }
+
+  /** Stops taking new chains, waits for those in flight, and returns the next avail index. */
+  async stop(): Promise<number> {
+    this.stopped = true;
+    this.watcher?.stop();
+    this.watcher = null;
+    if (this.inflight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    if (this.vq) this.publish();
+    return this.vq ? this.vq.lastAvail : this.cfg.base;
+  }
+
+  private process(): void {
+    const vq = this.vq;
+    if (!vq || this.stopped || this.broken) return;
+    try {
+      vq.syncMemory();
+      for (;;) {
+        let chain: DescriptorChain | null;
+        while (!this.stopped && (chain = vq.pop()) !== null) this.dispatch(chain);
+        this.publish();
+        if (this.stopped || vq.enableNotification()) break;
+      }
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  private dispatch(chain: DescriptorChain): void {
+    this.served++;
+    let r: number | Promise<number>;
+    try {
+      r = this.handler.handle(chain);
+    } catch (e) {
+      this.log.error({ err: e, queue: this.cfg.index }, 'request handler failed');
+      r = 0;
+    }
+    if (typeof r === 'number') {
+      this.complete(chain.head, r);
+      return;
+    }
+    this.inflight++;
+    r.then(
+      (len) => this.completeAsync(chain.head, len),
+      (e: unknown) => {
+        this.log.error({ err: e, queue: this.cfg.index }, 'request handler failed');
+        this.completeAsync(chain.head, 0);
+      },
+    );
+  }
+
+  private complete(head: number, len: number): void {
+    this.vq!.push(head, len);
+    if (++this.sincePublish >= FLUSH_EVERY) this.publish();
+  }
+
+  private completeAsync(head: number, len: number): void {
+    this.inflight--;
+    if (!this.broken) {
+      this.vq!.push(head, len);
+      this.publish();
+    }
+    if (this.inflight === 0 && this.idle) {
+      const done = this.idle;
+      this.idle = null;
+      done();
+    }
+  }
+
+  private publish(): void {
+    this.sincePublish = 0;
+    const notify = this.vq!.flush();
+    let r = 0;
+    if (notify && this.cfg.callFd >= 0) r = native.eventfdWrite(this.cfg.callFd);
+    if (this.log.isLevelEnabled('trace')) this.log.trace({ queue: this.cfg.index, notify, callFd: this.cfg.callFd, r }, 'used ring published');
+  }
+
+  private fail(e: unknown): void {
+    if (!(e instanceof QueueError)) throw e;
+    this.broken = true;
+    this.watcher?.stop();
+    this.log.error({ queue: this.cfg.index, reason: e.message }, 'virtqueue broken: the driver supplied a malformed ring; queue stopped');
+    if (this.cfg.errFd >= 0) native.eventfdWrite(this.cfg.errFd);
+  }
+}
