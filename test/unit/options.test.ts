@@ -1,0 +1,65 @@
+/** Command-line and config-file parsing: the Rust virtiofsd's options, libvirt's -o form, TOML. */
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { parseOptions, UsageError } from '../../src/options';
+
+describe('options', () => {
+  it('takes the Rust virtiofsd form with defaults like it', () => {
+    const o = parseOptions(['--socket-path=/tmp/s', '--shared-dir', '/srv']);
+    assert.equal(o.socketPath, '/tmp/s');
+    assert.equal(o.sharedDir, '/srv');
+    assert.equal(o.cache, 'auto');
+    assert.equal(o.threadPoolSize, 0);
+    assert.equal(o.logLevel, 'info');
+    assert.equal(o.readonly, false);
+  });
+
+  it('accepts what libvirt 9.0 sends to the C virtiofsd, including flock and posix_lock', () => {
+    const o = parseOptions(['--fd=3', '-o', 'source=/srv,cache=none,sandbox=chroot,xattr,flock,posix_lock', '--thread-pool-size=16', '-o', 'debug']);
+    assert.equal(o.fd, 3);
+    assert.equal(o.sharedDir, '/srv');
+    assert.equal(o.cache, 'never');
+    assert.equal(o.sandbox, 'chroot');
+    assert.equal(o.xattr, true);
+    assert.equal(o.flock, true);
+    assert.equal(o.posixLock, true);
+    assert.equal(o.threadPoolSize, 16);
+    assert.equal(o.logLevel, 'debug');
+  });
+
+  it('accepts the separate-options form of newer libvirt', () => {
+    const o = parseOptions(['--fd=4', '--shared-dir', '/srv', '--cache', 'always', '--sandbox', 'namespace', '--xattr', '--rlimit-nofile=1000', '--log-level', 'debug']);
+    assert.equal(o.cache, 'always');
+    assert.equal(o.rlimitNofile, 1000);
+  });
+
+  it('rejects unknown options, bad values and unknown -o options with a usage error', () => {
+    assert.throws(() => parseOptions(['--bogus']), UsageError);
+    assert.throws(() => parseOptions(['--cache=sometimes']), /cache/);
+    assert.throws(() => parseOptions(['--thread-pool-size=many']), UsageError);
+    assert.throws(() => parseOptions(['-o', 'frobnicate']), /unknown -o option/);
+    assert.throws(() => parseOptions(['--log-level=loud']), UsageError);
+  });
+
+  it('reads a TOML config file; the command line wins', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vfsd-conf-'));
+    const f = path.join(dir, 'c.toml');
+    writeFileSync(f, 'shared-dir = "/from/file"\ncache = "never"\nreadonly = true\nthread_pool_size = 4\n');
+    const o = parseOptions([`--config=${f}`, '--cache=always']);
+    assert.equal(o.sharedDir, '/from/file');
+    assert.equal(o.cache, 'always');
+    assert.equal(o.readonly, true);
+    assert.equal(o.threadPoolSize, 4);
+  });
+
+  it('reports which key of a config file is wrong', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vfsd-conf-'));
+    const f = path.join(dir, 'c.toml');
+    writeFileSync(f, 'thread-pool-size = "lots"\n');
+    assert.throws(() => parseOptions([`--config=${f}`]), /threadPoolSize/);
+    writeFileSync(f, 'no-such-option = 1\n');
+    assert.throws(() => parseOptions([`--config=${f}`]), /noSuchOption/);
+  });
+});
