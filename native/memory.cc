@@ -9,6 +9,7 @@
 #include "common.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
@@ -91,6 +92,17 @@ bool MapRegion(Napi::Env env, Napi::Value v, Region* out) {
   uint64_t size = vals[1], off = vals[3];
   if (size == 0 || size + off < size || vals[0] + size < vals[0] || vals[2] + size < vals[2]) {
     ThrowRange(env, "region size is zero or wraps around");
+    return false;
+  }
+  // A region that runs past the end of its file maps without complaint, but the first
+  // touch beyond the end raises SIGBUS and would kill the daemon: refuse it here.
+  struct stat st;
+  if (fstat(static_cast<int>(vals[4]), &st) < 0) {
+    ThrowErrno(env, errno, "fstat");
+    return false;
+  }
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < size + off) {
+    ThrowRange(env, "memory region runs past the end of its file");
     return false;
   }
   auto m = std::make_shared<Mapping>();

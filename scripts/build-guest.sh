@@ -61,6 +61,7 @@ OUT=$CACHE_DIR/guest/$kseries
 GUEST_TESTS=$REPO_DIR/guest-tests
 ROOT_MODULES="virtio_pci virtiofs"   # plus their dependencies
 mkdir -p "$OUT"
+exec 8>"$OUT/.lock"; flock 8   # parallel runs (e.g. several run-guest.sh) build once
 
 # --- /init -------------------------------------------------------------------------------
 INIT=$(cat <<'INIT_EOF'
@@ -159,7 +160,7 @@ INIT_EOF
 )
 
 # --- Resolve package versions (cached per index download) -------------------------------
-apt_private bookworm bookworm bookworm-updates bookworm-backports
+apt_private_bookworm
 [ -z "$refresh" ] || apt_private_update bookworm force
 apt_private_update bookworm
 index_stamp=$(stat -c %Y "$CACHE_DIR/apt/bookworm/updated")

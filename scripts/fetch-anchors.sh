@@ -43,6 +43,7 @@ done
 ANCHORS=$CACHE_DIR/anchors
 BIN=$ANCHORS/bin
 mkdir -p "$BIN"
+exec 8>"$ANCHORS/.lock"; flock 8   # parallel runs wait for each other
 self_hash=$(cat "$0" "$SCRIPTS_DIR/lib/common.sh" | sha_stdin)
 
 # --- Rust virtiofsd (trixie) ------------------------------------------------------------
@@ -90,7 +91,7 @@ if [ -x "$C_SYS" ]; then
     c_origin="installed $(dpkg-query -W -f '${Package} ${Version}' qemu-system-common 2>/dev/null || echo '(unknown package)')"
 else
     log "$C_SYS not installed; using bookworm's qemu-system-common from the cache"
-    apt_private bookworm bookworm bookworm-updates
+    apt_private_bookworm
     if [ -n "$refresh" ]; then apt_private_update bookworm force; fi
     deb=$(apt_private_download bookworm qemu-system-common)
     CD=$ANCHORS/c

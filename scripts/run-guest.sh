@@ -17,9 +17,9 @@
 #                   --qemu-arg -L --qemu-arg DIR for an unpacked QEMU that needs its firmware
 #   --smp N, --mem MiB, --queues N (num-request-queues), --queue-size N
 #   --mount-opts O  mount -o O in the guest (e.g. dax)
-#   --accel A       auto (default): kvm if /dev/kvm opens and really boots this kernel
-#                   (checked once per host boot, cached in .cache/kvm-check/), else tcg.
-#                   Env VFS_ACCEL does the same.
+#   --accel A       auto (default): kvm if /dev/kvm opens, the CPU has vmx/svm and a probe
+#                   boot of this kernel under KVM works (once per host boot, cached in
+#                   .cache/kvm-check/), else tcg.  Env VFS_ACCEL does the same.
 #   --append P      extra kernel parameters (e.g. 'loglevel=7' to see driver messages)
 #   --log FILE      also keep the guest console in FILE
 # The guest console streams to stdout (CR stripped), QEMU's own messages go to stderr.
@@ -85,7 +85,8 @@ case $accel in auto|tcg|kvm) ;; *) bad "--accel wants auto, tcg or kvm" ;; esac
 [ -S "$socket" ] || { log "error: $socket is not a socket: start the daemon first"; exit 125; }
 [ -x "$qemu" ] || command -v "$qemu" >/dev/null || { log "error: no QEMU at $qemu (run scripts/install-host-deps.sh)"; exit 125; }
 
-guest=$("$SCRIPTS_DIR/build-guest.sh" --kernel "$kseries" | tail -n1)
+guest=$("$SCRIPTS_DIR/build-guest.sh" --kernel "$kseries" | tail -n1) ||
+    { log "error: scripts/build-guest.sh --kernel $kseries failed"; exit 125; }
 kernel=$guest/vmlinuz initrd=$guest/initrd.gz
 
 # --- Accelerator ----------------------------------------------------------------------------
@@ -97,6 +98,10 @@ kvm_works() {
     [ -e /dev/kvm ] && { exec 9<>/dev/kvm; } 2>/dev/null || return 1
     exec 9>&-
     local dir=$CACHE_DIR/kvm-check key out
+    # Hardware KVM (kvm_intel/kvm_amd) needs vmx/svm.  Without them a /dev/kvm can only be
+    # something like kvm_pvm (seen here: it needs PVM-enabled guest kernels, a stock kernel
+    # never gets through SeaBIOS), so skip the 20 s probe.
+    grep -qwE 'vmx|svm' /proc/cpuinfo || return 1
     key=$( { cat /proc/sys/kernel/random/boot_id; echo "$qemu"; stat -L -c '%s %Y' "$(command -v "$qemu")"; head -n1 "$guest/VERSION"; } | sha_stdin)
     mkdir -p "$dir"
     if [ -f "$dir/$key" ]; then [ "$(cat "$dir/$key")" = yes ]; return; fi

@@ -100,9 +100,9 @@ keyring_for_suite() {
     local kdir=$CACHE_DIR/apt/keyring
     if [ ! -f "$kdir/usr/share/keyrings/debian-archive-$suite-automatic.gpg" ]; then
         log "installed debian-archive-keyring lacks $suite's keys; fetching bookworm's current one"
-        apt_private bookworm-keyring bookworm >/dev/null
+        apt_private_bookworm
         local deb
-        deb=$(apt_private_download bookworm-keyring debian-archive-keyring)
+        deb=$(apt_private_download bookworm debian-archive-keyring)
         rm -rf "$kdir"; mkdir -p "$kdir"
         dpkg -x "$deb" "$kdir"
         [ -f "$kdir/usr/share/keyrings/debian-archive-$suite-automatic.gpg" ] ||
@@ -138,7 +138,7 @@ Dir::State::Lists \"$d/lists\";
 Dir::State::status \"$d/status\";
 Dir::Cache \"$d/cache\";
 Dir::Cache::pkgcache \"pkgcache.bin\";
-Dir::Cache::srcpkgcache \"srcpkgcache.bin\";
+Dir::Cache::srcpkgcache \"\";
 APT::Architecture \"$arch\";
 #clear APT::Architectures;
 APT::Architectures { \"$arch\"; };
@@ -166,6 +166,10 @@ Acquire::Languages \"none\";
     printf '%s' "$conf" >"$d/apt.conf"
 }
 
+# The one private bookworm configuration all scripts share (same suites everywhere: a
+# different suite list for the same NAME would invalidate its index).
+apt_private_bookworm() { apt_private bookworm bookworm bookworm-updates bookworm-backports; }
+
 # apt-get / apt-cache with private configuration NAME.
 apt_get_p()   { local d=$CACHE_DIR/apt/$1; shift; apt-get -q -c "$d/apt.conf" "$@"; }
 apt_cache_p() { local d=$CACHE_DIR/apt/$1; shift; apt-cache -c "$d/apt.conf" "$@"; }
@@ -173,6 +177,7 @@ apt_cache_p() { local d=$CACHE_DIR/apt/$1; shift; apt-cache -c "$d/apt.conf" "$@
 # apt_private_update NAME [force]: fetch the index once (or again when forced).
 apt_private_update() {
     local d=$CACHE_DIR/apt/$1
+    exec 7>"$d/.flock"; flock 7   # concurrent runs of these scripts wait for each other
     if [ "${2:-}" = force ] || [ ! -e "$d/updated" ]; then
         log "apt update (private index '$1': $(awk '{ print $(NF-1) }' "$d/sources.list" | paste -sd' ' -))"
         if ! apt_get_p "$1" -qq update >"$d/update.log" 2>&1; then
@@ -182,6 +187,7 @@ apt_private_update() {
         grep -E '^(W|E|N): ' "$d/update.log" >&2 || true
         touch "$d/updated"
     fi
+    exec 7>&-
 }
 
 # apt_private_candidate NAME PKG: prints the candidate version (empty if unknown).
@@ -201,12 +207,16 @@ apt_private_download() {
         if [ -n "$ver" ]; then
             file=$debs/${pkg}_${ver#*:}_$(apt_cache_p "$name" show "$pkg=$ver" | awk '/^Architecture:/ { print $2; exit }').deb
             if [ -s "$file" ]; then echo "$file"; return 0; fi
+            exec 7>"$d/.flock"; flock 7
+            if [ -s "$file" ]; then exec 7>&-; echo "$file"; return 0; fi
             log "downloading $pkg $ver"
             rm -f "$d/dl/"*.deb
             if (cd "$d/dl" && apt_get_p "$name" -qq download "$pkg=$ver" >"$d/download.log" 2>&1); then
                 mv "$d/dl/"*.deb "$file.tmp" && mv "$file.tmp" "$file"
+                exec 7>&-
                 echo "$file"; return 0
             fi
+            exec 7>&-
             cat "$d/download.log" >&2
         fi
         [ "$try" = 1 ] || break

@@ -6,15 +6,16 @@
  *
  * Error policy: a framing error (bad version bits, oversized payload, truncated descriptors)
  * closes the connection, since the stream can no longer be trusted; a malformed request is
- * logged and refused (a non-zero REPLY_ACK when the front end asked for one); a malformed
- * ring breaks only its queue. Nothing the front end sends can crash the process.
+ * logged and refused (a non-zero REPLY_ACK when the front end asked for one), except that a
+ * refused GET_* request, which owes a reply no refusal can give, closes the connection; a
+ * malformed ring breaks only its queue. Nothing the front end sends can crash the process.
  */
 import { native } from '../native';
 import type { Logger } from '../log';
 import {
   bit, checkShape, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
   encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
-  MAX_PAYLOAD, MessageError, ProtocolFeature, VirtioFeature, VRING_ADDR_F_LOG, VRING_IDX_MASK,
+  MAX_PAYLOAD, MessageError, ProtocolFeature, REQUEST_SHAPES, VirtioFeature, VRING_ADDR_F_LOG, VRING_IDX_MASK,
   VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
 } from './messages';
 import type { QueueHost } from './queue-host';
@@ -153,10 +154,14 @@ export class VhostUserBackend {
       throw new MessageError(`${name}: more descriptors than a message may carry`);
     }
     const needReply = (flags & Flags.NEED_REPLY) !== 0 && hasBit(this.ackedProtocol, ProtocolFeature.REPLY_ACK);
+    // A GET_* request always owes a reply that a refusal cannot give; the front end would
+    // wait for it forever, so such a refusal ends the connection instead.
+    const owesReply = REQUEST_SHAPES[request as FrontendReq]?.reply ?? false;
     const shapeError = checkShape(request, size, fds.length);
     if (shapeError) {
       closeFds(fds);
       this.log.warn({ request: name }, `refused malformed request: ${shapeError}`);
+      if (owesReply) throw new MessageError(`${name} refused, and it owes a reply`);
       if (needReply) this.ack(request, 1);
       return;
     }
@@ -170,6 +175,7 @@ export class VhostUserBackend {
       const expected = e instanceof RequestError || e instanceof MessageError || e instanceof RangeError || isSystemError(e);
       if (expected) this.log.warn({ request: name }, `refused request: ${(e as Error).message}`);
       else this.log.error({ request: name, err: e }, 'request failed unexpectedly; refused');
+      if (owesReply) throw new MessageError(`${name} refused, and it owes a reply`);
       if (needReply) this.ack(request, 1);
       return;
     }

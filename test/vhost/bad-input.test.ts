@@ -1,0 +1,469 @@
+/**
+ * Hostile front ends and guests against virtiofsd-ts, through its real socket: malformed
+ * vhost-user messages, memory tables that overlap or do not map, rings outside guest memory,
+ * and descriptor chains that point outside guest memory, loop, run past their table or nest
+ * indirect tables. Each must give a log line and either a refusal (non-zero REPLY_ACK), a
+ * broken queue (its error eventfd signalled) or a closed connection; never a crash, a hang
+ * or an access outside the mapped regions. After every case the daemon must still be alive,
+ * and where only a queue broke, a restart of the queues brings the device back.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as abi from '../../src/fuse/abi';
+import { native } from '../../src/native';
+import { encodeMemoryTable, encodeVringState, Flags, FrontendReq, type MemoryRegion } from '../../src/vhost/messages';
+import { Daemon, startDaemon } from '../frontend/daemons';
+import { VhostUserFrontend, type FrontendQueue, type NegotiateOptions } from '../frontend/frontend';
+import { FuseClient, ok } from '../frontend/fuse-client';
+import { VirtqDescFlags, type RawDescriptor } from '../frontend/vring';
+
+const { NEXT, WRITE, INDIRECT } = VirtqDescFlags;
+
+interface Env {
+  dir: string;
+  shared: string;
+  daemon: Daemon;
+  fe: VhostUserFrontend;
+  client: FuseClient;
+}
+
+async function launch(opts: NegotiateOptions = {}): Promise<Env> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-bad-'));
+  const shared = path.join(dir, 'shared');
+  fs.mkdirSync(shared);
+  fs.writeFileSync(path.join(shared, 'hello.txt'), 'hello\n');
+  const daemon = startDaemon('ts', { sharedDir: shared, socketPath: path.join(dir, 'vfs.sock') });
+  const fe = await daemon.connect();
+  await fe.negotiate({ queueSize: 8, ...opts });
+  const client = new FuseClient(fe, { timeoutMs: 3000 });
+  ok(await client.init(), 'INIT');
+  return { dir, shared, daemon, fe, client };
+}
+
+async function teardown(env: Env | null): Promise<void> {
+  if (!env) return;
+  env.fe.close();
+  await env.daemon.stop();
+  fs.rmSync(env.dir, { recursive: true, force: true });
+}
+
+/** The daemon is alive and the connection still answers a request that owes a reply. */
+async function assertAlive(env: Env): Promise<void> {
+  assert.equal(env.daemon.exited, null, `daemon died: ${env.daemon.describeExit()}`);
+  const f = await env.fe.getFeatures();
+  assert.ok(f > 0n);
+}
+
+/** The FUSE device still serves requests: LOOKUP and READ of hello.txt. */
+async function assertServes(env: Env): Promise<void> {
+  const e = ok(await env.client.lookup(1n, 'hello.txt'), 'LOOKUP');
+  const o = ok(await env.client.open(e.nodeid, fs.constants.O_RDONLY), 'OPEN');
+  const data = ok(await env.client.read(o.fh, 0, 100, { nodeid: e.nodeid }), 'READ');
+  assert.equal(data.toString(), 'hello\n');
+  ok(await env.client.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
+}
+
+/** Sends a raw request with NEED_REPLY and returns the REPLY_ACK value. */
+async function rawAck(fe: VhostUserFrontend, request: number, payload: Buffer, fds: number[] = [], size?: number): Promise<bigint> {
+  fe.sendRaw(request, Flags.VERSION | Flags.NEED_REPLY, payload, fds, size);
+  const m = await fe.recv(3000, `the REPLY_ACK to request ${request}`);
+  assert.ok(m && m.payload, 'the daemon replied instead of closing the connection');
+  assert.equal(m.request, request);
+  assert.equal(m.flags, Flags.VERSION | Flags.REPLY);
+  return m.payload.readBigUInt64LE(0);
+}
+
+/** The daemon closed the connection: EOF, or a reset when it left our bytes unread. */
+async function expectClosed(fe: VhostUserFrontend): Promise<void> {
+  try {
+    await fe.waitForEof(3000);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ECONNRESET') throw e;
+  }
+}
+
+async function waitForLog(d: Daemon, re: RegExp, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!re.test(d.output())) {
+    if (Date.now() > end) assert.fail(`daemon never logged ${re}; output:\n${d.output()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A valid GETATTR request header in guest memory, so only the chain's shape is wrong. */
+function getattrRequest(env: Env): { gpa: number; len: number } {
+  const len = abi.IN_HEADER_SIZE + abi.GETATTR_IN_SIZE;
+  const b = env.fe.memory!.alloc(len, 64);
+  abi.encodeInHeader(b.buf, 0, { len, opcode: abi.Opcode.GETATTR, unique: 1000n, nodeid: 1n, uid: 0, gid: 0, pid: 1, totalExtlen: 0 });
+  return { gpa: b.gpa, len };
+}
+
+/**
+ * Exposes a hand-built chain at `head` on queue 1 and kicks; expects the queue to break:
+ * its error eventfd signalled and the reason logged. Then checks the daemon survived, and
+ * that stopping and restarting the queues (what QEMU does at a guest reset) serves again.
+ */
+async function expectBrokenQueue(env: Env, head: number, reason: RegExp): Promise<void> {
+  const q: FrontendQueue = env.fe.queue(1);
+  q.vq.pushAvailRaw(head);
+  q.vq.publish();
+  q.kickNow();
+  assert.ok(native.pollReadable(q.errFd, 3000), 'the error eventfd was not signalled');
+  assert.ok(q.readErr() > 0);
+  await waitForLog(env.daemon, /virtqueue broken/);
+  assert.match(env.daemon.output(), reason);
+  await assertAlive(env);
+  const bases = await env.fe.stopQueues();
+  assert.equal(bases.length, env.fe.queues.length, 'GET_VRING_BASE answered for every queue');
+  await env.fe.startQueues(bases.map(() => 0), { resetRings: true });
+  ok(await env.client.init(), 'INIT after the restart');
+  await assertServes(env);
+}
+
+describe('virtiofsd-ts against a hostile front end', function () {
+  this.timeout(20000);
+  let env: Env | null = null;
+  afterEach(async () => {
+    await teardown(env);
+    env = null;
+  });
+
+  describe('vhost-user messages', () => {
+    it('refuses a request whose payload has the wrong size, and goes on', async () => {
+      env = await launch();
+      const ack = await rawAck(env.fe, FrontendReq.SET_VRING_NUM, Buffer.alloc(4));
+      assert.notEqual(ack, 0n);
+      await waitForLog(env.daemon, /SET_VRING_NUM with payload 4 bytes, expected 8/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+
+    it('refuses an unknown request, and goes on', async () => {
+      env = await launch();
+      assert.notEqual(await rawAck(env.fe, 200, Buffer.alloc(8)), 0n);
+      await waitForLog(env.daemon, /unknown request 200/);
+      await assertAlive(env);
+    });
+
+    it('refuses a request with the wrong number of descriptors and closes the extra ones', async () => {
+      env = await launch();
+      const a = native.eventfdCreate();
+      const b = native.eventfdCreate();
+      const payload = Buffer.alloc(8);
+      payload.writeBigUInt64LE(1n);
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_VRING_KICK, payload, [a, b]), 0n);
+      native.close(a);
+      native.close(b);
+      await waitForLog(env.daemon, /SET_VRING_KICK with 2 fds, expected 0-1/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+
+    it('refuses a request for a queue the device does not have', async () => {
+      env = await launch();
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_VRING_NUM, encodeVringState({ index: 999, num: 8 })), 0n);
+      await waitForLog(env.daemon, /queue index 999 out of range/);
+      await assertAlive(env);
+    });
+
+    it('refuses a queue size that is not a power of two', async () => {
+      env = await launch();
+      await env.fe.stopQueues();
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_VRING_NUM, encodeVringState({ index: 1, num: 100 })), 0n);
+      await waitForLog(env.daemon, /queue size 100 is not a power of two/);
+      await assertAlive(env);
+    });
+
+    it('refuses dirty-page logging (SET_LOG_BASE) cleanly', async () => {
+      env = await launch();
+      const memfd = native.memfdCreate('log', 4096);
+      const payload = Buffer.alloc(16);
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_LOG_BASE, payload, [memfd]), 0n);
+      native.close(memfd);
+      await waitForLog(env.daemon, /dirty-page logging/);
+      await assertAlive(env);
+    });
+
+    it('closes the connection when a GET request it must refuse owes a reply', async () => {
+      env = await launch();
+      env.fe.sendRaw(FrontendReq.GET_VRING_BASE, Flags.VERSION, encodeVringState({ index: 77, num: 0 }));
+      await expectClosed(env.fe);
+      await waitForLog(env.daemon, /GET_VRING_BASE refused, and it owes a reply/);
+      const exit = await env.daemon.waitExit(5000);
+      assert.equal(exit.signal, null, env.daemon.describeExit());
+    });
+
+    it('closes the connection on bad version bits in the header', async () => {
+      env = await launch();
+      env.fe.sendRaw(FrontendReq.GET_FEATURES, 0x2);
+      await expectClosed(env.fe);
+      await waitForLog(env.daemon, /bad header flags 0x2/);
+      const exit = await env.daemon.waitExit(5000);
+      assert.equal(exit.signal, null, env.daemon.describeExit());
+    });
+
+    it('closes the connection when a header announces an oversized payload', async () => {
+      env = await launch();
+      env.fe.sendRaw(FrontendReq.SET_FEATURES, Flags.VERSION, Buffer.alloc(8), [], 1 << 20);
+      await expectClosed(env.fe);
+      await waitForLog(env.daemon, /exceeds 4096/);
+      const exit = await env.daemon.waitExit(5000);
+      assert.equal(exit.signal, null, env.daemon.describeExit());
+    });
+  });
+
+  describe('memory tables', () => {
+    function table(env: Env, regions: MemoryRegion[]): Buffer {
+      assert.ok(env.fe.memory);
+      return encodeMemoryTable(regions);
+    }
+
+    it('refuses overlapping regions and keeps the previous table', async () => {
+      env = await launch();
+      const [r] = env.fe.memory!.describe();
+      const fd = env.fe.memory!.regionFds()[0];
+      const second = { ...r, guestPhysAddr: r.guestPhysAddr + 4096, userspaceAddr: r.userspaceAddr + 0x100_0000_0000 };
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_MEM_TABLE, table(env, [r, second]), [fd, fd]), 0n);
+      await waitForLog(env.daemon, /memory regions overlap/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+
+    it('refuses a region whose descriptor cannot be mapped', async () => {
+      env = await launch();
+      const [r] = env.fe.memory!.describe();
+      const efd = native.eventfdCreate();
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_MEM_TABLE, table(env, [r]), [efd]), 0n);
+      native.close(efd);
+      await waitForLog(env.daemon, /mmap/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+
+    it('refuses a region larger than its memfd (touching it would raise SIGBUS)', async () => {
+      env = await launch();
+      const small = native.memfdCreate('small', 1 << 20);
+      const region = { guestPhysAddr: 0x4000_0000_0, memorySize: 64 << 20, userspaceAddr: 0x7e00_0000_0000, mmapOffset: 0 };
+      assert.notEqual(await rawAck(env.fe, FrontendReq.ADD_MEM_REG, Buffer.concat([Buffer.alloc(8), table(env, [region]).subarray(8)]), [small]), 0n);
+      native.close(small);
+      await waitForLog(env.daemon, /runs past the end of its file/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+
+    it('refuses a table that announces more regions than it carries descriptors', async () => {
+      env = await launch();
+      const regions = env.fe.memory!.describe();
+      const second = { ...regions[0], guestPhysAddr: 0x10_0000_0000, userspaceAddr: 0x7d00_0000_0000 };
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_MEM_TABLE, table(env, [regions[0], second]), [env.fe.memory!.regionFds()[0]]), 0n);
+      await waitForLog(env.daemon, /2 regions but 1 descriptors/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+  });
+
+  describe('rings', () => {
+    it('refuses to start a ring whose address is outside guest memory', async () => {
+      env = await launch();
+      const fe = env.fe;
+      await fe.stopQueues();
+      const q = fe.queue(1);
+      const good = q.vq.ringUaddrs();
+      await fe.setVringNum(1, q.vq.size);
+      await fe.setVringBase(1, 0);
+      await fe.setVringAddr(1, { ...good, used: 0x1234_0000_0000 });
+      await fe.setVringKick(1, q.kickFd);
+      await assert.rejects(fe.setVringEnable(1, true, true), /REPLY_ACK/);
+      await waitForLog(env.daemon, /queue 1 cannot start: ring outside guest memory/);
+      await assertAlive(env);
+    });
+
+    it('refuses a ring that starts inside guest memory and runs past its end', async () => {
+      env = await launch();
+      const fe = env.fe;
+      await fe.stopQueues();
+      const q = fe.queue(1);
+      const [r] = fe.memory!.describe();
+      await fe.setVringNum(1, q.vq.size);
+      await fe.setVringAddr(1, { ...q.vq.ringUaddrs(), desc: r.userspaceAddr + r.memorySize - 64 });
+      await fe.setVringKick(1, q.kickFd);
+      await assert.rejects(fe.setVringEnable(1, true, true), /REPLY_ACK/);
+      await waitForLog(env.daemon, /runs past the end of its memory region/);
+      await assertAlive(env);
+    });
+
+    it('breaks only the queue whose avail index runs further ahead than the queue size', async () => {
+      env = await launch();
+      const q = env.fe.queue(1);
+      q.vq.setAvailIdxRaw(q.vq.availIdx + q.vq.size + 3);
+      q.kickNow();
+      assert.ok(native.pollReadable(q.errFd, 3000), 'the error eventfd was not signalled');
+      await waitForLog(env.daemon, /entries ahead of/);
+      await assertAlive(env);
+      const bases = await env.fe.stopQueues();
+      await env.fe.startQueues(bases.map(() => 0), { resetRings: true });
+      ok(await env.client.init(), 'INIT after the restart');
+      await assertServes(env);
+    });
+  });
+
+  describe('descriptor chains', () => {
+    it('a chain head outside the queue', async () => {
+      env = await launch();
+      await expectBrokenQueue(env, env.fe.queue(1).vq.size + 5, /chain head 13 outside a queue of 8/);
+    });
+
+    it('a descriptor address outside guest memory', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const [a, b] = vq.takeDescriptors(2);
+      vq.writeDescriptor(a, { addr: req.gpa, len: req.len, flags: NEXT, next: b });
+      vq.writeDescriptor(b, { addr: env.fe.memory!.unmappedGpa(), len: 120, flags: WRITE, next: 0 });
+      await expectBrokenQueue(env, a, /descriptor \d+: guest range 0x[0-9a-f]+\+120 is not in guest memory/);
+    });
+
+    it('a descriptor that starts in guest memory and runs past its end', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const [r] = env.fe.memory!.describe();
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: r.guestPhysAddr + r.memorySize - 16, len: 64, flags: 0, next: 0 });
+      await expectBrokenQueue(env, a, /is not in guest memory/);
+    });
+
+    it('a descriptor address above 2^53', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: 0xffff_ffff_ffff_f000n, len: 64, flags: 0, next: 0 });
+      await expectBrokenQueue(env, a, /descriptor address 0x[0-9a-f]+ out of range/);
+    });
+
+    it('a descriptor loop', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const [a, b] = vq.takeDescriptors(2);
+      vq.writeDescriptor(a, { addr: req.gpa, len: req.len, flags: NEXT, next: b });
+      vq.writeDescriptor(b, { addr: req.gpa, len: 8, flags: NEXT, next: a });
+      await expectBrokenQueue(env, a, /loops or exceeds its table/);
+    });
+
+    it('a chain longer than the queue (every descriptor, then around again)', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const ids = vq.takeDescriptors(vq.size);
+      ids.forEach((id, i) => vq.writeDescriptor(id, { addr: req.gpa, len: 8, flags: NEXT, next: ids[(i + 1) % ids.length] }));
+      await expectBrokenQueue(env, ids[0], /loops or exceeds its table/);
+    });
+
+    it('a next index outside the descriptor table', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: req.gpa, len: req.len, flags: NEXT, next: 4000 });
+      await expectBrokenQueue(env, a, /descriptor 4000 outside a table of 8/);
+    });
+
+    it('an indirect table inside an indirect table', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const inner = vq.writeIndirectTable([{ addr: req.gpa, len: req.len, flags: 0, next: 0 }]);
+      const outer = vq.writeIndirectTable([{ addr: inner.gpa, len: 16, flags: INDIRECT, next: 0 }]);
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: outer.gpa, len: 16, flags: INDIRECT, next: 0 });
+      await expectBrokenQueue(env, a, /indirect table inside an indirect table/);
+    });
+
+    it('a loop inside an indirect table', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const entries: RawDescriptor[] = [
+        { addr: req.gpa, len: req.len, flags: NEXT, next: 1 },
+        { addr: req.gpa, len: 8, flags: NEXT, next: 0 },
+      ];
+      const t = vq.writeIndirectTable(entries);
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: t.gpa, len: 32, flags: INDIRECT, next: 0 });
+      await expectBrokenQueue(env, a, /loops or exceeds its table/);
+    });
+
+    it('an indirect table outside guest memory', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: env.fe.memory!.unmappedGpa(), len: 64, flags: INDIRECT, next: 0 });
+      await expectBrokenQueue(env, a, /indirect table: guest address/);
+    });
+
+    it('an indirect table whose length is not a multiple of a descriptor', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const t = vq.writeIndirectTable([{ addr: req.gpa, len: req.len, flags: 0, next: 0 }]);
+      const [a] = vq.takeDescriptors(1);
+      vq.writeDescriptor(a, { addr: t.gpa, len: 20, flags: INDIRECT, next: 0 });
+      await expectBrokenQueue(env, a, /indirect table of 20 bytes/);
+    });
+
+    it('a readable descriptor after a writable one', async () => {
+      env = await launch();
+      const vq = env.fe.queue(1).vq;
+      const req = getattrRequest(env);
+      const out = env.fe.memory!.alloc(128);
+      const [a, b, c] = vq.takeDescriptors(3);
+      vq.writeDescriptor(a, { addr: req.gpa, len: req.len, flags: NEXT, next: b });
+      vq.writeDescriptor(b, { addr: out.gpa, len: 128, flags: WRITE | NEXT, next: c });
+      vq.writeDescriptor(c, { addr: req.gpa, len: 8, flags: 0, next: 0 });
+      await expectBrokenQueue(env, a, /readable descriptor after a writable one/);
+    });
+  });
+
+  describe('malformed FUSE requests (the queue stays healthy)', () => {
+    it('a request shorter than its header is dropped, a length that disagrees gets EINVAL', async () => {
+      env = await launch();
+      const mem = env.fe.memory!;
+      const q = env.fe.queue(1);
+      const short = mem.alloc(16);
+      const out = mem.alloc(64);
+      const u1 = await q.submit([{ gpa: short.gpa, len: 16 }], [{ gpa: out.gpa, len: 64 }], { timeoutMs: 3000 });
+      assert.equal(u1.len, 0, 'no reply for a request without a header');
+      const req = getattrRequest(env);
+      mem.view(req.gpa, 4).writeUInt32LE(4096, 0); // header says 4096 bytes, the chain has 56
+      const u2 = await q.submit([req], [{ gpa: out.gpa, len: 64 }], { timeoutMs: 3000 });
+      assert.equal(u2.len, abi.OUT_HEADER_SIZE);
+      const h = abi.decodeOutHeader(mem.read(out.gpa, 16), 0);
+      assert.equal(h.error, -os.constants.errno.EINVAL);
+      await assertServes(env);
+    });
+
+    it('a name without its NUL, with a slash, or empty gets EINVAL; ".." at the root stays at the root', async () => {
+      env = await launch();
+      const c = env.client;
+      const r1 = await c.request(abi.Opcode.LOOKUP, 1n, Buffer.from('hello.txt'), abi.ENTRY_OUT_SIZE);
+      assert.equal(r1.error, -os.constants.errno.EINVAL);
+      assert.equal((await c.lookup(1n, 'a/b')).error, -os.constants.errno.EINVAL);
+      assert.equal((await c.lookup(1n, '')).error, -os.constants.errno.EINVAL);
+      const root = ok(await c.getattr(1n), 'GETATTR root');
+      const up = ok(await c.lookup(1n, '..'), 'LOOKUP ..');
+      assert.equal(up.attr.ino, root.attr.ino, '".." of the shared directory is the shared directory');
+      await assertServes(env);
+    });
+
+    it('an unknown nodeid gets an error, not a crash', async () => {
+      env = await launch();
+      const r = await env.client.getattr(123456789n);
+      assert.ok(r.error < 0);
+      const r2 = await env.client.read(987654n, 0, 100);
+      assert.ok(r2.error < 0);
+      await assertServes(env);
+    });
+  });
+});
