@@ -3,15 +3,19 @@
  *
  *  A. Shared state. Every queue worker must see one inode table. "One use" = acquire (pin,
  *     get the fd) + release (unpin) of a random inode among NODES, done by
- *       - the native table (native/state.cc: C++ map behind a mutex, reached by numeric id),
+ *       - the native table (native/state.cc: sharded C++ maps, each behind a mutex, reached
+ *         by a numeric id), two N-API calls,
  *       - a SharedArrayBuffer open-addressing table behind a futex-style spin lock,
  *       - message passing to an owner thread (the main thread holds a JS Map), with the
  *         worker blocking on a SharedArrayBuffer reply slot (sync) or awaiting a reply
  *         message (async); a use is two round trips,
- *       - a thread-local JS Map, not shared at all: the lower bound for a table lookup.
- *  B. Data path. Reads from a page-cached host file into a guest-memory view (a memfd
- *     mapped with native.mmapShared, as the front end's memory is):
- *       - native.preadv straight into the view,
+ *       - a thread-local JS Map, not shared at all: the lower bound for a table lookup;
+ *     and what a whole GETATTR costs (pin, statx, unpin): one fused native call
+ *     (native.nodeStatx) against a SharedArrayBuffer pin around native.statx.
+ *  B. Data path. Reads from a page-cached host file into guest memory (a memfd, as the front
+ *     end's memory is; native calls name it by (guest address, length) pairs through a
+ *     native memory table, fs calls by a view from native.mmapShared):
+ *       - native.preadv straight into guest memory (through guestIo, as the daemon does),
  *       - fs.readSync into a JS Buffer, then buf.copy into the view (the copy we avoid),
  *       - fs.readSync straight into a subarray of the view (one contiguous segment),
  *     and a scatter read of 1 MiB into 256 scattered 4 KiB guest pages: native.preadv with
@@ -38,7 +42,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { MessageChannel, MessagePort, Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { native, type Segments } from '../src/native';
+import { guestIo, native, STATX_FIELDS } from '../src/native';
 
 const argValue = (name: string): string | undefined =>
   process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -61,6 +65,8 @@ const PAGE = 4 * KiB;
 const SCATTER_PAGES = 256;
 
 const AT_FDCWD = -100;
+const AT_EMPTY_PATH = 0x1000;
+const AT_SYMLINK_NOFOLLOW = 0x100;
 const O_PATH = 0o10000000;
 const EBADF = 9;
 
@@ -70,6 +76,8 @@ const EBADF = 9;
 type Kind =
   | 'native'
   | 'sab'
+  | 'nativeStat'
+  | 'sabStat'
   | 'msgSync'
   | 'msgAsync'
   | 'localMap'
@@ -95,8 +103,10 @@ interface CaseSpec {
 }
 
 const CASES: CaseSpec[] = [
-  { section: 'state', kind: 'native', label: 'native table (C++, mutex)' },
+  { section: 'state', kind: 'native', label: 'native table (sharded C++, 2 calls)' },
   { section: 'state', kind: 'sab', label: 'SharedArrayBuffer table, spin lock' },
+  { section: 'state', kind: 'nativeStat', label: 'GETATTR: native.nodeStatx (fused)' },
+  { section: 'state', kind: 'sabStat', label: 'GETATTR: SAB pin + native.statx' },
   { section: 'state', kind: 'msgSync', label: 'owner thread, postMessage + Atomics.wait' },
   { section: 'state', kind: 'msgAsync', label: 'owner thread, postMessage + await reply' },
   { section: 'state', kind: 'localMap', label: 'thread-local JS Map (not shared; floor)' },
@@ -111,8 +121,8 @@ const CASES: CaseSpec[] = [
   { section: 'data', kind: 'scatter', size: MiB, scatter: 'preadv', prebuilt: true, label: '1 MiB/256 segs native.preadv, list prebuilt' },
   { section: 'data', kind: 'scatter', size: MiB, scatter: 'readv', prebuilt: true, label: '1 MiB/256 segs readvSync, prebuilt' },
   { section: 'call', kind: 'nativeCall', label: 'native.fence() (N-API call + mfence)' },
-  { section: 'call', kind: 'listParse', scatter: 'preadv', segments: 1, label: 'native.preadv, 1 segment of 0 bytes' },
-  { section: 'call', kind: 'listParse', scatter: 'preadv', segments: 256, label: 'native.preadv, 256 segments of 0 bytes' },
+  { section: 'call', kind: 'listParse', scatter: 'preadv', segments: 1, label: 'native.preadv, 1 range of 0 bytes' },
+  { section: 'call', kind: 'listParse', scatter: 'preadv', segments: 256, label: 'native.preadv, 256 ranges of 0 bytes' },
   { section: 'call', kind: 'listParse', scatter: 'readv', segments: 256, label: 'fs.readvSync, 256 buffers of 0 bytes' },
   { section: 'call', kind: 'jsCall', label: 'JS function call (JIT may inline)' },
 ];
@@ -120,10 +130,13 @@ const CASES: CaseSpec[] = [
 /** What main sets up once and every worker reaches by number or shared memory. */
 interface Shared {
   stateId: number;
-  nodeBase: number; // nodeids are nodeBase .. nodeBase + NODES - 1
+  /** The NODES nodeids the native table handed out (not consecutive: they encode a shard). */
+  nodeIds: number[];
   sabTable: SharedArrayBuffer;
   fileFd: number;
   memfd: number;
+  /** Native memory table holding the memfd at guest address 0. */
+  memTable: number;
 }
 
 interface WorkerInit {
@@ -307,9 +320,9 @@ function checkRead(r: number, want: number): void {
 
 function makeBody(init: WorkerInit): Body {
   const { spec, shared } = init;
-  const ids = randomInts(shared.nodeBase, NODES);
+  const ids = randomInts(0, NODES);
   let k = 0;
-  const nextId = (): number => ids[(k = (k + 1) & RAND_MASK)];
+  const nextId = (): number => shared.nodeIds[ids[(k = (k + 1) & RAND_MASK)]];
 
   switch (spec.kind) {
     case 'native': {
@@ -322,6 +335,36 @@ function makeBody(init: WorkerInit): Body {
           if (fd < 0) throw new Error(`inodeAcquire(${id}) = ${fd}`);
           s ^= fd;
           native.inodeRelease(sid, id);
+        }
+        sink ^= s;
+      };
+    }
+    case 'nativeStat': {
+      const sid = shared.stateId;
+      const out = new Float64Array(STATX_FIELDS);
+      return (n) => {
+        let s = 0;
+        for (let i = 0; i < n; i++) {
+          const r = native.nodeStatx(sid, nextId(), out);
+          if (r < 0) throw new Error(`nodeStatx = ${r}`);
+          s ^= out[3];
+        }
+        sink ^= s;
+      };
+    }
+    case 'sabStat': {
+      const table = new SabInodeTable(shared.sabTable);
+      const out = new Float64Array(STATX_FIELDS);
+      return (n) => {
+        let s = 0;
+        for (let i = 0; i < n; i++) {
+          const id = nextId();
+          const fd = table.acquire(id);
+          if (fd < 0) throw new Error(`acquire(${id}) = ${fd}`);
+          const r = native.statx(fd, '', AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+          table.release(id);
+          if (r < 0) throw new Error(`statx = ${r}`);
+          s ^= out[3];
         }
         sink ^= s;
       };
@@ -384,7 +427,7 @@ function makeBody(init: WorkerInit): Body {
     }
     case 'localMap': {
       const table = new Map<number, OwnedInode>();
-      for (let i = 0; i < NODES; i++) table.set(shared.nodeBase + i, { fd: 1000 + i, pins: 0, lookups: 1 });
+      for (let i = 0; i < NODES; i++) table.set(shared.nodeIds[i], { fd: 1000 + i, pins: 0, lookups: 1 });
       return (n) => {
         let s = 0;
         for (let i = 0; i < n; i++) {
@@ -438,13 +481,15 @@ function makeReadBody(init: WorkerInit): Body {
     return [filePos[k] * size, base + d * size];
   };
   switch (init.spec.read!) {
-    case 'preadv':
+    case 'preadv': {
+      const table = init.shared.memTable;
       return (n) => {
         for (let i = 0; i < n; i++) {
           const [pos, dst] = next();
-          checkRead(native.preadv(fd, pos, [view, dst, size]), size);
+          checkRead(guestIo.preadv(fd, pos, { table, pairs: [dst, size] }), size);
         }
       };
+    }
     case 'bounce':
       return (n) => {
         for (let i = 0; i < n; i++) {
@@ -474,14 +519,11 @@ function makeScatterBody(init: WorkerInit): Body {
     [pages[i], pages[j]] = [pages[j], pages[i]];
   }
   const groups = pages.length / SCATTER_PAGES;
-  const segList = (g: number): Segments => {
-    const segs: Segments = new Array(SCATTER_PAGES * 3);
-    for (let j = 0; j < SCATTER_PAGES; j++) {
-      segs[3 * j] = view;
-      segs[3 * j + 1] = pages[g * SCATTER_PAGES + j];
-      segs[3 * j + 2] = PAGE;
-    }
-    return segs;
+  // (guest address, length) pairs: the memfd sits at guest address 0 of the memory table.
+  const segList = (g: number): number[] => {
+    const pairs: number[] = [];
+    for (let j = 0; j < SCATTER_PAGES; j++) pairs.push(pages[g * SCATTER_PAGES + j], PAGE);
+    return pairs;
   };
   const bufList = (g: number): Buffer[] => {
     const bufs: Buffer[] = new Array(SCATTER_PAGES);
@@ -505,7 +547,7 @@ function makeScatterBody(init: WorkerInit): Body {
     return (n) => {
       for (let i = 0; i < n; i++) {
         const pos = next();
-        checkRead(native.preadv(fd, pos, pre ? pre[g] : segList(g)), want);
+        checkRead(guestIo.preadv(fd, pos, { table: init.shared.memTable, pairs: pre ? pre[g] : segList(g) }), want);
       }
     };
   }
@@ -533,10 +575,11 @@ function makeListParseBody(init: WorkerInit): Body {
       for (let i = 0; i < n; i++) check(fs.readvSync(fd, bufs, 0));
     };
   }
-  const segs: Segments = [];
-  for (let j = 0; j < count; j++) segs.push(view, base + j * PAGE, 0);
+  const pairs: number[] = [];
+  for (let j = 0; j < count; j++) pairs.push(base + j * PAGE, 0);
+  const table = init.shared.memTable;
   return (n) => {
-    for (let i = 0; i < n; i++) check(native.preadv(fd, 0, segs));
+    for (let i = 0; i < n; i++) check(guestIo.preadv(fd, 0, { table, pairs }));
   };
 }
 
@@ -637,18 +680,20 @@ function setup(): Env {
   const stateId = native.stateCreate();
   const owner = new Map<number, OwnedInode>();
   const sabTable = SabInodeTable.create(14); // 16384 slots for 5000 entries
-  let nodeBase = -1;
+  const nodeIds: number[] = [];
   for (let i = 0; i < NODES; i++) {
     const fd = native.openat(AT_FDCWD, file, O_PATH);
     if (fd < 0) throw new Error(`openat: ${-fd} (fd limit?)`);
     const nodeid = native.inodeRef(stateId, fd, 0, 0, 1_000_000 + i, 0);
-    if (i === 0) nodeBase = nodeid;
-    if (nodeid !== nodeBase + i) throw new Error('nodeids are not consecutive');
+    if (nodeid < 0 || nodeIds.includes(nodeid)) throw new Error(`inodeRef gave ${nodeid}`);
+    nodeIds.push(nodeid);
     owner.set(nodeid, { fd, pins: 0, lookups: 1 });
     sabTable.insert(nodeid, fd);
   }
   const memfd = native.memfdCreate('bench-guest', MEM_SIZE);
-  return { shared: { stateId, nodeBase, sabTable: sabTable.sab, fileFd, memfd }, owner, sabTable, dir };
+  const memTable = native.memTableCreate();
+  native.memTableSet(memTable, [{ gpa: 0, size: MEM_SIZE, uaddr: 0, mmapOffset: 0, fd: memfd }]);
+  return { shared: { stateId, nodeIds, sabTable: sabTable.sab, fileFd, memfd, memTable }, owner, sabTable, dir };
 }
 
 /** Checks that every acquire was matched by a release, then frees everything. */
@@ -658,12 +703,13 @@ function verifyAndTeardown(env: Env): void {
   if (ownerPins !== 0) throw new Error(`owner table: ${ownerPins} pins left`);
   if (env.sabTable.totalPins() !== 0) throw new Error(`SAB table: ${env.sabTable.totalPins()} pins left`);
   // Forgetting every lookup empties the native table only if no pin is left.
-  for (let i = 0; i < NODES; i++) native.inodeForget(shared.stateId, shared.nodeBase + i, 1);
+  for (const id of shared.nodeIds) native.inodeForget(shared.stateId, id, 1);
   const [inodes] = native.stateCounts(shared.stateId);
   if (inodes !== 0) throw new Error(`native table: ${inodes} inodes still pinned`);
   native.stateDestroy(shared.stateId);
   fs.closeSync(shared.fileFd);
   native.close(shared.memfd);
+  native.memTableDestroy(shared.memTable);
   fs.rmSync(env.dir, { recursive: true, force: true });
 }
 

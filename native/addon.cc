@@ -48,6 +48,24 @@ bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out) {
   return true;
 }
 
+bool ArgPairs(const Napi::CallbackInfo& info, size_t i, const double** pairs, size_t* npairs) {
+  Napi::Value v = info[i];
+  int64_t count;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      !ArgInt(info, i + 1, &count) || count < 0) {
+    ThrowType(info.Env(), "(pairs: Float64Array, count) expected");
+    return false;
+  }
+  Napi::Float64Array a = v.As<Napi::Float64Array>();
+  if (static_cast<size_t>(count) * 2 > a.ElementLength()) {
+    ThrowRange(info.Env(), "pair count exceeds the array");
+    return false;
+  }
+  *pairs = a.Data();
+  *npairs = static_cast<size_t>(count);
+  return true;
+}
+
 }  // namespace vfsn
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <sys/uio.h>
+#include <vector>
 
 namespace vfsn {
 
@@ -39,6 +41,30 @@ inline Napi::Value ThrowRange(Napi::Env env, const char* msg) {
 // Integer argument i as int64 (JS numbers up to 2^53 and BigInts are both accepted).
 bool ArgInt(const Napi::CallbackInfo& info, size_t i, int64_t* out);
 bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out);
+
+// Appends the iovecs for `npairs` guest ranges (guest-physical address, length), read from
+// `pairs`, through memory table `tableId`. A range that crosses regions gives several
+// iovecs. Returns 0, EBADF for an unknown table, or EFAULT for a range (or a value) outside
+// guest memory. The iovecs stay valid until this thread next translates through a changed
+// table (memory.cc keeps a per-thread snapshot of the mappings).
+int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov);
+
+// preadv/pwritev (write) of fd at pos (-1: the file position) through iov, looping over
+// IOV_MAX batches and short transfers. Returns bytes moved, or -errno if nothing moved.
+int64_t TransferIov(int fd, int64_t pos, std::vector<iovec>& iov, bool write);
+
+// Reads info[i] as a Float64Array of (gpa, len) pairs and info[i+1] as how many pairs of
+// it to use; false (with a pending exception) when they do not fit.
+bool ArgPairs(const Napi::CallbackInfo& info, size_t i, const double** pairs, size_t* npairs);
+
+// statx with the fields the FUSE attributes need, written into o[0..kStatxFields) in the
+// order of StatxField (src/native.ts). Returns 0 or -errno.
+constexpr size_t kStatxFields = 22;
+int StatxInto(int dirfd, const char* path, int flags, double* o);
+// info[i] as a Float64Array of at least kStatxFields, or nullptr with a pending exception.
+double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i);
+// info[i] as a path (string or Buffer); false with a pending exception.
+bool PathArg(const Napi::CallbackInfo& info, size_t i, std::string* out);
 
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitSocket(Napi::Env env, Napi::Object exports);

@@ -8,55 +8,11 @@
 #include <unistd.h>
 
 namespace vfsn {
-namespace {
 
-bool PathArg(const Napi::CallbackInfo& info, size_t i, std::string* out) {
-  if (info[i].IsString()) {
-    *out = info[i].As<Napi::String>().Utf8Value();
-    return true;
-  }
-  if (info[i].IsBuffer()) {
-    Napi::Buffer<char> b = info[i].As<Napi::Buffer<char>>();
-    out->assign(b.Data(), b.Length());
-    return true;
-  }
-  return false;
-}
-
-// openat(dirfd, path, flags, mode) -> fd or -errno. Always O_CLOEXEC.
-Napi::Value OpenAt(const Napi::CallbackInfo& info) {
-  int64_t dirfd, flags, mode = 0;
-  std::string path;
-  if (!ArgInt(info, 0, &dirfd) || !PathArg(info, 1, &path) || !ArgInt(info, 2, &flags))
-    return ThrowType(info.Env(), "openat(dirfd, path, flags, mode?)");
-  if (info.Length() > 3) ArgInt(info, 3, &mode);
-  if (path.find('\0') != std::string::npos) return Napi::Number::New(info.Env(), -EINVAL);
-  int fd;
-  do {
-    fd = openat(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags) | O_CLOEXEC,
-                static_cast<mode_t>(mode));
-  } while (fd < 0 && errno == EINTR);
-  return Napi::Number::New(info.Env(), fd < 0 ? -errno : fd);
-}
-
-// statx(dirfd, path, flags, out: Float64Array(22)) -> 0 or -errno.
-// Layout of out (StatxField in src/native.ts): mask, devMajor, devMinor, ino, mode, nlink,
-// uid, gid, rdevMajor, rdevMinor, size, blocks, blksize, atime s/ns, mtime s/ns,
-// ctime s/ns, btime s/ns, mntId.
-Napi::Value Statx(const Napi::CallbackInfo& info) {
-  int64_t dirfd, flags;
-  std::string path;
-  if (!ArgInt(info, 0, &dirfd) || !PathArg(info, 1, &path) || !ArgInt(info, 2, &flags) ||
-      !info[3].IsTypedArray())
-    return ThrowType(info.Env(), "statx(dirfd, path, flags, out)");
-  Napi::TypedArray ta = info[3].As<Napi::TypedArray>();
-  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < 22)
-    return ThrowType(info.Env(), "out must be a Float64Array of 22");
-  double* o = ta.As<Napi::Float64Array>().Data();
+int StatxInto(int dirfd, const char* path, int flags, double* o) {
   struct statx st;
-  int r = statx(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags) | AT_STATX_SYNC_AS_STAT,
-                STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID, &st);
-  if (r < 0) return Napi::Number::New(info.Env(), -errno);
+  if (statx(dirfd, path, flags | AT_STATX_SYNC_AS_STAT, STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID, &st) < 0)
+    return -errno;
   o[0] = st.stx_mask;
   o[1] = st.stx_dev_major;
   o[2] = st.stx_dev_minor;
@@ -79,7 +35,60 @@ Napi::Value Statx(const Napi::CallbackInfo& info) {
   o[19] = static_cast<double>(st.stx_btime.tv_sec);
   o[20] = st.stx_btime.tv_nsec;
   o[21] = static_cast<double>(st.stx_mnt_id);
-  return Napi::Number::New(info.Env(), 0);
+  return 0;
+}
+
+double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      v.As<Napi::TypedArray>().ElementLength() < kStatxFields) {
+    ThrowType(info.Env(), "out must be a Float64Array of 22");
+    return nullptr;
+  }
+  return v.As<Napi::Float64Array>().Data();
+}
+
+bool PathArg(const Napi::CallbackInfo& info, size_t i, std::string* out) {
+  if (info[i].IsString()) {
+    *out = info[i].As<Napi::String>().Utf8Value();
+    return true;
+  }
+  if (info[i].IsBuffer()) {
+    Napi::Buffer<char> b = info[i].As<Napi::Buffer<char>>();
+    out->assign(b.Data(), b.Length());
+    return true;
+  }
+  ThrowType(info.Env(), "path must be a string or a Buffer");
+  return false;
+}
+
+namespace {
+
+// openat(dirfd, path, flags, mode) -> fd or -errno. Always O_CLOEXEC.
+Napi::Value OpenAt(const Napi::CallbackInfo& info) {
+  int64_t dirfd, flags, mode = 0;
+  std::string path;
+  if (!ArgInt(info, 0, &dirfd) || !ArgInt(info, 2, &flags))
+    return ThrowType(info.Env(), "openat(dirfd, path, flags, mode?)");
+  if (!PathArg(info, 1, &path)) return info.Env().Undefined();
+  if (info.Length() > 3) ArgInt(info, 3, &mode);
+  if (path.find('\0') != std::string::npos) return Napi::Number::New(info.Env(), -EINVAL);
+  int fd;
+  do {
+    fd = openat(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags) | O_CLOEXEC,
+                static_cast<mode_t>(mode));
+  } while (fd < 0 && errno == EINTR);
+  return Napi::Number::New(info.Env(), fd < 0 ? -errno : fd);
+}
+
+// statx(dirfd, path, flags, out: Float64Array(22)) -> 0 or -errno.
+Napi::Value Statx(const Napi::CallbackInfo& info) {
+  int64_t dirfd, flags;
+  std::string path;
+  double* out;
+  if (!ArgInt(info, 0, &dirfd) || !PathArg(info, 1, &path) || !ArgInt(info, 2, &flags) || !(out = ArgStatxOut(info, 3)))
+    return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), StatxInto(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags), out));
 }
 
 }  // namespace

@@ -1,18 +1,23 @@
-// Guest memory: the process-wide tables of regions the front end shares with us, and
-// memfd/mmap helpers for our own test front end.
+// Guest memory: the process-wide tables of regions the front end shares with us, the
+// translation of guest ranges into iovecs for the kernel, and memfd/mmap helpers for our
+// own test front end.
 //
 // A memory table lives here, not in any one JS thread, so every queue worker sees the same
-// regions. JS reaches a region through Buffer views made by memTableViews(); each view owns
-// a reference to the mapping, so a region is unmapped only when the table has dropped it AND
-// every view of it (in every worker) has been garbage-collected. Replacing the table while a
-// worker still holds old views is therefore safe: old views keep pointing at valid memory.
+// regions. A change (SET_MEM_TABLE, ADD/REM_MEM_REG) maps the new regions first and then
+// swaps in a new immutable region list; nothing is unmapped while anyone still holds it.
+// Two kinds of readers:
+//  - the I/O path (GuestIovecs): each thread keeps its own snapshot of a table, checked
+//    against the table's generation with one atomic load per call, so translating a READ's
+//    or WRITE's guest ranges takes no lock and touches no shared reference count;
+//  - JS (memTableViews): Buffer views of the regions, each owning a reference to its
+//    mapping, for the rings and the small request headers that JS reads itself.
 #include "common.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <map>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -38,22 +43,70 @@ struct Region {
   uint8_t* host() const { return static_cast<uint8_t*>(map->base) + mmapOffset; }
 };
 
+// An immutable snapshot of a table's regions. A change builds a new list; readers that hold
+// the old one keep its mappings alive until they let go.
+using RegionList = std::vector<Region>;
+
 struct Table {
-  std::mutex mu;
-  std::vector<Region> regions;
-  uint32_t generation = 0;
+  std::mutex mu;  // serialises writers, and readers taking a new snapshot
+  std::shared_ptr<const RegionList> regions = std::make_shared<RegionList>();
+  std::atomic<uint32_t> generation{0};
+
+  std::shared_ptr<const RegionList> Snapshot() {
+    std::lock_guard<std::mutex> g(mu);
+    return regions;
+  }
+  uint32_t Replace(RegionList rs) {
+    std::lock_guard<std::mutex> g(mu);
+    regions = std::make_shared<const RegionList>(std::move(rs));
+    return generation.fetch_add(1, std::memory_order_release) + 1;
+  }
 };
 
+// Tables live in a fixed array of slots, reached by id (slot + 1) with one atomic load: no
+// lock and no reference count is touched on the I/O path. A slot is emptied only when the
+// connection ends, after every queue thread stopped using it.
+constexpr int kMaxTables = 64;
+std::atomic<Table*> gTables[kMaxTables];
+std::shared_ptr<Table> gOwners[kMaxTables];  // owned here; touched only under gRegistryMu
 std::mutex gRegistryMu;
-std::map<int64_t, std::shared_ptr<Table>> gTables;
-int64_t gNextTable = 1;
+
+std::shared_ptr<Table> OwnerOf(int64_t id) {
+  std::lock_guard<std::mutex> g(gRegistryMu);
+  if (id < 1 || id > kMaxTables) return nullptr;
+  return gOwners[id - 1];
+}
 
 std::shared_ptr<Table> FindTable(const Napi::CallbackInfo& info) {
   int64_t id;
   if (!ArgInt(info, 0, &id)) return nullptr;
-  std::lock_guard<std::mutex> g(gRegistryMu);
-  auto it = gTables.find(id);
-  return it == gTables.end() ? nullptr : it->second;
+  return OwnerOf(id);
+}
+
+// Each thread's cached snapshot per table slot, refreshed when the generation moves.
+struct CachedTable {
+  Table* table = nullptr;
+  uint32_t generation = 0;
+  std::shared_ptr<Table> owner;
+  std::shared_ptr<const RegionList> regions;
+};
+thread_local CachedTable tCache[kMaxTables];
+
+const RegionList* CurrentRegions(int64_t id) {
+  if (id < 1 || id > kMaxTables) return nullptr;
+  Table* t = gTables[id - 1].load(std::memory_order_acquire);
+  if (!t) return nullptr;
+  CachedTable& c = tCache[id - 1];
+  uint32_t gen = t->generation.load(std::memory_order_acquire);
+  if (c.table != t || c.generation != gen || !c.regions) {
+    std::shared_ptr<Table> owner = OwnerOf(id);
+    if (!owner || owner.get() != t) return nullptr;
+    c.owner = owner;
+    c.table = t;
+    c.regions = t->Snapshot();
+    c.generation = gen;
+  }
+  return c.regions.get();
 }
 
 bool Overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
@@ -130,16 +183,24 @@ bool CheckNoOverlap(Napi::Env env, const std::vector<Region>& rs) {
 
 Napi::Value MemTableCreate(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> g(gRegistryMu);
-  int64_t id = gNextTable++;
-  gTables[id] = std::make_shared<Table>();
-  return Napi::Number::New(info.Env(), static_cast<double>(id));
+  for (int i = 0; i < kMaxTables; i++) {
+    if (gOwners[i]) continue;
+    gOwners[i] = std::make_shared<Table>();
+    gTables[i].store(gOwners[i].get(), std::memory_order_release);
+    return Napi::Number::New(info.Env(), i + 1);
+  }
+  return ThrowErrno(info.Env(), EMFILE, "memTableCreate");
 }
 
+// memTableDestroy(id): the connection is over and no thread uses the table any more.
 Napi::Value MemTableDestroy(const Napi::CallbackInfo& info) {
   int64_t id;
   if (!ArgInt(info, 0, &id)) return ThrowType(info.Env(), "table id expected");
   std::lock_guard<std::mutex> g(gRegistryMu);
-  gTables.erase(id);
+  if (id >= 1 && id <= kMaxTables) {
+    gTables[id - 1].store(nullptr, std::memory_order_release);
+    gOwners[id - 1].reset();
+  }
   return info.Env().Undefined();
 }
 
@@ -150,17 +211,14 @@ Napi::Value MemTableSet(const Napi::CallbackInfo& info) {
   if (!t) return ThrowType(env, "unknown memory table");
   if (!info[1].IsArray()) return ThrowType(env, "regions array expected");
   Napi::Array arr = info[1].As<Napi::Array>();
-  std::vector<Region> rs;
+  RegionList rs;
   for (uint32_t i = 0; i < arr.Length(); i++) {
     Region r;
     if (!MapRegion(env, arr.Get(i), &r)) return env.Undefined();
     rs.push_back(std::move(r));
   }
   if (!CheckNoOverlap(env, rs)) return env.Undefined();
-  std::lock_guard<std::mutex> g(t->mu);
-  t->regions = std::move(rs);
-  t->generation++;
-  return Napi::Number::New(env, t->generation);
+  return Napi::Number::New(env, t->Replace(std::move(rs)));
 }
 
 // memTableAdd(id, region): maps one more region (ADD_MEM_REG).
@@ -170,13 +228,10 @@ Napi::Value MemTableAdd(const Napi::CallbackInfo& info) {
   if (!t) return ThrowType(env, "unknown memory table");
   Region r;
   if (!MapRegion(env, info[1], &r)) return env.Undefined();
-  std::lock_guard<std::mutex> g(t->mu);
-  std::vector<Region> rs = t->regions;
+  RegionList rs = *t->Snapshot();
   rs.push_back(r);
   if (!CheckNoOverlap(env, rs)) return env.Undefined();
-  t->regions = std::move(rs);
-  t->generation++;
-  return Napi::Number::New(env, t->generation);
+  return Napi::Number::New(env, t->Replace(std::move(rs)));
 }
 
 // memTableRemove(id, gpa, size): drops the region with exactly this gpa and size
@@ -187,22 +242,22 @@ Napi::Value MemTableRemove(const Napi::CallbackInfo& info) {
   uint64_t gpa, size;
   if (!t || !ArgU64(info, 1, &gpa) || !ArgU64(info, 2, &size))
     return ThrowType(env, "memTableRemove(id, gpa, size)");
-  std::lock_guard<std::mutex> g(t->mu);
-  for (auto it = t->regions.begin(); it != t->regions.end(); ++it) {
+  RegionList rs = *t->Snapshot();
+  for (auto it = rs.begin(); it != rs.end(); ++it) {
     if (it->gpa == gpa && it->size == size) {
-      t->regions.erase(it);
-      t->generation++;
-      return Napi::Number::New(env, t->generation);
+      rs.erase(it);
+      return Napi::Number::New(env, t->Replace(std::move(rs)));
     }
   }
   return Napi::Number::New(env, -1);
 }
 
 Napi::Value MemTableGeneration(const Napi::CallbackInfo& info) {
-  auto t = FindTable(info);
+  int64_t id;
+  if (!ArgInt(info, 0, &id) || id < 1 || id > kMaxTables) return ThrowType(info.Env(), "unknown memory table");
+  Table* t = gTables[id - 1].load(std::memory_order_acquire);
   if (!t) return ThrowType(info.Env(), "unknown memory table");
-  std::lock_guard<std::mutex> g(t->mu);
-  return Napi::Number::New(info.Env(), t->generation);
+  return Napi::Number::New(info.Env(), t->generation.load(std::memory_order_acquire));
 }
 
 // memTableViews(id) -> {generation, regions: [{gpa, size, uaddr, chunks: Buffer[]}]}
@@ -211,18 +266,18 @@ Napi::Value MemTableViews(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto t = FindTable(info);
   if (!t) return ThrowType(env, "unknown memory table");
-  std::vector<Region> rs;
+  std::shared_ptr<const RegionList> rs;
   uint32_t gen;
   {
     std::lock_guard<std::mutex> g(t->mu);
     rs = t->regions;
-    gen = t->generation;
+    gen = t->generation.load(std::memory_order_relaxed);
   }
   Napi::Object res = Napi::Object::New(env);
   res.Set("generation", Napi::Number::New(env, gen));
-  Napi::Array out = Napi::Array::New(env, rs.size());
-  for (size_t i = 0; i < rs.size(); i++) {
-    const Region& r = rs[i];
+  Napi::Array out = Napi::Array::New(env, rs->size());
+  for (size_t i = 0; i < rs->size(); i++) {
+    const Region& r = (*rs)[i];
     Napi::Object o = Napi::Object::New(env);
     o.Set("gpa", Napi::Number::New(env, static_cast<double>(r.gpa)));
     o.Set("size", Napi::Number::New(env, static_cast<double>(r.size)));
@@ -280,6 +335,35 @@ Napi::Value MmapShared(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov) {
+  const RegionList* rs = CurrentRegions(tableId);
+  if (!rs) return EBADF;
+  iov->reserve(iov->size() + npairs);
+  for (size_t i = 0; i < npairs; i++) {
+    double dg = pairs[2 * i], dl = pairs[2 * i + 1];
+    // Reject NaN, negatives, fractions and values past 2^53 before converting.
+    if (!(dg >= 0 && dl >= 0 && dg <= 9007199254740992.0 && dl <= 9007199254740992.0)) return EFAULT;
+    uint64_t gpa = static_cast<uint64_t>(dg), len = static_cast<uint64_t>(dl);
+    if (static_cast<double>(gpa) != dg || static_cast<double>(len) != dl) return EFAULT;
+    while (len > 0) {
+      const Region* hit = nullptr;
+      for (const Region& r : *rs)
+        if (gpa >= r.gpa && gpa - r.gpa < r.size) {
+          hit = &r;
+          break;
+        }
+      if (!hit) return EFAULT;
+      uint64_t take = std::min(len, hit->size - (gpa - hit->gpa));
+      // Safe: [gpa, gpa + take) lies inside this region, which this thread's snapshot keeps
+      // mapped for as long as the snapshot is current.
+      iov->push_back(iovec{hit->host() + (gpa - hit->gpa), static_cast<size_t>(take)});
+      gpa += take;
+      len -= take;
+    }
+  }
+  return 0;
+}
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("memTableCreate", Napi::Function::New(env, MemTableCreate));

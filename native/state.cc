@@ -1,37 +1,60 @@
 // File-system state shared by every queue worker: the inode table and the handle table.
 //
-// Node workers share no heap, so these tables live here, in the process, behind a mutex,
-// and every worker reaches the same table through its numeric id. The tables own the host
-// file descriptors they hold. A worker that uses a descriptor pins it first (acquire) and
-// unpins it after (release): a FORGET or RELEASE arriving on another queue meanwhile only
-// marks the entry, and the descriptor is closed by whoever drops the last pin. So a
-// descriptor number is never closed and reused under a request that is still using it.
+// Node workers share no heap, so these tables live here, in the process, and every worker
+// reaches the same table through its numeric id (a slot of a fixed array: one atomic load,
+// no lock, no reference count). The tables own the host file descriptors they hold, and JS
+// never sees an inode's or a handle's descriptor: each operation below takes a nodeid or an
+// fh, pins the entry, makes its system call and unpins it, all in one call. A FORGET,
+// RELEASE or new session arriving on another queue meanwhile only marks the entry; the
+// descriptor is closed by whoever drops the last pin. So a descriptor is never closed, and
+// its number reused for another file, under a request that is still using it.
 //
 // Inode entries: nodeid -> {fd (O_PATH), key (dev, ino, mount id), lookups, pins}.
 //   lookups counts the kernel's references (each LOOKUP/CREATE/MKNOD/... reply adds one,
 //   FORGET n subtracts n); the entry goes when lookups and pins are both zero. The root
 //   (nodeid 1) is never forgotten. A key maps to one nodeid, so hard links are one inode.
-// Handle entries: fh -> {fd, nodeid, pins}; RELEASE removes, the close waits for pins.
+// Handle entries: fh -> {fd, nodeid, pins, released}; RELEASE marks, the last pin closes.
+//
+// Both tables are split into kShards shards, each with its own mutex, so queues working on
+// different files do not contend. The low bits of a nodeid name its shard, chosen from the
+// inode's key, so a lookup by key and a lookup by nodeid land in the same shard; handles
+// are spread round-robin the same way. Lock order: at most one shard lock is held at a time,
+// except in Clear(), which takes them in index order. No system call runs under a lock
+// except close() of an entry being dropped.
 #include "common.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
-#include <map>
+#include <atomic>
 #include <memory>
 #include <mutex>
-#include <tuple>
+#include <string>
 #include <unordered_map>
 
 namespace vfsn {
 namespace {
 
 constexpr uint64_t kRootId = 1;
+constexpr unsigned kShardBits = 4;
+constexpr uint64_t kShards = 1u << kShardBits;
+constexpr uint64_t kShardMask = kShards - 1;
+constexpr int O_PATH_ = 010000000;
 
 struct InodeKey {
   uint32_t devMajor, devMinor;
   uint64_t ino, mntId;
-  bool operator<(const InodeKey& o) const {
-    return std::tie(devMajor, devMinor, ino, mntId) < std::tie(o.devMajor, o.devMinor, o.ino, o.mntId);
+  bool operator==(const InodeKey& o) const {
+    return devMajor == o.devMajor && devMinor == o.devMinor && ino == o.ino && mntId == o.mntId;
+  }
+};
+
+struct KeyHash {
+  size_t operator()(const InodeKey& k) const {
+    uint64_t h = k.ino * 0x9E3779B97F4A7C15ull;
+    h ^= (static_cast<uint64_t>(k.devMajor) << 32 | k.devMinor) + 0x632BE59BD9B4E019ull + (h << 6) + (h >> 2);
+    h ^= k.mntId + 0x94D049BB133111EBull + (h << 6) + (h >> 2);
+    return static_cast<size_t>(h ^ (h >> 31));
   }
 };
 
@@ -40,6 +63,7 @@ struct Inode {
   InodeKey key;
   uint64_t lookups;
   uint32_t pins;
+  bool detached;  // dropped by a new session while pinned: closes at the last unpin
 };
 
 struct Handle {
@@ -49,78 +73,200 @@ struct Handle {
   bool released;
 };
 
-struct FsState {
+struct InodeShard {
   std::mutex mu;
-  std::unordered_map<uint64_t, Inode> inodes;
-  std::map<InodeKey, uint64_t> byKey;
-  std::unordered_map<uint64_t, Handle> handles;
-  uint64_t nextNode = 2, nextHandle = 1;
+  std::unordered_map<uint64_t, Inode> byId;
+  std::unordered_map<InodeKey, uint64_t, KeyHash> byKey;
+  uint64_t nextSeq = 1;
 
-  // Drops the inode when nothing refers to it any more. Called with mu held.
-  void MaybeDropInode(std::unordered_map<uint64_t, Inode>::iterator it) {
+  // Drops the entry when nothing refers to it any more. Called with mu held.
+  void MaybeDrop(std::unordered_map<uint64_t, Inode>::iterator it) {
     Inode& n = it->second;
-    if (n.lookups > 0 || n.pins > 0 || it->first == kRootId) return;
+    if (n.pins > 0 || it->first == kRootId) return;
+    if (n.lookups > 0 && !n.detached) return;
     close(n.fd);
-    byKey.erase(n.key);
-    inodes.erase(it);
+    if (!n.detached) byKey.erase(n.key);
+    byId.erase(it);
   }
-
-  void Clear() {
-    for (auto& kv : inodes) close(kv.second.fd);
-    for (auto& kv : handles) close(kv.second.fd);
-    inodes.clear();
-    byKey.clear();
-    handles.clear();
-  }
-
-  ~FsState() { Clear(); }
 };
 
-std::mutex gMu;
-std::unordered_map<int64_t, std::shared_ptr<FsState>> gStates;
-int64_t gNextState = 1;
+struct HandleShard {
+  std::mutex mu;
+  std::unordered_map<uint64_t, Handle> byFh;
+  uint64_t nextSeq = 1;
 
-std::shared_ptr<FsState> Find(const Napi::CallbackInfo& info) {
+  void MaybeDrop(std::unordered_map<uint64_t, Handle>::iterator it) {
+    if (!it->second.released || it->second.pins > 0) return;
+    close(it->second.fd);
+    byFh.erase(it);
+  }
+};
+
+struct FsState {
+  InodeShard inodes[kShards];
+  HandleShard handles[kShards];
+  std::atomic<uint64_t> nextHandleShard{0};
+  InodeKey rootKey{};
+  bool hasRoot = false;
+  int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
+
+  InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
+  HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }
+
+  // Returns the pinned fd of nodeid, or -EBADF.
+  int PinInode(uint64_t nodeid) {
+    InodeShard& sh = ShardOf(nodeid);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it == sh.byId.end()) return -EBADF;
+    it->second.pins++;
+    return it->second.fd;
+  }
+  void UnpinInode(uint64_t nodeid) {
+    InodeShard& sh = ShardOf(nodeid);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it == sh.byId.end() || it->second.pins == 0) return;
+    it->second.pins--;
+    sh.MaybeDrop(it);
+  }
+  int PinHandle(uint64_t fh) {
+    HandleShard& sh = HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byFh.find(fh);
+    if (it == sh.byFh.end() || it->second.released) return -EBADF;
+    it->second.pins++;
+    return it->second.fd;
+  }
+  void UnpinHandle(uint64_t fh) {
+    HandleShard& sh = HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byFh.find(fh);
+    if (it == sh.byFh.end() || it->second.pins == 0) return;
+    it->second.pins--;
+    sh.MaybeDrop(it);
+  }
+
+  // Takes ownership of fd: a known key gains a lookup (fd closed), else a new inode.
+  uint64_t Ref(int fd, const InodeKey& k) {
+    if (hasRoot && k == rootKey) {
+      close(fd);
+      return kRootId;
+    }
+    uint64_t shard = KeyHash()(k) & kShardMask;
+    InodeShard& sh = inodes[shard];
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto kit = sh.byKey.find(k);
+    if (kit != sh.byKey.end()) {
+      sh.byId[kit->second].lookups++;
+      close(fd);
+      return kit->second;
+    }
+    uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
+    sh.byId[id] = Inode{fd, k, 1, 0, false};
+    sh.byKey[k] = id;
+    return id;
+  }
+
+  uint64_t InsertHandle(int fd, uint64_t nodeid) {
+    uint64_t shard = nextHandleShard.fetch_add(1, std::memory_order_relaxed) & kShardMask;
+    HandleShard& sh = handles[shard];
+    std::lock_guard<std::mutex> g(sh.mu);
+    uint64_t fh = (sh.nextSeq++ << kShardBits) | shard;
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false};
+    return fh;
+  }
+
+  // A new session: every inode but the root and every handle go; pinned ones close when
+  // their last pin drops. Sequence numbers go on, so no old id is handed out again.
+  void Clear() {
+    for (InodeShard& sh : inodes) {
+      std::lock_guard<std::mutex> g(sh.mu);
+      for (auto it = sh.byId.begin(); it != sh.byId.end();) {
+        if (it->first == kRootId) {
+          ++it;
+          continue;
+        }
+        if (it->second.pins > 0) {
+          it->second.detached = true;
+          it->second.lookups = 0;
+          ++it;
+        } else {
+          close(it->second.fd);
+          it = sh.byId.erase(it);
+        }
+      }
+      sh.byKey.clear();
+    }
+    for (HandleShard& sh : handles) {
+      std::lock_guard<std::mutex> g(sh.mu);
+      for (auto it = sh.byFh.begin(); it != sh.byFh.end();) {
+        it->second.released = true;
+        if (it->second.pins > 0) {
+          ++it;
+        } else {
+          close(it->second.fd);
+          it = sh.byFh.erase(it);
+        }
+      }
+    }
+  }
+
+  ~FsState() {
+    for (InodeShard& sh : inodes)
+      for (auto& kv : sh.byId) close(kv.second.fd);
+    for (HandleShard& sh : handles)
+      for (auto& kv : sh.byFh) close(kv.second.fd);
+    if (procFd >= 0) close(procFd);
+  }
+};
+
+// Pins an inode for the length of a scope.
+class InodePin {
+ public:
+  InodePin(FsState* s, uint64_t nodeid) : s_(s), id_(nodeid), fd_(s->PinInode(nodeid)) {}
+  ~InodePin() {
+    if (fd_ >= 0) s_->UnpinInode(id_);
+  }
+  int fd() const { return fd_; }  // -EBADF when the nodeid is unknown
+
+ private:
+  FsState* s_;
+  uint64_t id_;
+  int fd_;
+};
+
+class HandlePin {
+ public:
+  HandlePin(FsState* s, uint64_t fh) : s_(s), fh_(fh), fd_(s->PinHandle(fh)) {}
+  ~HandlePin() {
+    if (fd_ >= 0) s_->UnpinHandle(fh_);
+  }
+  int fd() const { return fd_; }
+
+ private:
+  FsState* s_;
+  uint64_t fh_;
+  int fd_;
+};
+
+// States live in fixed slots (id = slot + 1). A slot is emptied only when the daemon is done
+// with the state and no thread uses it any more (stateDestroy).
+constexpr int kMaxStates = 64;
+std::atomic<FsState*> gStates[kMaxStates];
+std::mutex gRegistryMu;
+
+FsState* StateArg(const Napi::CallbackInfo& info) {
   int64_t id;
-  if (!ArgInt(info, 0, &id)) return nullptr;
-  std::lock_guard<std::mutex> g(gMu);
-  auto it = gStates.find(id);
-  return it == gStates.end() ? nullptr : it->second;
+  if (!ArgInt(info, 0, &id) || id < 1 || id > kMaxStates) return nullptr;
+  return gStates[id - 1].load(std::memory_order_acquire);
 }
 
-#define STATE_OR_THROW(s)                                                  \
-  auto s = Find(info);                                                     \
+#define STATE_OR_THROW(s)     \
+  FsState* s = StateArg(info); \
   if (!s) return ThrowType(info.Env(), "unknown file-system state id");
 
-Napi::Value StateCreate(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> g(gMu);
-  int64_t id = gNextState++;
-  gStates[id] = std::make_shared<FsState>();
-  return Napi::Number::New(info.Env(), static_cast<double>(id));
-}
-
-Napi::Value StateDestroy(const Napi::CallbackInfo& info) {
-  int64_t id;
-  if (!ArgInt(info, 0, &id)) return ThrowType(info.Env(), "stateDestroy(id)");
-  std::shared_ptr<FsState> s;
-  {
-    std::lock_guard<std::mutex> g(gMu);
-    auto it = gStates.find(id);
-    if (it == gStates.end()) return info.Env().Undefined();
-    s = it->second;
-    gStates.erase(it);
-  }
-  return info.Env().Undefined();
-}
-
-// stateClear(id): a new FUSE session (INIT again, DESTROY): every inode and handle goes.
-Napi::Value StateClear(const Napi::CallbackInfo& info) {
-  STATE_OR_THROW(s);
-  std::lock_guard<std::mutex> g(s->mu);
-  s->Clear();
-  s->nextNode = 2;
-  return info.Env().Undefined();
-}
+Napi::Value Num(const Napi::CallbackInfo& info, double v) { return Napi::Number::New(info.Env(), v); }
 
 bool KeyArgs(const Napi::CallbackInfo& info, size_t i, InodeKey* k) {
   int64_t a, b;
@@ -131,67 +277,106 @@ bool KeyArgs(const Napi::CallbackInfo& info, size_t i, InodeKey* k) {
   return true;
 }
 
+InodeKey KeyOfStatx(const double* st) {
+  return InodeKey{static_cast<uint32_t>(st[1]), static_cast<uint32_t>(st[2]), static_cast<uint64_t>(st[3]),
+                  static_cast<uint64_t>(st[21])};
+}
+
+// ---- life cycle ----------------------------------------------------------------------
+
+Napi::Value StateCreate(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> g(gRegistryMu);
+  for (int i = 0; i < kMaxStates; i++) {
+    if (gStates[i].load()) continue;
+    auto* s = new FsState();
+    s->procFd = open("/proc/self/fd", O_PATH_ | O_DIRECTORY | O_CLOEXEC);
+    if (s->procFd < 0) {
+      int e = errno;
+      delete s;
+      return ThrowErrno(info.Env(), e, "open /proc/self/fd");
+    }
+    gStates[i].store(s, std::memory_order_release);
+    return Num(info, i + 1);
+  }
+  return ThrowErrno(info.Env(), EMFILE, "stateCreate");
+}
+
+// stateDestroy(id): the daemon is done with the state; no thread may use it any more.
+Napi::Value StateDestroy(const Napi::CallbackInfo& info) {
+  int64_t id;
+  if (!ArgInt(info, 0, &id)) return ThrowType(info.Env(), "stateDestroy(id)");
+  std::lock_guard<std::mutex> g(gRegistryMu);
+  if (id >= 1 && id <= kMaxStates) delete gStates[id - 1].exchange(nullptr);
+  return info.Env().Undefined();
+}
+
+// stateClear(id): a new FUSE session (INIT again, DESTROY): every inode but the root and
+// every handle go.
+Napi::Value StateClear(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  s->Clear();
+  return info.Env().Undefined();
+}
+
+// stateCounts(id) -> [inodes, handles] (detached and released entries still pinned count)
+Napi::Value StateCounts(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  double n = 0, h = 0;
+  for (InodeShard& sh : s->inodes) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    n += static_cast<double>(sh.byId.size());
+  }
+  for (HandleShard& sh : s->handles) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    h += static_cast<double>(sh.byFh.size());
+  }
+  Napi::Array a = Napi::Array::New(info.Env(), 2);
+  a.Set(0u, Num(info, n));
+  a.Set(1u, Num(info, h));
+  return a;
+}
+
+// ---- inodes --------------------------------------------------------------------------
+
 // inodeSetRoot(id, fd, devMajor, devMinor, ino, mntId): nodeid 1 is the shared directory.
+// Called once, before any request.
 Napi::Value InodeSetRoot(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   int64_t fd;
   InodeKey k;
   if (!ArgInt(info, 1, &fd) || !KeyArgs(info, 2, &k)) return ThrowType(info.Env(), "inodeSetRoot(id, fd, key...)");
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->inodes.find(kRootId);
-  if (it != s->inodes.end()) {
-    close(it->second.fd);
-    s->byKey.erase(it->second.key);
-  }
-  s->inodes[kRootId] = Inode{static_cast<int>(fd), k, 1, 0};
-  s->byKey[k] = kRootId;
-  return Napi::Number::New(info.Env(), kRootId);
+  InodeShard& sh = s->ShardOf(kRootId);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(kRootId);
+  if (it != sh.byId.end()) close(it->second.fd);
+  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, 1, 0, false};
+  s->rootKey = k;
+  s->hasRoot = true;
+  return Num(info, kRootId);
 }
 
-// inodeRef(id, fd, devMajor, devMinor, ino, mntId) -> nodeid.
-// Takes ownership of fd. A known key gains one lookup and the new fd is closed; an unknown
-// key becomes a new inode with one lookup.
+// inodeRef(id, fd, devMajor, devMinor, ino, mntId) -> nodeid. Takes ownership of fd.
 Napi::Value InodeRef(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   int64_t fd;
   InodeKey k;
   if (!ArgInt(info, 1, &fd) || !KeyArgs(info, 2, &k)) return ThrowType(info.Env(), "inodeRef(id, fd, key...)");
-  std::lock_guard<std::mutex> g(s->mu);
-  auto kit = s->byKey.find(k);
-  if (kit != s->byKey.end()) {
-    Inode& n = s->inodes[kit->second];
-    n.lookups++;
-    close(static_cast<int>(fd));
-    return Napi::Number::New(info.Env(), static_cast<double>(kit->second));
-  }
-  uint64_t id = s->nextNode++;
-  s->inodes[id] = Inode{static_cast<int>(fd), k, 1, 0};
-  s->byKey[k] = id;
-  return Napi::Number::New(info.Env(), static_cast<double>(id));
+  return Num(info, static_cast<double>(s->Ref(static_cast<int>(fd), k)));
 }
 
-// inodeAcquire(id, nodeid) -> pinned O_PATH fd, or -EBADF for an unknown nodeid.
+// inodeAcquire(id, nodeid) -> pinned O_PATH fd, or -EBADF; pair with inodeRelease.
+// For operations that have no fused form below.
 Napi::Value InodeAcquire(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
-  if (!ArgU64(info, 1, &nodeid)) return Napi::Number::New(info.Env(), -EBADF);
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->inodes.find(nodeid);
-  if (it == s->inodes.end()) return Napi::Number::New(info.Env(), -EBADF);
-  it->second.pins++;
-  return Napi::Number::New(info.Env(), it->second.fd);
+  if (!ArgU64(info, 1, &nodeid)) return Num(info, -EBADF);
+  return Num(info, s->PinInode(nodeid));
 }
 
-// inodeRelease(id, nodeid): drops a pin taken by inodeAcquire.
 Napi::Value InodeRelease(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
-  if (!ArgU64(info, 1, &nodeid)) return info.Env().Undefined();
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->inodes.find(nodeid);
-  if (it == s->inodes.end() || it->second.pins == 0) return info.Env().Undefined();
-  it->second.pins--;
-  s->MaybeDropInode(it);
+  if (ArgU64(info, 1, &nodeid)) s->UnpinInode(nodeid);
   return info.Env().Undefined();
 }
 
@@ -199,12 +384,13 @@ Napi::Value InodeRelease(const Napi::CallbackInfo& info) {
 Napi::Value InodeForget(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, n;
-  if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &n)) return info.Env().Undefined();
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->inodes.find(nodeid);
-  if (it == s->inodes.end() || nodeid == kRootId) return info.Env().Undefined();
+  if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &n) || nodeid == kRootId) return info.Env().Undefined();
+  InodeShard& sh = s->ShardOf(nodeid);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(nodeid);
+  if (it == sh.byId.end()) return info.Env().Undefined();
   it->second.lookups = it->second.lookups > n ? it->second.lookups - n : 0;
-  s->MaybeDropInode(it);
+  sh.MaybeDrop(it);
   return info.Env().Undefined();
 }
 
@@ -212,21 +398,76 @@ Napi::Value InodeForget(const Napi::CallbackInfo& info) {
 Napi::Value InodeLookups(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
-  if (!ArgU64(info, 1, &nodeid)) return Napi::Number::New(info.Env(), -1);
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->inodes.find(nodeid);
-  return Napi::Number::New(info.Env(), it == s->inodes.end() ? -1.0 : static_cast<double>(it->second.lookups));
+  if (!ArgU64(info, 1, &nodeid)) return Num(info, -1);
+  InodeShard& sh = s->ShardOf(nodeid);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(nodeid);
+  return Num(info, it == sh.byId.end() ? -1.0 : static_cast<double>(it->second.lookups));
 }
 
-// stateCounts(id) -> [inodes, handles]
-Napi::Value StateCounts(const Napi::CallbackInfo& info) {
+// nodeStatx(id, nodeid, out) -> 0 or -errno: the inode's attributes, never following a link.
+Napi::Value NodeStatx(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
-  std::lock_guard<std::mutex> g(s->mu);
-  Napi::Array a = Napi::Array::New(info.Env(), 2);
-  a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(s->inodes.size())));
-  a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(s->handles.size())));
-  return a;
+  uint64_t nodeid;
+  double* out = ArgStatxOut(info, 2);
+  if (!out) return info.Env().Undefined();
+  if (!ArgU64(info, 1, &nodeid)) return Num(info, -EBADF);
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  return Num(info, StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out));
 }
+
+// nodeLookup(id, parent, name, out) -> nodeid or -errno. Opens name in parent as O_PATH
+// without following a symlink, fills out with its attributes and takes one lookup reference.
+// The name must be one component (checked by the caller; a '/' here is refused too).
+Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t parent;
+  std::string name;
+  double* out = ArgStatxOut(info, 3);
+  if (!out || !PathArg(info, 2, &name)) return info.Env().Undefined();
+  if (!ArgU64(info, 1, &parent)) return Num(info, -EBADF);
+  if (name.empty() || name.find('/') != std::string::npos || name.find('\0') != std::string::npos)
+    return Num(info, -EINVAL);
+  int fd;
+  {
+    InodePin p(s, parent);
+    if (p.fd() < 0) return Num(info, p.fd());
+    do {
+      fd = openat(p.fd(), name.c_str(), O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return Num(info, -errno);
+  }
+  int r = StatxInto(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+  if (r < 0) {
+    close(fd);
+    return Num(info, r);
+  }
+  return Num(info, static_cast<double>(s->Ref(fd, KeyOfStatx(out))));
+}
+
+// nodeOpen(id, nodeid, flags) -> fh or -errno: opens the inode for I/O (through
+// /proc/self/fd, so no name is resolved again) and registers the descriptor as a handle.
+// The caller has cleaned flags (no O_CREAT, O_NOFOLLOW and the like).
+Napi::Value NodeOpen(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  int64_t flags;
+  if (!ArgU64(info, 1, &nodeid) || !ArgInt(info, 2, &flags)) return ThrowType(info.Env(), "nodeOpen(id, nodeid, flags)");
+  int fd;
+  {
+    InodePin p(s, nodeid);
+    if (p.fd() < 0) return Num(info, p.fd());
+    std::string path = std::to_string(p.fd());
+    do {
+      fd = openat(s->procFd, path.c_str(), static_cast<int>(flags) | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return Num(info, -errno);
+  }
+  return Num(info, static_cast<double>(s->InsertHandle(fd, nodeid)));
+}
+
+// ---- handles -------------------------------------------------------------------------
 
 // handleInsert(id, fd, nodeid) -> fh. Takes ownership of fd.
 Napi::Value HandleInsert(const Napi::CallbackInfo& info) {
@@ -234,40 +475,21 @@ Napi::Value HandleInsert(const Napi::CallbackInfo& info) {
   int64_t fd;
   uint64_t nodeid;
   if (!ArgInt(info, 1, &fd) || !ArgU64(info, 2, &nodeid)) return ThrowType(info.Env(), "handleInsert(id, fd, nodeid)");
-  std::lock_guard<std::mutex> g(s->mu);
-  uint64_t fh = s->nextHandle++;
-  s->handles[fh] = Handle{static_cast<int>(fd), nodeid, 0, false};
-  return Napi::Number::New(info.Env(), static_cast<double>(fh));
+  return Num(info, static_cast<double>(s->InsertHandle(static_cast<int>(fd), nodeid)));
 }
 
-// handleAcquire(id, fh) -> pinned fd, or -EBADF for an unknown or released handle.
+// handleAcquire(id, fh) -> pinned fd, or -EBADF; pair with handleRelease.
 Napi::Value HandleAcquire(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
-  if (!ArgU64(info, 1, &fh)) return Napi::Number::New(info.Env(), -EBADF);
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->handles.find(fh);
-  if (it == s->handles.end() || it->second.released) return Napi::Number::New(info.Env(), -EBADF);
-  it->second.pins++;
-  return Napi::Number::New(info.Env(), it->second.fd);
+  if (!ArgU64(info, 1, &fh)) return Num(info, -EBADF);
+  return Num(info, s->PinHandle(fh));
 }
 
-void DropHandleIfDone(FsState* s, std::unordered_map<uint64_t, Handle>::iterator it) {
-  if (!it->second.released || it->second.pins > 0) return;
-  close(it->second.fd);
-  s->handles.erase(it);
-}
-
-// handleRelease(id, fh): drops a pin taken by handleAcquire.
 Napi::Value HandleRelease(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
-  if (!ArgU64(info, 1, &fh)) return info.Env().Undefined();
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->handles.find(fh);
-  if (it == s->handles.end() || it->second.pins == 0) return info.Env().Undefined();
-  it->second.pins--;
-  DropHandleIfDone(s.get(), it);
+  if (ArgU64(info, 1, &fh)) s->UnpinHandle(fh);
   return info.Env().Undefined();
 }
 
@@ -275,13 +497,36 @@ Napi::Value HandleRelease(const Napi::CallbackInfo& info) {
 Napi::Value HandleRemove(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
-  if (!ArgU64(info, 1, &fh)) return Napi::Number::New(info.Env(), -EBADF);
-  std::lock_guard<std::mutex> g(s->mu);
-  auto it = s->handles.find(fh);
-  if (it == s->handles.end() || it->second.released) return Napi::Number::New(info.Env(), -EBADF);
+  if (!ArgU64(info, 1, &fh)) return Num(info, -EBADF);
+  HandleShard& sh = s->HandleShardOf(fh);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byFh.find(fh);
+  if (it == sh.byFh.end() || it->second.released) return Num(info, -EBADF);
   it->second.released = true;
-  DropHandleIfDone(s.get(), it);
-  return Napi::Number::New(info.Env(), 0);
+  sh.MaybeDrop(it);
+  return Num(info, 0);
+}
+
+// handleReadv / handleWritev(id, fh, position, table, pairs, count) -> bytes or -errno: I/O through
+// an open handle straight between the file and the guest ranges (see io.cc).
+template <bool kWrite>
+Napi::Value HandleRw(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t pos, table;
+  const double* pairs;
+  size_t n;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &pos) || !ArgInt(info, 3, &table))
+    return ThrowType(info.Env(), "(id, fh, position, table, pairs, count)");
+  if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
+  // One vector per thread, reused: no allocation per request once it has grown.
+  thread_local std::vector<iovec> iov;
+  iov.clear();
+  int e = GuestIovecs(table, pairs, n, &iov);
+  if (e) return Num(info, -e);
+  HandlePin p(s, fh);
+  if (p.fd() < 0) return Num(info, p.fd());
+  return Num(info, static_cast<double>(TransferIov(p.fd(), pos, iov, kWrite)));
 }
 
 }  // namespace
@@ -297,10 +542,15 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("inodeRelease", Napi::Function::New(env, InodeRelease));
   exports.Set("inodeForget", Napi::Function::New(env, InodeForget));
   exports.Set("inodeLookups", Napi::Function::New(env, InodeLookups));
+  exports.Set("nodeStatx", Napi::Function::New(env, NodeStatx));
+  exports.Set("nodeLookup", Napi::Function::New(env, NodeLookup));
+  exports.Set("nodeOpen", Napi::Function::New(env, NodeOpen));
   exports.Set("handleInsert", Napi::Function::New(env, HandleInsert));
   exports.Set("handleAcquire", Napi::Function::New(env, HandleAcquire));
   exports.Set("handleRelease", Napi::Function::New(env, HandleRelease));
   exports.Set("handleRemove", Napi::Function::New(env, HandleRemove));
+  exports.Set("handleReadv", Napi::Function::New(env, HandleRw<false>));
+  exports.Set("handleWritev", Napi::Function::New(env, HandleRw<true>));
 }
 
 }  // namespace vfsn

@@ -5,7 +5,7 @@
  * supports. The server owns the wire format; implementations never see a raw request.
  */
 import { constants as os } from 'node:os';
-import type { Segments } from '../native';
+import type { GuestRanges } from '../native';
 
 /** The caller of a request, as the guest kernel reports it in fuse_in_header. */
 export interface Context {
@@ -122,7 +122,7 @@ export class NullFilesystem {
     return nosys();
   }
   /** Reads up to `size` bytes at `offset` straight into `dst` (guest memory); returns bytes read. */
-  read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: Segments): number {
+  read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: GuestRanges): number {
     return nosys();
   }
   flush(_ctx: Context, _nodeid: number, _fh: number, _lockOwner: bigint): void {

@@ -2,13 +2,13 @@
  * The FUSE server: decodes a request, dispatches it to the Filesystem and encodes the reply
  * (Linux include/uapi/linux/fuse.h, protocol 7.38). It knows nothing of virtqueues: it
  * works on a FuseTransfer, two byte streams (request in, reply out) that a descriptor chain
- * or a /dev/fuse buffer can provide. Bulk data (READ, WRITE) moves as segment lists between
+ * or a /dev/fuse buffer can provide. Bulk data (READ, WRITE) moves as guest ranges between
  * the file and the transfer's memory, never through a JS buffer.
  *
  * Malformed requests (short, lengths that disagree, names without NUL) get EINVAL, never an
  * exception out of handle().
  */
-import type { Segments } from '../native';
+import type { GuestRanges } from '../native';
 import type { Logger } from '../log';
 import * as abi from './abi';
 import { E, errnoOf, FsError, type Attributes, type Context, type Entry, type Filesystem } from './filesystem';
@@ -19,9 +19,11 @@ export interface FuseTransfer {
   readonly readableLeft: number;
   readonly writableLen: number;
   read(dst: Buffer, dstOff: number, n: number): number;
-  readSegments(n: number): Segments;
+  /** The next n request bytes as guest ranges (WRITE data), advancing past them. */
+  readRanges(n: number): GuestRanges;
   writeAt(pos: number, src: Buffer, srcOff: number, n: number): number;
-  writeSegments(pos: number, n: number): Segments;
+  /** Reply bytes [pos, pos+n) as guest ranges (READ data). */
+  writeRanges(pos: number, n: number): GuestRanges;
 }
 
 /** Largest request we copy into JS (header, args, names, xattr values); WRITE data stays put. */
@@ -122,7 +124,7 @@ export class FuseServer {
         const room = t.writableLen - abi.OUT_HEADER_SIZE;
         if (room < 0) return 0;
         const size = Math.min(r.size, room);
-        const n = fs.read(ctx, nodeid, Number(r.fh), Number(r.offset), size, t.writeSegments(abi.OUT_HEADER_SIZE, size));
+        const n = fs.read(ctx, nodeid, Number(r.fh), Number(r.offset), size, t.writeRanges(abi.OUT_HEADER_SIZE, size));
         return this.header(t, h.unique, 0, n);
       }
       case abi.Opcode.FLUSH: {

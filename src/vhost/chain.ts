@@ -1,80 +1,50 @@
 /**
  * A descriptor chain popped from a virtqueue, seen as two byte streams: the device-readable
  * part (the request) and the device-writable part (room for the reply), whatever the
- * descriptor boundaries (virtio 1.2, 2.7.4 "Message Framing"). Small headers are copied out
- * into JS buffers; bulk data is handed over as segment lists for preadv/pwritev, so file
- * data never passes through a JS buffer.
+ * descriptor boundaries (virtio 1.2, 2.7.4 "Message Framing"). Each stream is a list of
+ * guest ranges, (guest-physical address, length) pairs already checked against guest memory
+ * by the virtqueue. Small headers are copied between JS buffers and guest memory through
+ * this thread's views; bulk data is handed on as GuestRanges for the native preadv/pwritev,
+ * so file data never passes through a JS buffer.
  */
-import type { Segments } from '../native';
+import type { GuestRanges } from '../native';
+import type { GuestMemory } from './memory';
 
-/** Copies n bytes starting at byte `start` of a segment list into dst. Returns bytes copied. */
-export function copyFromSegments(segs: Segments, start: number, dst: Buffer, dstOff: number, n: number): number {
+/** Visits the pieces of bytes [start, start+n) of a range list: f(gpa, len, doneSoFar). */
+function forRanges(pairs: readonly number[], start: number, n: number, f: (gpa: number, len: number, done: number) => void): number {
   let done = 0;
   let skip = start;
-  for (let i = 0; i < segs.length && done < n; i += 3) {
-    const len = segs[i + 2] as number;
+  for (let i = 0; i < pairs.length && done < n; i += 2) {
+    const len = pairs[i + 1];
     if (skip >= len) {
       skip -= len;
       continue;
     }
-    const buf = segs[i] as Buffer;
-    const off = (segs[i + 1] as number) + skip;
     const take = Math.min(len - skip, n - done);
-    buf.copy(dst, dstOff + done, off, off + take);
+    f(pairs[i] + skip, take, done);
     done += take;
     skip = 0;
   }
   return done;
 }
 
-/** Copies n bytes of src into a segment list at byte `start`. Returns bytes copied. */
-export function copyToSegments(segs: Segments, start: number, src: Buffer, srcOff: number, n: number): number {
-  let done = 0;
-  let skip = start;
-  for (let i = 0; i < segs.length && done < n; i += 3) {
-    const len = segs[i + 2] as number;
-    if (skip >= len) {
-      skip -= len;
-      continue;
-    }
-    const buf = segs[i] as Buffer;
-    const off = (segs[i + 1] as number) + skip;
-    const take = Math.min(len - skip, n - done);
-    src.copy(buf, off, srcOff + done, srcOff + done + take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}
-
-/** The segments covering bytes [start, start+n) of a segment list (clipped to its end). */
-export function sliceSegments(segs: Segments, start: number, n: number): Segments {
-  const out: Segments = [];
-  let skip = start;
-  let left = n;
-  for (let i = 0; i < segs.length && left > 0; i += 3) {
-    const len = segs[i + 2] as number;
-    if (skip >= len) {
-      skip -= len;
-      continue;
-    }
-    const take = Math.min(len - skip, left);
-    out.push(segs[i] as Buffer, (segs[i + 1] as number) + skip, take);
-    left -= take;
-    skip = 0;
-  }
+/** The ranges covering bytes [start, start+n) of a range list (clipped to its end). */
+export function sliceRanges(pairs: readonly number[], start: number, n: number): number[] {
+  const out: number[] = [];
+  forRanges(pairs, start, n, (gpa, len) => out.push(gpa, len));
   return out;
 }
 
 export class DescriptorChain {
-  /** Bytes of the readable stream consumed so far by read()/readSegments(). */
+  /** Bytes of the readable stream consumed so far by read()/readRanges(). */
   readPos = 0;
 
   constructor(
     readonly head: number,
-    readonly readable: Segments,
+    private readonly mem: GuestMemory,
+    readonly readable: readonly number[],
     readonly readableLen: number,
-    readonly writable: Segments,
+    readonly writable: readonly number[],
     readonly writableLen: number,
   ) {}
 
@@ -84,25 +54,25 @@ export class DescriptorChain {
 
   /** Copies the next n readable bytes into dst at dstOff; returns how many there were. */
   read(dst: Buffer, dstOff: number, n: number): number {
-    const got = copyFromSegments(this.readable, this.readPos, dst, dstOff, n);
+    const got = forRanges(this.readable, this.readPos, n, (gpa, len, done) => this.mem.copyOut(gpa, dst, dstOff + done, len));
     this.readPos += got;
     return got;
   }
 
-  /** Views of the next n readable bytes (for pwritev), advancing past them. */
-  readSegments(n: number): Segments {
-    const s = sliceSegments(this.readable, this.readPos, n);
+  /** The next n readable bytes as guest ranges (for a write to a file), advancing past them. */
+  readRanges(n: number): GuestRanges {
+    const pairs = sliceRanges(this.readable, this.readPos, n);
     this.readPos += Math.min(n, this.readableLeft);
-    return s;
+    return { table: this.mem.tableId, pairs };
   }
 
   /** Copies n bytes of src into the writable stream at byte pos; returns bytes copied. */
   writeAt(pos: number, src: Buffer, srcOff: number, n: number): number {
-    return copyToSegments(this.writable, pos, src, srcOff, n);
+    return forRanges(this.writable, pos, n, (gpa, len, done) => this.mem.copyIn(gpa, src, srcOff + done, len));
   }
 
-  /** Views of writable bytes [pos, pos+n) (for preadv). */
-  writeSegments(pos: number, n: number): Segments {
-    return sliceSegments(this.writable, pos, n);
+  /** Writable bytes [pos, pos+n) as guest ranges (for a read from a file). */
+  writeRanges(pos: number, n: number): GuestRanges {
+    return { table: this.mem.tableId, pairs: sliceRanges(this.writable, pos, n) };
   }
 }

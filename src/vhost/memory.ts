@@ -5,10 +5,12 @@
  * threads (native/memory.cc); this class holds this thread's views of them and refreshes
  * them when the table's generation changes (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG).
  *
- * Every translation is bounds-checked: an address range that is not entirely inside mapped
- * memory is an error, never an access.
+ * JS uses these views for the rings and to copy request headers in and replies out; file
+ * data never passes here (it goes natively, see native/io.cc). Every translation is
+ * bounds-checked: an address range that is not entirely inside mapped memory is an error,
+ * never an access.
  */
-import { native, type RegionView, type Segments } from '../native';
+import { native, type RegionView } from '../native';
 
 /** Views are split in chunks of this size (must match kChunk in native/memory.cc). */
 export const CHUNK_SIZE = 2 ** 30;
@@ -72,11 +74,29 @@ export class GuestMemory {
     return this.placeIn(r, gpa - r.gpa, len, `guest address 0x${gpa.toString(16)}`);
   }
 
-  /**
-   * Appends the segments covering [gpa, gpa+len) to `out` (flat triples), splitting at chunk
-   * and region boundaries. Throws when any byte of the range is not mapped.
-   */
-  addSegments(gpa: number, len: number, out: Segments): void {
+  /** Throws unless every byte of [gpa, gpa+len) is mapped (it may span regions). */
+  checkRange(gpa: number, len: number): void {
+    while (len > 0) {
+      const r = this.regionOfGpa(gpa);
+      if (!r) throw new GuestMemoryError(`guest range 0x${gpa.toString(16)}+${len} is not in guest memory`);
+      const n = Math.min(len, r.gpa + r.size - gpa);
+      gpa += n;
+      len -= n;
+    }
+  }
+
+  /** Copies n guest bytes at gpa into dst (a checked range; splits at chunk and region ends). */
+  copyOut(gpa: number, dst: Buffer, dstOff: number, n: number): void {
+    this.pieces(gpa, n, (buf, off, len, done) => buf.copy(dst, dstOff + done, off, off + len));
+  }
+
+  /** Copies n bytes of src into guest memory at gpa. */
+  copyIn(gpa: number, src: Buffer, srcOff: number, n: number): void {
+    this.pieces(gpa, n, (buf, off, len, done) => src.copy(buf, off, srcOff + done, srcOff + done + len));
+  }
+
+  private pieces(gpa: number, len: number, f: (buf: Buffer, off: number, len: number, done: number) => void): void {
+    let done = 0;
     while (len > 0) {
       const r = this.regionOfGpa(gpa);
       if (!r) throw new GuestMemoryError(`guest range 0x${gpa.toString(16)}+${len} is not in guest memory`);
@@ -85,9 +105,10 @@ export class GuestMemory {
       const inChunk = rel - chunk * CHUNK_SIZE;
       const buf = r.chunks[chunk];
       const n = Math.min(len, buf.length - inChunk);
-      out.push(buf, inChunk, n);
+      f(buf, inChunk, n, done);
       gpa += n;
       len -= n;
+      done += n;
     }
   }
 

@@ -9,7 +9,7 @@
  * A malformed chain marks the queue broken: it stops being processed and the error is
  * reported to the caller, which logs it and signals the front end's error eventfd.
  */
-import { native, type Segments } from '../native';
+import { native } from '../native';
 import { DescriptorChain } from './chain';
 import { GuestMemory, GuestMemoryError, type Place } from './memory';
 
@@ -159,8 +159,8 @@ export class Virtqueue {
 
   private walk(head: number): DescriptorChain {
     if (head >= this.size) throw new QueueError(`chain head ${head} outside a queue of ${this.size}`);
-    const readable: Segments = [];
-    const writable: Segments = [];
+    const readable: number[] = [];
+    const writable: number[] = [];
     let rlen = 0;
     let wlen = 0;
     let table = this.desc;
@@ -193,22 +193,23 @@ export class Virtqueue {
         continue;
       }
       try {
-        if (flags & VIRTQ_DESC_F_WRITE) {
-          this.mem.addSegments(addr, len, writable);
-          wlen += len;
-        } else {
-          if (wlen > 0) throw new QueueError('readable descriptor after a writable one');
-          this.mem.addSegments(addr, len, readable);
-          rlen += len;
-        }
+        this.mem.checkRange(addr, len);
       } catch (e) {
         if (e instanceof GuestMemoryError) throw new QueueError(`descriptor ${i}: ${e.message}`);
         throw e;
       }
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        writable.push(addr, len);
+        wlen += len;
+      } else {
+        if (wlen > 0) throw new QueueError('readable descriptor after a writable one');
+        readable.push(addr, len);
+        rlen += len;
+      }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       i = next;
     }
-    return new DescriptorChain(head, readable, rlen, writable, wlen);
+    return new DescriptorChain(head, this.mem, readable, rlen, writable, wlen);
   }
 
   private place(addr: number, len: number): Place {

@@ -2,12 +2,13 @@
  * The passthrough filesystem: serves a host directory through the Filesystem interface.
  * Inodes are O_PATH descriptors held in the shared native inode table (native/state.cc),
  * keyed by (device, inode, mount id), so every queue worker sees the same nodeids, lookup
- * counts and open handles. Names are resolved one component at a time with openat and
- * O_NOFOLLOW relative to the parent's descriptor, so no host symlink is followed and no
- * path outside the shared directory is reachable.
+ * counts and open handles. This class names inodes and handles only by nodeid and fh; the
+ * native calls pin the entry around each system call. Names are resolved one component at
+ * a time with openat and O_NOFOLLOW relative to the parent's descriptor, so no host symlink
+ * is followed and no path outside the shared directory is reachable.
  */
 import { constants as fsc } from 'node:fs';
-import { native, StatxField, STATX_FIELDS, type Segments } from '../../native';
+import { guestIo, native, StatxField, STATX_FIELDS, type GuestRanges } from '../../native';
 import { cachePolicy, type CacheMode, type CachePolicy } from '../../cache/policy';
 import { InitFlags } from '../abi';
 import {
@@ -18,7 +19,6 @@ import { statfsOf } from './statfs';
 
 const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
-const AT_SYMLINK_NOFOLLOW = 0x100;
 export const ROOT_ID = 1;
 
 /** Options shared by every worker's instance; the native ids make them one filesystem. */
@@ -54,12 +54,10 @@ export function encodeDev(major: number, minor: number): number {
 export class PassthroughFs extends NullFilesystem {
   private readonly st = new Float64Array(STATX_FIELDS);
   private readonly policy: CachePolicy;
-  private readonly procFd: number;
 
   constructor(private readonly opts: PassthroughOptions) {
     super();
     this.policy = cachePolicy(opts.cache);
-    this.procFd = check(native.openat(-100, '/proc/self/fd', O_PATH | fsc.O_DIRECTORY));
   }
 
   override init(_offered: bigint): InitReply {
@@ -73,10 +71,9 @@ export class PassthroughFs extends NullFilesystem {
     };
   }
 
-  /** A new session: the kernel has forgotten every inode and handle. */
+  /** A new session: the kernel has forgotten every inode and handle (the root stays). */
   newSession(): void {
     native.stateClear(this.opts.stateId);
-    setRoot(this.opts.stateId, this.opts.sharedDir);
   }
 
   override destroy(): void {
@@ -85,25 +82,10 @@ export class PassthroughFs extends NullFilesystem {
 
   override lookup(_ctx: Context, parent: number, name: Buffer): Entry {
     checkName(name);
-    const id = this.opts.stateId;
-    const pfd = check(native.inodeAcquire(id, parent));
-    try {
-      let fd: number;
-      if (name.length === 1 && name[0] === 0x2e) {
-        fd = check(native.openat(pfd, '.', O_PATH | fsc.O_NOFOLLOW));
-      } else if (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e) {
-        // '..' never leaves the shared directory: at the root it is the root.
-        fd = check(native.openat(pfd, parent === ROOT_ID ? '.' : '..', O_PATH | fsc.O_NOFOLLOW));
-      } else {
-        fd = check(native.openat(pfd, name, O_PATH | fsc.O_NOFOLLOW));
-      }
-      const attr = this.statFd(fd);
-      const st = this.st;
-      const nodeid = native.inodeRef(id, fd, st[StatxField.devMajor], st[StatxField.devMinor], st[StatxField.ino], st[StatxField.mntId]);
-      return { nodeid, generation: 0, attr, entryTimeout: this.policy.entryTimeout, attrTimeout: this.policy.attrTimeout };
-    } finally {
-      native.inodeRelease(id, parent);
-    }
+    // '..' never leaves the shared directory: at the root it is the root.
+    const target = parent === ROOT_ID && name.length === 2 && name[0] === 0x2e && name[1] === 0x2e ? '.' : name;
+    const nodeid = check(native.nodeLookup(this.opts.stateId, parent, target, this.st));
+    return { nodeid, generation: 0, attr: this.attrs(), entryTimeout: this.policy.entryTimeout, attrTimeout: this.policy.attrTimeout };
   }
 
   override forget(nodeid: number, nlookup: number): void {
@@ -111,35 +93,23 @@ export class PassthroughFs extends NullFilesystem {
   }
 
   override getattr(_ctx: Context, nodeid: number, _fh: number | null): AttrReply {
-    const id = this.opts.stateId;
-    const fd = check(native.inodeAcquire(id, nodeid));
-    try {
-      return { attr: this.statFd(fd), attrTimeout: this.policy.attrTimeout };
-    } finally {
-      native.inodeRelease(id, nodeid);
-    }
+    check(native.nodeStatx(this.opts.stateId, nodeid, this.st));
+    return { attr: this.attrs(), attrTimeout: this.policy.attrTimeout };
   }
 
   override open(_ctx: Context, nodeid: number, flags: number): OpenReply {
-    const fd = this.reopen(nodeid, flags);
-    const fh = native.handleInsert(this.opts.stateId, fd, nodeid);
+    if (this.opts.readonly && (flags & (fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC))) throw new FsError(E.EROFS);
+    const fh = check(native.nodeOpen(this.opts.stateId, nodeid, cleanOpenFlags(flags)));
     return { fh, openFlags: this.policy.fileOpenFlags };
   }
 
   override opendir(_ctx: Context, nodeid: number, flags: number): OpenReply {
-    const fd = this.reopen(nodeid, (flags & ~(fsc.O_WRONLY | fsc.O_RDWR)) | fsc.O_DIRECTORY);
-    const fh = native.handleInsert(this.opts.stateId, fd, nodeid);
+    const fh = check(native.nodeOpen(this.opts.stateId, nodeid, (cleanOpenFlags(flags) & ~(fsc.O_WRONLY | fsc.O_RDWR)) | fsc.O_DIRECTORY));
     return { fh, openFlags: this.policy.dirOpenFlags };
   }
 
-  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: Segments): number {
-    const id = this.opts.stateId;
-    const fd = check(native.handleAcquire(id, fh));
-    try {
-      return check(native.preadv(fd, offset, dst));
-    } finally {
-      native.handleRelease(id, fh);
-    }
+  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number {
+    return check(guestIo.handleReadv(this.opts.stateId, fh, offset, dst));
   }
 
   override flush(): void {}
@@ -162,22 +132,9 @@ export class PassthroughFs extends NullFilesystem {
     }
   }
 
-  /** Opens the inode behind an O_PATH descriptor for I/O, via /proc/self/fd. */
-  private reopen(nodeid: number, flags: number): number {
-    const id = this.opts.stateId;
-    const pfd = check(native.inodeAcquire(id, nodeid));
-    try {
-      const clean = flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_NOFOLLOW | fsc.O_TRUNC);
-      if (this.opts.readonly && (flags & (fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC))) throw new FsError(E.EROFS);
-      return check(native.openat(this.procFd, String(pfd), clean));
-    } finally {
-      native.inodeRelease(id, nodeid);
-    }
-  }
-
-  private statFd(fd: number): Attributes {
+  /** The attributes last read into this.st. */
+  private attrs(): Attributes {
     const st = this.st;
-    check(native.statx(fd, '', AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, st));
     return {
       ino: st[StatxField.ino],
       size: st[StatxField.size],
@@ -199,6 +156,11 @@ export class PassthroughFs extends NullFilesystem {
 }
 
 /** A name from the guest: one path component, not empty, no '/' (NUL was cut by the decoder). */
+/** Open flags from the guest without those that create, follow or truncate by name. */
+function cleanOpenFlags(flags: number): number {
+  return flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_NOFOLLOW);
+}
+
 export function checkName(name: Buffer): void {
   if (name.length === 0) throw new FsError(E.EINVAL, 'empty name');
   if (name.length > 255) throw new FsError(E.ENAMETOOLONG);
