@@ -195,15 +195,25 @@ apt_private_candidate() {
     apt_cache_p "$1" policy "$2" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }'
 }
 
-# apt_private_download NAME PKG: downloads PKG's candidate into .cache/debs/ (once; verified
-# against the signed index by apt) and prints the .deb path.  If the index is stale (the
-# version vanished from the mirror) it is refreshed once and the download retried.
+# apt_private_version NAME PKG PREFIX: the newest version of PKG in the index whose upstream
+# part starts with PREFIX (e.g. 10.0 matches 1:10.0.2+ds-2~bpo12+1); empty if none.
+apt_private_version() {
+    apt_cache_p "$1" madison "$2" 2>/dev/null |
+        awk -v p="$3" '{ v = $3; u = v; sub(/^[0-9]+:/, "", u); if (index(u, p ".") == 1 || u == p) print v }' |
+        head -n1
+}
+
+# apt_private_download NAME PKG [PREFIX]: downloads PKG's candidate (or, with PREFIX, the newest
+# version of that upstream series) into .cache/debs/ (once; verified against the signed index
+# by apt) and prints the .deb path.  If the index is stale (the version vanished from the
+# mirror) it is refreshed once and the download retried.
 apt_private_download() {
-    local name=$1 pkg=$2 d=$CACHE_DIR/apt/$1 debs=$CACHE_DIR/debs ver file try
+    local name=$1 pkg=$2 series=${3:-} d=$CACHE_DIR/apt/$1 debs=$CACHE_DIR/debs ver file try
     mkdir -p "$debs"
     apt_private_update "$name"
     for try in 1 2; do
-        ver=$(apt_private_candidate "$name" "$pkg")
+        if [ -n "$series" ]; then ver=$(apt_private_version "$name" "$pkg" "$series")
+        else ver=$(apt_private_candidate "$name" "$pkg"); fi
         if [ -n "$ver" ]; then
             file=$debs/${pkg}_${ver#*:}_$(apt_cache_p "$name" show "$pkg=$ver" | awk '/^Architecture:/ { print $2; exit }').deb
             if [ -s "$file" ]; then echo "$file"; return 0; fi
