@@ -76,6 +76,7 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 // new FdWatcher(fd, drainEventfd, callback): calls callback() each time fd is readable.
+// start()/stop() pause and resume; close() ends it (before the fd itself is closed).
 // With drainEventfd the eventfd counter is read (cleared) first, so a kick is consumed
 // before the queue is scanned and a kick that arrives during the scan is not lost.
 // While started, the watcher keeps itself and the event loop alive; stop() releases both.
@@ -83,7 +84,8 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "FdWatcher",
-                       {InstanceMethod("start", &FdWatcher::Start), InstanceMethod("stop", &FdWatcher::Stop)});
+                       {InstanceMethod("start", &FdWatcher::Start), InstanceMethod("stop", &FdWatcher::Stop),
+                        InstanceMethod("close", &FdWatcher::Close)});
   }
 
   explicit FdWatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdWatcher>(info) {
@@ -115,11 +117,7 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
   }
 
   ~FdWatcher() override {
-    if (poll_) {
-      poll_->data = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    ReleasePoll();
     if (ctx_) napi_async_destroy(Env(), ctx_);
   }
 
@@ -140,6 +138,27 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
       Unref();
     }
     return info.Env().Undefined();
+  }
+
+  // close(): stops for good and lets go of the descriptor now. Call it before the fd is
+  // closed: libuv removes the fd *number* from epoll when it closes the handle, so a handle
+  // left to the garbage collector could later remove a reused number that another watcher
+  // is waiting on, and that watcher would never fire again.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (active_) {
+      active_ = false;
+      Unref();
+    }
+    ReleasePoll();
+    return info.Env().Undefined();
+  }
+
+  void ReleasePoll() {
+    if (!poll_) return;
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
   }
 
   static void OnPoll(uv_poll_t* h, int status, int) {

@@ -30,7 +30,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
 
   const conn = await new Promise<number>((resolve, reject) => {
     const w = new native.FdWatcher(listenFd, false, () => {
-      w.stop();
+      w.close();
       try {
         resolve(native.unixAccept(listenFd, RECV_TIMEOUT_MS));
       } catch (e) {

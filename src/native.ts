@@ -54,6 +54,8 @@ export declare class FdWatcher {
   constructor(fd: number, drainEventfd: boolean, callback: (status: number) => void);
   start(): void;
   stop(): void;
+  /** Ends the watcher now; call before closing the fd (see native/events.cc). */
+  close(): void;
 }
 
 /** Indexes into the Float64Array filled by statx(). */

@@ -360,9 +360,12 @@ export class VhostUserBackend {
     const v = this.vrings[index];
     const fd = noFd ? -1 : fds[0];
     if (req === FrontendReq.SET_VRING_CALL) {
-      if (v.callFd >= 0) native.close(v.callFd);
+      // The old fd is closed only once the queue's thread has switched to the new one: a
+      // worker may be signalling it right now, and a signal to a closed fd is a lost call.
+      const old = v.callFd;
       v.callFd = fd;
       if (v.running) await v.host!.setCallFd(fd);
+      if (old >= 0) native.close(old);
       return null;
     }
     if (req === FrontendReq.SET_VRING_ERR) {
@@ -446,7 +449,8 @@ export class VhostUserBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.watcher?.stop();
+    this.watcher?.close();
+    this.watcher = null;
     const counts = await this.queueCounts();
     this.log.info({ requestsPerQueue: counts }, 'connection closed');
     for (let i = 0; i < this.vrings.length; i++) {

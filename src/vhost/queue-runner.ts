@@ -80,7 +80,8 @@ export class QueueRunner {
   /** Stops taking new chains, waits for those in flight, and returns the next avail index. */
   async stop(): Promise<number> {
     this.stopped = true;
-    this.watcher?.stop();
+    // close(), not stop(): the backend closes the kick fd once the queue has stopped.
+    this.watcher?.close();
     this.watcher = null;
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
     if (this.vq) this.publish();

@@ -230,6 +230,68 @@ describe('vhost-user front end against virtiofsd-ts and the reference daemons', 
     });
   }
 
+  // The Rust virtiofsd is left out of the next two: after a restart it waits for a new kick
+  // instead of looking at the ring, so requests the guest queued (and kicked) before the
+  // stop are never served (seen with 1.13.2: the burst below stalls with 4 requests unread).
+  // PROTOCOL.md: a backend should scan the avail ring when a queue is enabled. The C
+  // virtiofsd is left out of the burst: it exited with status 1 in one of four runs of 20
+  // restarts, which would make this test a test of its stability.
+  const RESTARTERS: DaemonKind[] = ['ts', 'c'];
+  for (const kind of RESTARTERS) {
+    if (kind === 'ts') it(`${kind}: a stop in the middle of a burst loses and repeats no request`, async function () {
+      const env = makeEnv();
+      try {
+        // Ours serves request queue 2 on a worker thread, concurrently with the connection
+        // on the main thread, so the stop can land between two chains of the burst.
+        const queues = kind === 'ts' ? 2 : 1;
+        const c0 = await launch(env, kind, { queueSize: 16, indirect: false, requestQueues: queues });
+        const c = new FuseClient(env.fe as VhostUserFrontend, { queue: queues });
+        ok(await c0.init(), 'INIT');
+        const e = ok(await c.lookup(1n, 'big.bin'), 'LOOKUP big.bin');
+        const o = ok(await c.open(e.nodeid, fs.constants.O_RDONLY), 'OPEN');
+        const want = fs.readFileSync(path.join(env.shared, 'big.bin'));
+        const fe = env.fe as VhostUserFrontend;
+        const q = fe.queue(queues);
+        let midBurst = 0;
+        for (let round = 0; round < 20; round++) {
+          const reads = [];
+          for (let i = 0; i < 64; i++) reads.push(c.read(o.fh, i * 4096, 4096, { nodeid: e.nodeid }));
+          // Stop while the backend works through the burst, then resume where it says it
+          // stopped: the rest must be served once, the served ones not again.
+          await new Promise((r) => setImmediate(r));
+          const bases = await fe.stopQueues();
+          if (bases[queues] !== q.vq.availIdx) midBurst++;
+          await fe.startQueues(bases);
+          const got = await Promise.all(reads);
+          got.forEach((r, i) => assert.deepEqual(ok(r, `READ ${i}`), want.subarray(i * 4096, (i + 1) * 4096)));
+          assert.deepEqual(q.strays, [], 'no completion arrived twice or for a chain never made');
+          assert.equal(q.vq.lastUsedIdx, q.vq.availIdx, 'every request was answered');
+        }
+        if (process.env.VIRTIOFSD_TEST_LOG === '1') process.stderr.write(`${kind}: ${midBurst} of 20 stops landed mid-burst\n`);
+      } finally {
+        await cleanup(env);
+      }
+    });
+
+    it(`${kind}: requests queued while the queues are stopped are served after the restart`, async function () {
+      const env = makeEnv();
+      try {
+        const c = await launch(env, kind);
+        ok(await c.init(), 'INIT');
+        const e = ok(await c.lookup(1n, 'hello.txt'), 'LOOKUP');
+        const fe = env.fe as VhostUserFrontend;
+        const bases = await fe.stopQueues();
+        const pending = [c.getattr(e.nodeid), c.getattr(e.nodeid), c.getattr(1n)];
+        await new Promise((r) => setTimeout(r, 100));
+        assert.equal(fe.queue(1).vq.pendingUsed(), 0, 'nothing is served while stopped');
+        await fe.startQueues(bases);
+        for (const r of await Promise.all(pending)) assert.equal(r.error, 0);
+      } finally {
+        await cleanup(env);
+      }
+    });
+  }
+
   describe('raw messages', () => {
     let env: Env;
     beforeEach(() => {
