@@ -76,6 +76,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitIo(env, exports);
   vfsn::InitFsOps(env, exports);
   vfsn::InitState(env, exports);
+  vfsn::InitNodeOps(env, exports);
+  vfsn::InitFileOps(env, exports);
   return exports;
 }
 

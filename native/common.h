@@ -73,5 +73,7 @@ void InitRing(Napi::Env env, Napi::Object exports);
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitFsOps(Napi::Env env, Napi::Object exports);
 void InitState(Napi::Env env, Napi::Object exports);
+void InitNodeOps(Napi::Env env, Napi::Object exports);
+void InitFileOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

@@ -21,240 +21,22 @@
 // are spread round-robin the same way. Lock order: at most one shard lock is held at a time,
 // except in Clear(), which takes them in index order. No system call runs under a lock
 // except close() of an entry being dropped.
-#include "common.h"
+#include "state.h"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include <sys/stat.h>
 
-#include <atomic>
 #include <memory>
-#include <mutex>
-#include <string>
-#include <unordered_map>
 
 namespace vfsn {
-namespace {
-
-constexpr uint64_t kRootId = 1;
-constexpr unsigned kShardBits = 4;
-constexpr uint64_t kShards = 1u << kShardBits;
-constexpr uint64_t kShardMask = kShards - 1;
-constexpr int O_PATH_ = 010000000;
-
-struct InodeKey {
-  uint32_t devMajor, devMinor;
-  uint64_t ino, mntId;
-  bool operator==(const InodeKey& o) const {
-    return devMajor == o.devMajor && devMinor == o.devMinor && ino == o.ino && mntId == o.mntId;
-  }
-};
-
-struct KeyHash {
-  size_t operator()(const InodeKey& k) const {
-    uint64_t h = k.ino * 0x9E3779B97F4A7C15ull;
-    h ^= (static_cast<uint64_t>(k.devMajor) << 32 | k.devMinor) + 0x632BE59BD9B4E019ull + (h << 6) + (h >> 2);
-    h ^= k.mntId + 0x94D049BB133111EBull + (h << 6) + (h >> 2);
-    return static_cast<size_t>(h ^ (h >> 31));
-  }
-};
-
-struct Inode {
-  int fd;
-  InodeKey key;
-  uint64_t lookups;
-  uint32_t pins;
-  bool detached;  // dropped by a new session while pinned: closes at the last unpin
-};
-
-struct Handle {
-  int fd;
-  uint64_t nodeid;
-  uint32_t pins;
-  bool released;
-};
-
-struct InodeShard {
-  std::mutex mu;
-  std::unordered_map<uint64_t, Inode> byId;
-  std::unordered_map<InodeKey, uint64_t, KeyHash> byKey;
-  uint64_t nextSeq = 1;
-
-  // Drops the entry when nothing refers to it any more. Called with mu held.
-  void MaybeDrop(std::unordered_map<uint64_t, Inode>::iterator it) {
-    Inode& n = it->second;
-    if (n.pins > 0 || it->first == kRootId) return;
-    if (n.lookups > 0 && !n.detached) return;
-    close(n.fd);
-    if (!n.detached) byKey.erase(n.key);
-    byId.erase(it);
-  }
-};
-
-struct HandleShard {
-  std::mutex mu;
-  std::unordered_map<uint64_t, Handle> byFh;
-  uint64_t nextSeq = 1;
-
-  void MaybeDrop(std::unordered_map<uint64_t, Handle>::iterator it) {
-    if (!it->second.released || it->second.pins > 0) return;
-    close(it->second.fd);
-    byFh.erase(it);
-  }
-};
-
-struct FsState {
-  InodeShard inodes[kShards];
-  HandleShard handles[kShards];
-  std::atomic<uint64_t> nextHandleShard{0};
-  InodeKey rootKey{};
-  bool hasRoot = false;
-  int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
-
-  InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
-  HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }
-
-  // Returns the pinned fd of nodeid, or -EBADF.
-  int PinInode(uint64_t nodeid) {
-    InodeShard& sh = ShardOf(nodeid);
-    std::lock_guard<std::mutex> g(sh.mu);
-    auto it = sh.byId.find(nodeid);
-    if (it == sh.byId.end()) return -EBADF;
-    it->second.pins++;
-    return it->second.fd;
-  }
-  void UnpinInode(uint64_t nodeid) {
-    InodeShard& sh = ShardOf(nodeid);
-    std::lock_guard<std::mutex> g(sh.mu);
-    auto it = sh.byId.find(nodeid);
-    if (it == sh.byId.end() || it->second.pins == 0) return;
-    it->second.pins--;
-    sh.MaybeDrop(it);
-  }
-  int PinHandle(uint64_t fh) {
-    HandleShard& sh = HandleShardOf(fh);
-    std::lock_guard<std::mutex> g(sh.mu);
-    auto it = sh.byFh.find(fh);
-    if (it == sh.byFh.end() || it->second.released) return -EBADF;
-    it->second.pins++;
-    return it->second.fd;
-  }
-  void UnpinHandle(uint64_t fh) {
-    HandleShard& sh = HandleShardOf(fh);
-    std::lock_guard<std::mutex> g(sh.mu);
-    auto it = sh.byFh.find(fh);
-    if (it == sh.byFh.end() || it->second.pins == 0) return;
-    it->second.pins--;
-    sh.MaybeDrop(it);
-  }
-
-  // Takes ownership of fd: a known key gains a lookup (fd closed), else a new inode.
-  uint64_t Ref(int fd, const InodeKey& k) {
-    if (hasRoot && k == rootKey) {
-      close(fd);
-      return kRootId;
-    }
-    uint64_t shard = KeyHash()(k) & kShardMask;
-    InodeShard& sh = inodes[shard];
-    std::lock_guard<std::mutex> g(sh.mu);
-    auto kit = sh.byKey.find(k);
-    if (kit != sh.byKey.end()) {
-      sh.byId[kit->second].lookups++;
-      close(fd);
-      return kit->second;
-    }
-    uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
-    sh.byId[id] = Inode{fd, k, 1, 0, false};
-    sh.byKey[k] = id;
-    return id;
-  }
-
-  uint64_t InsertHandle(int fd, uint64_t nodeid) {
-    uint64_t shard = nextHandleShard.fetch_add(1, std::memory_order_relaxed) & kShardMask;
-    HandleShard& sh = handles[shard];
-    std::lock_guard<std::mutex> g(sh.mu);
-    uint64_t fh = (sh.nextSeq++ << kShardBits) | shard;
-    sh.byFh[fh] = Handle{fd, nodeid, 0, false};
-    return fh;
-  }
-
-  // A new session: every inode but the root and every handle go; pinned ones close when
-  // their last pin drops. Sequence numbers go on, so no old id is handed out again.
-  void Clear() {
-    for (InodeShard& sh : inodes) {
-      std::lock_guard<std::mutex> g(sh.mu);
-      for (auto it = sh.byId.begin(); it != sh.byId.end();) {
-        if (it->first == kRootId) {
-          ++it;
-          continue;
-        }
-        if (it->second.pins > 0) {
-          it->second.detached = true;
-          it->second.lookups = 0;
-          ++it;
-        } else {
-          close(it->second.fd);
-          it = sh.byId.erase(it);
-        }
-      }
-      sh.byKey.clear();
-    }
-    for (HandleShard& sh : handles) {
-      std::lock_guard<std::mutex> g(sh.mu);
-      for (auto it = sh.byFh.begin(); it != sh.byFh.end();) {
-        it->second.released = true;
-        if (it->second.pins > 0) {
-          ++it;
-        } else {
-          close(it->second.fd);
-          it = sh.byFh.erase(it);
-        }
-      }
-    }
-  }
-
-  ~FsState() {
-    for (InodeShard& sh : inodes)
-      for (auto& kv : sh.byId) close(kv.second.fd);
-    for (HandleShard& sh : handles)
-      for (auto& kv : sh.byFh) close(kv.second.fd);
-    if (procFd >= 0) close(procFd);
-  }
-};
-
-// Pins an inode for the length of a scope.
-class InodePin {
- public:
-  InodePin(FsState* s, uint64_t nodeid) : s_(s), id_(nodeid), fd_(s->PinInode(nodeid)) {}
-  ~InodePin() {
-    if (fd_ >= 0) s_->UnpinInode(id_);
-  }
-  int fd() const { return fd_; }  // -EBADF when the nodeid is unknown
-
- private:
-  FsState* s_;
-  uint64_t id_;
-  int fd_;
-};
-
-class HandlePin {
- public:
-  HandlePin(FsState* s, uint64_t fh) : s_(s), fh_(fh), fd_(s->PinHandle(fh)) {}
-  ~HandlePin() {
-    if (fd_ >= 0) s_->UnpinHandle(fh_);
-  }
-  int fd() const { return fd_; }
-
- private:
-  FsState* s_;
-  uint64_t fh_;
-  int fd_;
-};
 
 // States live in fixed slots (id = slot + 1). A slot is emptied only when the daemon is done
 // with the state and no thread uses it any more (stateDestroy).
+namespace {
 constexpr int kMaxStates = 64;
 std::atomic<FsState*> gStates[kMaxStates];
 std::mutex gRegistryMu;
+constexpr int O_PATH_ = 010000000;
+}  // namespace
 
 FsState* StateArg(const Napi::CallbackInfo& info) {
   int64_t id;
@@ -262,11 +44,16 @@ FsState* StateArg(const Napi::CallbackInfo& info) {
   return gStates[id - 1].load(std::memory_order_acquire);
 }
 
-#define STATE_OR_THROW(s)     \
-  FsState* s = StateArg(info); \
-  if (!s) return ThrowType(info.Env(), "unknown file-system state id");
+int64_t RegisterInode(FsState* s, int fd, double* out) {
+  int r = StatxInto(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  return static_cast<int64_t>(s->Ref(fd, KeyOfStatx(out), static_cast<uint32_t>(out[4]) & S_IFMT));
+}
 
-Napi::Value Num(const Napi::CallbackInfo& info, double v) { return Napi::Number::New(info.Env(), v); }
+namespace {
 
 bool KeyArgs(const Napi::CallbackInfo& info, size_t i, InodeKey* k) {
   int64_t a, b;
@@ -275,11 +62,6 @@ bool KeyArgs(const Napi::CallbackInfo& info, size_t i, InodeKey* k) {
     return false;
   *k = InodeKey{static_cast<uint32_t>(a), static_cast<uint32_t>(b), ino, mnt};
   return true;
-}
-
-InodeKey KeyOfStatx(const double* st) {
-  return InodeKey{static_cast<uint32_t>(st[1]), static_cast<uint32_t>(st[2]), static_cast<uint64_t>(st[3]),
-                  static_cast<uint64_t>(st[21])};
 }
 
 // ---- life cycle ----------------------------------------------------------------------
@@ -349,7 +131,7 @@ Napi::Value InodeSetRoot(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byId.find(kRootId);
   if (it != sh.byId.end()) close(it->second.fd);
-  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, 1, 0, false};
+  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, S_IFDIR, 1, 0, false, {}};
   s->rootKey = k;
   s->hasRoot = true;
   return Num(info, kRootId);
@@ -361,7 +143,9 @@ Napi::Value InodeRef(const Napi::CallbackInfo& info) {
   int64_t fd;
   InodeKey k;
   if (!ArgInt(info, 1, &fd) || !KeyArgs(info, 2, &k)) return ThrowType(info.Env(), "inodeRef(id, fd, key...)");
-  return Num(info, static_cast<double>(s->Ref(static_cast<int>(fd), k)));
+  struct stat st;
+  uint32_t type = fstat(static_cast<int>(fd), &st) == 0 ? (st.st_mode & S_IFMT) : 0;
+  return Num(info, static_cast<double>(s->Ref(static_cast<int>(fd), k, type)));
 }
 
 // inodeAcquire(id, nodeid) -> pinned O_PATH fd, or -EBADF; pair with inodeRelease.
@@ -438,12 +222,7 @@ Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) return Num(info, -errno);
   }
-  int r = StatxInto(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
-  if (r < 0) {
-    close(fd);
-    return Num(info, r);
-  }
-  return Num(info, static_cast<double>(s->Ref(fd, KeyOfStatx(out))));
+  return Num(info, static_cast<double>(RegisterInode(s, fd, out)));
 }
 
 // nodeOpen(id, nodeid, flags) -> fh or -errno: opens the inode for I/O (through
@@ -458,6 +237,11 @@ Napi::Value NodeOpen(const Napi::CallbackInfo& info) {
   {
     InodePin p(s, nodeid);
     if (p.fd() < 0) return Num(info, p.fd());
+    // Only regular files and directories are opened here. The guest kernel serves FIFOs,
+    // sockets and device nodes itself and never sends OPEN for them; a guest that did could
+    // otherwise block a queue on a FIFO or reach a host device through a node it made.
+    if (p.type() == S_IFLNK) return Num(info, -ELOOP);
+    if (p.type() != S_IFREG && p.type() != S_IFDIR) return Num(info, -ENXIO);
     std::string path = std::to_string(p.fd());
     do {
       fd = openat(s->procFd, path.c_str(), static_cast<int>(flags) | O_CLOEXEC);

@@ -13,6 +13,9 @@ import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
 
 export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   if (!opts.sharedDir) throw new Error('--shared-dir (or -o source=DIR) is required');
+  // Modes arrive from the guest with the caller's umask already applied (we do not ask for
+  // FUSE_DONT_MASK): our own umask must not take more bits away.
+  process.umask(0);
   const stateId = createSharedState(opts.sharedDir);
   let listenFd: number;
   let ownSocket: string | null = null;
@@ -45,7 +48,19 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
 
   const device = fsDevice(
     {
-      passthrough: { stateId, sharedDir: opts.sharedDir, cache: opts.cache, readonly: opts.readonly, writeback: opts.writeback },
+      passthrough: {
+        stateId,
+        sharedDir: opts.sharedDir,
+        cache: opts.cache,
+        readonly: opts.readonly,
+        writeback: opts.writeback,
+        xattr: opts.xattr,
+        posixLock: opts.posixLock,
+        flock: opts.flock,
+        // As the Rust virtiofsd: no READDIRPLUS with cache=never (nothing could be cached).
+        readdirplus: !opts.noReaddirplus && opts.cache !== 'never',
+        allowDirectIo: opts.allowDirectIo,
+      },
       logLevel: opts.logLevel,
     },
     log,

@@ -65,6 +65,8 @@ export enum StatxField {
   btimeNsec, mntId,
 }
 export const STATX_FIELDS = 22;
+/** out[FH_SLOT] receives the fh of nodeCreate and nodeTmpfile (out: Float64Array(STATX_FIELDS + 1)). */
+export const FH_SLOT = STATX_FIELDS;
 
 export interface NativeAddon {
   // memory.cc
@@ -125,6 +127,38 @@ export interface NativeAddon {
   handleRelease(id: number, fh: number | bigint): void;
   handleRemove(id: number, fh: number | bigint): number;
   handleReadv(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number): number;
+  // nodeops.cc: -errno on failure; the "entry" ones return a nodeid and fill out (attributes).
+  /** kind 0 mknod, 1 mkdir, 2 symlink (to target); runs as uid/gid. */
+  nodeMake(id: number, parent: number, name: Buffer, kind: 0 | 1 | 2, mode: number, rdev: number, target: Buffer | string, uid: number, gid: number, out: Float64Array): number;
+  /** out[22] gets the fh. */
+  nodeCreate(id: number, parent: number, name: Buffer, flags: number, mode: number, uid: number, gid: number, out: Float64Array): number;
+  nodeTmpfile(id: number, parent: number, flags: number, mode: number, uid: number, gid: number, out: Float64Array): number;
+  nodeLink(id: number, nodeid: number, newParent: number, newName: Buffer, out: Float64Array): number;
+  nodeUnlink(id: number, parent: number, name: Buffer, rmdir: boolean): number;
+  nodeRename(id: number, oldParent: number, oldName: Buffer, newParent: number, newName: Buffer, flags: number): number;
+  nodeReadlink(id: number, nodeid: number, buf: Buffer): number;
+  nodeSetattr(id: number, nodeid: number, fh: number, valid: number, mode: number, uid: number, gid: number, size: number, atime: number, atimeNsec: number, mtime: number, mtimeNsec: number, out: Float64Array): number;
+  nodeGetxattr(id: number, nodeid: number, name: Buffer | string, buf: Buffer): number;
+  nodeListxattr(id: number, nodeid: number, buf: Buffer): number;
+  nodeSetxattr(id: number, nodeid: number, name: Buffer | string, value: Buffer, flags: number): number;
+  nodeRemovexattr(id: number, nodeid: number, name: Buffer | string): number;
+  /** out: blocks, bfree, bavail, files, ffree, bsize, namelen, frsize. */
+  nodeStatfs(id: number, nodeid: number, out: Float64Array): number;
+  nodeSyncfs(id: number, nodeid: number): number;
+  // fileops.cc
+  /** Bytes of fuse_dirent (or fuse_direntplus) records written into out; 0 at the end. */
+  handleReaddir(id: number, fh: number, offset: number, out: Buffer, plus: boolean, timeouts: Float64Array): number;
+  handleFsync(id: number, fh: number, datasync: boolean): number;
+  handleFallocate(id: number, fh: number, mode: number, offset: number, length: number): number;
+  handleLseek(id: number, fh: number, offset: number, whence: number): number;
+  handleCopyRange(id: number, fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number): number;
+  /** LOCK_SH / LOCK_EX / LOCK_UN, never waiting (-EWOULDBLOCK). */
+  handleFlock(id: number, fh: number, op: number): number;
+  /** Never waits: -EAGAIN when another owner holds a conflicting lock. */
+  nodeSetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint): number;
+  /** out: type, start, end, pid of a conflicting lock (type F_UNLCK when none). */
+  nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: Float64Array): number;
+  nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;
   handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number): number;
 }
 

@@ -101,10 +101,47 @@ export interface InitReply {
   timeGran: number;
 }
 
+/** SETATTR: what to change (FATTR_* bits in valid) and the new values. */
+export interface SetattrRequest {
+  valid: number;
+  fh: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  atime: number;
+  atimeNsec: number;
+  mtime: number;
+  mtimeNsec: number;
+}
+
+/** CREATE and TMPFILE: the new inode and its open handle. */
+export interface CreateReply {
+  entry: Entry;
+  open: OpenReply;
+}
+
+/** GETXATTR / LISTXATTR: the value, or only its size when the caller asked for size 0. */
+export type XattrReply = { value: Buffer } | { size: number };
+
+/** A byte-range lock (fuse_file_lock); end is inclusive, 2^63-1 means "to the end". */
+export interface Lock {
+  start: bigint;
+  end: bigint;
+  /** F_RDLCK, F_WRLCK or F_UNLCK. */
+  type: number;
+  pid: number;
+}
+
 function nosys(): never {
   throw new FsError(E.ENOSYS);
 }
 
+/**
+ * One method per FUSE opcode. Every method of this base answers ENOSYS (the kernel then
+ * stops asking for most of them), so a subclass overrides what it supports and this class
+ * on its own is the null filesystem used to fuzz the server.
+ */
 export class NullFilesystem {
   /** A new session begins (INIT); `offered` is the kernel's INIT flag set. */
   init(_offered: bigint): InitReply {
@@ -118,27 +155,110 @@ export class NullFilesystem {
   getattr(_ctx: Context, _nodeid: number, _fh: number | null): AttrReply {
     return nosys();
   }
+  setattr(_ctx: Context, _nodeid: number, _req: SetattrRequest): AttrReply {
+    return nosys();
+  }
+  readlink(_ctx: Context, _nodeid: number): Buffer {
+    return nosys();
+  }
+  symlink(_ctx: Context, _parent: number, _name: Buffer, _target: Buffer): Entry {
+    return nosys();
+  }
+  mknod(_ctx: Context, _parent: number, _name: Buffer, _mode: number, _rdev: number): Entry {
+    return nosys();
+  }
+  mkdir(_ctx: Context, _parent: number, _name: Buffer, _mode: number): Entry {
+    return nosys();
+  }
+  unlink(_ctx: Context, _parent: number, _name: Buffer): void {
+    nosys();
+  }
+  rmdir(_ctx: Context, _parent: number, _name: Buffer): void {
+    nosys();
+  }
+  /** RENAME (flags 0) and RENAME2 (RENAME_NOREPLACE, _EXCHANGE, _WHITEOUT). */
+  rename(_ctx: Context, _parent: number, _name: Buffer, _newParent: number, _newName: Buffer, _flags: number): void {
+    nosys();
+  }
+  link(_ctx: Context, _nodeid: number, _newParent: number, _newName: Buffer): Entry {
+    return nosys();
+  }
   open(_ctx: Context, _nodeid: number, _flags: number): OpenReply {
+    return nosys();
+  }
+  create(_ctx: Context, _parent: number, _name: Buffer, _flags: number, _mode: number): CreateReply {
+    return nosys();
+  }
+  tmpfile(_ctx: Context, _parent: number, _flags: number, _mode: number): CreateReply {
     return nosys();
   }
   /** Reads up to `size` bytes at `offset` straight into `dst` (guest memory); returns bytes read. */
   read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: GuestRanges): number {
     return nosys();
   }
+  /** Writes the bytes of `src` (guest memory) at `offset`; returns bytes written. */
+  write(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _src: GuestRanges, _writeFlags: number): number {
+    return nosys();
+  }
   flush(_ctx: Context, _nodeid: number, _fh: number, _lockOwner: bigint): void {
     nosys();
   }
-  release(_ctx: Context, _nodeid: number, _fh: number): void {
+  release(_ctx: Context, _nodeid: number, _fh: number, _releaseFlags: number, _lockOwner: bigint): void {
+    nosys();
+  }
+  fsync(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void {
     nosys();
   }
   opendir(_ctx: Context, _nodeid: number, _flags: number): OpenReply {
     return nosys();
   }
+  /** Fills `out` with fuse_dirent (plus: fuse_direntplus) records from `offset`; returns bytes. */
+  readdir(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _out: Buffer, _plus: boolean): number {
+    return nosys();
+  }
   releasedir(_ctx: Context, _nodeid: number, _fh: number): void {
+    nosys();
+  }
+  fsyncdir(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void {
     nosys();
   }
   statfs(_ctx: Context, _nodeid: number): StatfsReply {
     return nosys();
+  }
+  access(_ctx: Context, _nodeid: number, _mask: number): void {
+    nosys();
+  }
+  setxattr(_ctx: Context, _nodeid: number, _name: Buffer, _value: Buffer, _flags: number): void {
+    nosys();
+  }
+  getxattr(_ctx: Context, _nodeid: number, _name: Buffer, _size: number): XattrReply {
+    return nosys();
+  }
+  listxattr(_ctx: Context, _nodeid: number, _size: number): XattrReply {
+    return nosys();
+  }
+  removexattr(_ctx: Context, _nodeid: number, _name: Buffer): void {
+    nosys();
+  }
+  fallocate(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _length: number, _mode: number): void {
+    nosys();
+  }
+  lseek(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _whence: number): number {
+    return nosys();
+  }
+  copyFileRange(_ctx: Context, _fhIn: number, _offIn: number, _fhOut: number, _offOut: number, _len: number, _flags: number): number {
+    return nosys();
+  }
+  syncfs(_ctx: Context, _nodeid: number): void {
+    nosys();
+  }
+  /** GETLK: the first lock that would conflict with `lock`, or one of type F_UNLCK. */
+  getlk(_ctx: Context, _nodeid: number, _fh: number, _owner: bigint, _lock: Lock): Lock {
+    return nosys();
+  }
+  /** SETLK/SETLKW (flock: a BSD flock() on the handle). With wait, may resolve later. */
+  setlk(_ctx: Context, _nodeid: number, _fh: number, _owner: bigint, _lock: Lock, _flock: boolean, _wait: boolean): void | Promise<void> {
+    nosys();
   }
 }
 

@@ -3,15 +3,21 @@
  * (Linux include/uapi/linux/fuse.h, protocol 7.38). It knows nothing of virtqueues: it
  * works on a FuseTransfer, two byte streams (request in, reply out) that a descriptor chain
  * or a /dev/fuse buffer can provide. Bulk data (READ, WRITE) moves as guest ranges between
- * the file and the transfer's memory, never through a JS buffer.
+ * the file and the transfer's memory, never through a JS buffer; everything else is copied
+ * through this server's scratch buffers (one server per thread).
  *
  * Malformed requests (short, lengths that disagree, names without NUL) get EINVAL, never an
- * exception out of handle().
+ * exception out of handle(). Requests without a reply (FORGET, BATCH_FORGET, INTERRUPT)
+ * return 0 bytes. A SETLKW that must wait resolves later (handle() returns a Promise) and
+ * holds no thread meanwhile.
  */
 import type { GuestRanges } from '../native';
 import type { Logger } from '../log';
 import * as abi from './abi';
-import { E, errnoOf, FsError, type Attributes, type Context, type Entry, type Filesystem } from './filesystem';
+import {
+  E, errnoOf, FsError, type Attributes, type Context, type CreateReply, type Entry, type Filesystem, type Lock,
+  type OpenReply, type XattrReply,
+} from './filesystem';
 
 /** The two byte streams of one request (DescriptorChain implements this). */
 export interface FuseTransfer {
@@ -28,6 +34,8 @@ export interface FuseTransfer {
 
 /** Largest request we copy into JS (header, args, names, xattr values); WRITE data stays put. */
 const MAX_IN_COPY = 64 * 1024 + 8192;
+/** Largest reply body built in JS (directory listings, xattr values and lists, link targets). */
+const MAX_OUT_BODY = 128 * 1024;
 
 /** Our protocol version. */
 export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
@@ -35,10 +43,11 @@ export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
 /** Per-opcode request counters, for tests and the exit report. */
 export type OpcodeCounts = Map<number, number>;
 
+const FATTR_FH = 1 << 6;
+
 export class FuseServer {
   private readonly inBuf = Buffer.alloc(MAX_IN_COPY);
-  private readonly outBuf = Buffer.alloc(8192);
-  private minor = 0;
+  private readonly outBuf = Buffer.alloc(abi.OUT_HEADER_SIZE + MAX_OUT_BODY);
   readonly counts: OpcodeCounts = new Map();
 
   constructor(
@@ -47,7 +56,7 @@ export class FuseServer {
   ) {}
 
   /** Serves one request; returns the number of reply bytes written (0: no reply). */
-  handle(t: FuseTransfer): number {
+  handle(t: FuseTransfer): number | Promise<number> {
     if (t.readableLen < abi.IN_HEADER_SIZE) {
       this.log.warn({ len: t.readableLen }, 'FUSE request shorter than its header; dropped');
       return 0;
@@ -66,90 +75,233 @@ export class FuseServer {
     t.read(this.inBuf, 0, argLen);
     const args = this.inBuf.subarray(0, argLen);
     try {
-      return this.dispatch(t, h, ctx, args);
+      const r = this.dispatch(t, h, ctx, args);
+      if (typeof r === 'number') return r;
+      return r.catch((e: unknown) => this.failed(t, h, e));
     } catch (e) {
-      const errno = e instanceof abi.FuseAbiError ? E.EINVAL : errnoOf(e);
-      if (errno === E.EIO && !(e instanceof FsError)) this.log.error({ err: e, opcode: abi.opcodeName(h.opcode) }, 'request failed');
-      if (h.opcode === abi.Opcode.FORGET || h.opcode === abi.Opcode.BATCH_FORGET) return 0;
-      return this.error(t, h.unique, errno, h.opcode);
+      return this.failed(t, h, e);
     }
   }
 
-  private dispatch(t: FuseTransfer, h: abi.InHeader, ctx: Context, a: Buffer): number {
+  private failed(t: FuseTransfer, h: abi.InHeader, e: unknown): number {
+    const errno = e instanceof abi.FuseAbiError ? E.EINVAL : errnoOf(e);
+    if (errno === E.EIO && !(e instanceof FsError)) this.log.error({ err: e, opcode: abi.opcodeName(h.opcode) }, 'request failed');
+    if (h.opcode === abi.Opcode.FORGET || h.opcode === abi.Opcode.BATCH_FORGET || h.opcode === abi.Opcode.INTERRUPT) return 0;
+    return this.error(t, h.unique, errno, h.opcode);
+  }
+
+  private dispatch(t: FuseTransfer, h: abi.InHeader, ctx: Context, a: Buffer): number | Promise<number> {
     const fs = this.fs;
     const nodeid = Number(h.nodeid);
+    const u = h.unique;
+    const O = abi.Opcode;
     switch (h.opcode as abi.Opcode) {
-      case abi.Opcode.INIT:
+      case O.INIT:
         return this.init(t, h, a);
-      case abi.Opcode.DESTROY:
+      case O.DESTROY:
         fs.destroy();
-        return this.ok(t, h.unique, 0);
-      case abi.Opcode.FORGET:
+        return this.ok(t, u, 0);
+      case O.FORGET:
         fs.forget(nodeid, Number(abi.decodeForgetIn(a, 0).nlookup));
         return 0;
-      case abi.Opcode.BATCH_FORGET: {
+      case O.BATCH_FORGET: {
         const { count } = abi.decodeBatchForgetIn(a, 0);
+        if (abi.BATCH_FORGET_IN_SIZE + count * abi.FORGET_ONE_SIZE > a.length) throw new abi.FuseAbiError('BATCH_FORGET count past its buffer');
         for (let i = 0; i < count; i++) {
           const one = abi.decodeForgetOne(a, abi.BATCH_FORGET_IN_SIZE + i * abi.FORGET_ONE_SIZE);
           fs.forget(Number(one.nodeid), Number(one.nlookup));
         }
         return 0;
       }
-      case abi.Opcode.LOOKUP: {
-        const name = abi.readCString(a, 0).value;
-        return this.entry(t, h.unique, fs.lookup(ctx, nodeid, name));
-      }
-      case abi.Opcode.GETATTR: {
+      case O.INTERRUPT:
+        // virtio-fs guests do not send it; every request here completes on its own.
+        return 0;
+      case O.LOOKUP:
+        return this.entry(t, u, fs.lookup(ctx, nodeid, name(a, 0)));
+      case O.GETATTR: {
         const g = a.length >= abi.GETATTR_IN_SIZE ? abi.decodeGetattrIn(a, 0) : { getattrFlags: 0, fh: 0n };
         const fh = g.getattrFlags & abi.GetattrFlags.FH ? Number(g.fh) : null;
-        const r = fs.getattr(ctx, nodeid, fh);
-        const o = this.outBuf;
-        o.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.ATTR_OUT_SIZE);
-        writeTimeout(o, abi.OUT_HEADER_SIZE, r.attrTimeout);
-        writeAttr(o, abi.OUT_HEADER_SIZE + 16, r.attr);
-        return this.ok(t, h.unique, abi.ATTR_OUT_SIZE);
+        return this.attr(t, u, fs.getattr(ctx, nodeid, fh));
       }
-      case abi.Opcode.OPEN:
-      case abi.Opcode.OPENDIR: {
+      case O.SETATTR: {
+        const s = abi.decodeSetattrIn(a, 0);
+        return this.attr(
+          t,
+          u,
+          fs.setattr(ctx, nodeid, {
+            valid: s.valid,
+            fh: s.valid & FATTR_FH ? Number(s.fh) : 0,
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+            size: Number(s.size),
+            atime: Number(s.atime),
+            atimeNsec: s.atimensec,
+            mtime: Number(s.mtime),
+            mtimeNsec: s.mtimensec,
+          }),
+        );
+      }
+      case O.READLINK:
+        return this.body(t, u, fs.readlink(ctx, nodeid));
+      case O.SYMLINK: {
+        const n = name(a, 0);
+        const target = abi.readCString(a, n.length + 1).value;
+        return this.entry(t, u, fs.symlink(ctx, nodeid, n, target));
+      }
+      case O.MKNOD: {
+        const m = abi.decodeMknodIn(a, 0);
+        return this.entry(t, u, fs.mknod(ctx, nodeid, name(a, abi.MKNOD_IN_SIZE), m.mode, m.rdev));
+      }
+      case O.MKDIR: {
+        const m = abi.decodeMkdirIn(a, 0);
+        return this.entry(t, u, fs.mkdir(ctx, nodeid, name(a, abi.MKDIR_IN_SIZE), m.mode));
+      }
+      case O.UNLINK:
+        fs.unlink(ctx, nodeid, name(a, 0));
+        return this.ok(t, u, 0);
+      case O.RMDIR:
+        fs.rmdir(ctx, nodeid, name(a, 0));
+        return this.ok(t, u, 0);
+      case O.RENAME:
+      case O.RENAME2: {
+        const two = h.opcode === O.RENAME2;
+        const r = two ? abi.decodeRename2In(a, 0) : { ...abi.decodeRenameIn(a, 0), flags: 0 };
+        const at = two ? abi.RENAME2_IN_SIZE : abi.RENAME_IN_SIZE;
+        const oldName = name(a, at);
+        const newName = name(a, at + oldName.length + 1);
+        fs.rename(ctx, nodeid, oldName, Number(r.newdir), newName, r.flags);
+        return this.ok(t, u, 0);
+      }
+      case O.LINK: {
+        const l = abi.decodeLinkIn(a, 0);
+        return this.entry(t, u, fs.link(ctx, Number(l.oldnodeid), nodeid, name(a, abi.LINK_IN_SIZE)));
+      }
+      case O.OPEN:
+      case O.OPENDIR: {
         const o = abi.decodeOpenIn(a, 0);
-        const r = h.opcode === abi.Opcode.OPEN ? fs.open(ctx, nodeid, o.flags) : fs.opendir(ctx, nodeid, o.flags);
-        const out = this.outBuf;
-        out.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.OPEN_OUT_SIZE);
-        out.writeBigUInt64LE(BigInt(r.fh), abi.OUT_HEADER_SIZE);
-        out.writeUInt32LE(r.openFlags, abi.OUT_HEADER_SIZE + 8);
-        return this.ok(t, h.unique, abi.OPEN_OUT_SIZE);
+        return this.open(t, u, h.opcode === O.OPEN ? fs.open(ctx, nodeid, o.flags) : fs.opendir(ctx, nodeid, o.flags));
       }
-      case abi.Opcode.READ: {
+      case O.CREATE: {
+        const c = abi.decodeCreateIn(a, 0);
+        return this.created(t, u, fs.create(ctx, nodeid, name(a, abi.CREATE_IN_SIZE), c.flags, c.mode));
+      }
+      case O.TMPFILE: {
+        const c = abi.decodeCreateIn(a, 0);
+        return this.created(t, u, fs.tmpfile(ctx, nodeid, c.flags, c.mode));
+      }
+      case O.READ: {
         const r = abi.decodeReadIn(a, 0);
         const room = t.writableLen - abi.OUT_HEADER_SIZE;
         if (room < 0) return 0;
         const size = Math.min(r.size, room);
         const n = fs.read(ctx, nodeid, Number(r.fh), Number(r.offset), size, t.writeRanges(abi.OUT_HEADER_SIZE, size));
-        return this.header(t, h.unique, 0, n);
+        return this.header(t, u, 0, n);
       }
-      case abi.Opcode.FLUSH: {
+      case O.WRITE: {
+        const w = abi.decodeWriteIn(a, 0);
+        if (w.size > t.readableLeft) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${t.readableLeft} in the request`);
+        const n = fs.write(ctx, nodeid, Number(w.fh), Number(w.offset), t.readRanges(w.size), w.writeFlags);
+        abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: n });
+        return this.ok(t, u, abi.WRITE_OUT_SIZE);
+      }
+      case O.FLUSH: {
         const f = abi.decodeFlushIn(a, 0);
         fs.flush(ctx, nodeid, Number(f.fh), f.lockOwner);
-        return this.ok(t, h.unique, 0);
+        return this.ok(t, u, 0);
       }
-      case abi.Opcode.RELEASE:
-      case abi.Opcode.RELEASEDIR: {
+      case O.RELEASE:
+      case O.RELEASEDIR: {
         const r = abi.decodeReleaseIn(a, 0);
-        if (h.opcode === abi.Opcode.RELEASE) fs.release(ctx, nodeid, Number(r.fh));
+        if (h.opcode === O.RELEASE) fs.release(ctx, nodeid, Number(r.fh), r.releaseFlags, r.lockOwner);
         else fs.releasedir(ctx, nodeid, Number(r.fh));
-        return this.ok(t, h.unique, 0);
+        return this.ok(t, u, 0);
       }
-      case abi.Opcode.STATFS: {
+      case O.FSYNC:
+      case O.FSYNCDIR: {
+        const f = abi.decodeFsyncIn(a, 0);
+        const datasync = (f.fsyncFlags & abi.FsyncFlags.FDATASYNC) !== 0;
+        if (h.opcode === O.FSYNC) fs.fsync(ctx, nodeid, Number(f.fh), datasync);
+        else fs.fsyncdir(ctx, nodeid, Number(f.fh), datasync);
+        return this.ok(t, u, 0);
+      }
+      case O.READDIR:
+      case O.READDIRPLUS: {
+        const r = abi.decodeReadIn(a, 0);
+        const size = Math.max(0, Math.min(r.size, t.writableLen - abi.OUT_HEADER_SIZE, MAX_OUT_BODY));
+        const out = this.outBuf.subarray(abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + size);
+        const n = fs.readdir(ctx, nodeid, Number(r.fh), Number(r.offset), out, h.opcode === O.READDIRPLUS);
+        return this.ok(t, u, n);
+      }
+      case O.STATFS: {
         const s = fs.statfs(ctx, nodeid);
-        const o = this.outBuf;
-        abi.encodeStatfsOut(o, abi.OUT_HEADER_SIZE, {
+        abi.encodeStatfsOut(this.outBuf, abi.OUT_HEADER_SIZE, {
           st: {
             blocks: BigInt(s.blocks), bfree: BigInt(s.bfree), bavail: BigInt(s.bavail), files: BigInt(s.files),
             ffree: BigInt(s.ffree), bsize: s.bsize, namelen: s.namelen, frsize: s.frsize,
           },
         });
-        return this.ok(t, h.unique, abi.STATFS_OUT_SIZE);
+        return this.ok(t, u, abi.STATFS_OUT_SIZE);
       }
+      case O.ACCESS:
+        fs.access(ctx, nodeid, abi.decodeAccessIn(a, 0).mask);
+        return this.ok(t, u, 0);
+      case O.SETXATTR: {
+        // Without FUSE_SETXATTR_EXT (we do not ask for it) the header is the 8-byte one.
+        const size = a.readUInt32LE(0);
+        const flags = a.readUInt32LE(4);
+        const n = name(a, abi.FUSE_COMPAT_SETXATTR_IN_SIZE);
+        const at = abi.FUSE_COMPAT_SETXATTR_IN_SIZE + n.length + 1;
+        if (at + size > a.length) throw new abi.FuseAbiError('SETXATTR value past its request');
+        fs.setxattr(ctx, nodeid, n, a.subarray(at, at + size), flags);
+        return this.ok(t, u, 0);
+      }
+      case O.GETXATTR: {
+        const g = abi.decodeGetxattrIn(a, 0);
+        return this.xattr(t, u, fs.getxattr(ctx, nodeid, name(a, abi.GETXATTR_IN_SIZE), g.size));
+      }
+      case O.LISTXATTR:
+        return this.xattr(t, u, fs.listxattr(ctx, nodeid, abi.decodeGetxattrIn(a, 0).size));
+      case O.REMOVEXATTR:
+        fs.removexattr(ctx, nodeid, name(a, 0));
+        return this.ok(t, u, 0);
+      case O.FALLOCATE: {
+        const f = abi.decodeFallocateIn(a, 0);
+        fs.fallocate(ctx, nodeid, Number(f.fh), Number(f.offset), Number(f.length), f.mode);
+        return this.ok(t, u, 0);
+      }
+      case O.LSEEK: {
+        const l = abi.decodeLseekIn(a, 0);
+        const off = fs.lseek(ctx, nodeid, Number(l.fh), Number(l.offset), l.whence);
+        abi.encodeLseekOut(this.outBuf, abi.OUT_HEADER_SIZE, { offset: BigInt(off) });
+        return this.ok(t, u, abi.LSEEK_OUT_SIZE);
+      }
+      case O.COPY_FILE_RANGE: {
+        const c = abi.decodeCopyFileRangeIn(a, 0);
+        const n = fs.copyFileRange(ctx, Number(c.fhIn), Number(c.offIn), Number(c.fhOut), Number(c.offOut), Number(c.len), Number(c.flags));
+        abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: n });
+        return this.ok(t, u, abi.WRITE_OUT_SIZE);
+      }
+      case O.SYNCFS:
+        fs.syncfs(ctx, nodeid);
+        return this.ok(t, u, 0);
+      case O.GETLK: {
+        const l = abi.decodeLkIn(a, 0);
+        const r = fs.getlk(ctx, nodeid, Number(l.fh), l.owner, l.lk);
+        abi.encodeLkOut(this.outBuf, abi.OUT_HEADER_SIZE, { lk: r });
+        return this.ok(t, u, abi.LK_OUT_SIZE);
+      }
+      case O.SETLK:
+      case O.SETLKW: {
+        const l = abi.decodeLkIn(a, 0);
+        const flock = (l.lkFlags & abi.LkFlags.FLOCK) !== 0;
+        const r = fs.setlk(ctx, nodeid, Number(l.fh), l.owner, l.lk, flock, h.opcode === O.SETLKW);
+        if (r instanceof Promise) return r.then(() => this.header(t, u, 0, 0));
+        return this.ok(t, u, 0);
+      }
+      case O.IOCTL:
+        // No ioctl is passed through to host files: the answer a file without them gives.
+        throw new FsError(E.ENOTTY);
       default:
         throw new FsError(E.ENOSYS);
     }
@@ -171,8 +323,8 @@ export class FuseServer {
     let flags = want.flags & offered;
     if ((flags >> 32n) !== 0n) flags |= abi.InitFlags.INIT_EXT;
     const { flags: lo, flags2 } = abi.splitInitFlags(flags & (offered | abi.InitFlags.INIT_EXT));
-    this.minor = Math.min(i.minor, OUR_MINOR);
-    const size = this.minor < 5 ? 8 : this.minor < 23 ? 24 : abi.INIT_OUT_SIZE;
+    const minor = Math.min(i.minor, OUR_MINOR);
+    const size = minor < 5 ? 8 : minor < 23 ? 24 : abi.INIT_OUT_SIZE;
     o.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.INIT_OUT_SIZE);
     abi.encodeInitOut(o, abi.OUT_HEADER_SIZE, {
       major: abi.FUSE_KERNEL_VERSION,
@@ -193,24 +345,66 @@ export class FuseServer {
   }
 
   private entry(t: FuseTransfer, unique: bigint, e: Entry): number {
+    encodeEntry(this.outBuf, abi.OUT_HEADER_SIZE, e);
+    return this.ok(t, unique, abi.ENTRY_OUT_SIZE);
+  }
+
+  private attr(t: FuseTransfer, unique: bigint, r: { attr: Attributes; attrTimeout: number }): number {
     const o = this.outBuf;
     const b = abi.OUT_HEADER_SIZE;
-    o.fill(0, b, b + abi.ENTRY_OUT_SIZE);
-    o.writeBigUInt64LE(BigInt(e.nodeid), b);
-    o.writeBigUInt64LE(BigInt(e.generation), b + 8);
-    writeTimeout(o, b + 16, e.entryTimeout);
-    writeTimeout(o, b + 24, e.attrTimeout);
-    o.writeUInt32LE(nsecOf(e.entryTimeout), b + 32);
-    o.writeUInt32LE(nsecOf(e.attrTimeout), b + 36);
-    writeAttr(o, b + 40, e.attr);
-    return this.ok(t, unique, abi.ENTRY_OUT_SIZE);
+    o.fill(0, b, b + abi.ATTR_OUT_SIZE);
+    writeTimeout(o, b, r.attrTimeout);
+    o.writeUInt32LE(nsecOf(r.attrTimeout), b + 8);
+    writeAttr(o, b + 16, r.attr);
+    return this.ok(t, unique, abi.ATTR_OUT_SIZE);
+  }
+
+  private open(t: FuseTransfer, unique: bigint, r: OpenReply): number {
+    const o = this.outBuf;
+    o.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.OPEN_OUT_SIZE);
+    o.writeBigUInt64LE(BigInt(r.fh), abi.OUT_HEADER_SIZE);
+    o.writeUInt32LE(r.openFlags, abi.OUT_HEADER_SIZE + 8);
+    return this.ok(t, unique, abi.OPEN_OUT_SIZE);
+  }
+
+  private created(t: FuseTransfer, unique: bigint, r: CreateReply): number {
+    const o = this.outBuf;
+    const b = abi.OUT_HEADER_SIZE;
+    encodeEntry(o, b, r.entry);
+    o.fill(0, b + abi.ENTRY_OUT_SIZE, b + abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+    o.writeBigUInt64LE(BigInt(r.open.fh), b + abi.ENTRY_OUT_SIZE);
+    o.writeUInt32LE(r.open.openFlags, b + abi.ENTRY_OUT_SIZE + 8);
+    return this.ok(t, unique, abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+  }
+
+  private xattr(t: FuseTransfer, unique: bigint, r: XattrReply): number {
+    if ('size' in r) {
+      this.outBuf.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.GETXATTR_OUT_SIZE);
+      this.outBuf.writeUInt32LE(r.size, abi.OUT_HEADER_SIZE);
+      return this.ok(t, unique, abi.GETXATTR_OUT_SIZE);
+    }
+    return this.body(t, unique, r.value);
+  }
+
+  /** A reply whose body is a buffer (link targets, xattr values). */
+  private body(t: FuseTransfer, unique: bigint, b: Buffer): number {
+    if (b.length > MAX_OUT_BODY) throw new FsError(E.ERANGE);
+    if (b.buffer !== this.outBuf.buffer || b.byteOffset !== this.outBuf.byteOffset + abi.OUT_HEADER_SIZE) {
+      b.copy(this.outBuf, abi.OUT_HEADER_SIZE);
+    }
+    return this.ok(t, unique, b.length);
+  }
+
+  /** Room for a reply body built in place (see Filesystem methods that fill a buffer). */
+  get replyBody(): Buffer {
+    return this.outBuf.subarray(abi.OUT_HEADER_SIZE);
   }
 
   /** Writes outBuf[0, 16+bodyLen) (header filled here) into the reply. */
   private ok(t: FuseTransfer, unique: bigint, bodyLen: number): number {
     const len = abi.OUT_HEADER_SIZE + bodyLen;
     if (t.writableLen < len) {
-      this.log.warn({ need: len, have: t.writableLen }, 'reply does not fit the request\'s reply buffer');
+      this.log.warn({ need: len, have: t.writableLen }, "reply does not fit the request's reply buffer");
       return this.error(t, unique, E.EINVAL, 0);
     }
     abi.encodeOutHeader(this.outBuf, 0, { len, error: 0, unique });
@@ -218,7 +412,7 @@ export class FuseServer {
     return len;
   }
 
-  /** Writes a header for a body already placed in the reply (READ). */
+  /** Writes a header for a body already placed in the reply (READ), or an empty one. */
   private header(t: FuseTransfer, unique: bigint, error: number, bodyLen: number): number {
     const len = abi.OUT_HEADER_SIZE + bodyLen;
     const hb = Buffer.allocUnsafe(abi.OUT_HEADER_SIZE);
@@ -234,12 +428,28 @@ export class FuseServer {
   }
 }
 
+/** A NUL-terminated name at off of the request's args. */
+function name(a: Buffer, off: number): Buffer {
+  return abi.readCString(a, off).value;
+}
+
 function writeTimeout(b: Buffer, off: number, seconds: number): void {
   b.writeBigUInt64LE(BigInt(Math.floor(seconds)), off);
 }
 
 function nsecOf(seconds: number): number {
   return Math.round((seconds - Math.floor(seconds)) * 1e9);
+}
+
+function encodeEntry(o: Buffer, b: number, e: Entry): void {
+  o.fill(0, b, b + abi.ENTRY_OUT_SIZE);
+  o.writeBigUInt64LE(BigInt(e.nodeid), b);
+  o.writeBigUInt64LE(BigInt(e.generation), b + 8);
+  writeTimeout(o, b + 16, e.entryTimeout);
+  writeTimeout(o, b + 24, e.attrTimeout);
+  o.writeUInt32LE(nsecOf(e.entryTimeout), b + 32);
+  o.writeUInt32LE(nsecOf(e.attrTimeout), b + 36);
+  writeAttr(o, b + 40, e.attr);
 }
 
 function writeAttr(b: Buffer, off: number, a: Attributes): void {
@@ -260,3 +470,5 @@ function writeAttr(b: Buffer, off: number, a: Attributes): void {
   b.writeUInt32LE(a.blksize, off + 80);
   b.writeUInt32LE(0, off + 84);
 }
+
+export type { Lock };

@@ -2,167 +2,346 @@
  * The passthrough filesystem: serves a host directory through the Filesystem interface.
  * Inodes are O_PATH descriptors held in the shared native inode table (native/state.cc),
  * keyed by (device, inode, mount id), so every queue worker sees the same nodeids, lookup
- * counts and open handles. This class names inodes and handles only by nodeid and fh; the
- * native calls pin the entry around each system call. Names are resolved one component at
- * a time with openat and O_NOFOLLOW relative to the parent's descriptor, so no host symlink
- * is followed and no path outside the shared directory is reachable.
+ * counts, open handles and locks. This class names inodes and handles only by nodeid and
+ * fh; the native calls pin the entry around each system call (native/nodeops.cc for inodes,
+ * native/fileops.cc for handles). Names are resolved one component at a time with openat and
+ * O_NOFOLLOW relative to the parent's descriptor, so no host symlink is followed and no path
+ * outside the shared directory is reachable; '..' at the root is the root.
+ *
+ * Semantics follow the Rust virtiofsd where it has them (ANCHORS.md): new files belong to
+ * the calling guest user, xattrs only with --xattr (ENOSYS otherwise), --readonly refuses
+ * every change with EROFS. Beyond it: POSIX and flock locks held on the host (locks.ts).
  */
 import { constants as fsc } from 'node:fs';
-import { guestIo, native, StatxField, STATX_FIELDS, type GuestRanges } from '../../native';
+import { FH_SLOT, guestIo, native, StatxField, STATX_FIELDS, type GuestRanges } from '../../native';
 import { cachePolicy, type CacheMode, type CachePolicy } from '../../cache/policy';
-import { InitFlags } from '../abi';
+import { InitFlags, ReleaseFlags } from '../abi';
 import {
-  check, E, FsError, NullFilesystem, type Attributes, type AttrReply, type Context, type Entry,
-  type InitReply, type OpenReply, type StatfsReply,
+  check, E, FsError, NullFilesystem, type AttrReply, type Context, type CreateReply, type Entry, type InitReply,
+  type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type XattrReply,
 } from '../filesystem';
-import { statfsOf } from './statfs';
+import { attrsOf, checkAccess } from './attrs';
+import { getLock, setLock } from './locks';
 
 const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
 export const ROOT_ID = 1;
+/** Largest xattr value or name list we hand back (the kernel's XATTR_SIZE_MAX). */
+const XATTR_SIZE_MAX = 65536;
 
 /** Options shared by every worker's instance; the native ids make them one filesystem. */
 export interface PassthroughOptions {
-  /** Native FsState id (inodes, handles). */
+  /** Native FsState id (inodes, handles, locks). */
   stateId: number;
   sharedDir: string;
   cache: CacheMode;
   readonly: boolean;
   writeback: boolean;
+  xattr: boolean;
+  posixLock: boolean;
+  flock: boolean;
+  readdirplus: boolean;
+  allowDirectIo: boolean;
 }
 
 /** Creates the shared state and registers the shared directory as nodeid 1. */
 export function createSharedState(sharedDir: string): number {
   const id = native.stateCreate();
-  setRoot(id, sharedDir);
+  const fd = native.openat(-100, sharedDir, O_PATH | fsc.O_DIRECTORY);
+  if (fd < 0) {
+    native.stateDestroy(id);
+    throw new FsError(-fd, `cannot open shared directory ${sharedDir}`);
+  }
+  const st = new Float64Array(STATX_FIELDS);
+  check(native.statx(fd, '', AT_EMPTY_PATH, st));
+  native.inodeSetRoot(id, fd, st[StatxField.devMajor], st[StatxField.devMinor], st[StatxField.ino], st[StatxField.mntId]);
   return id;
 }
 
-function setRoot(stateId: number, sharedDir: string): void {
-  const fd = native.openat(-100, sharedDir, O_PATH | fsc.O_DIRECTORY);
-  if (fd < 0) throw new FsError(-fd, `cannot open shared directory ${sharedDir}`);
-  const st = new Float64Array(STATX_FIELDS);
-  check(native.statx(fd, '', AT_EMPTY_PATH, st));
-  native.inodeSetRoot(stateId, fd, st[StatxField.devMajor], st[StatxField.devMinor], st[StatxField.ino], st[StatxField.mntId]);
-}
-
-/** The kernel's new_encode_dev(): the dev_t layout FUSE attributes carry. */
-export function encodeDev(major: number, minor: number): number {
-  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
-}
-
 export class PassthroughFs extends NullFilesystem {
-  private readonly st = new Float64Array(STATX_FIELDS);
+  /** Attributes of the last inode a native call described (plus the fh slot of CREATE). */
+  private readonly st = new Float64Array(STATX_FIELDS + 1);
   private readonly policy: CachePolicy;
+  private readonly timeouts: Float64Array;
+  private readonly id: number;
 
   constructor(private readonly opts: PassthroughOptions) {
     super();
     this.policy = cachePolicy(opts.cache);
+    this.id = opts.stateId;
+    const p = this.policy;
+    this.timeouts = Float64Array.of(Math.floor(p.entryTimeout), nsec(p.entryTimeout), Math.floor(p.attrTimeout), nsec(p.attrTimeout));
   }
 
   override init(_offered: bigint): InitReply {
-    return {
-      flags:
-        InitFlags.ASYNC_READ | InitFlags.BIG_WRITES | InitFlags.MAX_PAGES | InitFlags.PARALLEL_DIROPS |
-        InitFlags.ATOMIC_O_TRUNC | InitFlags.AUTO_INVAL_DATA | InitFlags.DONT_MASK,
-      maxWrite: 1 << 20,
-      maxPages: 256,
-      timeGran: 1,
-    };
-  }
-
-  /** A new session: the kernel has forgotten every inode and handle (the root stays). */
-  newSession(): void {
-    native.stateClear(this.opts.stateId);
+    // A new session: whatever the kernel knew of the last one (inodes, handles) is gone.
+    native.stateClear(this.id);
+    let flags =
+      InitFlags.ASYNC_READ | InitFlags.BIG_WRITES | InitFlags.MAX_PAGES | InitFlags.PARALLEL_DIROPS |
+      InitFlags.ATOMIC_O_TRUNC | InitFlags.AUTO_INVAL_DATA;
+    if (this.opts.posixLock) flags |= InitFlags.POSIX_LOCKS;
+    if (this.opts.flock) flags |= InitFlags.FLOCK_LOCKS;
+    if (this.opts.readdirplus) flags |= InitFlags.DO_READDIRPLUS | InitFlags.READDIRPLUS_AUTO;
+    return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
   }
 
   override destroy(): void {
-    this.newSession();
+    native.stateClear(this.id);
   }
+
+  // ---- names -------------------------------------------------------------------------
 
   override lookup(_ctx: Context, parent: number, name: Buffer): Entry {
     checkName(name);
     // '..' never leaves the shared directory: at the root it is the root.
-    const target = parent === ROOT_ID && name.length === 2 && name[0] === 0x2e && name[1] === 0x2e ? '.' : name;
-    const nodeid = check(native.nodeLookup(this.opts.stateId, parent, target, this.st));
-    return { nodeid, generation: 0, attr: this.attrs(), entryTimeout: this.policy.entryTimeout, attrTimeout: this.policy.attrTimeout };
+    const target = parent === ROOT_ID && isDotDot(name) ? '.' : name;
+    return this.entry(check(native.nodeLookup(this.id, parent, target, this.st)));
   }
 
   override forget(nodeid: number, nlookup: number): void {
-    native.inodeForget(this.opts.stateId, nodeid, nlookup);
+    native.inodeForget(this.id, nodeid, nlookup);
   }
+
+  override mknod(ctx: Context, parent: number, name: Buffer, mode: number, rdev: number): Entry {
+    this.writable();
+    checkNewName(name);
+    return this.entry(check(native.nodeMake(this.id, parent, name, 0, mode, rdev, '', ctx.uid, ctx.gid, this.st)));
+  }
+
+  override mkdir(ctx: Context, parent: number, name: Buffer, mode: number): Entry {
+    this.writable();
+    checkNewName(name);
+    return this.entry(check(native.nodeMake(this.id, parent, name, 1, mode, 0, '', ctx.uid, ctx.gid, this.st)));
+  }
+
+  override symlink(ctx: Context, parent: number, name: Buffer, target: Buffer): Entry {
+    this.writable();
+    checkNewName(name);
+    if (target.length === 0) throw new FsError(E.ENOENT);
+    return this.entry(check(native.nodeMake(this.id, parent, name, 2, 0o777, 0, target, ctx.uid, ctx.gid, this.st)));
+  }
+
+  override link(_ctx: Context, nodeid: number, newParent: number, newName: Buffer): Entry {
+    this.writable();
+    checkNewName(newName);
+    return this.entry(check(native.nodeLink(this.id, nodeid, newParent, newName, this.st)));
+  }
+
+  override unlink(_ctx: Context, parent: number, name: Buffer): void {
+    this.writable();
+    checkNewName(name);
+    check(native.nodeUnlink(this.id, parent, name, false));
+  }
+
+  override rmdir(_ctx: Context, parent: number, name: Buffer): void {
+    this.writable();
+    checkNewName(name);
+    check(native.nodeUnlink(this.id, parent, name, true));
+  }
+
+  override rename(_ctx: Context, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void {
+    this.writable();
+    checkNewName(name);
+    checkNewName(newName);
+    check(native.nodeRename(this.id, parent, name, newParent, newName, flags));
+  }
+
+  override readlink(_ctx: Context, nodeid: number): Buffer {
+    const buf = Buffer.allocUnsafe(4096);
+    const n = check(native.nodeReadlink(this.id, nodeid, buf));
+    if (n >= buf.length) throw new FsError(E.ENAMETOOLONG);
+    return buf.subarray(0, n);
+  }
+
+  // ---- attributes --------------------------------------------------------------------
 
   override getattr(_ctx: Context, nodeid: number, _fh: number | null): AttrReply {
-    check(native.nodeStatx(this.opts.stateId, nodeid, this.st));
-    return { attr: this.attrs(), attrTimeout: this.policy.attrTimeout };
+    check(native.nodeStatx(this.id, nodeid, this.st));
+    return { attr: attrsOf(this.st), attrTimeout: this.policy.attrTimeout };
   }
 
-  override open(_ctx: Context, nodeid: number, flags: number): OpenReply {
-    if (this.opts.readonly && (flags & (fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC))) throw new FsError(E.EROFS);
-    const fh = check(native.nodeOpen(this.opts.stateId, nodeid, cleanOpenFlags(flags)));
-    return { fh, openFlags: this.policy.fileOpenFlags };
+  override setattr(_ctx: Context, nodeid: number, r: SetattrRequest): AttrReply {
+    this.writable();
+    check(
+      native.nodeSetattr(this.id, nodeid, r.fh, r.valid, r.mode, r.uid, r.gid, r.size, r.atime, r.atimeNsec, r.mtime, r.mtimeNsec, this.st),
+    );
+    return { attr: attrsOf(this.st), attrTimeout: this.policy.attrTimeout };
   }
 
-  override opendir(_ctx: Context, nodeid: number, flags: number): OpenReply {
-    const fh = check(native.nodeOpen(this.opts.stateId, nodeid, (cleanOpenFlags(flags) & ~(fsc.O_WRONLY | fsc.O_RDWR)) | fsc.O_DIRECTORY));
-    return { fh, openFlags: this.policy.dirOpenFlags };
-  }
-
-  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number {
-    return check(guestIo.handleReadv(this.opts.stateId, fh, offset, dst));
-  }
-
-  override flush(): void {}
-
-  override release(_ctx: Context, _nodeid: number, fh: number): void {
-    check(native.handleRemove(this.opts.stateId, fh));
-  }
-
-  override releasedir(_ctx: Context, _nodeid: number, fh: number): void {
-    check(native.handleRemove(this.opts.stateId, fh));
+  override access(ctx: Context, nodeid: number, mask: number): void {
+    check(native.nodeStatx(this.id, nodeid, this.st));
+    if (mask & 2 && this.opts.readonly) throw new FsError(E.EROFS);
+    checkAccess(ctx, this.st, mask);
   }
 
   override statfs(_ctx: Context, nodeid: number): StatfsReply {
-    const id = this.opts.stateId;
-    const fd = check(native.inodeAcquire(id, nodeid));
-    try {
-      return statfsOf(fd);
-    } finally {
-      native.inodeRelease(id, nodeid);
-    }
+    const o = new Float64Array(8);
+    check(native.nodeStatfs(this.id, nodeid, o));
+    return { blocks: o[0], bfree: o[1], bavail: o[2], files: o[3], ffree: o[4], bsize: o[5], namelen: o[6], frsize: o[7] };
   }
 
-  /** The attributes last read into this.st. */
-  private attrs(): Attributes {
-    const st = this.st;
-    return {
-      ino: st[StatxField.ino],
-      size: st[StatxField.size],
-      blocks: st[StatxField.blocks],
-      atime: st[StatxField.atimeSec],
-      atimeNsec: st[StatxField.atimeNsec],
-      mtime: st[StatxField.mtimeSec],
-      mtimeNsec: st[StatxField.mtimeNsec],
-      ctime: st[StatxField.ctimeSec],
-      ctimeNsec: st[StatxField.ctimeNsec],
-      mode: st[StatxField.mode],
-      nlink: st[StatxField.nlink],
-      uid: st[StatxField.uid],
-      gid: st[StatxField.gid],
-      rdev: encodeDev(st[StatxField.rdevMajor], st[StatxField.rdevMinor]),
-      blksize: st[StatxField.blksize],
-    };
+  // ---- files -------------------------------------------------------------------------
+
+  override open(_ctx: Context, nodeid: number, flags: number): OpenReply {
+    if (this.opts.readonly && (flags & (fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC))) throw new FsError(E.EROFS);
+    const fh = check(native.nodeOpen(this.id, nodeid, this.openFlags(flags)));
+    return { fh, openFlags: this.policy.fileOpenFlags };
   }
+
+  override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number): CreateReply {
+    this.writable();
+    checkNewName(name);
+    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags), mode, ctx.uid, ctx.gid, this.st));
+    return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
+  }
+
+  override tmpfile(ctx: Context, parent: number, flags: number, mode: number): CreateReply {
+    this.writable();
+    const nodeid = check(native.nodeTmpfile(this.id, parent, this.openFlags(flags), mode, ctx.uid, ctx.gid, this.st));
+    return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
+  }
+
+  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number {
+    return check(guestIo.handleReadv(this.id, fh, offset, dst));
+  }
+
+  override write(_ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number {
+    this.writable();
+    return check(guestIo.handleWritev(this.id, fh, offset, src));
+  }
+
+  override flush(_ctx: Context, nodeid: number, _fh: number, lockOwner: bigint): void {
+    // close() in the guest: as POSIX wants, the closing process's locks on the file go.
+    if (this.opts.posixLock) native.nodeUnlockOwner(this.id, nodeid, lockOwner);
+  }
+
+  override release(_ctx: Context, _nodeid: number, fh: number, releaseFlags: number, _lockOwner: bigint): void {
+    if (releaseFlags & ReleaseFlags.FLOCK_UNLOCK) native.handleFlock(this.id, fh, 8 /* LOCK_UN */);
+    check(native.handleRemove(this.id, fh));
+  }
+
+  override fsync(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void {
+    check(native.handleFsync(this.id, fh, datasync));
+  }
+
+  override fallocate(_ctx: Context, _nodeid: number, fh: number, offset: number, length: number, mode: number): void {
+    this.writable();
+    check(native.handleFallocate(this.id, fh, mode, offset, length));
+  }
+
+  override lseek(_ctx: Context, _nodeid: number, fh: number, offset: number, whence: number): number {
+    return check(native.handleLseek(this.id, fh, offset, whence));
+  }
+
+  override copyFileRange(_ctx: Context, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): number {
+    this.writable();
+    return check(native.handleCopyRange(this.id, fhIn, offIn, fhOut, offOut, len, flags));
+  }
+
+  override syncfs(_ctx: Context, nodeid: number): void {
+    check(native.nodeSyncfs(this.id, nodeid));
+  }
+
+  // ---- directories -------------------------------------------------------------------
+
+  override opendir(_ctx: Context, nodeid: number, flags: number): OpenReply {
+    const fh = check(native.nodeOpen(this.id, nodeid, (this.openFlags(flags) & ~(fsc.O_WRONLY | fsc.O_RDWR)) | fsc.O_DIRECTORY));
+    return { fh, openFlags: this.policy.dirOpenFlags };
+  }
+
+  override readdir(_ctx: Context, _nodeid: number, fh: number, offset: number, out: Buffer, plus: boolean): number {
+    return check(native.handleReaddir(this.id, fh, offset, out, plus, this.timeouts));
+  }
+
+  override releasedir(_ctx: Context, _nodeid: number, fh: number): void {
+    check(native.handleRemove(this.id, fh));
+  }
+
+  override fsyncdir(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void {
+    check(native.handleFsync(this.id, fh, datasync));
+  }
+
+  // ---- extended attributes -----------------------------------------------------------
+
+  override getxattr(_ctx: Context, nodeid: number, name: Buffer, size: number): XattrReply {
+    this.xattrs();
+    if (size === 0) return { size: check(native.nodeGetxattr(this.id, nodeid, name, Buffer.alloc(0))) };
+    const buf = Buffer.allocUnsafe(Math.min(size, XATTR_SIZE_MAX));
+    return { value: buf.subarray(0, check(native.nodeGetxattr(this.id, nodeid, name, buf))) };
+  }
+
+  override listxattr(_ctx: Context, nodeid: number, size: number): XattrReply {
+    this.xattrs();
+    if (size === 0) return { size: check(native.nodeListxattr(this.id, nodeid, Buffer.alloc(0))) };
+    const buf = Buffer.allocUnsafe(Math.min(size, XATTR_SIZE_MAX));
+    return { value: buf.subarray(0, check(native.nodeListxattr(this.id, nodeid, buf))) };
+  }
+
+  override setxattr(_ctx: Context, nodeid: number, name: Buffer, value: Buffer, flags: number): void {
+    this.xattrs();
+    this.writable();
+    check(native.nodeSetxattr(this.id, nodeid, name, value, flags));
+  }
+
+  override removexattr(_ctx: Context, nodeid: number, name: Buffer): void {
+    this.xattrs();
+    this.writable();
+    check(native.nodeRemovexattr(this.id, nodeid, name));
+  }
+
+  // ---- locks -------------------------------------------------------------------------
+
+  override getlk(_ctx: Context, nodeid: number, fh: number, owner: bigint, lock: Lock): Lock {
+    if (!this.opts.posixLock) throw new FsError(E.ENOSYS);
+    return getLock(this.id, nodeid, fh, owner, lock);
+  }
+
+  override setlk(_ctx: Context, nodeid: number, fh: number, owner: bigint, lock: Lock, flock: boolean, wait: boolean): void | Promise<void> {
+    if (flock ? !this.opts.flock : !this.opts.posixLock) throw new FsError(E.ENOSYS);
+    return setLock(this.id, nodeid, fh, owner, lock, flock, wait);
+  }
+
+  // ---- helpers -----------------------------------------------------------------------
+
+  /** The entry for a nodeid the last native call described in this.st. */
+  private entry(nodeid: number): Entry {
+    return { nodeid, generation: 0, attr: attrsOf(this.st), entryTimeout: this.policy.entryTimeout, attrTimeout: this.policy.attrTimeout };
+  }
+
+  /** Guest open flags as we pass them to the host: nothing that creates or follows by name. */
+  private openFlags(flags: number): number {
+    let f = flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_NOFOLLOW);
+    if (!this.opts.allowDirectIo) f &= ~fsc.O_DIRECT;
+    return f;
+  }
+
+  private writable(): void {
+    if (this.opts.readonly) throw new FsError(E.EROFS);
+  }
+
+  private xattrs(): void {
+    // As the Rust virtiofsd: without --xattr the kernel is told these do not exist.
+    if (!this.opts.xattr) throw new FsError(E.ENOSYS);
+  }
+}
+
+function nsec(seconds: number): number {
+  return Math.round((seconds - Math.floor(seconds)) * 1e9);
+}
+
+function isDotDot(name: Buffer): boolean {
+  return name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
 }
 
 /** A name from the guest: one path component, not empty, no '/' (NUL was cut by the decoder). */
-/** Open flags from the guest without those that create, follow or truncate by name. */
-function cleanOpenFlags(flags: number): number {
-  return flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_NOFOLLOW);
-}
-
 export function checkName(name: Buffer): void {
   if (name.length === 0) throw new FsError(E.EINVAL, 'empty name');
   if (name.length > 255) throw new FsError(E.ENAMETOOLONG);
   if (name.includes(0x2f)) throw new FsError(E.EINVAL, "name contains '/'");
+}
+
+/** A name to create, remove or rename: also not '.' or '..'. */
+function checkNewName(name: Buffer): void {
+  checkName(name);
+  if ((name.length === 1 && name[0] === 0x2e) || isDotDot(name)) throw new FsError(E.EINVAL, "'.' or '..'");
 }

@@ -1,0 +1,335 @@
+// File-system operations on open handles (fh): reading directories, fsync, fallocate,
+// lseek, copy_file_range, and locks. Each pins the handle (and inode) it names for the length
+// of its system calls (state.h).
+//
+// Directories: READDIR and READDIRPLUS are encoded here, straight from getdents64 into the
+// reply's fuse_dirent / fuse_direntplus records (include/uapi/linux/fuse.h), one call per
+// request. A READDIRPLUS entry is a lookup: it takes a lookup reference on the inode, except
+// for "." and "..", which carry nodeid 0 and take none (the kernel skips them).
+//
+// Locks are held by the host kernel, so they are real against other users of the files:
+//  - POSIX (fcntl) locks belong to a lock owner (a guest process). Each (inode, owner) gets
+//    an open file description of its own carrying OFD locks, so an owner's locks span all its
+//    handles of the file and different owners conflict, as POSIX wants. The owner's FLUSH
+//    (a close() in the guest) closes that description and so drops its locks.
+//  - BSD flock() locks belong to an open file description: the handle's own.
+// Waiting for a lock never blocks a queue thread: these calls never wait (F_OFD_SETLK,
+// LOCK_NB); the FUSE server retries a SETLKW without holding the thread.
+#include "state.h"
+
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <cstring>
+
+namespace vfsn {
+namespace {
+
+constexpr int O_PATH_ = 010000000;
+constexpr int64_t kOffsetMax = 0x7fffffffffffffffll;
+
+struct LinuxDirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+inline size_t Align8(size_t n) { return (n + 7) & ~static_cast<size_t>(7); }
+constexpr size_t kDirentHead = 24;   // fuse_dirent without its name
+constexpr size_t kEntryOut = 128;    // fuse_entry_out
+
+inline void Put64(uint8_t* p, uint64_t v) { memcpy(p, &v, 8); }
+inline void Put32(uint8_t* p, uint32_t v) { memcpy(p, &v, 4); }
+
+// The kernel's new_encode_dev(), the dev_t layout of fuse_attr.rdev.
+inline uint32_t EncodeDev(uint32_t major, uint32_t minor) {
+  return (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xffu) << 12);
+}
+
+// fuse_entry_out for nodeid with attributes st (StatxField order) at p (128 bytes).
+void PutEntry(uint8_t* p, uint64_t nodeid, const double* st, const double* timeouts) {
+  memset(p, 0, kEntryOut);
+  Put64(p, nodeid);
+  Put64(p + 16, static_cast<uint64_t>(timeouts[0]));
+  Put64(p + 24, static_cast<uint64_t>(timeouts[2]));
+  Put32(p + 32, static_cast<uint32_t>(timeouts[1]));
+  Put32(p + 36, static_cast<uint32_t>(timeouts[3]));
+  uint8_t* a = p + 40;  // fuse_attr
+  Put64(a, static_cast<uint64_t>(st[3]));
+  Put64(a + 8, static_cast<uint64_t>(st[10]));
+  Put64(a + 16, static_cast<uint64_t>(st[11]));
+  Put64(a + 24, static_cast<uint64_t>(static_cast<int64_t>(st[13])));
+  Put64(a + 32, static_cast<uint64_t>(static_cast<int64_t>(st[15])));
+  Put64(a + 40, static_cast<uint64_t>(static_cast<int64_t>(st[17])));
+  Put32(a + 48, static_cast<uint32_t>(st[14]));
+  Put32(a + 52, static_cast<uint32_t>(st[16]));
+  Put32(a + 56, static_cast<uint32_t>(st[18]));
+  Put32(a + 60, static_cast<uint32_t>(st[4]));
+  Put32(a + 64, static_cast<uint32_t>(st[5]));
+  Put32(a + 68, static_cast<uint32_t>(st[6]));
+  Put32(a + 72, static_cast<uint32_t>(st[7]));
+  Put32(a + 76, EncodeDev(static_cast<uint32_t>(st[8]), static_cast<uint32_t>(st[9])));
+  Put32(a + 80, static_cast<uint32_t>(st[12]));
+}
+
+// handleReaddir(id, fh, offset, out, plus, timeouts) -> bytes of records written into out,
+// or -errno. timeouts: Float64Array [entrySec, entryNsec, attrSec, attrNsec] (READDIRPLUS).
+// An empty result means the end of the directory.
+Napi::Value HandleReaddir(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t offset;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &offset) || !info[3].IsBuffer() || !info[5].IsTypedArray())
+    return ThrowType(info.Env(), "handleReaddir(id, fh, offset, out, plus, timeouts)");
+  bool plus = info[4].ToBoolean();
+  Napi::Float64Array tmo = info[5].As<Napi::Float64Array>();
+  if (tmo.ElementLength() < 4) return ThrowType(info.Env(), "timeouts: Float64Array(4)");
+  Napi::Buffer<uint8_t> outBuf = info[3].As<Napi::Buffer<uint8_t>>();
+  uint8_t* out = outBuf.Data();
+  size_t cap = outBuf.Length(), pos = 0;
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return Num(info, h.fd());
+  if (lseek(h.fd(), offset, SEEK_SET) < 0) return Num(info, -errno);
+  thread_local char dbuf[32768];
+  double st[kStatxFields];
+  for (;;) {
+    long n = syscall(SYS_getdents64, h.fd(), dbuf, sizeof dbuf);
+    if (n < 0) return pos > 0 ? Num(info, static_cast<double>(pos)) : Num(info, -errno);
+    if (n == 0) break;
+    for (long off = 0; off < n;) {
+      auto* d = reinterpret_cast<LinuxDirent64*>(dbuf + off);
+      off += d->d_reclen;
+      size_t namelen = strlen(d->d_name);
+      size_t rec = Align8(kDirentHead + namelen) + (plus ? kEntryOut : 0);
+      if (pos + rec > cap) return Num(info, static_cast<double>(pos));
+      uint8_t* p = out + pos;
+      uint64_t ino = d->d_ino;
+      if (plus) {
+        bool dot = (namelen == 1 && d->d_name[0] == '.') || (namelen == 2 && d->d_name[0] == '.' && d->d_name[1] == '.');
+        memset(p, 0, kEntryOut);
+        if (!dot) {
+          int fd;
+          do {
+            fd = openat(h.fd(), d->d_name, O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
+          } while (fd < 0 && errno == EINTR);
+          // A name that vanished since getdents stays in the listing with nodeid 0: the
+          // guest then looks it up itself if it needs it.
+          if (fd >= 0) {
+            int64_t nodeid = RegisterInode(s, fd, st);
+            if (nodeid > 0) {
+              PutEntry(p, static_cast<uint64_t>(nodeid), st, tmo.Data());
+              ino = static_cast<uint64_t>(st[3]);
+            }
+          }
+        }
+        p += kEntryOut;
+      }
+      memset(p, 0, Align8(kDirentHead + namelen));
+      Put64(p, ino);
+      Put64(p + 8, static_cast<uint64_t>(d->d_off));
+      Put32(p + 16, static_cast<uint32_t>(namelen));
+      Put32(p + 20, d->d_type);
+      memcpy(p + kDirentHead, d->d_name, namelen);
+      pos += rec;
+    }
+  }
+  return Num(info, static_cast<double>(pos));
+}
+
+// handleFsync(id, fh, datasync) -> 0 or -errno (FSYNC and FSYNCDIR).
+Napi::Value HandleFsync(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  if (!ArgU64(info, 1, &fh)) return ThrowType(info.Env(), "handleFsync(id, fh, datasync)");
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return Num(info, h.fd());
+  int r = info[2].ToBoolean() ? fdatasync(h.fd()) : fsync(h.fd());
+  return Num(info, r < 0 ? -errno : 0);
+}
+
+// handleFallocate(id, fh, mode, offset, length) -> 0 or -errno.
+Napi::Value HandleFallocate(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t mode, off, len;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &mode) || !ArgInt(info, 3, &off) || !ArgInt(info, 4, &len))
+    return ThrowType(info.Env(), "handleFallocate(id, fh, mode, offset, length)");
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return Num(info, h.fd());
+  return Num(info, fallocate(h.fd(), static_cast<int>(mode), off, len) < 0 ? -errno : 0);
+}
+
+// handleLseek(id, fh, offset, whence) -> the resulting offset or -errno (SEEK_DATA/HOLE).
+Napi::Value HandleLseek(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t off, whence;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &off) || !ArgInt(info, 3, &whence))
+    return ThrowType(info.Env(), "handleLseek(id, fh, offset, whence)");
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return Num(info, h.fd());
+  off_t r = lseek(h.fd(), off, static_cast<int>(whence));
+  return Num(info, r < 0 ? -errno : static_cast<double>(r));
+}
+
+// handleCopyRange(id, fhIn, offIn, fhOut, offOut, length, flags) -> bytes copied or -errno.
+Napi::Value HandleCopyRange(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fin, fout;
+  int64_t oin, oout, len, flags;
+  if (!ArgU64(info, 1, &fin) || !ArgInt(info, 2, &oin) || !ArgU64(info, 3, &fout) || !ArgInt(info, 4, &oout) ||
+      !ArgInt(info, 5, &len) || !ArgInt(info, 6, &flags))
+    return ThrowType(info.Env(), "handleCopyRange(id, fhIn, offIn, fhOut, offOut, length, flags)");
+  HandlePin a(s, fin);
+  if (a.fd() < 0) return Num(info, a.fd());
+  HandlePin b(s, fout);
+  if (b.fd() < 0) return Num(info, b.fd());
+  loff_t i = oin, o = oout;
+  ssize_t r = copy_file_range(a.fd(), &i, b.fd(), &o, static_cast<size_t>(len), static_cast<unsigned>(flags));
+  return Num(info, r < 0 ? -errno : static_cast<double>(r));
+}
+
+// handleFlock(id, fh, op) -> 0 or -errno; op is LOCK_SH/LOCK_EX/LOCK_UN, always non-blocking.
+Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t op;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &op)) return ThrowType(info.Env(), "handleFlock(id, fh, op)");
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return Num(info, h.fd());
+  int r;
+  do {
+    r = flock(h.fd(), static_cast<int>(op) | LOCK_NB);
+  } while (r < 0 && errno == EINTR);
+  return Num(info, r < 0 ? -errno : 0);
+}
+
+// The open file description that carries owner's POSIX locks on the inode of nodeid,
+// opened on first use; -errno on failure. hfd: a handle of the file, whose access mode is
+// used when the file cannot be opened read-write.
+int OwnerFd(FsState* s, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
+  InodeShard& sh = s->ShardOf(nodeid);
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it == sh.byId.end()) return -EBADF;
+    auto l = it->second.lockFds.find(owner);
+    if (l != it->second.lockFds.end()) return l->second;
+  }
+  std::string p = std::to_string(pathFd);
+  int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    int mode = hfd >= 0 ? fcntl(hfd, F_GETFL) & O_ACCMODE : O_RDONLY;
+    fd = openat(s->procFd, p.c_str(), mode | O_CLOEXEC | O_NONBLOCK);
+  }
+  if (fd < 0) return -errno;
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(nodeid);
+  if (it == sh.byId.end()) {
+    close(fd);
+    return -EBADF;
+  }
+  auto ins = it->second.lockFds.emplace(owner, fd);
+  if (!ins.second) close(fd);  // another request of this owner won the race
+  return ins.first->second;
+}
+
+void ToFlock(struct flock* fl, int64_t type, int64_t start, int64_t end) {
+  memset(fl, 0, sizeof *fl);
+  fl->l_type = static_cast<short>(type);
+  fl->l_whence = SEEK_SET;
+  fl->l_start = start;
+  fl->l_len = (end == kOffsetMax || end < start) ? 0 : end - start + 1;
+}
+
+// nodeSetlk(id, nodeid, fh, owner, type, start, end) -> 0, -EAGAIN when another owner holds
+// a conflicting lock, or -errno. Never waits.
+Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid, fh, owner;
+  int64_t type, start, end;
+  if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &fh) || !ArgU64(info, 3, &owner) || !ArgInt(info, 4, &type) ||
+      !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end))
+    return ThrowType(info.Env(), "nodeSetlk(id, nodeid, fh, owner, type, start, end)");
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  HandlePin h(s, fh);
+  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
+  if (fd < 0) return Num(info, fd);
+  struct flock fl;
+  ToFlock(&fl, type, start, end);
+  int r;
+  do {
+    r = fcntl(fd, F_OFD_SETLK, &fl);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Num(info, errno == EACCES ? -EAGAIN : -errno);
+  return Num(info, 0);
+}
+
+// nodeGetlk(id, nodeid, fh, owner, type, start, end, out[4]) -> 0 or -errno; out = [type,
+// start, end, pid] of a conflicting lock, or type F_UNLCK when there is none.
+Napi::Value NodeGetlk(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid, fh, owner;
+  int64_t type, start, end;
+  if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &fh) || !ArgU64(info, 3, &owner) || !ArgInt(info, 4, &type) ||
+      !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end) || !info[7].IsTypedArray())
+    return ThrowType(info.Env(), "nodeGetlk(id, nodeid, fh, owner, type, start, end, out)");
+  Napi::Float64Array out = info[7].As<Napi::Float64Array>();
+  if (out.ElementLength() < 4) return ThrowType(info.Env(), "out: Float64Array(4)");
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  HandlePin h(s, fh);
+  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
+  if (fd < 0) return Num(info, fd);
+  struct flock fl;
+  ToFlock(&fl, type, start, end);
+  if (fcntl(fd, F_OFD_GETLK, &fl) < 0) return Num(info, -errno);
+  out[0] = fl.l_type;
+  out[1] = static_cast<double>(fl.l_start);
+  out[2] = fl.l_len == 0 ? static_cast<double>(kOffsetMax) : static_cast<double>(fl.l_start + fl.l_len - 1);
+  out[3] = fl.l_pid > 0 ? fl.l_pid : 0;  // OFD locks report -1: no process to name
+  return Num(info, 0);
+}
+
+// nodeUnlockOwner(id, nodeid, owner): the owner closed a descriptor of the file (FLUSH); as
+// POSIX wants, all its locks on the file go.
+Napi::Value NodeUnlockOwner(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid, owner;
+  if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &owner)) return ThrowType(info.Env(), "nodeUnlockOwner(id, nodeid, owner)");
+  int fd = -1;
+  {
+    InodeShard& sh = s->ShardOf(nodeid);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it != sh.byId.end()) {
+      auto l = it->second.lockFds.find(owner);
+      if (l != it->second.lockFds.end()) {
+        fd = l->second;
+        it->second.lockFds.erase(l);
+      }
+    }
+  }
+  if (fd >= 0) close(fd);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitFileOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("handleReaddir", Napi::Function::New(env, HandleReaddir));
+  exports.Set("handleFsync", Napi::Function::New(env, HandleFsync));
+  exports.Set("handleFallocate", Napi::Function::New(env, HandleFallocate));
+  exports.Set("handleLseek", Napi::Function::New(env, HandleLseek));
+  exports.Set("handleCopyRange", Napi::Function::New(env, HandleCopyRange));
+  exports.Set("handleFlock", Napi::Function::New(env, HandleFlock));
+  exports.Set("nodeSetlk", Napi::Function::New(env, NodeSetlk));
+  exports.Set("nodeGetlk", Napi::Function::New(env, NodeGetlk));
+  exports.Set("nodeUnlockOwner", Napi::Function::New(env, NodeUnlockOwner));
+}
+
+}  // namespace vfsn

@@ -1,0 +1,479 @@
+// File-system operations named by nodeid (FUSE requests on inodes): make, create, link,
+// unlink, rename, readlink, setattr, extended attributes, statfs, syncfs. Each pins the
+// inodes it names for the length of its system calls (state.h) and works relative to their
+// O_PATH descriptors: a name is always one component, never resolved through a symlink, so
+// nothing outside the shared directory is reachable. Operations that need a real open file
+// reach the inode through /proc/self/fd/N of its O_PATH descriptor, never by name again.
+//
+// Operations that create a file run with the caller's uid and gid as this thread's fsuid and
+// fsgid (Linux keeps them per thread), so new files belong to the guest user, as with the
+// Rust virtiofsd. A daemon that is not root creates everything as itself.
+//
+// Return convention: the result or -errno; "entry" operations fill out[0..22) with the new
+// inode's attributes (StatxField order) and return its nodeid with one lookup reference.
+#include "state.h"
+
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+
+namespace vfsn {
+namespace {
+
+constexpr int O_PATH_ = 010000000;
+constexpr size_t kFhSlot = kStatxFields;  // out[22]: the fh of CREATE and TMPFILE
+
+// This thread's fsuid/fsgid set to the caller's for the scope (root daemons only).
+class Creds {
+ public:
+  Creds(int64_t uid, int64_t gid) {
+    if (geteuid() != 0 || uid < 0 || gid < 0) return;
+    syscall(SYS_setfsgid, static_cast<gid_t>(gid));
+    syscall(SYS_setfsuid, static_cast<uid_t>(uid));
+    active_ = true;
+  }
+  ~Creds() {
+    if (!active_) return;
+    syscall(SYS_setfsuid, 0);
+    syscall(SYS_setfsgid, 0);
+  }
+  Creds(const Creds&) = delete;
+  Creds& operator=(const Creds&) = delete;
+
+ private:
+  bool active_ = false;
+};
+
+// A name from the guest: one component, not empty, no '/' (NUL was cut by the decoder).
+bool NameArg(const Napi::CallbackInfo& info, size_t i, std::string* name, int* err) {
+  if (!PathArg(info, i, name)) return false;
+  *err = (name->empty() || name->find('/') != std::string::npos || name->find('\0') != std::string::npos) ? EINVAL : 0;
+  if (!*err && name->size() > 255) *err = ENAMETOOLONG;
+  return true;
+}
+
+int OpenPath(int dirfd, const std::string& name) {
+  int fd;
+  do {
+    fd = openat(dirfd, name.c_str(), O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd < 0 ? -errno : fd;
+}
+
+// The inode behind an O_PATH fd, opened again with flags through /proc/self/fd.
+int Reopen(FsState* s, int pathFd, int flags) {
+  std::string p = std::to_string(pathFd);
+  int fd;
+  do {
+    fd = openat(s->procFd, p.c_str(), flags | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd < 0 ? -errno : fd;
+}
+
+bool U64(const Napi::CallbackInfo& info, size_t i, uint64_t* v) { return ArgU64(info, i, v); }
+bool I64(const Napi::CallbackInfo& info, size_t i, int64_t* v) { return ArgInt(info, i, v); }
+
+double* OutArg(const Napi::CallbackInfo& info, size_t i, size_t need) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      v.As<Napi::TypedArray>().ElementLength() < need) {
+    ThrowType(info.Env(), "out: Float64Array too short");
+    return nullptr;
+  }
+  return v.As<Napi::Float64Array>().Data();
+}
+
+// nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out) -> nodeid or -errno.
+// kind 0: mknod (any S_IFMT in mode, rdev for devices), 1: mkdir, 2: symlink to target.
+Napi::Value NodeMake(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t parent;
+  int64_t kind, mode, rdev, uid, gid;
+  std::string name, target;
+  int err;
+  double* out = OutArg(info, 9, kStatxFields);
+  if (!out || !NameArg(info, 2, &name, &err) || !PathArg(info, 6, &target)) return info.Env().Undefined();
+  if (!U64(info, 1, &parent) || !I64(info, 3, &kind) || !I64(info, 4, &mode) || !I64(info, 5, &rdev) ||
+      !I64(info, 7, &uid) || !I64(info, 8, &gid))
+    return ThrowType(info.Env(), "nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out)");
+  if (err) return Num(info, -err);
+  InodePin p(s, parent);
+  if (p.fd() < 0) return Num(info, p.fd());
+  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
+  int r;
+  {
+    Creds c(uid, gid);
+    if (kind == 0)
+      r = mknodat(p.fd(), name.c_str(), static_cast<mode_t>(mode), static_cast<dev_t>(rdev));
+    else if (kind == 1)
+      r = mkdirat(p.fd(), name.c_str(), static_cast<mode_t>(mode));
+    else
+      r = target.find('\0') != std::string::npos ? (errno = EINVAL, -1) : symlinkat(target.c_str(), p.fd(), name.c_str());
+  }
+  if (r < 0) return Num(info, -errno);
+  int fd = OpenPath(p.fd(), name);
+  if (fd < 0) return Num(info, fd);
+  return Num(info, static_cast<double>(RegisterInode(s, fd, out)));
+}
+
+// nodeCreate(id, parent, name, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22]
+// gets the fh of the opened file. An existing name is opened only if it is a regular file
+// (and not at all with O_EXCL); it is never followed if it is a symlink.
+Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t parent;
+  int64_t flags, mode, uid, gid;
+  std::string name;
+  int err;
+  double* out = OutArg(info, 7, kStatxFields + 1);
+  if (!out || !NameArg(info, 2, &name, &err)) return info.Env().Undefined();
+  if (!U64(info, 1, &parent) || !I64(info, 3, &flags) || !I64(info, 4, &mode) || !I64(info, 5, &uid) || !I64(info, 6, &gid))
+    return ThrowType(info.Env(), "nodeCreate(id, parent, name, flags, mode, uid, gid, out)");
+  if (err) return Num(info, -err);
+  InodePin p(s, parent);
+  if (p.fd() < 0) return Num(info, p.fd());
+  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
+  int oflags = static_cast<int>(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  int fd;
+  {
+    Creds c(uid, gid);
+    do {
+      fd = openat(p.fd(), name.c_str(), oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
+    } while (fd < 0 && errno == EINTR);
+  }
+  int pathFd;
+  if (fd >= 0) {
+    pathFd = Reopen(s, fd, O_PATH_);
+    if (pathFd < 0) {
+      close(fd);
+      return Num(info, pathFd);
+    }
+  } else {
+    if (errno != EEXIST || (flags & O_EXCL)) return Num(info, -errno);
+    // The name exists: open what it names only if that is a regular file.
+    pathFd = OpenPath(p.fd(), name);
+    if (pathFd < 0) return Num(info, pathFd);
+    struct stat st;
+    if (fstat(pathFd, &st) < 0 || !S_ISREG(st.st_mode)) {
+      int e = S_ISDIR(st.st_mode) ? EISDIR : S_ISLNK(st.st_mode) ? ELOOP : EEXIST;
+      close(pathFd);
+      return Num(info, -e);
+    }
+    fd = Reopen(s, pathFd, oflags);
+    if (fd < 0) {
+      close(pathFd);
+      return Num(info, fd);
+    }
+  }
+  int64_t nodeid = RegisterInode(s, pathFd, out);
+  if (nodeid < 0) {
+    close(fd);
+    return Num(info, static_cast<double>(nodeid));
+  }
+  out[kFhSlot] = static_cast<double>(s->InsertHandle(fd, static_cast<uint64_t>(nodeid)));
+  return Num(info, static_cast<double>(nodeid));
+}
+
+// nodeTmpfile(id, parent, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22] = fh.
+Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t parent;
+  int64_t flags, mode, uid, gid;
+  double* out = OutArg(info, 6, kStatxFields + 1);
+  if (!out) return info.Env().Undefined();
+  if (!U64(info, 1, &parent) || !I64(info, 2, &flags) || !I64(info, 3, &mode) || !I64(info, 4, &uid) || !I64(info, 5, &gid))
+    return ThrowType(info.Env(), "nodeTmpfile(id, parent, flags, mode, uid, gid, out)");
+  InodePin p(s, parent);
+  if (p.fd() < 0) return Num(info, p.fd());
+  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
+  int oflags = (static_cast<int>(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW | O_DIRECTORY)) | O_TMPFILE;
+  if ((oflags & O_ACCMODE) == O_RDONLY) oflags |= O_RDWR;  // O_TMPFILE needs write access
+  int fd;
+  {
+    Creds c(uid, gid);
+    do {
+      fd = openat(p.fd(), ".", oflags | O_CLOEXEC, static_cast<mode_t>(mode));
+    } while (fd < 0 && errno == EINTR);
+  }
+  if (fd < 0) return Num(info, -errno);
+  int pathFd = Reopen(s, fd, O_PATH_);
+  if (pathFd < 0) {
+    close(fd);
+    return Num(info, pathFd);
+  }
+  int64_t nodeid = RegisterInode(s, pathFd, out);
+  if (nodeid < 0) {
+    close(fd);
+    return Num(info, static_cast<double>(nodeid));
+  }
+  out[kFhSlot] = static_cast<double>(s->InsertHandle(fd, static_cast<uint64_t>(nodeid)));
+  return Num(info, static_cast<double>(nodeid));
+}
+
+// nodeLink(id, nodeid, newparent, newname, out) -> nodeid (one more lookup) or -errno.
+Napi::Value NodeLink(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid, parent;
+  std::string name;
+  int err;
+  double* out = OutArg(info, 4, kStatxFields);
+  if (!out || !NameArg(info, 3, &name, &err)) return info.Env().Undefined();
+  if (!U64(info, 1, &nodeid) || !U64(info, 2, &parent)) return ThrowType(info.Env(), "nodeLink(id, nodeid, newparent, newname, out)");
+  if (err) return Num(info, -err);
+  InodePin src(s, nodeid);
+  if (src.fd() < 0) return Num(info, src.fd());
+  if (src.type() == S_IFDIR) return Num(info, -EPERM);
+  InodePin dst(s, parent);
+  if (dst.fd() < 0) return Num(info, dst.fd());
+  if (dst.type() != S_IFDIR) return Num(info, -ENOTDIR);
+  int r = linkat(src.fd(), "", dst.fd(), name.c_str(), AT_EMPTY_PATH);
+  if (r < 0 && (errno == ENOENT || errno == EPERM)) {
+    // Without CAP_DAC_READ_SEARCH, AT_EMPTY_PATH is refused; the /proc link works instead.
+    std::string p = std::to_string(src.fd());
+    r = linkat(s->procFd, p.c_str(), dst.fd(), name.c_str(), AT_SYMLINK_FOLLOW);
+  }
+  if (r < 0) return Num(info, -errno);
+  int fd = OpenPath(dst.fd(), name);
+  if (fd < 0) return Num(info, fd);
+  return Num(info, static_cast<double>(RegisterInode(s, fd, out)));
+}
+
+// nodeUnlink(id, parent, name, rmdir) -> 0 or -errno.
+Napi::Value NodeUnlink(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t parent;
+  bool rmdir = info[3].ToBoolean();
+  std::string name;
+  int err;
+  if (!NameArg(info, 2, &name, &err)) return info.Env().Undefined();
+  if (!U64(info, 1, &parent)) return ThrowType(info.Env(), "nodeUnlink(id, parent, name, rmdir)");
+  if (err) return Num(info, -err);
+  InodePin p(s, parent);
+  if (p.fd() < 0) return Num(info, p.fd());
+  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
+  return Num(info, unlinkat(p.fd(), name.c_str(), rmdir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0);
+}
+
+// nodeRename(id, olddir, oldname, newdir, newname, flags) -> 0 or -errno (renameat2 flags).
+Napi::Value NodeRename(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t od, nd;
+  int64_t flags;
+  std::string on, nn;
+  int e1, e2;
+  if (!NameArg(info, 2, &on, &e1) || !NameArg(info, 4, &nn, &e2)) return info.Env().Undefined();
+  if (!U64(info, 1, &od) || !U64(info, 3, &nd) || !I64(info, 5, &flags))
+    return ThrowType(info.Env(), "nodeRename(id, olddir, oldname, newdir, newname, flags)");
+  if (e1 || e2) return Num(info, -(e1 ? e1 : e2));
+  InodePin a(s, od);
+  if (a.fd() < 0) return Num(info, a.fd());
+  InodePin b(s, nd);
+  if (b.fd() < 0) return Num(info, b.fd());
+  if (a.type() != S_IFDIR || b.type() != S_IFDIR) return Num(info, -ENOTDIR);
+  long r = syscall(SYS_renameat2, a.fd(), on.c_str(), b.fd(), nn.c_str(), static_cast<unsigned>(flags));
+  return Num(info, r < 0 ? -errno : 0);
+}
+
+// nodeReadlink(id, nodeid, buf) -> length of the target (bytes written into buf) or -errno.
+Napi::Value NodeReadlink(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  if (!U64(info, 1, &nodeid) || !info[2].IsBuffer()) return ThrowType(info.Env(), "nodeReadlink(id, nodeid, buf)");
+  Napi::Buffer<char> b = info[2].As<Napi::Buffer<char>>();
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  if (p.type() != S_IFLNK) return Num(info, -EINVAL);
+  ssize_t n = readlinkat(p.fd(), "", b.Data(), b.Length());
+  return Num(info, n < 0 ? -errno : static_cast<double>(n));
+}
+
+// FATTR_* bits of fuse_setattr_in.valid.
+constexpr uint32_t kMode = 1, kUid = 2, kGid = 4, kSize = 8, kAtime = 16, kMtime = 32, kFh = 64, kAtimeNow = 128,
+                   kMtimeNow = 256;
+
+// nodeSetattr(id, nodeid, fh, valid, mode, uid, gid, size, atime, atimeNsec, mtime, mtimeNsec,
+// out) -> 0 or -errno; out gets the attributes afterwards. With FATTR_FH the size and times
+// go through the open handle.
+Napi::Value NodeSetattr(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid, fh;
+  int64_t valid, mode, uid, gid, size, at, atn, mt, mtn;
+  double* out = OutArg(info, 12, kStatxFields);
+  if (!out) return info.Env().Undefined();
+  if (!U64(info, 1, &nodeid) || !U64(info, 2, &fh) || !I64(info, 3, &valid) || !I64(info, 4, &mode) ||
+      !I64(info, 5, &uid) || !I64(info, 6, &gid) || !I64(info, 7, &size) || !I64(info, 8, &at) || !I64(info, 9, &atn) ||
+      !I64(info, 10, &mt) || !I64(info, 11, &mtn))
+    return ThrowType(info.Env(), "nodeSetattr(id, nodeid, fh, valid, mode, uid, gid, size, at, atn, mt, mtn, out)");
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  int hfd = -1;
+  HandlePin h(s, (valid & kFh) ? fh : 0);
+  if (valid & kFh) {
+    if (h.fd() < 0) return Num(info, h.fd());
+    hfd = h.fd();
+  }
+  std::string path = std::to_string(p.fd());
+  if (valid & kMode) {
+    if (p.type() == S_IFLNK) return Num(info, -EOPNOTSUPP);
+    int r = hfd >= 0 ? fchmod(hfd, static_cast<mode_t>(mode & 07777))
+                     : fchmodat(s->procFd, path.c_str(), static_cast<mode_t>(mode & 07777), 0);
+    if (r < 0) return Num(info, -errno);
+  }
+  if (valid & (kUid | kGid)) {
+    uid_t u = (valid & kUid) ? static_cast<uid_t>(uid) : static_cast<uid_t>(-1);
+    gid_t g = (valid & kGid) ? static_cast<gid_t>(gid) : static_cast<gid_t>(-1);
+    if (fchownat(p.fd(), "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return Num(info, -errno);
+  }
+  if (valid & kSize) {
+    if (p.type() == S_IFDIR) return Num(info, -EISDIR);
+    if (p.type() != S_IFREG) return Num(info, -EINVAL);
+    int r;
+    if (hfd >= 0) {
+      r = ftruncate(hfd, size);
+    } else {
+      int fd = Reopen(s, p.fd(), O_WRONLY);
+      if (fd < 0) return Num(info, fd);
+      r = ftruncate(fd, size);
+      int e = errno;
+      close(fd);
+      errno = e;
+    }
+    if (r < 0) return Num(info, -errno);
+  }
+  if (valid & (kAtime | kMtime)) {
+    timespec ts[2];
+    ts[0] = (valid & kAtimeNow) ? timespec{0, UTIME_NOW} : (valid & kAtime) ? timespec{at, atn} : timespec{0, UTIME_OMIT};
+    ts[1] = (valid & kMtimeNow) ? timespec{0, UTIME_NOW} : (valid & kMtime) ? timespec{mt, mtn} : timespec{0, UTIME_OMIT};
+    int r;
+    if (hfd >= 0)
+      r = futimens(hfd, ts);
+    else if (p.type() == S_IFLNK)
+      r = utimensat(p.fd(), "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    else
+      r = utimensat(s->procFd, path.c_str(), ts, 0);
+    if (r < 0) return Num(info, -errno);
+  }
+  return Num(info, StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out));
+}
+
+// Extended attributes, through /proc/self/fd/N of the inode's O_PATH descriptor: the magic
+// link lands on the inode itself (a symlink included) without opening it.
+std::string ProcPath(FsState* s, int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+// nodeGetxattr(id, nodeid, name, buf) -> value size (into buf; size query when buf is empty).
+Napi::Value NodeGetxattr(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  std::string name;
+  if (!PathArg(info, 2, &name)) return info.Env().Undefined();
+  if (!U64(info, 1, &nodeid) || !info[3].IsBuffer()) return ThrowType(info.Env(), "nodeGetxattr(id, nodeid, name, buf)");
+  Napi::Buffer<char> b = info[3].As<Napi::Buffer<char>>();
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  ssize_t n = getxattr(ProcPath(s, p.fd()).c_str(), name.c_str(), b.Length() ? b.Data() : nullptr, b.Length());
+  return Num(info, n < 0 ? -errno : static_cast<double>(n));
+}
+
+// nodeListxattr(id, nodeid, buf) -> size of the NUL-separated name list.
+Napi::Value NodeListxattr(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  if (!U64(info, 1, &nodeid) || !info[2].IsBuffer()) return ThrowType(info.Env(), "nodeListxattr(id, nodeid, buf)");
+  Napi::Buffer<char> b = info[2].As<Napi::Buffer<char>>();
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  ssize_t n = listxattr(ProcPath(s, p.fd()).c_str(), b.Length() ? b.Data() : nullptr, b.Length());
+  return Num(info, n < 0 ? -errno : static_cast<double>(n));
+}
+
+// nodeSetxattr(id, nodeid, name, value, flags) -> 0 or -errno.
+Napi::Value NodeSetxattr(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  int64_t flags;
+  std::string name;
+  if (!PathArg(info, 2, &name)) return info.Env().Undefined();
+  if (!U64(info, 1, &nodeid) || !info[3].IsBuffer() || !I64(info, 4, &flags))
+    return ThrowType(info.Env(), "nodeSetxattr(id, nodeid, name, value, flags)");
+  Napi::Buffer<char> v = info[3].As<Napi::Buffer<char>>();
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  int r = setxattr(ProcPath(s, p.fd()).c_str(), name.c_str(), v.Data(), v.Length(), static_cast<int>(flags));
+  return Num(info, r < 0 ? -errno : 0);
+}
+
+// nodeRemovexattr(id, nodeid, name) -> 0 or -errno.
+Napi::Value NodeRemovexattr(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  std::string name;
+  if (!PathArg(info, 2, &name)) return info.Env().Undefined();
+  if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeRemovexattr(id, nodeid, name)");
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  return Num(info, removexattr(ProcPath(s, p.fd()).c_str(), name.c_str()) < 0 ? -errno : 0);
+}
+
+// nodeStatfs(id, nodeid, out[8]) -> 0 or -errno: blocks, bfree, bavail, files, ffree, bsize,
+// namelen, frsize of the file system holding the inode.
+Napi::Value NodeStatfs(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  double* out = OutArg(info, 2, 8);
+  if (!out) return info.Env().Undefined();
+  if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeStatfs(id, nodeid, out)");
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  struct statfs st;
+  if (fstatfs(p.fd(), &st) < 0) return Num(info, -errno);
+  out[0] = static_cast<double>(st.f_blocks);
+  out[1] = static_cast<double>(st.f_bfree);
+  out[2] = static_cast<double>(st.f_bavail);
+  out[3] = static_cast<double>(st.f_files);
+  out[4] = static_cast<double>(st.f_ffree);
+  out[5] = static_cast<double>(st.f_bsize);
+  out[6] = static_cast<double>(st.f_namelen);
+  out[7] = static_cast<double>(st.f_frsize);
+  return Num(info, 0);
+}
+
+// nodeSyncfs(id, nodeid) -> 0 or -errno: syncs the file system holding the inode.
+Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeSyncfs(id, nodeid)");
+  // syncfs() refuses O_PATH descriptors: use the inode opened for reading if it is a file
+  // or a directory, else the shared directory.
+  InodePin p(s, (nodeid != kRootId) ? nodeid : kRootId);
+  if (p.fd() < 0) return Num(info, p.fd());
+  InodePin root(s, kRootId);
+  int src = (p.type() == S_IFREG || p.type() == S_IFDIR) ? p.fd() : root.fd();
+  int fd = Reopen(s, src, O_RDONLY | O_NONBLOCK);
+  if (fd < 0) return Num(info, fd);
+  int r = syncfs(fd);
+  int e = errno;
+  close(fd);
+  return Num(info, r < 0 ? -e : 0);
+}
+
+}  // namespace
+
+void InitNodeOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("nodeMake", Napi::Function::New(env, NodeMake));
+  exports.Set("nodeCreate", Napi::Function::New(env, NodeCreate));
+  exports.Set("nodeTmpfile", Napi::Function::New(env, NodeTmpfile));
+  exports.Set("nodeLink", Napi::Function::New(env, NodeLink));
+  exports.Set("nodeUnlink", Napi::Function::New(env, NodeUnlink));
+  exports.Set("nodeRename", Napi::Function::New(env, NodeRename));
+  exports.Set("nodeReadlink", Napi::Function::New(env, NodeReadlink));
+  exports.Set("nodeSetattr", Napi::Function::New(env, NodeSetattr));
+  exports.Set("nodeGetxattr", Napi::Function::New(env, NodeGetxattr));
+  exports.Set("nodeListxattr", Napi::Function::New(env, NodeListxattr));
+  exports.Set("nodeSetxattr", Napi::Function::New(env, NodeSetxattr));
+  exports.Set("nodeRemovexattr", Napi::Function::New(env, NodeRemovexattr));
+  exports.Set("nodeStatfs", Napi::Function::New(env, NodeStatfs));
+  exports.Set("nodeSyncfs", Napi::Function::New(env, NodeSyncfs));
+}
+
+}  // namespace vfsn

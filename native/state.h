@@ -1,0 +1,266 @@
+// The shared file-system state (see state.cc for what it is and the rules around it):
+// the inode and handle tables, the pin guards every operation uses, and how a native call
+// finds its state. Included by state.cc, nodeops.cc and fileops.cc.
+#pragma once
+#include "common.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace vfsn {
+
+constexpr uint64_t kRootId = 1;
+constexpr unsigned kShardBits = 4;
+constexpr uint64_t kShards = 1u << kShardBits;
+constexpr uint64_t kShardMask = kShards - 1;
+
+struct InodeKey {
+  uint32_t devMajor, devMinor;
+  uint64_t ino, mntId;
+  bool operator==(const InodeKey& o) const {
+    return devMajor == o.devMajor && devMinor == o.devMinor && ino == o.ino && mntId == o.mntId;
+  }
+};
+
+struct KeyHash {
+  size_t operator()(const InodeKey& k) const {
+    uint64_t h = k.ino * 0x9E3779B97F4A7C15ull;
+    h ^= (static_cast<uint64_t>(k.devMajor) << 32 | k.devMinor) + 0x632BE59BD9B4E019ull + (h << 6) + (h >> 2);
+    h ^= k.mntId + 0x94D049BB133111EBull + (h << 6) + (h >> 2);
+    return static_cast<size_t>(h ^ (h >> 31));
+  }
+};
+
+struct Inode {
+  int fd;
+  InodeKey key;
+  uint32_t type;  // S_IFMT bits: an inode's type never changes
+  uint64_t lookups;
+  uint32_t pins;
+  bool detached;  // dropped by a new session while pinned: closes at the last unpin
+  // POSIX locks: one open file description per lock owner, holding that owner's OFD locks
+  // (fileops.cc). Closed at the owner's FLUSH or when the inode goes.
+  std::unordered_map<uint64_t, int> lockFds;
+  void CloseAll() {
+    close(fd);
+    for (auto& kv : lockFds) close(kv.second);
+    lockFds.clear();
+  }
+};
+
+struct Handle {
+  int fd;
+  uint64_t nodeid;
+  uint32_t pins;
+  bool released;
+};
+
+struct InodeShard {
+  std::mutex mu;
+  std::unordered_map<uint64_t, Inode> byId;
+  std::unordered_map<InodeKey, uint64_t, KeyHash> byKey;
+  uint64_t nextSeq = 1;
+
+  // Drops the entry when nothing refers to it any more. Called with mu held.
+  void MaybeDrop(std::unordered_map<uint64_t, Inode>::iterator it) {
+    Inode& n = it->second;
+    if (n.pins > 0 || it->first == kRootId) return;
+    if (n.lookups > 0 && !n.detached) return;
+    n.CloseAll();
+    if (!n.detached) byKey.erase(n.key);
+    byId.erase(it);
+  }
+};
+
+struct HandleShard {
+  std::mutex mu;
+  std::unordered_map<uint64_t, Handle> byFh;
+  uint64_t nextSeq = 1;
+
+  void MaybeDrop(std::unordered_map<uint64_t, Handle>::iterator it) {
+    if (!it->second.released || it->second.pins > 0) return;
+    close(it->second.fd);
+    byFh.erase(it);
+  }
+};
+
+struct FsState {
+  InodeShard inodes[kShards];
+  HandleShard handles[kShards];
+  std::atomic<uint64_t> nextHandleShard{0};
+  InodeKey rootKey{};
+  bool hasRoot = false;
+  int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
+
+  InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
+  HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }
+
+  // Returns the pinned fd of nodeid (and its type), or -EBADF.
+  int PinInode(uint64_t nodeid, uint32_t* type = nullptr) {
+    InodeShard& sh = ShardOf(nodeid);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it == sh.byId.end() || it->second.detached) return -EBADF;
+    it->second.pins++;
+    if (type) *type = it->second.type;
+    return it->second.fd;
+  }
+  void UnpinInode(uint64_t nodeid) {
+    InodeShard& sh = ShardOf(nodeid);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it == sh.byId.end() || it->second.pins == 0) return;
+    it->second.pins--;
+    sh.MaybeDrop(it);
+  }
+  int PinHandle(uint64_t fh) {
+    HandleShard& sh = HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byFh.find(fh);
+    if (it == sh.byFh.end() || it->second.released) return -EBADF;
+    it->second.pins++;
+    return it->second.fd;
+  }
+  void UnpinHandle(uint64_t fh) {
+    HandleShard& sh = HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byFh.find(fh);
+    if (it == sh.byFh.end() || it->second.pins == 0) return;
+    it->second.pins--;
+    sh.MaybeDrop(it);
+  }
+
+  // Takes ownership of fd: a known key gains a lookup (fd closed), else a new inode.
+  uint64_t Ref(int fd, const InodeKey& k, uint32_t type) {
+    if (hasRoot && k == rootKey) {
+      close(fd);
+      return kRootId;
+    }
+    uint64_t shard = KeyHash()(k) & kShardMask;
+    InodeShard& sh = inodes[shard];
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto kit = sh.byKey.find(k);
+    if (kit != sh.byKey.end()) {
+      sh.byId[kit->second].lookups++;
+      close(fd);
+      return kit->second;
+    }
+    uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
+    sh.byId[id] = Inode{fd, k, type, 1, 0, false, {}};
+    sh.byKey[k] = id;
+    return id;
+  }
+
+  uint64_t InsertHandle(int fd, uint64_t nodeid) {
+    uint64_t shard = nextHandleShard.fetch_add(1, std::memory_order_relaxed) & kShardMask;
+    HandleShard& sh = handles[shard];
+    std::lock_guard<std::mutex> g(sh.mu);
+    uint64_t fh = (sh.nextSeq++ << kShardBits) | shard;
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false};
+    return fh;
+  }
+
+  // A new session: every inode but the root and every handle go; pinned ones close when
+  // their last pin drops. Sequence numbers go on, so no old id is handed out again.
+  void Clear() {
+    for (InodeShard& sh : inodes) {
+      std::lock_guard<std::mutex> g(sh.mu);
+      for (auto it = sh.byId.begin(); it != sh.byId.end();) {
+        if (it->first == kRootId) {
+          ++it;
+          continue;
+        }
+        if (it->second.pins > 0) {
+          it->second.detached = true;
+          it->second.lookups = 0;
+          ++it;
+        } else {
+          it->second.CloseAll();
+          it = sh.byId.erase(it);
+        }
+      }
+      sh.byKey.clear();
+    }
+    for (HandleShard& sh : handles) {
+      std::lock_guard<std::mutex> g(sh.mu);
+      for (auto it = sh.byFh.begin(); it != sh.byFh.end();) {
+        it->second.released = true;
+        if (it->second.pins > 0) {
+          ++it;
+        } else {
+          close(it->second.fd);
+          it = sh.byFh.erase(it);
+        }
+      }
+    }
+  }
+
+  ~FsState() {
+    for (InodeShard& sh : inodes)
+      for (auto& kv : sh.byId) kv.second.CloseAll();
+    for (HandleShard& sh : handles)
+      for (auto& kv : sh.byFh) close(kv.second.fd);
+    if (procFd >= 0) close(procFd);
+  }
+};
+
+// Pins an inode for the length of a scope.
+class InodePin {
+ public:
+  InodePin(FsState* s, uint64_t nodeid) : s_(s), id_(nodeid), fd_(s->PinInode(nodeid, &type_)) {}
+  ~InodePin() {
+    if (fd_ >= 0) s_->UnpinInode(id_);
+  }
+  int fd() const { return fd_; }  // -EBADF when the nodeid is unknown
+  uint32_t type() const { return type_; }
+  InodePin(const InodePin&) = delete;
+  InodePin& operator=(const InodePin&) = delete;
+
+ private:
+  FsState* s_;
+  uint64_t id_;
+  uint32_t type_ = 0;
+  int fd_;
+};
+
+class HandlePin {
+ public:
+  HandlePin(FsState* s, uint64_t fh) : s_(s), fh_(fh), fd_(s->PinHandle(fh)) {}
+  ~HandlePin() {
+    if (fd_ >= 0) s_->UnpinHandle(fh_);
+  }
+  int fd() const { return fd_; }
+  HandlePin(const HandlePin&) = delete;
+  HandlePin& operator=(const HandlePin&) = delete;
+
+ private:
+  FsState* s_;
+  uint64_t fh_;
+  int fd_;
+};
+
+// The state a call names by its first argument, or nullptr.
+FsState* StateArg(const Napi::CallbackInfo& info);
+
+#define STATE_OR_THROW(s)      \
+  FsState* s = StateArg(info); \
+  if (!s) return ThrowType(info.Env(), "unknown file-system state id");
+
+inline Napi::Value Num(const Napi::CallbackInfo& info, double v) { return Napi::Number::New(info.Env(), v); }
+
+// The attributes' key fields (out[1], out[2], out[3], out[21]) as an inode key.
+inline InodeKey KeyOfStatx(const double* st) {
+  return InodeKey{static_cast<uint32_t>(st[1]), static_cast<uint32_t>(st[2]), static_cast<uint64_t>(st[3]),
+                  static_cast<uint64_t>(st[21])};
+}
+
+// Takes fd (an O_PATH descriptor of a new or known inode), reads its attributes into out
+// and registers it: the nodeid (one lookup reference taken), or -errno (fd closed).
+int64_t RegisterInode(FsState* s, int fd, double* out);
+
+}  // namespace vfsn
