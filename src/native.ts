@@ -147,7 +147,7 @@ export interface NativeAddon {
   nodeSyncfs(id: number, nodeid: number): number;
   // fileops.cc
   /** Bytes of fuse_dirent (or fuse_direntplus) records written into out; 0 at the end. */
-  handleReaddir(id: number, fh: number, offset: number, out: Buffer, plus: boolean, timeouts: Float64Array): number;
+  handleReaddir(id: number, fh: number, offset: bigint, out: Buffer, plus: boolean, timeouts: Float64Array): number;
   handleFsync(id: number, fh: number, datasync: boolean): number;
   handleFallocate(id: number, fh: number, mode: number, offset: number, length: number): number;
   handleLseek(id: number, fh: number, offset: number, whence: number): number;

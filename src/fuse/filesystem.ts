@@ -212,8 +212,11 @@ export class NullFilesystem {
   opendir(_ctx: Context, _nodeid: number, _flags: number): OpenReply {
     return nosys();
   }
-  /** Fills `out` with fuse_dirent (plus: fuse_direntplus) records from `offset`; returns bytes. */
-  readdir(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _out: Buffer, _plus: boolean): number {
+  /**
+   * Fills `out` with fuse_dirent (plus: fuse_direntplus) records from `offset` (a cookie from
+   * an earlier record, 64 bits); returns bytes, 0 at the end.
+   */
+  readdir(_ctx: Context, _nodeid: number, _fh: number, _offset: bigint, _out: Buffer, _plus: boolean): number {
     return nosys();
   }
   releasedir(_ctx: Context, _nodeid: number, _fh: number): void {

@@ -230,7 +230,7 @@ export class FuseServer {
         const r = abi.decodeReadIn(a, 0);
         const size = Math.max(0, Math.min(r.size, t.writableLen - abi.OUT_HEADER_SIZE, MAX_OUT_BODY));
         const out = this.outBuf.subarray(abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + size);
-        const n = fs.readdir(ctx, nodeid, Number(r.fh), Number(r.offset), out, h.opcode === O.READDIRPLUS);
+        const n = fs.readdir(ctx, nodeid, Number(r.fh), r.offset, out, h.opcode === O.READDIRPLUS);
         return this.ok(t, u, n);
       }
       case O.STATFS: {

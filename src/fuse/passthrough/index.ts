@@ -191,7 +191,8 @@ export class PassthroughFs extends NullFilesystem {
   override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number): CreateReply {
     this.writable();
     checkNewName(name);
-    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags), mode, ctx.uid, ctx.gid, this.st));
+    // O_EXCL stays: CREATE must fail on an existing name then.
+    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st));
     return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
   }
 
@@ -249,8 +250,9 @@ export class PassthroughFs extends NullFilesystem {
     return { fh, openFlags: this.policy.dirOpenFlags };
   }
 
-  override readdir(_ctx: Context, _nodeid: number, fh: number, offset: number, out: Buffer, plus: boolean): number {
-    return check(native.handleReaddir(this.id, fh, offset, out, plus, this.timeouts));
+  override readdir(_ctx: Context, _nodeid: number, fh: number, offset: bigint, out: Buffer, plus: boolean): number {
+    // Directory offsets are the host file system's cookies: 64-bit (ext4 hashes), signed.
+    return check(native.handleReaddir(this.id, fh, BigInt.asIntN(64, offset), out, plus, this.timeouts));
   }
 
   override releasedir(_ctx: Context, _nodeid: number, fh: number): void {
