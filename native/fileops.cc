@@ -14,7 +14,10 @@
 //    (a close() in the guest) closes that description and so drops its locks.
 //  - BSD flock() locks belong to an open file description: the handle's own.
 // Waiting for a lock never blocks a queue thread: these calls never wait (F_OFD_SETLK,
-// LOCK_NB); the FUSE server retries a SETLKW without holding the thread.
+// LOCK_NB); the FUSE server retries a SETLKW without holding the thread. OFD locks have no
+// deadlock detection, so the POSIX locks granted and waited for are also recorded here
+// (state.h, LockTable) and a wait that could never end is answered EDEADLK, as the kernel
+// answers for classic POSIX locks.
 #include "state.h"
 
 #include <sys/file.h>
@@ -245,15 +248,73 @@ void ToFlock(struct flock* fl, int64_t type, int64_t start, int64_t end) {
   fl->l_len = (end == kOffsetMax || end < start) ? 0 : end - start + 1;
 }
 
-// nodeSetlk(id, nodeid, fh, owner, type, start, end) -> 0, -EAGAIN when another owner holds
-// a conflicting lock, or -errno. Never waits.
+inline int64_t EndOf(int64_t end) { return end < 0 ? kOffsetMax : end; }
+inline bool Overlap(int64_t a0, int64_t a1, int64_t b0, int64_t b1) { return a0 <= b1 && b0 <= a1; }
+
+// Records a granted lock or unlock of [start, end] for owner (called with locks.mu held).
+void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
+  auto& mine = t.held[nodeid][owner];
+  std::vector<LockRange> next;
+  for (const LockRange& r : mine) {
+    if (!Overlap(r.start, r.end, start, end)) {
+      next.push_back(r);
+      continue;
+    }
+    if (r.start < start) next.push_back({r.start, start - 1, r.type});
+    if (r.end > end) next.push_back({end + 1, r.end, r.type});
+  }
+  if (type != F_UNLCK) next.push_back({start, end, type});
+  if (next.empty()) {
+    t.held[nodeid].erase(owner);
+    if (t.held[nodeid].empty()) t.held.erase(nodeid);
+  } else {
+    mine = std::move(next);
+  }
+}
+
+// Would owner, waiting for w, wait forever? Follows who holds what it waits for, and what
+// those owners wait for in turn, back to owner (called with locks.mu held).
+bool Deadlocks(LockTable& t, uint64_t owner, const LockWait& w) {
+  std::vector<std::pair<uint64_t, LockWait>> todo{{owner, w}};
+  std::unordered_map<uint64_t, bool> seen;
+  while (!todo.empty()) {
+    auto [waiter, want] = todo.back();
+    todo.pop_back();
+    auto inode = t.held.find(want.nodeid);
+    if (inode == t.held.end()) continue;
+    for (const auto& [holder, ranges] : inode->second) {
+      if (holder == waiter) continue;
+      bool conflicts = false;
+      for (const LockRange& r : ranges)
+        if (Overlap(r.start, r.end, want.start, want.end) && (r.type == F_WRLCK || want.type == F_WRLCK)) conflicts = true;
+      if (!conflicts) continue;
+      if (holder == owner) return true;
+      if (seen[holder]) continue;
+      seen[holder] = true;
+      auto next = t.waiting.find(holder);
+      if (next != t.waiting.end()) todo.push_back({holder, next->second});
+    }
+  }
+  return false;
+}
+
+// nodeSetlk(id, nodeid, fh, owner, type, start, end, mode) -> 0, -EAGAIN when another owner
+// holds a conflicting lock, -EDEADLK when waiting for it would never end, or -errno. Never
+// waits. mode 0: SETLK; 1: an attempt of a SETLKW (the owner is then recorded as waiting);
+// 2: the SETLKW was given up (only forgets that the owner waits).
 Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, fh, owner;
-  int64_t type, start, end;
+  int64_t type, start, end, mode;
   if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &fh) || !ArgU64(info, 3, &owner) || !ArgInt(info, 4, &type) ||
-      !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end))
-    return ThrowType(info.Env(), "nodeSetlk(id, nodeid, fh, owner, type, start, end)");
+      !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end) || !ArgInt(info, 7, &mode))
+    return ThrowType(info.Env(), "nodeSetlk(id, nodeid, fh, owner, type, start, end, mode)");
+  LockTable& t = s->locks;
+  if (mode == 2) {
+    std::lock_guard<std::mutex> g(t.mu);
+    t.waiting.erase(owner);
+    return Num(info, 0);
+  }
   InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
   HandlePin h(s, fh);
@@ -261,12 +322,28 @@ Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   if (fd < 0) return Num(info, fd);
   struct flock fl;
   ToFlock(&fl, type, start, end);
+  // The attempt and the bookkeeping happen under the lock-table mutex (a non-blocking call),
+  // so the table always matches what the host granted.
+  std::lock_guard<std::mutex> g(t.mu);
   int r;
   do {
     r = fcntl(fd, F_OFD_SETLK, &fl);
   } while (r < 0 && errno == EINTR);
-  if (r < 0) return Num(info, errno == EACCES ? -EAGAIN : -errno);
-  return Num(info, 0);
+  if (r == 0) {
+    t.waiting.erase(owner);
+    ApplyRange(t, nodeid, owner, static_cast<int>(type), start, EndOf(end));
+    return Num(info, 0);
+  }
+  int e = errno == EACCES ? EAGAIN : errno;
+  if (e == EAGAIN && mode == 1) {
+    LockWait w{nodeid, start, EndOf(end), static_cast<int>(type)};
+    if (Deadlocks(t, owner, w)) {
+      t.waiting.erase(owner);
+      return Num(info, -EDEADLK);
+    }
+    t.waiting[owner] = w;
+  }
+  return Num(info, -e);
 }
 
 // nodeGetlk(id, nodeid, fh, owner, type, start, end, out[4]) -> 0 or -errno; out = [type,
@@ -315,6 +392,14 @@ Napi::Value NodeUnlockOwner(const Napi::CallbackInfo& info) {
     }
   }
   if (fd >= 0) close(fd);
+  {
+    std::lock_guard<std::mutex> g(s->locks.mu);
+    auto it = s->locks.held.find(nodeid);
+    if (it != s->locks.held.end()) {
+      it->second.erase(owner);
+      if (it->second.empty()) s->locks.held.erase(it);
+    }
+  }
   return info.Env().Undefined();
 }
 

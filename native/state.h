@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace vfsn {
 
@@ -89,8 +90,28 @@ struct HandleShard {
   }
 };
 
+// POSIX lock bookkeeping for deadlock detection (fileops.cc). OFD locks, which carry the
+// guest's locks on the host, have no deadlock detection of their own, so the granted ranges
+// of each owner and what each waiting owner waits for are kept here, under one mutex.
+struct LockRange {
+  int64_t start, end;  // inclusive
+  int type;            // F_RDLCK or F_WRLCK
+};
+struct LockWait {
+  uint64_t nodeid;
+  int64_t start, end;
+  int type;
+};
+struct LockTable {
+  std::mutex mu;
+  // nodeid -> owner -> granted ranges
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> held;
+  std::unordered_map<uint64_t, LockWait> waiting;  // owner -> what it waits for
+};
+
 struct FsState {
   InodeShard inodes[kShards];
+  LockTable locks;
   HandleShard handles[kShards];
   std::atomic<uint64_t> nextHandleShard{0};
   InodeKey rootKey{};
@@ -168,6 +189,11 @@ struct FsState {
   // A new session: every inode but the root and every handle go; pinned ones close when
   // their last pin drops. Sequence numbers go on, so no old id is handed out again.
   void Clear() {
+    {
+      std::lock_guard<std::mutex> g(locks.mu);
+      locks.held.clear();
+      locks.waiting.clear();
+    }
     for (InodeShard& sh : inodes) {
       std::lock_guard<std::mutex> g(sh.mu);
       for (auto it = sh.byId.begin(); it != sh.byId.end();) {

@@ -8,6 +8,10 @@
 #                 bookworm/bookworm-updates/bookworm-backports (6.12 comes from backports)
 #   --refresh     re-download the package index (pick up a newer kernel/busybox)
 #   --force       rebuild even if the cache is up to date
+# Guest tools: besides busybox, the image carries fio, stress-ng, setfattr/getfattr (attr) and
+# util-linux's flock and fallocate, copied from this machine (scripts/install-host-deps.sh
+# installs them; Debian 12's userland, as the guest's) with every library ldd lists. Busybox's
+# shell prefers its own applets: call these by full path (/usr/bin/fio, ...).
 # Output: .cache/guest/X.Y/{vmlinuz,initrd.gz,VERSION}; prints that directory as the last stdout
 # line.  Progress goes to stderr.  Rebuilt only when an input changes: the kernel package
 # version, the busybox-static version, the /init text, this script, or the content of
@@ -60,6 +64,8 @@ done
 OUT=$CACHE_DIR/guest/$kseries
 GUEST_TESTS=$REPO_DIR/guest-tests
 ROOT_MODULES="virtio_pci virtiofs"   # plus their dependencies
+GUEST_TOOLS=(/usr/bin/fio /usr/bin/stress-ng /usr/bin/setfattr /usr/bin/getfattr /usr/bin/flock /usr/bin/fallocate)
+TOOL_PKGS="fio stress-ng attr util-linux libc6"
 mkdir -p "$OUT"
 exec 8>"$OUT/.lock"; flock 8   # parallel runs (e.g. several run-guest.sh) build once
 
@@ -188,6 +194,8 @@ key=$(
     printf 'kernel %s %s\nbusybox %s\n' "$kpkg" "$kver" "$bbver"
     printf 'init %s\n' "$(printf '%s' "$INIT" | sha_stdin)"
     printf 'guest-tests %s\n' "$(tree_hash "$GUEST_TESTS")"
+    # shellcheck disable=SC2086
+    printf 'tools %s\n' "$(dpkg-query -W -f '${Package} ${Version}\n' $TOOL_PKGS 2>/dev/null | sha_stdin)"
     printf 'script %s\n' "$(cat "$0" "$SCRIPTS_DIR/lib/common.sh" | sha_stdin)"
 )
 key=$(printf '%s' "$key" | sha_stdin)
@@ -221,8 +229,9 @@ cp "$WORK/busybox/bin/busybox" "$R/bin/busybox"
 done
 printf '%s\n' "$INIT" >"$R/init"
 chmod 755 "$R/init"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
+# A user who is not root (uid 1000, for permission tests: su user -c CMD).
+printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
+printf 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n' >"$R/etc/group"
 mknod -m 600 "$R/dev/console" c 5 1 2>/dev/null || true
 mknod -m 666 "$R/dev/null" c 1 3 2>/dev/null || true
 
@@ -259,6 +268,17 @@ stage_module() {   # stage_module NAME: copy (decompressed) NAME and its deps, d
 for m in $ROOT_MODULES; do stage_module "$m"; done
 printf '%s\n' "${order[@]+"${order[@]}"}" >"$R/lib/modules/vfs-modules.list"
 log "modules: ${order[*]:-(all built in)}"
+
+# Guest tools with their libraries (same paths as on this machine).
+for t in "${GUEST_TOOLS[@]}"; do
+    [ -x "$t" ] || die "$t is missing: run scripts/install-host-deps.sh"
+    rm -f "$R$t"   # a busybox applet link of the same name
+    cp --parents "$t" "$R"
+    ldd "$t" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }' | while read -r lib; do
+        [ -e "$R$lib" ] || cp -L --parents "$lib" "$R"
+    done
+done
+log "tools: ${GUEST_TOOLS[*]##*/} ($(du -sk "$R/lib" "$R/usr/lib" 2>/dev/null | awk '{ s += $1 } END { print int(s / 1024) }') MiB of libraries)"
 
 if [ -d "$GUEST_TESTS" ]; then
     mkdir -p "$R/guest-tests"

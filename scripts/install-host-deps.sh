@@ -6,6 +6,8 @@
 #   busybox-static      static busybox (guest userland; build-guest.sh takes the same package
 #                       version from the archive, so the host copy is for host-side tests)
 #   cpio gzip xz-utils  building the initramfs, decompressing .ko.xz modules
+#   fio stress-ng attr  guest tools: build-guest.sh copies them (with the libraries ldd
+#                       lists) into the guest image, beside util-linux's flock and fallocate
 #   debian-archive-keyring  verifies the private bookworm/trixie indexes (lib/common.sh)
 #   util-linux coreutils (setsid, runuser, timeout, mkfifo: normally already there)
 # Recommends are not installed (no QEMU GUI).  Usage: scripts/install-host-deps.sh (as root).
@@ -24,7 +26,7 @@ case ${1:-} in
 esac
 
 PKGS=(qemu-system-x86 qemu-system-common busybox-static cpio gzip xz-utils
-      debian-archive-keyring util-linux coreutils)
+      debian-archive-keyring util-linux coreutils fio stress-ng attr)
 
 missing=()
 for p in "${PKGS[@]}"; do

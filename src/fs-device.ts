@@ -6,6 +6,7 @@
  * whose state (inodes, handles) is the one native FsState all threads share.
  */
 import type { Logger, LogLevel } from './log';
+import { opcodeName } from './fuse/abi';
 import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
 import type { DeviceSpec } from './vhost/backend';
@@ -27,7 +28,11 @@ export function createHandler(options: unknown, log: Logger): ChainHandler {
   const o = options as FsDeviceOptions;
   const fs = new PassthroughFs(o.passthrough);
   const server = new FuseServer(fs, log);
-  return { handle: (chain) => server.handle(chain) };
+  return {
+    handle: (chain) => server.handle(chain),
+    cancel: () => server.cancelWaits(),
+    stats: () => Object.fromEntries([...server.counts].map(([op, n]) => [opcodeName(op), n])),
+  };
 }
 
 export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {

@@ -154,8 +154,11 @@ export interface NativeAddon {
   handleCopyRange(id: number, fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number): number;
   /** LOCK_SH / LOCK_EX / LOCK_UN, never waiting (-EWOULDBLOCK). */
   handleFlock(id: number, fh: number, op: number): number;
-  /** Never waits: -EAGAIN when another owner holds a conflicting lock. */
-  nodeSetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint): number;
+  /**
+   * Never waits: -EAGAIN when another owner holds a conflicting lock, -EDEADLK when waiting
+   * could never end. mode 0: SETLK; 1: an attempt of a SETLKW; 2: the SETLKW was given up.
+   */
+  nodeSetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, mode: 0 | 1 | 2): number;
   /** out: type, start, end, pid of a conflicting lock (type F_UNLCK when none). */
   nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: Float64Array): number;
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;

@@ -263,6 +263,8 @@ export class NullFilesystem {
   setlk(_ctx: Context, _nodeid: number, _fh: number, _owner: bigint, _lock: Lock, _flock: boolean, _wait: boolean): void | Promise<void> {
     nosys();
   }
+  /** The queue stops: requests still waiting (a SETLKW) give up now, with EINTR. */
+  cancelWaits(): void {}
 }
 
 export type Filesystem = NullFilesystem;

@@ -55,6 +55,11 @@ export class FuseServer {
     private readonly log: Logger,
   ) {}
 
+  /** The queue stops: requests still waiting give up (they complete with EINTR). */
+  cancelWaits(): void {
+    this.fs.cancelWaits();
+  }
+
   /** Serves one request; returns the number of reply bytes written (0: no reply). */
   handle(t: FuseTransfer): number | Promise<number> {
     if (t.readableLen < abi.IN_HEADER_SIZE) {
@@ -295,6 +300,9 @@ export class FuseServer {
       case O.SETLKW: {
         const l = abi.decodeLkIn(a, 0);
         const flock = (l.lkFlags & abi.LkFlags.FLOCK) !== 0;
+        if (this.log.isLevelEnabled('trace')) {
+          this.log.trace({ op: abi.opcodeName(h.opcode), nodeid, owner: l.owner.toString(16), type: l.lk.type, start: String(l.lk.start), end: String(l.lk.end), flock }, 'lock request');
+        }
         const r = fs.setlk(ctx, nodeid, Number(l.fh), l.owner, l.lk, flock, h.opcode === O.SETLKW);
         if (r instanceof Promise) return r.then(() => this.header(t, u, 0, 0));
         return this.ok(t, u, 0);

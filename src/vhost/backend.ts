@@ -435,14 +435,18 @@ export class VhostUserBackend {
     this.send(request, u64(BigInt(value)));
   }
 
-  /** Per-queue request counts, for the exit report. */
-  async queueCounts(): Promise<Record<number, number>> {
-    const out: Record<number, number> = {};
+  /** Per-queue request counts and the handlers' own counts, for the exit report. */
+  async queueStats(): Promise<{ served: Record<number, number>; detail: Record<number, Record<string, number>> }> {
+    const served: Record<number, number> = {};
+    const detail: Record<number, Record<string, number>> = {};
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
-      if (h) out[i] = await h.served().catch(() => -1);
+      if (!h) continue;
+      const s = await h.stats().catch(() => ({ served: -1, detail: {} }));
+      served[i] = s.served;
+      if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
     }
-    return out;
+    return { served, detail };
   }
 
   /** Stops every queue, releases every descriptor and ends the connection. */
@@ -451,8 +455,8 @@ export class VhostUserBackend {
     this.closed = true;
     this.watcher?.close();
     this.watcher = null;
-    const counts = await this.queueCounts();
-    this.log.info({ requestsPerQueue: counts }, 'connection closed');
+    const stats = await this.queueStats();
+    this.log.info({ requestsPerQueue: stats.served, opcodesPerQueue: stats.detail }, 'connection closed');
     for (let i = 0; i < this.vrings.length; i++) {
       const v = this.vrings[i];
       if (v.running) await this.stopQueue(i).catch(() => undefined);

@@ -25,13 +25,18 @@ export function loadHandler(spec: HandlerSpec, log: Logger, queueIndex: number):
   return mod.createHandler(spec.options, log, queueIndex);
 }
 
+export interface QueueStats {
+  served: number;
+  detail: Record<string, number>;
+}
+
 export interface QueueHost {
   start(cfg: QueueConfig): Promise<void>;
   /** Stops the queue after its in-flight requests; resolves to the next avail index. */
   stop(): Promise<number>;
   setCallFd(fd: number): Promise<void>;
-  /** Requests served so far on this queue. */
-  served(): Promise<number>;
+  /** Requests served so far on this queue, and the handler's own counts (per opcode). */
+  stats(): Promise<QueueStats>;
   close(): Promise<void>;
 }
 
@@ -66,8 +71,8 @@ export class LocalQueueHost implements QueueHost {
     this.runner?.setCallFd(fd);
   }
 
-  async served(): Promise<number> {
-    return this.total + (this.runner?.served ?? 0);
+  async stats(): Promise<QueueStats> {
+    return { served: this.total + (this.runner?.served ?? 0), detail: this.handler?.stats?.() ?? {} };
   }
 
   async close(): Promise<void> {
@@ -130,8 +135,8 @@ export class WorkerQueueHost implements QueueHost {
     await this.call('setCallFd', fd);
   }
 
-  async served(): Promise<number> {
-    return (await this.call('served')) as number;
+  async stats(): Promise<QueueStats> {
+    return (await this.call('stats')) as QueueStats;
   }
 
   async close(): Promise<void> {

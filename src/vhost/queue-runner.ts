@@ -13,6 +13,10 @@ import { QueueError, Virtqueue, type RingAddresses } from './virtqueue';
 export interface ChainHandler {
   /** Serves one request; returns the number of bytes written into the chain's writable part. */
   handle(chain: DescriptorChain): number | Promise<number>;
+  /** The queue stops: requests still waiting on something (a lock) should complete now. */
+  cancel?(): void;
+  /** The handler's own counts (the FUSE server's requests per opcode), for the exit report. */
+  stats?(): Record<string, number>;
 }
 
 /** Everything a thread needs to run a queue; plain data so it can cross to a worker. */
@@ -83,7 +87,11 @@ export class QueueRunner {
     // close(), not stop(): the backend closes the kick fd once the queue has stopped.
     this.watcher?.close();
     this.watcher = null;
-    if (this.inflight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    if (this.inflight > 0) {
+      const idle = new Promise<void>((resolve) => (this.idle = resolve));
+      this.handler.cancel?.();
+      await idle;
+    }
     if (this.vq) this.publish();
     return this.vq ? this.vq.lastAvail : this.cfg.base;
   }

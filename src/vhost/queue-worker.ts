@@ -1,6 +1,6 @@
 /**
  * Entry point of a queue worker thread (see WorkerQueueHost): hosts one LocalQueueHost and
- * answers the main thread's start/stop/setCallFd/served/close calls in order.
+ * answers the main thread's start/stop/setCallFd/stats/close calls in order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { createLogger, type LogLevel } from '../log';
@@ -9,7 +9,7 @@ import type { QueueConfig } from './queue-runner';
 
 interface Call {
   id: number;
-  type: 'start' | 'stop' | 'setCallFd' | 'served' | 'close';
+  type: 'start' | 'stop' | 'setCallFd' | 'stats' | 'close';
   arg?: unknown;
 }
 
@@ -26,8 +26,8 @@ async function serve(c: Call): Promise<unknown> {
       return host.stop();
     case 'setCallFd':
       return host.setCallFd(c.arg as number);
-    case 'served':
-      return host.served();
+    case 'stats':
+      return host.stats();
     case 'close':
       await host.close();
       port.close();

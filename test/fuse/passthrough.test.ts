@@ -501,6 +501,23 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.equal(env.fs.getlk(ROOT, f.nodeid, h1, A, whole(F_WRLCK)).type, F_WRLCK, 'now B holds it');
     });
 
+    it('a wait that could never end is refused with EDEADLK; waits pending at a stop give up with EINTR', async () => {
+      const f = lookup(env, 'file');
+      const h = env.fs.open(ROOT, f.nodeid, fs.constants.O_RDWR).fh;
+      const A = 1n;
+      const B = 2n;
+      env.fs.setlk(ROOT, f.nodeid, h, A, { start: 0n, end: 9n, type: F_WRLCK, pid: 1 }, false, false);
+      env.fs.setlk(ROOT, f.nodeid, h, B, { start: 10n, end: 19n, type: F_WRLCK, pid: 2 }, false, false);
+      const aWaits = env.fs.setlk(ROOT, f.nodeid, h, A, { start: 10n, end: 19n, type: F_WRLCK, pid: 1 }, false, true);
+      assert.ok(aWaits instanceof Promise, 'A waits for B');
+      assert.equal(errOf(() => env.fs.setlk(ROOT, f.nodeid, h, B, { start: 5n, end: 5n, type: F_RDLCK, pid: 2 }, false, true)), E.EDEADLK);
+      env.fs.cancelWaits();
+      await assert.rejects(aWaits as Promise<void>, (e: unknown) => errnoOf(e) === E.EINTR);
+      // B's lock is still B's; once B lets go, A's lock can be had at once.
+      env.fs.setlk(ROOT, f.nodeid, h, B, { start: 10n, end: 19n, type: F_UNLCK, pid: 2 }, false, false);
+      env.fs.setlk(ROOT, f.nodeid, h, A, { start: 10n, end: 19n, type: F_WRLCK, pid: 1 }, false, false);
+    });
+
     it('flock locks belong to the open file, and conflict between handles', () => {
       const f = lookup(env, 'file');
       const h1 = env.fs.open(ROOT, f.nodeid, fs.constants.O_RDONLY).fh;

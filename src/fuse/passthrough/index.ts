@@ -21,7 +21,7 @@ import {
   type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type XattrReply,
 } from '../filesystem';
 import { attrsOf, checkAccess } from './attrs';
-import { getLock, setLock } from './locks';
+import { getLock, LockWaits } from './locks';
 
 const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
@@ -64,6 +64,7 @@ export class PassthroughFs extends NullFilesystem {
   private readonly policy: CachePolicy;
   private readonly timeouts: Float64Array;
   private readonly id: number;
+  private readonly lockWaits = new LockWaits();
 
   constructor(private readonly opts: PassthroughOptions) {
     super();
@@ -300,7 +301,11 @@ export class PassthroughFs extends NullFilesystem {
 
   override setlk(_ctx: Context, nodeid: number, fh: number, owner: bigint, lock: Lock, flock: boolean, wait: boolean): void | Promise<void> {
     if (flock ? !this.opts.flock : !this.opts.posixLock) throw new FsError(E.ENOSYS);
-    return setLock(this.id, nodeid, fh, owner, lock, flock, wait);
+    return this.lockWaits.set(this.id, nodeid, fh, owner, lock, flock, wait);
+  }
+
+  override cancelWaits(): void {
+    this.lockWaits.cancelAll();
   }
 
   // ---- helpers -----------------------------------------------------------------------

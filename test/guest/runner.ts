@@ -1,0 +1,248 @@
+/**
+ * The guest test runner, host side. It starts a virtio-fs daemon (ours, or the Rust
+ * virtiofsd as the reference) on a fresh share, boots the test guest under QEMU
+ * (scripts/run-guest.sh) and runs guest-tests/cases/*.sh inside it through
+ * guest-tests/run.sh, then splits the console into one result per case.
+ *
+ * A case passes with status 0, is skipped with 77 (its "SKIP: reason" line says why), and
+ * fails otherwise, including when it never finished: a hang the guest could not kill, a
+ * guest panic, or QEMU dying all leave cases without their END line, and those fail with
+ * what the console and the daemon said. Nothing here can hang: every boot has a time limit.
+ *
+ * Case headers (comment lines in the case file):
+ *   # timeout: SECS        the case's own limit inside the guest (default 60)
+ *   # daemon: ARGS...      daemon options the case needs (cases with the same ones share a boot)
+ *   # compare: rust        the case's transcript must match the Rust virtiofsd's line for line
+ *                          (lines starting "better:" excepted, see guest-tests/lib.sh)
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../frontend/daemons';
+
+export const CASES_DIR = path.join(REPO_ROOT, 'guest-tests', 'cases');
+
+/** A QEMU + guest kernel combination that works on these machines (GUEST-VM.md). */
+export interface Combo {
+  qemu: string;
+  binary: string;
+  kernel: string;
+  prepare: string;
+}
+
+export const COMBINATIONS: Combo[] = [
+  { qemu: '7.2', binary: '/usr/bin/qemu-system-x86_64', kernel: '6.1', prepare: 'scripts/install-host-deps.sh' },
+  {
+    qemu: '10.0',
+    binary: path.join(REPO_ROOT, '.cache', 'qemu', '10.0', 'qemu-system-x86_64'),
+    kernel: '6.12',
+    prepare: 'scripts/fetch-qemu.sh --version 10.0',
+  },
+];
+
+/** Why a combination cannot run here (missing QEMU or guest image), or null. */
+export function comboMissing(c: Combo): string | null {
+  if (!fs.existsSync(c.binary)) return `QEMU ${c.qemu} is missing (${c.binary}): run ${c.prepare}`;
+  if (!fs.existsSync(path.join(REPO_ROOT, '.cache', 'guest', c.kernel, 'initrd.gz'))) {
+    return `the ${c.kernel} guest image is missing: run scripts/build-guest.sh --kernel ${c.kernel}`;
+  }
+  return null;
+}
+
+export interface CaseInfo {
+  name: string;
+  timeout: number;
+  daemonArgs: string[];
+  compare: string[];
+}
+
+/** The cases in guest-tests/cases, with their headers. */
+export function listCases(dir = CASES_DIR): CaseInfo[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.sh'))
+    .sort()
+    .map((f) => {
+      const text = fs.readFileSync(path.join(dir, f), 'utf8');
+      const header = (key: string): string | undefined => new RegExp(`^# ${key}: *(.*)$`, 'm').exec(text)?.[1].trim();
+      return {
+        name: f.slice(0, -3),
+        timeout: Number(header('timeout') ?? 60),
+        daemonArgs: (header('daemon') ?? '').split(/\s+/).filter(Boolean),
+        compare: (header('compare') ?? '').split(/\s+/).filter(Boolean),
+      };
+    });
+}
+
+export type CaseStatus = 'pass' | 'skip' | 'fail' | 'timeout' | 'not-run';
+
+export interface CaseResult {
+  name: string;
+  status: CaseStatus;
+  /** The case's exit status, null when it never finished. */
+  code: number | null;
+  /** What the case printed (kernel log lines removed). */
+  output: string[];
+  /** Why it was skipped, or why it failed. */
+  reason: string;
+}
+
+export interface GuestRun {
+  results: Map<string, CaseResult>;
+  /** run-guest.sh's exit status (the guest command's, 124 timeout, 125 no result). */
+  guestStatus: number | null;
+  console: string;
+  daemonOutput: string;
+  /** How the daemon ended (it should exit 0 when QEMU goes). */
+  daemonExit: string;
+  seconds: number;
+}
+
+export interface RunOptions {
+  daemon: DaemonKind;
+  combo: Combo;
+  cases: CaseInfo[];
+  /** Options for the daemon beyond socket and share (defaults: the cases' own). */
+  daemonArgs?: string[];
+  /** Replace the daemon's default options (a broken daemon for the runner's own test...). */
+  daemonCommand?: { file: string; args: string[] };
+  queues?: number;
+  smp?: number;
+  /** Host directory to serve (default: a fresh temp directory, removed afterwards). */
+  share?: string;
+  /** Called with the share before the guest boots (to put host files in place). */
+  prepare?: (share: string) => void;
+}
+
+const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
+
+/** Splits a console transcript into per-case results. */
+export function parseConsole(text: string, cases: string[]): Map<string, CaseResult> {
+  const results = new Map<string, CaseResult>();
+  let current: CaseResult | null = null;
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    const begin = /^VFS-CASE-BEGIN (\S+)$/.exec(line);
+    const end = /^VFS-CASE-END (\S+) (\d+)$/.exec(line);
+    if (begin) {
+      current = { name: begin[1], status: 'not-run', code: null, output: [], reason: '' };
+      results.set(current.name, current);
+    } else if (end && current && end[1] === current.name) {
+      const code = Number(end[2]);
+      current.code = code;
+      current.status = code === 0 ? 'pass' : code === 77 ? 'skip' : code === 124 ? 'timeout' : 'fail';
+      const last = [...current.output].reverse().find((l) => /^(SKIP|FAIL): /.test(l));
+      current.reason = last ? last.replace(/^(SKIP|FAIL): /, '') : code === 124 ? 'timed out' : code === 0 ? '' : `exit status ${code}`;
+      current = null;
+    } else if (current && !KERNEL_LINE.test(line)) {
+      current.output.push(line);
+    }
+  }
+  for (const name of cases) {
+    const r = results.get(name);
+    if (!r) results.set(name, { name, status: 'not-run', code: null, output: [], reason: 'the guest never started this case' });
+    else if (r.code === null) r.reason = 'the guest never finished this case (hang, panic or QEMU exit)';
+  }
+  return results;
+}
+
+/** Boots one guest and runs the cases in it; never throws for what happens in the guest. */
+export async function runCases(o: RunOptions): Promise<GuestRun> {
+  const missing = comboMissing(o.combo);
+  if (missing) throw new Error(missing);
+  const t0 = Date.now();
+  const own = o.share === undefined;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-guest-'));
+  const share = o.share ?? path.join(work, 'share');
+  fs.mkdirSync(share, { recursive: true });
+  o.prepare?.(share);
+  const socketPath = path.join(work, 'vfs.sock');
+  const args = o.daemonArgs ?? [...new Set(o.cases.flatMap((c) => c.daemonArgs))];
+  let daemon: Daemon | null = null;
+  let custom: ReturnType<typeof spawn> | null = null;
+  let customOut = '';
+  if (o.daemonCommand) {
+    custom = spawn(o.daemonCommand.file, [...o.daemonCommand.args, `--socket-path=${socketPath}`, `--shared-dir=${share}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    custom.stdout?.on('data', (d: Buffer) => (customOut += d.toString()));
+    custom.stderr?.on('data', (d: Buffer) => (customOut += d.toString()));
+  } else {
+    const replace = o.daemon === 'rust' ? ['--sandbox=none', ...args] : args;
+    daemon = startDaemon(o.daemon, { sharedDir: share, socketPath, replaceDefaultArgs: replace });
+  }
+  const deadline = Date.now() + 10_000;
+  while (!fs.existsSync(socketPath) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const guestTimeout = o.cases.reduce((s, c) => s + c.timeout + 5, 10);
+  const cmd = `sh /guest-tests/run.sh ${o.cases.map((c) => c.name).join(' ')}`;
+  const runArgs = [
+    path.join(REPO_ROOT, 'scripts', 'run-guest.sh'),
+    '--socket', socketPath, '--qemu', o.combo.binary, '--kernel', o.combo.kernel, '--cmd', cmd,
+    '--timeout', String(guestTimeout), '--queues', String(o.queues ?? 1), '--smp', String(o.smp ?? 2),
+  ];
+  const { status, output } = await new Promise<{ status: number | null; output: string }>((resolve) => {
+    const p = spawn('bash', runArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    // run-guest.sh bounds the VM itself; this is the last resort.
+    const t = setTimeout(() => p.kill('SIGKILL'), (guestTimeout + 180) * 1000);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ status: code, output: out });
+    });
+  });
+  let daemonExit: string;
+  let daemonOutput: string;
+  if (daemon) {
+    try {
+      const e = await daemon.waitExit(10_000);
+      daemonExit = e.signal ? `signal ${e.signal}` : `exit ${e.code}`;
+    } catch {
+      await daemon.stop();
+      daemonExit = 'did not exit within 10 s of QEMU; killed';
+    }
+    daemonOutput = daemon.output();
+  } else {
+    const c = custom!;
+    const code = await new Promise<string>((resolve) => {
+      if (c.exitCode !== null) return resolve(`exit ${c.exitCode}`);
+      const t = setTimeout(() => {
+        c.kill('SIGKILL');
+        resolve('killed');
+      }, 5000);
+      c.on('exit', (code, sig) => {
+        clearTimeout(t);
+        resolve(sig ? `signal ${sig}` : `exit ${code}`);
+      });
+    });
+    daemonExit = code;
+    daemonOutput = customOut;
+  }
+  if (own) fs.rmSync(work, { recursive: true, force: true });
+  else fs.rmSync(socketPath, { force: true });
+  return {
+    results: parseConsole(output, o.cases.map((c) => c.name)),
+    guestStatus: status,
+    console: output,
+    daemonOutput,
+    daemonExit,
+    seconds: (Date.now() - t0) / 1000,
+  };
+}
+
+/** A readable account of a case that did not pass, for assertion messages. */
+export function explain(run: GuestRun, name: string): string {
+  const r = run.results.get(name);
+  const tail = (s: string, n: number): string => s.trim().split('\n').slice(-n).join('\n');
+  return [
+    `case ${name}: ${r?.status} (${r?.reason})`,
+    '--- case output:',
+    ...(r?.output.slice(-40) ?? []),
+    `--- guest console (status ${run.guestStatus}), last lines:`,
+    tail(run.console, 25),
+    `--- daemon (${run.daemonExit}), last lines:`,
+    tail(run.daemonOutput, 15),
+  ].join('\n');
+}
