@@ -75,6 +75,16 @@ export interface AttrReply {
   attrTimeout: number;
 }
 
+/** STATX: the attributes with the birth time and the statx mask the host filled. */
+export interface StatxReply extends AttrReply {
+  /** STATX_* bits of what is valid. */
+  mask: number;
+  btime: number;
+  btimeNsec: number;
+  devMajor: number;
+  devMinor: number;
+}
+
 export interface OpenReply {
   fh: number;
   /** FOPEN_* flags. */
@@ -153,6 +163,10 @@ export class NullFilesystem {
   }
   forget(_nodeid: number, _nlookup: number): void {}
   getattr(_ctx: Context, _nodeid: number, _fh: number | null): AttrReply {
+    return nosys();
+  }
+  /** STATX (sent by kernels from FUSE 7.39 on, when asked for fields GETATTR lacks). */
+  statx(_ctx: Context, _nodeid: number, _fh: number | null, _mask: number): StatxReply {
     return nosys();
   }
   setattr(_ctx: Context, _nodeid: number, _req: SetattrRequest): AttrReply {

@@ -128,6 +128,27 @@ export class FuseServer {
         const fh = g.getattrFlags & abi.GetattrFlags.FH ? Number(g.fh) : null;
         return this.attr(t, u, fs.getattr(ctx, nodeid, fh));
       }
+      case O.STATX: {
+        const x = abi.decodeStatxIn(a, 0);
+        const fh = x.getattrFlags & abi.GetattrFlags.FH ? Number(x.fh) : null;
+        const r = fs.statx(ctx, nodeid, fh, x.sxMask);
+        const at = r.attr;
+        const sx = (sec: number, nsec: number): abi.SxTime => ({ tvSec: BigInt(sec), tvNsec: nsec });
+        this.outBuf.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.STATX_OUT_SIZE);
+        abi.encodeStatxOut(this.outBuf, abi.OUT_HEADER_SIZE, {
+          attrValid: BigInt(Math.floor(r.attrTimeout)),
+          attrValidNsec: nsecOf(r.attrTimeout),
+          flags: 0,
+          stat: {
+            mask: r.mask, blksize: at.blksize, attributes: 0n, nlink: at.nlink, uid: at.uid, gid: at.gid, mode: at.mode & 0xffff,
+            ino: BigInt(at.ino), size: BigInt(at.size), blocks: BigInt(at.blocks), attributesMask: 0n,
+            atime: sx(at.atime, at.atimeNsec), btime: sx(r.btime, r.btimeNsec), ctime: sx(at.ctime, at.ctimeNsec), mtime: sx(at.mtime, at.mtimeNsec),
+            rdevMajor: (at.rdev >>> 8) & 0xfff, rdevMinor: (at.rdev & 0xff) | ((at.rdev >>> 12) & 0xfff00),
+            devMajor: r.devMajor, devMinor: r.devMinor,
+          },
+        });
+        return this.ok(t, u, abi.STATX_OUT_SIZE);
+      }
       case O.SETATTR: {
         const s = abi.decodeSetattrIn(a, 0);
         return this.attr(

@@ -18,7 +18,7 @@ import { cachePolicy, type CacheMode, type CachePolicy } from '../../cache/polic
 import { InitFlags, ReleaseFlags } from '../abi';
 import {
   check, E, FsError, NullFilesystem, type AttrReply, type Context, type CreateReply, type Entry, type InitReply,
-  type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type XattrReply,
+  type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type StatxReply, type XattrReply,
 } from '../filesystem';
 import { attrsOf, checkAccess } from './attrs';
 import { getLock, LockWaits } from './locks';
@@ -159,6 +159,20 @@ export class PassthroughFs extends NullFilesystem {
   override getattr(_ctx: Context, nodeid: number, _fh: number | null): AttrReply {
     check(native.nodeStatx(this.id, nodeid, this.st));
     return { attr: attrsOf(this.st), attrTimeout: this.policy.attrTimeout };
+  }
+
+  override statx(_ctx: Context, nodeid: number, _fh: number | null, _mask: number): StatxReply {
+    const st = this.st;
+    check(native.nodeStatx(this.id, nodeid, st));
+    return {
+      attr: attrsOf(st),
+      attrTimeout: this.policy.attrTimeout,
+      mask: st[StatxField.mask],
+      btime: st[StatxField.btimeSec],
+      btimeNsec: st[StatxField.btimeNsec],
+      devMajor: st[StatxField.devMajor],
+      devMinor: st[StatxField.devMinor],
+    };
   }
 
   override setattr(_ctx: Context, nodeid: number, r: SetattrRequest): AttrReply {
