@@ -134,17 +134,20 @@ fi
 echo "VFS-MOUNTED"
 
 cd /
-rm -f /tmp/.vfs-timeout /tmp/.vfs-done
-setsid sh -c "$cmd" &
-cpid=$!
+rm -f /tmp/.vfs-timeout /tmp/.vfs-done /tmp/.vfs-cmd
+# The watcher runs in the background and the command in the foreground: a command started
+# as "cmd &" by this shell (no job control) would have SIGINT and SIGQUIT ignored, and so
+# would everything it runs. The command gets a session of its own and writes its pid, which
+# is also its process group, for the watcher to kill.
 (
     sleep "$tmo"
     [ -e /tmp/.vfs-done ] && exit 0
     : >/tmp/.vfs-timeout
+    cpid=$(cat /tmp/.vfs-cmd 2>/dev/null)
     echo "VFS-TIMEOUT command still running after ${tmo}s, killing it"
-    kill -TERM "-$cpid" 2>/dev/null
+    [ -z "$cpid" ] || kill -TERM "-$cpid" 2>/dev/null
     sleep 2
-    kill -KILL "-$cpid" 2>/dev/null
+    [ -z "$cpid" ] || kill -KILL "-$cpid" 2>/dev/null
     sleep 5
     [ -e /tmp/.vfs-done ] && exit 0
     echo "VFS-HUNG the command survives SIGKILL (uninterruptible FUSE wait?)"
@@ -152,7 +155,8 @@ cpid=$!
     off
 ) &
 wpid=$!
-wait "$cpid"; st=$?
+# shellcheck disable=SC2016
+setsid sh -c 'echo $$ >/tmp/.vfs-cmd; exec sh -c "$1"' sh "$cmd"; st=$?
 : >/tmp/.vfs-done
 kill "$wpid" 2>/dev/null
 [ -e /tmp/.vfs-timeout ] && st=124

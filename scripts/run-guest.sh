@@ -22,6 +22,8 @@
 #                   .cache/kvm-check/), else tcg.  Env VFS_ACCEL does the same.
 #   --append P      extra kernel parameters (e.g. 'loglevel=7' to see driver messages)
 #   --log FILE      also keep the guest console in FILE
+#   --interactive   the guest console on this terminal (Ctrl-A X quits QEMU), a login shell
+#                   instead of --cmd, no time limit; needs a terminal on stdin
 # The guest console streams to stdout (CR stripped), QEMU's own messages go to stderr.
 # Exit status: the guest command's status (from the console line "VFS-EXIT <status>");
 # 124 on a timeout (command killed in the guest, or the VM killed by the host);
@@ -42,13 +44,14 @@ bad() { printf '%s: %s (see --help)\n' "$PROG" "$*" >&2; exit 2; }
 
 socket="" tag=myfs qemu=/usr/bin/qemu-system-x86_64 kseries=6.1 cmd='ls -la /mnt'
 tmo=60 boot_tmo=120 smp=2 mem=512 queues=1 qsize=1024 mopts="" accel=${VFS_ACCEL:-auto}
-append="" logfile=""
+append="" logfile="" interactive=""
 qemu_extra=()
 while [ $# -gt 0 ]; do
     opt=$1
     case $opt in
         --*=*) set -- "${opt%%=*}" "${opt#*=}" "${@:2}"; continue ;;
         -h|--help) usage; exit 0 ;;
+        --interactive) interactive=1; shift; continue ;;
         --socket|--tag|--qemu|--kernel|--cmd|--timeout|--boot-timeout|--smp|--mem|--queues|\
         --queue-size|--mount-opts|--accel|--append|--qemu-arg|--log)
             [ $# -ge 2 ] || bad "$opt needs a value" ;;
@@ -123,6 +126,12 @@ esac
 if [ "$accel" = kvm ]; then cpu=host; else cpu=max; fi
 
 # --- Command line ---------------------------------------------------------------------------
+if [ -n "$interactive" ]; then
+    [ -t 0 ] || { log "error: --interactive needs a terminal on stdin (use --cmd instead)"; exit 2; }
+    # cttyhack makes the console the shell's controlling terminal: Ctrl-C reaches its jobs.
+    cmd='echo "virtio-fs tag mounted on /mnt. Leave with exit (or Ctrl-A X)."; cd /mnt; exec cttyhack sh -l'
+    tmo=31536000
+fi
 cmd64=$(printf '%s' "$cmd" | base64 -w0)
 kargs="console=ttyS0 quiet panic=-1 vfs.tag=$tag vfs.timeout=$tmo"
 [ -z "$mopts" ] || kargs+=" vfs.opts=$mopts"
@@ -153,6 +162,19 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 
+if [ -n "$interactive" ]; then
+    log "booting $(basename "$guest") guest on $("$qemu" --version | head -n1 | sed 's/ *Copyright.*//'), accel=$accel, interactive"
+    for i in "${!args[@]}"; do
+        case ${args[$i]} in stdio) [ "${args[$((i - 1))]}" = -serial ] && args[$i]=mon:stdio ;; none) [ "${args[$((i - 1))]}" = -monitor ] && args[$i]=none ;; esac
+    done
+    set +e
+    "$qemu" "${args[@]}"
+    rc=$?
+    set -e
+    trap - EXIT
+    rm -rf "$tmp"
+    exit "$rc"
+fi
 total=$((tmo + boot_tmo))
 log "booting $(basename "$guest") guest ($(awk 'NR==1 {print $2}' "$guest/VERSION")) on $("$qemu" --version | head -n1 | sed 's/ *Copyright.*//'), accel=$accel smp=$smp mem=${mem}M queues=$queues tag=$tag socket=$socket, limit ${total}s"
 mkfifo "$tmp/out"

@@ -2,24 +2,31 @@
 # vm.sh (npm run vm): the main job. Serves a host directory with virtiofsd-ts and boots a
 # small Linux guest under QEMU that mounts it at /mnt and runs a command.
 #
-# Usage: npm run vm -- [--run 'CMD'] [--share DIR] [--kernel 6.1] [--cache MODE] [--queues N]
-#          [--daemon-arg ARG]...
-#   --run CMD     command to run in the guest (default: show the mount and the share)
+# Usage: npm run vm -- [--run 'CMD'] [--share DIR] [--qemu 7.2|10.0] [--kernel 6.1|6.12]
+#          [--cache MODE] [--queues N] [--smp N] [--daemon-arg ARG]...
+#   --run CMD     run CMD in the guest (sh -c, cwd /) and exit with its status; without it,
+#                 a shell on the guest's console (leave with exit, or Ctrl-A X)
 #   --share DIR   host directory to serve (default ./share, created if missing)
+#   --qemu V      7.2 (Debian 12's, default) or 10.0 (bookworm-backports, fetched on first
+#                 use); 10.0 boots the 6.12 guest unless --kernel says otherwise
+#   --kernel K    guest kernel series: 6.1 (default with QEMU 7.2) or 6.12
 #   --cache MODE  never|metadata|auto|always (default auto)
+#   --queues N    request queues (num-request-queues; default 1), --smp N vCPUs (default 2)
+#   --daemon-arg ARG  one more virtiofsd-ts option (repeatable), e.g. --daemon-arg --xattr
 # Installs what is missing first (QEMU from Debian, the guest image), so it works on a fresh
 # Debian machine after `npm ci`. Exits with the guest command's status; the daemon exits
 # with QEMU, and the socket is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run='grep virtiofs /proc/mounts && cat /mnt/hello.txt'
-share=./share kernel=6.1 cache=auto queues=1
+run="" share=./share kernel="" qemu=7.2 cache=auto queues=1 smp=2
 daemon_args=()
 while [ $# -gt 0 ]; do
     case $1 in
         --run) run=$2; shift 2 ;;
         --share) share=$2; shift 2 ;;
         --kernel) kernel=$2; shift 2 ;;
+        --qemu) qemu=$2; shift 2 ;;
+        --smp) smp=$2; shift 2 ;;
         --cache) cache=$2; shift 2 ;;
         --queues) queues=$2; shift 2 ;;
         --daemon-arg) daemon_args+=("$2"); shift 2 ;;
@@ -27,7 +34,14 @@ while [ $# -gt 0 ]; do
         *) echo "vm: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+case $qemu in
+    7.2) kernel=${kernel:-6.1} ;;
+    10.0) kernel=${kernel:-6.12} ;;
+    *) echo "vm: --qemu wants 7.2 or 10.0" >&2; exit 2 ;;
+esac
+[ -n "$run" ] || [ -t 0 ] || { echo "vm: no terminal for a shell: give a command with --run 'CMD'" >&2; exit 2; }
 bash scripts/install-host-deps.sh >&2
+qemu_bin=$(bash scripts/fetch-qemu.sh --version "$qemu" | tail -n1)
 bash scripts/build-guest.sh --kernel "$kernel" >&2
 [ -f dist/src/main.js ] && [ -f build/Release/virtiofsd_native.node ] || npm run build >&2
 mkdir -p "$share"
@@ -41,7 +55,11 @@ trap cleanup EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$dir/daemon.log" >&2; echo "vm: the daemon did not start" >&2; exit 1; }
 set +e
-bash scripts/run-guest.sh --socket "$sock" --kernel "$kernel" --queues "$queues" --cmd "$run"
+if [ -n "$run" ]; then
+    bash scripts/run-guest.sh --socket "$sock" --qemu "$qemu_bin" --kernel "$kernel" --queues "$queues" --smp "$smp" --cmd "$run"
+else
+    bash scripts/run-guest.sh --socket "$sock" --qemu "$qemu_bin" --kernel "$kernel" --queues "$queues" --smp "$smp" --interactive
+fi
 status=$?
 set -e
 wait "$daemon" 2>/dev/null || true

@@ -30,4 +30,5 @@ check "user 1000 removes from a sticky directory what root owns" as_user rm -f f
 chmod 2775 maskdir; chgrp 1000 maskdir
 : > maskdir/inherited
 expect "setgid directory passes its group on" 1000 "$(stat -c %g maskdir/inherited)"
+check "xattrs without --xattr" $T/getfattr -n user.x f
 done_

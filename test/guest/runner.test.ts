@@ -1,0 +1,50 @@
+/**
+ * @guest The guest test runner itself: a daemon that never answers FUSE_INIT must make the
+ * cases fail within their time limits, never pass and never hang the run.
+ */
+import { strict as assert } from 'node:assert';
+import * as path from 'node:path';
+import { COMBINATIONS, comboMissing, listCases, parseConsole, runCases } from './runner';
+
+describe('@guest guest test runner', function () {
+  this.timeout(400_000);
+
+  it('fails every case, within the time limits, when the daemon never answers FUSE_INIT', async () => {
+    const combo = COMBINATIONS[0];
+    assert.equal(comboMissing(combo), null, comboMissing(combo) ?? '');
+    const cases = listCases()
+      .filter((c) => c.name === '00-mount' || c.name === 'posix-files')
+      .map((c) => ({ ...c, timeout: 15 }));
+    const t0 = Date.now();
+    const run = await runCases({
+      daemon: 'ts',
+      combo,
+      cases,
+      daemonCommand: { file: process.execPath, args: [path.join(__dirname, '..', 'support', 'broken-daemon.js')] },
+    });
+    const seconds = (Date.now() - t0) / 1000;
+    for (const c of cases) assert.notEqual(run.results.get(c.name)!.status, 'pass', `${c.name} passed on a broken daemon`);
+    // The guest's own limit is the cases' limits plus a margin; boot and shutdown come on top.
+    const limit = cases.reduce((s, c) => s + c.timeout + 5, 10) + 60;
+    assert.ok(seconds < limit, `the run took ${seconds} s, more than ${limit} s`);
+    assert.notEqual(run.guestStatus, 0);
+  });
+
+  it('reads case results from a console transcript, kernel lines and unfinished cases included', () => {
+    const text = [
+      'VFS-CASE-BEGIN a', 'one', '[   12.345678] some kernel line', 'VFS-CASE-END a 0',
+      'VFS-CASE-BEGIN b', 'SKIP: no tool', 'VFS-CASE-END b 77',
+      'VFS-CASE-BEGIN c', 'FAIL: broken', 'VFS-CASE-END c 1',
+      'VFS-CASE-BEGIN d', 'half way',
+    ].join('\r\n');
+    const r = parseConsole(text, ['a', 'b', 'c', 'd', 'e']);
+    assert.deepEqual(r.get('a'), { name: 'a', status: 'pass', code: 0, output: ['one'], reason: '' });
+    assert.equal(r.get('b')!.status, 'skip');
+    assert.equal(r.get('b')!.reason, 'no tool');
+    assert.equal(r.get('c')!.status, 'fail');
+    assert.equal(r.get('c')!.reason, 'broken');
+    assert.equal(r.get('d')!.status, 'not-run');
+    assert.match(r.get('d')!.reason, /never finished/);
+    assert.equal(r.get('e')!.status, 'not-run');
+  });
+});
