@@ -291,6 +291,7 @@ if [ -d "$GUEST_TESTS" ]; then
 fi
 
 # Reproducible newc archive: sorted names, owner root, fixed mtimes, gzip -n.
+log "packing the initramfs ($(du -sm "$R" | cut -f1) MiB before compression; about 15 s)"
 find "$R" -exec touch -h -d @0 {} +
 (cd "$R" && find . -mindepth 1 | LC_ALL=C sort |
     cpio --quiet -o -H newc --owner=0:0 --reproducible) | gzip -9n >"$WORK/initrd.gz"

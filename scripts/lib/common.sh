@@ -219,7 +219,7 @@ apt_private_download() {
             if [ -s "$file" ]; then echo "$file"; return 0; fi
             exec 7>"$d/.flock"; flock 7
             if [ -s "$file" ]; then exec 7>&-; echo "$file"; return 0; fi
-            log "downloading $pkg $ver"
+            log "downloading $pkg $ver ($(apt_cache_p "$name" show "$pkg=$ver" 2>/dev/null | awk '/^Size:/ { printf "%.1f MiB", $2 / 1048576; exit }'))"
             rm -f "$d/dl/"*.deb
             if (cd "$d/dl" && apt_get_p "$name" -qq download "$pkg=$ver" >"$d/download.log" 2>&1); then
                 mv "$d/dl/"*.deb "$file.tmp" && mv "$file.tmp" "$file"

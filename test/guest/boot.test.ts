@@ -7,13 +7,13 @@
  * fetch-qemu.sh, build-guest.sh); fails, never skips, when they are missing.
  */
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { REPO, startOurDaemon } from '../support/daemon';
 
-export const COMBINATIONS = [
+const COMBINATIONS = [
   { qemu: '7.2', binary: '/usr/bin/qemu-system-x86_64', kernel: '6.1', prepare: 'scripts/install-host-deps.sh' },
   { qemu: '10.0', binary: path.join(REPO, '.cache', 'qemu', '10.0', 'qemu-system-x86_64'), kernel: '6.12', prepare: 'scripts/fetch-qemu.sh --version 10.0' },
 ];
@@ -54,3 +54,31 @@ for (const combo of COMBINATIONS) {
     });
   });
 }
+
+describe('@guest the README\'s main job: npm run vm', function () {
+  this.timeout(300_000);
+
+  for (const combo of COMBINATIONS) {
+    it(`--qemu ${combo.qemu}: runs a command in the guest, the file appears on the host, nothing is left running`, () => {
+      const share = mkdtempSync(path.join(tmpdir(), 'vfsd-vm-'));
+      const r = spawnSync('npm', ['run', '--silent', 'vm', '--', '--qemu', combo.qemu, '--share', share, '--run', 'echo hi > /mnt/x && cat /mnt/x'], {
+        cwd: REPO,
+        encoding: 'utf8',
+        timeout: 240_000,
+      });
+      const out = `${r.stdout}\n${r.stderr}`;
+      assert.equal(r.status, 0, out);
+      assert.match(r.stdout, /^hi$/m, out);
+      assert.equal(readFileSync(path.join(share, 'x'), 'utf8'), 'hi\n');
+      assert.ok(existsSync(path.join(share, 'hello.txt')), 'the share gets a hello.txt');
+      const stray = execFileSync('sh', ['-c', `ps -eo args | grep -F -e ${share} | grep -v grep || true`], { encoding: 'utf8' });
+      assert.equal(stray.trim(), '', `processes left running:\n${stray}`);
+    });
+  }
+
+  it('refuses to start a shell without a terminal, and says how to run a command', () => {
+    const r = spawnSync('bash', [path.join(REPO, 'scripts', 'vm.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--run/);
+  });
+});
