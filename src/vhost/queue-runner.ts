@@ -32,8 +32,12 @@ export interface QueueConfig {
   memTableId: number;
 }
 
-/** Chains served between two publications of the used index. */
-const FLUSH_EVERY = 64;
+/**
+ * Chains served between two publications of the used index. 1: every completion is published
+ * (and notified, if the driver asks) at once, so the driver can refill while the next chain
+ * is served; batching 64 cost a third of the throughput of 1 MiB reads at depth 4.
+ */
+const FLUSH_EVERY = 1;
 
 const memories = new Map<number, GuestMemory>();
 function memoryFor(tableId: number): GuestMemory {

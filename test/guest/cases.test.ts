@@ -38,13 +38,13 @@ interface ComboRuns {
   shares: string[];
 }
 
-async function runAll(daemon: 'ts' | 'rust', combo: Combo, cases: CaseInfo[]): Promise<ComboRuns> {
+async function runAll(daemon: 'ts' | 'rust', combo: Combo, cases: CaseInfo[], queues = 1, smp = 2): Promise<ComboRuns> {
   const out: ComboRuns = { runs: [], shares: [] };
   for (const group of groups(cases)) {
     const share = fs.mkdtempSync(path.join(os.tmpdir(), `vfs-cases-${daemon}-`));
     const lock = holdHostLock(share);
     try {
-      out.runs.push(await runCases({ daemon, combo, cases: group, share }));
+      out.runs.push(await runCases({ daemon, combo, cases: group, share, queues, smp }));
     } finally {
       lock.kill();
     }
@@ -109,6 +109,51 @@ for (const combo of COMBINATIONS) {
       };
       walk('');
       assert.deepEqual(host.sort(), guest, explain(run, 'stress-ng'));
+    });
+  });
+}
+
+/** requestsPerQueue from the daemon's "connection closed" line. */
+function requestsPerQueue(run: GuestRun): Record<string, number> {
+  const line = run.daemonOutput
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { msg?: string; requestsPerQueue?: Record<string, number> })
+    .find((l) => l.msg === 'connection closed');
+  assert.ok(line?.requestsPerQueue, `no exit report from the daemon:\n${run.daemonOutput.slice(-2000)}`);
+  return line.requestsPerQueue;
+}
+
+// Several request queues: Linux 6.12 maps them to vCPUs (6.1 uses one), so QEMU 10.0 only.
+for (const { queues, smp } of [{ queues: 2, smp: 2 }, { queues: 4, smp: 4 }]) {
+  const combo = COMBINATIONS[1];
+  describe(`@guest guest-tests with ${queues} request queues and ${smp} vCPUs (QEMU ${combo.qemu} + Linux ${combo.kernel}), virtiofsd-ts`, function () {
+    this.timeout(1_200_000);
+    let runs: ComboRuns;
+
+    before(async function () {
+      const missing = comboMissing(combo);
+      assert.equal(missing, null, missing ?? '');
+      runs = await runAll('ts', combo, CASES, queues, smp);
+    });
+
+    after(() => {
+      for (const s of runs?.shares ?? []) fs.rmSync(s, { recursive: true, force: true });
+    });
+
+    for (const c of CASES) {
+      it(c.name, function () {
+        const { run } = resultOf(runs, c.name);
+        const r = run.results.get(c.name)!;
+        if (r.status === 'skip') this.skip();
+        assert.equal(r.status, 'pass', explain(run, c.name));
+      });
+    }
+
+    it('served requests on every request queue', () => {
+      const { run } = resultOf(runs, 'stress-ng');
+      const per = requestsPerQueue(run);
+      for (let q = 1; q <= queues; q++) assert.ok((per[q] ?? 0) > 0, `queue ${q} served nothing: ${JSON.stringify(per)}`);
     });
   });
 }

@@ -1,0 +1,341 @@
+/**
+ * npm run bench: virtiofsd-ts against the Rust virtiofsd (thread pool 0 and 16) and the C
+ * virtiofsd, each driven through our own vhost-user front end (test/frontend/) over its
+ * socket: the same requests, the same guest memory, in one run. Rows are run daemon after
+ * daemon (alternating), ROUNDS times, and each figure is the median over rounds. Requests are
+ * kept in flight up to the row's queue depth, spread over the request queues.
+ *
+ * Per row and daemon: ops/s, MB/s, mean latency (µs per request), daemon CPU time per op
+ * and, per daemon, peak RSS (VmHWM), both over the daemon's process and its children. Ratios are ours / Rust at the same
+ * thread count (Rust with --thread-pool-size 0, its default, and 16). The table goes to stdout
+ * and to bench/results/frontend.md, a chart to bench/results/frontend.svg.
+ *
+ * Options: --rounds=N (default 3), --seconds=S per row and daemon (default 2), --only=TEXT.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as abi from '../src/fuse/abi';
+import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../test/frontend/daemons';
+import type { VhostUserFrontend } from '../test/frontend/frontend';
+import { FuseClient, ok } from '../test/frontend/fuse-client';
+
+const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const ROUNDS = Number(arg('rounds') ?? 3);
+const SECONDS = Number(arg('seconds') ?? 2);
+const ONLY = arg('only');
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const FILE_SIZE = 64 * MiB;
+/** Clock ticks per second of /proc/PID/stat times (sysconf(_SC_CLK_TCK) on Linux x86_64). */
+const CLK_TCK = 100;
+
+interface Config {
+  label: string;
+  kind: DaemonKind;
+  args: string[];
+  queues: number;
+  /** The Rust configuration this one is compared with. */
+  versus: string | null;
+}
+
+const CONFIGS: Config[] = [
+  { label: 'virtiofsd-ts', kind: 'ts', args: ['--cache=never'], queues: 1, versus: 'rust tp0' },
+  { label: 'virtiofsd-ts 2q', kind: 'ts', args: ['--cache=never'], queues: 2, versus: 'rust tp0' },
+  { label: 'rust tp0', kind: 'rust', args: ['--sandbox=none', '--cache=never', '--thread-pool-size=0'], queues: 1, versus: null },
+  { label: 'rust tp16', kind: 'rust', args: ['--sandbox=none', '--cache=never', '--thread-pool-size=16'], queues: 1, versus: null },
+  { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1, versus: null },
+];
+
+type Op = 'getattr' | 'lookup' | 'read' | 'write' | 'smallfile';
+
+interface Row {
+  label: string;
+  op: Op;
+  size: number;
+  depth: number;
+}
+
+const ROWS: Row[] = [
+  { label: 'GETATTR, depth 1', op: 'getattr', size: 0, depth: 1 },
+  { label: 'LOOKUP, depth 1', op: 'lookup', size: 0, depth: 1 },
+  { label: '4 KiB READ, depth 1', op: 'read', size: 4 * KiB, depth: 1 },
+  { label: '4 KiB READ, depth 16', op: 'read', size: 4 * KiB, depth: 16 },
+  { label: '4 KiB WRITE, depth 1', op: 'write', size: 4 * KiB, depth: 1 },
+  { label: '4 KiB WRITE, depth 16', op: 'write', size: 4 * KiB, depth: 16 },
+  { label: '1 MiB READ, depth 4', op: 'read', size: MiB, depth: 4 },
+  { label: '1 MiB WRITE, depth 4', op: 'write', size: MiB, depth: 4 },
+  { label: 'small file CREATE+WRITE+RELEASE+UNLINK', op: 'smallfile', size: 4 * KiB, depth: 1 },
+];
+
+/** One daemon under test, connected, with its files open. */
+interface Subject {
+  config: Config;
+  daemon: Daemon;
+  fe: VhostUserFrontend;
+  clients: FuseClient[];
+  big: { nodeid: bigint; fh: bigint };
+  out: { nodeid: bigint; fh: bigint };
+  dirNodeid: bigint;
+  pid: number;
+  work: string;
+}
+
+async function setUp(config: Config, index: number): Promise<Subject> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-bench-'));
+  const share = path.join(work, 'share');
+  fs.mkdirSync(path.join(share, 'dir'), { recursive: true });
+  const fd = fs.openSync(path.join(share, 'big'), 'w');
+  const chunk = Buffer.alloc(MiB);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31 + index) & 0xff;
+  for (let off = 0; off < FILE_SIZE; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off);
+  fs.closeSync(fd);
+  fs.writeFileSync(path.join(share, 'out'), Buffer.alloc(FILE_SIZE));
+  const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.args });
+  const fe = await daemon.connect();
+  await fe.negotiate({ requestQueues: config.queues, queueSize: 256, memory: { size: 128 * MiB } });
+  const clients = Array.from({ length: config.queues }, (_, i) => new FuseClient(fe, { queue: i + 1, timeoutMs: 30000 }));
+  ok(await clients[0].init(), 'INIT');
+  const open = async (name: string, flags: number): Promise<{ nodeid: bigint; fh: bigint }> => {
+    const e = ok(await clients[0].lookup(1n, name), `LOOKUP ${name}`);
+    const o = ok(await clients[0].open(e.nodeid, flags), `OPEN ${name}`);
+    return { nodeid: e.nodeid, fh: o.fh };
+  };
+  const big = await open('big', fs.constants.O_RDONLY);
+  const out = await open('out', fs.constants.O_WRONLY);
+  const dirNodeid = ok(await clients[0].lookup(1n, 'dir'), 'LOOKUP dir').nodeid;
+  return { config, daemon, fe, clients, big, out, dirNodeid, pid: daemon.proc.pid!, work };
+}
+
+async function tearDown(s: Subject): Promise<void> {
+  s.fe.close();
+  await s.daemon.stop(5000);
+  fs.rmSync(s.work, { recursive: true, force: true });
+}
+
+/** pid and every process below it (the C virtiofsd works in a child it forks). */
+function processTree(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(Number(e), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone
+    }
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const [p, pp] of parent) if (pp === out[i]) out.push(p);
+  return out;
+}
+
+/** CPU time of the daemon's processes so far, in seconds (utime + stime of /proc/PID/stat). */
+function cpuSeconds(pid: number): number {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      total += (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+    } catch {
+      // gone
+    }
+  }
+  return total;
+}
+
+/** Peak resident set of the daemon's processes, in MiB (VmHWM, summed over the tree). */
+function peakRssMiB(pid: number): number {
+  let kb = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+    } catch {
+      // gone
+    }
+  }
+  return kb / 1024;
+}
+
+const payload = Buffer.alloc(MiB, 0x5a);
+const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s), Buffer.alloc(1)]);
+let fileSerial = 0;
+
+/** One request of the row's kind on client c; resolves when it (all of it) is done. */
+async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<void> {
+  const blocks = FILE_SIZE / row.size;
+  switch (row.op) {
+    case 'getattr':
+      ok(await c.getattr(s.big.nodeid), 'GETATTR');
+      return;
+    case 'lookup':
+      ok(await c.lookup(1n, 'big'), 'LOOKUP');
+      return;
+    case 'read': {
+      const off = ((i * 7919) % blocks) * row.size;
+      const d = ok(await c.read(s.big.fh, off, row.size, { nodeid: s.big.nodeid }), 'READ');
+      if (d.length !== row.size) throw new Error(`short read ${d.length}`);
+      return;
+    }
+    case 'write': {
+      const off = ((i * 7919) % blocks) * row.size;
+      const w = ok(await c.write(s.out.fh, off, payload.subarray(0, row.size), { nodeid: s.out.nodeid }), 'WRITE');
+      if (w.size !== row.size) throw new Error(`short write ${w.size}`);
+      return;
+    }
+    case 'smallfile': {
+      const name = `f${fileSerial++}`;
+      const args = Buffer.alloc(abi.CREATE_IN_SIZE);
+      abi.encodeCreateIn(args, 0, { flags: fs.constants.O_WRONLY, mode: 0o100644, umask: 0, openFlags: 0 });
+      const r = await c.request(abi.Opcode.CREATE, s.dirNodeid, Buffer.concat([args, cstr(name)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+      if (r.error) throw new Error(`CREATE: ${r.error}`);
+      const e = abi.decodeEntryOut(r.body, 0);
+      const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
+      ok(await c.write(o.fh, 0, payload.subarray(0, row.size), { nodeid: e.nodeid }), 'WRITE');
+      ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
+      const u = await c.request(abi.Opcode.UNLINK, s.dirNodeid, cstr(name), 0);
+      if (u.error) throw new Error(`UNLINK: ${u.error}`);
+      await c.forget(e.nodeid, 1);
+      return;
+    }
+  }
+}
+
+interface Sample {
+  opsPerSec: number;
+  mbPerSec: number;
+  latencyUs: number;
+  cpuUsPerOp: number;
+}
+
+/** Runs one row on one subject for SECONDS, `depth` requests in flight over its queues. */
+async function runRow(s: Subject, row: Row): Promise<Sample> {
+  let ops = 0;
+  let latency = 0;
+  let i = 0;
+  const warm = Date.now() + 200;
+  while (Date.now() < warm) await oneOp(s, s.clients[0], row, i++);
+  const cpu0 = cpuSeconds(s.pid);
+  const t0 = process.hrtime.bigint();
+  const end = Date.now() + SECONDS * 1000;
+  const lane = async (k: number): Promise<void> => {
+    const c = s.clients[k % s.clients.length];
+    while (Date.now() < end) {
+      const a = process.hrtime.bigint();
+      await oneOp(s, c, row, i++);
+      latency += Number(process.hrtime.bigint() - a) / 1e3;
+      ops++;
+    }
+  };
+  await Promise.all(Array.from({ length: row.depth }, (_, k) => lane(k)));
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuSeconds(s.pid) - cpu0;
+  return { opsPerSec: ops / seconds, mbPerSec: (ops * row.size) / seconds / 1e6, latencyUs: latency / ops, cpuUsPerOp: (cpu * 1e6) / ops };
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+function fmt(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+}
+
+async function main(): Promise<void> {
+  const rows = ROWS.filter((r) => !ONLY || r.label.includes(ONLY));
+  const subjects: Subject[] = [];
+  for (const [i, c] of CONFIGS.entries()) subjects.push(await setUp(c, i));
+  const samples = new Map<string, Sample[]>();
+  const key = (r: Row, s: Subject): string => `${r.label}|${s.config.label}`;
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const row of rows) {
+      for (const s of subjects) {
+        const r = await runRow(s, row);
+        samples.set(key(row, s), [...(samples.get(key(row, s)) ?? []), r]);
+        process.stderr.write(`round ${round}/${ROUNDS}  ${row.label}  ${s.config.label}: ${fmt(r.opsPerSec)} ops/s\n`);
+      }
+    }
+  }
+  const rss = new Map(subjects.map((s) => [s.config.label, peakRssMiB(s.pid)]));
+  for (const s of subjects) await tearDown(s);
+
+  const med = (r: Row, label: string, f: (x: Sample) => number): number => {
+    const xs = samples.get(`${r.label}|${label}`);
+    return xs ? median(xs.map(f)) : NaN;
+  };
+  const cpu = os.cpus();
+  const lines: string[] = [];
+  lines.push(`# npm run bench: virtiofsd-ts against the Rust and the C virtiofsd`);
+  lines.push('');
+  lines.push(
+    `${new Date().toISOString().slice(0, 10)}, ${cpu.length} vCPUs (${cpu[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}; ` +
+      `each daemon through our vhost-user front end (eventfd notifications), ${SECONDS} s per row and daemon after 0.2 s of warm-up, ` +
+      `median of ${ROUNDS} alternating rounds; a 64 MiB page-cached file; --cache=never (C: cache=none).`,
+  );
+  lines.push('');
+  lines.push('| row | daemon | ops/s | MB/s | µs/op (mean latency) | daemon CPU µs/op | ours / Rust (same threads) |');
+  lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const row of rows) {
+    for (const s of subjects) {
+      const label = s.config.label;
+      const ops = med(row, label, (x) => x.opsPerSec);
+      const ratio = s.config.versus ? ops / med(row, s.config.versus, (x) => x.opsPerSec) : NaN;
+      lines.push(
+        `| ${row.label} | ${label} | ${fmt(ops)} | ${row.size ? fmt(med(row, label, (x) => x.mbPerSec)) : '-'} | ${fmt(med(row, label, (x) => x.latencyUs))} | ` +
+          `${fmt(med(row, label, (x) => x.cpuUsPerOp))} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,
+      );
+    }
+  }
+  lines.push('');
+  lines.push('| daemon | peak RSS (MiB) |');
+  lines.push('| --- | ---: |');
+  for (const [label, m] of rss) lines.push(`| ${label} | ${fmt(m)} |`);
+  const text = lines.join('\n') + '\n';
+  process.stdout.write(text);
+  const dir = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'frontend.md'), text);
+  fs.writeFileSync(path.join(dir, 'frontend.svg'), chart(rows, subjects.map((s) => s.config.label), (r, l) => med(r, l, (x) => x.opsPerSec)));
+  process.stderr.write(`written: bench/results/frontend.md, bench/results/frontend.svg\n`);
+}
+
+/** A grouped bar chart: per row, each daemon's ops/s relative to the Rust virtiofsd (tp0). */
+function chart(rows: Row[], labels: string[], ops: (r: Row, label: string) => number): string {
+  const colors = ['#1f77b4', '#17becf', '#d62728', '#ff9896', '#7f7f7f'];
+  const rowH = 18 * labels.length + 16;
+  const left = 270;
+  const width = 900;
+  const scaleW = width - left - 80;
+  const ratios = rows.map((r) => labels.map((l) => ops(r, l) / ops(r, 'rust tp0')));
+  const max = Math.max(2, ...ratios.flat().filter(Number.isFinite));
+  const height = 60 + rows.length * rowH + 20 * labels.length;
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<text x="10" y="20" font-size="14">ops/s relative to the Rust virtiofsd (thread pool 0) = 1.0</text>`,
+  ];
+  const x1 = left + scaleW / max;
+  out.push(`<line x1="${x1}" y1="30" x2="${x1}" y2="${40 + rows.length * rowH}" stroke="#333" stroke-dasharray="4"/>`);
+  rows.forEach((r, i) => {
+    const y0 = 40 + i * rowH;
+    out.push(`<text x="10" y="${y0 + rowH / 2}">${r.label}</text>`);
+    labels.forEach((_l, j) => {
+      const v = ratios[i][j];
+      if (!Number.isFinite(v)) return;
+      const w = (scaleW * v) / max;
+      out.push(`<rect x="${left}" y="${y0 + j * 18}" width="${w.toFixed(1)}" height="15" fill="${colors[j % colors.length]}"/>`);
+      out.push(`<text x="${left + w + 4}" y="${y0 + j * 18 + 12}">${v.toFixed(2)}</text>`);
+    });
+  });
+  labels.forEach((l, j) => {
+    const y = 50 + rows.length * rowH + j * 20;
+    out.push(`<rect x="10" y="${y - 11}" width="14" height="14" fill="${colors[j % colors.length]}"/><text x="30" y="${y}">${l}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
