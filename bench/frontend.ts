@@ -42,6 +42,7 @@ interface Config {
 const CONFIGS: Config[] = [
   { label: 'virtiofsd-ts', kind: 'ts', args: ['--cache=never'], queues: 1, versus: 'rust tp0' },
   { label: 'virtiofsd-ts 2q', kind: 'ts', args: ['--cache=never'], queues: 2, versus: 'rust tp0' },
+  { label: 'virtiofsd-ts tp16', kind: 'ts', args: ['--cache=never', '--thread-pool-size=16'], queues: 1, versus: 'rust tp16' },
   { label: 'rust tp0', kind: 'rust', args: ['--sandbox=none', '--cache=never', '--thread-pool-size=0'], queues: 1, versus: null },
   { label: 'rust tp16', kind: 'rust', args: ['--sandbox=none', '--cache=never', '--thread-pool-size=16'], queues: 1, versus: null },
   { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1, versus: null },
@@ -302,7 +303,7 @@ async function main(): Promise<void> {
 
 /** A grouped bar chart: per row, each daemon's ops/s relative to the Rust virtiofsd (tp0). */
 function chart(rows: Row[], labels: string[], ops: (r: Row, label: string) => number): string {
-  const colors = ['#1f77b4', '#17becf', '#d62728', '#ff9896', '#7f7f7f'];
+  const colors = ['#1f77b4', '#17becf', '#2ca02c', '#d62728', '#ff9896', '#7f7f7f'];
   const rowH = 18 * labels.length + 16;
   const left = 270;
   const width = 900;

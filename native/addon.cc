@@ -78,6 +78,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitState(env, exports);
   vfsn::InitNodeOps(env, exports);
   vfsn::InitFileOps(env, exports);
+  vfsn::InitAsyncOps(env, exports);
   return exports;
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 #include <sys/uio.h>
+#include <memory>
 #include <vector>
 
 namespace vfsn {
@@ -48,6 +49,9 @@ bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out);
 // guest memory. The iovecs stay valid until this thread next translates through a changed
 // table (memory.cc keeps a per-thread snapshot of the mappings).
 int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov);
+// A reference to this thread's current snapshot of table tableId: whoever holds it keeps the
+// mappings GuestIovecs pointed into alive (an I/O finishing on another thread), or nullptr.
+std::shared_ptr<const void> KeepGuestMemory(int64_t tableId);
 
 // preadv/pwritev (write) of fd at pos (-1: the file position) through iov, looping over
 // IOV_MAX batches and short transfers. Returns bytes moved, or -errno if nothing moved.
@@ -75,5 +79,6 @@ void InitFsOps(Napi::Env env, Napi::Object exports);
 void InitState(Napi::Env env, Napi::Object exports);
 void InitNodeOps(Napi::Env env, Napi::Object exports);
 void InitFileOps(Napi::Env env, Napi::Object exports);
+void InitAsyncOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

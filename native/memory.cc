@@ -336,6 +336,11 @@ Napi::Value MmapShared(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+std::shared_ptr<const void> KeepGuestMemory(int64_t tableId) {
+  if (!CurrentRegions(tableId)) return nullptr;
+  return tCache[tableId - 1].regions;
+}
+
 int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov) {
   const RegionList* rs = CurrentRegions(tableId);
   if (!rs) return EBADF;

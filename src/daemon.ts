@@ -60,6 +60,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
         // As the Rust virtiofsd: no READDIRPLUS with cache=never (nothing could be cached).
         readdirplus: !opts.noReaddirplus && opts.cache !== 'never',
         allowDirectIo: opts.allowDirectIo,
+        threadPool: opts.threadPoolSize > 0,
       },
       logLevel: opts.logLevel,
     },

@@ -35,6 +35,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(CAPABILITIES, null, 2) + '\n');
     return 0;
   }
+  // libuv sizes its thread pool (shared by every queue worker) at its first use.
+  if (opts.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(opts.threadPoolSize);
   const log = createLogger(opts.logLevel);
   try {
     return await runDaemon(opts, log);

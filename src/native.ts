@@ -163,6 +163,10 @@ export interface NativeAddon {
   nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: Float64Array): number;
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;
   handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number): number;
+  // asyncops.cc: the same on libuv's thread pool (--thread-pool-size > 0)
+  handleReadvAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): Promise<number>;
+  handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): Promise<number>;
+  handleFsyncAsync(id: number, fh: number, datasync: boolean): Promise<number>;
 }
 
 // dist/src/native.js -> <root>/build/Release
@@ -193,4 +197,9 @@ export const guestIo = {
     native.handleReadv(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
   handleWritev: (id: number, fh: number, position: number, r: GuestRanges): number =>
     native.handleWritev(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
+  /** On the thread pool; the ranges are translated before this returns. */
+  handleReadvAsync: (id: number, fh: number, position: number, r: GuestRanges): Promise<number> =>
+    native.handleReadvAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
+  handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges): Promise<number> =>
+    native.handleWritevAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
 };

@@ -150,7 +150,9 @@ function nosys(): never {
 /**
  * One method per FUSE opcode. Every method of this base answers ENOSYS (the kernel then
  * stops asking for most of them), so a subclass overrides what it supports and this class
- * on its own is the null filesystem used to fuzz the server.
+ * on its own is the null filesystem used to fuzz the server. Methods that may block (read,
+ * write, fsync) may return a Promise: the request then completes when it settles, and the
+ * queue goes on meanwhile.
  */
 export class NullFilesystem {
   /** A new session begins (INIT); `offered` is the kernel's INIT flag set. */
@@ -207,11 +209,11 @@ export class NullFilesystem {
     return nosys();
   }
   /** Reads up to `size` bytes at `offset` straight into `dst` (guest memory); returns bytes read. */
-  read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: GuestRanges): number {
+  read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: GuestRanges): number | Promise<number> {
     return nosys();
   }
   /** Writes the bytes of `src` (guest memory) at `offset`; returns bytes written. */
-  write(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _src: GuestRanges, _writeFlags: number): number {
+  write(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _src: GuestRanges, _writeFlags: number): number | Promise<number> {
     return nosys();
   }
   flush(_ctx: Context, _nodeid: number, _fh: number, _lockOwner: bigint): void {
@@ -220,7 +222,7 @@ export class NullFilesystem {
   release(_ctx: Context, _nodeid: number, _fh: number, _releaseFlags: number, _lockOwner: bigint): void {
     nosys();
   }
-  fsync(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void {
+  fsync(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void | Promise<void> {
     nosys();
   }
   opendir(_ctx: Context, _nodeid: number, _flags: number): OpenReply {
@@ -236,7 +238,7 @@ export class NullFilesystem {
   releasedir(_ctx: Context, _nodeid: number, _fh: number): void {
     nosys();
   }
-  fsyncdir(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void {
+  fsyncdir(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void | Promise<void> {
     nosys();
   }
   statfs(_ctx: Context, _nodeid: number): StatfsReply {

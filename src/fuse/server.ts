@@ -222,14 +222,18 @@ export class FuseServer {
         if (room < 0) return 0;
         const size = Math.min(r.size, room);
         const n = fs.read(ctx, nodeid, Number(r.fh), Number(r.offset), size, t.writeRanges(abi.OUT_HEADER_SIZE, size));
+        if (typeof n !== 'number') return n.then((got) => this.header(t, u, 0, got));
         return this.header(t, u, 0, n);
       }
       case O.WRITE: {
         const w = abi.decodeWriteIn(a, 0);
         if (w.size > t.readableLeft) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${t.readableLeft} in the request`);
         const n = fs.write(ctx, nodeid, Number(w.fh), Number(w.offset), t.readRanges(w.size), w.writeFlags);
-        abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: n });
-        return this.ok(t, u, abi.WRITE_OUT_SIZE);
+        const done = (wrote: number): number => {
+          abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: wrote });
+          return this.ok(t, u, abi.WRITE_OUT_SIZE);
+        };
+        return typeof n === 'number' ? done(n) : n.then(done);
       }
       case O.FLUSH: {
         const f = abi.decodeFlushIn(a, 0);
@@ -247,8 +251,8 @@ export class FuseServer {
       case O.FSYNCDIR: {
         const f = abi.decodeFsyncIn(a, 0);
         const datasync = (f.fsyncFlags & abi.FsyncFlags.FDATASYNC) !== 0;
-        if (h.opcode === O.FSYNC) fs.fsync(ctx, nodeid, Number(f.fh), datasync);
-        else fs.fsyncdir(ctx, nodeid, Number(f.fh), datasync);
+        const r = h.opcode === O.FSYNC ? fs.fsync(ctx, nodeid, Number(f.fh), datasync) : fs.fsyncdir(ctx, nodeid, Number(f.fh), datasync);
+        if (r instanceof Promise) return r.then(() => this.header(t, u, 0, 0));
         return this.ok(t, u, 0);
       }
       case O.READDIR:

@@ -46,6 +46,7 @@ const DEFAULTS: Omit<PassthroughOptions, 'stateId' | 'sharedDir'> = {
   flock: true,
   readdirplus: true,
   allowDirectIo: false,
+  threadPool: false,
 };
 
 function setup(opts: Partial<PassthroughOptions> = {}): Env {

@@ -42,6 +42,8 @@ export interface PassthroughOptions {
   flock: boolean;
   readdirplus: boolean;
   allowDirectIo: boolean;
+  /** --thread-pool-size > 0: READ, WRITE and FSYNC run on the thread pool (native/asyncops.cc). */
+  threadPool: boolean;
 }
 
 /** Creates the shared state and registers the shared directory as nodeid 1. */
@@ -217,12 +219,14 @@ export class PassthroughFs extends NullFilesystem {
     return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
   }
 
-  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number {
+  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number | Promise<number> {
+    if (this.opts.threadPool) return guestIo.handleReadvAsync(this.id, fh, offset, dst).then(check);
     return check(guestIo.handleReadv(this.id, fh, offset, dst));
   }
 
-  override write(_ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number {
+  override write(_ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number | Promise<number> {
     this.writable();
+    if (this.opts.threadPool) return guestIo.handleWritevAsync(this.id, fh, offset, src).then(check);
     return check(guestIo.handleWritev(this.id, fh, offset, src));
   }
 
@@ -236,7 +240,8 @@ export class PassthroughFs extends NullFilesystem {
     check(native.handleRemove(this.id, fh));
   }
 
-  override fsync(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void {
+  override fsync(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void | Promise<void> {
+    if (this.opts.threadPool) return native.handleFsyncAsync(this.id, fh, datasync).then((r) => void check(r));
     check(native.handleFsync(this.id, fh, datasync));
   }
 
@@ -274,8 +279,8 @@ export class PassthroughFs extends NullFilesystem {
     check(native.handleRemove(this.id, fh));
   }
 
-  override fsyncdir(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void {
-    check(native.handleFsync(this.id, fh, datasync));
+  override fsyncdir(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void | Promise<void> {
+    return this.fsync(_ctx, _nodeid, fh, datasync);
   }
 
   // ---- extended attributes -----------------------------------------------------------
