@@ -466,8 +466,23 @@ function name(a: Buffer, off: number): Buffer {
   return abi.readCString(a, off).value;
 }
 
+/**
+ * A u64 field from a JS number (a safe integer >= 0) as two 32-bit halves: no BigInt on the
+ * reply path (a reply of attributes would otherwise allocate a dozen of them).
+ */
+function writeU64(b: Buffer, off: number, x: number): void {
+  b.writeUInt32LE(x >>> 0, off);
+  b.writeUInt32LE(Math.floor(x / 4294967296) >>> 0, off + 4);
+}
+
+/** An i64 field (timestamps may be negative). */
+function writeI64(b: Buffer, off: number, x: number): void {
+  if (x >= 0) writeU64(b, off, x);
+  else b.writeBigInt64LE(BigInt(x), off);
+}
+
 function writeTimeout(b: Buffer, off: number, seconds: number): void {
-  b.writeBigUInt64LE(BigInt(Math.floor(seconds)), off);
+  writeU64(b, off, Math.floor(seconds));
 }
 
 function nsecOf(seconds: number): number {
@@ -476,8 +491,8 @@ function nsecOf(seconds: number): number {
 
 function encodeEntry(o: Buffer, b: number, e: Entry): void {
   o.fill(0, b, b + abi.ENTRY_OUT_SIZE);
-  o.writeBigUInt64LE(BigInt(e.nodeid), b);
-  o.writeBigUInt64LE(BigInt(e.generation), b + 8);
+  writeU64(o, b, e.nodeid);
+  writeU64(o, b + 8, e.generation);
   writeTimeout(o, b + 16, e.entryTimeout);
   writeTimeout(o, b + 24, e.attrTimeout);
   o.writeUInt32LE(nsecOf(e.entryTimeout), b + 32);
@@ -486,12 +501,12 @@ function encodeEntry(o: Buffer, b: number, e: Entry): void {
 }
 
 function writeAttr(b: Buffer, off: number, a: Attributes): void {
-  b.writeBigUInt64LE(BigInt(a.ino), off);
-  b.writeBigUInt64LE(BigInt(a.size), off + 8);
-  b.writeBigUInt64LE(BigInt(a.blocks), off + 16);
-  b.writeBigInt64LE(BigInt(a.atime), off + 24);
-  b.writeBigInt64LE(BigInt(a.mtime), off + 32);
-  b.writeBigInt64LE(BigInt(a.ctime), off + 40);
+  writeU64(b, off, a.ino);
+  writeU64(b, off + 8, a.size);
+  writeU64(b, off + 16, a.blocks);
+  writeI64(b, off + 24, a.atime);
+  writeI64(b, off + 32, a.mtime);
+  writeI64(b, off + 40, a.ctime);
   b.writeUInt32LE(a.atimeNsec, off + 48);
   b.writeUInt32LE(a.mtimeNsec, off + 52);
   b.writeUInt32LE(a.ctimeNsec, off + 56);

@@ -54,6 +54,13 @@ export class DescriptorChain {
 
   /** Copies the next n readable bytes into dst at dstOff; returns how many there were. */
   read(dst: Buffer, dstOff: number, n: number): number {
+    // The usual case (a header or arguments inside the first descriptor) without closures.
+    const r = this.readable;
+    if (r.length >= 2 && this.readPos + n <= r[1]) {
+      this.mem.copyOut(r[0] + this.readPos, dst, dstOff, n);
+      this.readPos += n;
+      return n;
+    }
     const got = forRanges(this.readable, this.readPos, n, (gpa, len, done) => this.mem.copyOut(gpa, dst, dstOff + done, len));
     this.readPos += got;
     return got;
@@ -68,6 +75,11 @@ export class DescriptorChain {
 
   /** Copies n bytes of src into the writable stream at byte pos; returns bytes copied. */
   writeAt(pos: number, src: Buffer, srcOff: number, n: number): number {
+    const w = this.writable;
+    if (w.length >= 2 && pos + n <= w[1]) {
+      this.mem.copyIn(w[0] + pos, src, srcOff, n);
+      return n;
+    }
     return forRanges(this.writable, pos, n, (gpa, len, done) => this.mem.copyIn(gpa, src, srcOff + done, len));
   }
 

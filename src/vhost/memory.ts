@@ -87,12 +87,27 @@ export class GuestMemory {
 
   /** Copies n guest bytes at gpa into dst (a checked range; splits at chunk and region ends). */
   copyOut(gpa: number, dst: Buffer, dstOff: number, n: number): void {
-    this.pieces(gpa, n, (buf, off, len, done) => buf.copy(dst, dstOff + done, off, off + len));
+    const p = this.within(gpa, n);
+    if (p) p.buf.copy(dst, dstOff, p.off, p.off + n);
+    else this.pieces(gpa, n, (buf, off, len, done) => buf.copy(dst, dstOff + done, off, off + len));
   }
 
   /** Copies n bytes of src into guest memory at gpa. */
   copyIn(gpa: number, src: Buffer, srcOff: number, n: number): void {
-    this.pieces(gpa, n, (buf, off, len, done) => src.copy(buf, off, srcOff + done, srcOff + done + len));
+    const p = this.within(gpa, n);
+    if (p) src.copy(p.buf, p.off, srcOff, srcOff + n);
+    else this.pieces(gpa, n, (buf, off, len, done) => src.copy(buf, off, srcOff + done, srcOff + done + len));
+  }
+
+  /** The place of [gpa, gpa+n) when it lies in one chunk of one region (the usual case). */
+  private within(gpa: number, n: number): Place | null {
+    const r = this.regionOfGpa(gpa);
+    if (!r) return null;
+    const rel = gpa - r.gpa;
+    const chunk = Math.floor(rel / CHUNK_SIZE);
+    const off = rel - chunk * CHUNK_SIZE;
+    const buf = r.chunks[chunk];
+    return off + n <= buf.length ? { buf, off } : null;
   }
 
   private pieces(gpa: number, len: number, f: (buf: Buffer, off: number, len: number, done: number) => void): void {
