@@ -19,6 +19,7 @@ import * as abi from '../src/fuse/abi';
 import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../test/frontend/daemons';
 import type { VhostUserFrontend } from '../test/frontend/frontend';
 import { FuseClient, ok } from '../test/frontend/fuse-client';
+import { ratioChart } from './chart';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const ROUNDS = Number(arg('rounds') ?? 3);
@@ -297,43 +298,18 @@ async function main(): Promise<void> {
   const dir = path.join(REPO_ROOT, 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'frontend.md'), text);
-  fs.writeFileSync(path.join(dir, 'frontend.svg'), chart(rows, subjects.map((s) => s.config.label), (r, l) => med(r, l, (x) => x.opsPerSec)));
+  const byLabel = new Map(rows.map((r) => [r.label, r]));
+  fs.writeFileSync(
+    path.join(dir, 'frontend.svg'),
+    ratioChart(
+      'ops/s relative to the Rust virtiofsd (thread pool 0) = 1.0',
+      rows.map((r) => r.label),
+      subjects.map((s) => s.config.label),
+      (r, l) => med(byLabel.get(r)!, l, (x) => x.opsPerSec),
+      'rust tp0',
+    ),
+  );
   process.stderr.write(`written: bench/results/frontend.md, bench/results/frontend.svg\n`);
-}
-
-/** A grouped bar chart: per row, each daemon's ops/s relative to the Rust virtiofsd (tp0). */
-function chart(rows: Row[], labels: string[], ops: (r: Row, label: string) => number): string {
-  const colors = ['#1f77b4', '#17becf', '#2ca02c', '#d62728', '#ff9896', '#7f7f7f'];
-  const rowH = 18 * labels.length + 16;
-  const left = 270;
-  const width = 900;
-  const scaleW = width - left - 80;
-  const ratios = rows.map((r) => labels.map((l) => ops(r, l) / ops(r, 'rust tp0')));
-  const max = Math.max(2, ...ratios.flat().filter(Number.isFinite));
-  const height = 60 + rows.length * rowH + 20 * labels.length;
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
-    `<text x="10" y="20" font-size="14">ops/s relative to the Rust virtiofsd (thread pool 0) = 1.0</text>`,
-  ];
-  const x1 = left + scaleW / max;
-  out.push(`<line x1="${x1}" y1="30" x2="${x1}" y2="${40 + rows.length * rowH}" stroke="#333" stroke-dasharray="4"/>`);
-  rows.forEach((r, i) => {
-    const y0 = 40 + i * rowH;
-    out.push(`<text x="10" y="${y0 + rowH / 2}">${r.label}</text>`);
-    labels.forEach((_l, j) => {
-      const v = ratios[i][j];
-      if (!Number.isFinite(v)) return;
-      const w = (scaleW * v) / max;
-      out.push(`<rect x="${left}" y="${y0 + j * 18}" width="${w.toFixed(1)}" height="15" fill="${colors[j % colors.length]}"/>`);
-      out.push(`<text x="${left + w + 4}" y="${y0 + j * 18 + 12}">${v.toFixed(2)}</text>`);
-    });
-  });
-  labels.forEach((l, j) => {
-    const y = 50 + rows.length * rowH + j * 20;
-    out.push(`<rect x="10" y="${y - 11}" width="14" height="14" fill="${colors[j % colors.length]}"/><text x="30" y="${y}">${l}</text>`);
-  });
-  out.push('</svg>');
-  return out.join('\n') + '\n';
 }
 
 main().catch((e: unknown) => {

@@ -1,6 +1,7 @@
 #!/bin/sh
 # run.sh: runs guest test cases inside the test guest (scripts/build-guest.sh puts this folder
-# at /guest-tests). Usage: sh /guest-tests/run.sh CASE...  (names of cases/*.sh, no suffix).
+# at /guest-tests). Usage: sh /guest-tests/run.sh [-d DIR] CASE...  (names of DIR/*.sh without
+# the suffix; DIR is cases, the default, or bench for npm run bench:guest).
 #
 # Each case runs in a fresh directory on the share, /mnt/.vfs-tests/CASE, with its own time
 # limit (a line "# timeout: SECS" in the case, default 60), and its output is bracketed:
@@ -11,10 +12,12 @@
 # timed out, anything else failed. The host (test/guest/runner.ts) reads these lines; a case
 # the guest never finished (a hang, a panic) has no END line and fails there.
 cd / || exit 1
+set_=cases
+if [ "$1" = -d ]; then set_=$2; shift 2; fi
 root=/mnt/.vfs-tests
 mkdir -p "$root" || { echo "VFS-CASE-ERROR cannot create $root on the share"; exit 1; }
 for c in "$@"; do
-    f=/guest-tests/cases/$c.sh
+    f=/guest-tests/$set_/$c.sh
     echo "VFS-CASE-BEGIN $c"
     if [ ! -f "$f" ]; then
         echo "no such case: $f"

@@ -22,6 +22,8 @@ import * as path from 'node:path';
 import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../frontend/daemons';
 
 export const CASES_DIR = path.join(REPO_ROOT, 'guest-tests', 'cases');
+/** The fio jobs of npm run bench:guest, run the same way. */
+export const BENCH_DIR = path.join(REPO_ROOT, 'guest-tests', 'bench');
 
 /** A QEMU + guest kernel combination that works on these machines (GUEST-VM.md). */
 export interface Combo {
@@ -113,6 +115,8 @@ export interface RunOptions {
   share?: string;
   /** Called with the share before the guest boots (to put host files in place). */
   prepare?: (share: string) => void;
+  /** Which scripts: guest-tests/cases (default) or guest-tests/bench. */
+  set?: 'cases' | 'bench';
 }
 
 const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
@@ -175,7 +179,7 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
   const deadline = Date.now() + 10_000;
   while (!fs.existsSync(socketPath) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const guestTimeout = o.cases.reduce((s, c) => s + c.timeout + 5, 10);
-  const cmd = `sh /guest-tests/run.sh ${o.cases.map((c) => c.name).join(' ')}`;
+  const cmd = `sh /guest-tests/run.sh -d ${o.set ?? 'cases'} ${o.cases.map((c) => c.name).join(' ')}`;
   const runArgs = [
     path.join(REPO_ROOT, 'scripts', 'run-guest.sh'),
     '--socket', socketPath, '--qemu', o.combo.binary, '--kernel', o.combo.kernel, '--cmd', cmd,

@@ -1,0 +1,108 @@
+/**
+ * npm run bench:guest: fio inside a real guest (QEMU 10.0 + Linux 6.12, 2 vCPUs, TCG or KVM)
+ * against virtiofsd-ts (1 and 2 request queues), the Rust virtiofsd and the C virtiofsd, all
+ * with cache=never. Each daemon boots one guest per round that runs every job of
+ * guest-tests/bench (fio: 4 KiB random read/write psync, 1 MiB sequential read/write, 4 KiB
+ * random read libaio at depth 16, two jobs on two vCPUs; and a metadata job), daemons
+ * alternating, ROUNDS rounds; each figure is the median over rounds. The table goes to stdout
+ * and bench/results/guest.md, a chart to bench/results/guest.svg.
+ *
+ * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT).
+ * Figures from another run are not comparable: compare the daemons of one run only.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { REPO_ROOT, type DaemonKind } from '../test/frontend/daemons';
+import { BENCH_DIR, COMBINATIONS, comboMissing, explain, listCases, runCases } from '../test/guest/runner';
+import { ratioChart } from './chart';
+
+const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const ROUNDS = Number(arg('rounds') ?? 3);
+const ONLY = arg('only');
+
+interface Config {
+  label: string;
+  kind: DaemonKind;
+  args: string[];
+  queues: number;
+}
+
+const CONFIGS: Config[] = [
+  { label: 'virtiofsd-ts', kind: 'ts', args: ['--cache=never'], queues: 1 },
+  { label: 'virtiofsd-ts 2q', kind: 'ts', args: ['--cache=never'], queues: 2 },
+  { label: 'rust', kind: 'rust', args: ['--cache=never'], queues: 1 },
+  { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1 },
+];
+
+interface Figures {
+  iops: number;
+  kibPerSec: number;
+}
+
+async function main(): Promise<void> {
+  const combo = COMBINATIONS[1];
+  const missing = comboMissing(combo);
+  if (missing) throw new Error(missing);
+  const jobs = listCases(BENCH_DIR).filter((c) => !ONLY || c.name.includes(ONLY));
+  const results = new Map<string, Figures[]>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const cfg of CONFIGS) {
+      const run = await runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: cfg.args, queues: cfg.queues, smp: 2, set: 'bench' });
+      for (const job of jobs) {
+        const r = run.results.get(job.name)!;
+        const line = r.output.find((l) => l.startsWith(`FIO ${job.name} `));
+        if (r.status !== 'pass' || !line) {
+          process.stderr.write(`round ${round} ${cfg.label} ${job.name}: no result\n${explain(run, job.name)}\n`);
+          continue;
+        }
+        const [, , ri, rb, wi, wb] = line.split(' ').map(Number);
+        const k = `${job.name}|${cfg.label}`;
+        results.set(k, [...(results.get(k) ?? []), { iops: ri + wi, kibPerSec: rb + wb }]);
+        process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  ${job.name}: ${ri + wi} IOPS\n`);
+      }
+    }
+  }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const med = (job: string, label: string, f: (x: Figures) => number): number => {
+    const xs = results.get(`${job}|${label}`);
+    return xs && xs.length ? median(xs.map(f)) : NaN;
+  };
+  const fmt = (x: number): string => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-');
+  const cpu = os.cpus();
+  const lines = [
+    '# npm run bench:guest: fio in a guest, virtiofsd-ts against the Rust and the C virtiofsd',
+    '',
+    `${new Date().toISOString().slice(0, 10)}; host: ${cpu.length} vCPUs (${cpu[0]?.model ?? '?'}), Linux ${os.release()}; ` +
+      `guest: QEMU ${combo.qemu} + Linux ${combo.kernel}, 2 vCPUs, 512 MiB, cache=never; fio jobs of 8 s on 64 MiB files ` +
+      `(guest-tests/bench); median of ${ROUNDS} rounds, daemons alternating. The metadata row counts create + stat + remove per second.`,
+    '',
+    '| job | daemon | IOPS (or ops/s) | MB/s | ours / Rust |',
+    '| --- | --- | ---: | ---: | ---: |',
+  ];
+  for (const job of jobs) {
+    for (const cfg of CONFIGS) {
+      const iops = med(job.name, cfg.label, (x) => x.iops);
+      const ratio = cfg.kind === 'ts' ? iops / med(job.name, 'rust', (x) => x.iops) : NaN;
+      lines.push(
+        `| ${job.name} | ${cfg.label} | ${fmt(iops)} | ${fmt((med(job.name, cfg.label, (x) => x.kibPerSec) * 1024) / 1e6)} | ` +
+          `${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,
+      );
+    }
+  }
+  const text = lines.join('\n') + '\n';
+  process.stdout.write(text);
+  const dir = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'guest.md'), text);
+  fs.writeFileSync(
+    path.join(dir, 'guest.svg'),
+    ratioChart('fio in the guest: IOPS relative to the Rust virtiofsd = 1.0', jobs.map((j) => j.name), CONFIGS.map((c) => c.label), (j, l) => med(j, l, (x) => x.iops), 'rust'),
+  );
+  process.stderr.write('written: bench/results/guest.md, bench/results/guest.svg\n');
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
