@@ -48,7 +48,14 @@ async function main(): Promise<void> {
   const results = new Map<string, Figures[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const cfg of CONFIGS) {
-      const run = await runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: cfg.args, queues: cfg.queues, smp: 2, set: 'bench' });
+      const boot = () => runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: cfg.args, queues: cfg.queues, smp: 2, set: 'bench' });
+      let run = await boot();
+      // A guest that died before any job started (a boot failure under TCG) says nothing
+      // about the daemon: boot once more.
+      if ([...run.results.values()].every((r) => r.status === 'not-run')) {
+        process.stderr.write(`round ${round} ${cfg.label}: the guest ran no job (status ${run.guestStatus}); booting again\n`);
+        run = await boot();
+      }
       for (const job of jobs) {
         const r = run.results.get(job.name)!;
         const line = r.output.find((l) => l.startsWith(`FIO ${job.name} `));

@@ -113,3 +113,36 @@ describe('virtiofsd-ts with two request queues: one shared state', function () {
     for (const r of await Promise.all(reads)) assert.deepEqual(ok(r, 'READ'), Buffer.alloc(16, 'B'));
   });
 });
+
+describe('virtiofsd-ts with 16 request queues', function () {
+  this.timeout(60000);
+
+  it('serves requests on every one of them, each queue on a thread of its own', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-mq16-'));
+    fs.mkdirSync(path.join(dir, 'share'));
+    fs.writeFileSync(path.join(dir, 'share', 'f'), 'sixteen');
+    const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--log-level=debug'] });
+    const fe = await daemon.connect();
+    try {
+      await fe.negotiate({ requestQueues: 16, queueSize: 64 });
+      const clients = Array.from({ length: 16 }, (_, i) => new FuseClient(fe, { queue: i + 1, timeoutMs: 10000 }));
+      ok(await clients[0].init(), 'INIT');
+      const e = ok(await clients[0].lookup(1n, 'f'), 'LOOKUP');
+      const o = ok(await clients[0].open(e.nodeid, fs.constants.O_RDONLY), 'OPEN');
+      const reads = clients.flatMap((c) => [0, 1, 2].map(() => c.read(o.fh, 0, 7, { nodeid: e.nodeid })));
+      for (const r of await Promise.all(reads)) assert.equal(ok(r, 'READ').toString(), 'sixteen');
+    } finally {
+      fe.close();
+      await daemon.waitExit(10000).catch(() => daemon.stop());
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    const closed = daemon
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg?: string; requestsPerQueue?: Record<string, number> })
+      .find((l) => l.msg === 'connection closed');
+    assert.ok(closed?.requestsPerQueue, daemon.output().slice(-2000));
+    for (let q = 1; q <= 16; q++) assert.ok((closed.requestsPerQueue[q] ?? 0) >= 3, `queue ${q}: ${JSON.stringify(closed.requestsPerQueue)}`);
+  });
+});
