@@ -84,6 +84,19 @@ double* OutArg(const Napi::CallbackInfo& info, size_t i, size_t need) {
   return v.As<Napi::Float64Array>().Data();
 }
 
+// Registers a file just created or opened: its O_PATH descriptor as an inode (one lookup
+// taken) and fd as a handle whose fh goes to out[22]. Takes both descriptors; returns the
+// nodeid or -errno (then both are closed).
+int64_t RegisterOpened(FsState* s, int pathFd, int fd, double* out) {
+  int64_t nodeid = RegisterInode(s, pathFd, out);
+  if (nodeid < 0) {
+    close(fd);
+    return nodeid;
+  }
+  out[kFhSlot] = static_cast<double>(s->InsertHandle(fd, static_cast<uint64_t>(nodeid)));
+  return nodeid;
+}
+
 // nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out) -> nodeid or -errno.
 // kind 0: mknod (any S_IFMT in mode, rdev for devices), 1: mkdir, 2: symlink to target.
 Napi::Value NodeMake(const Napi::CallbackInfo& info) {
@@ -166,13 +179,7 @@ Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
       return Num(info, fd);
     }
   }
-  int64_t nodeid = RegisterInode(s, pathFd, out);
-  if (nodeid < 0) {
-    close(fd);
-    return Num(info, static_cast<double>(nodeid));
-  }
-  out[kFhSlot] = static_cast<double>(s->InsertHandle(fd, static_cast<uint64_t>(nodeid)));
-  return Num(info, static_cast<double>(nodeid));
+  return Num(info, static_cast<double>(RegisterOpened(s, pathFd, fd, out)));
 }
 
 // nodeTmpfile(id, parent, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22] = fh.
@@ -202,13 +209,7 @@ Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
     close(fd);
     return Num(info, pathFd);
   }
-  int64_t nodeid = RegisterInode(s, pathFd, out);
-  if (nodeid < 0) {
-    close(fd);
-    return Num(info, static_cast<double>(nodeid));
-  }
-  out[kFhSlot] = static_cast<double>(s->InsertHandle(fd, static_cast<uint64_t>(nodeid)));
-  return Num(info, static_cast<double>(nodeid));
+  return Num(info, static_cast<double>(RegisterOpened(s, pathFd, fd, out)));
 }
 
 // nodeLink(id, nodeid, newparent, newname, out) -> nodeid (one more lookup) or -errno.
