@@ -125,7 +125,7 @@ describe('passthrough filesystem, operation by operation', function () {
   describe('INIT and DESTROY', () => {
     it('asks for locks and READDIRPLUS as configured, not for DONT_MASK', () => {
       const r = env.fs.init(~0n);
-      for (const f of [abi.InitFlags.POSIX_LOCKS, abi.InitFlags.FLOCK_LOCKS, abi.InitFlags.DO_READDIRPLUS, abi.InitFlags.ATOMIC_O_TRUNC]) {
+      for (const f of [abi.InitFlags.POSIX_LOCKS, abi.InitFlags.FLOCK_LOCKS, abi.InitFlags.DO_READDIRPLUS, abi.InitFlags.ATOMIC_O_TRUNC, abi.InitFlags.ASYNC_DIO]) {
         assert.ok(r.flags & f);
       }
       assert.equal(r.flags & abi.InitFlags.DONT_MASK, 0n);
