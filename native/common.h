@@ -49,6 +49,9 @@ bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out);
 // guest memory. The iovecs stay valid until this thread next translates through a changed
 // table (memory.cc keeps a per-thread snapshot of the mappings).
 int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov);
+// GuestIovecs into this thread's own reused vector (valid until the thread's next call),
+// for synchronous transfers: *out points at it. Returns what GuestIovecs returns.
+int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>** out);
 // A reference to this thread's current snapshot of table tableId: whoever holds it keeps the
 // mappings GuestIovecs pointed into alive (an I/O finishing on another thread), or nullptr.
 std::shared_ptr<const void> KeepGuestMemory(int64_t tableId);

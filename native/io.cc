@@ -42,6 +42,14 @@ int64_t TransferIov(int fd, int64_t pos, std::vector<iovec>& iov, bool write) {
   return total;
 }
 
+int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>** out) {
+  // One vector per thread, reused: no allocation per request once it has grown.
+  thread_local std::vector<iovec> iov;
+  iov.clear();
+  *out = &iov;
+  return GuestIovecs(tableId, pairs, npairs, &iov);
+}
+
 namespace {
 
 // (fd, position (-1: current), table, pairs, count) -> bytes moved or -errno
@@ -53,12 +61,10 @@ Napi::Value Rw(const Napi::CallbackInfo& info) {
   if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &pos) || !ArgInt(info, 2, &table))
     return ThrowType(info.Env(), "(fd, position, table, pairs, count)");
   if (!ArgPairs(info, 3, &pairs, &n)) return info.Env().Undefined();
-  // One vector per thread, reused: no allocation per request once it has grown.
-  thread_local std::vector<iovec> iov;
-  iov.clear();
-  int e = GuestIovecs(table, pairs, n, &iov);
+  std::vector<iovec>* iov;
+  int e = ThreadGuestIovecs(table, pairs, n, &iov);
   if (e) return Napi::Number::New(info.Env(), -e);
-  return Napi::Number::New(info.Env(), static_cast<double>(TransferIov(static_cast<int>(fd), pos, iov, kWrite)));
+  return Napi::Number::New(info.Env(), static_cast<double>(TransferIov(static_cast<int>(fd), pos, *iov, kWrite)));
 }
 
 }  // namespace

@@ -360,7 +360,7 @@ Napi::Value NodeSetattr(const Napi::CallbackInfo& info) {
 
 // Extended attributes, through /proc/self/fd/N of the inode's O_PATH descriptor: the magic
 // link lands on the inode itself (a symlink included) without opening it.
-std::string ProcPath(FsState* s, int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 // nodeGetxattr(id, nodeid, name, buf) -> value size (into buf; size query when buf is empty).
 Napi::Value NodeGetxattr(const Napi::CallbackInfo& info) {
@@ -372,7 +372,7 @@ Napi::Value NodeGetxattr(const Napi::CallbackInfo& info) {
   Napi::Buffer<char> b = info[3].As<Napi::Buffer<char>>();
   InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
-  ssize_t n = getxattr(ProcPath(s, p.fd()).c_str(), name.c_str(), b.Length() ? b.Data() : nullptr, b.Length());
+  ssize_t n = getxattr(ProcPath(p.fd()).c_str(), name.c_str(), b.Length() ? b.Data() : nullptr, b.Length());
   return Num(info, n < 0 ? -errno : static_cast<double>(n));
 }
 
@@ -384,7 +384,7 @@ Napi::Value NodeListxattr(const Napi::CallbackInfo& info) {
   Napi::Buffer<char> b = info[2].As<Napi::Buffer<char>>();
   InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
-  ssize_t n = listxattr(ProcPath(s, p.fd()).c_str(), b.Length() ? b.Data() : nullptr, b.Length());
+  ssize_t n = listxattr(ProcPath(p.fd()).c_str(), b.Length() ? b.Data() : nullptr, b.Length());
   return Num(info, n < 0 ? -errno : static_cast<double>(n));
 }
 
@@ -400,7 +400,7 @@ Napi::Value NodeSetxattr(const Napi::CallbackInfo& info) {
   Napi::Buffer<char> v = info[3].As<Napi::Buffer<char>>();
   InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
-  int r = setxattr(ProcPath(s, p.fd()).c_str(), name.c_str(), v.Data(), v.Length(), static_cast<int>(flags));
+  int r = setxattr(ProcPath(p.fd()).c_str(), name.c_str(), v.Data(), v.Length(), static_cast<int>(flags));
   return Num(info, r < 0 ? -errno : 0);
 }
 
@@ -413,7 +413,7 @@ Napi::Value NodeRemovexattr(const Napi::CallbackInfo& info) {
   if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeRemovexattr(id, nodeid, name)");
   InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
-  return Num(info, removexattr(ProcPath(s, p.fd()).c_str(), name.c_str()) < 0 ? -errno : 0);
+  return Num(info, removexattr(ProcPath(p.fd()).c_str(), name.c_str()) < 0 ? -errno : 0);
 }
 
 // nodeStatfs(id, nodeid, out[8]) -> 0 or -errno: blocks, bfree, bavail, files, ffree, bsize,
@@ -446,7 +446,7 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
   if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeSyncfs(id, nodeid)");
   // syncfs() refuses O_PATH descriptors: use the inode opened for reading if it is a file
   // or a directory, else the shared directory.
-  InodePin p(s, (nodeid != kRootId) ? nodeid : kRootId);
+  InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
   InodePin root(s, kRootId);
   int src = (p.type() == S_IFREG || p.type() == S_IFDIR) ? p.fd() : root.fd();

@@ -303,14 +303,12 @@ Napi::Value HandleRw(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &pos) || !ArgInt(info, 3, &table))
     return ThrowType(info.Env(), "(id, fh, position, table, pairs, count)");
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
-  // One vector per thread, reused: no allocation per request once it has grown.
-  thread_local std::vector<iovec> iov;
-  iov.clear();
-  int e = GuestIovecs(table, pairs, n, &iov);
+  std::vector<iovec>* iov;
+  int e = ThreadGuestIovecs(table, pairs, n, &iov);
   if (e) return Num(info, -e);
   HandlePin p(s, fh);
   if (p.fd() < 0) return Num(info, p.fd());
-  return Num(info, static_cast<double>(TransferIov(p.fd(), pos, iov, kWrite)));
+  return Num(info, static_cast<double>(TransferIov(p.fd(), pos, *iov, kWrite)));
 }
 
 }  // namespace

@@ -15,7 +15,7 @@ import type { GuestRanges } from '../native';
 import type { Logger } from '../log';
 import * as abi from './abi';
 import {
-  E, errnoOf, FsError, type Attributes, type Context, type CreateReply, type Entry, type Filesystem, type Lock,
+  E, errnoOf, FsError, type Attributes, type Context, type CreateReply, type Entry, type Filesystem,
   type OpenReply, type XattrReply,
 } from './filesystem';
 
@@ -428,11 +428,6 @@ export class FuseServer {
     return this.ok(t, unique, b.length);
   }
 
-  /** Room for a reply body built in place (see Filesystem methods that fill a buffer). */
-  get replyBody(): Buffer {
-    return this.outBuf.subarray(abi.OUT_HEADER_SIZE);
-  }
-
   /** Writes outBuf[0, 16+bodyLen) (header filled here) into the reply. */
   private ok(t: FuseTransfer, unique: bigint, bodyLen: number): number {
     const len = abi.OUT_HEADER_SIZE + bodyLen;
@@ -519,4 +514,3 @@ function writeAttr(b: Buffer, off: number, a: Attributes): void {
   b.writeUInt32LE(0, off + 84);
 }
 
-export type { Lock };

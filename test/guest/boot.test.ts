@@ -12,11 +12,8 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { REPO, startOurDaemon } from '../support/daemon';
+import { COMBINATIONS, comboMissing } from './runner';
 
-const COMBINATIONS = [
-  { qemu: '7.2', binary: '/usr/bin/qemu-system-x86_64', kernel: '6.1', prepare: 'scripts/install-host-deps.sh' },
-  { qemu: '10.0', binary: path.join(REPO, '.cache', 'qemu', '10.0', 'qemu-system-x86_64'), kernel: '6.12', prepare: 'scripts/fetch-qemu.sh --version 10.0' },
-];
 
 function runGuest(socket: string, qemu: string, kernel: string, cmd: string): { status: number | null; out: string } {
   const r = spawnSync(
@@ -32,9 +29,8 @@ for (const combo of COMBINATIONS) {
     this.timeout(240_000);
 
     before(function () {
-      assert.ok(existsSync(combo.binary), `QEMU ${combo.qemu} is missing (${combo.binary}): run ${combo.prepare}`);
-      const guest = path.join(REPO, '.cache', 'guest', combo.kernel, 'vmlinuz');
-      assert.ok(existsSync(guest), `the ${combo.kernel} guest is missing: run scripts/build-guest.sh --kernel ${combo.kernel}`);
+      const missing = comboMissing(combo);
+      assert.equal(missing, null, missing ?? '');
     });
 
     it('mounts the share and reads a file the host wrote; the daemon exits cleanly with QEMU', async () => {

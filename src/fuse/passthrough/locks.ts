@@ -56,10 +56,6 @@ export class LockWaits {
     for (const cancel of [...this.pending]) cancel();
   }
 
-  get size(): number {
-    return this.pending.size;
-  }
-
   /** SETLK / SETLKW: grants the lock, waiting for it (without a thread) when wait is set. */
   set(stateId: number, nodeid: number, fh: number, owner: bigint, lock: Lock, flock: boolean, wait: boolean): void | Promise<void> {
     const r = tryLock(stateId, nodeid, fh, owner, lock, flock, wait ? Mode.Waiting : Mode.Once);
