@@ -10,7 +10,8 @@
  * thread count (Rust with --thread-pool-size 0, its default, and 16). The table goes to stdout
  * and to bench/results/frontend.md, a chart to bench/results/frontend.svg.
  *
- * Options: --rounds=N (default 3), --seconds=S per row and daemon (default 2), --only=TEXT.
+ * Options: --rounds=N (default 3), --seconds=S per row and daemon (default 2), --only=TEXT (rows
+ * whose label contains TEXT), --daemons=LABEL,... (only these configurations, e.g. for a profile).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -25,6 +26,7 @@ const arg = (name: string): string | undefined => process.argv.find((a) => a.sta
 const ROUNDS = Number(arg('rounds') ?? 3);
 const SECONDS = Number(arg('seconds') ?? 2);
 const ONLY = arg('only');
+const DAEMONS = arg('daemons')?.split(',');
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_SIZE = 64 * MiB;
@@ -247,7 +249,7 @@ function fmt(x: number): string {
 async function main(): Promise<void> {
   const rows = ROWS.filter((r) => !ONLY || r.label.includes(ONLY));
   const subjects: Subject[] = [];
-  for (const [i, c] of CONFIGS.entries()) subjects.push(await setUp(c, i));
+  for (const [i, c] of CONFIGS.filter((c) => !DAEMONS || DAEMONS.includes(c.label)).entries()) subjects.push(await setUp(c, i));
   const samples = new Map<string, Sample[]>();
   const key = (r: Row, s: Subject): string => `${r.label}|${s.config.label}`;
   for (let round = 1; round <= ROUNDS; round++) {

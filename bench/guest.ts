@@ -7,7 +7,8 @@
  * alternating, ROUNDS rounds; each figure is the median over rounds. The table goes to stdout
  * and bench/results/guest.md, a chart to bench/results/guest.svg.
  *
- * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT).
+ * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT),
+ * --daemons=LABEL,... (only these configurations).
  * Figures from another run are not comparable: compare the daemons of one run only.
  */
 import * as fs from 'node:fs';
@@ -20,6 +21,7 @@ import { ratioChart } from './chart';
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const ROUNDS = Number(arg('rounds') ?? 3);
 const ONLY = arg('only');
+const DAEMONS = arg('daemons')?.split(',');
 
 interface Config {
   label: string;
@@ -47,7 +49,7 @@ async function main(): Promise<void> {
   const jobs = listCases(BENCH_DIR).filter((c) => !ONLY || c.name.includes(ONLY));
   const results = new Map<string, Figures[]>();
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const cfg of CONFIGS) {
+    for (const cfg of CONFIGS.filter((c) => !DAEMONS || DAEMONS.includes(c.label))) {
       const boot = () => runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: cfg.args, queues: cfg.queues, smp: 2, set: 'bench' });
       let run = await boot();
       // A guest that died before any job started (a boot failure under TCG) says nothing

@@ -58,8 +58,13 @@ export const ANCHOR_BIN_DIR = process.env.VIRTIOFSD_ANCHOR_BIN_DIR ?? path.join(
 export function daemonCommand(kind: DaemonKind): { file: string; args: string[]; cwd: string } {
   switch (kind) {
     case 'ts':
-      // relative to the repository root, run with the node running the tests
-      return { file: process.execPath, args: ['bin/virtiofsd-ts'], cwd: REPO_ROOT };
+      // relative to the repository root, run with the node running the tests; node options
+      // for a profile (e.g. --cpu-prof) can be given in VIRTIOFSD_TS_NODE_ARGS
+      return {
+        file: process.execPath,
+        args: [...(process.env.VIRTIOFSD_TS_NODE_ARGS?.split(' ').filter(Boolean) ?? []), 'bin/virtiofsd-ts'],
+        cwd: REPO_ROOT,
+      };
     case 'rust':
       return { file: path.join(ANCHOR_BIN_DIR, 'virtiofsd-rust'), args: [], cwd: REPO_ROOT };
     case 'c':
@@ -70,7 +75,7 @@ export function daemonCommand(kind: DaemonKind): { file: string; args: string[];
 /** null when the daemon can be started, else why not (with what to do about it). */
 export function daemonMissing(kind: DaemonKind): string | null {
   const cmd = daemonCommand(kind);
-  const target = kind === 'ts' ? path.join(REPO_ROOT, cmd.args[0]) : cmd.file;
+  const target = kind === 'ts' ? path.join(REPO_ROOT, cmd.args[cmd.args.length - 1]) : cmd.file;
   try {
     fs.accessSync(target, kind === 'ts' ? fs.constants.R_OK : fs.constants.X_OK);
     return null;
