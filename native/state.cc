@@ -100,6 +100,18 @@ Napi::Value StateClear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// stateSession(id[, flags]) -> the session flags (after setting them when given). INIT sets
+// them; every thread's OPEN and CREATE read them.
+Napi::Value StateSession(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  int64_t f;
+  if (info.Length() > 1) {
+    if (!ArgInt(info, 1, &f)) return ThrowType(info.Env(), "stateSession(id, flags?)");
+    s->sessionFlags.store(static_cast<uint32_t>(f), std::memory_order_release);
+  }
+  return Num(info, s->sessionFlags.load(std::memory_order_acquire));
+}
+
 // stateCounts(id) -> [inodes, handles] (detached and released entries still pinned count)
 Napi::Value StateCounts(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -317,6 +329,7 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("stateCreate", Napi::Function::New(env, StateCreate));
   exports.Set("stateDestroy", Napi::Function::New(env, StateDestroy));
   exports.Set("stateClear", Napi::Function::New(env, StateClear));
+  exports.Set("stateSession", Napi::Function::New(env, StateSession));
   exports.Set("stateCounts", Napi::Function::New(env, StateCounts));
   exports.Set("inodeSetRoot", Napi::Function::New(env, InodeSetRoot));
   exports.Set("inodeRef", Napi::Function::New(env, InodeRef));

@@ -117,6 +117,9 @@ struct FsState {
   InodeKey rootKey{};
   bool hasRoot = false;
   int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
+  // What the current FUSE session negotiated that every queue thread must honour (bit 0:
+  // FUSE_WRITEBACK_CACHE), set at INIT by whichever thread serves it; see src/cache/.
+  std::atomic<uint32_t> sessionFlags{0};
 
   InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
   HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }

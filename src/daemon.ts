@@ -51,15 +51,17 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
       passthrough: {
         stateId,
         sharedDir: opts.sharedDir,
-        cache: opts.cache,
+        cache: {
+          mode: opts.cache,
+          writeback: opts.writeback,
+          readdirplus: !opts.noReaddirplus,
+          allowMmap: opts.allowMmap,
+          allowDirectIo: opts.allowDirectIo,
+        },
         readonly: opts.readonly,
-        writeback: opts.writeback,
         xattr: opts.xattr,
         posixLock: opts.posixLock,
         flock: opts.flock,
-        // As the Rust virtiofsd: no READDIRPLUS with cache=never (nothing could be cached).
-        readdirplus: !opts.noReaddirplus && opts.cache !== 'never',
-        allowDirectIo: opts.allowDirectIo,
         threadPool: opts.threadPoolSize > 0,
       },
       logLevel: opts.logLevel,

@@ -109,6 +109,8 @@ export interface NativeAddon {
   stateCreate(): number;
   stateDestroy(id: number): void;
   stateClear(id: number): void;
+  /** The session flags INIT negotiated (bit 0: writeback cache); sets them when given. */
+  stateSession(id: number, flags?: number): number;
   stateCounts(id: number): [number, number];
   inodeSetRoot(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;
   inodeRef(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;

@@ -38,14 +38,11 @@ interface Env {
 }
 
 const DEFAULTS: Omit<PassthroughOptions, 'stateId' | 'sharedDir'> = {
-  cache: 'auto',
+  cache: { mode: 'auto', writeback: false, readdirplus: true, allowMmap: false, allowDirectIo: false },
   readonly: false,
-  writeback: false,
   xattr: true,
   posixLock: true,
   flock: true,
-  readdirplus: true,
-  allowDirectIo: false,
   threadPool: false,
 };
 
@@ -129,7 +126,7 @@ describe('passthrough filesystem, operation by operation', function () {
         assert.ok(r.flags & f);
       }
       assert.equal(r.flags & abi.InitFlags.DONT_MASK, 0n);
-      const off = setup({ posixLock: false, flock: false, readdirplus: false });
+      const off = setup({ posixLock: false, flock: false, cache: { ...DEFAULTS.cache, readdirplus: false } });
       try {
         const r2 = off.fs.init(~0n);
         assert.equal(r2.flags & (abi.InitFlags.POSIX_LOCKS | abi.InitFlags.FLOCK_LOCKS | abi.InitFlags.DO_READDIRPLUS), 0n);
@@ -527,6 +524,54 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.equal(errOf(() => env.fs.setlk(ROOT, f.nodeid, h2, 2n, whole(F_RDLCK), true, false)), E.EAGAIN);
       env.fs.release(ROOT, f.nodeid, h1, abi.ReleaseFlags.FLOCK_UNLOCK, 1n);
       env.fs.setlk(ROOT, f.nodeid, h2, 2n, whole(F_RDLCK), true, false);
+    });
+  });
+
+  describe('cache options', () => {
+    it('metadata and always answer a missing name with a negative entry; never and auto with ENOENT', () => {
+      for (const mode of ['never', 'metadata', 'auto', 'always'] as const) {
+        const e = setup({ cache: { ...DEFAULTS.cache, mode } });
+        fs.writeFileSync(path.join(e.dir, 'file'), 'x');
+        try {
+          if (mode === 'metadata' || mode === 'always') {
+            const n = lookup(e, 'missing');
+            assert.equal(n.nodeid, 0, mode);
+            assert.equal(n.entryTimeout, 86400, mode);
+            assert.ok(lookup(e, 'file').nodeid > 1, 'a name that exists is found');
+          } else {
+            assert.equal(errOf(() => lookup(e, 'missing')), E.ENOENT, mode);
+          }
+        } finally {
+          teardown(e);
+        }
+      }
+    });
+
+    it('with a writeback session, write-only files open read-write and O_APPEND is left to the guest', () => {
+      const wb = setup({ cache: { ...DEFAULTS.cache, writeback: true } });
+      try {
+        fs.writeFileSync(path.join(wb.dir, 'log'), 'abcdef');
+        const r = wb.fs.init(abi.InitFlags.WRITEBACK_CACHE);
+        assert.ok(r.flags & abi.InitFlags.WRITEBACK_CACHE);
+        const id = lookup(wb, 'log').nodeid;
+        const o = wb.fs.open(ROOT, id, fs.constants.O_WRONLY | fs.constants.O_APPEND);
+        // The guest's page cache reads around a partial write: the handle must allow reads.
+        assert.equal(wb.fs.read(ROOT, id, o.fh, 0, 6, ranges(wb, 8192, 6)), 6);
+        // The guest says where an append goes; the host must not move it to the end.
+        wb.mem.view.write('XY', 4096, 'latin1');
+        assert.equal(wb.fs.write(ROOT, id, o.fh, 1, ranges(wb, 4096, 2), 0), 2);
+        assert.equal(fs.readFileSync(path.join(wb.dir, 'log'), 'latin1'), 'aXYdef');
+        wb.fs.release(ROOT, id, o.fh, 0, 0n);
+        // A guest that did not offer WRITEBACK_CACHE: flags go to the host as they are.
+        wb.fs.init(0n);
+        const id2 = lookup(wb, 'log').nodeid;
+        const o2 = wb.fs.open(ROOT, id2, fs.constants.O_WRONLY | fs.constants.O_APPEND);
+        assert.equal(errOf(() => wb.fs.read(ROOT, id2, o2.fh, 0, 6, ranges(wb, 8192, 6))), E.EBADF);
+        assert.equal(wb.fs.write(ROOT, id2, o2.fh, 0, ranges(wb, 4096, 2), 0), 2);
+        assert.equal(fs.readFileSync(path.join(wb.dir, 'log'), 'latin1'), 'aXYdefXY');
+      } finally {
+        teardown(wb);
+      }
     });
   });
 

@@ -14,7 +14,7 @@
  */
 import { constants as fsc } from 'node:fs';
 import { FH_SLOT, guestIo, native, StatxField, STATX_FIELDS, type GuestRanges } from '../../native';
-import { cachePolicy, type CacheMode, type CachePolicy } from '../../cache/policy';
+import { cachePolicy, hostOpenFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
 import { InitFlags, ReleaseFlags } from '../abi';
 import {
   check, E, FsError, NullFilesystem, type AttrReply, type Context, type CreateReply, type Entry, type InitReply,
@@ -34,14 +34,12 @@ export interface PassthroughOptions {
   /** Native FsState id (inodes, handles, locks). */
   stateId: number;
   sharedDir: string;
-  cache: CacheMode;
+  /** What the guest may cache (src/cache/policy.ts). */
+  cache: CacheOptions;
   readonly: boolean;
-  writeback: boolean;
   xattr: boolean;
   posixLock: boolean;
   flock: boolean;
-  readdirplus: boolean;
-  allowDirectIo: boolean;
   /** --thread-pool-size > 0: READ, WRITE and FSYNC run on the thread pool (native/asyncops.cc). */
   threadPool: boolean;
 }
@@ -67,6 +65,7 @@ export class PassthroughFs extends NullFilesystem {
   private readonly timeouts: Float64Array;
   private readonly id: number;
   private readonly lockWaits = new LockWaits();
+  private readonly negativeEntry: Entry;
 
   constructor(private readonly opts: PassthroughOptions) {
     super();
@@ -74,19 +73,23 @@ export class PassthroughFs extends NullFilesystem {
     this.id = opts.stateId;
     const p = this.policy;
     this.timeouts = Float64Array.of(Math.floor(p.entryTimeout), nsec(p.entryTimeout), Math.floor(p.attrTimeout), nsec(p.attrTimeout));
+    this.negativeEntry = Object.freeze({ nodeid: 0, generation: 0, attr: attrsOf(new Float64Array(STATX_FIELDS)), entryTimeout: p.negativeTimeout, attrTimeout: 0 });
   }
 
-  override init(_offered: bigint): InitReply {
+  override init(offered: bigint): InitReply {
     // A new session: whatever the kernel knew of the last one (inodes, handles) is gone.
     native.stateClear(this.id);
     // ASYNC_DIO: without it the guest serves an asynchronous direct I/O (libaio, io_uring)
     // one request at a time; seen as libaio at depth 16 running at a depth-1 rate.
+    // AUTO_INVAL_DATA: the guest drops cached data of a file whose mtime or size it sees
+    // change (how auto shows host-side changes after its timeout).
     let flags =
       InitFlags.ASYNC_READ | InitFlags.ASYNC_DIO | InitFlags.BIG_WRITES | InitFlags.MAX_PAGES |
-      InitFlags.PARALLEL_DIROPS | InitFlags.ATOMIC_O_TRUNC | InitFlags.AUTO_INVAL_DATA;
+      InitFlags.ATOMIC_O_TRUNC | InitFlags.AUTO_INVAL_DATA | this.policy.initFlags;
     if (this.opts.posixLock) flags |= InitFlags.POSIX_LOCKS;
     if (this.opts.flock) flags |= InitFlags.FLOCK_LOCKS;
-    if (this.opts.readdirplus) flags |= InitFlags.DO_READDIRPLUS | InitFlags.READDIRPLUS_AUTO;
+    // Every queue thread opens files the way the session's writeback cache needs.
+    native.stateSession(this.id, sessionFlagsOf(flags & offered));
     return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
   }
 
@@ -100,7 +103,10 @@ export class PassthroughFs extends NullFilesystem {
     checkName(name);
     // '..' never leaves the shared directory: at the root it is the root.
     const target = parent === ROOT_ID && isDotDot(name) ? '.' : name;
-    return this.entry(check(native.nodeLookup(this.id, parent, target, this.st)));
+    const r = native.nodeLookup(this.id, parent, target, this.st);
+    // A negative entry (nodeid 0): the guest may remember that the name is missing.
+    if (r === -E.ENOENT && this.policy.negativeTimeout > 0) return this.negativeEntry;
+    return this.entry(check(r));
   }
 
   override forget(nodeid: number, nlookup: number): void {
@@ -338,9 +344,8 @@ export class PassthroughFs extends NullFilesystem {
 
   /** Guest open flags as we pass them to the host: nothing that creates or follows by name. */
   private openFlags(flags: number): number {
-    let f = flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_NOFOLLOW);
-    if (!this.opts.allowDirectIo) f &= ~fsc.O_DIRECT;
-    return f;
+    const f = flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY | fsc.O_NOFOLLOW);
+    return hostOpenFlags(f, native.stateSession(this.id), this.opts.cache.allowDirectIo);
   }
 
   private writable(): void {
