@@ -73,6 +73,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitSocket(env, exports);
   vfsn::InitEvents(env, exports);
   vfsn::InitRing(env, exports);
+  vfsn::InitVring(env, exports);
   vfsn::InitIo(env, exports);
   vfsn::InitFsOps(env, exports);
   vfsn::InitState(env, exports);

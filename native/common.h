@@ -56,6 +56,19 @@ int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::
 // mappings GuestIovecs pointed into alive (an I/O finishing on another thread), or nullptr.
 std::shared_ptr<const void> KeepGuestMemory(int64_t tableId);
 
+// For code that keeps host pointers into guest memory across calls (the native virtqueue):
+// a reference to this thread's current snapshot of table tableId, and the generation it was
+// taken at. Pointers found through it stay valid while the reference is held.
+bool TakeGuestSnapshot(int64_t tableId, std::shared_ptr<const void>* keep, uint32_t* generation);
+// The table's generation now (one atomic load); UINT32_MAX when the table is gone.
+uint32_t GuestGeneration(int64_t tableId);
+// The host address of [addr, addr + len) when it lies inside one region of the snapshot,
+// addr being a front-end virtual address (byUaddr) or a guest-physical one; else nullptr.
+uint8_t* SnapshotPtr(const void* snapshot, uint64_t addr, uint64_t len, bool byUaddr);
+// Copies len bytes between buf and guest memory at gpa (which may span regions); stops at
+// the first byte outside guest memory. Returns the bytes copied.
+size_t SnapshotCopy(const void* snapshot, uint64_t gpa, uint8_t* buf, uint64_t len, bool toGuest);
+
 // preadv/pwritev (write) of fd at pos (-1: the file position) through iov, looping over
 // IOV_MAX batches and short transfers. Returns bytes moved, or -errno if nothing moved.
 int64_t TransferIov(int fd, int64_t pos, std::vector<iovec>& iov, bool write);
@@ -77,6 +90,7 @@ void InitMemory(Napi::Env env, Napi::Object exports);
 void InitSocket(Napi::Env env, Napi::Object exports);
 void InitEvents(Napi::Env env, Napi::Object exports);
 void InitRing(Napi::Env env, Napi::Object exports);
+void InitVring(Napi::Env env, Napi::Object exports);
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitFsOps(Napi::Env env, Napi::Object exports);
 void InitState(Napi::Env env, Napi::Object exports);

@@ -341,6 +341,61 @@ std::shared_ptr<const void> KeepGuestMemory(int64_t tableId) {
   return tCache[tableId - 1].regions;
 }
 
+bool TakeGuestSnapshot(int64_t tableId, std::shared_ptr<const void>* keep, uint32_t* generation) {
+  if (tableId < 1 || tableId > kMaxTables) return false;
+  Table* t = gTables[tableId - 1].load(std::memory_order_acquire);
+  if (!t) return false;
+  // The generation is read first: a change racing with the snapshot makes the next check
+  // see a newer generation and take the snapshot again, never miss it.
+  *generation = t->generation.load(std::memory_order_acquire);
+  if (!CurrentRegions(tableId)) return false;
+  *keep = tCache[tableId - 1].regions;
+  return true;
+}
+
+uint32_t GuestGeneration(int64_t tableId) {
+  if (tableId < 1 || tableId > kMaxTables) return UINT32_MAX;
+  Table* t = gTables[tableId - 1].load(std::memory_order_acquire);
+  return t ? t->generation.load(std::memory_order_acquire) : UINT32_MAX;
+}
+
+uint8_t* SnapshotPtr(const void* snapshot, uint64_t addr, uint64_t len, bool byUaddr) {
+  const RegionList& rs = *static_cast<const RegionList*>(snapshot);
+  for (const Region& r : rs) {
+    uint64_t start = byUaddr ? r.uaddr : r.gpa;
+    if (addr >= start && addr - start < r.size) {
+      uint64_t rel = addr - start;
+      if (len > r.size - rel) return nullptr;
+      return r.host() + rel;
+    }
+  }
+  return nullptr;
+}
+
+size_t SnapshotCopy(const void* snapshot, uint64_t gpa, uint8_t* buf, uint64_t len, bool toGuest) {
+  const RegionList& rs = *static_cast<const RegionList*>(snapshot);
+  size_t done = 0;
+  while (len > 0) {
+    const Region* hit = nullptr;
+    for (const Region& r : rs)
+      if (gpa >= r.gpa && gpa - r.gpa < r.size) {
+        hit = &r;
+        break;
+      }
+    if (!hit) break;
+    uint64_t take = std::min(len, hit->size - (gpa - hit->gpa));
+    uint8_t* host = hit->host() + (gpa - hit->gpa);
+    if (toGuest)
+      memcpy(host, buf + done, take);
+    else
+      memcpy(buf + done, host, take);
+    done += take;
+    gpa += take;
+    len -= take;
+  }
+  return done;
+}
+
 int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov) {
   const RegionList* rs = CurrentRegions(tableId);
   if (!rs) return EBADF;

@@ -58,6 +58,29 @@ export declare class FdWatcher {
   close(): void;
 }
 
+/**
+ * The device side of one split virtqueue (native/vring.cc). pop() fills `out` with
+ * [readable count, writable count, readable bytes, writable bytes, prefetched bytes,
+ * readable (gpa, len) pairs..., writable pairs...] and copies the request's first bytes into
+ * `prefetch`. Negative results: -1 empty, -2 broken (the reason in error()).
+ */
+export declare class Vring {
+  constructor(table: number, size: number, desc: number, avail: number, used: number, base: number,
+    eventIdx: boolean, callFd: number, out: Float64Array, prefetch: Buffer);
+  sync(): number;
+  pop(): number;
+  reply(head: number, src: Buffer, srcOff: number, n: number, pos: number): number;
+  push(head: number, len: number): void;
+  flush(): boolean;
+  /** push + flush + signal the call eventfd; 1 when it was signalled. */
+  complete(head: number, len: number): number;
+  /** 1 when the ring is empty after asking for the next kick, 0 when not, -2 broken. */
+  enableNotification(): number;
+  lastAvail(): number;
+  error(): string;
+  setCallFd(fd: number): void;
+}
+
 /** Indexes into the Float64Array filled by statx(). */
 export enum StatxField {
   mask, devMajor, devMinor, ino, mode, nlink, uid, gid, rdevMajor, rdevMinor, size, blocks,
@@ -95,6 +118,8 @@ export interface NativeAddon {
   setNonBlocking(fd: number): void;
   close(fd: number): number;
   FdWatcher: typeof FdWatcher;
+  // vring.cc
+  Vring: typeof Vring;
   // ring.cc
   loadAcquire16(buf: Buffer, off: number): number;
   storeRelease16(buf: Buffer, off: number, value: number): void;

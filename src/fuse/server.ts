@@ -48,6 +48,8 @@ const FATTR_FH = 1 << 6;
 export class FuseServer {
   private readonly inBuf = Buffer.alloc(MAX_IN_COPY);
   private readonly outBuf = Buffer.alloc(abi.OUT_HEADER_SIZE + MAX_OUT_BODY);
+  /** Header of a reply whose body is already in guest memory (copied out at once, so shared). */
+  private readonly headerBuf = Buffer.alloc(abi.OUT_HEADER_SIZE);
   readonly counts: OpcodeCounts = new Map();
 
   constructor(
@@ -443,7 +445,7 @@ export class FuseServer {
   /** Writes a header for a body already placed in the reply (READ), or an empty one. */
   private header(t: FuseTransfer, unique: bigint, error: number, bodyLen: number): number {
     const len = abi.OUT_HEADER_SIZE + bodyLen;
-    const hb = Buffer.allocUnsafe(abi.OUT_HEADER_SIZE);
+    const hb = this.headerBuf;
     abi.encodeOutHeader(hb, 0, { len, error, unique });
     t.writeAt(0, hb, 0, abi.OUT_HEADER_SIZE);
     return len;

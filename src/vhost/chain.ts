@@ -3,8 +3,8 @@
  * part (the request) and the device-writable part (room for the reply), whatever the
  * descriptor boundaries (virtio 1.2, 2.7.4 "Message Framing"). Each stream is a list of
  * guest ranges, (guest-physical address, length) pairs already checked against guest memory
- * by the virtqueue. Small headers are copied between JS buffers and guest memory through
- * this thread's views; bulk data is handed on as GuestRanges for the native preadv/pwritev,
+ * by the virtqueue. Request headers come from the copy pop() made; other small pieces are
+ * copied between JS buffers and guest memory through this thread's views; bulk data is handed on as GuestRanges for the native preadv/pwritev,
  * so file data never passes through a JS buffer.
  */
 import type { GuestRanges } from '../native';
@@ -46,7 +46,18 @@ export class DescriptorChain {
     readonly readableLen: number,
     readonly writable: readonly number[],
     readonly writableLen: number,
+    private prefetch: Buffer | null = null,
+    private prefetched = 0,
   ) {}
+
+  /**
+   * The virtqueue's copy of the first request bytes is reused by the next pop(): the queue
+   * runner calls this once the handler's synchronous part (which parses the request) is over.
+   */
+  dropPrefetch(): void {
+    this.prefetch = null;
+    this.prefetched = 0;
+  }
 
   get readableLeft(): number {
     return this.readableLen - this.readPos;
@@ -54,7 +65,13 @@ export class DescriptorChain {
 
   /** Copies the next n readable bytes into dst at dstOff; returns how many there were. */
   read(dst: Buffer, dstOff: number, n: number): number {
-    // The usual case (a header or arguments inside the first descriptor) without closures.
+    // The usual case: a header or arguments that pop() already copied.
+    if (this.readPos + n <= this.prefetched) {
+      this.prefetch!.copy(dst, dstOff, this.readPos, this.readPos + n);
+      this.readPos += n;
+      return n;
+    }
+    // A header or arguments inside the first descriptor, without closures.
     const r = this.readable;
     if (r.length >= 2 && this.readPos + n <= r[1]) {
       this.mem.copyOut(r[0] + this.readPos, dst, dstOff, n);

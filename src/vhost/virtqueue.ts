@@ -1,7 +1,9 @@
 /**
  * The device side of a split virtqueue (virtio 1.2, 2.7 "Split Virtqueues"), with
- * INDIRECT_DESC (2.7.5.3) and EVENT_IDX (2.7.7, 2.7.10). It works over GuestMemory views, so
- * unit tests can drive it over a plain memfd.
+ * INDIRECT_DESC (2.7.5.3) and EVENT_IDX (2.7.7, 2.7.10). The ring work itself runs in native
+ * code (native/vring.cc): per request it replaces a dozen JS buffer reads and N-API calls by
+ * one pop() and one complete(). This class gives it the shape the queue runner and the tests
+ * use, and turns what pop() leaves in a shared Float64Array into a DescriptorChain.
  *
  * Everything the driver wrote is untrusted: indices are reduced modulo the queue size,
  * addresses are translated with bounds checks, chains are bounded (a loop or a chain longer
@@ -9,19 +11,17 @@
  * A malformed chain marks the queue broken: it stops being processed and the error is
  * reported to the caller, which logs it and signals the front end's error eventfd.
  */
-import { native } from '../native';
+import { native, type Vring } from '../native';
 import { DescriptorChain } from './chain';
-import { GuestMemory, GuestMemoryError, type Place } from './memory';
+import type { GuestMemory } from './memory';
 
-export const DESC_SIZE = 16;
-export const VIRTQ_DESC_F_NEXT = 1;
-export const VIRTQ_DESC_F_WRITE = 2;
-export const VIRTQ_DESC_F_INDIRECT = 4;
-export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
-export const VIRTQ_USED_F_NO_NOTIFY = 1;
 export const MAX_QUEUE_SIZE = 32768;
-/** Upper bound on the descriptors of one indirect table. */
+/** Upper bound on the descriptors of one indirect table (kMaxIndirect in native/vring.cc). */
 export const MAX_INDIRECT = 4096;
+/** Request bytes pop() copies for the parser: a FUSE header and the arguments of most requests. */
+const PREFETCH = 512;
+const EMPTY = -1;
+const BROKEN = -2;
 
 export class QueueError extends Error {
   constructor(message: string) {
@@ -37,29 +37,10 @@ export interface RingAddresses {
   used: number;
 }
 
-/** Bytes of the avail ring: flags, idx, ring[n], used_event. */
-export function availSize(n: number): number {
-  return 6 + 2 * n;
-}
-/** Bytes of the used ring: flags, idx, ring[n], avail_event. */
-export function usedSize(n: number): number {
-  return 6 + 8 * n;
-}
-/** Offset of used_event in the avail ring (EVENT_IDX). */
-const usedEventOffset = (n: number): number => 4 + 2 * n;
-/** Offset of avail_event in the used ring (EVENT_IDX). */
-const availEventOffset = (n: number): number => 4 + 8 * n;
-
 export class Virtqueue {
-  /** Next avail-ring index to process (what GET_VRING_BASE reports). */
-  lastAvail: number;
-  /** Shadow of used.idx: entries pushed, published by flush(). */
-  private usedIdx: number;
-  private signalledUsed: number;
-  private desc!: Place;
-  private avail!: Place;
-  private used!: Place;
-  private memGen = -1;
+  private readonly ring: Vring;
+  private readonly out: Float64Array;
+  private readonly prefetch = Buffer.alloc(PREFETCH);
 
   constructor(
     readonly mem: GuestMemory,
@@ -67,157 +48,74 @@ export class Virtqueue {
     readonly addrs: RingAddresses,
     base: number,
     readonly eventIdx: boolean,
+    callFd = -1,
   ) {
     if (size === 0 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       throw new QueueError(`queue size ${size} is not a power of two up to ${MAX_QUEUE_SIZE}`);
     }
-    this.lastAvail = base & 0xffff;
-    this.usedIdx = base & 0xffff;
-    this.signalledUsed = this.usedIdx;
-    this.translate();
+    if (addrs.desc % 16 || addrs.avail % 2 || addrs.used % 4) throw new QueueError('misaligned ring address');
+    this.out = new Float64Array(5 + 2 * (size + MAX_INDIRECT));
+    this.ring = new native.Vring(mem.tableId, size, addrs.desc, addrs.avail, addrs.used, base & 0xffff, eventIdx, callFd, this.out, this.prefetch);
+    this.check(this.ring.sync());
   }
 
-  /** (Re)computes the ring views; called at start and whenever the memory table changed. */
-  translate(): void {
-    const { desc, avail, used } = this.addrs;
-    if (desc % 16 || avail % 2 || used % 4) throw new QueueError('misaligned ring address');
-    try {
-      this.desc = this.mem.placeOfUaddr(desc, DESC_SIZE * this.size);
-      this.avail = this.mem.placeOfUaddr(avail, availSize(this.size));
-      this.used = this.mem.placeOfUaddr(used, usedSize(this.size));
-    } catch (e) {
-      if (e instanceof GuestMemoryError) throw new QueueError(`ring outside guest memory: ${e.message}`);
-      throw e;
-    }
-    this.memGen = this.mem.generation;
+  /** Next avail-ring index to process (what GET_VRING_BASE reports). */
+  get lastAvail(): number {
+    return this.ring.lastAvail();
+  }
+
+  setCallFd(fd: number): void {
+    this.ring.setCallFd(fd);
   }
 
   /** Picks up a changed memory table before touching the rings. */
   syncMemory(): void {
-    if (this.mem.refresh() || this.mem.generation !== this.memGen) this.translate();
-  }
-
-  /** Number of available chains not yet popped; throws if the driver's index is impossible. */
-  pending(): number {
-    const idx = native.loadAcquire16(this.avail.buf, this.avail.off + 2);
-    const n = (idx - this.lastAvail) & 0xffff;
-    if (n > this.size) throw new QueueError(`avail index ${idx} is ${n} entries ahead of ${this.lastAvail}`);
-    return n;
+    this.mem.refresh();
+    this.check(this.ring.sync());
   }
 
   /** Pops the next available chain, or returns null when the ring is empty. */
   pop(): DescriptorChain | null {
-    if (this.pending() === 0) return null;
-    const slot = this.lastAvail % this.size;
-    const head = this.avail.buf.readUInt16LE(this.avail.off + 4 + 2 * slot);
-    this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    return this.walk(head);
+    const head = this.ring.pop();
+    if (head === EMPTY) return null;
+    this.check(head);
+    const o = this.out;
+    const nr = o[0];
+    const nw = o[1];
+    const readable: number[] = new Array(2 * nr);
+    for (let i = 0; i < 2 * nr; i++) readable[i] = o[5 + i];
+    const writable: number[] = new Array(2 * nw);
+    for (let i = 0; i < 2 * nw; i++) writable[i] = o[5 + 2 * nr + i];
+    return new DescriptorChain(head, this.mem, readable, o[2], writable, o[3], this.prefetch, o[4]);
   }
 
   /**
-   * With EVENT_IDX, tells the driver which avail index we wait for next, then re-checks for
-   * entries that arrived meanwhile. Returns true when the ring is really empty (safe to
-   * sleep until the next kick).
+   * Asks the driver for a kick at the next chain (avail_event with EVENT_IDX, else clearing
+   * NO_NOTIFY), then re-checks for chains that arrived meanwhile. Returns true when the ring
+   * is really empty (safe to sleep until the next kick).
    */
   enableNotification(): boolean {
-    if (this.eventIdx) {
-      this.used.buf.writeUInt16LE(this.lastAvail, this.used.off + availEventOffset(this.size));
-    } else {
-      this.used.buf.writeUInt16LE(0, this.used.off);
-    }
-    // Store-load barrier: the driver must see avail_event before we re-read avail.idx,
-    // or a kick it decided to skip could be lost (virtio 1.2, 2.7.10).
-    native.fence();
-    return this.pending() === 0;
+    const r = this.ring.enableNotification();
+    this.check(r);
+    return r === 1;
   }
 
   /** Puts a completed chain on the used ring (visible to the driver after flush()). */
   push(head: number, len: number): void {
-    const slot = this.usedIdx % this.size;
-    const off = this.used.off + 4 + 8 * slot;
-    this.used.buf.writeUInt32LE(head, off);
-    this.used.buf.writeUInt32LE(len >>> 0, off + 4);
-    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.ring.push(head, len >>> 0);
   }
 
   /** Publishes pushed entries; returns true when the driver wants an interrupt for them. */
   flush(): boolean {
-    // Release: the used elements written by push() become visible before the new index.
-    native.storeRelease16(this.used.buf, this.used.off + 2, this.usedIdx);
-    if (this.usedIdx === this.signalledUsed) return false;
-    // Full barrier: used.idx must be visible before we read the driver's used_event/flags.
-    native.fence();
-    const old = this.signalledUsed;
-    const now = this.usedIdx;
-    this.signalledUsed = now;
-    if (this.eventIdx) {
-      const usedEvent = this.avail.buf.readUInt16LE(this.avail.off + usedEventOffset(this.size));
-      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
-    }
-    return (this.avail.buf.readUInt16LE(this.avail.off) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    return this.ring.flush();
   }
 
-  private walk(head: number): DescriptorChain {
-    if (head >= this.size) throw new QueueError(`chain head ${head} outside a queue of ${this.size}`);
-    const readable: number[] = [];
-    const writable: number[] = [];
-    let rlen = 0;
-    let wlen = 0;
-    let table = this.desc;
-    let tableSize = this.size;
-    let indirect = false;
-    let i = head;
-    let count = 0;
-    for (;;) {
-      if (i >= tableSize) throw new QueueError(`descriptor ${i} outside a table of ${tableSize}`);
-      if (++count > tableSize) throw new QueueError(`descriptor chain from head ${head} loops or exceeds its table`);
-      const off = table.off + i * DESC_SIZE;
-      const lo = table.buf.readUInt32LE(off);
-      const hi = table.buf.readUInt32LE(off + 4);
-      const len = table.buf.readUInt32LE(off + 8);
-      const flags = table.buf.readUInt16LE(off + 12);
-      const next = table.buf.readUInt16LE(off + 14);
-      if (hi >= 0x200000) throw new QueueError(`descriptor address 0x${hi.toString(16)}${lo.toString(16).padStart(8, '0')} out of range`);
-      const addr = hi * 0x100000000 + lo;
-      if (flags & VIRTQ_DESC_F_INDIRECT) {
-        if (indirect) throw new QueueError('indirect table inside an indirect table');
-        if (flags & VIRTQ_DESC_F_NEXT) throw new QueueError('indirect descriptor with NEXT set');
-        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) {
-          throw new QueueError(`indirect table of ${len} bytes`);
-        }
-        table = this.place(addr, len);
-        tableSize = len / DESC_SIZE;
-        indirect = true;
-        i = 0;
-        count = 0;
-        continue;
-      }
-      try {
-        this.mem.checkRange(addr, len);
-      } catch (e) {
-        if (e instanceof GuestMemoryError) throw new QueueError(`descriptor ${i}: ${e.message}`);
-        throw e;
-      }
-      if (flags & VIRTQ_DESC_F_WRITE) {
-        writable.push(addr, len);
-        wlen += len;
-      } else {
-        if (wlen > 0) throw new QueueError('readable descriptor after a writable one');
-        readable.push(addr, len);
-        rlen += len;
-      }
-      if (!(flags & VIRTQ_DESC_F_NEXT)) break;
-      i = next;
-    }
-    return new DescriptorChain(head, this.mem, readable, rlen, writable, wlen);
+  /** push + flush, and the call eventfd signalled when the driver wants it; true if it was. */
+  complete(head: number, len: number): boolean {
+    return this.ring.complete(head, len >>> 0) === 1;
   }
 
-  private place(addr: number, len: number): Place {
-    try {
-      return this.mem.placeOfGpa(addr, len);
-    } catch (e) {
-      if (e instanceof GuestMemoryError) throw new QueueError(`indirect table: ${e.message}`);
-      throw e;
-    }
+  private check(r: number): void {
+    if (r === BROKEN) throw new QueueError(this.ring.error());
   }
 }

@@ -1,0 +1,398 @@
+// The device side of a split virtqueue (virtio 1.2, 2.7), INDIRECT_DESC and EVENT_IDX
+// included, in native code: one Vring object per served queue, used only by the JS thread
+// that hosts the queue (src/vhost/virtqueue.ts wraps it).
+//
+// It does per request what would otherwise take a dozen JS buffer reads and N-API calls:
+// pop() reads avail.idx with acquire ordering, walks the chain with every check on what
+// the driver wrote, and hands back its (gpa, length) pairs and the first bytes of the
+// request in buffers shared with JS; reply() copies reply bytes into the chain's writable
+// part; complete() puts the chain on the used ring, publishes used.idx with release
+// ordering, decides whether the driver wants an interrupt and signals the call eventfd.
+//
+// Everything the driver wrote is untrusted: indices are reduced modulo the queue size,
+// every range is checked against guest memory, chains are bounded (a loop or a chain longer
+// than its table is an error) and an indirect table inside an indirect table is refused. A
+// malformed ring makes pop() return kBroken; the reason is in error().
+//
+// Guest memory is reached through this thread's snapshot of the memory table, held by the
+// object, so ring pointers stay valid until the table changes; every call that touches the
+// rings first compares the table's generation (one atomic load) and re-translates.
+#include "common.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <string>
+#include <vector>
+#include <cstdio>
+
+namespace vfsn {
+namespace {
+
+constexpr uint16_t kDescNext = 1, kDescWrite = 2, kDescIndirect = 4;
+constexpr uint16_t kAvailNoInterrupt = 1;
+constexpr uint32_t kMaxIndirect = 4096;
+constexpr uint32_t kDescSize = 16;
+// Layout of the shared Float64Array pop() fills (src/vhost/virtqueue.ts reads it).
+constexpr size_t kOutReadable = 0, kOutWritable = 1, kOutReadableLen = 2, kOutWritableLen = 3,
+                 kOutPrefetched = 4, kOutPairs = 5;
+constexpr double kMaxSafe = 9007199254740992.0;  // 2^53
+
+uint16_t Load16(const uint8_t* p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return v;
+}
+uint32_t Load32(const uint8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+uint64_t Load64(const uint8_t* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+class Vring : public Napi::ObjectWrap<Vring> {
+ public:
+  static constexpr int kEmpty = -1, kBroken = -2;
+
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Vring",
+                       {InstanceMethod("sync", &Vring::Sync), InstanceMethod("pop", &Vring::Pop),
+                        InstanceMethod("reply", &Vring::Reply), InstanceMethod("push", &Vring::Push),
+                        InstanceMethod("flush", &Vring::Flush), InstanceMethod("complete", &Vring::Complete),
+                        InstanceMethod("enableNotification", &Vring::EnableNotification),
+                        InstanceMethod("lastAvail", &Vring::LastAvail), InstanceMethod("error", &Vring::Error),
+                        InstanceMethod("setCallFd", &Vring::SetCallFd)});
+  }
+
+  // new Vring(tableId, size, descUaddr, availUaddr, usedUaddr, base, eventIdx, callFd,
+  //           out: Float64Array, prefetch: Buffer)
+  explicit Vring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Vring>(info) {
+    Napi::Env env = info.Env();
+    int64_t table, size, desc, avail, used, base, callFd;
+    if (!ArgInt(info, 0, &table) || !ArgInt(info, 1, &size) || !ArgInt(info, 2, &desc) || !ArgInt(info, 3, &avail) ||
+        !ArgInt(info, 4, &used) || !ArgInt(info, 5, &base) || !ArgInt(info, 7, &callFd) || !info[8].IsTypedArray() ||
+        info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[9].IsBuffer()) {
+      ThrowType(env, "new Vring(table, size, desc, avail, used, base, eventIdx, callFd, out, prefetch)");
+      return;
+    }
+    if (size < 1 || size > 32768 || (size & (size - 1)) != 0 || desc < 0 || avail < 0 || used < 0) {
+      ThrowRange(env, "bad queue size or ring address");
+      return;
+    }
+    table_ = table;
+    size_ = static_cast<uint32_t>(size);
+    descUaddr_ = static_cast<uint64_t>(desc);
+    availUaddr_ = static_cast<uint64_t>(avail);
+    usedUaddr_ = static_cast<uint64_t>(used);
+    lastAvail_ = usedIdx_ = signalledUsed_ = static_cast<uint16_t>(base);
+    eventIdx_ = info[6].ToBoolean();
+    callFd_ = static_cast<int>(callFd);
+    Napi::Float64Array out = info[8].As<Napi::Float64Array>();
+    // Room for the longest chain: a direct part up to the queue size plus one indirect table.
+    outCap_ = (out.ElementLength() - kOutPairs) / 2;
+    if (out.ElementLength() < kOutPairs || outCap_ < size_ + kMaxIndirect) {
+      ThrowRange(env, "out array too small for the queue");
+      return;
+    }
+    out_ = out.Data();
+    outRef_ = Napi::Persistent(out.As<Napi::Object>());
+    Napi::Buffer<uint8_t> pf = info[9].As<Napi::Buffer<uint8_t>>();
+    prefetch_ = pf.Data();
+    prefetchCap_ = pf.Length();
+    prefetchRef_ = Napi::Persistent(pf.As<Napi::Object>());
+    writable_.resize(size_);
+  }
+
+ private:
+  // Fails the ring with a reason (kept for error()).
+  int Fail(const char* fmt, ...) __attribute__((format(printf, 2, 3))) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    error_ = buf;
+    return kBroken;
+  }
+
+  // Fails with why [addr, addr + len) has no host address: not mapped at all, or running past
+  // the end of the region it starts in.
+  int OutsideMemory(const void* snapshot, const char* what, uint64_t addr, uint64_t len, bool byUaddr) {
+    auto a = static_cast<unsigned long long>(addr);
+    if (!SnapshotPtr(snapshot, addr, 1, byUaddr)) return Fail("%s 0x%llx is not in guest memory", what, a);
+    return Fail("%s 0x%llx + %llu bytes runs past the end of its memory region", what, a, static_cast<unsigned long long>(len));
+  }
+
+  // Re-translates the rings when the memory table changed. 0 or kBroken.
+  int SyncMemory() {
+    uint32_t gen = GuestGeneration(table_);
+    if (mem_ && gen == generation_) return 0;
+    std::shared_ptr<const void> keep;
+    uint32_t g;
+    if (!TakeGuestSnapshot(table_, &keep, &g)) return Fail("ring outside guest memory: no memory table");
+    if (descUaddr_ % 16 || availUaddr_ % 2 || usedUaddr_ % 4) return Fail("misaligned ring address");
+    uint8_t* d = SnapshotPtr(keep.get(), descUaddr_, uint64_t{kDescSize} * size_, true);
+    uint8_t* a = SnapshotPtr(keep.get(), availUaddr_, 6 + 2ull * size_, true);
+    uint8_t* u = SnapshotPtr(keep.get(), usedUaddr_, 6 + 8ull * size_, true);
+    if (!d) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", descUaddr_, uint64_t{kDescSize} * size_, true);
+    if (!a) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", availUaddr_, 6 + 2ull * size_, true);
+    if (!u) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", usedUaddr_, 6 + 8ull * size_, true);
+    desc_ = d;
+    avail_ = a;
+    used_ = u;
+    mem_ = std::move(keep);
+    generation_ = g;
+    return 0;
+  }
+
+  // Chains available and not yet popped, or kBroken for an impossible avail index.
+  int Pending() {
+    uint16_t idx = __atomic_load_n(reinterpret_cast<uint16_t*>(avail_ + 2), __ATOMIC_ACQUIRE);
+    uint32_t n = static_cast<uint16_t>(idx - lastAvail_);
+    if (n > size_) return Fail("avail index %u is %u entries ahead of %u", idx, n, lastAvail_);
+    return static_cast<int>(n);
+  }
+
+  // Walks the chain at head into out_ (and its writable pairs into writable_[head]).
+  int Walk(uint32_t head) {
+    if (head >= size_) return Fail("chain head %u outside a queue of %u", head, size_);
+    const uint8_t* table = desc_;
+    uint32_t tableSize = size_;
+    bool indirect = false;
+    uint32_t i = head, count = 0;
+    // Pairs go to out_ in two passes' worth of room: readable ones first, writable ones
+    // collected aside and appended (a chain is all readable descriptors, then all writable).
+    double* pairs = out_ + kOutPairs;
+    size_t nr = 0;
+    std::vector<double>& w = writable_[head];
+    w.clear();
+    uint64_t rlen = 0, wlen = 0;
+    for (;;) {
+      if (i >= tableSize) return Fail("descriptor %u outside a table of %u", i, tableSize);
+      if (++count > tableSize) return Fail("descriptor chain from head %u loops or exceeds its table", head);
+      const uint8_t* d = table + static_cast<size_t>(i) * kDescSize;
+      uint64_t addr = Load64(d);
+      uint32_t len = Load32(d + 8);
+      uint16_t flags = Load16(d + 12), next = Load16(d + 14);
+      if (addr >= (1ull << 53)) return Fail("descriptor address 0x%llx out of range", static_cast<unsigned long long>(addr));
+      if (flags & kDescIndirect) {
+        if (indirect) return Fail("indirect table inside an indirect table");
+        if (flags & kDescNext) return Fail("indirect descriptor with NEXT set");
+        if (len == 0 || len % kDescSize != 0 || len / kDescSize > kMaxIndirect) return Fail("indirect table of %u bytes", len);
+        const uint8_t* t = SnapshotPtr(mem_.get(), addr, len, false);
+        if (!t) return OutsideMemory(mem_.get(), "indirect table: guest address", addr, len, false);
+        table = t;
+        tableSize = len / kDescSize;
+        indirect = true;
+        i = 0;
+        count = 0;
+        continue;
+      }
+      if (len > 0 && !Covered(addr, len))
+        return Fail("descriptor %u: guest range 0x%llx+%u is not in guest memory", i, static_cast<unsigned long long>(addr), len);
+      if (flags & kDescWrite) {
+        w.push_back(static_cast<double>(addr));
+        w.push_back(len);
+        wlen += len;
+      } else {
+        if (wlen > 0) return Fail("readable descriptor after a writable one");
+        if (nr + w.size() / 2 >= outCap_) return Fail("descriptor chain from head %u is too long", head);
+        pairs[2 * nr] = static_cast<double>(addr);
+        pairs[2 * nr + 1] = len;
+        nr++;
+        rlen += len;
+      }
+      if (!(flags & kDescNext)) break;
+      i = next;
+    }
+    size_t nw = w.size() / 2;
+    if (nr + nw > outCap_) return Fail("descriptor chain from head %u is too long", head);
+    memcpy(pairs + 2 * nr, w.data(), w.size() * sizeof(double));
+    out_[kOutReadable] = static_cast<double>(nr);
+    out_[kOutWritable] = static_cast<double>(nw);
+    out_[kOutReadableLen] = static_cast<double>(rlen);
+    out_[kOutWritableLen] = static_cast<double>(wlen);
+    // The request's first bytes (FUSE header and arguments) into the prefetch buffer.
+    size_t copied = 0;
+    for (size_t k = 0; k < nr && copied < prefetchCap_; k++) {
+      uint64_t take = std::min<uint64_t>(static_cast<uint64_t>(pairs[2 * k + 1]), prefetchCap_ - copied);
+      size_t got = SnapshotCopy(mem_.get(), static_cast<uint64_t>(pairs[2 * k]), prefetch_ + copied, take, false);
+      copied += got;
+      if (got < take) break;
+    }
+    out_[kOutPrefetched] = static_cast<double>(copied);
+    return static_cast<int>(head);
+  }
+
+  bool Covered(uint64_t gpa, uint64_t len) {
+    while (len > 0) {
+      // Largest piece inside one region: try the whole range, then shrink to the region end.
+      uint8_t* p = SnapshotPtr(mem_.get(), gpa, 1, false);
+      if (!p) return false;
+      uint64_t lo = 1, hi = len;
+      if (SnapshotPtr(mem_.get(), gpa, len, false)) return true;
+      // The range crosses a region end: find where (regions are few; binary search).
+      while (lo < hi) {
+        uint64_t mid = lo + (hi - lo + 1) / 2;
+        if (SnapshotPtr(mem_.get(), gpa, mid, false))
+          lo = mid;
+        else
+          hi = mid - 1;
+      }
+      gpa += lo;
+      len -= lo;
+    }
+    return true;
+  }
+
+  // sync() -> 0, or kBroken (reason in error()): picks up a changed memory table.
+  Napi::Value Sync(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), SyncMemory()); }
+
+  // pop() -> head, kEmpty, or kBroken. On a head, out and prefetch describe the chain.
+  Napi::Value Pop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int r = SyncMemory();
+    if (r == 0) r = Pending();
+    if (r == 0) return Napi::Number::New(env, kEmpty);
+    if (r < 0) return Napi::Number::New(env, r);
+    uint16_t head = Load16(avail_ + 4 + 2 * (lastAvail_ % size_));
+    lastAvail_++;
+    return Napi::Number::New(env, Walk(head));
+  }
+
+  // reply(head, src: Buffer, srcOff, n, pos) -> bytes copied into the chain's writable part
+  // at byte pos (fewer when it is shorter).
+  Napi::Value Reply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t head, off, n, pos;
+    if (!ArgInt(info, 0, &head) || !info[1].IsBuffer() || !ArgInt(info, 2, &off) || !ArgInt(info, 3, &n) || !ArgInt(info, 4, &pos))
+      return ThrowType(env, "reply(head, src, srcOff, n, pos)");
+    Napi::Buffer<uint8_t> src = info[1].As<Napi::Buffer<uint8_t>>();
+    if (head < 0 || head >= size_ || off < 0 || n < 0 || pos < 0 || static_cast<uint64_t>(off + n) > src.Length())
+      return ThrowRange(env, "reply outside its buffer or queue");
+    if (SyncMemory() != 0) return Napi::Number::New(env, 0);
+    const std::vector<double>& w = writable_[head];
+    uint64_t skip = static_cast<uint64_t>(pos), left = static_cast<uint64_t>(n);
+    uint8_t* from = src.Data() + off;
+    size_t done = 0;
+    for (size_t k = 0; k + 1 < w.size() && left > 0; k += 2) {
+      uint64_t gpa = static_cast<uint64_t>(w[k]), len = static_cast<uint64_t>(w[k + 1]);
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      uint64_t take = std::min(len - skip, left);
+      size_t got = SnapshotCopy(mem_.get(), gpa + skip, from + done, take, true);
+      done += got;
+      left -= got;
+      skip = 0;
+      if (got < take) break;
+    }
+    return Napi::Number::New(env, static_cast<double>(done));
+  }
+
+  void PushUsed(uint32_t head, uint32_t len) {
+    uint8_t* e = used_ + 4 + 8 * static_cast<size_t>(usedIdx_ % size_);
+    memcpy(e, &head, 4);
+    memcpy(e + 4, &len, 4);
+    usedIdx_++;
+  }
+
+  // Publishes the used index; true when the driver wants an interrupt for what it covers.
+  bool Publish() {
+    // Release: the used elements become visible before the new index.
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx_, __ATOMIC_RELEASE);
+    if (usedIdx_ == signalledUsed_) return false;
+    // Full barrier: used.idx must be visible before we read used_event or the flags.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    uint16_t old = signalledUsed_, now = usedIdx_;
+    signalledUsed_ = now;
+    if (eventIdx_) {
+      uint16_t usedEvent = Load16(avail_ + 4 + 2 * size_);
+      return static_cast<uint16_t>(now - usedEvent - 1) < static_cast<uint16_t>(now - old);
+    }
+    return (Load16(avail_) & kAvailNoInterrupt) == 0;
+  }
+
+  // push(head, len): a used element, visible to the driver after flush().
+  Napi::Value Push(const Napi::CallbackInfo& info) {
+    int64_t head, len;
+    if (!ArgInt(info, 0, &head) || !ArgInt(info, 1, &len)) return ThrowType(info.Env(), "push(head, len)");
+    if (SyncMemory() == 0) PushUsed(static_cast<uint32_t>(head), static_cast<uint32_t>(len));
+    return info.Env().Undefined();
+  }
+
+  // flush() -> true when the driver wants an interrupt (the caller signals it).
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), SyncMemory() == 0 && Publish());
+  }
+
+  // complete(head, len) -> 1 when the call eventfd was signalled, else 0: push, publish and
+  // notify in one call.
+  Napi::Value Complete(const Napi::CallbackInfo& info) {
+    int64_t head, len;
+    if (!ArgInt(info, 0, &head) || !ArgInt(info, 1, &len)) return ThrowType(info.Env(), "complete(head, len)");
+    if (SyncMemory() != 0) return Napi::Number::New(info.Env(), 0);
+    PushUsed(static_cast<uint32_t>(head), static_cast<uint32_t>(len));
+    if (!Publish() || callFd_ < 0) return Napi::Number::New(info.Env(), 0);
+    uint64_t one = 1;
+    ssize_t r;
+    do {
+      r = write(callFd_, &one, 8);
+    } while (r < 0 && errno == EINTR);
+    return Napi::Number::New(info.Env(), 1);
+  }
+
+  // enableNotification() -> 1 when the ring is empty (safe to sleep until the next kick), 0
+  // when chains arrived meanwhile, kBroken. With EVENT_IDX it asks for a kick at the next
+  // avail index; without, it clears NO_NOTIFY.
+  Napi::Value EnableNotification(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (SyncMemory() != 0) return Napi::Number::New(env, kBroken);
+    uint16_t v = eventIdx_ ? lastAvail_ : 0;
+    memcpy(eventIdx_ ? used_ + 4 + 8 * static_cast<size_t>(size_) : used_, &v, 2);
+    // Store-load barrier: the driver must see avail_event before we re-read avail.idx, or a
+    // kick it decided to skip could be lost (virtio 1.2, 2.7.10).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    int n = Pending();
+    return Napi::Number::New(env, n < 0 ? n : n == 0 ? 1 : 0);
+  }
+
+  Napi::Value LastAvail(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lastAvail_); }
+  Napi::Value Error(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), error_); }
+  Napi::Value SetCallFd(const Napi::CallbackInfo& info) {
+    int64_t fd;
+    if (!ArgInt(info, 0, &fd)) return ThrowType(info.Env(), "setCallFd(fd)");
+    callFd_ = static_cast<int>(fd);
+    return info.Env().Undefined();
+  }
+
+  int64_t table_ = 0;
+  uint32_t size_ = 0;
+  uint64_t descUaddr_ = 0, availUaddr_ = 0, usedUaddr_ = 0;
+  uint16_t lastAvail_ = 0, usedIdx_ = 0, signalledUsed_ = 0;
+  bool eventIdx_ = false;
+  int callFd_ = -1;
+  std::shared_ptr<const void> mem_;
+  uint32_t generation_ = 0;
+  uint8_t *desc_ = nullptr, *avail_ = nullptr, *used_ = nullptr;
+  double* out_ = nullptr;
+  size_t outCap_ = 0;
+  uint8_t* prefetch_ = nullptr;
+  size_t prefetchCap_ = 0;
+  Napi::ObjectReference outRef_, prefetchRef_;
+  // The writable pairs of each chain in flight, by head, for reply().
+  std::vector<std::vector<double>> writable_;
+  std::string error_;
+};
+
+}  // namespace
+
+void InitVring(Napi::Env env, Napi::Object exports) { exports.Set("Vring", Vring::Define(env)); }
+
+}  // namespace vfsn
