@@ -7,15 +7,23 @@
  * alternating, ROUNDS rounds; each figure is the median over rounds. The table goes to stdout
  * and bench/results/guest.md, a chart to bench/results/guest.svg.
  *
- * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT),
- * --daemons=LABEL,... (only these configurations).
+ * Then the cost of each cache mode (guest-tests/bench-cache): a 16 MiB file the host wrote is
+ * re-read 20 times in the guest, each time through a new open, under virtiofsd-ts and the
+ * Rust virtiofsd in modes never, auto and always; the table has the first and the later
+ * reads' MB/s and, for virtiofsd-ts, the READ requests the daemon served.
+ *
+ * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT; "reread" for
+ * the cache-mode job), --daemons=LABEL,... (only these configurations).
  * Figures from another run are not comparable: compare the daemons of one run only.
  */
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO_ROOT, type DaemonKind } from '../test/frontend/daemons';
-import { BENCH_DIR, COMBINATIONS, comboMissing, explain, listCases, runCases } from '../test/guest/runner';
+import {
+  BENCH_CACHE_DIR, BENCH_DIR, COMBINATIONS, comboMissing, exitReport, explain, listCases, requestsOf, runCases,
+} from '../test/guest/runner';
 import { ratioChart } from './chart';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -37,6 +45,11 @@ const CONFIGS: Config[] = [
   { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1 },
 ];
 
+const CACHE_CONFIGS: Config[] = (['never', 'auto', 'always'] as const).flatMap((mode) => [
+  { label: `virtiofsd-ts ${mode}`, kind: 'ts' as const, args: [`--cache=${mode}`], queues: 1 },
+  { label: `rust ${mode}`, kind: 'rust' as const, args: [`--cache=${mode}`], queues: 1 },
+]);
+
 interface Figures {
   iops: number;
   kibPerSec: number;
@@ -47,9 +60,28 @@ async function main(): Promise<void> {
   const missing = comboMissing(combo);
   if (missing) throw new Error(missing);
   const jobs = listCases(BENCH_DIR).filter((c) => !ONLY || c.name.includes(ONLY));
+  const cacheJobs = listCases(BENCH_CACHE_DIR).filter((c) => !ONLY || c.name.includes(ONLY));
   const results = new Map<string, Figures[]>();
+  const rereads = new Map<string, Array<{ first: number; rest: number; reads: number }>>();
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const cfg of CONFIGS.filter((c) => !DAEMONS || DAEMONS.includes(c.label))) {
+    for (const cfg of CACHE_CONFIGS.filter((c) => cacheJobs.length > 0 && (!DAEMONS || DAEMONS.includes(c.label)))) {
+      const run = await runCases({
+        daemon: cfg.kind, combo, cases: cacheJobs, daemonArgs: cfg.args, queues: 1, smp: 2, set: 'bench-cache',
+        prepare: (share) => fs.writeFileSync(path.join(share, 'reread-16m'), randomBytes(16 << 20)),
+      });
+      const job = cacheJobs[0].name;
+      const line = run.results.get(job)?.output.find((l) => l.startsWith('REREAD '));
+      if (run.results.get(job)?.status !== 'pass' || !line) {
+        process.stderr.write(`round ${round} ${cfg.label} ${job}: no result\n${explain(run, job)}\n`);
+        continue;
+      }
+      const [, first, rest] = line.split(' ').map(Number);
+      const report = exitReport(run);
+      const reads = report ? requestsOf(report, 'READ') : NaN;
+      rereads.set(cfg.label, [...(rereads.get(cfg.label) ?? []), { first, rest, reads }]);
+      process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  re-read: first ${first} MB/s, then ${rest} MB/s${report ? `, ${reads} READs` : ''}\n`);
+    }
+    for (const cfg of CONFIGS.filter((c) => jobs.length > 0 && (!DAEMONS || DAEMONS.includes(c.label)))) {
       const boot = () => runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: cfg.args, queues: cfg.queues, smp: 2, set: 'bench' });
       let run = await boot();
       // A guest that died before any job started (a boot failure under TCG) says nothing
@@ -97,6 +129,26 @@ async function main(): Promise<void> {
         `| ${job.name} | ${cfg.label} | ${fmt(iops)} | ${fmt((med(job.name, cfg.label, (x) => x.kibPerSec) * 1024) / 1e6)} | ` +
           `${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,
       );
+    }
+  }
+  if (cacheJobs.length > 0) {
+    const m = (label: string, f: (x: { first: number; rest: number; reads: number }) => number): number => {
+      const xs = rereads.get(label);
+      return xs && xs.length ? median(xs.map(f)) : NaN;
+    };
+    lines.push(
+      '',
+      '## Re-reading a file, by cache mode',
+      '',
+      'A 16 MiB file the host wrote, read 20 times in the guest (`cat`, a new open each time); median of ' +
+        `${ROUNDS} rounds. READ requests: what virtiofsd-ts served over the boot (the Rust virtiofsd does not report it).`,
+      '',
+      '| cache mode | daemon | first read MB/s | later reads MB/s | READ requests |',
+      '| --- | --- | ---: | ---: | ---: |',
+    );
+    for (const cfg of CACHE_CONFIGS) {
+      const mode = cfg.args[0].split('=')[1];
+      lines.push(`| ${mode} | ${cfg.kind === 'ts' ? 'virtiofsd-ts' : 'rust'} | ${fmt(m(cfg.label, (x) => x.first))} | ${fmt(m(cfg.label, (x) => x.rest))} | ${cfg.kind === 'ts' ? fmt(m(cfg.label, (x) => x.reads)) : ''} |`);
     }
   }
   const text = lines.join('\n') + '\n';

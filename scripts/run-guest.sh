@@ -7,8 +7,12 @@
 #          [--timeout SECONDS] [--kernel 6.1] [--qemu PATH] [--smp 2] [--mem 512] [--queues 1]
 #          [--queue-size 1024] [--mount-opts OPTS] [--accel auto|tcg|kvm]
 #          [--boot-timeout SECONDS] [--append 'KERNEL PARAMS'] [--qemu-arg ARG]... [--log FILE]
+#          [--socket2 PATH [--tag2 TAG]]
 #   --socket PATH   vhost-user socket the daemon listens on (required; the daemon must be up)
 #   --tag TAG       virtio-fs tag (default myfs)
+#   --socket2 PATH  a second vhost-user-fs device on another daemon's socket, tag --tag2
+#                   (default hostside), not mounted: the guest command mounts it where it
+#                   wants (the coherence cases use it as a host-side writer on the same share)
 #   --cmd CMD       command for the guest's `sh -c` after mounting (default: ls -la /mnt)
 #   --timeout SECS  limit for the guest command (default 60); the whole VM is killed after
 #                   SECS + --boot-timeout (default 120) seconds
@@ -44,7 +48,7 @@ bad() { printf '%s: %s (see --help)\n' "$PROG" "$*" >&2; exit 2; }
 
 socket="" tag=myfs qemu=/usr/bin/qemu-system-x86_64 kseries=6.1 cmd='ls -la /mnt'
 tmo=60 boot_tmo=120 smp=2 mem=512 queues=1 qsize=1024 mopts="" accel=${VFS_ACCEL:-auto}
-append="" logfile="" interactive=""
+append="" logfile="" interactive="" socket2="" tag2=hostside
 qemu_extra=()
 while [ $# -gt 0 ]; do
     opt=$1
@@ -53,7 +57,7 @@ while [ $# -gt 0 ]; do
         -h|--help) usage; exit 0 ;;
         --interactive) interactive=1; shift; continue ;;
         --socket|--tag|--qemu|--kernel|--cmd|--timeout|--boot-timeout|--smp|--mem|--queues|\
-        --queue-size|--mount-opts|--accel|--append|--qemu-arg|--log)
+        --queue-size|--mount-opts|--accel|--append|--qemu-arg|--log|--socket2|--tag2)
             [ $# -ge 2 ] || bad "$opt needs a value" ;;
         *) bad "unknown argument: $opt" ;;
     esac
@@ -75,6 +79,8 @@ while [ $# -gt 0 ]; do
         --append) append=$val ;;
         --qemu-arg) qemu_extra+=("$val") ;;
         --log) logfile=$val ;;
+        --socket2) socket2=$val ;;
+        --tag2) tag2=$val ;;
     esac
     shift 2
 done
@@ -86,6 +92,8 @@ case $accel in auto|tcg|kvm) ;; *) bad "--accel wants auto, tcg or kvm" ;; esac
 [[ $tag =~ ^[^[:space:],=]+$ ]] || bad "--tag must not contain spaces, commas or '='"
 [[ $mopts =~ ^[^[:space:]]*$ ]] || bad "--mount-opts must not contain spaces"
 [ -S "$socket" ] || { log "error: $socket is not a socket: start the daemon first"; exit 125; }
+[ -z "$socket2" ] || [ -S "$socket2" ] || { log "error: $socket2 is not a socket: start the second daemon first"; exit 125; }
+[[ $tag2 =~ ^[^[:space:],=]+$ ]] && [ "$tag2" != "$tag" ] || bad "--tag2 must differ from --tag and not contain spaces, commas or '='"
 [ -x "$qemu" ] || command -v "$qemu" >/dev/null || { log "error: no QEMU at $qemu (run scripts/install-host-deps.sh)"; exit 125; }
 
 guest=$("$SCRIPTS_DIR/build-guest.sh" --kernel "$kseries" | tail -n1) ||
@@ -149,6 +157,10 @@ args=(
     -kernel "$kernel" -initrd "$initrd" -append "$kargs"
     -nodefaults -no-user-config -display none -serial stdio -monitor none -no-reboot
     "${qemu_extra[@]+"${qemu_extra[@]}"}"
+)
+[ -z "$socket2" ] || args+=(
+    -chardev "socket,id=vfs1,path=$socket2"
+    -device "vhost-user-fs-pci,queue-size=$qsize,chardev=vfs1,tag=$tag2"
 )
 
 # --- Run --------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@
  *   always    86400 s, page cache kept across opens, directories cached
  *
  * Beyond it: metadata and always also cache a missing name as missing for the entry timeout
- * (a negative entry), which builds that stat missing files again and again ask for.
+ * (a negative entry), which builds that stat missing files again and again ask for. And auto
+ * keeps the guest's page cache at an open when the host file has not changed since the
+ * previous open (ctime and size as then: libfuse's auto_cache), so re-reading an unchanged
+ * file costs no READ, while a changed one is still read afresh at the next open; with
+ * AUTO_INVAL_DATA the guest also drops cached data of an open file whose mtime it sees change
+ * once the 1 s attribute timeout has passed.
  */
 import { FopenFlags, InitFlags } from '../fuse/abi';
 
@@ -49,6 +54,8 @@ export interface CachePolicy {
   fileOpenFlags: number;
   /** FOPEN_* flags for opened directories. */
   dirOpenFlags: number;
+  /** Add KEEP_CACHE at an open when the file is unchanged since its previous open. */
+  keepCacheIfUnchanged: boolean;
   /** INIT flags this policy asks for (the server keeps only those the guest offered). */
   initFlags: bigint;
 }
@@ -59,7 +66,7 @@ export function cachePolicy(o: CacheOptions): CachePolicy {
   let p: Omit<CachePolicy, 'initFlags'>;
   switch (o.mode) {
     case 'never':
-      p = { entryTimeout: 0, attrTimeout: 0, negativeTimeout: 0, fileOpenFlags: FopenFlags.DIRECT_IO, dirOpenFlags: 0 };
+      p = { entryTimeout: 0, attrTimeout: 0, negativeTimeout: 0, fileOpenFlags: FopenFlags.DIRECT_IO, dirOpenFlags: 0, keepCacheIfUnchanged: false };
       break;
     case 'metadata':
       p = {
@@ -68,10 +75,11 @@ export function cachePolicy(o: CacheOptions): CachePolicy {
         negativeTimeout: DAY,
         fileOpenFlags: FopenFlags.DIRECT_IO,
         dirOpenFlags: FopenFlags.CACHE_DIR | FopenFlags.KEEP_CACHE,
+        keepCacheIfUnchanged: false,
       };
       break;
     case 'auto':
-      p = { entryTimeout: 1, attrTimeout: 1, negativeTimeout: 0, fileOpenFlags: 0, dirOpenFlags: 0 };
+      p = { entryTimeout: 1, attrTimeout: 1, negativeTimeout: 0, fileOpenFlags: 0, dirOpenFlags: 0, keepCacheIfUnchanged: true };
       break;
     case 'always':
       p = {
@@ -80,6 +88,7 @@ export function cachePolicy(o: CacheOptions): CachePolicy {
         negativeTimeout: DAY,
         fileOpenFlags: FopenFlags.KEEP_CACHE,
         dirOpenFlags: FopenFlags.CACHE_DIR | FopenFlags.KEEP_CACHE,
+        keepCacheIfUnchanged: false,
       };
       break;
   }
@@ -87,6 +96,7 @@ export function cachePolicy(o: CacheOptions): CachePolicy {
   let initFlags = InitFlags.PARALLEL_DIROPS;
   // With never nothing READDIRPLUS returns could be kept: it would only cost lookups.
   if (o.readdirplus && o.mode !== 'never') initFlags |= InitFlags.DO_READDIRPLUS | InitFlags.READDIRPLUS_AUTO;
+  if (o.mode === 'auto') initFlags |= InitFlags.AUTO_INVAL_DATA;
   if (o.writeback) initFlags |= InitFlags.WRITEBACK_CACHE;
   if (o.allowMmap) initFlags |= InitFlags.DIRECT_IO_ALLOW_MMAP;
   return { ...p, initFlags };

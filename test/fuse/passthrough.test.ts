@@ -547,6 +547,54 @@ describe('passthrough filesystem, operation by operation', function () {
       }
     });
 
+    it('auto keeps the guest page cache (KEEP_CACHE) at an open only while the file is unchanged since the last open', () => {
+      const KEEP = abi.FopenFlags.KEEP_CACHE;
+      const e = setup();
+      try {
+        const file = path.join(e.dir, 'file');
+        fs.writeFileSync(file, 'one');
+        // A state older than the timestamp tick, as a file is when a guest re-reads it.
+        const old = new Date(Date.now() - 10_000);
+        fs.utimesSync(file, old, old);
+        const id = lookup(e, 'file').nodeid;
+        const open = (): number => {
+          const o = e.fs.open(ROOT, id, fs.constants.O_RDONLY);
+          e.fs.release(ROOT, id, o.fh, 0, 0n);
+          return o.openFlags & KEEP;
+        };
+        assert.equal(open(), 0, 'first open: nothing cached to keep');
+        assert.equal(open(), 0, 'the file was changed (utimes) less than a tick before: not trusted');
+        const settle = (): void => {
+          // ctime is what the first record saw; wait it out of the slack window.
+          const until = Date.now() + 150;
+          while (Date.now() < until) {
+            // spin: the test must not yield to timers here
+          }
+        };
+        settle();
+        assert.equal(open(), 0, 'first open of a settled state');
+        assert.equal(open(), KEEP, 'unchanged since the last open');
+        assert.equal(open(), KEEP, 'still unchanged');
+        fs.writeFileSync(file, 'two');
+        settle();
+        assert.equal(open(), 0, 'a same-size rewrite on the host drops the cache');
+        assert.equal(open(), KEEP, 'and the new state is kept from then on');
+        for (const mode of ['never', 'metadata', 'always'] as const) {
+          const m = setup({ cache: { ...DEFAULTS.cache, mode } });
+          try {
+            fs.writeFileSync(path.join(m.dir, 'f'), 'x');
+            const mid = lookup(m, 'f').nodeid;
+            const flags = [0, 1, 2].map(() => m.fs.open(ROOT, mid, fs.constants.O_RDONLY).openFlags & KEEP);
+            assert.deepEqual(flags, mode === 'always' ? [KEEP, KEEP, KEEP] : [0, 0, 0], mode);
+          } finally {
+            teardown(m);
+          }
+        }
+      } finally {
+        teardown(e);
+      }
+    });
+
     it('with a writeback session, write-only files open read-write and O_APPEND is left to the guest', () => {
       const wb = setup({ cache: { ...DEFAULTS.cache, writeback: true } });
       try {

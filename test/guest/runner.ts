@@ -14,6 +14,9 @@
  *   # daemon: ARGS...      daemon options the case needs (cases with the same ones share a boot)
  *   # compare: rust        the case's transcript must match the Rust virtiofsd's line for line
  *                          (lines starting "better:" excepted, see guest-tests/lib.sh)
+ *   # host-writer: yes     a second virtiofsd-ts (--cache=never) serves the same share to the
+ *                          guest as tag "hostside": what the case writes through it is a
+ *                          change made on the host, as the main mount sees it
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -24,6 +27,8 @@ import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../fronten
 export const CASES_DIR = path.join(REPO_ROOT, 'guest-tests', 'cases');
 /** The fio jobs of npm run bench:guest, run the same way. */
 export const BENCH_DIR = path.join(REPO_ROOT, 'guest-tests', 'bench');
+/** The cache-mode jobs of npm run bench:guest. */
+export const BENCH_CACHE_DIR = path.join(REPO_ROOT, 'guest-tests', 'bench-cache');
 
 /** A QEMU + guest kernel combination that works on these machines (GUEST-VM.md). */
 export interface Combo {
@@ -57,6 +62,7 @@ export interface CaseInfo {
   timeout: number;
   daemonArgs: string[];
   compare: string[];
+  hostWriter: boolean;
 }
 
 /** The cases in guest-tests/cases, with their headers. */
@@ -73,6 +79,7 @@ export function listCases(dir = CASES_DIR): CaseInfo[] {
         timeout: Number(header('timeout') ?? 60),
         daemonArgs: (header('daemon') ?? '').split(/\s+/).filter(Boolean),
         compare: (header('compare') ?? '').split(/\s+/).filter(Boolean),
+        hostWriter: header('host-writer') === 'yes',
       };
     });
 }
@@ -115,8 +122,8 @@ export interface RunOptions {
   share?: string;
   /** Called with the share before the guest boots (to put host files in place). */
   prepare?: (share: string) => void;
-  /** Which scripts: guest-tests/cases (default) or guest-tests/bench. */
-  set?: 'cases' | 'bench';
+  /** Which scripts: guest-tests/cases (default), guest-tests/bench or guest-tests/bench-cache. */
+  set?: 'cases' | 'bench' | 'bench-cache';
 }
 
 const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
@@ -176,14 +183,21 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
     const replace = o.daemon === 'rust' ? ['--sandbox=none', ...args] : args;
     daemon = startDaemon(o.daemon, { sharedDir: share, socketPath, replaceDefaultArgs: replace });
   }
+  // The host-side writer: our daemon with nothing cached, on the same share.
+  const socket2 = path.join(work, 'hostside.sock');
+  const writer = o.cases.some((c) => c.hostWriter)
+    ? startDaemon('ts', { sharedDir: share, socketPath: socket2, replaceDefaultArgs: ['--cache=never'] })
+    : null;
   const deadline = Date.now() + 10_000;
-  while (!fs.existsSync(socketPath) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const sockets = writer ? [socketPath, socket2] : [socketPath];
+  while (!sockets.every((s) => fs.existsSync(s)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const guestTimeout = o.cases.reduce((s, c) => s + c.timeout + 5, 10);
   const cmd = `sh /guest-tests/run.sh -d ${o.set ?? 'cases'} ${o.cases.map((c) => c.name).join(' ')}`;
   const runArgs = [
     path.join(REPO_ROOT, 'scripts', 'run-guest.sh'),
     '--socket', socketPath, '--qemu', o.combo.binary, '--kernel', o.combo.kernel, '--cmd', cmd,
     '--timeout', String(guestTimeout), '--queues', String(o.queues ?? 1), '--smp', String(o.smp ?? 2),
+    ...(writer ? ['--socket2', socket2] : []),
   ];
   const { status, output } = await new Promise<{ status: number | null; output: string }>((resolve) => {
     const p = spawn('bash', runArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -224,6 +238,15 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
     daemonExit = code;
     daemonOutput = customOut;
   }
+  if (writer) {
+    try {
+      const e = await writer.waitExit(10_000);
+      if (e.code !== 0) daemonExit += `; host-side writer: ${e.signal ? `signal ${e.signal}` : `exit ${e.code}`}`;
+    } catch {
+      await writer.stop();
+      daemonExit += '; host-side writer did not exit within 10 s of QEMU; killed';
+    }
+  }
   if (own) fs.rmSync(work, { recursive: true, force: true });
   else fs.rmSync(socketPath, { force: true });
   return {
@@ -234,6 +257,31 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
     daemonExit,
     seconds: (Date.now() - t0) / 1000,
   };
+}
+
+/** What virtiofsd-ts reports when the connection closes (its "connection closed" line). */
+export interface ExitReport {
+  requestsPerQueue: Record<string, number>;
+  opcodesPerQueue: Record<string, Record<string, number>>;
+}
+
+/** Our daemon's exit report from a run, or null (another daemon, or it never got there). */
+export function exitReport(run: GuestRun): ExitReport | null {
+  for (const l of run.daemonOutput.split('\n')) {
+    if (!l.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(l) as Partial<ExitReport> & { msg?: string };
+      if (j.msg === 'connection closed' && j.requestsPerQueue) return { requestsPerQueue: j.requestsPerQueue, opcodesPerQueue: j.opcodesPerQueue ?? {} };
+    } catch {
+      // not a log line
+    }
+  }
+  return null;
+}
+
+/** Requests of one opcode (e.g. READ) our daemon served in a run, all queues together. */
+export function requestsOf(report: ExitReport, opcode: string): number {
+  return Object.values(report.opcodesPerQueue).reduce((n, q) => n + (q[opcode] ?? 0), 0);
 }
 
 /** A readable account of a case that did not pass, for assertion messages. */

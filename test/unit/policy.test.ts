@@ -12,17 +12,20 @@ const DAY = 86400;
 const PLUS = I.DO_READDIRPLUS | I.READDIRPLUS_AUTO;
 
 describe('cache policy', () => {
-  const table: Array<[CacheMode, number, number, number, number, number, bigint]> = [
-    // mode        entry attr negative file flags   dir flags                     INIT flags
-    ['never', 0, 0, 0, F.DIRECT_IO, 0, I.PARALLEL_DIROPS],
-    ['metadata', DAY, DAY, DAY, F.DIRECT_IO, F.CACHE_DIR | F.KEEP_CACHE, I.PARALLEL_DIROPS | PLUS],
-    ['auto', 1, 1, 0, 0, 0, I.PARALLEL_DIROPS | PLUS],
-    ['always', DAY, DAY, DAY, F.KEEP_CACHE, F.CACHE_DIR | F.KEEP_CACHE, I.PARALLEL_DIROPS | PLUS],
+  const table: Array<[CacheMode, number, number, number, number, number, boolean, bigint]> = [
+    // mode        entry attr negative file flags   dir flags              keep if unchanged  INIT flags
+    ['never', 0, 0, 0, F.DIRECT_IO, 0, false, I.PARALLEL_DIROPS],
+    ['metadata', DAY, DAY, DAY, F.DIRECT_IO, F.CACHE_DIR | F.KEEP_CACHE, false, I.PARALLEL_DIROPS | PLUS],
+    ['auto', 1, 1, 0, 0, 0, true, I.PARALLEL_DIROPS | PLUS | I.AUTO_INVAL_DATA],
+    ['always', DAY, DAY, DAY, F.KEEP_CACHE, F.CACHE_DIR | F.KEEP_CACHE, false, I.PARALLEL_DIROPS | PLUS],
   ];
-  for (const [mode, entry, attr, negative, file, dir, init] of table) {
-    it(`${mode}: entry ${entry} s, attr ${attr} s, negative ${negative} s, file 0x${file.toString(16)}, dir 0x${dir.toString(16)}`, () => {
+  for (const [mode, entry, attr, negative, file, dir, keep, init] of table) {
+    it(`${mode}: entry ${entry} s, attr ${attr} s, negative ${negative} s, file 0x${file.toString(16)}, dir 0x${dir.toString(16)}${keep ? ', KEEP_CACHE when unchanged' : ''}`, () => {
       const p = cachePolicy({ ...base, mode });
-      assert.deepEqual(p, { entryTimeout: entry, attrTimeout: attr, negativeTimeout: negative, fileOpenFlags: file, dirOpenFlags: dir, initFlags: init });
+      assert.deepEqual(p, {
+        entryTimeout: entry, attrTimeout: attr, negativeTimeout: negative, fileOpenFlags: file, dirOpenFlags: dir,
+        keepCacheIfUnchanged: keep, initFlags: init,
+      });
     });
   }
 
