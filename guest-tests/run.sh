@@ -27,7 +27,9 @@ for c in "$@"; do
     tmo=$(sed -n 's/^# timeout: *\([0-9][0-9]*\).*/\1/p' "$f" | head -n1)
     dir=$root/$c
     rm -rf "$dir" && mkdir -p "$dir" || { echo "cannot make $dir"; echo "VFS-CASE-END $c 1"; continue; }
-    (cd "$dir" && exec timeout -s KILL "${tmo:-60}" sh "$f" 2>&1)
+    # The case changes into its directory itself: busybox timeout leaves a watcher process
+    # behind for up to a second, and one whose cwd is on the share keeps /mnt busy at umount.
+    timeout -s KILL "${tmo:-60}" sh -c 'cd "$1" && exec sh "$2"' sh "$dir" "$f" 2>&1
     st=$?
     [ $st -eq 137 ] && { echo "timed out after ${tmo:-60}s"; st=124; }
     echo "VFS-CASE-END $c $st"
