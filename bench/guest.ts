@@ -105,10 +105,8 @@ async function main(): Promise<void> {
     }
   }
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-  const med = (job: string, label: string, f: (x: Figures) => number): number => {
-    const xs = results.get(`${job}|${label}`);
-    return xs && xs.length ? median(xs.map(f)) : NaN;
-  };
+  const medianOf = <T>(xs: T[] | undefined, f: (x: T) => number): number => (xs && xs.length ? median(xs.map(f)) : NaN);
+  const med = (job: string, label: string, f: (x: Figures) => number): number => medianOf(results.get(`${job}|${label}`), f);
   const fmt = (x: number): string => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-');
   const cpu = os.cpus();
   const lines = [
@@ -132,10 +130,7 @@ async function main(): Promise<void> {
     }
   }
   if (cacheJobs.length > 0) {
-    const m = (label: string, f: (x: { first: number; rest: number; reads: number }) => number): number => {
-      const xs = rereads.get(label);
-      return xs && xs.length ? median(xs.map(f)) : NaN;
-    };
+    const m = (label: string, f: (x: { first: number; rest: number; reads: number }) => number): number => medianOf(rereads.get(label), f);
     lines.push(
       '',
       '## Re-reading a file, by cache mode',

@@ -65,6 +65,8 @@ uint32_t GuestGeneration(int64_t tableId);
 // The host address of [addr, addr + len) when it lies inside one region of the snapshot,
 // addr being a front-end virtual address (byUaddr) or a guest-physical one; else nullptr.
 uint8_t* SnapshotPtr(const void* snapshot, uint64_t addr, uint64_t len, bool byUaddr);
+// The host address of guest-physical gpa and the bytes from there to its region's end, or 0.
+uint64_t SnapshotRun(const void* snapshot, uint64_t gpa, uint8_t** host);
 // Copies len bytes between buf and guest memory at gpa (which may span regions); stops at
 // the first byte outside guest memory. Returns the bytes copied.
 size_t SnapshotCopy(const void* snapshot, uint64_t gpa, uint8_t* buf, uint64_t len, bool toGuest);

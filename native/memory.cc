@@ -372,19 +372,22 @@ uint8_t* SnapshotPtr(const void* snapshot, uint64_t addr, uint64_t len, bool byU
   return nullptr;
 }
 
-size_t SnapshotCopy(const void* snapshot, uint64_t gpa, uint8_t* buf, uint64_t len, bool toGuest) {
+uint64_t SnapshotRun(const void* snapshot, uint64_t gpa, uint8_t** host) {
   const RegionList& rs = *static_cast<const RegionList*>(snapshot);
+  for (const Region& r : rs)
+    if (gpa >= r.gpa && gpa - r.gpa < r.size) {
+      *host = r.host() + (gpa - r.gpa);
+      return r.size - (gpa - r.gpa);
+    }
+  return 0;
+}
+
+size_t SnapshotCopy(const void* snapshot, uint64_t gpa, uint8_t* buf, uint64_t len, bool toGuest) {
   size_t done = 0;
   while (len > 0) {
-    const Region* hit = nullptr;
-    for (const Region& r : rs)
-      if (gpa >= r.gpa && gpa - r.gpa < r.size) {
-        hit = &r;
-        break;
-      }
-    if (!hit) break;
-    uint64_t take = std::min(len, hit->size - (gpa - hit->gpa));
-    uint8_t* host = hit->host() + (gpa - hit->gpa);
+    uint8_t* host;
+    uint64_t take = std::min(len, SnapshotRun(snapshot, gpa, &host));
+    if (take == 0) break;
     if (toGuest)
       memcpy(host, buf + done, take);
     else

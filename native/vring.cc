@@ -5,8 +5,7 @@
 // It does per request what would otherwise take a dozen JS buffer reads and N-API calls:
 // pop() reads avail.idx with acquire ordering, walks the chain with every check on what
 // the driver wrote, and hands back its (gpa, length) pairs and the first bytes of the
-// request in buffers shared with JS; reply() copies reply bytes into the chain's writable
-// part; complete() puts the chain on the used ring, publishes used.idx with release
+// request in buffers shared with JS; complete() puts the chain on the used ring, publishes used.idx with release
 // ordering, decides whether the driver wants an interrupt and signals the call eventfd.
 //
 // Everything the driver wrote is untrusted: indices are reduced modulo the queue size,
@@ -62,7 +61,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Vring",
                        {InstanceMethod("sync", &Vring::Sync), InstanceMethod("pop", &Vring::Pop),
-                        InstanceMethod("reply", &Vring::Reply), InstanceMethod("push", &Vring::Push),
+                        InstanceMethod("push", &Vring::Push),
                         InstanceMethod("flush", &Vring::Flush), InstanceMethod("complete", &Vring::Complete),
                         InstanceMethod("enableNotification", &Vring::EnableNotification),
                         InstanceMethod("lastAvail", &Vring::LastAvail), InstanceMethod("error", &Vring::Error),
@@ -105,7 +104,6 @@ class Vring : public Napi::ObjectWrap<Vring> {
     prefetch_ = pf.Data();
     prefetchCap_ = pf.Length();
     prefetchRef_ = Napi::Persistent(pf.As<Napi::Object>());
-    writable_.resize(size_);
   }
 
  private:
@@ -158,7 +156,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
     return static_cast<int>(n);
   }
 
-  // Walks the chain at head into out_ (and its writable pairs into writable_[head]).
+  // Walks the chain at head into out_ (writable pairs gathered in writable_, then appended).
   int Walk(uint32_t head) {
     if (head >= size_) return Fail("chain head %u outside a queue of %u", head, size_);
     const uint8_t* table = desc_;
@@ -169,7 +167,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
     // collected aside and appended (a chain is all readable descriptors, then all writable).
     double* pairs = out_ + kOutPairs;
     size_t nr = 0;
-    std::vector<double>& w = writable_[head];
+    std::vector<double>& w = writable_;
     w.clear();
     uint64_t rlen = 0, wlen = 0;
     for (;;) {
@@ -229,23 +227,15 @@ class Vring : public Napi::ObjectWrap<Vring> {
     return static_cast<int>(head);
   }
 
+  // Whether every byte of [gpa, gpa + len) is guest memory (the range may span regions).
   bool Covered(uint64_t gpa, uint64_t len) {
     while (len > 0) {
-      // Largest piece inside one region: try the whole range, then shrink to the region end.
-      uint8_t* p = SnapshotPtr(mem_.get(), gpa, 1, false);
-      if (!p) return false;
-      uint64_t lo = 1, hi = len;
-      if (SnapshotPtr(mem_.get(), gpa, len, false)) return true;
-      // The range crosses a region end: find where (regions are few; binary search).
-      while (lo < hi) {
-        uint64_t mid = lo + (hi - lo + 1) / 2;
-        if (SnapshotPtr(mem_.get(), gpa, mid, false))
-          lo = mid;
-        else
-          hi = mid - 1;
-      }
-      gpa += lo;
-      len -= lo;
+      uint8_t* host;
+      uint64_t run = SnapshotRun(mem_.get(), gpa, &host);
+      if (run == 0) return false;
+      if (run >= len) return true;
+      gpa += run;
+      len -= run;
     }
     return true;
   }
@@ -263,37 +253,6 @@ class Vring : public Napi::ObjectWrap<Vring> {
     uint16_t head = Load16(avail_ + 4 + 2 * (lastAvail_ % size_));
     lastAvail_++;
     return Napi::Number::New(env, Walk(head));
-  }
-
-  // reply(head, src: Buffer, srcOff, n, pos) -> bytes copied into the chain's writable part
-  // at byte pos (fewer when it is shorter).
-  Napi::Value Reply(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    int64_t head, off, n, pos;
-    if (!ArgInt(info, 0, &head) || !info[1].IsBuffer() || !ArgInt(info, 2, &off) || !ArgInt(info, 3, &n) || !ArgInt(info, 4, &pos))
-      return ThrowType(env, "reply(head, src, srcOff, n, pos)");
-    Napi::Buffer<uint8_t> src = info[1].As<Napi::Buffer<uint8_t>>();
-    if (head < 0 || head >= size_ || off < 0 || n < 0 || pos < 0 || static_cast<uint64_t>(off + n) > src.Length())
-      return ThrowRange(env, "reply outside its buffer or queue");
-    if (SyncMemory() != 0) return Napi::Number::New(env, 0);
-    const std::vector<double>& w = writable_[head];
-    uint64_t skip = static_cast<uint64_t>(pos), left = static_cast<uint64_t>(n);
-    uint8_t* from = src.Data() + off;
-    size_t done = 0;
-    for (size_t k = 0; k + 1 < w.size() && left > 0; k += 2) {
-      uint64_t gpa = static_cast<uint64_t>(w[k]), len = static_cast<uint64_t>(w[k + 1]);
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      uint64_t take = std::min(len - skip, left);
-      size_t got = SnapshotCopy(mem_.get(), gpa + skip, from + done, take, true);
-      done += got;
-      left -= got;
-      skip = 0;
-      if (got < take) break;
-    }
-    return Napi::Number::New(env, static_cast<double>(done));
   }
 
   void PushUsed(uint32_t head, uint32_t len) {
@@ -386,8 +345,8 @@ class Vring : public Napi::ObjectWrap<Vring> {
   uint8_t* prefetch_ = nullptr;
   size_t prefetchCap_ = 0;
   Napi::ObjectReference outRef_, prefetchRef_;
-  // The writable pairs of each chain in flight, by head, for reply().
-  std::vector<std::vector<double>> writable_;
+  // Walk()'s scratch for the writable pairs, appended to out_ after the readable ones.
+  std::vector<double> writable_;
   std::string error_;
 };
 

@@ -69,7 +69,6 @@ export declare class Vring {
     eventIdx: boolean, callFd: number, out: Float64Array, prefetch: Buffer);
   sync(): number;
   pop(): number;
-  reply(head: number, src: Buffer, srcOff: number, n: number, pos: number): number;
   push(head: number, len: number): void;
   flush(): boolean;
   /** push + flush + signal the call eventfd; 1 when it was signalled. */

@@ -1,11 +1,11 @@
 /**
  * Guest memory as one JS thread sees it: translation of guest-physical addresses (used in
- * descriptors) and front-end virtual addresses (used in SET_VRING_ADDR) into Buffer views
- * of the mapped regions. The regions themselves live in a native memory table shared by all
+ * descriptors) into Buffer views of the mapped regions. The regions themselves live in a native memory table shared by all
  * threads (native/memory.cc); this class holds this thread's views of them and refreshes
  * them when the table's generation changes (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG).
  *
- * JS uses these views for the rings and to copy request headers in and replies out; file
+ * JS uses these views to copy replies out and request bytes beyond the ring's prefetch in
+ * (the rings themselves are native/vring.cc's); file
  * data never passes here (it goes natively, see native/io.cc). Every translation is
  * bounds-checked: an address range that is not entirely inside mapped memory is an error,
  * never an access.
@@ -52,37 +52,6 @@ export class GuestMemory {
 
   get empty(): boolean {
     return this.regions.length === 0;
-  }
-
-  /**
-   * Finds `len` contiguous bytes at a front-end virtual address (ring addresses).
-   * The whole range must fall in one view chunk.
-   */
-  placeOfUaddr(uaddr: number, len: number): Place {
-    for (const r of this.regions) {
-      if (uaddr >= r.uaddr && uaddr < r.uaddr + r.size) {
-        return this.placeIn(r, uaddr - r.uaddr, len, `front-end address 0x${uaddr.toString(16)}`);
-      }
-    }
-    throw new GuestMemoryError(`front-end address 0x${uaddr.toString(16)} is not in guest memory`);
-  }
-
-  /** Finds `len` contiguous bytes at a guest-physical address (one view chunk). */
-  placeOfGpa(gpa: number, len: number): Place {
-    const r = this.regionOfGpa(gpa);
-    if (!r) throw new GuestMemoryError(`guest address 0x${gpa.toString(16)} is not in guest memory`);
-    return this.placeIn(r, gpa - r.gpa, len, `guest address 0x${gpa.toString(16)}`);
-  }
-
-  /** Throws unless every byte of [gpa, gpa+len) is mapped (it may span regions). */
-  checkRange(gpa: number, len: number): void {
-    while (len > 0) {
-      const r = this.regionOfGpa(gpa);
-      if (!r) throw new GuestMemoryError(`guest range 0x${gpa.toString(16)}+${len} is not in guest memory`);
-      const n = Math.min(len, r.gpa + r.size - gpa);
-      gpa += n;
-      len -= n;
-    }
   }
 
   /** Copies n guest bytes at gpa into dst (a checked range; splits at chunk and region ends). */
@@ -132,15 +101,5 @@ export class GuestMemory {
       if (gpa >= r.gpa && gpa < r.gpa + r.size) return r;
     }
     return undefined;
-  }
-
-  private placeIn(r: RegionView, rel: number, len: number, what: string): Place {
-    const chunk = Math.floor(rel / CHUNK_SIZE);
-    const off = rel - chunk * CHUNK_SIZE;
-    const buf = r.chunks[chunk];
-    if (len < 0 || off + len > buf.length) {
-      throw new GuestMemoryError(`${what} + ${len} bytes runs past the end of its memory region`);
-    }
-    return { buf, off };
   }
 }

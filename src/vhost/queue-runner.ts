@@ -89,7 +89,6 @@ export class QueueRunner {
       this.handler.cancel?.();
       await idle;
     }
-    if (this.vq) this.publish();
     return this.vq ? this.vq.lastAvail : this.cfg.base;
   }
 
@@ -150,13 +149,6 @@ export class QueueRunner {
       this.idle = null;
       done();
     }
-  }
-
-  private publish(): void {
-    const notify = this.vq!.flush();
-    let r = 0;
-    if (notify && this.cfg.callFd >= 0) r = native.eventfdWrite(this.cfg.callFd);
-    if (this.log.isLevelEnabled('trace')) this.log.trace({ queue: this.cfg.index, notify, callFd: this.cfg.callFd, r }, 'used ring published');
   }
 
   private fail(e: unknown): void {
