@@ -11,7 +11,8 @@
  * and to bench/results/frontend.md, a chart to bench/results/frontend.svg.
  *
  * Options: --rounds=N (default 3), --seconds=S per row and daemon (default 2), --only=TEXT (rows
- * whose label contains TEXT), --daemons=LABEL,... (only these configurations, e.g. for a profile).
+ * whose label contains TEXT), --daemons=LABEL,... (only these configurations, e.g. for a profile),
+ * --ts-args="ARG ..." (appended to virtiofsd-ts's arguments, e.g. --poll-max-us=0 to compare).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,6 +28,7 @@ const ROUNDS = Number(arg('rounds') ?? 3);
 const SECONDS = Number(arg('seconds') ?? 2);
 const ONLY = arg('only');
 const DAEMONS = arg('daemons')?.split(',');
+const TS_ARGS = arg('ts-args')?.split(' ').filter((a) => a !== '') ?? [];
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_SIZE = 64 * MiB;
@@ -95,7 +97,7 @@ async function setUp(config: Config, index: number): Promise<Subject> {
   for (let off = 0; off < FILE_SIZE; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off);
   fs.closeSync(fd);
   fs.writeFileSync(path.join(share, 'out'), Buffer.alloc(FILE_SIZE));
-  const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.args });
+  const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.kind === 'ts' ? [...config.args, ...TS_ARGS] : config.args });
   const fe = await daemon.connect();
   await fe.negotiate({ requestQueues: config.queues, queueSize: 256, memory: { size: 128 * MiB } });
   const clients = Array.from({ length: config.queues }, (_, i) => new FuseClient(fe, { queue: i + 1, timeoutMs: 30000 }));

@@ -18,6 +18,7 @@
 // rings first compares the table's generation (one atomic load) and re-translates.
 #include "common.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -64,6 +65,9 @@ class Vring : public Napi::ObjectWrap<Vring> {
                         InstanceMethod("push", &Vring::Push),
                         InstanceMethod("flush", &Vring::Flush), InstanceMethod("complete", &Vring::Complete),
                         InstanceMethod("enableNotification", &Vring::EnableNotification),
+                        InstanceMethod("setPolling", &Vring::SetPolling),
+                        InstanceMethod("pollAvail", &Vring::PollAvail),
+                        InstanceMethod("pollStats", &Vring::PollStats),
                         InstanceMethod("lastAvail", &Vring::LastAvail), InstanceMethod("error", &Vring::Error),
                         InstanceMethod("setCallFd", &Vring::SetCallFd)});
   }
@@ -248,8 +252,12 @@ class Vring : public Napi::ObjectWrap<Vring> {
     Napi::Env env = info.Env();
     int r = SyncMemory();
     if (r == 0) r = Pending();
-    if (r == 0) return Napi::Number::New(env, kEmpty);
+    if (r == 0) {
+      NoteEmpty();
+      return Napi::Number::New(env, kEmpty);
+    }
     if (r < 0) return Napi::Number::New(env, r);
+    NoteArrival();
     uint16_t head = Load16(avail_ + 4 + 2 * (lastAvail_ % size_));
     lastAvail_++;
     return Napi::Number::New(env, Walk(head));
@@ -322,6 +330,69 @@ class Vring : public Napi::ObjectWrap<Vring> {
     return Napi::Number::New(env, n < 0 ? n : n == 0 ? 1 : 0);
   }
 
+  // setPolling(maxNs): how long pollAvail() may spin at most (0: never).
+  Napi::Value SetPolling(const Napi::CallbackInfo& info) {
+    int64_t ns;
+    if (!ArgInt(info, 0, &ns) || ns < 0) return ThrowType(info.Env(), "setPolling(maxNs)");
+    pollMaxNs_ = ns;
+    pollNs_ = 0;
+    return info.Env().Undefined();
+  }
+
+  // pollAvail() -> 1 when a chain arrived while spinning, 0 when the window closed first (the
+  // caller then enables notifications and sleeps until a kick), kBroken. The window counts
+  // from the moment the ring was found empty and adapts as QEMU's iothreads do: it grows
+  // (4 µs, doubling up to the maximum) while the next chain keeps arriving within the
+  // maximum, and drops to 0 when one takes longer.
+  Napi::Value PollAvail(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (pollNs_ == 0 || idleSince_ == 0) return Napi::Number::New(env, 0);
+    if (SyncMemory() != 0) return Napi::Number::New(env, kBroken);
+    int64_t until = idleSince_ + pollNs_;
+    for (unsigned spin = 0;; spin++) {
+      int n = Pending();
+      if (n != 0) {
+        if (n > 0) pollHits_++;
+        return Napi::Number::New(env, n < 0 ? n : 1);
+      }
+      __builtin_ia32_pause();
+      if ((spin & 15) == 15 && NowNs() >= until) break;
+    }
+    pollMisses_++;
+    return Napi::Number::New(env, 0);
+  }
+
+  // pollStats() -> [hits, misses]: how often pollAvail() caught the next chain.
+  Napi::Value PollStats(const Napi::CallbackInfo& info) {
+    Napi::Array a = Napi::Array::New(info.Env(), 2);
+    a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(pollHits_)));
+    a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(pollMisses_)));
+    return a;
+  }
+
+  static int64_t NowNs() {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return static_cast<int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
+  }
+
+  // The ring was found empty (idle starts) or a chain arrived (idle ends: adapt the window).
+  void NoteEmpty() {
+    if (pollMaxNs_ > 0 && idleSince_ == 0) idleSince_ = NowNs();
+  }
+  void NoteArrival() {
+    if (idleSince_ == 0) return;
+    int64_t idle = NowNs() - idleSince_;
+    idleSince_ = 0;
+    if (idle <= pollNs_) return;  // caught while spinning
+    if (idle > pollMaxNs_) {
+      pollNs_ = 0;
+    } else if (pollNs_ < pollMaxNs_) {
+      pollNs_ = pollNs_ ? pollNs_ * 2 : kPollStartNs;
+      if (pollNs_ > pollMaxNs_) pollNs_ = pollMaxNs_;
+    }
+  }
+
   Napi::Value LastAvail(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lastAvail_); }
   Napi::Value Error(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), error_); }
   Napi::Value SetCallFd(const Napi::CallbackInfo& info) {
@@ -348,6 +419,11 @@ class Vring : public Napi::ObjectWrap<Vring> {
   // Walk()'s scratch for the writable pairs, appended to out_ after the readable ones.
   std::vector<double> writable_;
   std::string error_;
+  // Adaptive polling (pollAvail): the longest and the current window, when the ring was last
+  // found empty (0: not idle), and how often a spin caught the next chain.
+  static constexpr int64_t kPollStartNs = 4000;
+  int64_t pollMaxNs_ = 0, pollNs_ = 0, idleSince_ = 0;
+  uint64_t pollHits_ = 0, pollMisses_ = 0;
 };
 
 }  // namespace

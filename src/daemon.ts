@@ -65,6 +65,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
         threadPool: opts.threadPoolSize > 0,
       },
       logLevel: opts.logLevel,
+      pollMaxNs: opts.pollMaxUs * 1000,
     },
     log,
   );

@@ -21,6 +21,8 @@ const FS_DEVICE_FEATURES = 0n;
 export interface FsDeviceOptions {
   passthrough: PassthroughOptions;
   logLevel: LogLevel;
+  /** --poll-max-us in ns: how long a queue thread may spin for the next request. */
+  pollMaxNs: number;
 }
 
 /** Builds the per-thread handler (HandlerSpec.module points at this file). */
@@ -41,6 +43,9 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     maxQueues: 1 + MAX_REQUEST_QUEUES,
     deviceFeatures: FS_DEVICE_FEATURES,
     shmemSizes: [],
+    // Request queues only: the hiprio queue (FORGETs, interrupts) shares the main thread
+    // with queue 1 and the socket, and nothing there is worth spinning for.
+    pollMaxNs: (index: number) => (index === 0 ? 0 : options.pollMaxNs),
     createQueueHost(index: number): QueueHost {
       if (index <= 1) return new LocalQueueHost(spec, log.child({ queue: index }), index);
       return new WorkerQueueHost(spec, options.logLevel, log, index);

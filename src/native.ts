@@ -75,6 +75,9 @@ export declare class Vring {
   complete(head: number, len: number): number;
   /** 1 when the ring is empty after asking for the next kick, 0 when not, -2 broken. */
   enableNotification(): number;
+  setPolling(maxNs: number): void;
+  pollAvail(): number;
+  pollStats(): [number, number];
   lastAvail(): number;
   error(): string;
   setCallFd(fd: number): void;

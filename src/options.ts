@@ -10,6 +10,9 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseCacheMode } from './cache/policy';
 
+/** Default --poll-max-us (see the README's "Polling" and bench/results). */
+export const DEFAULT_POLL_MAX_US = 50;
+
 const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
 
 export const OptionsSchema = z
@@ -20,6 +23,7 @@ export const OptionsSchema = z
     socketGroup: z.string().optional(),
     tag: z.string().max(36).optional(),
     threadPoolSize: z.number().int().min(0).max(1024).default(0),
+    pollMaxUs: z.number().int().min(0).max(10000).default(DEFAULT_POLL_MAX_US),
     cache: z.string().transform((s, ctx) => {
       try {
         return parseCacheMode(s);
@@ -67,7 +71,7 @@ export type Options = z.infer<typeof OptionsSchema>;
 /** The long options and whether they take a value (string) or not (boolean). */
 const LONG: Record<string, 'string' | 'boolean'> = {
   'shared-dir': 'string', 'socket-path': 'string', fd: 'string', 'socket-group': 'string', tag: 'string',
-  'thread-pool-size': 'string', cache: 'string', 'allow-mmap': 'boolean', 'no-readdirplus': 'boolean',
+  'thread-pool-size': 'string', 'poll-max-us': 'string', cache: 'string', 'allow-mmap': 'boolean', 'no-readdirplus': 'boolean',
   writeback: 'boolean', 'allow-direct-io': 'boolean', xattr: 'boolean', 'posix-acl': 'boolean',
   xattrmap: 'string', 'security-label': 'boolean', sandbox: 'string', seccomp: 'string', modcaps: 'string',
   readonly: 'boolean', 'announce-submounts': 'boolean', 'no-announce-submounts': 'boolean',
@@ -81,7 +85,7 @@ const LONG: Record<string, 'string' | 'boolean'> = {
 };
 
 const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-const NUMERIC = new Set(['fd', 'thread-pool-size', 'rlimit-nofile']);
+const NUMERIC = new Set(['fd', 'thread-pool-size', 'poll-max-us', 'rlimit-nofile']);
 
 export class UsageError extends Error {}
 
@@ -200,6 +204,8 @@ A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci 
   --xattr                   support extended attributes
   --readonly                refuse every change (EROFS)
   --thread-pool-size=N      threads for blocking requests per queue (0: on the queue thread)
+  --poll-max-us=N           spin up to N µs for the next request before sleeping (adaptive;
+                            0: never spin), default 50
   --sandbox=none|chroot|namespace
   --log-level=LEVEL         error|warn|info|debug|trace|off (default info)
   --config=FILE             TOML file with any of these options (long names as keys)

@@ -19,7 +19,7 @@ import {
   VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
 } from './messages';
 import type { QueueHost } from './queue-host';
-import { MAX_QUEUE_SIZE, type RingAddresses } from './virtqueue';
+import { MAX_QUEUE_SIZE, type PollCounts, type RingAddresses } from './virtqueue';
 
 /** What the device behind this backend offers and how its queues are hosted. */
 export interface DeviceSpec {
@@ -29,6 +29,11 @@ export interface DeviceSpec {
   deviceFeatures: bigint;
   /** Sizes of the shared-memory regions (DAX window), empty when none. */
   shmemSizes: number[];
+  /**
+   * Longest queue `index`'s thread spins for the next request once its ring is empty, in ns
+   * (0, or no such method: it sleeps until the next kick at once). See Virtqueue.pollAvail.
+   */
+  pollMaxNs?(index: number): number;
   /** Creates the host of queue `index` (called once per queue per connection). */
   createQueueHost(index: number): QueueHost;
   /** Called when the backend channel arrives (SET_BACKEND_REQ_FD) or goes (-1). */
@@ -398,6 +403,7 @@ export class VhostUserBackend {
         callFd: v.callFd,
         errFd: v.errFd,
         memTableId: this.memTableId,
+        pollMaxNs: this.device.pollMaxNs?.(index) ?? 0,
       });
     } catch (e) {
       throw new RequestError(`queue ${index} cannot start: ${(e as Error).message}`);
@@ -436,17 +442,23 @@ export class VhostUserBackend {
   }
 
   /** Per-queue request counts and the handlers' own counts, for the exit report. */
-  async queueStats(): Promise<{ served: Record<number, number>; detail: Record<number, Record<string, number>> }> {
+  async queueStats(): Promise<{
+    served: Record<number, number>;
+    detail: Record<number, Record<string, number>>;
+    polls: Record<number, PollCounts>;
+  }> {
     const served: Record<number, number> = {};
     const detail: Record<number, Record<string, number>> = {};
+    const polls: Record<number, PollCounts> = {};
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
       if (!h) continue;
-      const s = await h.stats().catch(() => ({ served: -1, detail: {} }));
+      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0 } }));
       served[i] = s.served;
       if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
+      if (s.polls.hits + s.polls.misses > 0) polls[i] = s.polls;
     }
-    return { served, detail };
+    return { served, detail, polls };
   }
 
   /** Stops every queue, releases every descriptor and ends the connection. */
@@ -456,7 +468,7 @@ export class VhostUserBackend {
     this.watcher?.close();
     this.watcher = null;
     const stats = await this.queueStats();
-    this.log.info({ requestsPerQueue: stats.served, opcodesPerQueue: stats.detail }, 'connection closed');
+    this.log.info({ requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls }, 'connection closed');
     for (let i = 0; i < this.vrings.length; i++) {
       const v = this.vrings[i];
       if (v.running) await this.stopQueue(i).catch(() => undefined);

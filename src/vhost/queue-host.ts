@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger, LogLevel } from '../log';
 import { QueueRunner, type ChainHandler, type QueueConfig } from './queue-runner';
+import type { PollCounts } from './virtqueue';
 
 export interface HandlerSpec {
   /** Absolute path of a module exporting createHandler(options, log, queueIndex). */
@@ -28,6 +29,8 @@ export function loadHandler(spec: HandlerSpec, log: Logger, queueIndex: number):
 export interface QueueStats {
   served: number;
   detail: Record<string, number>;
+  /** How often a spin for the next chain caught one, and how often it gave up and slept. */
+  polls: PollCounts;
 }
 
 export interface QueueHost {
@@ -40,10 +43,15 @@ export interface QueueHost {
   close(): Promise<void>;
 }
 
+function addPolls(a: PollCounts, b: PollCounts): PollCounts {
+  return { hits: a.hits + b.hits, misses: a.misses + b.misses };
+}
+
 export class LocalQueueHost implements QueueHost {
   private runner: QueueRunner | null = null;
   private handler: ChainHandler | null = null;
   private total = 0;
+  private polls: PollCounts = { hits: 0, misses: 0 };
 
   constructor(
     private readonly spec: HandlerSpec,
@@ -64,6 +72,7 @@ export class LocalQueueHost implements QueueHost {
     this.runner = null;
     const base = await r.stop();
     this.total += r.served;
+    this.polls = addPolls(this.polls, r.pollStats());
     return base;
   }
 
@@ -72,7 +81,11 @@ export class LocalQueueHost implements QueueHost {
   }
 
   async stats(): Promise<QueueStats> {
-    return { served: this.total + (this.runner?.served ?? 0), detail: this.handler?.stats?.() ?? {} };
+    return {
+      served: this.total + (this.runner?.served ?? 0),
+      detail: this.handler?.stats?.() ?? {},
+      polls: this.runner ? addPolls(this.polls, this.runner.pollStats()) : this.polls,
+    };
   }
 
   async close(): Promise<void> {

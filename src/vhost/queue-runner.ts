@@ -8,7 +8,7 @@ import { native } from '../native';
 import type { Logger } from '../log';
 import type { DescriptorChain } from './chain';
 import { GuestMemory } from './memory';
-import { QueueError, Virtqueue, type RingAddresses } from './virtqueue';
+import { QueueError, Virtqueue, type PollCounts, type RingAddresses } from './virtqueue';
 
 export interface ChainHandler {
   /** Serves one request; returns the number of bytes written into the chain's writable part. */
@@ -30,6 +30,8 @@ export interface QueueConfig {
   callFd: number;
   errFd: number;
   memTableId: number;
+  /** Longest spin for the next chain once the ring is empty, in ns (0: sleep at once). */
+  pollMaxNs: number;
 }
 
 const memories = new Map<number, GuestMemory>();
@@ -58,6 +60,11 @@ export class QueueRunner {
     private readonly log: Logger,
   ) {}
 
+  /** How often the spin for the next chain caught one (native/vring.cc's pollAvail). */
+  pollStats(): PollCounts {
+    return this.vq ? this.vq.pollStats() : { hits: 0, misses: 0 };
+  }
+
   get index(): number {
     return this.cfg.index;
   }
@@ -67,6 +74,7 @@ export class QueueRunner {
     const mem = memoryFor(this.cfg.memTableId);
     mem.refresh();
     this.vq = new Virtqueue(mem, this.cfg.size, this.cfg.addrs, this.cfg.base, this.cfg.eventIdx, this.cfg.callFd);
+    this.vq.setPolling(this.cfg.pollMaxNs);
     this.watcher = new native.FdWatcher(this.cfg.kickFd, true, () => this.process());
     this.watcher.start();
     // The driver may have kicked before the ring was enabled: look at the ring now.
@@ -100,6 +108,9 @@ export class QueueRunner {
       for (;;) {
         let chain: DescriptorChain | null;
         while (!this.stopped && (chain = vq.pop()) !== null) this.dispatch(chain);
+        // Spin briefly for the next chain rather than sleep, unless requests of ours are
+        // waiting on other threads (their completions need this thread's event loop).
+        if (this.inflight === 0 && !this.stopped && vq.pollAvail()) continue;
         if (this.stopped || vq.enableNotification()) break;
       }
     } catch (e) {

@@ -15,6 +15,12 @@ import { native, type Vring } from '../native';
 import { DescriptorChain } from './chain';
 import type { GuestMemory } from './memory';
 
+/** How often a spin for the next chain caught one (hits) or gave up and slept (misses). */
+export interface PollCounts {
+  hits: number;
+  misses: number;
+}
+
 export const MAX_QUEUE_SIZE = 32768;
 /** Upper bound on the descriptors of one indirect table (kMaxIndirect in native/vring.cc). */
 export const MAX_INDIRECT = 4096;
@@ -98,6 +104,27 @@ export class Virtqueue {
     const r = this.ring.enableNotification();
     this.check(r);
     return r === 1;
+  }
+
+  /** The longest pollAvail() may spin, in nanoseconds (0: never poll). */
+  setPolling(maxNs: number): void {
+    this.ring.setPolling(maxNs);
+  }
+
+  /**
+   * Called when pop() found the ring empty: spins for the next chain within the adaptive
+   * window (native/vring.cc) instead of going to sleep at once. True when one arrived.
+   */
+  pollAvail(): boolean {
+    const r = this.ring.pollAvail();
+    this.check(r);
+    return r === 1;
+  }
+
+  /** How often pollAvail() caught the next chain, and how often its window closed first. */
+  pollStats(): PollCounts {
+    const [hits, misses] = this.ring.pollStats();
+    return { hits, misses };
   }
 
   /** Puts a completed chain on the used ring (visible to the driver after flush()). */

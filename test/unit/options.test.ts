@@ -12,6 +12,7 @@ describe('options', () => {
     assert.equal(o.sharedDir, '/srv');
     assert.equal(o.cache, 'auto');
     assert.equal(o.threadPoolSize, 0);
+    assert.equal(o.pollMaxUs, 50);
     assert.equal(o.logLevel, 'info');
     assert.equal(o.readonly, false);
   });
@@ -39,8 +40,15 @@ describe('options', () => {
     assert.throws(() => parseOptions(['--bogus']), UsageError);
     assert.throws(() => parseOptions(['--cache=sometimes']), /cache/);
     assert.throws(() => parseOptions(['--thread-pool-size=many']), UsageError);
+    assert.throws(() => parseOptions(['--poll-max-us=-1']), UsageError);
+    assert.throws(() => parseOptions(['--poll-max-us=20000']), /pollMaxUs/);
     assert.throws(() => parseOptions(['-o', 'frobnicate']), /unknown -o option/);
     assert.throws(() => parseOptions(['--log-level=loud']), UsageError);
+  });
+
+  it('takes --poll-max-us, 0 turning polling off', () => {
+    assert.equal(parseOptions(['--poll-max-us=0']).pollMaxUs, 0);
+    assert.equal(parseOptions(['--poll-max-us', '200']).pollMaxUs, 200);
   });
 
   it('reads a TOML config file; the command line wins', () => {
