@@ -343,7 +343,8 @@ class Vring : public Napi::ObjectWrap<Vring> {
   // caller then enables notifications and sleeps until a kick), kBroken. The window counts
   // from the moment the ring was found empty and adapts as QEMU's iothreads do: it grows
   // (4 µs, doubling up to the maximum) while the next chain keeps arriving within the
-  // maximum, and drops to 0 when one takes longer.
+  // maximum, and halves when one takes longer (to 0 below 4 µs): one late chain (a pause
+  // of the driver's) does not undo it, a guest gone idle closes it in a few gaps.
   Napi::Value PollAvail(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (pollNs_ == 0 || idleSince_ == 0) return Napi::Number::New(env, 0);
@@ -386,7 +387,8 @@ class Vring : public Napi::ObjectWrap<Vring> {
     idleSince_ = 0;
     if (idle <= pollNs_) return;  // caught while spinning
     if (idle > pollMaxNs_) {
-      pollNs_ = 0;
+      pollNs_ /= 2;
+      if (pollNs_ < kPollStartNs) pollNs_ = 0;
     } else if (pollNs_ < pollMaxNs_) {
       pollNs_ = pollNs_ ? pollNs_ * 2 : kPollStartNs;
       if (pollNs_ > pollMaxNs_) pollNs_ = pollMaxNs_;

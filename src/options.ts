@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { parseCacheMode } from './cache/policy';
 
 /** Default --poll-max-us (see the README's "Polling" and bench/results). */
-export const DEFAULT_POLL_MAX_US = 50;
+export const DEFAULT_POLL_MAX_US = 100;
 
 const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
 
@@ -205,7 +205,7 @@ A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci 
   --readonly                refuse every change (EROFS)
   --thread-pool-size=N      threads for blocking requests per queue (0: on the queue thread)
   --poll-max-us=N           spin up to N µs for the next request before sleeping (adaptive;
-                            0: never spin), default 50
+                            0: never spin), default 100
   --sandbox=none|chroot|namespace
   --log-level=LEVEL         error|warn|info|debug|trace|off (default info)
   --config=FILE             TOML file with any of these options (long names as keys)

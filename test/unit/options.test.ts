@@ -12,7 +12,7 @@ describe('options', () => {
     assert.equal(o.sharedDir, '/srv');
     assert.equal(o.cache, 'auto');
     assert.equal(o.threadPoolSize, 0);
-    assert.equal(o.pollMaxUs, 50);
+    assert.equal(o.pollMaxUs, 100);
     assert.equal(o.logLevel, 'info');
     assert.equal(o.readonly, false);
   });

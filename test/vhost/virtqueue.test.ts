@@ -109,10 +109,9 @@ describe('split virtqueue: device side against the driver side', () => {
     }
   });
 
-  it('spins for the next chain only within a window that grows while chains come quickly and closes after a long gap', () => {
+  it('spins for the next chain within a window that grows while chains come quickly and shrinks with each long gap', () => {
     const p = pair(8, true);
-    const maxNs = 20_000_000;
-    const spinMs = (): { caught: boolean; ms: number } => {
+    const spin = (): { caught: boolean; ms: number } => {
       const t = process.hrtime.bigint();
       const caught = p.device.pollAvail();
       return { caught, ms: Number(process.hrtime.bigint() - t) / 1e6 };
@@ -121,6 +120,7 @@ describe('split virtqueue: device side against the driver side', () => {
       const until = process.hrtime.bigint() + BigInt(ms * 1e6);
       while (process.hrtime.bigint() < until);
     };
+    const d = p.mem.alloc(16);
     // One chain arriving `gapMs` after the ring went empty, served at once.
     const serveOne = (gapMs: number): void => {
       busyWait(gapMs);
@@ -131,30 +131,32 @@ describe('split virtqueue: device side against the driver side', () => {
       p.driver.popUsed();
       assert.equal(p.device.pop(), null, 'ring empty again: idle starts');
     };
-    const d = p.mem.alloc(16);
     try {
       assert.equal(p.device.pollAvail(), false, 'polling off by default');
-      p.device.setPolling(maxNs);
+      p.device.setPolling(5_000_000);
       assert.equal(p.device.pop(), null);
-      let first = spinMs();
-      assert.ok(!first.caught && first.ms < 5, `no window before any chain came quickly: ${first.ms} ms`);
-      // Chains that come 3 ms after the ring went empty, within the maximum, grow the window
-      // from 4 µs, doubling, until it would have caught them (4 µs << 10 = 4.1 ms).
+      let s = spin();
+      assert.ok(!s.caught && s.ms < 1, `no window before any chain came quickly: ${s.ms} ms`);
+      // Chains that come 3 ms after the ring went empty, within the 5 ms maximum, grow the
+      // window from 4 µs, doubling, until it would have caught them (4 µs << 10 = 4.1 ms).
       for (let i = 0; i < 12; i++) serveOne(3);
-      const full = spinMs();
-      assert.equal(full.caught, false, 'nothing arrives in one thread');
-      assert.ok(full.ms >= 3.5 && full.ms < 20, `the window grew to 4.1 ms: spun ${full.ms} ms`);
+      s = spin();
+      assert.equal(s.caught, false, 'nothing arrives in one thread');
+      assert.ok(s.ms >= 3.5 && s.ms < 5, `the window grew to 4.1 ms: spun ${s.ms} ms`);
       // A chain already there is caught at once and counted.
       p.driver.addChain([{ gpa: d.gpa, len: 16 }], []);
       p.driver.publish();
       assert.equal(p.device.pollAvail(), true);
       p.device.push(p.device.pop()!.head, 0);
       assert.equal(p.device.pop(), null);
-      // A gap longer than the maximum closes the window.
-      serveOne(30);
-      first = spinMs();
-      assert.ok(!first.caught && first.ms < 5, `window closed after a long gap: spun ${first.ms} ms`);
-      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 1 });
+      // A gap longer than the maximum halves the window; ten more close it.
+      serveOne(8);
+      s = spin();
+      assert.ok(!s.caught && s.ms >= 1.5 && s.ms < 3.5, `halved to 2 ms after a long gap: spun ${s.ms} ms`);
+      for (let i = 0; i < 10; i++) serveOne(8);
+      s = spin();
+      assert.ok(!s.caught && s.ms < 1, `closed after long gaps: spun ${s.ms} ms`);
+      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 2 });
     } finally {
       close(p);
     }
