@@ -13,7 +13,8 @@
  * reads' MB/s and, for virtiofsd-ts, the READ requests the daemon served.
  *
  * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT; "reread" for
- * the cache-mode job), --daemons=LABEL,... (only these configurations).
+ * the cache-mode job), --daemons=LABEL,... (only these configurations), --ts-args="ARG ..."
+ * (appended to virtiofsd-ts's arguments, e.g. --poll-max-us=0 to compare).
  * Figures from another run are not comparable: compare the daemons of one run only.
  */
 import { randomBytes } from 'node:crypto';
@@ -30,6 +31,7 @@ const arg = (name: string): string | undefined => process.argv.find((a) => a.sta
 const ROUNDS = Number(arg('rounds') ?? 3);
 const ONLY = arg('only');
 const DAEMONS = arg('daemons')?.split(',');
+const TS_ARGS = arg('ts-args')?.split(' ').filter((a) => a !== '') ?? [];
 
 interface Config {
   label: string;
@@ -50,6 +52,8 @@ const CACHE_CONFIGS: Config[] = (['never', 'auto', 'always'] as const).flatMap((
   { label: `rust ${mode}`, kind: 'rust' as const, args: [`--cache=${mode}`], queues: 1 },
 ]);
 
+const daemonArgs = (cfg: Config): string[] => (cfg.kind === 'ts' ? [...cfg.args, ...TS_ARGS] : cfg.args);
+
 interface Figures {
   iops: number;
   kibPerSec: number;
@@ -66,7 +70,7 @@ async function main(): Promise<void> {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const cfg of CACHE_CONFIGS.filter((c) => cacheJobs.length > 0 && (!DAEMONS || DAEMONS.includes(c.label)))) {
       const run = await runCases({
-        daemon: cfg.kind, combo, cases: cacheJobs, daemonArgs: cfg.args, queues: 1, smp: 2, set: 'bench-cache',
+        daemon: cfg.kind, combo, cases: cacheJobs, daemonArgs: daemonArgs(cfg), queues: 1, smp: 2, set: 'bench-cache',
         prepare: (share) => fs.writeFileSync(path.join(share, 'reread-16m'), randomBytes(16 << 20)),
       });
       const job = cacheJobs[0].name;
@@ -82,7 +86,7 @@ async function main(): Promise<void> {
       process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  re-read: first ${first} MB/s, then ${rest} MB/s${report ? `, ${reads} READs` : ''}\n`);
     }
     for (const cfg of CONFIGS.filter((c) => jobs.length > 0 && (!DAEMONS || DAEMONS.includes(c.label)))) {
-      const boot = () => runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: cfg.args, queues: cfg.queues, smp: 2, set: 'bench' });
+      const boot = () => runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: daemonArgs(cfg), queues: cfg.queues, smp: 2, set: 'bench' });
       let run = await boot();
       // A guest that died before any job started (a boot failure under TCG) says nothing
       // about the daemon: boot once more.

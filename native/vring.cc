@@ -18,6 +18,7 @@
 // rings first compares the table's generation (one atomic load) and re-translates.
 #include "common.h"
 
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -350,14 +351,20 @@ class Vring : public Napi::ObjectWrap<Vring> {
     if (pollNs_ == 0 || idleSince_ == 0) return Napi::Number::New(env, 0);
     if (SyncMemory() != 0) return Napi::Number::New(env, kBroken);
     int64_t until = idleSince_ + pollNs_;
-    for (unsigned spin = 0;; spin++) {
+    for (unsigned spin = 0;;) {
       int n = Pending();
       if (n != 0) {
         if (n > 0) pollHits_++;
         return Napi::Number::New(env, n < 0 ? n : 1);
       }
       __builtin_ia32_pause();
-      if ((spin & 15) == 15 && NowNs() >= until) break;
+      if ((++spin & 63) != 0) continue;
+      // The ring is looked at once more after the window closed: this thread may have been
+      // off the CPU for a while since the last look.
+      if (NowNs() >= until && Pending() == 0) break;
+      // Politely: when a thread waits for this CPU (a vCPU of the guest, on a host with few
+      // cores), sched_yield() lets it run; alone on the CPU it returns at once.
+      sched_yield();
     }
     pollMisses_++;
     return Napi::Number::New(env, 0);

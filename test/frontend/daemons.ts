@@ -169,6 +169,20 @@ export class Daemon {
     return this.out;
   }
 
+  /**
+   * virtiofsd-ts's report when its connection closed (the 'connection closed' JSON log line:
+   * requestsPerQueue, opcodesPerQueue, pollsPerQueue); throws with the output when missing.
+   */
+  exitReport<T extends object>(): T {
+    const line = this.out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg?: string })
+      .find((l) => l.msg === 'connection closed');
+    if (!line) throw new Error(`no exit report in the daemon's output:\n${this.out.slice(-2000)}`);
+    return line as T;
+  }
+
   describeExit(): string {
     if (!this.exited) return 'still running';
     const how = this.exited.signal ? `signal ${this.exited.signal}` : `code ${this.exited.code}`;

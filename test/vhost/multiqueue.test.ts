@@ -136,13 +136,8 @@ describe('virtiofsd-ts with 16 request queues', function () {
       await daemon.waitExit(10000).catch(() => daemon.stop());
       fs.rmSync(dir, { recursive: true, force: true });
     }
-    const closed = daemon
-      .output()
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { msg?: string; requestsPerQueue?: Record<string, number> })
-      .find((l) => l.msg === 'connection closed');
-    assert.ok(closed?.requestsPerQueue, daemon.output().slice(-2000));
+    const closed = daemon.exitReport<{ requestsPerQueue?: Record<string, number> }>();
+    assert.ok(closed.requestsPerQueue, daemon.output().slice(-2000));
     for (let q = 1; q <= 16; q++) assert.ok((closed.requestsPerQueue[q] ?? 0) >= 3, `queue ${q}: ${JSON.stringify(closed.requestsPerQueue)}`);
   });
 });

