@@ -6,7 +6,9 @@
 // pop() reads avail.idx with acquire ordering, walks the chain with every check on what
 // the driver wrote, and hands back its (gpa, length) pairs and the first bytes of the
 // request in buffers shared with JS; complete() puts the chain on the used ring, publishes used.idx with release
-// ordering, decides whether the driver wants an interrupt and signals the call eventfd.
+// ordering, decides whether the driver wants an interrupt and signals the call eventfd;
+// pollAvail() spins for the next chain within an adaptive window before the thread sleeps
+// (--poll-max-us).
 //
 // Everything the driver wrote is untrusted: indices are reduced modulo the queue size,
 // every range is checked against guest memory, chains are bounded (a loop or a chain longer
