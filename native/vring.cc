@@ -372,11 +372,13 @@ class Vring : public Napi::ObjectWrap<Vring> {
     return Napi::Number::New(env, 0);
   }
 
-  // pollStats() -> [hits, misses]: how often pollAvail() caught the next chain.
+  // pollStats() -> [hits, misses, window ns]: how often pollAvail() caught the next chain,
+  // and how long it would spin now.
   Napi::Value PollStats(const Napi::CallbackInfo& info) {
-    Napi::Array a = Napi::Array::New(info.Env(), 2);
+    Napi::Array a = Napi::Array::New(info.Env(), 3);
     a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(pollHits_)));
     a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(pollMisses_)));
+    a.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(pollNs_)));
     return a;
   }
 

@@ -77,7 +77,7 @@ export declare class Vring {
   enableNotification(): number;
   setPolling(maxNs: number): void;
   pollAvail(): number;
-  pollStats(): [number, number];
+  pollStats(): [number, number, number];
   lastAvail(): number;
   error(): string;
   setCallFd(fd: number): void;

@@ -127,6 +127,11 @@ export class Virtqueue {
     return { hits, misses };
   }
 
+  /** How long pollAvail() would spin now at most, in nanoseconds (the adaptive window). */
+  get pollWindowNs(): number {
+    return this.ring.pollStats()[2];
+  }
+
   /** Puts a completed chain on the used ring (visible to the driver after flush()). */
   push(head: number, len: number): void {
     this.ring.push(head, len >>> 0);

@@ -111,10 +111,10 @@ describe('split virtqueue: device side against the driver side', () => {
 
   it('spins for the next chain within a window that grows while chains come quickly and shrinks with each long gap', () => {
     const p = pair(8, true);
-    const spin = (): { caught: boolean; ms: number } => {
+    const spinMs = (): number => {
       const t = process.hrtime.bigint();
-      const caught = p.device.pollAvail();
-      return { caught, ms: Number(process.hrtime.bigint() - t) / 1e6 };
+      assert.equal(p.device.pollAvail(), false, 'nothing arrives in one thread');
+      return Number(process.hrtime.bigint() - t) / 1e6;
     };
     const busyWait = (ms: number): void => {
       const until = process.hrtime.bigint() + BigInt(ms * 1e6);
@@ -133,30 +133,29 @@ describe('split virtqueue: device side against the driver side', () => {
     };
     try {
       assert.equal(p.device.pollAvail(), false, 'polling off by default');
-      p.device.setPolling(5_000_000);
+      p.device.setPolling(50_000_000);
       assert.equal(p.device.pop(), null);
-      let s = spin();
-      assert.ok(!s.caught && s.ms < 1, `no window before any chain came quickly: ${s.ms} ms`);
-      // Chains that come 3 ms after the ring went empty, within the 5 ms maximum, grow the
-      // window from 4 µs, doubling, until it would have caught them (4 µs << 10 = 4.1 ms).
+      assert.equal(p.device.pollWindowNs, 0, 'no window before any chain came quickly');
+      // Chains that come 3 ms after the ring went empty, within the 50 ms maximum, grow the
+      // window from 4 µs, doubling, until it would have caught them: 4 µs << 10 = 4.1 ms.
       for (let i = 0; i < 12; i++) serveOne(3);
-      s = spin();
-      assert.equal(s.caught, false, 'nothing arrives in one thread');
-      assert.ok(s.ms >= 3.5 && s.ms < 5, `the window grew to 4.1 ms: spun ${s.ms} ms`);
+      assert.equal(p.device.pollWindowNs, 4000 << 10);
+      const ms = spinMs();
+      assert.ok(ms >= 3.5, `spun the window out: ${ms} ms`);
       // A chain already there is caught at once and counted.
       p.driver.addChain([{ gpa: d.gpa, len: 16 }], []);
       p.driver.publish();
       assert.equal(p.device.pollAvail(), true);
       p.device.push(p.device.pop()!.head, 0);
       assert.equal(p.device.pop(), null);
-      // A gap longer than the maximum halves the window; ten more close it.
-      serveOne(8);
-      s = spin();
-      assert.ok(!s.caught && s.ms >= 1.5 && s.ms < 3.5, `halved to 2 ms after a long gap: spun ${s.ms} ms`);
-      for (let i = 0; i < 10; i++) serveOne(8);
-      s = spin();
-      assert.ok(!s.caught && s.ms < 1, `closed after long gaps: spun ${s.ms} ms`);
-      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 2 });
+      // A gap longer than the maximum halves the window; a dozen more close it.
+      const w = p.device.pollWindowNs;
+      serveOne(55);
+      assert.equal(p.device.pollWindowNs, w / 2);
+      for (let i = 0; i < 12; i++) serveOne(55);
+      assert.equal(p.device.pollWindowNs, 0);
+      assert.equal(p.device.pollAvail(), false);
+      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 1 });
     } finally {
       close(p);
     }
