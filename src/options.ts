@@ -10,7 +10,7 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseCacheMode } from './cache/policy';
 
-/** Default --poll-max-us (see the README's "Polling" and bench/results). */
+/** Default --poll-max-us (the README's option table and "Speed" say why). */
 export const DEFAULT_POLL_MAX_US = 100;
 
 const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
