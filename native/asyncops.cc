@@ -3,6 +3,12 @@
 // blocks (a cold read, an fsync) then holds back no other request of its queue, and
 // completions reach the used ring in the order they finish.
 //
+// A READ or WRITE is first tried on the queue's thread without blocking (RWF_NOWAIT, io.cc):
+// a read of page-cached data, or a write the file system can take at once, then completes
+// there and then, without the pool's two thread hops, and only what would block goes to the
+// pool. Handles opened O_DIRECT skip the try, and a handle whose file system refuses
+// RWF_NOWAIT (tmpfs; ext4 for buffered writes) stops trying in that direction.
+//
 // Everything that must stay valid while the system call runs on a pool thread is taken on
 // the calling (queue) thread first: the handle is pinned (state.h: it cannot be closed and its
 // number reused meanwhile), the guest ranges are translated into iovecs, and the thread's
@@ -16,8 +22,10 @@ namespace {
 
 class HandleWork : public Napi::AsyncWorker {
  public:
-  HandleWork(Napi::Env env, FsState* s, uint64_t fh)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), fh_(fh), fd_(s->PinHandle(fh)) {
+  // fd: the handle's descriptor, pinned by the caller (the pin passes to this object), or
+  // -errno.
+  HandleWork(Napi::Env env, FsState* s, uint64_t fh, int fd)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), fh_(fh), fd_(fd) {
     if (fd_ < 0) result_ = fd_;
   }
   ~HandleWork() override {
@@ -37,29 +45,31 @@ class HandleWork : public Napi::AsyncWorker {
   int64_t result_ = 0;
 };
 
+// The rest of a READ or WRITE: iov (translated by the caller, from its snapshot of table)
+// at pos, after `moved` bytes already moved on the queue's thread.
 class RwWork : public HandleWork {
  public:
-  RwWork(Napi::Env env, FsState* s, uint64_t fh, int64_t pos, bool write, int64_t table, const double* pairs, size_t n)
-      : HandleWork(env, s, fh), pos_(pos), write_(write) {
-    if (result_ != 0) return;
-    int e = GuestIovecs(table, pairs, n, &iov_);
-    if (e) result_ = -e;
-    keep_ = KeepGuestMemory(table);
-  }
+  RwWork(Napi::Env env, FsState* s, uint64_t fh, int fd, int64_t pos, bool write, int64_t table, std::vector<iovec> iov,
+         int64_t moved)
+      : HandleWork(env, s, fh, fd), pos_(pos), write_(write), moved_(moved), iov_(std::move(iov)), keep_(KeepGuestMemory(table)) {}
   void Execute() override {
-    if (ready()) result_ = TransferIov(fd_, pos_, iov_, write_);
+    if (!ready()) return;
+    int64_t r = TransferIov(fd_, pos_ < 0 ? pos_ : pos_ + moved_, iov_, write_);
+    result_ = moved_ > 0 ? moved_ + std::max<int64_t>(r, 0) : r;
   }
 
  private:
   int64_t pos_;
   bool write_;
+  int64_t moved_;
   std::vector<iovec> iov_;
   std::shared_ptr<const void> keep_;
 };
 
 class FsyncWork : public HandleWork {
  public:
-  FsyncWork(Napi::Env env, FsState* s, uint64_t fh, bool datasync) : HandleWork(env, s, fh), datasync_(datasync) {}
+  FsyncWork(Napi::Env env, FsState* s, uint64_t fh, bool datasync)
+      : HandleWork(env, s, fh, s->PinHandle(fh)), datasync_(datasync) {}
   void Execute() override {
     if (ready()) result_ = (datasync_ ? fdatasync(fd_) : fsync(fd_)) < 0 ? -errno : 0;
   }
@@ -69,7 +79,7 @@ class FsyncWork : public HandleWork {
 };
 
 // handleReadvAsync / handleWritevAsync(id, fh, position, table, pairs, count)
-//   -> Promise<bytes or -errno>
+//   -> bytes or -errno when done at once, else Promise<bytes or -errno>
 template <bool kWrite>
 Napi::Value HandleRwAsync(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -80,7 +90,23 @@ Napi::Value HandleRwAsync(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &pos) || !ArgInt(info, 3, &table))
     return ThrowType(info.Env(), "(id, fh, position, table, pairs, count)");
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
-  auto* w = new RwWork(info.Env(), s, fh, pos, kWrite, table, pairs, n);
+  std::vector<iovec>* iov;
+  int e = ThreadGuestIovecs(table, pairs, n, &iov);
+  if (e) return Num(info, -e);
+  uint8_t noWait = 0;
+  int fd = s->PinHandle(fh, &noWait);
+  if (fd < 0) return Num(info, fd);
+  constexpr uint8_t kBit = kWrite ? kNoWaitWrite : kNoWaitRead;
+  int64_t moved = 0;
+  if (noWait & kBit) {
+    int r = TransferIovNoWait(fd, pos, *iov, kWrite, &moved);
+    if (r == 1) {
+      s->UnpinHandle(fh);
+      return Num(info, static_cast<double>(moved));
+    }
+    if (r == -EOPNOTSUPP || r == -EINVAL) s->ClearNoWait(fh, kBit);
+  }
+  auto* w = new RwWork(info.Env(), s, fh, fd, pos, kWrite, table, std::vector<iovec>(*iov), moved);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

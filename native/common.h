@@ -74,6 +74,12 @@ size_t SnapshotCopy(const void* snapshot, uint64_t gpa, uint8_t* buf, uint64_t l
 // preadv/pwritev (write) of fd at pos (-1: the file position) through iov, looping over
 // IOV_MAX batches and short transfers. Returns bytes moved, or -errno if nothing moved.
 int64_t TransferIov(int fd, int64_t pos, std::vector<iovec>& iov, bool write);
+// The same transfer tried without blocking (preadv2/pwritev2 with RWF_NOWAIT: a read only
+// from the page cache, a write only when nothing needs a wait). *moved gets the bytes moved.
+// Returns 1 when the transfer is finished (everything moved, or the end of the file), 0 when
+// the rest would block, -errno when the attempt failed (-EOPNOTSUPP: the file system does
+// not do RWF_NOWAIT). Unless it returns 1, iov holds what is left to move, at pos + *moved.
+int TransferIovNoWait(int fd, int64_t pos, std::vector<iovec>& iov, bool write, int64_t* moved);
 
 // Reads info[i] as a Float64Array of (gpa, len) pairs and info[i+1] as how many pairs of
 // it to use; false (with a pending exception) when they do not fit.

@@ -42,6 +42,38 @@ int64_t TransferIov(int fd, int64_t pos, std::vector<iovec>& iov, bool write) {
   return total;
 }
 
+int TransferIovNoWait(int fd, int64_t pos, std::vector<iovec>& iov, bool write, int64_t* moved) {
+  *moved = 0;
+  size_t i = 0;
+  int status = 1;
+  while (i < iov.size()) {
+    int cnt = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
+    int64_t at = pos < 0 ? -1 : pos + *moved;
+    ssize_t r = write ? pwritev2(fd, &iov[i], cnt, at, RWF_NOWAIT) : preadv2(fd, &iov[i], cnt, at, RWF_NOWAIT);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      status = errno == EAGAIN ? 0 : -errno;
+      break;
+    }
+    // A read of 0 bytes is the end of the file (RWF_NOWAIT answers EAGAIN, not 0, for data
+    // that is not cached). A short read is not: the rest may just not be cached yet.
+    if (r == 0) {
+      if (!write) return 1;
+      status = 0;
+      break;
+    }
+    *moved += r;
+    size_t left = static_cast<size_t>(r);
+    while (i < iov.size() && left >= iov[i].iov_len) left -= iov[i++].iov_len;
+    if (left > 0) {
+      iov[i].iov_base = static_cast<uint8_t*>(iov[i].iov_base) + left;
+      iov[i].iov_len -= left;
+    }
+  }
+  if (status != 1) iov.erase(iov.begin(), iov.begin() + static_cast<std::ptrdiff_t>(i));
+  return status;
+}
+
 int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>** out) {
   // One vector per thread, reused: no allocation per request once it has grown.
   thread_local std::vector<iovec> iov;

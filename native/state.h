@@ -54,11 +54,18 @@ struct Inode {
   }
 };
 
+// Which transfers through a handle may first be tried without blocking on the queue's thread
+// (--thread-pool-size > 0, asyncops.cc): RWF_NOWAIT reads and writes. Cleared for a handle
+// opened O_DIRECT (a direct transfer waits for the device even with RWF_NOWAIT) and, per
+// direction, once its file system refuses RWF_NOWAIT (tmpfs; ext4's buffered writes).
+enum : uint8_t { kNoWaitRead = 1, kNoWaitWrite = 2 };
+
 struct Handle {
   int fd;
   uint64_t nodeid;
   uint32_t pins;
   bool released;
+  uint8_t noWait;
 };
 
 struct InodeShard {
@@ -142,13 +149,20 @@ struct FsState {
     it->second.pins--;
     sh.MaybeDrop(it);
   }
-  int PinHandle(uint64_t fh) {
+  int PinHandle(uint64_t fh, uint8_t* noWait = nullptr) {
     HandleShard& sh = HandleShardOf(fh);
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.byFh.find(fh);
     if (it == sh.byFh.end() || it->second.released) return -EBADF;
     it->second.pins++;
+    if (noWait) *noWait = it->second.noWait;
     return it->second.fd;
+  }
+  void ClearNoWait(uint64_t fh, uint8_t bits) {
+    HandleShard& sh = HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byFh.find(fh);
+    if (it != sh.byFh.end()) it->second.noWait &= static_cast<uint8_t>(~bits);
   }
   void UnpinHandle(uint64_t fh) {
     HandleShard& sh = HandleShardOf(fh);
@@ -185,7 +199,9 @@ struct FsState {
     HandleShard& sh = handles[shard];
     std::lock_guard<std::mutex> g(sh.mu);
     uint64_t fh = (sh.nextSeq++ << kShardBits) | shard;
-    sh.byFh[fh] = Handle{fd, nodeid, 0, false};
+    int fl = fcntl(fd, F_GETFL);
+    uint8_t noWait = fl >= 0 && !(fl & O_DIRECT) ? (kNoWaitRead | kNoWaitWrite) : 0;
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false, noWait};
     return fh;
   }
 

@@ -193,8 +193,8 @@ export interface NativeAddon {
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;
   handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number): number;
   // asyncops.cc: the same on libuv's thread pool (--thread-pool-size > 0)
-  handleReadvAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): Promise<number>;
-  handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): Promise<number>;
+  handleReadvAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
+  handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
   handleFsyncAsync(id: number, fh: number, datasync: boolean): Promise<number>;
 }
 
@@ -227,8 +227,8 @@ export const guestIo = {
   handleWritev: (id: number, fh: number, position: number, r: GuestRanges): number =>
     native.handleWritev(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
   /** On the thread pool; the ranges are translated before this returns. */
-  handleReadvAsync: (id: number, fh: number, position: number, r: GuestRanges): Promise<number> =>
+  handleReadvAsync: (id: number, fh: number, position: number, r: GuestRanges): number | Promise<number> =>
     native.handleReadvAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
-  handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges): Promise<number> =>
+  handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges): number | Promise<number> =>
     native.handleWritevAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
 };

@@ -7,6 +7,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -346,6 +347,45 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.equal(errOf(() => env.fs.create(ROOT, 1, b('sl'), fs.constants.O_WRONLY, 0o644)), E.ELOOP);
       assert.equal(errOf(() => env.fs.create(ROOT, 1, b('dir'), fs.constants.O_WRONLY, 0o644)), E.EISDIR);
       assert.equal(errOf(() => env.fs.open(ROOT, lookup(env, 'dir').nodeid, fs.constants.O_WRONLY)), E.EISDIR);
+    });
+
+    it('with a thread pool, a page-cached READ completes at once; what is not cached goes to the pool and arrives whole', async () => {
+      teardown(env);
+      env = setup({ threadPool: true });
+      const data = crypto.randomBytes(16384);
+      const file = path.join(env.dir, 'big');
+      fs.writeFileSync(file, data);
+      const wfd = fs.openSync(file, 'r');
+      fs.fsyncSync(wfd); // clean pages: only those can be dropped from the page cache
+      fs.closeSync(wfd);
+      fs.readFileSync(file);
+      const f = lookup(env, 'big');
+      const o = env.fs.open(ROOT, f.nodeid, fs.constants.O_RDONLY);
+      const read = (at: number): number | Promise<number> => env.fs.read(ROOT, f.nodeid, o.fh, 0, 16384, ranges(env, at, 16384));
+      const cached = read(0);
+      assert.equal(cached, 16384, 'cached: a number, not a Promise');
+      assert.ok(env.mem.view.subarray(0, 16384).equals(data));
+      // Drop pages 2 and 3: the first half comes at once, the rest from the pool, or at once
+      // too if the read-ahead that the first try started has finished by the second.
+      execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'bs=4096', 'skip=2', 'count=2', 'of=/dev/null', 'status=none']);
+      assert.equal(await read(65536), 16384);
+      assert.ok(env.mem.view.subarray(65536, 65536 + 16384).equals(data));
+      execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+      const cold = read(131072);
+      assert.ok(cold instanceof Promise, 'not cached: the pool');
+      assert.equal(await cold, 16384);
+      assert.ok(env.mem.view.subarray(131072, 131072 + 16384).equals(data));
+      assert.equal(await env.fs.read(ROOT, f.nodeid, o.fh, 16000, 4096, ranges(env, 0, 4096)), 384, 'a read across the end of the file');
+      env.fs.release(ROOT, f.nodeid, o.fh, 0, 0n);
+      // Writes: at once where the file system takes RWF_NOWAIT writes (XFS, btrfs), else on the pool (ext4).
+      const w = env.fs.open(ROOT, f.nodeid, fs.constants.O_WRONLY);
+      env.mem.view.write('written twice', 4096, 'latin1');
+      for (let i = 0; i < 2; i++) assert.equal(await env.fs.write(ROOT, f.nodeid, w.fh, 100 + 20 * i, ranges(env, 4096, 13), 0), 13);
+      env.fs.release(ROOT, f.nodeid, w.fh, 0, 0n);
+      const expected = Buffer.from(data);
+      expected.write('written twice', 100, 'latin1');
+      expected.write('written twice', 120, 'latin1');
+      assert.ok(fs.readFileSync(file).equals(expected));
     });
 
     it('an open handle survives the unlink of its name', () => {

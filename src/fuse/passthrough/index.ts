@@ -260,13 +260,13 @@ export class PassthroughFs extends NullFilesystem {
   }
 
   override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number | Promise<number> {
-    if (this.opts.threadPool) return guestIo.handleReadvAsync(this.id, fh, offset, dst).then(check);
+    if (this.opts.threadPool) return settled(guestIo.handleReadvAsync(this.id, fh, offset, dst));
     return check(guestIo.handleReadv(this.id, fh, offset, dst));
   }
 
   override write(_ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number | Promise<number> {
     this.writable();
-    if (this.opts.threadPool) return guestIo.handleWritevAsync(this.id, fh, offset, src).then(check);
+    if (this.opts.threadPool) return settled(guestIo.handleWritevAsync(this.id, fh, offset, src));
     return check(guestIo.handleWritev(this.id, fh, offset, src));
   }
 
@@ -409,4 +409,9 @@ export function checkName(name: Buffer): void {
 function checkNewName(name: Buffer): void {
   checkName(name);
   if ((name.length === 1 && name[0] === 0x2e) || isDotDot(name)) throw new FsError(E.EINVAL, "'.' or '..'");
+}
+
+/** A transfer's result, whether it finished on this thread (a number) or on the pool (a Promise). */
+function settled(r: number | Promise<number>): number | Promise<number> {
+  return typeof r === 'number' ? check(r) : r.then(check);
 }
