@@ -80,6 +80,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitNodeOps(env, exports);
   vfsn::InitFileOps(env, exports);
   vfsn::InitAsyncOps(env, exports);
+  vfsn::InitIoPool(env, exports);
   return exports;
 }
 

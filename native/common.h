@@ -105,5 +105,6 @@ void InitState(Napi::Env env, Napi::Object exports);
 void InitNodeOps(Napi::Env env, Napi::Object exports);
 void InitFileOps(Napi::Env env, Napi::Object exports);
 void InitAsyncOps(Napi::Env env, Napi::Object exports);
+void InitIoPool(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

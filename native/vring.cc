@@ -15,10 +15,14 @@
 // than its table is an error) and an indirect table inside an indirect table is refused. A
 // malformed ring makes pop() return kBroken; the reason is in error().
 //
+// The used ring's state lives in a UsedRing (usedring.h) that the I/O pool shares: a request
+// finished on a pool thread goes on the used ring from there, under the ring's mutex.
+//
 // Guest memory is reached through this thread's snapshot of the memory table, held by the
 // object, so ring pointers stay valid until the table changes; every call that touches the
 // rings first compares the table's generation (one atomic load) and re-translates.
 #include "common.h"
+#include "usedring.h"
 
 #include <sched.h>
 #include <time.h>
@@ -34,13 +38,14 @@ namespace vfsn {
 namespace {
 
 constexpr uint16_t kDescNext = 1, kDescWrite = 2, kDescIndirect = 4;
-constexpr uint16_t kAvailNoInterrupt = 1;
 constexpr uint32_t kMaxIndirect = 4096;
 constexpr uint32_t kDescSize = 16;
 // Layout of the shared Float64Array pop() fills (src/vhost/virtqueue.ts reads it).
 constexpr size_t kOutReadable = 0, kOutWritable = 1, kOutReadableLen = 2, kOutWritableLen = 3,
                  kOutPrefetched = 4, kOutPairs = 5;
 constexpr double kMaxSafe = 9007199254740992.0;  // 2^53
+// Marks Vring objects, so that UsedRingOf can tell one from any other object.
+constexpr napi_type_tag kVringTag = {0x7669727469667364ULL, 0x7473767269736e67ULL};
 
 uint16_t Load16(const uint8_t* p) {
   uint16_t v;
@@ -72,7 +77,8 @@ class Vring : public Napi::ObjectWrap<Vring> {
                         InstanceMethod("pollAvail", &Vring::PollAvail),
                         InstanceMethod("pollStats", &Vring::PollStats),
                         InstanceMethod("lastAvail", &Vring::LastAvail), InstanceMethod("error", &Vring::Error),
-                        InstanceMethod("setCallFd", &Vring::SetCallFd)});
+                        InstanceMethod("setCallFd", &Vring::SetCallFd),
+                        InstanceMethod("pending", &Vring::PendingOnPool), InstanceMethod("close", &Vring::Close)});
   }
 
   // new Vring(tableId, size, descUaddr, availUaddr, usedUaddr, base, eventIdx, callFd,
@@ -95,9 +101,13 @@ class Vring : public Napi::ObjectWrap<Vring> {
     descUaddr_ = static_cast<uint64_t>(desc);
     availUaddr_ = static_cast<uint64_t>(avail);
     usedUaddr_ = static_cast<uint64_t>(used);
-    lastAvail_ = usedIdx_ = signalledUsed_ = static_cast<uint16_t>(base);
+    lastAvail_ = static_cast<uint16_t>(base);
     eventIdx_ = info[6].ToBoolean();
-    callFd_ = static_cast<int>(callFd);
+    ring_->size = size_;
+    ring_->usedIdx = ring_->signalledUsed = lastAvail_;
+    ring_->eventIdx = eventIdx_;
+    ring_->callFd = static_cast<int>(callFd);
+    info.This().As<Napi::Object>().TypeTag(&kVringTag);
     Napi::Float64Array out = info[8].As<Napi::Float64Array>();
     // Room for the longest chain: a direct part up to the queue size plus one indirect table.
     outCap_ = (out.ElementLength() - kOutPairs) / 2;
@@ -150,6 +160,12 @@ class Vring : public Napi::ObjectWrap<Vring> {
     desc_ = d;
     avail_ = a;
     used_ = u;
+    {
+      std::lock_guard<std::mutex> lock(ring_->mu);
+      ring_->used = u;
+      ring_->avail = a;
+      ring_->mem = keep;
+    }
     mem_ = std::move(keep);
     generation_ = g;
     return 0;
@@ -266,40 +282,22 @@ class Vring : public Napi::ObjectWrap<Vring> {
     return Napi::Number::New(env, Walk(head));
   }
 
-  void PushUsed(uint32_t head, uint32_t len) {
-    uint8_t* e = used_ + 4 + 8 * static_cast<size_t>(usedIdx_ % size_);
-    memcpy(e, &head, 4);
-    memcpy(e + 4, &len, 4);
-    usedIdx_++;
-  }
-
-  // Publishes the used index; true when the driver wants an interrupt for what it covers.
-  bool Publish() {
-    // Release: the used elements become visible before the new index.
-    __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + 2), usedIdx_, __ATOMIC_RELEASE);
-    if (usedIdx_ == signalledUsed_) return false;
-    // Full barrier: used.idx must be visible before we read used_event or the flags.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    uint16_t old = signalledUsed_, now = usedIdx_;
-    signalledUsed_ = now;
-    if (eventIdx_) {
-      uint16_t usedEvent = Load16(avail_ + 4 + 2 * size_);
-      return static_cast<uint16_t>(now - usedEvent - 1) < static_cast<uint16_t>(now - old);
-    }
-    return (Load16(avail_) & kAvailNoInterrupt) == 0;
-  }
-
   // push(head, len): a used element, visible to the driver after flush().
   Napi::Value Push(const Napi::CallbackInfo& info) {
     int64_t head, len;
     if (!ArgInt(info, 0, &head) || !ArgInt(info, 1, &len)) return ThrowType(info.Env(), "push(head, len)");
-    if (SyncMemory() == 0) PushUsed(static_cast<uint32_t>(head), static_cast<uint32_t>(len));
+    if (SyncMemory() == 0) {
+      std::lock_guard<std::mutex> g(ring_->mu);
+      ring_->PushLocked(static_cast<uint32_t>(head), static_cast<uint32_t>(len));
+    }
     return info.Env().Undefined();
   }
 
   // flush() -> true when the driver wants an interrupt (the caller signals it).
   Napi::Value Flush(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), SyncMemory() == 0 && Publish());
+    if (SyncMemory() != 0) return Napi::Boolean::New(info.Env(), false);
+    std::lock_guard<std::mutex> g(ring_->mu);
+    return Napi::Boolean::New(info.Env(), ring_->PublishLocked());
   }
 
   // complete(head, len) -> 1 when the call eventfd was signalled, else 0: push, publish and
@@ -308,14 +306,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
     int64_t head, len;
     if (!ArgInt(info, 0, &head) || !ArgInt(info, 1, &len)) return ThrowType(info.Env(), "complete(head, len)");
     if (SyncMemory() != 0) return Napi::Number::New(info.Env(), 0);
-    PushUsed(static_cast<uint32_t>(head), static_cast<uint32_t>(len));
-    if (!Publish() || callFd_ < 0) return Napi::Number::New(info.Env(), 0);
-    uint64_t one = 1;
-    ssize_t r;
-    do {
-      r = write(callFd_, &one, 8);
-    } while (r < 0 && errno == EINTR);
-    return Napi::Number::New(info.Env(), 1);
+    return Napi::Number::New(info.Env(), ring_->Complete(static_cast<uint32_t>(head), static_cast<uint32_t>(len)) ? 1 : 0);
   }
 
   // enableNotification() -> 1 when the ring is empty (safe to sleep until the next kick), 0
@@ -420,16 +411,34 @@ class Vring : public Napi::ObjectWrap<Vring> {
   Napi::Value SetCallFd(const Napi::CallbackInfo& info) {
     int64_t fd;
     if (!ArgInt(info, 0, &fd)) return ThrowType(info.Env(), "setCallFd(fd)");
-    callFd_ = static_cast<int>(fd);
+    std::lock_guard<std::mutex> g(ring_->mu);
+    ring_->callFd = static_cast<int>(fd);
     return info.Env().Undefined();
   }
+
+  // pending() -> requests of this queue the I/O pool has not completed yet.
+  Napi::Value PendingOnPool(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), ring_->pending.load(std::memory_order_acquire));
+  }
+
+  // close(): the queue is broken; completions still to come from the pool are dropped.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> g(ring_->mu);
+    ring_->closed = true;
+    return info.Env().Undefined();
+  }
+
+ public:
+  std::shared_ptr<UsedRing> ring() const { return ring_; }
+
+ private:
 
   int64_t table_ = 0;
   uint32_t size_ = 0;
   uint64_t descUaddr_ = 0, availUaddr_ = 0, usedUaddr_ = 0;
-  uint16_t lastAvail_ = 0, usedIdx_ = 0, signalledUsed_ = 0;
+  uint16_t lastAvail_ = 0;
   bool eventIdx_ = false;
-  int callFd_ = -1;
+  std::shared_ptr<UsedRing> ring_ = std::make_shared<UsedRing>();
   std::shared_ptr<const void> mem_;
   uint32_t generation_ = 0;
   uint8_t *desc_ = nullptr, *avail_ = nullptr, *used_ = nullptr;
@@ -449,6 +458,11 @@ class Vring : public Napi::ObjectWrap<Vring> {
 };
 
 }  // namespace
+
+std::shared_ptr<UsedRing> UsedRingOf(const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kVringTag)) return nullptr;
+  return Vring::Unwrap(v.As<Napi::Object>())->ring();
+}
 
 void InitVring(Napi::Env env, Napi::Object exports) { exports.Set("Vring", Vring::Define(env)); }
 

@@ -3,6 +3,7 @@
  * daemon, and turn failures into an exit status with one clear log line.
  */
 import { createLogger } from './log';
+import { native } from './native';
 import { parseOptions, UsageError, USAGE } from './options';
 import { runDaemon } from './daemon';
 
@@ -35,7 +36,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(CAPABILITIES, null, 2) + '\n');
     return 0;
   }
-  // libuv sizes its thread pool (shared by every queue worker) at its first use.
+  // READ, WRITE and FSYNC go to the I/O pool (native/iopool.cc), shared by every queue's
+  // thread; libuv's pool (sized at its first use) takes the odd one whose reply buffer
+  // cannot hold its header (the server then answers as for any failed request).
+  native.ioPoolSetSize(opts.threadPoolSize);
   if (opts.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(opts.threadPoolSize);
   const log = createLogger(opts.logLevel);
   try {

@@ -50,6 +50,25 @@ export interface GuestRanges {
   pairs: readonly number[];
 }
 
+/**
+ * Where the I/O pool (native/iopool.cc) puts a request's reply when it finishes it: the
+ * queue's ring and the chain's head, the FUSE request's unique, and the guest ranges of the
+ * reply's header (and of fuse_write_out after it, for a WRITE).
+ */
+export interface PoolReply {
+  ring: Vring;
+  head: number;
+  unique: bigint;
+  header: GuestRanges;
+}
+
+/**
+ * What a request's handler returns when the I/O pool took the request and will put its reply
+ * on the used ring itself: nothing is left to do on this thread.
+ */
+export const REPLIED_BY_POOL: unique symbol = Symbol('replied by the I/O pool');
+export type PoolReplied = typeof REPLIED_BY_POOL;
+
 export declare class FdWatcher {
   constructor(fd: number, drainEventfd: boolean, callback: (status: number) => void);
   start(): void;
@@ -81,6 +100,10 @@ export declare class Vring {
   lastAvail(): number;
   error(): string;
   setCallFd(fd: number): void;
+  /** Requests of this queue out on the I/O pool (native/iopool.cc), not yet on the used ring. */
+  pending(): number;
+  /** The queue is broken: completions still to come from the I/O pool are dropped. */
+  close(): void;
 }
 
 /** Indexes into the Float64Array filled by statx(). */
@@ -196,6 +219,15 @@ export interface NativeAddon {
   handleReadvAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
   handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
   handleFsyncAsync(id: number, fh: number, datasync: boolean): Promise<number>;
+  // iopool.cc: the same on the I/O pool, which replies on the ring itself (undefined), unless
+  // finished at once (bytes or -errno). pairs: count pairs, the last headerCount the header's.
+  handleReadvQueued(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number,
+    headerCount: number, ring: Vring, head: number, unique: bigint): number | undefined;
+  handleWritevQueued(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number,
+    headerCount: number, ring: Vring, head: number, unique: bigint): number | undefined;
+  handleFsyncQueued(id: number, fh: number, datasync: boolean, table: number, pairs: Float64Array, count: number,
+    ring: Vring, head: number, unique: bigint): number | undefined;
+  ioPoolSetSize(threads: number): void;
 }
 
 // dist/src/native.js -> <root>/build/Release
@@ -208,11 +240,16 @@ export const native: NativeAddon = require(path.join(__dirname, '..', '..', 'bui
  * heap then); the native calls are synchronous, so one array per thread is enough.
  */
 let stage = new Float64Array(2 * 1024);
-function staged(pairs: readonly number[]): Float64Array {
-  if (pairs.length > stage.length) stage = new Float64Array(2 ** Math.ceil(Math.log2(pairs.length)));
+function staged(pairs: readonly number[], then: readonly number[] = []): Float64Array {
+  const n = pairs.length + then.length;
+  if (n > stage.length) stage = new Float64Array(2 ** Math.ceil(Math.log2(n)));
   for (let i = 0; i < pairs.length; i++) stage[i] = pairs[i];
+  for (let i = 0; i < then.length; i++) stage[pairs.length + i] = then[i];
   return stage;
 }
+
+/** A queued transfer's result: REPLIED_BY_POOL, or what finished at once (bytes or -errno). */
+const queued = (r: number | undefined): number | PoolReplied => (r === undefined ? REPLIED_BY_POOL : r);
 
 export const guestIo = {
   /** File at position -> guest ranges; bytes read or -errno. */
@@ -231,4 +268,14 @@ export const guestIo = {
     native.handleReadvAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
   handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges): number | Promise<number> =>
     native.handleWritevAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
+  /** On the I/O pool, which writes the reply and completes the chain itself. */
+  handleReadvQueued: (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply): number | PoolReplied =>
+    queued(native.handleReadvQueued(id, fh, position, r.table, staged(r.pairs, reply.header.pairs),
+      (r.pairs.length + reply.header.pairs.length) >> 1, reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique)),
+  handleWritevQueued: (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply): number | PoolReplied =>
+    queued(native.handleWritevQueued(id, fh, position, r.table, staged(r.pairs, reply.header.pairs),
+      (r.pairs.length + reply.header.pairs.length) >> 1, reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique)),
+  handleFsyncQueued: (id: number, fh: number, datasync: boolean, reply: PoolReply): number | PoolReplied =>
+    queued(native.handleFsyncQueued(id, fh, datasync, reply.header.table, staged(reply.header.pairs),
+      reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique)),
 };

@@ -5,13 +5,19 @@
  * supports. The server owns the wire format; implementations never see a raw request.
  */
 import { constants as os } from 'node:os';
-import type { GuestRanges } from '../native';
+import type { GuestRanges, PoolReplied, PoolReply } from '../native';
 
 /** The caller of a request, as the guest kernel reports it in fuse_in_header. */
 export interface Context {
   uid: number;
   gid: number;
   pid: number;
+  /**
+   * READ, WRITE, FSYNC and FSYNCDIR, when the filesystem takes pool replies (replyOnPool) and
+   * the transport is a virtqueue: where the I/O pool may put the reply itself. A method that
+   * hands the request over returns REPLIED_BY_POOL and the server writes nothing.
+   */
+  reply?: PoolReply;
 }
 
 /** An error with a positive errno, turned into a -errno reply by the server. */
@@ -155,6 +161,10 @@ function nosys(): never {
  * queue goes on meanwhile.
  */
 export class NullFilesystem {
+  /** Whether READ, WRITE and FSYNC may be handed to the I/O pool with Context.reply. */
+  get replyOnPool(): boolean {
+    return false;
+  }
   /** A new session begins (INIT); `offered` is the kernel's INIT flag set. */
   init(_offered: bigint): InitReply {
     return { flags: 0n, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
@@ -209,11 +219,11 @@ export class NullFilesystem {
     return nosys();
   }
   /** Reads up to `size` bytes at `offset` straight into `dst` (guest memory); returns bytes read. */
-  read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: GuestRanges): number | Promise<number> {
+  read(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _size: number, _dst: GuestRanges): number | Promise<number> | PoolReplied {
     return nosys();
   }
   /** Writes the bytes of `src` (guest memory) at `offset`; returns bytes written. */
-  write(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _src: GuestRanges, _writeFlags: number): number | Promise<number> {
+  write(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _src: GuestRanges, _writeFlags: number): number | Promise<number> | PoolReplied {
     return nosys();
   }
   flush(_ctx: Context, _nodeid: number, _fh: number, _lockOwner: bigint): void {
@@ -222,7 +232,7 @@ export class NullFilesystem {
   release(_ctx: Context, _nodeid: number, _fh: number, _releaseFlags: number, _lockOwner: bigint): void {
     nosys();
   }
-  fsync(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void | Promise<void> {
+  fsync(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void | Promise<void> | PoolReplied {
     nosys();
   }
   opendir(_ctx: Context, _nodeid: number, _flags: number): OpenReply {
@@ -238,7 +248,7 @@ export class NullFilesystem {
   releasedir(_ctx: Context, _nodeid: number, _fh: number): void {
     nosys();
   }
-  fsyncdir(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void | Promise<void> {
+  fsyncdir(_ctx: Context, _nodeid: number, _fh: number, _datasync: boolean): void | Promise<void> | PoolReplied {
     nosys();
   }
   statfs(_ctx: Context, _nodeid: number): StatfsReply {

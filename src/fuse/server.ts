@@ -11,7 +11,7 @@
  * return 0 bytes. A SETLKW that must wait resolves later (handle() returns a Promise) and
  * holds no thread meanwhile.
  */
-import type { GuestRanges } from '../native';
+import { REPLIED_BY_POOL, type GuestRanges, type PoolReplied, type Vring } from '../native';
 import type { Logger } from '../log';
 import * as abi from './abi';
 import {
@@ -30,6 +30,9 @@ export interface FuseTransfer {
   writeAt(pos: number, src: Buffer, srcOff: number, n: number): number;
   /** Reply bytes [pos, pos+n) as guest ranges (READ data). */
   writeRanges(pos: number, n: number): GuestRanges;
+  /** The virtqueue the request came on and its chain's head, when it came on one. */
+  readonly ring?: Vring | null;
+  readonly head?: number;
 }
 
 /** Largest request we copy into JS (header, args, names, xattr values); WRITE data stays put. */
@@ -62,8 +65,11 @@ export class FuseServer {
     this.fs.cancelWaits();
   }
 
-  /** Serves one request; returns the number of reply bytes written (0: no reply). */
-  handle(t: FuseTransfer): number | Promise<number> {
+  /**
+   * Serves one request; returns the number of reply bytes written (0: no reply), or
+   * REPLIED_BY_POOL when the I/O pool took the request and replies itself.
+   */
+  handle(t: FuseTransfer): number | Promise<number> | PoolReplied {
     if (t.readableLen < abi.IN_HEADER_SIZE) {
       this.log.warn({ len: t.readableLen }, 'FUSE request shorter than its header; dropped');
       return 0;
@@ -83,7 +89,7 @@ export class FuseServer {
     const args = this.inBuf.subarray(0, argLen);
     try {
       const r = this.dispatch(t, h, ctx, args);
-      if (typeof r === 'number') return r;
+      if (typeof r === 'number' || r === REPLIED_BY_POOL) return r;
       return r.catch((e: unknown) => this.failed(t, h, e));
     } catch (e) {
       return this.failed(t, h, e);
@@ -97,7 +103,14 @@ export class FuseServer {
     return this.error(t, h.unique, errno, h.opcode);
   }
 
-  private dispatch(t: FuseTransfer, h: abi.InHeader, ctx: Context, a: Buffer): number | Promise<number> {
+  /** Offers READ, WRITE and FSYNC replies of `replyLen` header bytes to the I/O pool. */
+  private poolReply(t: FuseTransfer, ctx: Context, unique: bigint, replyLen: number): void {
+    if (t.ring && t.head !== undefined && this.fs.replyOnPool && t.writableLen >= replyLen) {
+      ctx.reply = { ring: t.ring, head: t.head, unique, header: t.writeRanges(0, replyLen) };
+    }
+  }
+
+  private dispatch(t: FuseTransfer, h: abi.InHeader, ctx: Context, a: Buffer): number | Promise<number> | PoolReplied {
     const fs = this.fs;
     const nodeid = Number(h.nodeid);
     const u = h.unique;
@@ -223,14 +236,18 @@ export class FuseServer {
         const room = t.writableLen - abi.OUT_HEADER_SIZE;
         if (room < 0) return 0;
         const size = Math.min(r.size, room);
+        this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE);
         const n = fs.read(ctx, nodeid, Number(r.fh), Number(r.offset), size, t.writeRanges(abi.OUT_HEADER_SIZE, size));
+        if (n === REPLIED_BY_POOL) return n;
         if (typeof n !== 'number') return n.then((got) => this.header(t, u, 0, got));
         return this.header(t, u, 0, n);
       }
       case O.WRITE: {
         const w = abi.decodeWriteIn(a, 0);
         if (w.size > t.readableLeft) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${t.readableLeft} in the request`);
+        this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE + abi.WRITE_OUT_SIZE);
         const n = fs.write(ctx, nodeid, Number(w.fh), Number(w.offset), t.readRanges(w.size), w.writeFlags);
+        if (n === REPLIED_BY_POOL) return n;
         const done = (wrote: number): number => {
           abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: wrote });
           return this.ok(t, u, abi.WRITE_OUT_SIZE);
@@ -253,7 +270,9 @@ export class FuseServer {
       case O.FSYNCDIR: {
         const f = abi.decodeFsyncIn(a, 0);
         const datasync = (f.fsyncFlags & abi.FsyncFlags.FDATASYNC) !== 0;
+        this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE);
         const r = h.opcode === O.FSYNC ? fs.fsync(ctx, nodeid, Number(f.fh), datasync) : fs.fsyncdir(ctx, nodeid, Number(f.fh), datasync);
+        if (r === REPLIED_BY_POOL) return r;
         if (r instanceof Promise) return r.then(() => this.header(t, u, 0, 0));
         return this.ok(t, u, 0);
       }

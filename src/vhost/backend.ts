@@ -446,19 +446,22 @@ export class VhostUserBackend {
     served: Record<number, number>;
     detail: Record<number, Record<string, number>>;
     polls: Record<number, PollCounts>;
+    pooled: Record<number, number>;
   }> {
     const served: Record<number, number> = {};
     const detail: Record<number, Record<string, number>> = {};
     const polls: Record<number, PollCounts> = {};
+    const pooled: Record<number, number> = {};
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
       if (!h) continue;
-      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0 } }));
+      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0 }, pooled: 0 }));
       served[i] = s.served;
       if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
       if (s.polls.hits + s.polls.misses > 0) polls[i] = s.polls;
+      if (s.pooled > 0) pooled[i] = s.pooled;
     }
-    return { served, detail, polls };
+    return { served, detail, polls, pooled };
   }
 
   /** Stops every queue, releases every descriptor and ends the connection. */
@@ -468,7 +471,10 @@ export class VhostUserBackend {
     this.watcher?.close();
     this.watcher = null;
     const stats = await this.queueStats();
-    this.log.info({ requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls }, 'connection closed');
+    this.log.info(
+      { requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls, pooledPerQueue: stats.pooled },
+      'connection closed',
+    );
     for (let i = 0; i < this.vrings.length; i++) {
       const v = this.vrings[i];
       if (v.running) await this.stopQueue(i).catch(() => undefined);

@@ -7,7 +7,7 @@
  * copied between JS buffers and guest memory through this thread's views; bulk data is handed on as GuestRanges for the native preadv/pwritev,
  * so file data never passes through a JS buffer.
  */
-import type { GuestRanges } from '../native';
+import type { GuestRanges, Vring } from '../native';
 import type { GuestMemory } from './memory';
 
 /** Visits the pieces of bytes [start, start+n) of a range list: f(gpa, len, doneSoFar). */
@@ -48,6 +48,8 @@ export class DescriptorChain {
     readonly writableLen: number,
     private prefetch: Buffer | null = null,
     private prefetched = 0,
+    /** The ring the chain came from, for a reply the I/O pool puts there itself. */
+    readonly ring: Vring | null = null,
   ) {}
 
   /**

@@ -31,6 +31,8 @@ export interface QueueStats {
   detail: Record<string, number>;
   /** How often a spin for the next chain caught one, and how often it gave up and slept. */
   polls: PollCounts;
+  /** Requests the I/O pool completed (--thread-pool-size > 0). */
+  pooled: number;
 }
 
 export interface QueueHost {
@@ -51,6 +53,7 @@ export class LocalQueueHost implements QueueHost {
   private runner: QueueRunner | null = null;
   private handler: ChainHandler | null = null;
   private total = 0;
+  private pooled = 0;
   private polls: PollCounts = { hits: 0, misses: 0 };
 
   constructor(
@@ -72,6 +75,7 @@ export class LocalQueueHost implements QueueHost {
     this.runner = null;
     const base = await r.stop();
     this.total += r.served;
+    this.pooled += r.pooled;
     this.polls = addPolls(this.polls, r.pollStats());
     return base;
   }
@@ -85,6 +89,7 @@ export class LocalQueueHost implements QueueHost {
       served: this.total + (this.runner?.served ?? 0),
       detail: this.handler?.stats?.() ?? {},
       polls: this.runner ? addPolls(this.polls, this.runner.pollStats()) : this.polls,
+      pooled: this.pooled + (this.runner?.pooled ?? 0),
     };
   }
 

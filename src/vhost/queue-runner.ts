@@ -4,15 +4,19 @@
  * FUSE. It runs in whatever thread hosts the queue (see queue-host.ts), and handlers may
  * complete out of order (a Promise) so that a slow request does not hold back the others.
  */
-import { native } from '../native';
+import { native, REPLIED_BY_POOL, type PoolReplied } from '../native';
 import type { Logger } from '../log';
 import type { DescriptorChain } from './chain';
 import { GuestMemory } from './memory';
 import { QueueError, Virtqueue, type PollCounts, type RingAddresses } from './virtqueue';
 
 export interface ChainHandler {
-  /** Serves one request; returns the number of bytes written into the chain's writable part. */
-  handle(chain: DescriptorChain): number | Promise<number>;
+  /**
+   * Serves one request; returns the number of bytes written into the chain's writable part,
+   * or REPLIED_BY_POOL when the I/O pool (native/iopool.cc) took the chain and puts it on the
+   * used ring itself.
+   */
+  handle(chain: DescriptorChain): number | Promise<number> | PoolReplied;
   /** The queue stops: requests still waiting on something (a lock) should complete now. */
   cancel?(): void;
   /** The handler's own counts (the FUSE server's requests per opcode), for the exit report. */
@@ -52,6 +56,8 @@ export class QueueRunner {
   private stopped = false;
   /** Requests served, for the per-queue counts reported at debug level and at exit. */
   served = 0;
+  /** Of those, how many the I/O pool completed (REPLIED_BY_POOL). */
+  pooled = 0;
   broken = false;
 
   constructor(
@@ -97,6 +103,8 @@ export class QueueRunner {
       this.handler.cancel?.();
       await idle;
     }
+    // Chains out on the I/O pool complete without this thread; wait for them to land.
+    while (this.vq && this.vq.pendingOnPool > 0) await new Promise((resolve) => setTimeout(resolve, 1));
     return this.vq ? this.vq.lastAvail : this.cfg.base;
   }
 
@@ -120,7 +128,7 @@ export class QueueRunner {
 
   private dispatch(chain: DescriptorChain): void {
     this.served++;
-    let r: number | Promise<number>;
+    let r: number | Promise<number> | PoolReplied;
     try {
       r = this.handler.handle(chain);
     } catch (e) {
@@ -128,6 +136,10 @@ export class QueueRunner {
       r = 0;
     }
     chain.dropPrefetch();
+    if (r === REPLIED_BY_POOL) {
+      this.pooled++;
+      return;
+    }
     if (typeof r === 'number') {
       this.complete(chain.head, r);
       return;
@@ -165,6 +177,7 @@ export class QueueRunner {
   private fail(e: unknown): void {
     if (!(e instanceof QueueError)) throw e;
     this.broken = true;
+    this.vq?.close();
     this.watcher?.stop();
     this.log.error({ queue: this.cfg.index, reason: e.message }, 'virtqueue broken: the driver supplied a malformed ring; queue stopped');
     if (this.cfg.errFd >= 0) native.eventfdWrite(this.cfg.errFd);

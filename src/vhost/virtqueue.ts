@@ -92,7 +92,7 @@ export class Virtqueue {
     for (let i = 0; i < 2 * nr; i++) readable[i] = o[5 + i];
     const writable: number[] = new Array(2 * nw);
     for (let i = 0; i < 2 * nw; i++) writable[i] = o[5 + 2 * nr + i];
-    return new DescriptorChain(head, this.mem, readable, o[2], writable, o[3], this.prefetch, o[4]);
+    return new DescriptorChain(head, this.mem, readable, o[2], writable, o[3], this.prefetch, o[4], this.ring);
   }
 
   /**
@@ -145,6 +145,16 @@ export class Virtqueue {
   /** push + flush, and the call eventfd signalled when the driver wants it; true if it was. */
   complete(head: number, len: number): boolean {
     return this.ring.complete(head, len >>> 0) === 1;
+  }
+
+  /** Chains handed to the I/O pool whose completion has not reached the used ring yet. */
+  get pendingOnPool(): number {
+    return this.ring.pending();
+  }
+
+  /** The queue is broken: completions the I/O pool still has to make are dropped. */
+  close(): void {
+    this.ring.close();
   }
 
   private check(r: number): void {

@@ -361,7 +361,7 @@ describe('passthrough filesystem, operation by operation', function () {
       fs.readFileSync(file);
       const f = lookup(env, 'big');
       const o = env.fs.open(ROOT, f.nodeid, fs.constants.O_RDONLY);
-      const read = (at: number): number | Promise<number> => env.fs.read(ROOT, f.nodeid, o.fh, 0, 16384, ranges(env, at, 16384));
+      const read = (at: number): number | Promise<number> => env.fs.read(ROOT, f.nodeid, o.fh, 0, 16384, ranges(env, at, 16384)) as number | Promise<number>;
       const cached = read(0);
       assert.equal(cached, 16384, 'cached: a number, not a Promise');
       assert.ok(env.mem.view.subarray(0, 16384).equals(data));

@@ -40,13 +40,13 @@ interface ComboRuns {
   shares: string[];
 }
 
-async function runAll(daemon: 'ts' | 'rust', combo: Combo, cases: CaseInfo[], queues = 1, smp = 2): Promise<ComboRuns> {
+async function runAll(daemon: 'ts' | 'rust', combo: Combo, cases: CaseInfo[], queues = 1, smp = 2, extraArgs: string[] = []): Promise<ComboRuns> {
   const out: ComboRuns = { runs: [], shares: [] };
   for (const group of groups(cases)) {
     const share = fs.mkdtempSync(path.join(os.tmpdir(), `vfs-cases-${daemon}-`));
     const lock = holdHostLock(share);
     try {
-      out.runs.push(await runCases({ daemon, combo, cases: group, share, queues, smp }));
+      out.runs.push(await runCases({ daemon, combo, cases: group, share, queues, smp, extraArgs }));
     } finally {
       lock.kill();
     }
@@ -141,9 +141,14 @@ function reportOf(run: GuestRun): ExitReport {
 }
 
 // Several request queues: Linux 6.12 maps them to vCPUs (6.1 uses one), so QEMU 10.0 only.
-for (const { queues, smp } of [{ queues: 2, smp: 2 }, { queues: 4, smp: 4 }]) {
+// The 4-queue run also has an I/O pool: its threads complete requests of all four queues.
+for (const { queues, smp, extra } of [
+  { queues: 2, smp: 2, extra: [] },
+  { queues: 4, smp: 4, extra: ['--thread-pool-size=4'] },
+]) {
   const combo = COMBINATIONS[1];
-  describe(`@guest guest-tests with ${queues} request queues and ${smp} vCPUs (QEMU ${combo.qemu} + Linux ${combo.kernel}), virtiofsd-ts`, function () {
+  const with_ = extra.length ? ` and ${extra.join(' ')}` : '';
+  describe(`@guest guest-tests with ${queues} request queues and ${smp} vCPUs${with_} (QEMU ${combo.qemu} + Linux ${combo.kernel}), virtiofsd-ts`, function () {
     this.timeout(1_200_000);
     let runs: ComboRuns;
 
@@ -151,7 +156,7 @@ for (const { queues, smp } of [{ queues: 2, smp: 2 }, { queues: 4, smp: 4 }]) {
       const missing = comboMissing(combo);
       assert.equal(missing, null, missing ?? '');
       // The cache-mode cases run on one queue above; here what matters is the queues.
-      runs = await runAll('ts', combo, CASES.filter((c) => !c.hostWriter), queues, smp);
+      runs = await runAll('ts', combo, CASES.filter((c) => !c.hostWriter), queues, smp, extra);
     });
 
     after(() => {
@@ -172,6 +177,14 @@ for (const { queues, smp } of [{ queues: 2, smp: 2 }, { queues: 4, smp: 4 }]) {
       const per = reportOf(run).requestsPerQueue;
       for (let q = 1; q <= queues; q++) assert.ok((per[q] ?? 0) > 0, `queue ${q} served nothing: ${JSON.stringify(per)}`);
     });
+
+    if (extra.some((a) => a.startsWith('--thread-pool-size'))) {
+      it('the I/O pool completed requests of every request queue', () => {
+        const { run } = resultOf(runs, 'stress-ng');
+        const pooled = reportOf(run).pooledPerQueue;
+        for (let q = 1; q <= queues; q++) assert.ok((pooled[q] ?? 0) > 0, `queue ${q}: nothing completed by the pool: ${JSON.stringify(pooled)}`);
+      });
+    }
   });
 }
 

@@ -114,6 +114,8 @@ export interface RunOptions {
   cases: CaseInfo[];
   /** Options for the daemon beyond socket and share (defaults: the cases' own). */
   daemonArgs?: string[];
+  /** Options added to those (e.g. --thread-pool-size=4). */
+  extraArgs?: string[];
   /** Replace the daemon's default options (a broken daemon for the runner's own test...). */
   daemonCommand?: { file: string; args: string[] };
   queues?: number;
@@ -169,7 +171,7 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
   fs.mkdirSync(share, { recursive: true });
   o.prepare?.(share);
   const socketPath = path.join(work, 'vfs.sock');
-  const args = o.daemonArgs ?? [...new Set(o.cases.flatMap((c) => c.daemonArgs))];
+  const args = [...(o.daemonArgs ?? new Set(o.cases.flatMap((c) => c.daemonArgs))), ...(o.extraArgs ?? [])];
   let daemon: Daemon | null = null;
   let custom: ReturnType<typeof spawn> | null = null;
   let customOut = '';
@@ -263,6 +265,8 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
 export interface ExitReport {
   requestsPerQueue: Record<string, number>;
   opcodesPerQueue: Record<string, Record<string, number>>;
+  /** Requests the I/O pool completed, per queue (only queues with some). */
+  pooledPerQueue: Record<string, number>;
 }
 
 /** Our daemon's exit report from a run, or null (another daemon, or it never got there). */
@@ -271,7 +275,9 @@ export function exitReport(run: GuestRun): ExitReport | null {
     if (!l.startsWith('{')) continue;
     try {
       const j = JSON.parse(l) as Partial<ExitReport> & { msg?: string };
-      if (j.msg === 'connection closed' && j.requestsPerQueue) return { requestsPerQueue: j.requestsPerQueue, opcodesPerQueue: j.opcodesPerQueue ?? {} };
+      if (j.msg === 'connection closed' && j.requestsPerQueue) {
+        return { requestsPerQueue: j.requestsPerQueue, opcodesPerQueue: j.opcodesPerQueue ?? {}, pooledPerQueue: j.pooledPerQueue ?? {} };
+      }
     } catch {
       // not a log line
     }

@@ -13,7 +13,7 @@
  * every change with EROFS. Beyond it: POSIX and flock locks held on the host (locks.ts).
  */
 import { constants as fsc } from 'node:fs';
-import { FH_SLOT, guestIo, native, StatxField, STATX_FIELDS, type GuestRanges } from '../../native';
+import { FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
 import { cachePolicy, hostOpenFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
 import { FopenFlags, InitFlags, ReleaseFlags } from '../abi';
 import {
@@ -259,13 +259,19 @@ export class PassthroughFs extends NullFilesystem {
     return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
   }
 
-  override read(_ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number | Promise<number> {
+  override get replyOnPool(): boolean {
+    return this.opts.threadPool;
+  }
+
+  override read(ctx: Context, _nodeid: number, fh: number, offset: number, _size: number, dst: GuestRanges): number | Promise<number> | PoolReplied {
+    if (ctx.reply) return settledOnPool(guestIo.handleReadvQueued(this.id, fh, offset, dst, ctx.reply));
     if (this.opts.threadPool) return settled(guestIo.handleReadvAsync(this.id, fh, offset, dst));
     return check(guestIo.handleReadv(this.id, fh, offset, dst));
   }
 
-  override write(_ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number | Promise<number> {
+  override write(ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number | Promise<number> | PoolReplied {
     this.writable();
+    if (ctx.reply) return settledOnPool(guestIo.handleWritevQueued(this.id, fh, offset, src, ctx.reply));
     if (this.opts.threadPool) return settled(guestIo.handleWritevAsync(this.id, fh, offset, src));
     return check(guestIo.handleWritev(this.id, fh, offset, src));
   }
@@ -280,7 +286,13 @@ export class PassthroughFs extends NullFilesystem {
     check(native.handleRemove(this.id, fh));
   }
 
-  override fsync(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void | Promise<void> {
+  override fsync(ctx: Context, _nodeid: number, fh: number, datasync: boolean): void | Promise<void> | PoolReplied {
+    if (ctx.reply) {
+      const r = guestIo.handleFsyncQueued(this.id, fh, datasync, ctx.reply);
+      if (r === REPLIED_BY_POOL) return r;
+      check(r);
+      return;
+    }
     if (this.opts.threadPool) return native.handleFsyncAsync(this.id, fh, datasync).then((r) => void check(r));
     check(native.handleFsync(this.id, fh, datasync));
   }
@@ -319,8 +331,8 @@ export class PassthroughFs extends NullFilesystem {
     check(native.handleRemove(this.id, fh));
   }
 
-  override fsyncdir(_ctx: Context, _nodeid: number, fh: number, datasync: boolean): void | Promise<void> {
-    return this.fsync(_ctx, _nodeid, fh, datasync);
+  override fsyncdir(ctx: Context, nodeid: number, fh: number, datasync: boolean): void | Promise<void> | PoolReplied {
+    return this.fsync(ctx, nodeid, fh, datasync);
   }
 
   // ---- extended attributes -----------------------------------------------------------
@@ -409,6 +421,11 @@ export function checkName(name: Buffer): void {
 function checkNewName(name: Buffer): void {
   checkName(name);
   if ((name.length === 1 && name[0] === 0x2e) || isDotDot(name)) throw new FsError(E.EINVAL, "'.' or '..'");
+}
+
+/** A queued transfer's result: finished at once (bytes, or -errno thrown) or replied by the pool. */
+function settledOnPool(r: number | PoolReplied): number | PoolReplied {
+  return r === REPLIED_BY_POOL ? r : check(r);
 }
 
 /** A transfer's result, whether it finished on this thread (a number) or on the pool (a Promise). */

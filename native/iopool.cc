@@ -1,0 +1,264 @@
+// The I/O pool (--thread-pool-size N > 0): N threads that run a queue's READ, WRITE and FSYNC
+// requests when they might block, and complete them themselves: the FUSE reply header goes
+// into guest memory, the chain onto the used ring and, when the driver asks, a signal to its
+// call eventfd (usedring.h), all from the pool thread. A request so costs one hop, to the
+// pool, as in the Rust virtiofsd; no Promise, no hop back to the queue's JS thread.
+//
+// The queue's thread prepares everything first (handleReadvQueued and friends): it pins the
+// handle (state.h), translates the data and reply-header ranges into iovecs from its
+// snapshot of guest memory and holds that snapshot (memory.cc), so the pool thread touches
+// only memory that stays mapped and a descriptor that stays open. A READ or WRITE is first
+// tried there without blocking (RWF_NOWAIT, io.cc); when that finishes it, the caller replies
+// as for any other request and the pool is not involved.
+//
+// The queue counts the requests out on the pool (UsedRing::pending) so that stopping it
+// waits for them. Threads start on demand up to the size and then stay, waiting on a
+// condition variable. A thread that finishes a request takes the next one queued without
+// sleeping, and at most one thread is being woken at a time: on this kind of host a wake-up
+// costs more than a 4 KiB write, so a burst of requests that a running thread can serve
+// does not wake sixteen.
+#include "state.h"
+#include "usedring.h"
+
+#include <condition_variable>
+#include <deque>
+#include <thread>
+
+namespace vfsn {
+namespace {
+
+enum class IoKind { kRead, kWrite, kFsync, kFdatasync };
+
+// fuse_out_header and fuse_write_out (include/uapi/linux/fuse.h)
+constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8;
+
+struct IoJob {
+  IoKind kind;
+  FsState* state;
+  uint64_t fh;
+  int fd;  // pinned
+  int64_t pos;
+  int64_t moved;  // bytes already moved on the queue's thread
+  std::vector<iovec> data;
+  std::vector<iovec> header;  // where the reply's header (and fuse_write_out) go
+  std::shared_ptr<const void> keep;  // the guest memory data and header point into
+  std::shared_ptr<UsedRing> ring;
+  uint32_t head;
+  uint64_t unique;
+
+  void Run() {
+    int64_t r;
+    switch (kind) {
+      case IoKind::kRead:
+      case IoKind::kWrite: {
+        bool write = kind == IoKind::kWrite;
+        int64_t more = TransferIov(fd, pos < 0 ? pos : pos + moved, data, write);
+        r = moved > 0 ? moved + std::max<int64_t>(more, 0) : more;
+        break;
+      }
+      default:
+        r = (kind == IoKind::kFdatasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+    }
+    state->UnpinHandle(fh);
+    uint32_t len = Reply(r);
+    ring->Complete(head, len);
+    // Last: once pending drops to 0 the queue may stop and its state go.
+    ring->pending.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  // Writes the reply for result r into guest memory; returns its length.
+  uint32_t Reply(int64_t r) {
+    uint8_t buf[kOutHeaderSize + kWriteOutSize] = {};
+    uint32_t len = kOutHeaderSize;
+    int32_t error = 0;
+    if (r < 0) {
+      error = static_cast<int32_t>(r);
+    } else if (kind == IoKind::kRead) {
+      len += static_cast<uint32_t>(r);
+    } else if (kind == IoKind::kWrite) {
+      uint32_t size = static_cast<uint32_t>(r);
+      memcpy(buf + kOutHeaderSize, &size, 4);
+      len += kWriteOutSize;
+    }
+    memcpy(buf, &len, 4);
+    memcpy(buf + 4, &error, 4);
+    memcpy(buf + 8, &unique, 8);
+    size_t want = error == 0 && kind == IoKind::kWrite ? sizeof buf : kOutHeaderSize;
+    size_t done = 0;
+    for (const iovec& v : header) {
+      if (done == want) break;
+      size_t n = std::min(v.iov_len, want - done);
+      memcpy(v.iov_base, buf + done, n);
+      done += n;
+    }
+    return len;
+  }
+};
+
+class IoPool {
+ public:
+  void SetSize(size_t n) {
+    std::lock_guard<std::mutex> g(mu_);
+    size_ = n;
+  }
+
+  void Submit(IoJob* job) {
+    std::unique_lock<std::mutex> g(mu_);
+    queue_.push_back(job);
+    if (WakeOneLocked()) {
+      g.unlock();
+      cv_.notify_one();
+    }
+  }
+
+ private:
+  // With mu_ held, work queued: makes sure one more thread is on its way to it, unless one
+  // already is (a woken thread that takes a request wakes the next if more are queued, so a
+  // burst wakes threads one by one, only as long as requests wait). True when the caller
+  // must notify cv_ (after unlocking).
+  bool WakeOneLocked() {
+    if (waking_ > 0) return false;
+    if (idle_ > 0) {
+      waking_++;
+      return true;
+    }
+    if (threads_ < std::max<size_t>(size_, 1)) {
+      threads_++;
+      waking_++;
+      std::thread(&IoPool::Work, this).detach();
+    }
+    return false;
+  }
+
+  void Work() {
+    std::unique_lock<std::mutex> g(mu_);
+    if (waking_ > 0) waking_--;  // this thread was started for queued work
+    for (;;) {
+      while (queue_.empty()) {
+        idle_++;
+        cv_.wait(g, [this] { return waking_ > 0; });
+        waking_--;
+        idle_--;
+      }
+      IoJob* job = queue_.front();
+      queue_.pop_front();
+      bool notify = !queue_.empty() && WakeOneLocked();
+      g.unlock();
+      if (notify) cv_.notify_one();
+      job->Run();
+      delete job;
+      g.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<IoJob*> queue_;
+  // The most threads, those started, those waiting for work, and those woken or started
+  // that have not yet looked at the queue.
+  size_t size_ = 0, threads_ = 0, idle_ = 0, waking_ = 0;
+};
+
+// Never destroyed: detached pool threads may still wait on it while the process exits.
+IoPool& Pool() {
+  static IoPool* pool = new IoPool();
+  return *pool;
+}
+
+// The arguments every queued call shares: (..., ring, head, unique) at info[i..i+2].
+bool ArgCompletion(const Napi::CallbackInfo& info, size_t i, IoJob* job) {
+  int64_t head;
+  if (!ArgInt(info, i + 1, &head) || head < 0 || !ArgU64(info, i + 2, &job->unique)) return false;
+  job->head = static_cast<uint32_t>(head);
+  job->ring = UsedRingOf(info[i]);
+  return job->ring != nullptr;
+}
+
+// Hands a prepared job (handle pinned) to the pool.
+Napi::Value Queue(const Napi::CallbackInfo& info, IoJob* job) {
+  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
+  Pool().Submit(job);
+  return info.Env().Undefined();
+}
+
+// handleReadvQueued / handleWritevQueued(id, fh, position, table, pairs, count, headerCount,
+//   ring, head, unique) -> bytes or -errno when finished at once (the caller replies), or
+//   undefined: the pool replies. pairs holds count (gpa, len) pairs: the data's, then the
+//   headerCount of the reply header's.
+template <bool kWrite>
+Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  auto job = std::make_unique<IoJob>();
+  int64_t table, hcount;
+  const double* pairs;
+  size_t n;
+  if (!ArgU64(info, 1, &job->fh) || !ArgInt(info, 2, &job->pos) || !ArgInt(info, 3, &table) || !ArgInt(info, 6, &hcount) ||
+      !ArgCompletion(info, 7, job.get()))
+    return ThrowType(info.Env(), "(id, fh, position, table, pairs, count, headerCount, ring, head, unique)");
+  if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
+  if (hcount < 1 || static_cast<size_t>(hcount) > n) return ThrowType(info.Env(), "headerCount outside the pairs");
+  size_t ndata = n - static_cast<size_t>(hcount);
+  int e = GuestIovecs(table, pairs + 2 * ndata, static_cast<size_t>(hcount), &job->header);
+  std::vector<iovec>* iov;
+  if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
+  if (e) return Num(info, -e);
+  uint8_t noWait = 0;
+  job->fd = s->PinHandle(job->fh, &noWait);
+  if (job->fd < 0) return Num(info, job->fd);
+  constexpr uint8_t kBit = kWrite ? kNoWaitWrite : kNoWaitRead;
+  job->moved = 0;
+  if (noWait & kBit) {
+    int r = TransferIovNoWait(job->fd, job->pos, *iov, kWrite, &job->moved);
+    if (r == 1) {
+      s->UnpinHandle(job->fh);
+      return Num(info, static_cast<double>(job->moved));
+    }
+    if (r == -EOPNOTSUPP || r == -EINVAL) s->ClearNoWait(job->fh, kBit);
+  }
+  job->kind = kWrite ? IoKind::kWrite : IoKind::kRead;
+  job->state = s;
+  job->data = *iov;
+  job->keep = KeepGuestMemory(table);
+  return Queue(info, job.release());
+}
+
+// handleFsyncQueued(id, fh, datasync, table, pairs, count, ring, head, unique) -> undefined
+// (the pool replies) or -errno (the caller replies). pairs: the reply header's ranges.
+Napi::Value HandleFsyncQueued(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  auto job = std::make_unique<IoJob>();
+  int64_t table;
+  const double* pairs;
+  size_t n;
+  if (!ArgU64(info, 1, &job->fh) || !ArgInt(info, 3, &table) || !ArgCompletion(info, 6, job.get()))
+    return ThrowType(info.Env(), "handleFsyncQueued(id, fh, datasync, table, pairs, count, ring, head, unique)");
+  if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
+  int e = GuestIovecs(table, pairs, n, &job->header);
+  if (e) return Num(info, -e);
+  job->fd = s->PinHandle(job->fh);
+  if (job->fd < 0) return Num(info, job->fd);
+  job->kind = info[2].ToBoolean() ? IoKind::kFdatasync : IoKind::kFsync;
+  job->state = s;
+  job->pos = job->moved = 0;
+  job->keep = KeepGuestMemory(table);
+  return Queue(info, job.release());
+}
+
+// ioPoolSetSize(n): how many threads the pool may start (--thread-pool-size).
+Napi::Value IoPoolSetSize(const Napi::CallbackInfo& info) {
+  int64_t n;
+  if (!ArgInt(info, 0, &n) || n < 0) return ThrowType(info.Env(), "ioPoolSetSize(n)");
+  Pool().SetSize(static_cast<size_t>(n));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitIoPool(Napi::Env env, Napi::Object exports) {
+  exports.Set("handleReadvQueued", Napi::Function::New(env, HandleRwQueued<false>));
+  exports.Set("handleWritevQueued", Napi::Function::New(env, HandleRwQueued<true>));
+  exports.Set("handleFsyncQueued", Napi::Function::New(env, HandleFsyncQueued));
+  exports.Set("ioPoolSetSize", Napi::Function::New(env, IoPoolSetSize));
+}
+
+}  // namespace vfsn

@@ -1,0 +1,84 @@
+// The used-ring half of a served virtqueue, shared between the queue's thread (vring.cc) and
+// the I/O pool's threads (asyncops.cc), which put a request they finish on the used ring
+// and signal the driver themselves instead of handing the completion back to JS.
+//
+// One mutex orders every completion. Pointers into guest memory are set by the queue's
+// thread (Vring::SyncMemory) under the mutex, together with the memory snapshot that keeps
+// them mapped, so a pool thread always writes through a live mapping.
+#pragma once
+
+#include "common.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+
+namespace vfsn {
+
+struct UsedRing {
+  std::mutex mu;
+  uint8_t* used = nullptr;         // the used ring (flags, idx, elements, avail_event)
+  const uint8_t* avail = nullptr;  // the avail ring (flags, used_event)
+  std::shared_ptr<const void> mem;  // keeps used and avail mapped
+  uint32_t size = 0;
+  bool eventIdx = false;
+  uint16_t usedIdx = 0, signalledUsed = 0;
+  int callFd = -1;
+  // Set when the queue is broken or stopped for good: completions are dropped.
+  bool closed = false;
+  // Requests taken by the pool whose completion has not reached the ring yet.
+  std::atomic<uint32_t> pending{0};
+
+  // With mu held: one used element (visible after Publish).
+  void PushLocked(uint32_t head, uint32_t len) {
+    uint8_t* e = used + 4 + 8 * static_cast<size_t>(usedIdx % size);
+    memcpy(e, &head, 4);
+    memcpy(e + 4, &len, 4);
+    usedIdx++;
+  }
+
+  // With mu held: publishes the used index; true when the driver wants an interrupt.
+  bool PublishLocked() {
+    // Release: the used elements become visible before the new index.
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used + 2), usedIdx, __ATOMIC_RELEASE);
+    if (usedIdx == signalledUsed) return false;
+    // Full barrier: used.idx must be visible before we read used_event or the flags.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    uint16_t old = signalledUsed, now = usedIdx;
+    signalledUsed = now;
+    if (eventIdx) {
+      uint16_t usedEvent;
+      memcpy(&usedEvent, avail + 4 + 2 * static_cast<size_t>(size), 2);
+      return static_cast<uint16_t>(now - usedEvent - 1) < static_cast<uint16_t>(now - old);
+    }
+    uint16_t flags;
+    memcpy(&flags, avail, 2);
+    return (flags & 1 /* VRING_AVAIL_F_NO_INTERRUPT */) == 0;
+  }
+
+  // With mu held: signals the call eventfd.
+  void NotifyLocked() {
+    if (callFd < 0) return;
+    uint64_t one = 1;
+    ssize_t r;
+    do {
+      r = write(callFd, &one, 8);
+    } while (r < 0 && errno == EINTR);
+  }
+
+  // push + publish + notify; true when the driver was signalled.
+  bool Complete(uint32_t head, uint32_t len) {
+    std::lock_guard<std::mutex> g(mu);
+    if (closed || !used) return false;
+    PushLocked(head, len);
+    if (!PublishLocked()) return false;
+    NotifyLocked();
+    return callFd >= 0;
+  }
+};
+
+// The UsedRing of a Vring object (vring.cc), or nullptr when v is not one.
+std::shared_ptr<UsedRing> UsedRingOf(const Napi::Value& v);
+
+}  // namespace vfsn
