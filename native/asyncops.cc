@@ -1,13 +1,10 @@
-// Blocking file operations run off the queue's thread (--thread-pool-size > 0): READ, WRITE,
-// FSYNC as N-API async work on libuv's thread pool, each returning a Promise. A request that
-// blocks (a cold read, an fsync) then holds back no other request of its queue, and
-// completions reach the used ring in the order they finish.
+// Blocking file operations off the calling thread for callers without a virtqueue (the
+// filesystem's unit tests; a request whose reply buffer cannot hold its header): READ, WRITE,
+// FSYNC as N-API async work on libuv's thread pool, each returning a Promise. Requests that
+// come on a virtqueue go to the I/O pool instead (iopool.cc), which replies on the ring itself.
 //
-// A READ or WRITE is first tried on the queue's thread without blocking (RWF_NOWAIT, io.cc):
-// a read of page-cached data, or a write the file system can take at once, then completes
-// there and then, without the pool's two thread hops, and only what would block goes to the
-// pool. Handles opened O_DIRECT skip the try, and a handle whose file system refuses
-// RWF_NOWAIT (tmpfs; ext4 for buffered writes) stops trying in that direction.
+// A READ or WRITE is first tried on the calling thread without blocking (TryTransferNow,
+// state.cc: RWF_NOWAIT); only what would block goes to the pool.
 //
 // Everything that must stay valid while the system call runs on a pool thread is taken on
 // the calling (queue) thread first: the handle is pinned (state.h: it cannot be closed and its
@@ -53,9 +50,7 @@ class RwWork : public HandleWork {
          int64_t moved)
       : HandleWork(env, s, fh, fd), pos_(pos), write_(write), moved_(moved), iov_(std::move(iov)), keep_(KeepGuestMemory(table)) {}
   void Execute() override {
-    if (!ready()) return;
-    int64_t r = TransferIov(fd_, pos_ < 0 ? pos_ : pos_ + moved_, iov_, write_);
-    result_ = moved_ > 0 ? moved_ + std::max<int64_t>(r, 0) : r;
+    if (ready()) result_ = FinishTransfer(fd_, pos_, moved_, iov_, write_);
   }
 
  private:
@@ -93,19 +88,9 @@ Napi::Value HandleRwAsync(const Napi::CallbackInfo& info) {
   std::vector<iovec>* iov;
   int e = ThreadGuestIovecs(table, pairs, n, &iov);
   if (e) return Num(info, -e);
-  uint8_t noWait = 0;
-  int fd = s->PinHandle(fh, &noWait);
-  if (fd < 0) return Num(info, fd);
-  constexpr uint8_t kBit = kWrite ? kNoWaitWrite : kNoWaitRead;
-  int64_t moved = 0;
-  if (noWait & kBit) {
-    int r = TransferIovNoWait(fd, pos, *iov, kWrite, &moved);
-    if (r == 1) {
-      s->UnpinHandle(fh);
-      return Num(info, static_cast<double>(moved));
-    }
-    if (r == -EOPNOTSUPP || r == -EINVAL) s->ClearNoWait(fh, kBit);
-  }
+  int fd;
+  int64_t moved, result;
+  if (TryTransferNow(s, fh, pos, *iov, kWrite, &fd, &moved, &result)) return Num(info, static_cast<double>(result));
   auto* w = new RwWork(info.Env(), s, fh, fd, pos, kWrite, table, std::vector<iovec>(*iov), moved);
   Napi::Promise p = w->Promise();
   w->Queue();

@@ -80,6 +80,9 @@ int64_t TransferIov(int fd, int64_t pos, std::vector<iovec>& iov, bool write);
 // the rest would block, -errno when the attempt failed (-EOPNOTSUPP: the file system does
 // not do RWF_NOWAIT). Unless it returns 1, iov holds what is left to move, at pos + *moved.
 int TransferIovNoWait(int fd, int64_t pos, std::vector<iovec>& iov, bool write, int64_t* moved);
+// The rest of a transfer after a TransferIovNoWait that moved `moved` bytes: TransferIov at
+// pos + moved (the file position when pos < 0). Returns all bytes moved, or -errno if none.
+int64_t FinishTransfer(int fd, int64_t pos, int64_t moved, std::vector<iovec>& iov, bool write);
 
 // Reads info[i] as a Float64Array of (gpa, len) pairs and info[i+1] as how many pairs of
 // it to use; false (with a pending exception) when they do not fit.

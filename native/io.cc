@@ -74,6 +74,11 @@ int TransferIovNoWait(int fd, int64_t pos, std::vector<iovec>& iov, bool write, 
   return status;
 }
 
+int64_t FinishTransfer(int fd, int64_t pos, int64_t moved, std::vector<iovec>& iov, bool write) {
+  int64_t r = TransferIov(fd, pos < 0 ? pos : pos + moved, iov, write);
+  return moved > 0 ? moved + std::max<int64_t>(r, 0) : r;
+}
+
 int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>** out) {
   // One vector per thread, reused: no allocation per request once it has grown.
   thread_local std::vector<iovec> iov;

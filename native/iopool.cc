@@ -51,9 +51,7 @@ struct IoJob {
     switch (kind) {
       case IoKind::kRead:
       case IoKind::kWrite: {
-        bool write = kind == IoKind::kWrite;
-        int64_t more = TransferIov(fd, pos < 0 ? pos : pos + moved, data, write);
-        r = moved > 0 ? moved + std::max<int64_t>(more, 0) : more;
+        r = FinishTransfer(fd, pos, moved, data, kind == IoKind::kWrite);
         break;
       }
       default:
@@ -202,19 +200,8 @@ Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   std::vector<iovec>* iov;
   if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
   if (e) return Num(info, -e);
-  uint8_t noWait = 0;
-  job->fd = s->PinHandle(job->fh, &noWait);
-  if (job->fd < 0) return Num(info, job->fd);
-  constexpr uint8_t kBit = kWrite ? kNoWaitWrite : kNoWaitRead;
-  job->moved = 0;
-  if (noWait & kBit) {
-    int r = TransferIovNoWait(job->fd, job->pos, *iov, kWrite, &job->moved);
-    if (r == 1) {
-      s->UnpinHandle(job->fh);
-      return Num(info, static_cast<double>(job->moved));
-    }
-    if (r == -EOPNOTSUPP || r == -EINVAL) s->ClearNoWait(job->fh, kBit);
-  }
+  int64_t result;
+  if (TryTransferNow(s, job->fh, job->pos, *iov, kWrite, &job->fd, &job->moved, &result)) return Num(info, static_cast<double>(result));
   job->kind = kWrite ? IoKind::kWrite : IoKind::kRead;
   job->state = s;
   job->data = *iov;

@@ -303,6 +303,31 @@ Napi::Value HandleRemove(const Napi::CallbackInfo& info) {
   return Num(info, 0);
 }
 
+}  // namespace
+
+bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& iov, bool write, int* fd, int64_t* moved,
+                    int64_t* result) {
+  uint8_t noWait = 0;
+  *moved = 0;
+  *fd = s->PinHandle(fh, &noWait);
+  if (*fd < 0) {
+    *result = *fd;
+    return true;
+  }
+  uint8_t bit = write ? kNoWaitWrite : kNoWaitRead;
+  if (!(noWait & bit)) return false;
+  int r = TransferIovNoWait(*fd, pos, iov, write, moved);
+  if (r == 1) {
+    s->UnpinHandle(fh);
+    *result = *moved;
+    return true;
+  }
+  if (r == -EOPNOTSUPP || r == -EINVAL) s->ClearNoWait(fh, bit);
+  return false;
+}
+
+namespace {
+
 // handleReadv / handleWritev(id, fh, position, table, pairs, count) -> bytes or -errno: I/O through
 // an open handle straight between the file and the guest ranges (see io.cc).
 template <bool kWrite>

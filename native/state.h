@@ -289,6 +289,14 @@ class HandlePin {
   int fd_;
 };
 
+// The queue-thread half of a READ or WRITE that may go on to a pool thread (asyncops.cc,
+// iopool.cc): pins handle fh and, unless the handle rules it out, tries the transfer through
+// iov at once with RWF_NOWAIT (io.cc). Returns true when that finished it: *result is the
+// bytes moved or -errno, and nothing stays pinned. Else the handle stays pinned, *fd is its
+// descriptor, *moved what the try moved and iov what is left (see FinishTransfer).
+bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& iov, bool write, int* fd, int64_t* moved,
+                    int64_t* result);
+
 // The state a call names by its first argument, or nullptr.
 FsState* StateArg(const Napi::CallbackInfo& info);
 
