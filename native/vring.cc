@@ -25,6 +25,7 @@
 #include "usedring.h"
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -344,6 +345,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
     if (pollNs_ == 0 || idleSince_ == 0) return Napi::Number::New(env, 0);
     if (SyncMemory() != 0) return Napi::Number::New(env, kBroken);
     int64_t until = idleSince_ + pollNs_;
+    long switches = InvoluntarySwitches();
     for (unsigned spin = 0;;) {
       int n = Pending();
       if (n != 0) {
@@ -354,22 +356,33 @@ class Vring : public Napi::ObjectWrap<Vring> {
       if ((++spin & 63) != 0) continue;
       // The ring is looked at once more after the window closed: this thread may have been
       // off the CPU for a while since the last look.
-      if (NowNs() >= until && Pending() == 0) break;
+      int64_t now = NowNs();
+      if (now >= until && Pending() == 0) break;
       // Politely: when a thread waits for this CPU (a vCPU of the guest, on a host with few
-      // cores), sched_yield() lets it run; alone on the CPU it returns at once.
+      // cores), sched_yield() lets it run; alone on the CPU it returns at once (1-2 µs).
       sched_yield();
+      // Back only after a long while, and this thread was switched out: another thread
+      // needed this CPU for real work (a long yield without a switch is the hypervisor's
+      // doing). The spin then gives way, and the window halves each time it happens: on a
+      // host whose cores are all busy, spinning takes from the guest more than it saves.
+      if (NowNs() - now > kGiveWayNs && InvoluntarySwitches() != switches && Pending() == 0) {
+        pollGiveWays_++;
+        ShrinkWindow();
+        break;
+      }
     }
     pollMisses_++;
     return Napi::Number::New(env, 0);
   }
 
-  // pollStats() -> [hits, misses, window ns]: how often pollAvail() caught the next chain,
-  // and how long it would spin now.
+  // pollStats() -> [hits, misses, window ns, give-ways]: how often pollAvail() caught the
+  // next chain, how long it would spin now, and how many of the misses gave the CPU away.
   Napi::Value PollStats(const Napi::CallbackInfo& info) {
-    Napi::Array a = Napi::Array::New(info.Env(), 3);
+    Napi::Array a = Napi::Array::New(info.Env(), 4);
     a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(pollHits_)));
     a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(pollMisses_)));
     a.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(pollNs_)));
+    a.Set(3u, Napi::Number::New(info.Env(), static_cast<double>(pollGiveWays_)));
     return a;
   }
 
@@ -382,10 +395,22 @@ class Vring : public Napi::ObjectWrap<Vring> {
 #endif
   }
 
+  // Times this thread was switched out while runnable (a sched_yield() that let another run
+  // counts here).
+  static long InvoluntarySwitches() {
+    rusage u;
+    return getrusage(RUSAGE_THREAD, &u) == 0 ? u.ru_nivcsw : 0;
+  }
+
   static int64_t NowNs() {
     timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return static_cast<int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
+  }
+
+  void ShrinkWindow() {
+    pollNs_ /= 2;
+    if (pollNs_ < kPollStartNs) pollNs_ = 0;
   }
 
   // The ring was found empty (idle starts) or a chain arrived (idle ends: adapt the window).
@@ -398,8 +423,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
     idleSince_ = 0;
     if (idle <= pollNs_) return;  // caught while spinning
     if (idle > pollMaxNs_) {
-      pollNs_ /= 2;
-      if (pollNs_ < kPollStartNs) pollNs_ = 0;
+      ShrinkWindow();
     } else if (pollNs_ < pollMaxNs_) {
       pollNs_ = pollNs_ ? pollNs_ * 2 : kPollStartNs;
       if (pollNs_ > pollMaxNs_) pollNs_ = pollMaxNs_;
@@ -453,8 +477,10 @@ class Vring : public Napi::ObjectWrap<Vring> {
   // Adaptive polling (pollAvail): the longest and the current window, when the ring was last
   // found empty (0: not idle), and how often a spin caught the next chain.
   static constexpr int64_t kPollStartNs = 4000;
+  // A sched_yield() that took longer than this gave the CPU to another thread.
+  static constexpr int64_t kGiveWayNs = 50000;
   int64_t pollMaxNs_ = 0, pollNs_ = 0, idleSince_ = 0;
-  uint64_t pollHits_ = 0, pollMisses_ = 0;
+  uint64_t pollHits_ = 0, pollMisses_ = 0, pollGiveWays_ = 0;
 };
 
 }  // namespace

@@ -96,7 +96,8 @@ export declare class Vring {
   enableNotification(): number;
   setPolling(maxNs: number): void;
   pollAvail(): number;
-  pollStats(): [number, number, number];
+  /** [hits, misses, window ns, misses that gave the CPU to another thread] */
+  pollStats(): [number, number, number, number];
   lastAvail(): number;
   error(): string;
   setCallFd(fd: number): void;

@@ -455,7 +455,7 @@ export class VhostUserBackend {
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
       if (!h) continue;
-      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0 }, pooled: 0 }));
+      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0, gaveWay: 0 }, pooled: 0 }));
       served[i] = s.served;
       if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
       if (s.polls.hits + s.polls.misses > 0) polls[i] = s.polls;

@@ -46,7 +46,7 @@ export interface QueueHost {
 }
 
 function addPolls(a: PollCounts, b: PollCounts): PollCounts {
-  return { hits: a.hits + b.hits, misses: a.misses + b.misses };
+  return { hits: a.hits + b.hits, misses: a.misses + b.misses, gaveWay: a.gaveWay + b.gaveWay };
 }
 
 export class LocalQueueHost implements QueueHost {
@@ -54,7 +54,7 @@ export class LocalQueueHost implements QueueHost {
   private handler: ChainHandler | null = null;
   private total = 0;
   private pooled = 0;
-  private polls: PollCounts = { hits: 0, misses: 0 };
+  private polls: PollCounts = { hits: 0, misses: 0, gaveWay: 0 };
 
   constructor(
     private readonly spec: HandlerSpec,

@@ -68,7 +68,7 @@ export class QueueRunner {
 
   /** How often the spin for the next chain caught one (native/vring.cc's pollAvail). */
   pollStats(): PollCounts {
-    return this.vq ? this.vq.pollStats() : { hits: 0, misses: 0 };
+    return this.vq ? this.vq.pollStats() : { hits: 0, misses: 0, gaveWay: 0 };
   }
 
   get index(): number {

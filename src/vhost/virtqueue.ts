@@ -15,10 +15,14 @@ import { native, type Vring } from '../native';
 import { DescriptorChain } from './chain';
 import type { GuestMemory } from './memory';
 
-/** How often a spin for the next chain caught one (hits) or gave up and slept (misses). */
+/**
+ * How often a spin for the next chain caught one (hits) or gave up and slept (misses), and of
+ * the misses how many ended early because another thread needed the CPU (gaveWay).
+ */
 export interface PollCounts {
   hits: number;
   misses: number;
+  gaveWay: number;
 }
 
 export const MAX_QUEUE_SIZE = 32768;
@@ -123,8 +127,8 @@ export class Virtqueue {
 
   /** How often pollAvail() caught the next chain, and how often its window closed first. */
   pollStats(): PollCounts {
-    const [hits, misses] = this.ring.pollStats();
-    return { hits, misses };
+    const [hits, misses, , gaveWay] = this.ring.pollStats();
+    return { hits, misses, gaveWay };
   }
 
   /** How long pollAvail() would spin now at most, in nanoseconds (the adaptive window). */

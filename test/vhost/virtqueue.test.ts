@@ -6,6 +6,7 @@
  * streams of chains are checked exhaustively.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync, spawn } from 'node:child_process';
 import { native } from '../../src/native';
 import { GuestMemory as DeviceMemory } from '../../src/vhost/memory';
 import { Virtqueue as DeviceQueue } from '../../src/vhost/virtqueue';
@@ -109,28 +110,35 @@ describe('split virtqueue: device side against the driver side', () => {
     }
   });
 
-  it('spins for the next chain within a window that grows while chains come quickly and shrinks with each long gap', () => {
-    const p = pair(8, true);
-    const spinMs = (): number => {
-      const t = process.hrtime.bigint();
-      assert.equal(p.device.pollAvail(), false, 'nothing arrives in one thread');
-      return Number(process.hrtime.bigint() - t) / 1e6;
-    };
+  /** Polling helpers over a pair: a chain served `gapMs` after the ring went empty, a timed spin. */
+  function poller(p: Pair): { serveOne: (gapMs: number) => void; spinMs: () => number } {
     const busyWait = (ms: number): void => {
       const until = process.hrtime.bigint() + BigInt(ms * 1e6);
       while (process.hrtime.bigint() < until);
     };
     const d = p.mem.alloc(16);
-    // One chain arriving `gapMs` after the ring went empty, served at once.
-    const serveOne = (gapMs: number): void => {
-      busyWait(gapMs);
-      p.driver.addChain([{ gpa: d.gpa, len: 16 }], []);
-      p.driver.publish();
-      p.device.push(p.device.pop()!.head, 0);
-      p.device.flush();
-      p.driver.popUsed();
-      assert.equal(p.device.pop(), null, 'ring empty again: idle starts');
+    return {
+      serveOne: (gapMs: number): void => {
+        busyWait(gapMs);
+        p.driver.addChain([{ gpa: d.gpa, len: 16 }], []);
+        p.driver.publish();
+        p.device.push(p.device.pop()!.head, 0);
+        p.device.flush();
+        p.driver.popUsed();
+        assert.equal(p.device.pop(), null, 'ring empty again: idle starts');
+      },
+      spinMs: (): number => {
+        const t = process.hrtime.bigint();
+        assert.equal(p.device.pollAvail(), false, 'nothing arrives in one thread');
+        return Number(process.hrtime.bigint() - t) / 1e6;
+      },
     };
+  }
+
+  it('spins for the next chain within a window that grows while chains come quickly and shrinks with each long gap', () => {
+    const p = pair(8, true);
+    const { serveOne, spinMs } = poller(p);
+    const d = p.mem.alloc(16);
     try {
       assert.equal(p.device.pollAvail(), false, 'polling off by default');
       p.device.setPolling(50_000_000);
@@ -155,8 +163,36 @@ describe('split virtqueue: device side against the driver side', () => {
       for (let i = 0; i < 12; i++) serveOne(55);
       assert.equal(p.device.pollWindowNs, 0);
       assert.equal(p.device.pollAvail(), false);
-      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 1 });
+      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 1, gaveWay: 0 });
     } finally {
+      close(p);
+    }
+  });
+
+  it('gives the CPU away when another thread needs it: the spin ends early and the window halves', async () => {
+    const p = pair(8, true);
+    const { serveOne, spinMs } = poller(p);
+    const mask = execFileSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' }).trim().split(/\s+/).pop()!;
+    let busy: ReturnType<typeof spawn> | null = null;
+    try {
+      p.device.setPolling(500_000_000);
+      assert.equal(p.device.pop(), null);
+      for (let i = 0; i < 12; i++) serveOne(3);
+      assert.equal(p.device.pollWindowNs, 4000 << 10);
+      // Now this thread and a busy loop share CPU 0.
+      execFileSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+      busy = spawn('taskset', ['-c', '0', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 100)); // the busy loop is running by now
+      serveOne(0); // 100 ms after the ring went empty: the window doubles, and idle starts now
+      const w = p.device.pollWindowNs;
+      assert.equal(w, 4000 << 11);
+      const ms = spinMs();
+      const stats = p.device.pollStats();
+      assert.ok(stats.gaveWay >= 1, `the spin gave way: ${JSON.stringify(stats)}`);
+      assert.ok(p.device.pollWindowNs <= w / 2, `window ${p.device.pollWindowNs} ns after giving way (was ${w}; spun ${ms} ms)`);
+    } finally {
+      busy?.kill('SIGKILL');
+      execFileSync('taskset', ['-p', mask, String(process.pid)], { stdio: 'ignore' });
       close(p);
     }
   });
