@@ -4,7 +4,9 @@
 //
 // One mutex orders every completion. Pointers into guest memory are set by the queue's
 // thread (Vring::SyncMemory) under the mutex, together with the memory snapshot that keeps
-// them mapped, so a pool thread always writes through a live mapping.
+// them mapped and its generation; a pool thread that finds the memory table changed since
+// translates the rings again itself (the queue's thread may be asleep), so it always writes
+// where the driver's rings are now, through a live mapping.
 #pragma once
 
 #include "common.h"
@@ -18,6 +20,9 @@ namespace vfsn {
 
 struct UsedRing {
   std::mutex mu;
+  int64_t table = 0;                  // the memory table the ring addresses go through
+  uint64_t availUaddr = 0, usedUaddr = 0;  // front-end virtual addresses
+  uint32_t generation = 0;            // of the snapshot used and avail come from
   uint8_t* used = nullptr;         // the used ring (flags, idx, elements, avail_event)
   const uint8_t* avail = nullptr;  // the avail ring (flags, used_event)
   std::shared_ptr<const void> mem;  // keeps used and avail mapped
@@ -67,10 +72,28 @@ struct UsedRing {
     } while (r < 0 && errno == EINTR);
   }
 
-  // push + publish + notify; true when the driver was signalled.
+  // With mu held: re-translates the rings if the memory table changed since they were.
+  // False when they are no longer in guest memory (the queue's thread will find the ring
+  // broken when it next looks).
+  bool RefreshLocked() {
+    if (used && GuestGeneration(table) == generation) return true;
+    std::shared_ptr<const void> keep;
+    uint32_t g;
+    if (!TakeGuestSnapshot(table, &keep, &g)) return false;
+    uint8_t* a = SnapshotPtr(keep.get(), availUaddr, 6 + 2ull * size, true);
+    uint8_t* u = SnapshotPtr(keep.get(), usedUaddr, 6 + 8ull * size, true);
+    if (!a || !u) return false;
+    avail = a;
+    used = u;
+    mem = std::move(keep);
+    generation = g;
+    return true;
+  }
+
+  // push + publish + notify (from any thread); true when the driver was signalled.
   bool Complete(uint32_t head, uint32_t len) {
     std::lock_guard<std::mutex> g(mu);
-    if (closed || !used) return false;
+    if (closed || !RefreshLocked()) return false;
     PushLocked(head, len);
     if (!PublishLocked()) return false;
     NotifyLocked();

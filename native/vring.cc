@@ -105,6 +105,9 @@ class Vring : public Napi::ObjectWrap<Vring> {
     lastAvail_ = static_cast<uint16_t>(base);
     eventIdx_ = info[6].ToBoolean();
     ring_->size = size_;
+    ring_->table = table_;
+    ring_->availUaddr = availUaddr_;
+    ring_->usedUaddr = usedUaddr_;
     ring_->usedIdx = ring_->signalledUsed = lastAvail_;
     ring_->eventIdx = eventIdx_;
     ring_->callFd = static_cast<int>(callFd);
@@ -166,6 +169,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
       ring_->used = u;
       ring_->avail = a;
       ring_->mem = keep;
+      ring_->generation = g;
     }
     mem_ = std::move(keep);
     generation_ = g;
