@@ -1,5 +1,5 @@
 // The used-ring half of a served virtqueue, shared between the queue's thread (vring.cc) and
-// the I/O pool's threads (asyncops.cc), which put a request they finish on the used ring
+// the I/O pool's threads (iopool.cc), which put a request they finish on the used ring
 // and signal the driver themselves instead of handing the completion back to JS.
 //
 // One mutex orders every completion. Pointers into guest memory are set by the queue's
@@ -17,6 +17,11 @@
 #include <mutex>
 
 namespace vfsn {
+
+// Bytes of the avail ring (flags, idx, ring, used_event) and of the used ring (flags, idx,
+// elements, avail_event) of a queue of `size` entries (virtio 1.2, 2.7.6 and 2.7.8).
+inline uint64_t AvailRingBytes(uint32_t size) { return 6 + 2ull * size; }
+inline uint64_t UsedRingBytes(uint32_t size) { return 6 + 8ull * size; }
 
 struct UsedRing {
   std::mutex mu;
@@ -80,8 +85,8 @@ struct UsedRing {
     std::shared_ptr<const void> keep;
     uint32_t g;
     if (!TakeGuestSnapshot(table, &keep, &g)) return false;
-    uint8_t* a = SnapshotPtr(keep.get(), availUaddr, 6 + 2ull * size, true);
-    uint8_t* u = SnapshotPtr(keep.get(), usedUaddr, 6 + 8ull * size, true);
+    uint8_t* a = SnapshotPtr(keep.get(), availUaddr, AvailRingBytes(size), true);
+    uint8_t* u = SnapshotPtr(keep.get(), usedUaddr, UsedRingBytes(size), true);
     if (!a || !u) return false;
     avail = a;
     used = u;

@@ -156,11 +156,11 @@ class Vring : public Napi::ObjectWrap<Vring> {
     if (!TakeGuestSnapshot(table_, &keep, &g)) return Fail("ring outside guest memory: no memory table");
     if (descUaddr_ % 16 || availUaddr_ % 2 || usedUaddr_ % 4) return Fail("misaligned ring address");
     uint8_t* d = SnapshotPtr(keep.get(), descUaddr_, uint64_t{kDescSize} * size_, true);
-    uint8_t* a = SnapshotPtr(keep.get(), availUaddr_, 6 + 2ull * size_, true);
-    uint8_t* u = SnapshotPtr(keep.get(), usedUaddr_, 6 + 8ull * size_, true);
+    uint8_t* a = SnapshotPtr(keep.get(), availUaddr_, AvailRingBytes(size_), true);
+    uint8_t* u = SnapshotPtr(keep.get(), usedUaddr_, UsedRingBytes(size_), true);
     if (!d) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", descUaddr_, uint64_t{kDescSize} * size_, true);
-    if (!a) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", availUaddr_, 6 + 2ull * size_, true);
-    if (!u) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", usedUaddr_, 6 + 8ull * size_, true);
+    if (!a) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", availUaddr_, AvailRingBytes(size_), true);
+    if (!u) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", usedUaddr_, UsedRingBytes(size_), true);
     desc_ = d;
     avail_ = a;
     used_ = u;

@@ -252,6 +252,13 @@ function staged(pairs: readonly number[], then: readonly number[] = []): Float64
 /** A queued transfer's result: REPLIED_BY_POOL, or what finished at once (bytes or -errno). */
 const queued = (r: number | undefined): number | PoolReplied => (r === undefined ? REPLIED_BY_POOL : r);
 
+/** READ or WRITE on the I/O pool: the data's ranges staged, then the reply header's. */
+const rwQueued =
+  (call: NativeAddon['handleReadvQueued']) =>
+  (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply): number | PoolReplied =>
+    queued(call(id, fh, position, r.table, staged(r.pairs, reply.header.pairs), (r.pairs.length + reply.header.pairs.length) >> 1,
+      reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique));
+
 export const guestIo = {
   /** File at position -> guest ranges; bytes read or -errno. */
   preadv: (fd: number, position: number, r: GuestRanges): number =>
@@ -270,12 +277,8 @@ export const guestIo = {
   handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges): number | Promise<number> =>
     native.handleWritevAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
   /** On the I/O pool, which writes the reply and completes the chain itself. */
-  handleReadvQueued: (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply): number | PoolReplied =>
-    queued(native.handleReadvQueued(id, fh, position, r.table, staged(r.pairs, reply.header.pairs),
-      (r.pairs.length + reply.header.pairs.length) >> 1, reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique)),
-  handleWritevQueued: (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply): number | PoolReplied =>
-    queued(native.handleWritevQueued(id, fh, position, r.table, staged(r.pairs, reply.header.pairs),
-      (r.pairs.length + reply.header.pairs.length) >> 1, reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique)),
+  handleReadvQueued: rwQueued(native.handleReadvQueued),
+  handleWritevQueued: rwQueued(native.handleWritevQueued),
   handleFsyncQueued: (id: number, fh: number, datasync: boolean, reply: PoolReply): number | PoolReplied =>
     queued(native.handleFsyncQueued(id, fh, datasync, reply.header.table, staged(reply.header.pairs),
       reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique)),
