@@ -181,7 +181,7 @@ async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<vo
       return;
     case 'read': {
       const off = ((i * 7919) % blocks) * row.size;
-      const d = ok(await c.read(s.big.fh, off, row.size, { nodeid: s.big.nodeid }), 'READ');
+      const d = ok(await c.read(s.big.fh, off, row.size, { nodeid: s.big.nodeid, borrowBody: true }), 'READ');
       if (d.length !== row.size) throw new Error(`short read ${d.length}`);
       return;
     }

@@ -16,10 +16,14 @@
 // condition variable. A thread that finishes a request takes the next one queued without
 // sleeping, and at most one thread is being woken at a time: on this kind of host a wake-up
 // costs more than a 4 KiB write, so a burst of requests that a running thread can serve
-// does not wake sixteen.
+// does not wake sixteen. Buffered writes to one file go one after another on the thread
+// that is writing it (the kernel would take the file's inode lock for each in turn anyway):
+// a burst of sixteen writes to one file neither wakes sixteen threads nor has fifteen of them
+// wait on that lock.
 #include "state.h"
 #include "usedring.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <thread>
@@ -45,6 +49,9 @@ struct IoJob {
   std::shared_ptr<UsedRing> ring;
   uint32_t head;
   uint64_t unique;
+  uint64_t serial = 0;  // a buffered WRITE's inode: one such write per inode at a time
+
+  bool Serialized() const { return kind == IoKind::kWrite && serial != 0; }
 
   void Run() {
     int64_t r;
@@ -103,6 +110,8 @@ class IoPool {
   void Submit(IoJob* job) {
     std::unique_lock<std::mutex> g(mu_);
     queue_.push_back(job);
+    // A write to a file being written waits for the thread writing it.
+    if (job->Serialized() && WritingLocked(job)) return;
     if (WakeOneLocked()) {
       g.unlock();
       cv_.notify_one();
@@ -128,30 +137,50 @@ class IoPool {
     return false;
   }
 
+  // With mu_ held: whether another thread is running a serialized write to job's inode.
+  bool WritingLocked(const IoJob* job) const {
+    for (const IoJob* w : writing_)
+      if (w->state == job->state && w->serial == job->serial) return true;
+    return false;
+  }
+
+  // With mu_ held: the first queued job a thread may take now, or queue_.end().
+  std::deque<IoJob*>::iterator NextLocked() {
+    for (auto it = queue_.begin(); it != queue_.end(); ++it)
+      if (!(*it)->Serialized() || !WritingLocked(*it)) return it;
+    return queue_.end();
+  }
+
   void Work() {
     std::unique_lock<std::mutex> g(mu_);
     if (waking_ > 0) waking_--;  // this thread was started for queued work
     for (;;) {
-      while (queue_.empty()) {
+      auto next = NextLocked();
+      while (next == queue_.end()) {
         idle_++;
         cv_.wait(g, [this] { return waking_ > 0; });
         waking_--;
         idle_--;
+        next = NextLocked();
       }
-      IoJob* job = queue_.front();
-      queue_.pop_front();
-      bool notify = !queue_.empty() && WakeOneLocked();
+      IoJob* job = *next;
+      queue_.erase(next);
+      if (job->Serialized()) writing_.push_back(job);
+      bool notify = NextLocked() != queue_.end() && WakeOneLocked();
       g.unlock();
       if (notify) cv_.notify_one();
       job->Run();
-      delete job;
+      // This thread takes the file's next write, if one is queued, on its next turn.
       g.lock();
+      if (job->Serialized()) writing_.erase(std::find(writing_.begin(), writing_.end(), job));
+      delete job;
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<IoJob*> queue_;
+  std::vector<const IoJob*> writing_;  // serialized writes being run
   // The most threads, those started, those waiting for work, and those woken or started
   // that have not yet looked at the queue.
   size_t size_ = 0, threads_ = 0, idle_ = 0, waking_ = 0;
@@ -201,7 +230,7 @@ Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
   if (e) return Num(info, -e);
   int64_t result;
-  if (TryTransferNow(s, job->fh, job->pos, *iov, kWrite, &job->fd, &job->moved, &result)) return Num(info, static_cast<double>(result));
+  if (TryTransferNow(s, job->fh, job->pos, *iov, kWrite, &job->fd, &job->moved, &result, &job->serial)) return Num(info, static_cast<double>(result));
   job->kind = kWrite ? IoKind::kWrite : IoKind::kRead;
   job->state = s;
   job->data = *iov;

@@ -306,16 +306,18 @@ Napi::Value HandleRemove(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& iov, bool write, int* fd, int64_t* moved,
-                    int64_t* result) {
-  uint8_t noWait = 0;
+                    int64_t* result, uint64_t* serial) {
+  uint8_t io = 0;
+  uint64_t nodeid = 0;
   *moved = 0;
-  *fd = s->PinHandle(fh, &noWait);
+  *fd = s->PinHandle(fh, &io, &nodeid);
   if (*fd < 0) {
     *result = *fd;
     return true;
   }
+  if (serial) *serial = io & kBuffered ? nodeid : 0;
   uint8_t bit = write ? kNoWaitWrite : kNoWaitRead;
-  if (!(noWait & bit)) return false;
+  if (!(io & bit)) return false;
   int r = TransferIovNoWait(*fd, pos, iov, write, moved);
   if (r == 1) {
     s->UnpinHandle(fh);

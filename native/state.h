@@ -54,18 +54,21 @@ struct Inode {
   }
 };
 
-// Which transfers through a handle may first be tried without blocking on the queue's thread
-// (--thread-pool-size > 0, asyncops.cc): RWF_NOWAIT reads and writes. Cleared for a handle
-// opened O_DIRECT (a direct transfer waits for the device even with RWF_NOWAIT) and, per
-// direction, once its file system refuses RWF_NOWAIT (tmpfs; ext4's buffered writes).
-enum : uint8_t { kNoWaitRead = 1, kNoWaitWrite = 2 };
+// How transfers through a handle may run (--thread-pool-size > 0, iopool.cc):
+// - kNoWaitRead, kNoWaitWrite: first tried without blocking on the queue's thread
+//   (RWF_NOWAIT). Not set for a handle opened O_DIRECT (a direct transfer waits for the
+//   device even with RWF_NOWAIT) and cleared, per direction, once its file system refuses
+//   RWF_NOWAIT (tmpfs; ext4's buffered writes).
+// - kBuffered: not O_DIRECT. Buffered writes to one file take its inode lock in turn on
+//   every local Linux file system, so the pool runs them one after another on one thread.
+enum : uint8_t { kNoWaitRead = 1, kNoWaitWrite = 2, kBuffered = 4 };
 
 struct Handle {
   int fd;
   uint64_t nodeid;
   uint32_t pins;
   bool released;
-  uint8_t noWait;
+  uint8_t io;  // kNoWait*, kBuffered
 };
 
 struct InodeShard {
@@ -149,20 +152,21 @@ struct FsState {
     it->second.pins--;
     sh.MaybeDrop(it);
   }
-  int PinHandle(uint64_t fh, uint8_t* noWait = nullptr) {
+  int PinHandle(uint64_t fh, uint8_t* io = nullptr, uint64_t* nodeid = nullptr) {
     HandleShard& sh = HandleShardOf(fh);
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.byFh.find(fh);
     if (it == sh.byFh.end() || it->second.released) return -EBADF;
     it->second.pins++;
-    if (noWait) *noWait = it->second.noWait;
+    if (io) *io = it->second.io;
+    if (nodeid) *nodeid = it->second.nodeid;
     return it->second.fd;
   }
   void ClearNoWait(uint64_t fh, uint8_t bits) {
     HandleShard& sh = HandleShardOf(fh);
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.byFh.find(fh);
-    if (it != sh.byFh.end()) it->second.noWait &= static_cast<uint8_t>(~bits);
+    if (it != sh.byFh.end()) it->second.io &= static_cast<uint8_t>(~bits);
   }
   void UnpinHandle(uint64_t fh) {
     HandleShard& sh = HandleShardOf(fh);
@@ -200,8 +204,8 @@ struct FsState {
     std::lock_guard<std::mutex> g(sh.mu);
     uint64_t fh = (sh.nextSeq++ << kShardBits) | shard;
     int fl = fcntl(fd, F_GETFL);
-    uint8_t noWait = fl >= 0 && !(fl & O_DIRECT) ? (kNoWaitRead | kNoWaitWrite) : 0;
-    sh.byFh[fh] = Handle{fd, nodeid, 0, false, noWait};
+    uint8_t io = fl >= 0 && !(fl & O_DIRECT) ? (kNoWaitRead | kNoWaitWrite | kBuffered) : 0;
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false, io};
     return fh;
   }
 
@@ -293,9 +297,10 @@ class HandlePin {
 // iopool.cc): pins handle fh and, unless the handle rules it out, tries the transfer through
 // iov at once with RWF_NOWAIT (io.cc). Returns true when that finished it: *result is the
 // bytes moved or -errno, and nothing stays pinned. Else the handle stays pinned, *fd is its
-// descriptor, *moved what the try moved and iov what is left (see FinishTransfer).
+// descriptor, *moved what the try moved and iov what is left (see FinishTransfer), and, when
+// serial is given, *serial is the handle's inode for a buffered handle and 0 otherwise.
 bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& iov, bool write, int* fd, int64_t* moved,
-                    int64_t* result);
+                    int64_t* result, uint64_t* serial = nullptr);
 
 // The state a call names by its first argument, or nullptr.
 FsState* StateArg(const Napi::CallbackInfo& info);

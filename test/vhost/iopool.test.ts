@@ -103,6 +103,31 @@ describe('virtiofsd-ts --thread-pool-size: replies written by the I/O pool', fun
     assert.ok((pooled[1] ?? 0) >= 1, `requests completed by the pool: ${JSON.stringify(pooled)}`);
   });
 
+  it('48 WRITEs to one spot of one file, sent together, interleaved with WRITEs to another file: all done, the last one sent wins', async () => {
+    // Buffered writes to one file run one after another on the pool thread writing it; the
+    // others wait in the pool's queue for it and must not be lost or held back by each other.
+    env = await launch(16);
+    const { c } = env;
+    const handles = [];
+    for (const name of ['same', 'other']) {
+      fs.writeFileSync(path.join(env.share, name), '');
+      const e = ok(await c.lookup(1n, name), 'LOOKUP');
+      handles.push({ e, o: ok(await c.open(e.nodeid, fs.constants.O_WRONLY), 'OPEN') });
+    }
+    const [same, other] = handles;
+    const block = (i: number): Buffer => Buffer.alloc(64 << 10, `write ${i} `);
+    const writes = [];
+    for (let i = 0; i < 48; i++) {
+      writes.push(c.write(same.o.fh, 0, block(i), { nodeid: same.e.nodeid }));
+      if (i % 3 === 0) writes.push(c.write(other.o.fh, (i / 3) * 4096, Buffer.alloc(4096, i), { nodeid: other.e.nodeid }));
+    }
+    for (const r of await Promise.all(writes)) assert.ok(ok(r, 'WRITE').size > 0);
+    assert.ok(fs.readFileSync(path.join(env.share, 'same')).equals(block(47)), 'the file holds the last WRITE sent');
+    const o = fs.readFileSync(path.join(env.share, 'other'));
+    assert.equal(o.length, 16 * 4096);
+    for (let k = 0; k < 16; k++) assert.equal(o[k * 4096], k * 3, `block ${k} of the other file`);
+  });
+
   it('a WRITE through a read-only handle: EBADF, from the pool; the queue goes on', async () => {
     env = await launch(4);
     const { c } = env;
