@@ -142,6 +142,37 @@ describe('virtiofsd-ts --thread-pool-size: replies written by the I/O pool', fun
     assert.equal((await c.read(o.fh, 0, 100, { nodeid: e.nodeid })).error, -os.constants.errno.EBADF, 'READ of a released handle');
   });
 
+  it('the memory table sent again while an fsync is out on the pool: its reply reaches the used ring, and the queue goes on', async () => {
+    // QEMU sends the memory table again whenever the guest's memory map changes, queues
+    // running. A pool thread that completes after that finds the table's generation changed
+    // and translates the rings again itself (UsedRing::RefreshLocked).
+    env = await launch(4);
+    const { c, fe } = env;
+    fs.writeFileSync(path.join(env.share, 'dirty'), '');
+    const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
+    const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
+    const mib = Buffer.alloc(1 << 20, 0x33);
+    let straddled = 0;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      for (let i = 0; i < 64; i++) ok(await c.write(o.fh, i * mib.length, mib, { nodeid: e.nodeid }), 'WRITE');
+      let synced = false;
+      const pending = fsync(c, e.nodeid, o.fh).then((err) => {
+        synced = true;
+        return err;
+      });
+      await new Promise((r) => setTimeout(r, 2));
+      const mem = fe.memory!;
+      const before = synced;
+      await fe.setMemTable(mem.describe(), mem.regionFds());
+      if (!before && !synced) straddled++;
+      assert.equal(await pending, 0, 'FSYNC');
+      const got = ok(await c.read(o.fh, 5 * mib.length, 4096, { nodeid: e.nodeid }), 'READ after the new table');
+      assert.ok(got.equals(mib.subarray(0, 4096)));
+    }
+    assert.ok(straddled > 0, 'an fsync was still out on the pool when the new table was in place, in at least one of 5 tries');
+    ok(await c.getattr(e.nodeid), 'GETATTR');
+  });
+
   it('stopping the queues waits for an fsync out on the pool; its reply is on the ring before GET_VRING_BASE answers', async () => {
     env = await launch(4);
     const { c, fe } = env;
