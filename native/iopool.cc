@@ -137,11 +137,12 @@ class IoPool {
     return false;
   }
 
+  using FileKey = std::pair<const FsState*, uint64_t>;
+  static FileKey KeyOf(const IoJob* job) { return {job->state, job->serial}; }
+
   // With mu_ held: whether another thread is running a serialized write to job's inode.
   bool WritingLocked(const IoJob* job) const {
-    for (const IoJob* w : writing_)
-      if (w->state == job->state && w->serial == job->serial) return true;
-    return false;
+    return std::find(writing_.begin(), writing_.end(), KeyOf(job)) != writing_.end();
   }
 
   // With mu_ held: the first queued job a thread may take now, or queue_.end().
@@ -165,22 +166,24 @@ class IoPool {
       }
       IoJob* job = *next;
       queue_.erase(next);
-      if (job->Serialized()) writing_.push_back(job);
+      bool serialized = job->Serialized();
+      FileKey key = KeyOf(job);
+      if (serialized) writing_.push_back(key);
       bool notify = NextLocked() != queue_.end() && WakeOneLocked();
       g.unlock();
       if (notify) cv_.notify_one();
       job->Run();
-      // This thread takes the file's next write, if one is queued, on its next turn.
+      delete job;  // unlocked: dropping its snapshot may unmap guest memory
       g.lock();
-      if (job->Serialized()) writing_.erase(std::find(writing_.begin(), writing_.end(), job));
-      delete job;
+      // This thread takes the file's next write, if one is queued, on its next turn.
+      if (serialized) writing_.erase(std::find(writing_.begin(), writing_.end(), key));
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<IoJob*> queue_;
-  std::vector<const IoJob*> writing_;  // serialized writes being run
+  std::vector<FileKey> writing_;  // the files whose serialized writes are being run
   // The most threads, those started, those waiting for work, and those woken or started
   // that have not yet looked at the queue.
   size_t size_ = 0, threads_ = 0, idle_ = 0, waking_ = 0;

@@ -47,6 +47,20 @@ function evict(file: string): void {
   execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
 }
 
+/** Creates an empty file in the share and opens it through FUSE. */
+async function openNew(env: Env, name: string, flags: number = fs.constants.O_RDWR): Promise<{ e: abi.EntryOut; o: abi.OpenOut }> {
+  fs.writeFileSync(path.join(env.share, name), '');
+  const e = ok(await env.c.lookup(1n, name), 'LOOKUP');
+  return { e, o: ok(await env.c.open(e.nodeid, flags), 'OPEN') };
+}
+
+/** Writes 64 MiB of byte through an open file, so that an FSYNC after it takes a while. */
+async function dirty(c: FuseClient, f: { e: abi.EntryOut; o: abi.OpenOut }, byte: number): Promise<Buffer> {
+  const mib = Buffer.alloc(1 << 20, byte);
+  for (let i = 0; i < 64; i++) ok(await c.write(f.o.fh, i * mib.length, mib, { nodeid: f.e.nodeid }), 'WRITE');
+  return mib;
+}
+
 async function fsync(c: FuseClient, nodeid: bigint, fh: bigint): Promise<number> {
   const args = Buffer.alloc(abi.FSYNC_IN_SIZE);
   abi.encodeFsyncIn(args, 0, { fh, fsyncFlags: 0 });
@@ -108,13 +122,8 @@ describe('virtiofsd-ts --thread-pool-size: replies written by the I/O pool', fun
     // others wait in the pool's queue for it and must not be lost or held back by each other.
     env = await launch(16);
     const { c } = env;
-    const handles = [];
-    for (const name of ['same', 'other']) {
-      fs.writeFileSync(path.join(env.share, name), '');
-      const e = ok(await c.lookup(1n, name), 'LOOKUP');
-      handles.push({ e, o: ok(await c.open(e.nodeid, fs.constants.O_WRONLY), 'OPEN') });
-    }
-    const [same, other] = handles;
+    const same = await openNew(env, 'same', fs.constants.O_WRONLY);
+    const other = await openNew(env, 'other', fs.constants.O_WRONLY);
     const block = (i: number): Buffer => Buffer.alloc(64 << 10, `write ${i} `);
     const writes = [];
     for (let i = 0; i < 48; i++) {
@@ -148,13 +157,11 @@ describe('virtiofsd-ts --thread-pool-size: replies written by the I/O pool', fun
     // and translates the rings again itself (UsedRing::RefreshLocked).
     env = await launch(4);
     const { c, fe } = env;
-    fs.writeFileSync(path.join(env.share, 'dirty'), '');
-    const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
-    const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
-    const mib = Buffer.alloc(1 << 20, 0x33);
+    const f = await openNew(env, 'dirty');
+    const { e, o } = f;
     let straddled = 0;
     for (let attempt = 0; attempt < 5; attempt++) {
-      for (let i = 0; i < 64; i++) ok(await c.write(o.fh, i * mib.length, mib, { nodeid: e.nodeid }), 'WRITE');
+      const mib = await dirty(c, f, 0x30 + attempt);
       let synced = false;
       const pending = fsync(c, e.nodeid, o.fh).then((err) => {
         synced = true;
@@ -176,11 +183,9 @@ describe('virtiofsd-ts --thread-pool-size: replies written by the I/O pool', fun
   it('stopping the queues waits for an fsync out on the pool; its reply is on the ring before GET_VRING_BASE answers', async () => {
     env = await launch(4);
     const { c, fe } = env;
-    fs.writeFileSync(path.join(env.share, 'dirty'), '');
-    const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
-    const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
-    const mib = Buffer.alloc(1 << 20, 0x5a);
-    for (let i = 0; i < 64; i++) ok(await c.write(o.fh, i * mib.length, mib, { nodeid: e.nodeid }), 'WRITE');
+    const f = await openNew(env, 'dirty');
+    const { e, o } = f;
+    await dirty(c, f, 0x5a);
     let synced = false;
     const pending = fsync(c, e.nodeid, o.fh).then((err) => {
       assert.equal(err, 0);
