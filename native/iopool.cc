@@ -51,7 +51,7 @@ struct IoJob {
   uint64_t unique;
   uint64_t serial = 0;  // a buffered WRITE's inode: one such write per inode at a time
 
-  bool Serialized() const { return kind == IoKind::kWrite && serial != 0; }
+  bool Serialized() const { return serial != 0; }
 
   void Run() {
     int64_t r;
@@ -233,7 +233,7 @@ Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
   if (e) return Num(info, -e);
   int64_t result;
-  if (TryTransferNow(s, job->fh, job->pos, *iov, kWrite, &job->fd, &job->moved, &result, &job->serial)) return Num(info, static_cast<double>(result));
+  if (TryTransferNow(s, job->fh, job->pos, *iov, kWrite, &job->fd, &job->moved, &result, kWrite ? &job->serial : nullptr)) return Num(info, static_cast<double>(result));
   job->kind = kWrite ? IoKind::kWrite : IoKind::kRead;
   job->state = s;
   job->data = *iov;
