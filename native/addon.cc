@@ -81,6 +81,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitFileOps(env, exports);
   vfsn::InitAsyncOps(env, exports);
   vfsn::InitIoPool(env, exports);
+  vfsn::InitFastPath(env, exports);
   return exports;
 }
 

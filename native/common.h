@@ -34,6 +34,24 @@ inline Napi::Value ThrowType(Napi::Env env, const char* msg) {
   return env.Undefined();
 }
 
+// Little-endian loads from guest memory or a request's bytes, at any alignment (the
+// host is little-endian, as virtio and FUSE-over-virtio are).
+inline uint16_t Load16(const uint8_t* p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t Load32(const uint8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
 inline Napi::Value ThrowRange(Napi::Env env, const char* msg) {
   Napi::RangeError::New(env, msg).ThrowAsJavaScriptException();
   return env.Undefined();
@@ -109,5 +127,6 @@ void InitNodeOps(Napi::Env env, Napi::Object exports);
 void InitFileOps(Napi::Env env, Napi::Object exports);
 void InitAsyncOps(Napi::Env env, Napi::Object exports);
 void InitIoPool(Napi::Env env, Napi::Object exports);
+void InitFastPath(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

@@ -2,7 +2,7 @@
 // descriptor to become readable on the libuv loop of the JS thread that created it.
 // Each queue worker watches its own kick fd on its own loop, so no queue waits on
 // another queue's thread.
-#include "common.h"
+#include "chainserver.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -80,6 +80,9 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 // With drainEventfd the eventfd counter is read (cleared) first, so a kick is consumed
 // before the queue is scanned and a kick that arrives during the scan is not lost.
 // While started, the watcher keeps itself and the event loop alive; stop() releases both.
+// new FdWatcher(fd, true, callback, vring): a queue's kick watcher. Each kick is first
+// offered to the virtqueue (KickServer::ServeKick, chainserver.h); callback() runs only when
+// that leaves something for JS.
 class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -102,6 +105,14 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
       if (fl >= 0) fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
     }
     cb_ = Napi::Persistent(info[2].As<Napi::Function>());
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      kick_ = KickServerOf(info[3]);
+      if (!kick_) {
+        ThrowType(env, "new FdWatcher(fd, drainEventfd, callback, vring?)");
+        return;
+      }
+      kickRef_ = Napi::Persistent(info[3].As<Napi::Object>());
+    }
     napi_value name = Napi::String::New(env, "FdWatcher");
     napi_async_init(env, nullptr, name, &ctx_);
     uv_loop_t* loop = nullptr;
@@ -171,6 +182,7 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
         r = read(self->fd_, &v, 8);
       } while (r < 0 && errno == EINTR);
     }
+    if (self->kick_ && self->kick_->ServeKick()) return;
     Napi::Env env = self->Env();
     Napi::HandleScope scope(env);
     napi_value recv = env.Global();
@@ -190,6 +202,8 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
   uv_poll_t* poll_ = nullptr;
   napi_async_context ctx_ = nullptr;
   Napi::FunctionReference cb_;
+  KickServer* kick_ = nullptr;  // kept alive by kickRef_
+  Napi::ObjectReference kickRef_;
 };
 
 }  // namespace

@@ -20,8 +20,7 @@
 // that is writing it (the kernel would take the file's inode lock for each in turn anyway):
 // a burst of sixteen writes to one file neither wakes sixteen threads nor has fifteen of them
 // wait on that lock.
-#include "state.h"
-#include "usedring.h"
+#include "iopool.h"
 
 #include <algorithm>
 #include <condition_variable>
@@ -32,9 +31,6 @@ namespace vfsn {
 namespace {
 
 enum class IoKind { kRead, kWrite, kFsync, kFdatasync };
-
-// fuse_out_header and fuse_write_out (include/uapi/linux/fuse.h)
-constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8;
 
 struct IoJob {
   IoKind kind;
@@ -73,30 +69,8 @@ struct IoJob {
 
   // Writes the reply for result r into guest memory; returns its length.
   uint32_t Reply(int64_t r) {
-    uint8_t buf[kOutHeaderSize + kWriteOutSize] = {};
-    uint32_t len = kOutHeaderSize;
-    int32_t error = 0;
-    if (r < 0) {
-      error = static_cast<int32_t>(r);
-    } else if (kind == IoKind::kRead) {
-      len += static_cast<uint32_t>(r);
-    } else if (kind == IoKind::kWrite) {
-      uint32_t size = static_cast<uint32_t>(r);
-      memcpy(buf + kOutHeaderSize, &size, 4);
-      len += kWriteOutSize;
-    }
-    memcpy(buf, &len, 4);
-    memcpy(buf + 4, &error, 4);
-    memcpy(buf + 8, &unique, 8);
-    size_t want = error == 0 && kind == IoKind::kWrite ? sizeof buf : kOutHeaderSize;
-    size_t done = 0;
-    for (const iovec& v : header) {
-      if (done == want) break;
-      size_t n = std::min(v.iov_len, want - done);
-      memcpy(v.iov_base, buf + done, n);
-      done += n;
-    }
-    return len;
+    ReplyBody body = kind == IoKind::kRead ? ReplyBody::kData : kind == IoKind::kWrite ? ReplyBody::kWriteOut : ReplyBody::kNone;
+    return WriteFuseReply(header, body, unique, r);
   }
 };
 
@@ -195,13 +169,65 @@ IoPool& Pool() {
   return *pool;
 }
 
+}  // namespace
+
+uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64_t unique, int64_t r) {
+  // fuse_out_header and fuse_write_out (include/uapi/linux/fuse.h)
+  constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8;
+  uint8_t buf[kOutHeaderSize + kWriteOutSize] = {};
+  uint32_t len = kOutHeaderSize;
+  int32_t error = 0;
+  if (r < 0) {
+    error = static_cast<int32_t>(r);
+  } else if (body == ReplyBody::kData) {
+    len += static_cast<uint32_t>(r);
+  } else if (body == ReplyBody::kWriteOut) {
+    uint32_t size = static_cast<uint32_t>(r);
+    memcpy(buf + kOutHeaderSize, &size, 4);
+    len += kWriteOutSize;
+  }
+  memcpy(buf, &len, 4);
+  memcpy(buf + 4, &error, 4);
+  memcpy(buf + 8, &unique, 8);
+  size_t want = error == 0 && body == ReplyBody::kWriteOut ? sizeof buf : kOutHeaderSize;
+  size_t done = 0;
+  for (const iovec& v : header) {
+    if (done == want) break;
+    size_t n = std::min(v.iov_len, want - done);
+    memcpy(v.iov_base, buf + done, n);
+    done += n;
+  }
+  return len;
+}
+
+bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& data, std::vector<iovec>&& header, bool write,
+                     int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique, int64_t* result) {
+  auto job = std::make_unique<IoJob>();
+  if (TryTransferNow(s, fh, pos, data, write, &job->fd, &job->moved, result, write ? &job->serial : nullptr)) return true;
+  job->kind = write ? IoKind::kWrite : IoKind::kRead;
+  job->state = s;
+  job->fh = fh;
+  job->pos = pos;
+  job->data = data;
+  job->header = std::move(header);
+  job->keep = KeepGuestMemory(table);
+  job->ring = std::move(ring);
+  job->head = head;
+  job->unique = unique;
+  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
+  Pool().Submit(job.release());
+  return false;
+}
+
+namespace {
+
 // The arguments every queued call shares: (..., ring, head, unique) at info[i..i+2].
-bool ArgCompletion(const Napi::CallbackInfo& info, size_t i, IoJob* job) {
-  int64_t head;
-  if (!ArgInt(info, i + 1, &head) || head < 0 || !ArgU64(info, i + 2, &job->unique)) return false;
-  job->head = static_cast<uint32_t>(head);
-  job->ring = UsedRingOf(info[i]);
-  return job->ring != nullptr;
+bool ArgCompletion(const Napi::CallbackInfo& info, size_t i, std::shared_ptr<UsedRing>* ring, uint32_t* head, uint64_t* unique) {
+  int64_t h;
+  if (!ArgInt(info, i + 1, &h) || h < 0 || !ArgU64(info, i + 2, unique)) return false;
+  *head = static_cast<uint32_t>(h);
+  *ring = UsedRingOf(info[i]);
+  return *ring != nullptr;
 }
 
 // Hands a prepared job (handle pinned) to the pool.
@@ -218,27 +244,27 @@ Napi::Value Queue(const Napi::CallbackInfo& info, IoJob* job) {
 template <bool kWrite>
 Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
-  auto job = std::make_unique<IoJob>();
-  int64_t table, hcount;
+  uint64_t fh, unique;
+  int64_t pos, table, hcount;
+  std::shared_ptr<UsedRing> ring;
+  uint32_t head;
   const double* pairs;
   size_t n;
-  if (!ArgU64(info, 1, &job->fh) || !ArgInt(info, 2, &job->pos) || !ArgInt(info, 3, &table) || !ArgInt(info, 6, &hcount) ||
-      !ArgCompletion(info, 7, job.get()))
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &pos) || !ArgInt(info, 3, &table) || !ArgInt(info, 6, &hcount) ||
+      !ArgCompletion(info, 7, &ring, &head, &unique))
     return ThrowType(info.Env(), "(id, fh, position, table, pairs, count, headerCount, ring, head, unique)");
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
   if (hcount < 1 || static_cast<size_t>(hcount) > n) return ThrowType(info.Env(), "headerCount outside the pairs");
   size_t ndata = n - static_cast<size_t>(hcount);
-  int e = GuestIovecs(table, pairs + 2 * ndata, static_cast<size_t>(hcount), &job->header);
+  std::vector<iovec> header;
+  int e = GuestIovecs(table, pairs + 2 * ndata, static_cast<size_t>(hcount), &header);
   std::vector<iovec>* iov;
   if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
   if (e) return Num(info, -e);
   int64_t result;
-  if (TryTransferNow(s, job->fh, job->pos, *iov, kWrite, &job->fd, &job->moved, &result, kWrite ? &job->serial : nullptr)) return Num(info, static_cast<double>(result));
-  job->kind = kWrite ? IoKind::kWrite : IoKind::kRead;
-  job->state = s;
-  job->data = *iov;
-  job->keep = KeepGuestMemory(table);
-  return Queue(info, job.release());
+  if (TransferOrQueue(s, fh, pos, *iov, std::move(header), kWrite, table, std::move(ring), head, unique, &result))
+    return Num(info, static_cast<double>(result));
+  return info.Env().Undefined();
 }
 
 // handleFsyncQueued(id, fh, datasync, table, pairs, count, ring, head, unique) -> undefined
@@ -249,7 +275,7 @@ Napi::Value HandleFsyncQueued(const Napi::CallbackInfo& info) {
   int64_t table;
   const double* pairs;
   size_t n;
-  if (!ArgU64(info, 1, &job->fh) || !ArgInt(info, 3, &table) || !ArgCompletion(info, 6, job.get()))
+  if (!ArgU64(info, 1, &job->fh) || !ArgInt(info, 3, &table) || !ArgCompletion(info, 6, &job->ring, &job->head, &job->unique))
     return ThrowType(info.Env(), "handleFsyncQueued(id, fh, datasync, table, pairs, count, ring, head, unique)");
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
   int e = GuestIovecs(table, pairs, n, &job->header);

@@ -38,10 +38,14 @@ std::mutex gRegistryMu;
 constexpr int O_PATH_ = 010000000;
 }  // namespace
 
+FsState* StateById(int64_t id) {
+  if (id < 1 || id > kMaxStates) return nullptr;
+  return gStates[id - 1].load(std::memory_order_acquire);
+}
+
 FsState* StateArg(const Napi::CallbackInfo& info) {
   int64_t id;
-  if (!ArgInt(info, 0, &id) || id < 1 || id > kMaxStates) return nullptr;
-  return gStates[id - 1].load(std::memory_order_acquire);
+  return ArgInt(info, 0, &id) ? StateById(id) : nullptr;
 }
 
 int64_t RegisterInode(FsState* s, int fd, double* out) {

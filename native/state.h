@@ -302,6 +302,8 @@ class HandlePin {
 bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& iov, bool write, int* fd, int64_t* moved,
                     int64_t* result, uint64_t* serial = nullptr);
 
+// The state with this id, or nullptr.
+FsState* StateById(int64_t id);
 // The state a call names by its first argument, or nullptr.
 FsState* StateArg(const Napi::CallbackInfo& info);
 

@@ -15,14 +15,18 @@
 // than its table is an error) and an indirect table inside an indirect table is refused. A
 // malformed ring makes pop() return kBroken; the reason is in error().
 //
+// A native ChainServer (chainserver.h) may be attached: pop() offers it each chain first and
+// returns only those it declines, so a device's commonest requests need no JS at all; and
+// the queue's kick watcher then runs the whole loop here (ServeKick) and wakes JS only for
+// a chain the server declines.
+//
 // The used ring's state lives in a UsedRing (usedring.h) that the I/O pool shares: a request
 // finished on a pool thread goes on the used ring from there, under the ring's mutex.
 //
 // Guest memory is reached through this thread's snapshot of the memory table, held by the
 // object, so ring pointers stay valid until the table changes; every call that touches the
 // rings first compares the table's generation (one atomic load) and re-translates.
-#include "common.h"
-#include "usedring.h"
+#include "chainserver.h"
 
 #include <sched.h>
 #include <sys/resource.h>
@@ -48,23 +52,7 @@ constexpr double kMaxSafe = 9007199254740992.0;  // 2^53
 // Marks Vring objects, so that UsedRingOf can tell one from any other object.
 constexpr napi_type_tag kVringTag = {0x7669727469667364ULL, 0x7473767269736e67ULL};
 
-uint16_t Load16(const uint8_t* p) {
-  uint16_t v;
-  memcpy(&v, p, 2);
-  return v;
-}
-uint32_t Load32(const uint8_t* p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-uint64_t Load64(const uint8_t* p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-
-class Vring : public Napi::ObjectWrap<Vring> {
+class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
  public:
   static constexpr int kEmpty = -1, kBroken = -2;
 
@@ -79,7 +67,10 @@ class Vring : public Napi::ObjectWrap<Vring> {
                         InstanceMethod("pollStats", &Vring::PollStats),
                         InstanceMethod("lastAvail", &Vring::LastAvail), InstanceMethod("error", &Vring::Error),
                         InstanceMethod("setCallFd", &Vring::SetCallFd),
-                        InstanceMethod("pending", &Vring::PendingOnPool), InstanceMethod("close", &Vring::Close)});
+                        InstanceMethod("pending", &Vring::PendingOnPool), InstanceMethod("close", &Vring::Close),
+                        InstanceMethod("setChainServer", &Vring::SetChainServer),
+                        InstanceMethod("chainServerStats", &Vring::ChainServerStats),
+                        InstanceMethod("setJsBusy", &Vring::SetJsBusy)});
   }
 
   // new Vring(tableId, size, descUaddr, availUaddr, usedUaddr, base, eventIdx, callFd,
@@ -272,19 +263,94 @@ class Vring : public Napi::ObjectWrap<Vring> {
   Napi::Value Sync(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), SyncMemory()); }
 
   // pop() -> head, kEmpty, or kBroken. On a head, out and prefetch describe the chain.
-  Napi::Value Pop(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    int r = SyncMemory();
-    if (r == 0) r = Pending();
-    if (r == 0) {
-      NoteEmpty();
-      return Napi::Number::New(env, kEmpty);
+  // Chains the attached ChainServer serves are not returned: pop() goes on to the next.
+  Napi::Value Pop(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), PopServing()); }
+
+  int PopServing() {
+    if (brokenInKick_) {
+      brokenInKick_ = false;
+      return kBroken;
     }
-    if (r < 0) return Napi::Number::New(env, r);
-    NoteArrival();
-    uint16_t head = Load16(avail_ + 4 + 2 * (lastAvail_ % size_));
-    lastAvail_++;
-    return Napi::Number::New(env, Walk(head));
+    for (;;) {
+      int r = SyncMemory();
+      if (r == 0) r = Pending();
+      if (r == 0) {
+        NoteEmpty();
+        return kEmpty;
+      }
+      if (r < 0) return r;
+      NoteArrival();
+      uint16_t head = Load16(avail_ + 4 + 2 * (lastAvail_ % size_));
+      lastAvail_++;
+      int h = Walk(head);
+      if (h < 0 || !server_) return h;
+      ChainView view{static_cast<uint32_t>(h), out_ + kOutPairs, static_cast<size_t>(out_[kOutReadable]),
+                     static_cast<size_t>(out_[kOutWritable]), static_cast<uint64_t>(out_[kOutReadableLen]),
+                     static_cast<uint64_t>(out_[kOutWritableLen]), prefetch_, static_cast<size_t>(out_[kOutPrefetched]), table_, ring_};
+      ChainServer::Result served = server_->Serve(view);
+      if (served == ChainServer::kDeclined) return h;
+      serverServed_++;
+      if (served == ChainServer::kPooled) serverPooled_++;
+    }
+  }
+
+  // The kick watcher's native loop (KickServer, chainserver.h): the JS loop of
+  // src/vhost/queue-runner.ts (pop, poll, enable notifications), run here while the server
+  // takes every chain. A chain it declines goes back on the ring for JS's pop(); a broken
+  // ring is reported by JS's next pop().
+  bool ServeKick() override {
+    if (!server_ || jsBusy_) return false;
+    for (;;) {
+      int r = PopServing();
+      if (r >= 0) {
+        lastAvail_--;  // declined: nothing was consumed, JS pops it again
+        return false;
+      }
+      if (r == kBroken) {
+        brokenInKick_ = true;
+        return false;
+      }
+      r = PollOnce();
+      if (r == 1) continue;
+      if (r == 0) r = Rearm();
+      if (r == 1) {
+        kicksServed_++;
+        return true;
+      }
+      if (r == kBroken) {
+        brokenInKick_ = true;
+        return false;
+      }
+    }
+  }
+
+  // setJsBusy(busy): JS has requests of its own in flight (their completions need its event
+  // loop), so kicks go to JS, which does not spin meanwhile.
+  Napi::Value SetJsBusy(const Napi::CallbackInfo& info) {
+    jsBusy_ = info[0].ToBoolean();
+    return info.Env().Undefined();
+  }
+
+  // setChainServer(server | null): the native server pop() offers each chain to first.
+  Napi::Value SetChainServer(const Napi::CallbackInfo& info) {
+    ChainServer* s = ChainServerOf(info[0]);
+    if (!s && !info[0].IsNull()) return ThrowType(info.Env(), "setChainServer(server | null)");
+    server_ = s;
+    if (s)
+      serverRef_ = Napi::Persistent(info[0].As<Napi::Object>());
+    else
+      serverRef_.Reset();
+    return info.Env().Undefined();
+  }
+
+  // chainServerStats() -> [chains the ChainServer served, of which it gave the I/O pool,
+  // kicks served to the end without JS]
+  Napi::Value ChainServerStats(const Napi::CallbackInfo& info) {
+    Napi::Array a = Napi::Array::New(info.Env(), 3);
+    a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(serverServed_)));
+    a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(serverPooled_)));
+    a.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(kicksServed_)));
+    return a;
   }
 
   // push(head, len): a used element, visible to the driver after flush().
@@ -317,16 +383,17 @@ class Vring : public Napi::ObjectWrap<Vring> {
   // enableNotification() -> 1 when the ring is empty (safe to sleep until the next kick), 0
   // when chains arrived meanwhile, kBroken. With EVENT_IDX it asks for a kick at the next
   // avail index; without, it clears NO_NOTIFY.
-  Napi::Value EnableNotification(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (SyncMemory() != 0) return Napi::Number::New(env, kBroken);
+  Napi::Value EnableNotification(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Rearm()); }
+
+  int Rearm() {
+    if (SyncMemory() != 0) return kBroken;
     uint16_t v = eventIdx_ ? lastAvail_ : 0;
     memcpy(eventIdx_ ? used_ + 4 + 8 * static_cast<size_t>(size_) : used_, &v, 2);
     // Store-load barrier: the driver must see avail_event before we re-read avail.idx, or a
     // kick it decided to skip could be lost (virtio 1.2, 2.7.10).
     std::atomic_thread_fence(std::memory_order_seq_cst);
     int n = Pending();
-    return Napi::Number::New(env, n < 0 ? n : n == 0 ? 1 : 0);
+    return n < 0 ? n : n == 0 ? 1 : 0;
   }
 
   // setPolling(maxNs): how long pollAvail() may spin at most (0: never).
@@ -344,17 +411,18 @@ class Vring : public Napi::ObjectWrap<Vring> {
   // (4 µs, doubling up to the maximum) while the next chain keeps arriving within the
   // maximum, and halves when one takes longer (to 0 below 4 µs): one late chain (a pause
   // of the driver's) does not undo it, a guest gone idle closes it in a few gaps.
-  Napi::Value PollAvail(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (pollNs_ == 0 || idleSince_ == 0) return Napi::Number::New(env, 0);
-    if (SyncMemory() != 0) return Napi::Number::New(env, kBroken);
+  Napi::Value PollAvail(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), PollOnce()); }
+
+  int PollOnce() {
+    if (pollNs_ == 0 || idleSince_ == 0) return 0;
+    if (SyncMemory() != 0) return kBroken;
     int64_t until = idleSince_ + pollNs_;
     long switches = InvoluntarySwitches();
     for (unsigned spin = 0;;) {
       int n = Pending();
       if (n != 0) {
         if (n > 0) pollHits_++;
-        return Napi::Number::New(env, n < 0 ? n : 1);
+        return n < 0 ? n : 1;
       }
       CpuRelax();
       if ((++spin & 63) != 0) continue;
@@ -376,7 +444,7 @@ class Vring : public Napi::ObjectWrap<Vring> {
       }
     }
     pollMisses_++;
-    return Napi::Number::New(env, 0);
+    return 0;
   }
 
   // pollStats() -> [hits, misses, window ns, give-ways]: how often pollAvail() caught the
@@ -475,6 +543,14 @@ class Vring : public Napi::ObjectWrap<Vring> {
   uint8_t* prefetch_ = nullptr;
   size_t prefetchCap_ = 0;
   Napi::ObjectReference outRef_, prefetchRef_;
+  // The native server offered each chain first (setChainServer), kept alive by serverRef_,
+  // and how many chains it served, of which it handed how many to the I/O pool.
+  ChainServer* server_ = nullptr;
+  Napi::ObjectReference serverRef_;
+  uint64_t serverServed_ = 0, serverPooled_ = 0, kicksServed_ = 0;
+  // Whether JS has requests in flight (setJsBusy); a ring found broken in ServeKick, for
+  // JS's next pop() to report.
+  bool jsBusy_ = false, brokenInKick_ = false;
   // Walk()'s scratch for the writable pairs, appended to out_ after the readable ones.
   std::vector<double> writable_;
   std::string error_;
@@ -488,6 +564,11 @@ class Vring : public Napi::ObjectWrap<Vring> {
 };
 
 }  // namespace
+
+KickServer* KickServerOf(const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kVringTag)) return nullptr;
+  return Vring::Unwrap(v.As<Napi::Object>());
+}
 
 std::shared_ptr<UsedRing> UsedRingOf(const Napi::Value& v) {
   if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kVringTag)) return nullptr;

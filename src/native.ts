@@ -70,7 +70,11 @@ export const REPLIED_BY_POOL: unique symbol = Symbol('replied by the I/O pool');
 export type PoolReplied = typeof REPLIED_BY_POOL;
 
 export declare class FdWatcher {
-  constructor(fd: number, drainEventfd: boolean, callback: (status: number) => void);
+  /**
+   * With a vring (a kick watcher), each kick is first served natively (Vring with a chain
+   * server); callback runs only when something is left for JS.
+   */
+  constructor(fd: number, drainEventfd: boolean, callback: (status: number) => void, vring?: Vring);
   start(): void;
   stop(): void;
   /** Ends the watcher now; call before closing the fd (see native/events.cc). */
@@ -105,6 +109,29 @@ export declare class Vring {
   pending(): number;
   /** The queue is broken: completions still to come from the I/O pool are dropped. */
   close(): void;
+  /** The native server pop() offers each chain to first; pop() returns only what it declines. */
+  setChainServer(server: NativeChainServer | null): void;
+  /** [chains the attached server served, of which it handed the I/O pool, kicks served without JS] */
+  chainServerStats(): [number, number, number];
+  /** JS has requests of its own in flight: kicks go to JS (no native loop, no spin). */
+  setJsBusy(busy: boolean): void;
+}
+
+declare const chainServerBrand: unique symbol;
+/** A native object that serves chains before JS sees them (native/chainserver.h). */
+export interface NativeChainServer {
+  readonly [chainServerBrand]: true;
+}
+
+/**
+ * The FUSE fast path (native/fastpath.cc): READ and WRITE served natively as the virtqueue
+ * pops them; anything unusual is declined to the FUSE server in JS.
+ */
+export declare class FuseFastPath implements NativeChainServer {
+  readonly [chainServerBrand]: true;
+  constructor(stateId: number, readOnly: boolean, pool: boolean);
+  /** [READs, WRITEs] served */
+  counts(): [number, number];
 }
 
 /** Indexes into the Float64Array filled by statx(). */
@@ -146,6 +173,8 @@ export interface NativeAddon {
   FdWatcher: typeof FdWatcher;
   // vring.cc
   Vring: typeof Vring;
+  // fastpath.cc
+  FuseFastPath: typeof FuseFastPath;
   // ring.cc
   loadAcquire16(buf: Buffer, off: number): number;
   storeRelease16(buf: Buffer, off: number, value: number): void;

@@ -40,6 +40,9 @@ const MAX_IN_COPY = 64 * 1024 + 8192;
 /** Largest reply body built in JS (directory listings, xattr values and lists, link targets). */
 const MAX_OUT_BODY = 128 * 1024;
 
+/** The largest file offset (off_t); the kernel refuses a transfer beyond it with EINVAL. */
+const MAX_OFFSET = (1n << 63n) - 1n;
+
 /** Our protocol version. */
 export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
 
@@ -233,6 +236,7 @@ export class FuseServer {
       }
       case O.READ: {
         const r = abi.decodeReadIn(a, 0);
+        if (r.offset > MAX_OFFSET) return this.error(t, u, E.EINVAL, h.opcode);
         const room = t.writableLen - abi.OUT_HEADER_SIZE;
         if (room < 0) return 0;
         const size = Math.min(r.size, room);
@@ -244,6 +248,7 @@ export class FuseServer {
       }
       case O.WRITE: {
         const w = abi.decodeWriteIn(a, 0);
+        if (w.offset > MAX_OFFSET) return this.error(t, u, E.EINVAL, h.opcode);
         if (w.size > t.readableLeft) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${t.readableLeft} in the request`);
         this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE + abi.WRITE_OUT_SIZE);
         const n = fs.write(ctx, nodeid, Number(w.fh), Number(w.offset), t.readRanges(w.size), w.writeFlags);

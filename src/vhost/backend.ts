@@ -447,21 +447,27 @@ export class VhostUserBackend {
     detail: Record<number, Record<string, number>>;
     polls: Record<number, PollCounts>;
     pooled: Record<number, number>;
+    native: Record<number, number>;
+    nativeKicks: Record<number, number>;
   }> {
     const served: Record<number, number> = {};
     const detail: Record<number, Record<string, number>> = {};
     const polls: Record<number, PollCounts> = {};
     const pooled: Record<number, number> = {};
+    const native: Record<number, number> = {};
+    const nativeKicks: Record<number, number> = {};
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
       if (!h) continue;
-      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0, gaveWay: 0 }, pooled: 0 }));
+      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0, gaveWay: 0 }, pooled: 0, native: 0, nativeKicks: 0 }));
       served[i] = s.served;
       if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
       if (s.polls.hits + s.polls.misses > 0) polls[i] = s.polls;
       if (s.pooled > 0) pooled[i] = s.pooled;
+      if (s.native > 0) native[i] = s.native;
+      if (s.nativeKicks > 0) nativeKicks[i] = s.nativeKicks;
     }
-    return { served, detail, polls, pooled };
+    return { served, detail, polls, pooled, native, nativeKicks };
   }
 
   /** Stops every queue, releases every descriptor and ends the connection. */
@@ -472,7 +478,7 @@ export class VhostUserBackend {
     this.watcher = null;
     const stats = await this.queueStats();
     this.log.info(
-      { requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls, pooledPerQueue: stats.pooled },
+      { requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls, pooledPerQueue: stats.pooled, nativePerQueue: stats.native, nativeKicksPerQueue: stats.nativeKicks },
       'connection closed',
     );
     for (let i = 0; i < this.vrings.length; i++) {

@@ -33,6 +33,10 @@ export interface QueueStats {
   polls: PollCounts;
   /** Requests the I/O pool completed (--thread-pool-size > 0). */
   pooled: number;
+  /** Requests the handler's native server served without JS (ChainHandler.nativeServer). */
+  native: number;
+  /** Kicks served without JS (the native server took every chain they announced). */
+  nativeKicks: number;
 }
 
 export interface QueueHost {
@@ -54,6 +58,8 @@ export class LocalQueueHost implements QueueHost {
   private handler: ChainHandler | null = null;
   private total = 0;
   private pooled = 0;
+  private native = 0;
+  private nativeKicks = 0;
   private polls: PollCounts = { hits: 0, misses: 0, gaveWay: 0 };
 
   constructor(
@@ -76,6 +82,8 @@ export class LocalQueueHost implements QueueHost {
     const base = await r.stop();
     this.total += r.served;
     this.pooled += r.pooled;
+    this.native += r.servedNatively;
+    this.nativeKicks += r.kicksServedNatively;
     this.polls = addPolls(this.polls, r.pollStats());
     return base;
   }
@@ -90,6 +98,8 @@ export class LocalQueueHost implements QueueHost {
       detail: this.handler?.stats?.() ?? {},
       polls: this.runner ? addPolls(this.polls, this.runner.pollStats()) : this.polls,
       pooled: this.pooled + (this.runner?.pooled ?? 0),
+      native: this.native + (this.runner?.servedNatively ?? 0),
+      nativeKicks: this.nativeKicks + (this.runner?.kicksServedNatively ?? 0),
     };
   }
 

@@ -4,7 +4,7 @@
  * FUSE. It runs in whatever thread hosts the queue (see queue-host.ts), and handlers may
  * complete out of order (a Promise) so that a slow request does not hold back the others.
  */
-import { native, REPLIED_BY_POOL, type PoolReplied } from '../native';
+import { native, REPLIED_BY_POOL, type NativeChainServer, type PoolReplied } from '../native';
 import type { Logger } from '../log';
 import type { DescriptorChain } from './chain';
 import { GuestMemory } from './memory';
@@ -21,6 +21,11 @@ export interface ChainHandler {
   cancel?(): void;
   /** The handler's own counts (the FUSE server's requests per opcode), for the exit report. */
   stats?(): Record<string, number>;
+  /**
+   * A native server the queue offers each chain to before handle() (native/chainserver.h):
+   * what it serves never reaches JS; what it declines comes to handle() as usual.
+   */
+  readonly nativeServer?: NativeChainServer;
 }
 
 /** Everything a thread needs to run a queue; plain data so it can cross to a worker. */
@@ -54,10 +59,9 @@ export class QueueRunner {
   private inflight = 0;
   private idle: (() => void) | null = null;
   private stopped = false;
-  /** Requests served, for the per-queue counts reported at debug level and at exit. */
-  served = 0;
-  /** Of those, how many the I/O pool completed (REPLIED_BY_POOL). */
-  pooled = 0;
+  /** Requests handle() served, and of those how many the I/O pool completed (REPLIED_BY_POOL). */
+  private handled = 0;
+  private handledOnPool = 0;
   broken = false;
 
   constructor(
@@ -71,6 +75,26 @@ export class QueueRunner {
     return this.vq ? this.vq.pollStats() : { hits: 0, misses: 0, gaveWay: 0 };
   }
 
+  /** Requests served (by handle() or the native server), for the per-queue counts at debug level and at exit. */
+  get served(): number {
+    return this.handled + (this.vq?.chainServerStats().served ?? 0);
+  }
+
+  /** Of those, how many the I/O pool completed. */
+  get pooled(): number {
+    return this.handledOnPool + (this.vq?.chainServerStats().pooled ?? 0);
+  }
+
+  /** Of those, how many the handler's native server served (they never reached JS). */
+  get servedNatively(): number {
+    return this.vq?.chainServerStats().served ?? 0;
+  }
+
+  /** Kicks served to the end natively: JS never ran for them. */
+  get kicksServedNatively(): number {
+    return this.vq?.chainServerStats().kicks ?? 0;
+  }
+
   get index(): number {
     return this.cfg.index;
   }
@@ -81,7 +105,11 @@ export class QueueRunner {
     mem.refresh();
     this.vq = new Virtqueue(mem, this.cfg.size, this.cfg.addrs, this.cfg.base, this.cfg.eventIdx, this.cfg.callFd);
     this.vq.setPolling(this.cfg.pollMaxNs);
-    this.watcher = new native.FdWatcher(this.cfg.kickFd, true, () => this.process());
+    // With a native server, a kick is served in native code (pop, poll, sleep) and comes to
+    // process() only when a chain is left for handle().
+    const server = this.handler.nativeServer;
+    if (server) this.vq.setChainServer(server);
+    this.watcher = new native.FdWatcher(this.cfg.kickFd, true, () => this.process(), server ? this.vq.native : undefined);
     this.watcher.start();
     // The driver may have kicked before the ring was enabled: look at the ring now.
     this.process();
@@ -127,7 +155,7 @@ export class QueueRunner {
   }
 
   private dispatch(chain: DescriptorChain): void {
-    this.served++;
+    this.handled++;
     let r: number | Promise<number> | PoolReplied;
     try {
       r = this.handler.handle(chain);
@@ -137,14 +165,14 @@ export class QueueRunner {
     }
     chain.dropPrefetch();
     if (r === REPLIED_BY_POOL) {
-      this.pooled++;
+      this.handledOnPool++;
       return;
     }
     if (typeof r === 'number') {
       this.complete(chain.head, r);
       return;
     }
-    this.inflight++;
+    if (this.inflight++ === 0) this.vq!.setJsBusy(true);
     r.then(
       (len) => this.completeAsync(chain.head, len),
       (e: unknown) => {
@@ -165,7 +193,7 @@ export class QueueRunner {
   }
 
   private completeAsync(head: number, len: number): void {
-    this.inflight--;
+    if (--this.inflight === 0) this.vq?.setJsBusy(false);
     if (!this.broken) this.complete(head, len);
     if (this.inflight === 0 && this.idle) {
       const done = this.idle;

@@ -11,7 +11,7 @@
  * A malformed chain marks the queue broken: it stops being processed and the error is
  * reported to the caller, which logs it and signals the front end's error eventfd.
  */
-import { native, type Vring } from '../native';
+import { native, type NativeChainServer, type Vring } from '../native';
 import { DescriptorChain } from './chain';
 import type { GuestMemory } from './memory';
 
@@ -84,7 +84,37 @@ export class Virtqueue {
     this.check(this.ring.sync());
   }
 
-  /** Pops the next available chain, or returns null when the ring is empty. */
+  /**
+   * Attaches a native server (null: detaches it) that pop() offers each chain to first:
+   * chains it serves never reach JS.
+   */
+  setChainServer(server: NativeChainServer | null): void {
+    this.ring.setChainServer(server);
+  }
+
+  /**
+   * The native ring, for a kick watcher that serves kicks natively while the chain server
+   * takes every chain (native FdWatcher with a vring).
+   */
+  get native(): Vring {
+    return this.ring;
+  }
+
+  /** JS has requests of its own in flight: kicks must come to JS's loop. */
+  setJsBusy(busy: boolean): void {
+    this.ring.setJsBusy(busy);
+  }
+
+  /**
+   * Chains the native server served, of those how many it handed to the I/O pool, and the
+   * kicks served to the end without JS.
+   */
+  chainServerStats(): { served: number; pooled: number; kicks: number } {
+    const [served, pooled, kicks] = this.ring.chainServerStats();
+    return { served, pooled, kicks };
+  }
+
+  /** Pops the next available chain (one the native server declined), or null when the ring is empty. */
   pop(): DescriptorChain | null {
     const head = this.ring.pop();
     if (head === EMPTY) return null;

@@ -171,7 +171,7 @@ export class Daemon {
 
   /**
    * virtiofsd-ts's report when its connection closed (the 'connection closed' JSON log line:
-   * requestsPerQueue, opcodesPerQueue, pollsPerQueue, pooledPerQueue); throws with the output when missing.
+   * requestsPerQueue, opcodesPerQueue, pollsPerQueue, pooledPerQueue, nativePerQueue); throws with the output when missing.
    */
   exitReport<T extends object>(): T {
     const line = this.out

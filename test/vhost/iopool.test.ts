@@ -12,35 +12,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
-import { startDaemon, type Daemon } from '../frontend/daemons';
-import type { VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
+import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 
-interface Env {
-  dir: string;
-  share: string;
-  daemon: Daemon;
-  fe: VhostUserFrontend;
-  c: FuseClient;
-}
-
-async function launch(pool: number): Promise<Env> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-pool-'));
-  const share = path.join(dir, 'share');
-  fs.mkdirSync(share);
-  const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: [`--thread-pool-size=${pool}`] });
-  const fe = await daemon.connect();
-  await fe.negotiate({ memory: { size: 64 << 20 } });
-  const c = new FuseClient(fe, { timeoutMs: 60000 });
-  ok(await c.init(), 'INIT');
-  return { dir, share, daemon, fe, c };
-}
-
-async function cleanup(env: Env): Promise<void> {
-  env.fe.close();
-  await env.daemon.stop();
-  fs.rmSync(env.dir, { recursive: true, force: true });
-}
+type Env = ConnectedDaemon;
+const launch = (pool: number): Promise<Env> => connectDaemon('vfs-pool-', [`--thread-pool-size=${pool}`]);
+const cleanup = disconnectDaemon;
 
 /** Drops a host file's clean pages from the page cache, so that reading it must wait for the disk. */
 function evict(file: string): void {

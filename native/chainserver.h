@@ -1,0 +1,53 @@
+// A native server of descriptor chains: an object the native virtqueue (vring.cc) offers
+// each chain it pops before handing it to JS; and the virtqueue's side of serving a kick
+// without JS at all. A device attaches one to serve its commonest
+// requests without a trip through JS (fastpath.cc: FUSE READ and WRITE); whatever it
+// declines goes to the queue's JS handler as before.
+#pragma once
+
+#include "common.h"
+#include "usedring.h"
+
+namespace vfsn {
+
+// One chain as the virtqueue walked it: every range already checked to be guest memory.
+struct ChainView {
+  uint32_t head;
+  const double* pairs;  // nr readable (gpa, len) pairs, then nw writable ones
+  size_t nr, nw;
+  uint64_t readableLen, writableLen;
+  const uint8_t* prefetch;  // the request's first bytes
+  size_t prefetched;
+  int64_t table;  // the memory table the ranges go through
+  const std::shared_ptr<UsedRing>& ring;
+};
+
+class ChainServer {
+ public:
+  enum Result { kDeclined, kCompleted, kPooled };
+  virtual ~ChainServer() = default;
+  // Serves the chain or declines it (kDeclined: untouched, JS serves it). kCompleted: the
+  // reply is in guest memory, the chain on the used ring and the driver signalled as it
+  // asked (UsedRing::Complete); kPooled: the I/O pool does all of that.
+  virtual Result Serve(const ChainView& chain) = 0;
+};
+
+// The ChainServer a JS object wraps, or nullptr when it wraps none.
+ChainServer* ChainServerOf(const Napi::Value& v);
+
+// What a queue's kick watcher (events.cc) runs before JS: a virtqueue with a ChainServer
+// serves what the driver made available, polls and goes back to sleep without JS when the
+// server takes every chain (vring.cc).
+class KickServer {
+ public:
+  virtual ~KickServer() = default;
+  // True when the ring was served to empty and notifications are enabled again: nothing is
+  // left for JS. False when JS must run its loop (a chain declined, left on the ring; a
+  // broken ring; no server; requests of JS's own in flight).
+  virtual bool ServeKick() = 0;
+};
+
+// The KickServer a JS object (a Vring) is, or nullptr.
+KickServer* KickServerOf(const Napi::Value& v);
+
+}  // namespace vfsn

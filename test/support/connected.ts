@@ -1,0 +1,40 @@
+/**
+ * Test helper: our daemon on a fresh share in a temp directory, connected through our
+ * vhost-user front end (64 MiB of guest memory) and past FUSE INIT, ready for requests.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { startDaemon, type Daemon } from '../frontend/daemons';
+import type { VhostUserFrontend } from '../frontend/frontend';
+import { FuseClient, ok, type FuseClientOptions } from '../frontend/fuse-client';
+
+export interface ConnectedDaemon {
+  /** The temp directory holding the share and the socket. */
+  dir: string;
+  /** The shared directory (empty at first). */
+  share: string;
+  daemon: Daemon;
+  fe: VhostUserFrontend;
+  c: FuseClient;
+}
+
+/** Starts virtiofsd-ts with exactly `args` (besides socket and share) and initialises FUSE. */
+export async function connectDaemon(prefix: string, args: string[], client: FuseClientOptions = {}): Promise<ConnectedDaemon> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const share = path.join(dir, 'share');
+  fs.mkdirSync(share);
+  const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: args });
+  const fe = await daemon.connect();
+  await fe.negotiate({ memory: { size: 64 << 20 } });
+  const c = new FuseClient(fe, { timeoutMs: 60000, ...client });
+  ok(await c.init(), 'INIT');
+  return { dir, share, daemon, fe, c };
+}
+
+/** Closes the connection, waits for the daemon to exit and removes the temp directory. */
+export async function disconnectDaemon(env: ConnectedDaemon): Promise<void> {
+  env.fe.close();
+  await env.daemon.stop();
+  fs.rmSync(env.dir, { recursive: true, force: true });
+}
