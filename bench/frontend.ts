@@ -5,8 +5,10 @@
  * daemon (alternating), ROUNDS times, and each figure is the median over rounds. Requests are
  * kept in flight up to the row's queue depth, spread over the request queues.
  *
- * Per row and daemon: ops/s, MB/s, mean latency (µs per request), daemon CPU time per op
- * and, per daemon, peak RSS (VmHWM), both over the daemon's process and its children. Ratios are ours / Rust at the same
+ * Per row and daemon: ops/s, MB/s, mean latency (µs per request), daemon CPU time per op,
+ * the front end's own CPU time per op, the kicks it wrote and the call-eventfd wake-ups it took per request (how well
+ * the daemon's notification suppression works) and, per daemon, peak RSS (VmHWM) with what it is made of, both over
+ * the daemon's process and its children. Ratios are ours / Rust at the same
  * thread count (Rust with --thread-pool-size 0, its default, and 16). The table goes to stdout
  * and to bench/results/frontend.md, a chart to bench/results/frontend.svg.
  *
@@ -21,6 +23,7 @@ import * as abi from '../src/fuse/abi';
 import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../test/frontend/daemons';
 import type { VhostUserFrontend } from '../test/frontend/frontend';
 import { FuseClient, ok } from '../test/frontend/fuse-client';
+import { cpuSeconds, statusMiB } from '../test/frontend/proc-stats';
 import { ratioChart } from './chart';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -32,8 +35,6 @@ const TS_ARGS = arg('ts-args')?.split(' ').filter((a) => a !== '') ?? [];
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_SIZE = 64 * MiB;
-/** Clock ticks per second of /proc/PID/stat times (sysconf(_SC_CLK_TCK) on Linux x86_64). */
-const CLK_TCK = 100;
 
 interface Config {
   label: string;
@@ -119,50 +120,15 @@ async function tearDown(s: Subject): Promise<void> {
   fs.rmSync(s.work, { recursive: true, force: true });
 }
 
-/** pid and every process below it (the C virtiofsd works in a child it forks). */
-function processTree(pid: number): number[] {
-  const parent = new Map<number, number>();
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const st = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      parent.set(Number(e), Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      // gone
-    }
-  }
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) for (const [p, pp] of parent) if (pp === out[i]) out.push(p);
-  return out;
-}
-
-/** CPU time of the daemon's processes so far, in seconds (utime + stime of /proc/PID/stat). */
-function cpuSeconds(pid: number): number {
-  let total = 0;
-  for (const p of processTree(pid)) {
-    try {
-      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      total += (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
-    } catch {
-      // gone
-    }
-  }
-  return total;
-}
-
-/** Peak resident set of the daemon's processes, in MiB (VmHWM, summed over the tree). */
-function peakRssMiB(pid: number): number {
-  let kb = 0;
-  for (const p of processTree(pid)) {
-    try {
-      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
-      if (m) kb += Number(m[1]);
-    } catch {
-      // gone
-    }
-  }
-  return kb / 1024;
+/**
+ * Peak RSS (VmHWM), and what the resident set is made of at the end of the run: private
+ * memory (RssAnon), pages of the program's files (RssFile: for virtiofsd-ts mostly the node
+ * executable, shared with every Node process on the host), and guest memory the daemon
+ * touched (RssShmem, the memfd regions it maps).
+ */
+function memoryMiB(pid: number): { peak: number; anon: number; file: number; shmem: number } {
+  const [peak, anon, file, shmem] = statusMiB(pid, ['VmHWM', 'RssAnon', 'RssFile', 'RssShmem']);
+  return { peak, anon, file, shmem };
 }
 
 const payload = Buffer.alloc(MiB, 0x5a);
@@ -214,6 +180,22 @@ interface Sample {
   mbPerSec: number;
   latencyUs: number;
   cpuUsPerOp: number;
+  /** Kicks the front end wrote, and call-eventfd wake-ups it took, per request. */
+  kicksPerOp: number;
+  wakeupsPerOp: number;
+  /** CPU time of this process (the front end) per request. */
+  frontendCpuUsPerOp: number;
+}
+
+/** Kicks written and wake-ups taken so far on the subject's request queues. */
+function notifications(s: Subject): { kicks: number; wakeups: number } {
+  let kicks = 0;
+  let wakeups = 0;
+  for (const q of s.fe.queues.slice(1)) {
+    kicks += q.kicks;
+    wakeups += q.calls + q.maskedCalls;
+  }
+  return { kicks, wakeups };
 }
 
 /** Runs one row on one subject for SECONDS, `depth` requests in flight over its queues. */
@@ -224,6 +206,8 @@ async function runRow(s: Subject, row: Row): Promise<Sample> {
   const warm = Date.now() + 200;
   while (Date.now() < warm) await oneOp(s, s.clients[0], row, i++);
   const cpu0 = cpuSeconds(s.pid);
+  const n0 = notifications(s);
+  const fe0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const end = Date.now() + SECONDS * 1000;
   const lane = async (k: number): Promise<void> => {
@@ -238,7 +222,21 @@ async function runRow(s: Subject, row: Row): Promise<Sample> {
   await Promise.all(Array.from({ length: row.depth }, (_, k) => lane(k)));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuSeconds(s.pid) - cpu0;
-  return { opsPerSec: ops / seconds, mbPerSec: (ops * row.size) / seconds / 1e6, latencyUs: latency / ops, cpuUsPerOp: (cpu * 1e6) / ops };
+  const n1 = notifications(s);
+  const fe1 = process.cpuUsage(fe0);
+  return {
+    opsPerSec: ops / seconds,
+    mbPerSec: (ops * row.size) / seconds / 1e6,
+    latencyUs: latency / ops,
+    cpuUsPerOp: (cpu * 1e6) / ops,
+    kicksPerOp: (n1.kicks - n0.kicks) / ops,
+    wakeupsPerOp: (n1.wakeups - n0.wakeups) / ops,
+    frontendCpuUsPerOp: (fe1.user + fe1.system) / ops,
+  };
+}
+
+function fail(message: string): never {
+  throw new Error(message);
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
@@ -251,7 +249,9 @@ function fmt(x: number): string {
 async function main(): Promise<void> {
   const rows = ROWS.filter((r) => !ONLY || r.label.includes(ONLY));
   const subjects: Subject[] = [];
-  for (const [i, c] of CONFIGS.filter((c) => !DAEMONS || DAEMONS.includes(c.label)).entries()) subjects.push(await setUp(c, i));
+  // --daemons also sets the order in which the daemons take their turns.
+  const configs = DAEMONS ? DAEMONS.map((l) => CONFIGS.find((c) => c.label === l) ?? fail(`no daemon configuration "${l}"`)) : CONFIGS;
+  for (const [i, c] of configs.entries()) subjects.push(await setUp(c, i));
   const samples = new Map<string, Sample[]>();
   const key = (r: Row, s: Subject): string => `${r.label}|${s.config.label}`;
   for (let round = 1; round <= ROUNDS; round++) {
@@ -263,7 +263,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  const rss = new Map(subjects.map((s) => [s.config.label, peakRssMiB(s.pid)]));
+  const rss = new Map(subjects.map((s) => [s.config.label, memoryMiB(s.pid)]));
   for (const s of subjects) await tearDown(s);
 
   const med = (r: Row, label: string, f: (x: Sample) => number): number => {
@@ -280,8 +280,8 @@ async function main(): Promise<void> {
       `median of ${ROUNDS} alternating rounds; a 64 MiB page-cached file; --cache=never (C: cache=none).`,
   );
   lines.push('');
-  lines.push('| row | daemon | ops/s | MB/s | µs/op (mean latency) | daemon CPU µs/op | ours / Rust (same threads) |');
-  lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  lines.push('| row | daemon | ops/s | MB/s | µs/op (mean latency) | daemon CPU µs/op | front end CPU µs/op | kicks/op | wake-ups/op | ours / Rust (same threads) |');
+  lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const row of rows) {
     for (const s of subjects) {
       const label = s.config.label;
@@ -289,14 +289,14 @@ async function main(): Promise<void> {
       const ratio = s.config.versus ? ops / med(row, s.config.versus, (x) => x.opsPerSec) : NaN;
       lines.push(
         `| ${row.label} | ${label} | ${fmt(ops)} | ${row.size ? fmt(med(row, label, (x) => x.mbPerSec)) : '-'} | ${fmt(med(row, label, (x) => x.latencyUs))} | ` +
-          `${fmt(med(row, label, (x) => x.cpuUsPerOp))} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,
+          `${fmt(med(row, label, (x) => x.cpuUsPerOp))} | ${fmt(med(row, label, (x) => x.frontendCpuUsPerOp))} | ${med(row, label, (x) => x.kicksPerOp).toFixed(3)} | ${med(row, label, (x) => x.wakeupsPerOp).toFixed(3)} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,
       );
     }
   }
   lines.push('');
-  lines.push('| daemon | peak RSS (MiB) |');
-  lines.push('| --- | ---: |');
-  for (const [label, m] of rss) lines.push(`| ${label} | ${fmt(m)} |`);
+  lines.push('| daemon | peak RSS (MiB) | at the end: private (RssAnon) | program files (RssFile) | guest memory (RssShmem) |');
+  lines.push('| --- | ---: | ---: | ---: | ---: |');
+  for (const [label, m] of rss) lines.push(`| ${label} | ${fmt(m.peak)} | ${fmt(m.anon)} | ${fmt(m.file)} | ${fmt(m.shmem)} |`);
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
   const dir = path.join(REPO_ROOT, 'bench', 'results');

@@ -23,6 +23,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../frontend/daemons';
+import { cpuSeconds } from '../frontend/proc-stats';
 
 export const CASES_DIR = path.join(REPO_ROOT, 'guest-tests', 'cases');
 /** The fio jobs of npm run bench:guest, run the same way. */
@@ -106,6 +107,8 @@ export interface GuestRun {
   /** How the daemon ended (it should exit 0 when QEMU goes). */
   daemonExit: string;
   seconds: number;
+  /** The daemon's CPU time (its process tree's) from each case's begin to its end, in seconds. */
+  daemonCpuPerCase: Map<string, number>;
 }
 
 export interface RunOptions {
@@ -201,10 +204,33 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
     '--timeout', String(guestTimeout), '--queues', String(o.queues ?? 1), '--smp', String(o.smp ?? 2),
     ...(writer ? ['--socket2', socket2] : []),
   ];
+  const daemonPid = daemon?.proc.pid ?? custom?.pid;
+  const daemonCpuPerCase = new Map<string, number>();
+  let caseStart: { name: string; cpu: number } | null = null;
+  let partial = '';
+  // Samples the daemon's CPU time as the console announces each case's begin and end.
+  const watchConsole = (text: string): void => {
+    if (daemonPid === undefined) return;
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const raw of lines) {
+      const line = raw.replace(/\r$/, '');
+      const begin = /^VFS-CASE-BEGIN (\S+)$/.exec(line);
+      const end = /^VFS-CASE-END (\S+) \d+$/.exec(line);
+      if (begin) caseStart = { name: begin[1], cpu: cpuSeconds(daemonPid) };
+      else if (end && caseStart?.name === end[1]) {
+        daemonCpuPerCase.set(end[1], cpuSeconds(daemonPid) - caseStart.cpu);
+        caseStart = null;
+      }
+    }
+  };
   const { status, output } = await new Promise<{ status: number | null; output: string }>((resolve) => {
     const p = spawn('bash', runArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      watchConsole(d.toString());
+    });
     p.stderr.on('data', (d: Buffer) => (out += d.toString()));
     // run-guest.sh bounds the VM itself; this is the last resort.
     const t = setTimeout(() => p.kill('SIGKILL'), (guestTimeout + 180) * 1000);
@@ -258,6 +284,7 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
     daemonOutput,
     daemonExit,
     seconds: (Date.now() - t0) / 1000,
+    daemonCpuPerCase,
   };
 }
 
