@@ -1,20 +1,23 @@
 /**
  * npm run bench: virtiofsd-ts against the Rust virtiofsd (thread pool 0 and 16) and the C
  * virtiofsd, each driven through our own vhost-user front end (test/frontend/) over its
- * socket: the same requests, the same guest memory, in one run. Rows are run daemon after
- * daemon (alternating), ROUNDS times, and each figure is the median over rounds. Requests are
- * kept in flight up to the row's queue depth, spread over the request queues.
+ * socket: the same requests, the same guest memory, in one run. Each row is run daemon after
+ * daemon, ROUNDS times, each round starting with another daemon; each figure is the median
+ * over rounds, and the ratio ours / Rust (at the same thread count: Rust with
+ * --thread-pool-size 0, its default, and 16) is the median of the rounds' own ratios.
+ * Requests are kept in flight up to the row's queue depth, spread over the request queues.
  *
  * Per row and daemon: ops/s, MB/s, mean latency (µs per request), daemon CPU time per op,
- * the front end's own CPU time per op, the kicks it wrote and the call-eventfd wake-ups it took per request (how well
- * the daemon's notification suppression works) and, per daemon, peak RSS (VmHWM) with what it is made of, both over
- * the daemon's process and its children. Ratios are ours / Rust at the same
- * thread count (Rust with --thread-pool-size 0, its default, and 16). The table goes to stdout
- * and to bench/results/frontend.md, a chart to bench/results/frontend.svg.
+ * the front end's own CPU time per op, the kicks it wrote and the call-eventfd wake-ups it
+ * took per request (how well the daemon's notification suppression works) and, per daemon,
+ * peak RSS (VmHWM) with what it is made of; daemon figures cover its process and children.
+ * The table goes to stdout and to bench/results/frontend.md, a chart to
+ * bench/results/frontend.svg.
  *
- * Options: --rounds=N (default 3), --seconds=S per row and daemon (default 2), --only=TEXT (rows
- * whose label contains TEXT), --daemons=LABEL,... (only these configurations, e.g. for a profile),
- * --ts-args="ARG ..." (appended to virtiofsd-ts's arguments, e.g. --poll-max-us=0 to compare).
+ * Options: --rounds=N (default 5), --seconds=S per row and daemon (default 2), --only=TEXT (rows
+ * whose label contains TEXT), --daemons=LABEL,... (only these configurations, in this order,
+ * e.g. for a profile), --ts-args="ARG ..." (appended to virtiofsd-ts's arguments, e.g.
+ * --poll-max-us=0 to compare).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,7 +30,7 @@ import { cpuSeconds, statusMiB } from '../test/frontend/proc-stats';
 import { ratioChart } from './chart';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-const ROUNDS = Number(arg('rounds') ?? 3);
+const ROUNDS = Number(arg('rounds') ?? 5);
 const SECONDS = Number(arg('seconds') ?? 2);
 const ONLY = arg('only');
 const DAEMONS = arg('daemons')?.split(',');
@@ -134,6 +137,8 @@ function memoryMiB(pid: number): { peak: number; anon: number; file: number; shm
 const payload = Buffer.alloc(MiB, 0x5a);
 const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s), Buffer.alloc(1)]);
 let fileSerial = 0;
+/** FORGETs sent and not yet returned by the daemon. */
+const forgets: Array<Promise<unknown>> = [];
 
 /** One request of the row's kind on client c; resolves when it (all of it) is done. */
 async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<void> {
@@ -169,7 +174,9 @@ async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<vo
       ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
       const u = await c.request(abi.Opcode.UNLINK, s.dirNodeid, cstr(name), 0);
       if (u.error) throw new Error(`UNLINK: ${u.error}`);
-      await c.forget(e.nodeid, 1);
+      // As Linux does (virtio_fs_send_forget), the FORGET goes to the hiprio queue and
+      // nobody waits for it; runRow collects them before it stops the clock.
+      forgets.push(c.forget(e.nodeid, 1));
       return;
     }
   }
@@ -205,6 +212,7 @@ async function runRow(s: Subject, row: Row): Promise<Sample> {
   let i = 0;
   const warm = Date.now() + 200;
   while (Date.now() < warm) await oneOp(s, s.clients[0], row, i++);
+  await Promise.all(forgets.splice(0));
   const cpu0 = cpuSeconds(s.pid);
   const n0 = notifications(s);
   const fe0 = process.cpuUsage();
@@ -220,6 +228,7 @@ async function runRow(s: Subject, row: Row): Promise<Sample> {
     }
   };
   await Promise.all(Array.from({ length: row.depth }, (_, k) => lane(k)));
+  await Promise.all(forgets.splice(0));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuSeconds(s.pid) - cpu0;
   const n1 = notifications(s);
@@ -256,7 +265,9 @@ async function main(): Promise<void> {
   const key = (r: Row, s: Subject): string => `${r.label}|${s.config.label}`;
   for (let round = 1; round <= ROUNDS; round++) {
     for (const row of rows) {
-      for (const s of subjects) {
+      // Each round starts the row with another daemon, so none always runs first or last.
+      const turn = subjects.map((_, k) => subjects[(k + round - 1) % subjects.length]);
+      for (const s of turn) {
         const r = await runRow(s, row);
         samples.set(key(row, s), [...(samples.get(key(row, s)) ?? []), r]);
         process.stderr.write(`round ${round}/${ROUNDS}  ${row.label}  ${s.config.label}: ${fmt(r.opsPerSec)} ops/s\n`);
@@ -270,6 +281,15 @@ async function main(): Promise<void> {
     const xs = samples.get(`${r.label}|${label}`);
     return xs ? median(xs.map(f)) : NaN;
   };
+  // The ratio is the median of each round's ratio: a row's daemons run one after the other,
+  // so within a round they share the machine's state, which drifts by tens of percent over
+  // minutes on a shared host; a ratio of medians would mix rounds.
+  const pairedRatio = (r: Row, label: string, versus: string): number => {
+    const ours = samples.get(`${r.label}|${label}`) ?? [];
+    const theirs = samples.get(`${r.label}|${versus}`) ?? [];
+    const ratios = ours.map((x, i) => x.opsPerSec / (theirs[i]?.opsPerSec ?? NaN)).filter(Number.isFinite);
+    return ratios.length ? median(ratios) : NaN;
+  };
   const cpu = os.cpus();
   const lines: string[] = [];
   lines.push(`# npm run bench: virtiofsd-ts against the Rust and the C virtiofsd`);
@@ -277,7 +297,7 @@ async function main(): Promise<void> {
   lines.push(
     `${new Date().toISOString().slice(0, 10)}, ${cpu.length} vCPUs (${cpu[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}; ` +
       `each daemon through our vhost-user front end (eventfd notifications), ${SECONDS} s per row and daemon after 0.2 s of warm-up, ` +
-      `median of ${ROUNDS} alternating rounds; a 64 MiB page-cached file; --cache=never (C: cache=none).`,
+      `median of ${ROUNDS} rounds, daemons taking turns (ours / Rust: the median of the rounds' ratios); a 64 MiB page-cached file; --cache=never (C: cache=none).`,
   );
   lines.push('');
   lines.push('| row | daemon | ops/s | MB/s | µs/op (mean latency) | daemon CPU µs/op | front end CPU µs/op | kicks/op | wake-ups/op | ours / Rust (same threads) |');
@@ -286,7 +306,7 @@ async function main(): Promise<void> {
     for (const s of subjects) {
       const label = s.config.label;
       const ops = med(row, label, (x) => x.opsPerSec);
-      const ratio = s.config.versus ? ops / med(row, s.config.versus, (x) => x.opsPerSec) : NaN;
+      const ratio = s.config.versus ? pairedRatio(row, label, s.config.versus) : NaN;
       lines.push(
         `| ${row.label} | ${label} | ${fmt(ops)} | ${row.size ? fmt(med(row, label, (x) => x.mbPerSec)) : '-'} | ${fmt(med(row, label, (x) => x.latencyUs))} | ` +
           `${fmt(med(row, label, (x) => x.cpuUsPerOp))} | ${fmt(med(row, label, (x) => x.frontendCpuUsPerOp))} | ${med(row, label, (x) => x.kicksPerOp).toFixed(3)} | ${med(row, label, (x) => x.wakeupsPerOp).toFixed(3)} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,

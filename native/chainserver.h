@@ -41,11 +41,23 @@ ChainServer* ChainServerOf(const Napi::Value& v);
 class KickServer {
  public:
   virtual ~KickServer() = default;
-  // True when the ring was served to empty and notifications are enabled again: nothing is
-  // left for JS. False when JS must run its loop (a chain declined, left on the ring; a
-  // broken ring; no server; requests of JS's own in flight).
-  virtual bool ServeKick() = 0;
+  enum Outcome {
+    // The ring was served to empty and notifications are enabled again: nothing is left.
+    kDone,
+    // JS must run its loop: a chain declined (left on the ring), a broken ring, no server,
+    // or requests of JS's own in flight.
+    kToJs,
+    // Chains keep coming but the loop has run its time: the watcher kicks itself and
+    // returns to the event loop, so what else this thread serves (the hiprio queue and the
+    // vhost-user socket share the first request queue's thread) gets its turn first.
+    kYield,
+  };
+  virtual Outcome ServeKick() = 0;
 };
+
+// How long a queue thread serves one ring without returning to its event loop (the JS loop
+// of src/vhost/queue-runner.ts keeps the same budget).
+constexpr int64_t kServeBudgetNs = 500000;
 
 // The KickServer a JS object (a Vring) is, or nullptr.
 KickServer* KickServerOf(const Napi::Value& v);

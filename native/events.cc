@@ -182,7 +182,19 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
         r = read(self->fd_, &v, 8);
       } while (r < 0 && errno == EINTR);
     }
-    if (self->kick_ && self->kick_->ServeKick()) return;
+    if (self->kick_) {
+      KickServer::Outcome o = self->kick_->ServeKick();
+      if (o == KickServer::kDone) return;
+      if (o == KickServer::kYield) {
+        // Our own kick: the fd is readable again after the event loop's next round.
+        uint64_t one = 1;
+        ssize_t w;
+        do {
+          w = write(self->fd_, &one, 8);
+        } while (w < 0 && errno == EINTR);
+        return;
+      }
+    }
     Napi::Env env = self->Env();
     Napi::HandleScope scope(env);
     napi_value recv = env.Global();

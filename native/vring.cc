@@ -298,28 +298,33 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   // src/vhost/queue-runner.ts (pop, poll, enable notifications), run here while the server
   // takes every chain. A chain it declines goes back on the ring for JS's pop(); a broken
   // ring is reported by JS's next pop().
-  bool ServeKick() override {
-    if (!server_ || jsBusy_) return false;
+  Outcome ServeKick() override {
+    if (!server_ || jsBusy_) return kToJs;
+    int64_t start = NowNs();
     for (;;) {
       int r = PopServing();
       if (r >= 0) {
         lastAvail_--;  // declined: nothing was consumed, JS pops it again
-        return false;
+        return kToJs;
       }
       if (r == kBroken) {
         brokenInKick_ = true;
-        return false;
+        return kToJs;
       }
       r = PollOnce();
-      if (r == 1) continue;
+      if (r == 1) {
+        if (NowNs() - start < kServeBudgetNs) continue;
+        yields_++;
+        return kYield;  // notifications stay off: the chain waiting is served after the yield
+      }
       if (r == 0) r = Rearm();
       if (r == 1) {
         kicksServed_++;
-        return true;
+        return kDone;
       }
       if (r == kBroken) {
         brokenInKick_ = true;
-        return false;
+        return kToJs;
       }
     }
   }
@@ -344,12 +349,13 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   }
 
   // chainServerStats() -> [chains the ChainServer served, of which it gave the I/O pool,
-  // kicks served to the end without JS]
+  // kicks served to the end without JS, times the kick loop yielded to the event loop]
   Napi::Value ChainServerStats(const Napi::CallbackInfo& info) {
-    Napi::Array a = Napi::Array::New(info.Env(), 3);
+    Napi::Array a = Napi::Array::New(info.Env(), 4);
     a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(serverServed_)));
     a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(serverPooled_)));
     a.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(kicksServed_)));
+    a.Set(3u, Napi::Number::New(info.Env(), static_cast<double>(yields_)));
     return a;
   }
 
@@ -547,7 +553,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   // and how many chains it served, of which it handed how many to the I/O pool.
   ChainServer* server_ = nullptr;
   Napi::ObjectReference serverRef_;
-  uint64_t serverServed_ = 0, serverPooled_ = 0, kicksServed_ = 0;
+  uint64_t serverServed_ = 0, serverPooled_ = 0, kicksServed_ = 0, yields_ = 0;
   // Whether JS has requests in flight (setJsBusy); a ring found broken in ServeKick, for
   // JS's next pop() to report.
   bool jsBusy_ = false, brokenInKick_ = false;

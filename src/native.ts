@@ -112,7 +112,7 @@ export declare class Vring {
   /** The native server pop() offers each chain to first; pop() returns only what it declines. */
   setChainServer(server: NativeChainServer | null): void;
   /** [chains the attached server served, of which it handed the I/O pool, kicks served without JS] */
-  chainServerStats(): [number, number, number];
+  chainServerStats(): [number, number, number, number];
   /** JS has requests of its own in flight: kicks go to JS (no native loop, no spin). */
   setJsBusy(busy: boolean): void;
 }

@@ -19,7 +19,7 @@ import {
   VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
 } from './messages';
 import type { QueueHost } from './queue-host';
-import { MAX_QUEUE_SIZE, type PollCounts, type RingAddresses } from './virtqueue';
+import { MAX_QUEUE_SIZE, NO_POLLS, type PollCounts, type RingAddresses } from './virtqueue';
 
 /** What the device behind this backend offers and how its queues are hosted. */
 export interface DeviceSpec {
@@ -459,7 +459,7 @@ export class VhostUserBackend {
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
       if (!h) continue;
-      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { hits: 0, misses: 0, gaveWay: 0 }, pooled: 0, native: 0, nativeKicks: 0 }));
+      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { ...NO_POLLS }, pooled: 0, native: 0, nativeKicks: 0 }));
       served[i] = s.served;
       if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
       if (s.polls.hits + s.polls.misses > 0) polls[i] = s.polls;

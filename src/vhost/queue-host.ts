@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger, LogLevel } from '../log';
 import { QueueRunner, type ChainHandler, type QueueConfig } from './queue-runner';
-import type { PollCounts } from './virtqueue';
+import { NO_POLLS, type PollCounts } from './virtqueue';
 
 export interface HandlerSpec {
   /** Absolute path of a module exporting createHandler(options, log, queueIndex). */
@@ -50,7 +50,7 @@ export interface QueueHost {
 }
 
 function addPolls(a: PollCounts, b: PollCounts): PollCounts {
-  return { hits: a.hits + b.hits, misses: a.misses + b.misses, gaveWay: a.gaveWay + b.gaveWay };
+  return { hits: a.hits + b.hits, misses: a.misses + b.misses, gaveWay: a.gaveWay + b.gaveWay, yields: a.yields + b.yields };
 }
 
 export class LocalQueueHost implements QueueHost {
@@ -60,7 +60,7 @@ export class LocalQueueHost implements QueueHost {
   private pooled = 0;
   private native = 0;
   private nativeKicks = 0;
-  private polls: PollCounts = { hits: 0, misses: 0, gaveWay: 0 };
+  private polls: PollCounts = { ...NO_POLLS };
 
   constructor(
     private readonly spec: HandlerSpec,

@@ -8,7 +8,7 @@ import { native, REPLIED_BY_POOL, type NativeChainServer, type PoolReplied } fro
 import type { Logger } from '../log';
 import type { DescriptorChain } from './chain';
 import { GuestMemory } from './memory';
-import { QueueError, Virtqueue, type PollCounts, type RingAddresses } from './virtqueue';
+import { NO_POLLS, QueueError, Virtqueue, type PollCounts, type RingAddresses } from './virtqueue';
 
 export interface ChainHandler {
   /**
@@ -44,6 +44,14 @@ export interface QueueConfig {
 }
 
 const memories = new Map<number, GuestMemory>();
+
+/**
+ * How long process() serves one ring before it lets the thread's event loop run, when
+ * chains keep arriving (native/chainserver.h's kServeBudgetNs is the same for the native
+ * kick loop): without it a guest that keeps the first request queue busy would starve the
+ * hiprio queue and the vhost-user socket, which share its thread.
+ */
+const SERVE_BUDGET_NS = 500_000n;
 function memoryFor(tableId: number): GuestMemory {
   let m = memories.get(tableId);
   if (!m) {
@@ -61,6 +69,7 @@ export class QueueRunner {
   private stopped = false;
   /** Requests handle() served, and of those how many the I/O pool completed (REPLIED_BY_POOL). */
   private handled = 0;
+  private yields = 0;
   private handledOnPool = 0;
   broken = false;
 
@@ -72,7 +81,8 @@ export class QueueRunner {
 
   /** How often the spin for the next chain caught one (native/vring.cc's pollAvail). */
   pollStats(): PollCounts {
-    return this.vq ? this.vq.pollStats() : { hits: 0, misses: 0, gaveWay: 0 };
+    if (!this.vq) return { ...NO_POLLS };
+    return { ...this.vq.pollStats(), yields: this.yields + this.vq.chainServerStats().yields };
   }
 
   /** Requests served (by handle() or the native server), for the per-queue counts at debug level and at exit. */
@@ -141,12 +151,20 @@ export class QueueRunner {
     if (!vq || this.stopped || this.broken) return;
     try {
       vq.syncMemory();
+      const start = process.hrtime.bigint();
       for (;;) {
         let chain: DescriptorChain | null;
         while (!this.stopped && (chain = vq.pop()) !== null) this.dispatch(chain);
         // Spin briefly for the next chain rather than sleep, unless requests of ours are
         // waiting on other threads (their completions need this thread's event loop).
-        if (this.inflight === 0 && !this.stopped && vq.pollAvail()) continue;
+        if (this.inflight === 0 && !this.stopped && vq.pollAvail()) {
+          if (process.hrtime.bigint() - start < SERVE_BUDGET_NS) continue;
+          // Chains keep coming: let the event loop have a turn first (the hiprio queue and
+          // the vhost-user socket share this thread), with notifications still off.
+          this.yields++;
+          setImmediate(() => this.process());
+          return;
+        }
         if (this.stopped || vq.enableNotification()) break;
       }
     } catch (e) {

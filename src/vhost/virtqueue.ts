@@ -16,14 +16,19 @@ import { DescriptorChain } from './chain';
 import type { GuestMemory } from './memory';
 
 /**
- * How often a spin for the next chain caught one (hits) or gave up and slept (misses), and of
- * the misses how many ended early because another thread needed the CPU (gaveWay).
+ * How often a spin for the next chain caught one (hits) or gave up and slept (misses), of
+ * the misses how many ended early because another thread needed the CPU (gaveWay), and how
+ * often serving the ring stopped for a turn of the thread's event loop while chains kept
+ * coming (yields: a loop that ran its time, kServeBudgetNs).
  */
 export interface PollCounts {
   hits: number;
   misses: number;
   gaveWay: number;
+  yields: number;
 }
+
+export const NO_POLLS: PollCounts = { hits: 0, misses: 0, gaveWay: 0, yields: 0 };
 
 export const MAX_QUEUE_SIZE = 32768;
 /** Upper bound on the descriptors of one indirect table (kMaxIndirect in native/vring.cc). */
@@ -109,9 +114,9 @@ export class Virtqueue {
    * Chains the native server served, of those how many it handed to the I/O pool, and the
    * kicks served to the end without JS.
    */
-  chainServerStats(): { served: number; pooled: number; kicks: number } {
-    const [served, pooled, kicks] = this.ring.chainServerStats();
-    return { served, pooled, kicks };
+  chainServerStats(): { served: number; pooled: number; kicks: number; yields: number } {
+    const [served, pooled, kicks, yields] = this.ring.chainServerStats();
+    return { served, pooled, kicks, yields };
   }
 
   /** Pops the next available chain (one the native server declined), or null when the ring is empty. */
@@ -156,7 +161,7 @@ export class Virtqueue {
   }
 
   /** How often pollAvail() caught the next chain, and how often its window closed first. */
-  pollStats(): PollCounts {
+  pollStats(): Omit<PollCounts, 'yields'> {
     const [hits, misses, , gaveWay] = this.ring.pollStats();
     return { hits, misses, gaveWay };
   }

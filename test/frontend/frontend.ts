@@ -197,6 +197,7 @@ export class FrontendQueue {
   private watching = false;
   private pollScheduled = false;
   private kickScheduled = false;
+  private disarmScheduled = false;
   private addedSinceKick = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerDeadline = Infinity;
@@ -393,8 +394,23 @@ export class FrontendQueue {
       this.failAll(this.fatal);
       return;
     }
-    if (this.outstanding === 0) this.disarm();
+    if (this.outstanding === 0) this.disarmSoon();
     else if (this.mode === 'poll') this.schedulePoll();
+  }
+
+  /**
+   * Disarms once this event-loop turn is over, unless new requests came meanwhile. The
+   * requests a completion resolves are often followed by new ones from the same callers (a
+   * benchmark's lanes), which would otherwise stop and restart the eventfd watchers (four
+   * epoll_ctl calls) and the timeout timer for every batch.
+   */
+  private disarmSoon(): void {
+    if (this.disarmScheduled) return;
+    this.disarmScheduled = true;
+    setImmediate(() => {
+      this.disarmScheduled = false;
+      if (this.outstanding === 0) this.disarm();
+    });
   }
 
   private arm(): void {
