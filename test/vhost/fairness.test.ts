@@ -1,8 +1,8 @@
 /**
  * A busy request queue does not starve what shares its thread. The first request queue is
  * served on the daemon's main thread, with the hiprio queue and the vhost-user socket; while
- * a guest keeps it busy (each chain arriving while the last is served, so the loop never
- * finds the ring empty for long), its loop must still give the event loop a turn now and
+ * a guest keeps it busy (each next chain arriving within the poll window, so the loop never
+ * goes back to sleep), its loop must still give the event loop a turn now and
  * then (src/vhost/queue-runner.ts and native/vring.cc, kServeBudgetNs), or FORGETs and
  * vhost-user messages (a memory table change, a queue stop) wait as long as the load lasts:
  * here, without the budget, FORGETs waited up to 20-54 ms, with it at most 10 ms.
