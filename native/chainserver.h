@@ -47,8 +47,8 @@ class KickServer {
     // JS must run its loop: a chain declined (left on the ring), a broken ring, no server,
     // or requests of JS's own in flight.
     kToJs,
-    // Chains keep coming but the loop has run its time: the watcher kicks itself and
-    // returns to the event loop, so what else this thread serves (the hiprio queue and the
+    // Chains keep coming but the loop has run its time (kServeBudgetNs): the watcher kicks
+    // itself and returns to the event loop, so what else this thread serves (the hiprio queue and the
     // vhost-user socket share the first request queue's thread) gets its turn first.
     kYield,
   };

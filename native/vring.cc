@@ -312,19 +312,22 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
         return kToJs;
       }
       r = PollOnce();
-      if (r == 1) {
-        if (NowNs() - start < kServeBudgetNs) continue;
-        yields_++;
-        return kYield;  // notifications stay off: the chain waiting is served after the yield
-      }
-      if (r == 0) r = Rearm();
-      if (r == 1) {
-        kicksServed_++;
-        return kDone;
+      if (r == 0) {
+        r = Rearm();
+        if (r == 1) {
+          kicksServed_++;
+          return kDone;
+        }
       }
       if (r == kBroken) {
         brokenInKick_ = true;
         return kToJs;
+      }
+      // More chains came, while spinning or as notifications were enabled: serve them, unless
+      // the loop has run its time; then they are served after the yield.
+      if (NowNs() - start >= kServeBudgetNs) {
+        yields_++;
+        return kYield;
       }
     }
   }

@@ -155,17 +155,19 @@ export class QueueRunner {
       for (;;) {
         let chain: DescriptorChain | null;
         while (!this.stopped && (chain = vq.pop()) !== null) this.dispatch(chain);
+        if (this.stopped) break;
         // Spin briefly for the next chain rather than sleep, unless requests of ours are
         // waiting on other threads (their completions need this thread's event loop).
-        if (this.inflight === 0 && !this.stopped && vq.pollAvail()) {
-          if (process.hrtime.bigint() - start < SERVE_BUDGET_NS) continue;
-          // Chains keep coming: let the event loop have a turn first (the hiprio queue and
-          // the vhost-user socket share this thread), with notifications still off.
+        const spinCaughtOne = this.inflight === 0 && vq.pollAvail();
+        if (!spinCaughtOne && vq.enableNotification()) break;
+        // More chains came, while spinning or as notifications were enabled. Once the loop
+        // has run its time, the event loop gets a turn first (the hiprio queue and the
+        // vhost-user socket share this thread), and they are served after it.
+        if (process.hrtime.bigint() - start >= SERVE_BUDGET_NS) {
           this.yields++;
           setImmediate(() => this.process());
           return;
         }
-        if (this.stopped || vq.enableNotification()) break;
       }
     } catch (e) {
       this.fail(e);
