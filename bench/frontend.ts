@@ -28,6 +28,7 @@ import type { VhostUserFrontend } from '../test/frontend/frontend';
 import { FuseClient, ok } from '../test/frontend/fuse-client';
 import { cpuSeconds, statusMiB } from '../test/frontend/proc-stats';
 import { ratioChart } from './chart';
+import { medianOf, medianRoundRatio, turnOrder } from './rounds';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const ROUNDS = Number(arg('rounds') ?? 5);
@@ -194,6 +195,9 @@ interface Sample {
   frontendCpuUsPerOp: number;
 }
 
+/** A sample and the round (from 1) it was taken in. */
+type RoundSample = Sample & { round: number };
+
 /** Kicks written and wake-ups taken so far on the subject's request queues. */
 function notifications(s: Subject): { kicks: number; wakeups: number } {
   let kicks = 0;
@@ -248,7 +252,6 @@ function fail(message: string): never {
   throw new Error(message);
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 function fmt(x: number): string {
   if (!Number.isFinite(x)) return '-';
@@ -261,14 +264,13 @@ async function main(): Promise<void> {
   // --daemons also sets the order in which the daemons take their turns.
   const configs = DAEMONS ? DAEMONS.map((l) => CONFIGS.find((c) => c.label === l) ?? fail(`no daemon configuration "${l}"`)) : CONFIGS;
   for (const [i, c] of configs.entries()) subjects.push(await setUp(c, i));
-  const samples = new Map<string, Sample[]>();
+  const samples = new Map<string, RoundSample[]>();
   const key = (r: Row, s: Subject): string => `${r.label}|${s.config.label}`;
   for (let round = 1; round <= ROUNDS; round++) {
     for (const row of rows) {
       // Each round starts the row with another daemon, so none always runs first or last.
-      const turn = subjects.map((_, k) => subjects[(k + round - 1) % subjects.length]);
-      for (const s of turn) {
-        const r = await runRow(s, row);
+      for (const s of turnOrder(subjects, round)) {
+        const r = { ...(await runRow(s, row)), round };
         samples.set(key(row, s), [...(samples.get(key(row, s)) ?? []), r]);
         process.stderr.write(`round ${round}/${ROUNDS}  ${row.label}  ${s.config.label}: ${fmt(r.opsPerSec)} ops/s\n`);
       }
@@ -277,19 +279,7 @@ async function main(): Promise<void> {
   const rss = new Map(subjects.map((s) => [s.config.label, memoryMiB(s.pid)]));
   for (const s of subjects) await tearDown(s);
 
-  const med = (r: Row, label: string, f: (x: Sample) => number): number => {
-    const xs = samples.get(`${r.label}|${label}`);
-    return xs ? median(xs.map(f)) : NaN;
-  };
-  // The ratio is the median of each round's ratio: a row's daemons run one after the other,
-  // so within a round they share the machine's state, which drifts by tens of percent over
-  // minutes on a shared host; a ratio of medians would mix rounds.
-  const pairedRatio = (r: Row, label: string, versus: string): number => {
-    const ours = samples.get(`${r.label}|${label}`) ?? [];
-    const theirs = samples.get(`${r.label}|${versus}`) ?? [];
-    const ratios = ours.map((x, i) => x.opsPerSec / (theirs[i]?.opsPerSec ?? NaN)).filter(Number.isFinite);
-    return ratios.length ? median(ratios) : NaN;
-  };
+  const med = (r: Row, label: string, f: (x: Sample) => number): number => medianOf(samples.get(`${r.label}|${label}`), f);
   const cpu = os.cpus();
   const lines: string[] = [];
   lines.push(`# npm run bench: virtiofsd-ts against the Rust and the C virtiofsd`);
@@ -306,7 +296,7 @@ async function main(): Promise<void> {
     for (const s of subjects) {
       const label = s.config.label;
       const ops = med(row, label, (x) => x.opsPerSec);
-      const ratio = s.config.versus ? pairedRatio(row, label, s.config.versus) : NaN;
+      const ratio = s.config.versus ? medianRoundRatio(samples.get(`${row.label}|${label}`), samples.get(`${row.label}|${s.config.versus}`), (x) => x.opsPerSec) : NaN;
       lines.push(
         `| ${row.label} | ${label} | ${fmt(ops)} | ${row.size ? fmt(med(row, label, (x) => x.mbPerSec)) : '-'} | ${fmt(med(row, label, (x) => x.latencyUs))} | ` +
           `${fmt(med(row, label, (x) => x.cpuUsPerOp))} | ${fmt(med(row, label, (x) => x.frontendCpuUsPerOp))} | ${med(row, label, (x) => x.kicksPerOp).toFixed(3)} | ${med(row, label, (x) => x.wakeupsPerOp).toFixed(3)} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,

@@ -30,6 +30,7 @@ import {
   BENCH_CACHE_DIR, BENCH_DIR, COMBINATIONS, comboMissing, exitReport, explain, listCases, requestsOf, runCases,
 } from '../test/guest/runner';
 import { ratioChart } from './chart';
+import { medianOf, medianRoundRatio, turnOrder } from './rounds';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const ROUNDS = Number(arg('rounds') ?? 3);
@@ -94,7 +95,7 @@ async function main(): Promise<void> {
     }
     const chosen = CONFIGS.filter((c) => jobs.length > 0 && (!DAEMONS || DAEMONS.includes(c.label)));
     // Each round starts with another daemon, so none always boots first or last.
-    for (const cfg of chosen.map((_, k) => chosen[(k + round - 1) % chosen.length])) {
+    for (const cfg of turnOrder(chosen, round)) {
       const boot = () => runCases({ daemon: cfg.kind, combo, cases: jobs, daemonArgs: daemonArgs(cfg), queues: cfg.queues, smp: 2, set: 'bench' });
       let run = await boot();
       // A guest that died before any job started (a boot failure under TCG) says nothing
@@ -117,19 +118,8 @@ async function main(): Promise<void> {
       }
     }
   }
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-  const medianOf = <T>(xs: T[] | undefined, f: (x: T) => number): number => (xs && xs.length ? median(xs.map(f)) : NaN);
   const med = (job: string, label: string, f: (x: Figures) => number): number => medianOf(results.get(`${job}|${label}`), f);
   const fmt = (x: number): string => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-');
-  // Ours / Rust is the median of each round's ratio: one round's guests boot one after the
-  // other and share the machine's state, which drifts by tens of percent over minutes here.
-  const pairedRatio = (job: string, label: string): number => {
-    const theirs = results.get(`${job}|rust`) ?? [];
-    const ratios = (results.get(`${job}|${label}`) ?? [])
-      .map((x) => x.iops / (theirs.find((y) => y.round === x.round)?.iops ?? NaN))
-      .filter(Number.isFinite);
-    return ratios.length ? median(ratios) : NaN;
-  };
   const fmt2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
   const cpu = os.cpus();
   const lines = [
@@ -145,7 +135,7 @@ async function main(): Promise<void> {
   for (const job of jobs) {
     for (const cfg of CONFIGS) {
       const iops = med(job.name, cfg.label, (x) => x.iops);
-      const ratio = cfg.kind === 'ts' ? pairedRatio(job.name, cfg.label) : NaN;
+      const ratio = cfg.kind === 'ts' ? medianRoundRatio(results.get(`${job.name}|${cfg.label}`), results.get(`${job.name}|rust`), (x) => x.iops) : NaN;
       lines.push(
         `| ${job.name} | ${cfg.label} | ${fmt(iops)} | ${fmt((med(job.name, cfg.label, (x) => x.kibPerSec) * 1024) / 1e6)} | ` +
           `${fmt2(med(job.name, cfg.label, (x) => x.daemonCpu))} | ` +

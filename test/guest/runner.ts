@@ -133,14 +133,18 @@ export interface RunOptions {
 
 const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
 
+/** The console lines guest-tests/run.sh writes around each case: its name, then its status. */
+const CASE_BEGIN = /^VFS-CASE-BEGIN (\S+)$/;
+const CASE_END = /^VFS-CASE-END (\S+) (\d+)$/;
+
 /** Splits a console transcript into per-case results. */
 export function parseConsole(text: string, cases: string[]): Map<string, CaseResult> {
   const results = new Map<string, CaseResult>();
   let current: CaseResult | null = null;
   for (const raw of text.split('\n')) {
     const line = raw.replace(/\r$/, '');
-    const begin = /^VFS-CASE-BEGIN (\S+)$/.exec(line);
-    const end = /^VFS-CASE-END (\S+) (\d+)$/.exec(line);
+    const begin = CASE_BEGIN.exec(line);
+    const end = CASE_END.exec(line);
     if (begin) {
       current = { name: begin[1], status: 'not-run', code: null, output: [], reason: '' };
       results.set(current.name, current);
@@ -215,8 +219,8 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
     partial = lines.pop() ?? '';
     for (const raw of lines) {
       const line = raw.replace(/\r$/, '');
-      const begin = /^VFS-CASE-BEGIN (\S+)$/.exec(line);
-      const end = /^VFS-CASE-END (\S+) \d+$/.exec(line);
+      const begin = CASE_BEGIN.exec(line);
+      const end = CASE_END.exec(line);
       if (begin) caseStart = { name: begin[1], cpu: cpuSeconds(daemonPid) };
       else if (end && caseStart?.name === end[1]) {
         daemonCpuPerCase.set(end[1], cpuSeconds(daemonPid) - caseStart.cpu);
