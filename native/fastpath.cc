@@ -1,30 +1,76 @@
-// The FUSE fast path: READ and WRITE answered in native code on the queue's thread, as the
-// native virtqueue pops them, without a trip through JS. They are most of what a guest
-// sends under load, and through JS each costs a dozen N-API calls and as many objects; here
-// it costs the system call. Attached to a queue as its ChainServer (chainserver.h) by the
-// device (src/fs-device.ts), one per queue thread.
+// The FUSE fast path: the requests a guest sends most, answered in native code on the
+// queue's thread as the native virtqueue pops them, without a trip through JS. Through JS
+// each costs a dozen N-API calls and as many objects; here it costs the system call. They are
+// READ and WRITE (the data), and GETATTR, LOOKUP and FORGET (three quarters of a metadata
+// workload: stat, open and create each look a name up, and every name looked up is forgotten
+// later). Attached to a queue as its ChainServer (chainserver.h) by the device
+// (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
 // which answers as for any request: a request whose lengths disagree, an offset past 2^63, a
-// reply buffer too small for the reply, a WRITE on a read-only share. What it serves it
-// serves as src/fuse/server.ts and the passthrough file system would: the same handle
-// table, the same transfer (io.cc), the same reply, and with --thread-pool-size the same
-// hand-over to the I/O pool (iopool.cc).
+// reply buffer too small for the reply, a WRITE on a read-only share, a name that is not one
+// plain component. What it serves it serves as src/fuse/server.ts and the passthrough file
+// system would: the same inode and handle tables (state.cc), the same transfer (io.cc), the
+// same reply with the same cache timeouts (src/cache/policy.ts), and with --thread-pool-size
+// the same hand-over to the I/O pool (iopool.cc).
 #include "chainserver.h"
 #include "iopool.h"
 
 #include <climits>
+#include <cmath>
+#include <cstring>
 
 namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpRead = 15, kOpWrite = 16;
-// fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each)
-constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize;
-// fuse_out_header, fuse_write_out
-constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8;
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpRead = 15, kOpWrite = 16;
+constexpr uint64_t kRootNodeId = 1;
+// fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), or fuse_forget_in
+constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8;
+// fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out
+constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize;
+// The longest name a LOOKUP may carry (NAME_MAX).
+constexpr size_t kNameMax = 255;
 constexpr napi_type_tag kFastPathTag = {0x6675736566617374ULL, 0x7061746876667364ULL};
+
+inline void Store32(uint8_t* p, uint32_t v) { memcpy(p, &v, 4); }
+inline void Store64(uint8_t* p, uint64_t v) { memcpy(p, &v, 8); }
+
+// A cache timeout as FUSE carries it: whole seconds and nanoseconds.
+struct Timeout {
+  uint64_t sec = 0;
+  uint32_t nsec = 0;
+  static Timeout Of(double seconds) {
+    double whole = std::floor(seconds);
+    return Timeout{static_cast<uint64_t>(whole), static_cast<uint32_t>(std::lround((seconds - whole) * 1e9))};
+  }
+};
+
+// fuse_attr (88 bytes at o) from attributes in StatxInto's layout (common.h).
+void EncodeAttr(const double* st, uint8_t* o) {
+  auto u64 = [](double v) { return static_cast<uint64_t>(v); };
+  auto i64 = [](double v) { return static_cast<uint64_t>(static_cast<int64_t>(v)); };
+  auto u32 = [](double v) { return static_cast<uint32_t>(v); };
+  uint32_t major = u32(st[8]), minor = u32(st[9]);
+  Store64(o, u64(st[3]));        // ino
+  Store64(o + 8, u64(st[10]));   // size
+  Store64(o + 16, u64(st[11]));  // blocks
+  Store64(o + 24, i64(st[13]));  // atime
+  Store64(o + 32, i64(st[15]));  // mtime
+  Store64(o + 40, i64(st[17]));  // ctime
+  Store32(o + 48, u32(st[14]));
+  Store32(o + 52, u32(st[16]));
+  Store32(o + 56, u32(st[18]));
+  Store32(o + 60, u32(st[4]));  // mode
+  Store32(o + 64, u32(st[5]));  // nlink
+  Store32(o + 68, u32(st[6]));  // uid
+  Store32(o + 72, u32(st[7]));  // gid
+  // rdev as the kernel's new_encode_dev()
+  Store32(o + 76, (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xffu) << 12));
+  Store32(o + 80, u32(st[12]));  // blksize
+  Store32(o + 84, 0);            // flags
+}
 
 // The (gpa, len) pairs of bytes [skip, skip + len) of the n ranges in pairs, into out.
 void SlicePairs(const double* pairs, size_t n, uint64_t skip, uint64_t len, std::vector<double>* out) {
@@ -49,31 +95,63 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return DefineClass(env, "FuseFastPath", {InstanceMethod("counts", &FuseFastPath::Counts)});
   }
 
-  // new FuseFastPath(stateId, readOnly, pool): pool is --thread-pool-size > 0.
+  // new FuseFastPath({stateId, readOnly, pool, entryTimeout, attrTimeout, negativeTimeout}):
+  // pool is --thread-pool-size > 0; the timeouts are the cache policy's, in seconds.
   explicit FuseFastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseFastPath>(info) {
-    if (!ArgInt(info, 0, &state_) || !StateById(state_)) {
-      ThrowType(info.Env(), "new FuseFastPath(stateId, readOnly, pool)");
+    Napi::Value o = info[0];
+    auto num = [&](const char* key, double* out) {
+      Napi::Value v = o.As<Napi::Object>().Get(key);
+      if (!v.IsNumber()) return false;
+      *out = v.As<Napi::Number>().DoubleValue();
+      return std::isfinite(*out) && *out >= 0;
+    };
+    double id, entry, attr, negative;
+    if (!o.IsObject() || !num("stateId", &id) || !num("entryTimeout", &entry) || !num("attrTimeout", &attr) ||
+        !num("negativeTimeout", &negative) || !StateById(static_cast<int64_t>(id))) {
+      ThrowType(info.Env(), "new FuseFastPath({stateId, readOnly, pool, entryTimeout, attrTimeout, negativeTimeout})");
       return;
     }
-    readOnly_ = info[1].ToBoolean();
-    pool_ = info[2].ToBoolean();
+    state_ = static_cast<int64_t>(id);
+    readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
+    pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
+    entryTimeout_ = Timeout::Of(entry);
+    attrTimeout_ = Timeout::Of(attr);
+    negativeTimeout_ = Timeout::Of(negative);
     info.This().As<Napi::Object>().TypeTag(&kFastPathTag);
   }
 
   Result Serve(const ChainView& c) override {
-    if (c.prefetched < kArgsEnd) return kDeclined;
+    if (c.prefetched < kInHeaderSize) return kDeclined;
     const uint8_t* p = c.prefetch;
     uint32_t len = Load32(p), opcode = Load32(p + 4);
-    if (opcode != kOpRead && opcode != kOpWrite) return kDeclined;
-    bool write = opcode == kOpWrite;
+    if (len < kInHeaderSize || len > c.readableLen) return kDeclined;
+    FsState* s = StateById(state_);
+    if (!s) return kDeclined;
+    switch (opcode) {
+      case kOpRead:
+      case kOpWrite:
+        return ServeTransfer(c, s, len, opcode == kOpWrite);
+      case kOpGetattr:
+        return ServeGetattr(c, s);
+      case kOpLookup:
+        return ServeLookup(c, s, len);
+      case kOpForget:
+        return ServeForget(c, s, len);
+      default:
+        return kDeclined;
+    }
+  }
+
+ private:
+  Result ServeTransfer(const ChainView& c, FsState* s, uint32_t len, bool write) {
+    const uint8_t* p = c.prefetch;
     uint64_t unique = Load64(p + 8), fh = Load64(p + kInHeaderSize), offset = Load64(p + kInHeaderSize + 8);
     uint64_t size = Load32(p + kInHeaderSize + 16);
     uint64_t replyLen = write ? kOutHeaderSize + kWriteOutSize : kOutHeaderSize;
-    if (len < kArgsEnd || len > c.readableLen || offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen) return kDeclined;
+    if (len < kArgsEnd || c.prefetched < kArgsEnd || offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen)
+      return kDeclined;
     if (write && (readOnly_ || size > c.readableLen - kArgsEnd)) return kDeclined;
     if (!write) size = std::min<uint64_t>(size, c.writableLen - kOutHeaderSize);
-    FsState* s = StateById(state_);
-    if (!s) return kDeclined;
     // WRITE data follows its arguments; READ data goes after the reply header.
     const double* writable = c.pairs + 2 * c.nr;
     if (write)
@@ -99,21 +177,106 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return kCompleted;
   }
 
- private:
-  // counts() -> [READs, WRITEs] served here.
+  // GETATTR: the node's attributes (the handle fuse_getattr_in may name is not needed: the
+  // node's O_PATH descriptor describes the same file).
+  Result ServeGetattr(const ChainView& c, FsState* s) {
+    if (c.writableLen < kOutHeaderSize + kAttrOutSize) return kDeclined;
+    double st[kStatxFields];
+    int r = StatxNode(s, Load64(c.prefetch + 16), st);
+    getattrs_++;
+    if (r < 0) return Reply(c, r, 0);
+    uint8_t* b = reply_ + kOutHeaderSize;
+    Store64(b, attrTimeout_.sec);
+    Store32(b + 8, attrTimeout_.nsec);
+    Store32(b + 12, 0);
+    EncodeAttr(st, b + 16);
+    return Reply(c, 0, kAttrOutSize);
+  }
+
+  // LOOKUP of a plain name: one component, 1 to 255 bytes, no '/'; at the root '..' is the
+  // root itself. A missing name is cached as missing for the policy's negative timeout.
+  Result ServeLookup(const ChainView& c, FsState* s, uint32_t len) {
+    if (c.writableLen < kOutHeaderSize + kEntryOutSize || len > c.prefetched) return kDeclined;
+    const char* name = reinterpret_cast<const char*>(c.prefetch + kInHeaderSize);
+    size_t room = len - kInHeaderSize;
+    const void* nul = memchr(name, '\0', room);
+    if (!nul) return kDeclined;
+    size_t n = static_cast<const char*>(nul) - name;
+    if (n == 0 || n > kNameMax || memchr(name, '/', n)) return kDeclined;
+    uint64_t parent = Load64(c.prefetch + 16);
+    if (parent == kRootNodeId && n == 2 && name[0] == '.' && name[1] == '.') name = ".";
+    double st[kStatxFields];
+    int64_t nodeid = LookupName(s, parent, name, st);
+    lookups_++;
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kEntryOutSize);
+    if (nodeid == -ENOENT && (negativeTimeout_.sec > 0 || negativeTimeout_.nsec > 0)) {
+      // A negative entry: nodeid 0, no attributes, remembered for the negative timeout.
+      Store64(b + 16, negativeTimeout_.sec);
+      Store32(b + 32, negativeTimeout_.nsec);
+      return Reply(c, 0, kEntryOutSize);
+    }
+    if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
+    Store64(b, static_cast<uint64_t>(nodeid));
+    Store64(b + 16, entryTimeout_.sec);
+    Store64(b + 24, attrTimeout_.sec);
+    Store32(b + 32, entryTimeout_.nsec);
+    Store32(b + 36, attrTimeout_.nsec);
+    EncodeAttr(st, b + 40);
+    return Reply(c, 0, kEntryOutSize);
+  }
+
+  // FORGET: no reply; the chain goes back to the driver empty.
+  Result ServeForget(const ChainView& c, FsState* s, uint32_t len) {
+    if (len < kInHeaderSize + kForgetInSize || c.prefetched < kInHeaderSize + kForgetInSize) return kDeclined;
+    ForgetInode(s, Load64(c.prefetch + 16), Load64(c.prefetch + kInHeaderSize));
+    forgets_++;
+    c.ring->Complete(c.head, 0);
+    return kCompleted;
+  }
+
+  // Writes fuse_out_header (error: 0 or -errno) and, without an error, the bodyLen bytes
+  // built at reply_ + kOutHeaderSize into the chain's reply buffer, and completes the chain.
+  // The caller checked that the reply fits.
+  Result Reply(const ChainView& c, int32_t error, uint32_t bodyLen) {
+    uint32_t len = kOutHeaderSize + (error == 0 ? bodyLen : 0);
+    Store32(reply_, len);
+    Store32(reply_ + 4, static_cast<uint32_t>(error));
+    Store64(reply_ + 8, Load64(c.prefetch + 8));
+    SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, len, &headerPairs_);
+    header_.clear();
+    // Cannot fail for a walked chain; were it to, the request is already served, so the
+    // chain still goes back (empty) rather than to JS.
+    if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) len = 0;
+    size_t done = 0;
+    for (const iovec& v : header_) {
+      size_t take = std::min<size_t>(v.iov_len, len - done);
+      memcpy(v.iov_base, reply_ + done, take);
+      done += take;
+    }
+    c.ring->Complete(c.head, len);
+    return kCompleted;
+  }
+
+  // counts() -> {opcode: requests served here}
   Napi::Value Counts(const Napi::CallbackInfo& info) {
-    Napi::Array a = Napi::Array::New(info.Env(), 2);
-    a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(reads_)));
-    a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(writes_)));
-    return a;
+    Napi::Object o = Napi::Object::New(info.Env());
+    const std::pair<uint32_t, uint64_t> counts[] = {
+        {kOpRead, reads_}, {kOpWrite, writes_}, {kOpGetattr, getattrs_}, {kOpLookup, lookups_}, {kOpForget, forgets_}};
+    for (const auto& [op, n] : counts)
+      if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
+    return o;
   }
 
   int64_t state_ = 0;
   bool readOnly_ = false, pool_ = false;
-  uint64_t reads_ = 0, writes_ = 0;
-  // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs.
+  Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
+  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0;
+  // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
+  // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;
   std::vector<iovec> header_;
+  uint8_t reply_[kOutHeaderSize + kEntryOutSize];
 };
 
 }  // namespace

@@ -25,6 +25,7 @@
 
 #include <sys/stat.h>
 
+#include <cstring>
 #include <memory>
 
 namespace vfsn {
@@ -55,6 +56,36 @@ int64_t RegisterInode(FsState* s, int fd, double* out) {
     return r;
   }
   return static_cast<int64_t>(s->Ref(fd, KeyOfStatx(out), static_cast<uint32_t>(out[4]) & S_IFMT));
+}
+
+int StatxNode(FsState* s, uint64_t nodeid, double* out) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  return StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+}
+
+int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out) {
+  if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
+  int fd;
+  {
+    InodePin p(s, parent);
+    if (p.fd() < 0) return p.fd();
+    do {
+      fd = openat(p.fd(), name, O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return -errno;
+  }
+  return RegisterInode(s, fd, out);
+}
+
+void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n) {
+  if (nodeid == kRootId) return;
+  InodeShard& sh = s->ShardOf(nodeid);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(nodeid);
+  if (it == sh.byId.end()) return;
+  it->second.lookups = it->second.lookups > n ? it->second.lookups - n : 0;
+  sh.MaybeDrop(it);
 }
 
 namespace {
@@ -184,13 +215,7 @@ Napi::Value InodeRelease(const Napi::CallbackInfo& info) {
 Napi::Value InodeForget(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, n;
-  if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &n) || nodeid == kRootId) return info.Env().Undefined();
-  InodeShard& sh = s->ShardOf(nodeid);
-  std::lock_guard<std::mutex> g(sh.mu);
-  auto it = sh.byId.find(nodeid);
-  if (it == sh.byId.end()) return info.Env().Undefined();
-  it->second.lookups = it->second.lookups > n ? it->second.lookups - n : 0;
-  sh.MaybeDrop(it);
+  if (ArgU64(info, 1, &nodeid) && ArgU64(info, 2, &n)) ForgetInode(s, nodeid, n);
   return info.Env().Undefined();
 }
 
@@ -212,14 +237,11 @@ Napi::Value NodeStatx(const Napi::CallbackInfo& info) {
   double* out = ArgStatxOut(info, 2);
   if (!out) return info.Env().Undefined();
   if (!ArgU64(info, 1, &nodeid)) return Num(info, -EBADF);
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  return Num(info, StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out));
+  return Num(info, StatxNode(s, nodeid, out));
 }
 
-// nodeLookup(id, parent, name, out) -> nodeid or -errno. Opens name in parent as O_PATH
-// without following a symlink, fills out with its attributes and takes one lookup reference.
-// The name must be one component (checked by the caller; a '/' here is refused too).
+// nodeLookup(id, parent, name, out) -> nodeid or -errno (LookupName). The name must be one
+// component (checked by the caller; a '/' here is refused too).
 Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;
@@ -227,18 +249,8 @@ Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
   double* out = ArgStatxOut(info, 3);
   if (!out || !PathArg(info, 2, &name)) return info.Env().Undefined();
   if (!ArgU64(info, 1, &parent)) return Num(info, -EBADF);
-  if (name.empty() || name.find('/') != std::string::npos || name.find('\0') != std::string::npos)
-    return Num(info, -EINVAL);
-  int fd;
-  {
-    InodePin p(s, parent);
-    if (p.fd() < 0) return Num(info, p.fd());
-    do {
-      fd = openat(p.fd(), name.c_str(), O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return Num(info, -errno);
-  }
-  return Num(info, static_cast<double>(RegisterInode(s, fd, out)));
+  if (name.find('\0') != std::string::npos) return Num(info, -EINVAL);
+  return Num(info, static_cast<double>(LookupName(s, parent, name.c_str(), out)));
 }
 
 // nodeOpen(id, nodeid, flags) -> fh or -errno: opens the inode for I/O (through

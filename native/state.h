@@ -323,4 +323,13 @@ inline InodeKey KeyOfStatx(const double* st) {
 // and registers it: the nodeid (one lookup reference taken), or -errno (fd closed).
 int64_t RegisterInode(FsState* s, int fd, double* out);
 
+// The operations both JS (state.cc's wrappers) and the native fast path (fastpath.cc) serve:
+// - the inode's attributes into out (never following a link): 0 or -errno;
+int StatxNode(FsState* s, uint64_t nodeid, double* out);
+// - name (one component, NUL-terminated, no '/') in parent: opened O_PATH without following
+//   a symlink, its attributes into out and one lookup reference taken: the nodeid or -errno;
+int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
+// - the kernel dropped n lookup references (FORGET); the root is never forgotten.
+void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n);
+
 }  // namespace vfsn

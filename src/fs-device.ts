@@ -4,12 +4,13 @@
  * main thread, every further request queue on a worker of its own), and it is the module
  * every queue thread loads to build its ChainHandler: a FuseServer over a PassthroughFs
  * whose state (inodes, handles) is the one native FsState all threads share, and in front
- * of it the native FUSE fast path (native/fastpath.cc), which serves plain READs and WRITEs
- * of a request queue before they reach JS.
+ * of it the native FUSE fast path (native/fastpath.cc), which serves plain READs, WRITEs,
+ * GETATTRs, LOOKUPs and FORGETs before they reach JS.
  */
 import type { Logger, LogLevel } from './log';
 import { native } from './native';
-import { Opcode, opcodeName } from './fuse/abi';
+import { cachePolicy } from './cache/policy';
+import { opcodeName } from './fuse/abi';
 import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
 import type { DeviceSpec } from './vhost/backend';
@@ -29,24 +30,30 @@ export interface FsDeviceOptions {
 }
 
 /** Builds the per-thread handler (HandlerSpec.module points at this file). */
-export function createHandler(options: unknown, log: Logger, queueIndex: number): ChainHandler {
+export function createHandler(options: unknown, log: Logger): ChainHandler {
   const o = options as FsDeviceOptions;
   const p = o.passthrough;
   const fs = new PassthroughFs(p);
   const server = new FuseServer(fs, log);
-  // Not on the hiprio queue (no READ or WRITE comes there), and not at trace level, where
-  // every request is logged on its way through JS.
-  const fast = queueIndex > 0 && !log.isLevelEnabled('trace') ? new native.FuseFastPath(p.stateId, p.readonly, p.threadPool) : undefined;
+  // On every queue (the hiprio queue gets the FORGETs), but not at trace level, where every
+  // request is logged on its way through JS.
+  const policy = cachePolicy(p.cache);
+  const fast = log.isLevelEnabled('trace')
+    ? undefined
+    : new native.FuseFastPath({
+        stateId: p.stateId,
+        readOnly: p.readonly,
+        pool: p.threadPool,
+        entryTimeout: policy.entryTimeout,
+        attrTimeout: policy.attrTimeout,
+        negativeTimeout: policy.negativeTimeout,
+      });
   return {
     handle: (chain) => server.handle(chain),
     cancel: () => server.cancelWaits(),
     stats: () => {
       const counts = new Map(server.counts);
-      if (fast) {
-        const [reads, writes] = fast.counts();
-        if (reads > 0) counts.set(Opcode.READ, (counts.get(Opcode.READ) ?? 0) + reads);
-        if (writes > 0) counts.set(Opcode.WRITE, (counts.get(Opcode.WRITE) ?? 0) + writes);
-      }
+      for (const [op, n] of Object.entries(fast?.counts() ?? {})) counts.set(Number(op), (counts.get(Number(op)) ?? 0) + n);
       return Object.fromEntries([...counts].map(([op, n]) => [opcodeName(op), n]));
     },
     nativeServer: fast,

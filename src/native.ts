@@ -124,14 +124,25 @@ export interface NativeChainServer {
 }
 
 /**
- * The FUSE fast path (native/fastpath.cc): READ and WRITE served natively as the virtqueue
- * pops them; anything unusual is declined to the FUSE server in JS.
+ * The FUSE fast path (native/fastpath.cc): READ, WRITE, GETATTR, LOOKUP and FORGET served
+ * natively as the virtqueue pops them; anything unusual is declined to the FUSE server in JS.
  */
+export interface FuseFastPathOptions {
+  stateId: number;
+  readOnly: boolean;
+  /** --thread-pool-size > 0 */
+  pool: boolean;
+  /** The cache policy's timeouts, in seconds (src/cache/policy.ts). */
+  entryTimeout: number;
+  attrTimeout: number;
+  negativeTimeout: number;
+}
+
 export declare class FuseFastPath implements NativeChainServer {
   readonly [chainServerBrand]: true;
-  constructor(stateId: number, readOnly: boolean, pool: boolean);
-  /** [READs, WRITEs] served */
-  counts(): [number, number];
+  constructor(options: FuseFastPathOptions);
+  /** Requests served here, by opcode. */
+  counts(): Record<number, number>;
 }
 
 /** Indexes into the Float64Array filled by statx(). */

@@ -19,11 +19,14 @@ export interface ConnectedDaemon {
   c: FuseClient;
 }
 
-/** Starts virtiofsd-ts with exactly `args` (besides socket and share) and initialises FUSE. */
-export async function connectDaemon(prefix: string, args: string[], client: FuseClientOptions = {}): Promise<ConnectedDaemon> {
+/**
+ * Starts virtiofsd-ts with exactly `args` (besides socket and share) and initialises FUSE.
+ * The share is a new empty directory, or `existingShare` (left in place by disconnectDaemon).
+ */
+export async function connectDaemon(prefix: string, args: string[], client: FuseClientOptions = {}, existingShare?: string): Promise<ConnectedDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  const share = path.join(dir, 'share');
-  fs.mkdirSync(share);
+  const share = existingShare ?? path.join(dir, 'share');
+  if (!existingShare) fs.mkdirSync(share);
   const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: args });
   const fe = await daemon.connect();
   await fe.negotiate({ memory: { size: 64 << 20 } });

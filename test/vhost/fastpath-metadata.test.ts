@@ -1,0 +1,199 @@
+/**
+ * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP and FORGET
+ * served in native code. The same requests go to two daemons over one share, one with the
+ * fast path and one at trace level (where every request goes through the FUSE server in JS),
+ * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
+ * negative entries, errors, and what JS answers for the requests the fast path declines
+ * (names that are not one plain component, reply buffers too small). The exit reports show
+ * which path served them. Then the share's boundary as the fast path sees it: a symlink is
+ * not followed, '..' at the root is the root.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as abi from '../../src/fuse/abi';
+import { ok, type FuseClient } from '../frontend/fuse-client';
+import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+
+interface Report {
+  opcodesPerQueue?: Record<string, Record<string, number>>;
+  nativePerQueue?: Record<string, number>;
+}
+
+/** What a reply looked like to the driver: its bytes, and the used length. */
+interface Seen {
+  label: string;
+  error: number;
+  len: number;
+  usedLen: number;
+  body: string;
+}
+
+const sum = (r: Record<string, number> | undefined): number => Object.values(r ?? {}).reduce((a, b) => a + b, 0);
+
+/** A share with one of each kind of file a guest looks up. */
+function populate(share: string): void {
+  fs.writeFileSync(path.join(share, 'f'), Buffer.alloc(12345, 1));
+  fs.chmodSync(path.join(share, 'f'), 0o4751);
+  fs.mkdirSync(path.join(share, 'd'));
+  fs.writeFileSync(path.join(share, 'd', 'g'), 'g');
+  fs.symlinkSync('../../..', path.join(share, 'l'));
+  fs.linkSync(path.join(share, 'f'), path.join(share, 'h'));
+  fs.utimesSync(path.join(share, 'f'), new Date(1e12 + 123), new Date(-1e11 + 456));
+}
+
+const nameArg = (name: string | Buffer): Buffer => Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
+
+/**
+ * The requests, in order; returns what each got and how many of them the fast path should
+ * serve (the plain ones: a name that is one component, room for the whole reply).
+ */
+async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; forgets: number }> {
+  const seen: Seen[] = [];
+  let plain = 0;
+  const send = async (label: string, opcode: number, nodeid: bigint, args: Buffer, room: number, isPlain: boolean): Promise<Buffer> => {
+    const r = await c.request(opcode, nodeid, args, room);
+    seen.push({ label, error: r.error, len: r.len, usedLen: r.usedLen, body: r.body.toString('hex') });
+    if (isPlain) plain++;
+    return r.body;
+  };
+  const lookup = async (parent: bigint, name: string | Buffer, isPlain = true): Promise<bigint> => {
+    const body = await send(`LOOKUP ${parent}/${name.toString()}`, abi.Opcode.LOOKUP, parent, nameArg(name), abi.ENTRY_OUT_SIZE, isPlain);
+    return body.length >= 8 ? body.readBigUInt64LE(0) : 0n;
+  };
+  const getattrArgs = (fh?: bigint): Buffer => {
+    const a = Buffer.alloc(abi.GETATTR_IN_SIZE);
+    abi.encodeGetattrIn(a, 0, { getattrFlags: fh === undefined ? 0 : abi.GetattrFlags.FH, fh: fh ?? 0n });
+    return a;
+  };
+  const getattr = (nodeid: bigint, label = ''): Promise<Buffer> =>
+    send(`GETATTR ${nodeid}${label}`, abi.Opcode.GETATTR, nodeid, getattrArgs(), abi.ATTR_OUT_SIZE, true);
+
+  const f = await lookup(1n, 'f');
+  const d = await lookup(1n, 'd');
+  const l = await lookup(1n, 'l');
+  const h = await lookup(1n, 'h');
+  assert.equal(h, f, 'a hard link is the same node');
+  const g = await lookup(d, 'g');
+  await lookup(d, '..');
+  await lookup(1n, '..');
+  await lookup(1n, '.');
+  await lookup(1n, 'missing');
+  await lookup(d, 'missing');
+  await lookup(1n, 'x'.repeat(255));
+  await lookup(1n << 40n, 'f');
+  // Declined to JS, which answers them.
+  await lookup(1n, 'd/g', false);
+  await lookup(1n, '', false);
+  await lookup(1n, 'x'.repeat(256), false);
+  await send('LOOKUP without a NUL', abi.Opcode.LOOKUP, 1n, Buffer.from('f'), abi.ENTRY_OUT_SIZE, false);
+  await send('LOOKUP with no room for the entry', abi.Opcode.LOOKUP, 1n, nameArg('f'), abi.ENTRY_OUT_SIZE - 8, false);
+  for (const n of [1n, f, d, l, g]) await getattr(n);
+  await getattr(1n << 40n, ' (unknown)');
+  await send('GETATTR without arguments', abi.Opcode.GETATTR, f, Buffer.alloc(0), abi.ATTR_OUT_SIZE, true);
+  const fh = ok(await c.open(f, fs.constants.O_RDONLY), 'OPEN').fh;
+  await send('GETATTR through a handle', abi.Opcode.GETATTR, f, getattrArgs(fh), abi.ATTR_OUT_SIZE, true);
+  await send('GETATTR with no room for the attributes', abi.Opcode.GETATTR, f, getattrArgs(), abi.ATTR_OUT_SIZE - 1, false);
+  ok(await c.release(fh, { nodeid: f }), 'RELEASE');
+  // FORGET: f was looked up twice (as f and as h), g once.
+  const forgets: Array<[bigint, bigint]> = [[f, 1n], [g, 1n], [1n << 40n, 1n], [1n, 5n]];
+  for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
+  await getattr(f, ' after one of its two FORGETs');
+  await getattr(g, ' after its FORGET');
+  await getattr(1n, ' after a FORGET of the root');
+  ok(await c.forget(f, 1n).then(() => c.statfs()), 'STATFS');
+  await getattr(f, ' after both FORGETs');
+  return { seen, plain, forgets: forgets.length + 1 };
+}
+
+const CACHE_MODES = ['never', 'metadata', 'auto', 'always'];
+
+describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP and FORGET', function () {
+  this.timeout(60000);
+  let dir = '';
+  let env: ConnectedDaemon | null = null;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fastmeta-'));
+  });
+  afterEach(async () => {
+    if (env) await disconnectDaemon(env).catch(() => undefined);
+    env = null;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Runs exercise() on the share through a new daemon with `args`; returns its replies and exit report. */
+  async function run(share: string, args: string[]): Promise<{ seen: Seen[]; plain: number; forgets: number; report: Report }> {
+    env = await connectDaemon('vfs-fastmeta-', args, {}, share);
+    const out = await exercise(env.c);
+    await disconnectDaemon(env);
+    const report = env.daemon.exitReport<Report>();
+    env = null;
+    return { ...out, report };
+  }
+
+  for (const cache of CACHE_MODES) {
+    it(`--cache=${cache}: the fast path's replies are byte for byte those of the FUSE server in JS`, async () => {
+      const share = path.join(dir, 'share');
+      fs.mkdirSync(share);
+      populate(share);
+      const fast = await run(share, [`--cache=${cache}`]);
+      const js = await run(share, [`--cache=${cache}`, '--log-level=trace']);
+      assert.equal(fast.seen.length, js.seen.length);
+      for (let i = 0; i < fast.seen.length; i++) assert.deepEqual(fast.seen[i], js.seen[i], fast.seen[i].label);
+      // Which path served them: every plain request and every FORGET natively, the FORGETs
+      // on the hiprio queue; nothing natively at trace level.
+      assert.equal(sum(fast.report.nativePerQueue), fast.plain + fast.forgets, JSON.stringify(fast.report));
+      assert.equal(fast.report.nativePerQueue?.['0'], fast.forgets, JSON.stringify(fast.report));
+      assert.equal(sum(js.report.nativePerQueue), 0, JSON.stringify(js.report));
+      // The exit report counts them either way.
+      const count = (op: string): number => fast.seen.filter((s) => s.label.startsWith(op)).length;
+      for (const r of [fast.report, js.report]) {
+        assert.equal(r.opcodesPerQueue?.['0']?.FORGET, fast.forgets, JSON.stringify(r));
+        assert.equal(r.opcodesPerQueue?.['1']?.GETATTR, count('GETATTR'), JSON.stringify(r));
+        assert.equal(r.opcodesPerQueue?.['1']?.LOOKUP, count('LOOKUP'), JSON.stringify(r));
+      }
+      // What a user of each mode expects to see in them.
+      const entryOf = (label: string): abi.EntryOut => abi.decodeEntryOut(Buffer.from(fast.seen.find((s) => s.label === label)!.body, 'hex'), 0);
+      const timeout = { never: 0n, metadata: 86400n, auto: 1n, always: 86400n }[cache]!;
+      const e = entryOf('LOOKUP 1/f');
+      assert.equal(e.entryValid, timeout);
+      assert.equal(e.attrValid, timeout);
+      const st = fs.lstatSync(path.join(share, 'f'), { bigint: true });
+      assert.equal(e.attr.ino, st.ino);
+      assert.equal(e.attr.size, st.size);
+      assert.equal(e.attr.mode, Number(st.mode));
+      assert.equal(e.attr.nlink, 2);
+      // A time before 1970 (a negative i64) as the host has it.
+      assert.ok(e.attr.mtime < 0n);
+      assert.equal(e.attr.mtime * 1000000000n + BigInt(e.attr.mtimensec), st.mtimeNs);
+      const missing = fast.seen.find((s) => s.label === 'LOOKUP 1/missing')!;
+      if (cache === 'metadata' || cache === 'always') {
+        assert.equal(missing.error, 0, 'a negative entry');
+        assert.equal(entryOf('LOOKUP 1/missing').nodeid, 0n);
+        assert.equal(entryOf('LOOKUP 1/missing').entryValid, 86400n);
+      } else {
+        assert.equal(missing.error, -os.constants.errno.ENOENT);
+      }
+    });
+  }
+
+  it("keeps the guest inside the share: a symlink is looked up, not followed; '..' at the root is the root", async () => {
+    env = await connectDaemon('vfs-fastmeta-', ['--cache=never']);
+    const { c, share } = env;
+    populate(share);
+    const l = ok(await c.lookup(1n, 'l'), 'LOOKUP l');
+    assert.equal(l.attr.mode & 0o170000, 0o120000, 'the symlink itself');
+    const up = ok(await c.lookup(1n, '..'), "LOOKUP '..'");
+    assert.equal(up.nodeid, 1n);
+    assert.equal(up.attr.ino, fs.statSync(share, { bigint: true }).ino);
+    // Through the symlink as a directory: not a directory.
+    assert.equal((await c.lookup(l.nodeid, 'etc')).error, -os.constants.errno.ENOTDIR);
+    const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d');
+    assert.equal(ok(await c.lookup(d.nodeid, '..'), "LOOKUP d/'..'").nodeid, 1n);
+    await disconnectDaemon(env);
+    const r = env.daemon.exitReport<Report>();
+    env = null;
+    assert.equal(sum(r.nativePerQueue), 5, JSON.stringify(r));
+  });
+});
