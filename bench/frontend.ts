@@ -104,8 +104,8 @@ async function setUp(config: Config, index: number): Promise<Subject> {
   fs.writeFileSync(path.join(share, 'out'), Buffer.alloc(FILE_SIZE));
   const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.kind === 'ts' ? [...config.args, ...TS_ARGS] : config.args });
   const fe = await daemon.connect();
-  await fe.negotiate({ requestQueues: config.queues, queueSize: 256, memory: { size: 128 * MiB } });
-  const clients = Array.from({ length: config.queues }, (_, i) => new FuseClient(fe, { queue: i + 1, timeoutMs: 30000 }));
+  await fe.negotiate({ requestQueues: config.queues, queueSize: 256, memory: { size: 128 * MiB, recycle: true } });
+  const clients = Array.from({ length: config.queues }, (_, i) => new FuseClient(fe, { queue: i + 1, timeoutMs: 30000, zeroReplies: false }));
   ok(await clients[0].init(), 'INIT');
   const open = async (name: string, flags: number): Promise<{ nodeid: bigint; fh: bigint }> => {
     const e = ok(await clients[0].lookup(1n, name), `LOOKUP ${name}`);

@@ -10,7 +10,10 @@
  * mmap offsets, with a gpa hole between them, to exercise multi-region translation.
  *
  * A first-fit allocator with coalescing hands out buffers; gpa <-> Buffer helpers let the
- * ring and FUSE code read and write guest memory.
+ * ring and FUSE code read and write guest memory. For benchmarks, where the same few sizes
+ * are allocated and freed over and over, it can keep freed buffers by size and hand them out
+ * again without a search (`recycle`), so that the front end costs the daemons' share of the
+ * machine as little as it can.
  */
 import { native } from '../../src/native';
 import type { MemoryRegion } from '../../src/vhost/messages';
@@ -36,7 +39,16 @@ export interface GuestMemoryOptions {
   regionGap?: number;
   /** alloc() without a region alternates between regions (default false: first fit). */
   interleave?: boolean;
+  /**
+   * Keep freed buffers by size (up to RECYCLE_PER_SIZE each) and hand them out again first
+   * (default false). Placement is then no longer first fit; they return to the free list
+   * when an allocation finds no room.
+   */
+  recycle?: boolean;
 }
+
+/** Freed buffers kept per size with `recycle`. */
+const RECYCLE_PER_SIZE = 64;
 
 /** One region: the vhost-user description plus our fd and mapping. */
 export interface GuestRegion extends MemoryRegion {
@@ -75,7 +87,9 @@ export class GuestMemory {
   private readonly fds: number[] = [];
   private readonly freeRanges: FreeRange[][] = [];
   /** gpa -> size of live allocations (for free()). */
-  private readonly live = new Map<number, { region: number; len: number }>();
+  private readonly live = new Map<number, { region: number; len: number; anyRegion: boolean }>();
+  /** With `recycle`: freed buffers of alloc() calls without a region, by size. */
+  private readonly recycled: Map<number, GuestBuffer[]> | null;
   private readonly interleave: boolean;
   private nextRegion = 0;
   private closed = false;
@@ -87,6 +101,7 @@ export class GuestMemory {
     const uaddrBase = opts.uaddrBase ?? DEFAULT_UADDR_BASE;
     const gap = opts.regionGap ?? 0x4000_0000;
     this.interleave = opts.interleave ?? false;
+    this.recycled = opts.recycle ? new Map() : null;
     const sizes = nregions === 1 ? [size] : [size / 2, size / 2];
     for (const s of sizes) {
       if (!isPageMultiple(s)) throw new GuestMemoryError(`region size ${s} is not a positive multiple of ${PAGE_SIZE}`);
@@ -153,13 +168,33 @@ export class GuestMemory {
   // ---- allocation -------------------------------------------------------------------
 
   /**
-   * Allocates len bytes aligned to `align` (a power of two), zero-filled. Without a region,
-   * first fit over all regions (or alternating with `interleave`). Throws when full.
+   * Allocates len bytes aligned to `align` (a power of two), zero-filled unless `zero` is
+   * false (for a buffer the caller fills whole). Without a region, first fit over all
+   * regions (or alternating with `interleave`). Throws when full.
    */
-  alloc(len: number, align = 16, region?: number): GuestBuffer {
+  alloc(len: number, align = 16, region?: number, zero = true): GuestBuffer {
     this.checkOpen();
     if (!Number.isSafeInteger(len) || len <= 0) throw new GuestMemoryError(`bad allocation size ${len}`);
     if (align <= 0 || (align & (align - 1)) !== 0) throw new GuestMemoryError(`bad alignment ${align}`);
+    const kept = region === undefined ? this.recycled?.get(len) : undefined;
+    if (kept && kept.length > 0 && kept[kept.length - 1].gpa % align === 0) {
+      const b = kept.pop()!;
+      this.live.set(b.gpa, { region: b.region, len, anyRegion: true });
+      if (zero) b.buf.fill(0);
+      return b;
+    }
+    try {
+      return this.allocFirstFit(len, align, region, zero);
+    } catch (e) {
+      // Full: what recycling keeps goes back to the free list, and the search runs again.
+      if (!(e instanceof GuestMemoryError) || !this.recycled || this.recycled.size === 0) throw e;
+      for (const list of this.recycled.values()) for (const b of list) this.release(b.gpa, b.region, b.len);
+      this.recycled.clear();
+      return this.allocFirstFit(len, align, region, zero);
+    }
+  }
+
+  private allocFirstFit(len: number, align: number, region: number | undefined, zero: boolean): GuestBuffer {
     const order: number[] = [];
     if (region !== undefined) {
       if (region < 0 || region >= this.regions.length) throw new GuestMemoryError(`no region ${region}`);
@@ -171,8 +206,11 @@ export class GuestMemory {
       for (let i = 0; i < this.regions.length; i++) order.push(i);
     }
     for (const ri of order) {
-      const b = this.allocIn(ri, len, align);
-      if (b) return b;
+      const b = this.allocIn(ri, len, align, zero);
+      if (b) {
+        this.live.set(b.gpa, { region: ri, len, anyRegion: region === undefined });
+        return b;
+      }
     }
     throw new GuestMemoryError(
       `guest memory full: cannot allocate ${len} bytes (align ${align})` +
@@ -181,7 +219,7 @@ export class GuestMemory {
     );
   }
 
-  private allocIn(ri: number, len: number, align: number): GuestBuffer | null {
+  private allocIn(ri: number, len: number, align: number, zero: boolean): GuestBuffer | null {
     const list = this.freeRanges[ri];
     const r = this.regions[ri];
     for (let i = 0; i < list.length; i++) {
@@ -195,9 +233,8 @@ export class GuestMemory {
       if (aligned + len < f.end) pieces.push({ start: aligned + len, end: f.end });
       list.splice(i, 1, ...pieces);
       const gpa = r.guestPhysAddr + aligned;
-      this.live.set(gpa, { region: ri, len });
       const buf = r.view.subarray(aligned, aligned + len);
-      buf.fill(0);
+      if (zero) buf.fill(0);
       return { gpa, len, region: ri, buf };
     }
     return null;
@@ -209,10 +246,25 @@ export class GuestMemory {
     const a = this.live.get(gpa);
     if (!a) throw new GuestMemoryError(`free of 0x${gpa.toString(16)}, which is not a live allocation`);
     this.live.delete(gpa);
-    const r = this.regions[a.region];
+    if (this.recycled && a.anyRegion) {
+      let kept = this.recycled.get(a.len);
+      if (!kept) this.recycled.set(a.len, (kept = []));
+      if (kept.length < RECYCLE_PER_SIZE) {
+        const r = this.regions[a.region];
+        const off = gpa - r.guestPhysAddr;
+        kept.push({ gpa, len: a.len, region: a.region, buf: r.view.subarray(off, off + a.len) });
+        return;
+      }
+    }
+    this.release(gpa, a.region, a.len);
+  }
+
+  /** Puts [gpa, gpa + len) of a region back on its free list, coalescing with neighbours. */
+  private release(gpa: number, region: number, len: number): void {
+    const r = this.regions[region];
     const start = gpa - r.guestPhysAddr;
-    const end = start + a.len;
-    const list = this.freeRanges[a.region];
+    const end = start + len;
+    const list = this.freeRanges[region];
     let i = 0;
     while (i < list.length && list[i].start < start) i++;
     list.splice(i, 0, { start, end });
