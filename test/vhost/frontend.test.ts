@@ -347,6 +347,32 @@ describe('test front end building blocks (no daemon)', () => {
     }
   });
 
+  it('GuestMemory with recycle: a freed buffer comes back for its size; when memory runs out, kept ones return to the free list', () => {
+    const size = 1 << 20;
+    const m = new GuestMemory({ size, recycle: true });
+    try {
+      const a = m.alloc(4096 + 16, 64);
+      a.buf.fill(7);
+      m.free(a);
+      assert.equal(m.liveAllocations, 0);
+      const b = m.alloc(4096 + 16, 64);
+      assert.equal(b.gpa, a.gpa, 'the same buffer again');
+      assert.ok(b.buf.every((x) => x === 0), 'zeroed again');
+      const c = m.alloc(4096 + 16, 64, undefined, false);
+      assert.notEqual(c.gpa, b.gpa);
+      m.free(b);
+      m.free(c);
+      // Nothing else is live, but both buffers are kept aside: a whole-memory allocation
+      // needs them back on the free list, coalesced.
+      const all = m.alloc(size, 4096);
+      assert.equal(all.gpa, m.regions[0].guestPhysAddr);
+      m.free(all);
+      assert.equal(m.liveAllocations, 0);
+    } finally {
+      m.close();
+    }
+  });
+
   it('GuestMemory: one memfd seen at two mmap offsets', () => {
     const m = new GuestMemory({ size: 1 << 20, regions: 2, sharedFd: true });
     try {
