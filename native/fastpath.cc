@@ -1,9 +1,9 @@
 // The FUSE fast path: the requests a guest sends most, answered in native code on the
 // queue's thread as the native virtqueue pops them, without a trip through JS. Through JS
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
-// READ and WRITE (the data), and GETATTR, LOOKUP and FORGET (three quarters of a metadata
+// READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later). Attached to a queue as its ChainServer (chainserver.h) by the device
+// later); and FLUSH and RELEASE, which every close() sends. Attached to a queue as its ChainServer (chainserver.h) by the device
 // (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
@@ -16,6 +16,8 @@
 #include "chainserver.h"
 #include "iopool.h"
 
+#include <sys/file.h>
+
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -24,10 +26,13 @@ namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpRead = 15, kOpWrite = 16;
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpRead = 15, kOpWrite = 16, kOpRelease = 18, kOpFlush = 25;
+// fuse_release_in.release_flags
+constexpr uint32_t kReleaseFlockUnlock = 1 << 1;
 constexpr uint64_t kRootNodeId = 1;
-// fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), or fuse_forget_in
-constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8;
+// fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), fuse_forget_in, or
+// fuse_release_in and fuse_flush_in (fh, then lock_owner at 16)
+constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize;
 // The longest name a LOOKUP may carry (NAME_MAX).
@@ -95,8 +100,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return DefineClass(env, "FuseFastPath", {InstanceMethod("counts", &FuseFastPath::Counts)});
   }
 
-  // new FuseFastPath({stateId, readOnly, pool, entryTimeout, attrTimeout, negativeTimeout}):
-  // pool is --thread-pool-size > 0; the timeouts are the cache policy's, in seconds.
+  // new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout,
+  // negativeTimeout}): pool is --thread-pool-size > 0, posixLock whether POSIX locks are
+  // served; the timeouts are the cache policy's, in seconds.
   explicit FuseFastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseFastPath>(info) {
     Napi::Value o = info[0];
     auto num = [&](const char* key, double* out) {
@@ -108,12 +114,13 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     double id, entry, attr, negative;
     if (!o.IsObject() || !num("stateId", &id) || !num("entryTimeout", &entry) || !num("attrTimeout", &attr) ||
         !num("negativeTimeout", &negative) || !StateById(static_cast<int64_t>(id))) {
-      ThrowType(info.Env(), "new FuseFastPath({stateId, readOnly, pool, entryTimeout, attrTimeout, negativeTimeout})");
+      ThrowType(info.Env(), "new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout, negativeTimeout})");
       return;
     }
     state_ = static_cast<int64_t>(id);
     readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
     pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
+    posixLock_ = o.As<Napi::Object>().Get("posixLock").ToBoolean();
     entryTimeout_ = Timeout::Of(entry);
     attrTimeout_ = Timeout::Of(attr);
     negativeTimeout_ = Timeout::Of(negative);
@@ -137,6 +144,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeLookup(c, s, len);
       case kOpForget:
         return ServeForget(c, s, len);
+      case kOpFlush:
+      case kOpRelease:
+        return ServeClose(c, s, len, opcode == kOpRelease);
       default:
         return kDeclined;
     }
@@ -235,6 +245,26 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return kCompleted;
   }
 
+  // FLUSH (a close() in the guest: with POSIX locks on, the closing owner's locks on the
+  // file go) and RELEASE (the last close of the handle: an flock it holds goes if the guest
+  // asks, and the handle is dropped once no request pins it).
+  Result ServeClose(const ChainView& c, FsState* s, uint32_t len, bool release) {
+    if (len < kInHeaderSize + kCloseInSize || c.prefetched < kInHeaderSize + kCloseInSize || c.writableLen < kOutHeaderSize)
+      return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    uint64_t fh = Load64(a);
+    int r = 0;
+    if (release) {
+      if (Load32(a + 12) & kReleaseFlockUnlock) FlockHandle(s, fh, LOCK_UN);
+      r = RemoveHandle(s, fh);
+      releases_++;
+    } else {
+      if (posixLock_) UnlockOwner(s, Load64(c.prefetch + 16), Load64(a + 16));
+      flushes_++;
+    }
+    return Reply(c, r, 0);
+  }
+
   // Writes fuse_out_header (error: 0 or -errno) and, without an error, the bodyLen bytes
   // built at reply_ + kOutHeaderSize into the chain's reply buffer, and completes the chain.
   // The caller checked that the reply fits.
@@ -262,16 +292,17 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   Napi::Value Counts(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
     const std::pair<uint32_t, uint64_t> counts[] = {
-        {kOpRead, reads_}, {kOpWrite, writes_}, {kOpGetattr, getattrs_}, {kOpLookup, lookups_}, {kOpForget, forgets_}};
+        {kOpRead, reads_},     {kOpWrite, writes_},   {kOpGetattr, getattrs_}, {kOpLookup, lookups_},
+        {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
   }
 
   int64_t state_ = 0;
-  bool readOnly_ = false, pool_ = false;
+  bool readOnly_ = false, pool_ = false, posixLock_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
-  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0;
+  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0;
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;

@@ -201,13 +201,7 @@ Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
   uint64_t fh;
   int64_t op;
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &op)) return ThrowType(info.Env(), "handleFlock(id, fh, op)");
-  HandlePin h(s, fh);
-  if (h.fd() < 0) return Num(info, h.fd());
-  int r;
-  do {
-    r = flock(h.fd(), static_cast<int>(op) | LOCK_NB);
-  } while (r < 0 && errno == EINTR);
-  return Num(info, r < 0 ? -errno : 0);
+  return Num(info, FlockHandle(s, fh, static_cast<int>(op)));
 }
 
 // The open file description that carries owner's POSIX locks on the inode of nodeid,
@@ -372,12 +366,19 @@ Napi::Value NodeGetlk(const Napi::CallbackInfo& info) {
   return Num(info, 0);
 }
 
-// nodeUnlockOwner(id, nodeid, owner): the owner closed a descriptor of the file (FLUSH); as
-// POSIX wants, all its locks on the file go.
+// nodeUnlockOwner(id, nodeid, owner): the owner closed a descriptor of the file (FLUSH);
+// UnlockOwner.
 Napi::Value NodeUnlockOwner(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, owner;
   if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &owner)) return ThrowType(info.Env(), "nodeUnlockOwner(id, nodeid, owner)");
+  UnlockOwner(s, nodeid, owner);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
   int fd = -1;
   {
     InodeShard& sh = s->ShardOf(nodeid);
@@ -392,18 +393,23 @@ Napi::Value NodeUnlockOwner(const Napi::CallbackInfo& info) {
     }
   }
   if (fd >= 0) close(fd);
-  {
-    std::lock_guard<std::mutex> g(s->locks.mu);
-    auto it = s->locks.held.find(nodeid);
-    if (it != s->locks.held.end()) {
-      it->second.erase(owner);
-      if (it->second.empty()) s->locks.held.erase(it);
-    }
+  std::lock_guard<std::mutex> g(s->locks.mu);
+  auto it = s->locks.held.find(nodeid);
+  if (it != s->locks.held.end()) {
+    it->second.erase(owner);
+    if (it->second.empty()) s->locks.held.erase(it);
   }
-  return info.Env().Undefined();
 }
 
-}  // namespace
+int FlockHandle(FsState* s, uint64_t fh, int op) {
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return h.fd();
+  int r;
+  do {
+    r = flock(h.fd(), op | LOCK_NB);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : 0;
+}
 
 void InitFileOps(Napi::Env env, Napi::Object exports) {
   exports.Set("handleReaddir", Napi::Function::New(env, HandleReaddir));

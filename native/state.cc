@@ -78,6 +78,16 @@ int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out) {
   return RegisterInode(s, fd, out);
 }
 
+int RemoveHandle(FsState* s, uint64_t fh) {
+  HandleShard& sh = s->HandleShardOf(fh);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byFh.find(fh);
+  if (it == sh.byFh.end() || it->second.released) return -EBADF;
+  it->second.released = true;
+  sh.MaybeDrop(it);
+  return 0;
+}
+
 void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n) {
   if (nodeid == kRootId) return;
   InodeShard& sh = s->ShardOf(nodeid);
@@ -310,13 +320,7 @@ Napi::Value HandleRemove(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
   if (!ArgU64(info, 1, &fh)) return Num(info, -EBADF);
-  HandleShard& sh = s->HandleShardOf(fh);
-  std::lock_guard<std::mutex> g(sh.mu);
-  auto it = sh.byFh.find(fh);
-  if (it == sh.byFh.end() || it->second.released) return Num(info, -EBADF);
-  it->second.released = true;
-  sh.MaybeDrop(it);
-  return Num(info, 0);
+  return Num(info, RemoveHandle(s, fh));
 }
 
 }  // namespace

@@ -329,7 +329,14 @@ int StatxNode(FsState* s, uint64_t nodeid, double* out);
 // - name (one component, NUL-terminated, no '/') in parent: opened O_PATH without following
 //   a symlink, its attributes into out and one lookup reference taken: the nodeid or -errno;
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
-// - the kernel dropped n lookup references (FORGET); the root is never forgotten.
+// - the kernel dropped n lookup references (FORGET); the root is never forgotten;
 void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n);
+// - the guest released handle fh (RELEASE): 0, or -EBADF when it is unknown or released;
+int RemoveHandle(FsState* s, uint64_t fh);
+// - flock(op | LOCK_NB) on handle fh's descriptor: 0 or -errno (fileops.cc);
+int FlockHandle(FsState* s, uint64_t fh, int op);
+// - owner closed a descriptor of the file (FLUSH): as POSIX wants, all its POSIX locks on
+//   the file go (fileops.cc).
+void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner);
 
 }  // namespace vfsn

@@ -124,14 +124,17 @@ export interface NativeChainServer {
 }
 
 /**
- * The FUSE fast path (native/fastpath.cc): READ, WRITE, GETATTR, LOOKUP and FORGET served
- * natively as the virtqueue pops them; anything unusual is declined to the FUSE server in JS.
+ * The FUSE fast path (native/fastpath.cc): READ, WRITE, GETATTR, LOOKUP, FORGET, FLUSH and
+ * RELEASE served natively as the virtqueue pops them; anything unusual is declined to the
+ * FUSE server in JS.
  */
 export interface FuseFastPathOptions {
   stateId: number;
   readOnly: boolean;
   /** --thread-pool-size > 0 */
   pool: boolean;
+  /** POSIX locks are served (FLUSH drops the closing owner's). */
+  posixLock: boolean;
   /** The cache policy's timeouts, in seconds (src/cache/policy.ts). */
   entryTimeout: number;
   attrTimeout: number;

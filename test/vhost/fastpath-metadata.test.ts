@@ -1,12 +1,13 @@
 /**
- * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP and FORGET
- * served in native code. The same requests go to two daemons over one share, one with the
+ * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET,
+ * FLUSH and RELEASE served in native code. The same requests go to two daemons over one share, one with the
  * fast path and one at trace level (where every request goes through the FUSE server in JS),
  * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
  * negative entries, errors, and what JS answers for the requests the fast path declines
- * (names that are not one plain component, reply buffers too small). The exit reports show
- * which path served them. Then the share's boundary as the fast path sees it: a symlink is
- * not followed, '..' at the root is the root.
+ * (names that are not one plain component, reply buffers too small, arguments cut short).
+ * The exit reports show which path served them. Then what a user would check: the share's
+ * boundary as the fast path sees it (a symlink is not followed, '..' at the root is the
+ * root), and the locks a close drops (FLUSH: the owner's POSIX locks; RELEASE: the flock).
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -95,7 +96,17 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   const fh = ok(await c.open(f, fs.constants.O_RDONLY), 'OPEN').fh;
   await send('GETATTR through a handle', abi.Opcode.GETATTR, f, getattrArgs(fh), abi.ATTR_OUT_SIZE, true);
   await send('GETATTR with no room for the attributes', abi.Opcode.GETATTR, f, getattrArgs(), abi.ATTR_OUT_SIZE - 1, false);
-  ok(await c.release(fh, { nodeid: f }), 'RELEASE');
+  const closeArgs = (h: bigint, releaseFlags: number, lockOwner: bigint): Buffer => {
+    const a = Buffer.alloc(abi.RELEASE_IN_SIZE);
+    abi.encodeReleaseIn(a, 0, { fh: h, flags: 0, releaseFlags, lockOwner });
+    return a;
+  };
+  await send('FLUSH', abi.Opcode.FLUSH, f, closeArgs(fh, 0, 7n), 0, true);
+  await send('FLUSH with its arguments cut short', abi.Opcode.FLUSH, f, closeArgs(fh, 0, 7n).subarray(0, 16), 0, false);
+  await send('RELEASE with its arguments cut short', abi.Opcode.RELEASE, f, closeArgs(fh, 0, 7n).subarray(0, 8), 0, false);
+  await send('RELEASE', abi.Opcode.RELEASE, f, closeArgs(fh, abi.ReleaseFlags.FLOCK_UNLOCK, 7n), 0, true);
+  await send('RELEASE again', abi.Opcode.RELEASE, f, closeArgs(fh, 0, 7n), 0, true);
+  await send('GETATTR through a released handle', abi.Opcode.GETATTR, f, getattrArgs(fh), abi.ATTR_OUT_SIZE, true);
   // FORGET: f was looked up twice (as f and as h), g once.
   const forgets: Array<[bigint, bigint]> = [[f, 1n], [g, 1n], [1n << 40n, 1n], [1n, 5n]];
   for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
@@ -109,7 +120,7 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
 
 const CACHE_MODES = ['never', 'metadata', 'auto', 'always'];
 
-describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP and FORGET', function () {
+describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEASE', function () {
   this.timeout(60000);
   let dir = '';
   let env: ConnectedDaemon | null = null;
@@ -194,6 +205,44 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP and FORGET', function () 
     await disconnectDaemon(env);
     const r = env.daemon.exitReport<Report>();
     env = null;
+    assert.equal(sum(r.nativePerQueue), 5, JSON.stringify(r));
+  });
+
+  it('FLUSH drops the closing owner\'s POSIX locks and RELEASE with FLOCK_UNLOCK the handle\'s flock, served natively', async () => {
+    env = await connectDaemon('vfs-fastmeta-', ['--cache=never']);
+    const { c, share } = env;
+    fs.writeFileSync(path.join(share, 'f'), 'x'.repeat(100));
+    const e = ok(await c.lookup(1n, 'f'), 'LOOKUP');
+    const a = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN a').fh;
+    const b = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN b').fh;
+    const lk = (fh: bigint, owner: bigint, flock: boolean): Buffer => {
+      const x = Buffer.alloc(abi.LK_IN_SIZE);
+      abi.encodeLkIn(x, 0, { fh, owner, lk: { start: 0n, end: 99n, type: 1 /* F_WRLCK */, pid: 1 }, lkFlags: flock ? 1 : 0 });
+      return x;
+    };
+    const close = (op: number, fh: bigint, releaseFlags: number, owner: bigint): Promise<number> => {
+      const x = Buffer.alloc(abi.RELEASE_IN_SIZE);
+      abi.encodeReleaseIn(x, 0, { fh, flags: 0, releaseFlags, lockOwner: owner });
+      return c.request(op, e.nodeid, x, 0).then((r) => r.error);
+    };
+    const { EAGAIN } = os.constants.errno;
+    // POSIX: owner 1 holds the range; owner 2 cannot have it until owner 1's FLUSH.
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(a, 1n, false), 0)).error, 0);
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(b, 2n, false), 0)).error, -EAGAIN);
+    assert.equal(await close(abi.Opcode.FLUSH, a, 0, 3n), 0, 'FLUSH of another owner');
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(b, 2n, false), 0)).error, -EAGAIN, 'still held');
+    assert.equal(await close(abi.Opcode.FLUSH, a, 0, 1n), 0, 'FLUSH of the owner');
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(b, 2n, false), 0)).error, 0, 'free after its owner closed');
+    // flock: handle a holds it; handle b gets it once a is released with FLOCK_UNLOCK.
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(a, 4n, true), 0)).error, 0);
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(b, 5n, true), 0)).error, -EAGAIN);
+    assert.equal(await close(abi.Opcode.RELEASE, a, abi.ReleaseFlags.FLOCK_UNLOCK, 4n), 0);
+    assert.equal((await c.request(abi.Opcode.SETLK, e.nodeid, lk(b, 5n, true), 0)).error, 0, 'flock free after RELEASE');
+    assert.equal(await close(abi.Opcode.RELEASE, b, abi.ReleaseFlags.FLOCK_UNLOCK, 5n), 0);
+    await disconnectDaemon(env);
+    const r = env.daemon.exitReport<Report>();
+    env = null;
+    // LOOKUP, 2 FLUSHes and 2 RELEASEs natively; OPENs and SETLKs in JS.
     assert.equal(sum(r.nativePerQueue), 5, JSON.stringify(r));
   });
 });
