@@ -3,7 +3,7 @@
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later); and FLUSH and RELEASE, which every close() sends. Attached to a queue as its ChainServer (chainserver.h) by the device
+// later); FLUSH and RELEASE, which every close() sends; and UNLINK and RMDIR. Attached to a queue as its ChainServer (chainserver.h) by the device
 // (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
@@ -26,7 +26,8 @@ namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpRead = 15, kOpWrite = 16, kOpRelease = 18, kOpFlush = 25;
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpUnlink = 10, kOpRmdir = 11, kOpRead = 15, kOpWrite = 16,
+                   kOpRelease = 18, kOpFlush = 25;
 // fuse_release_in.release_flags
 constexpr uint32_t kReleaseFlockUnlock = 1 << 1;
 constexpr uint64_t kRootNodeId = 1;
@@ -147,6 +148,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       case kOpFlush:
       case kOpRelease:
         return ServeClose(c, s, len, opcode == kOpRelease);
+      case kOpUnlink:
+      case kOpRmdir:
+        return ServeUnlink(c, s, len, opcode == kOpRmdir);
       default:
         return kDeclined;
     }
@@ -206,13 +210,10 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // LOOKUP of a plain name: one component, 1 to 255 bytes, no '/'; at the root '..' is the
   // root itself. A missing name is cached as missing for the policy's negative timeout.
   Result ServeLookup(const ChainView& c, FsState* s, uint32_t len) {
-    if (c.writableLen < kOutHeaderSize + kEntryOutSize || len > c.prefetched) return kDeclined;
-    const char* name = reinterpret_cast<const char*>(c.prefetch + kInHeaderSize);
-    size_t room = len - kInHeaderSize;
-    const void* nul = memchr(name, '\0', room);
-    if (!nul) return kDeclined;
-    size_t n = static_cast<const char*>(nul) - name;
-    if (n == 0 || n > kNameMax || memchr(name, '/', n)) return kDeclined;
+    if (c.writableLen < kOutHeaderSize + kEntryOutSize) return kDeclined;
+    size_t n;
+    const char* name = PlainName(c, len, &n);
+    if (!name) return kDeclined;
     uint64_t parent = Load64(c.prefetch + 16);
     if (parent == kRootNodeId && n == 2 && name[0] == '.' && name[1] == '.') name = ".";
     double st[kStatxFields];
@@ -234,6 +235,31 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     Store32(b + 36, attrTimeout_.nsec);
     EncodeAttr(st, b + 40);
     return Reply(c, 0, kEntryOutSize);
+  }
+
+  // UNLINK and RMDIR of a plain name other than '.' and '..' (JS refuses those, and every
+  // change on a read-only share).
+  Result ServeUnlink(const ChainView& c, FsState* s, uint32_t len, bool rmdir) {
+    if (readOnly_ || c.writableLen < kOutHeaderSize) return kDeclined;
+    size_t n;
+    const char* name = PlainName(c, len, &n);
+    if (!name || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.')))) return kDeclined;
+    int r = UnlinkName(s, Load64(c.prefetch + 16), name, rmdir);
+    (rmdir ? rmdirs_ : unlinks_)++;
+    return Reply(c, r, 0);
+  }
+
+  // The request's name (the arguments of LOOKUP, UNLINK, RMDIR) when it is one plain path
+  // component: 1 to 255 bytes, no '/', NUL-terminated within the request, all prefetched.
+  // nullptr otherwise (JS answers those).
+  static const char* PlainName(const ChainView& c, uint32_t len, size_t* n) {
+    if (len > c.prefetched) return nullptr;
+    const char* name = reinterpret_cast<const char*>(c.prefetch + kInHeaderSize);
+    const void* nul = memchr(name, '\0', len - kInHeaderSize);
+    if (!nul) return nullptr;
+    *n = static_cast<const char*>(nul) - name;
+    if (*n == 0 || *n > kNameMax || memchr(name, '/', *n)) return nullptr;
+    return name;
   }
 
   // FORGET: no reply; the chain goes back to the driver empty.
@@ -293,7 +319,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     Napi::Object o = Napi::Object::New(info.Env());
     const std::pair<uint32_t, uint64_t> counts[] = {
         {kOpRead, reads_},     {kOpWrite, writes_},   {kOpGetattr, getattrs_}, {kOpLookup, lookups_},
-        {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}};
+        {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}, {kOpUnlink, unlinks_},
+        {kOpRmdir, rmdirs_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
@@ -302,7 +329,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   int64_t state_ = 0;
   bool readOnly_ = false, pool_ = false, posixLock_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
-  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0;
+  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0;
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;

@@ -250,10 +250,7 @@ Napi::Value NodeUnlink(const Napi::CallbackInfo& info) {
   if (!NameArg(info, 2, &name, &err)) return info.Env().Undefined();
   if (!U64(info, 1, &parent)) return ThrowType(info.Env(), "nodeUnlink(id, parent, name, rmdir)");
   if (err) return Num(info, -err);
-  InodePin p(s, parent);
-  if (p.fd() < 0) return Num(info, p.fd());
-  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
-  return Num(info, unlinkat(p.fd(), name.c_str(), rmdir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0);
+  return Num(info, UnlinkName(s, parent, name.c_str(), rmdir));
 }
 
 // nodeRename(id, olddir, oldname, newdir, newname, flags) -> 0 or -errno (renameat2 flags).
@@ -459,6 +456,13 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir) {
+  InodePin p(s, parent);
+  if (p.fd() < 0) return p.fd();
+  if (p.type() != S_IFDIR) return -ENOTDIR;
+  return unlinkat(p.fd(), name, rmdir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
+}
 
 void InitNodeOps(Napi::Env env, Napi::Object exports) {
   exports.Set("nodeMake", Napi::Function::New(env, NodeMake));

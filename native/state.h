@@ -329,6 +329,9 @@ int StatxNode(FsState* s, uint64_t nodeid, double* out);
 // - name (one component, NUL-terminated, no '/') in parent: opened O_PATH without following
 //   a symlink, its attributes into out and one lookup reference taken: the nodeid or -errno;
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
+// - name (one plain component) removed from parent, a directory with rmdir: 0 or -errno
+//   (nodeops.cc);
+int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);
 // - the kernel dropped n lookup references (FORGET); the root is never forgotten;
 void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n);
 // - the guest released handle fh (RELEASE): 0, or -EBADF when it is unknown or released;

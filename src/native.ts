@@ -124,9 +124,9 @@ export interface NativeChainServer {
 }
 
 /**
- * The FUSE fast path (native/fastpath.cc): READ, WRITE, GETATTR, LOOKUP, FORGET, FLUSH and
- * RELEASE served natively as the virtqueue pops them; anything unusual is declined to the
- * FUSE server in JS.
+ * The FUSE fast path (native/fastpath.cc): READ, WRITE, GETATTR, LOOKUP, FORGET, FLUSH,
+ * RELEASE, UNLINK and RMDIR served natively as the virtqueue pops them; anything unusual is
+ * declined to the FUSE server in JS.
  */
 export interface FuseFastPathOptions {
   stateId: number;

@@ -42,6 +42,16 @@ function populate(share: string): void {
   fs.symlinkSync('../../..', path.join(share, 'l'));
   fs.linkSync(path.join(share, 'f'), path.join(share, 'h'));
   fs.utimesSync(path.join(share, 'f'), new Date(1e12 + 123), new Date(-1e11 + 456));
+  fs.mkdirSync(path.join(share, 'z'));
+  fs.mkdirSync(path.join(share, 'z', 'full'));
+  fs.writeFileSync(path.join(share, 'z', 'full', 'x'), 'x');
+  restoreRemoved(share);
+}
+
+/** What exercise() removes, made again (in z, which nothing else looks at). */
+function restoreRemoved(share: string): void {
+  fs.writeFileSync(path.join(share, 'z', 'u'), 'u');
+  fs.mkdirSync(path.join(share, 'z', 'e'));
 }
 
 const nameArg = (name: string | Buffer): Buffer => Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
@@ -109,6 +119,24 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   await send('GETATTR through a released handle', abi.Opcode.GETATTR, f, getattrArgs(fh), abi.ATTR_OUT_SIZE, true);
   // FORGET: f was looked up twice (as f and as h), g once.
   const forgets: Array<[bigint, bigint]> = [[f, 1n], [g, 1n], [1n << 40n, 1n], [1n, 5n]];
+  // Removals, in z (its attributes change with what is removed, so they are left out).
+  const zr = await c.request(abi.Opcode.LOOKUP, 1n, nameArg('z'), abi.ENTRY_OUT_SIZE);
+  const z = zr.body.readBigUInt64LE(0);
+  seen.push({ label: 'LOOKUP 1/z', error: zr.error, len: zr.len, usedLen: zr.usedLen, body: `nodeid ${z}` });
+  plain++;
+  const remove = (op: 'UNLINK' | 'RMDIR', parent: bigint, name: string, isPlain = true): Promise<Buffer> =>
+    send(`${op} ${parent}/${name}`, abi.Opcode[op], parent, nameArg(name), 0, isPlain);
+  await remove('UNLINK', z, 'u');
+  await remove('UNLINK', z, 'u');
+  await remove('RMDIR', z, 'e');
+  await remove('RMDIR', z, 'full');
+  await remove('UNLINK', z, 'full');
+  await remove('RMDIR', z, 'u');
+  await remove('UNLINK', 1n << 40n, 'x');
+  await remove('RMDIR', z, '.', false);
+  await remove('UNLINK', z, '..', false);
+  await remove('UNLINK', z, 'full/x', false);
+  await remove('UNLINK', z, '', false);
   for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
   await getattr(f, ' after one of its two FORGETs');
   await getattr(g, ' after its FORGET');
@@ -149,6 +177,9 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       fs.mkdirSync(share);
       populate(share);
       const fast = await run(share, [`--cache=${cache}`]);
+      assert.ok(!fs.existsSync(path.join(share, 'z', 'u')) && !fs.existsSync(path.join(share, 'z', 'e')), 'removed on the host');
+      assert.ok(fs.existsSync(path.join(share, 'z', 'full', 'x')), 'what was refused is still there');
+      restoreRemoved(share);
       const js = await run(share, [`--cache=${cache}`, '--log-level=trace']);
       assert.equal(fast.seen.length, js.seen.length);
       for (let i = 0; i < fast.seen.length; i++) assert.deepEqual(fast.seen[i], js.seen[i], fast.seen[i].label);

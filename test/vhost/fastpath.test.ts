@@ -174,12 +174,14 @@ for (const pool of [0, 4]) {
       assert.ok(sum(r.nativeKicksPerQueue) >= one / 2, `kicks served natively: ${JSON.stringify(r)}`);
     });
 
-    it('on a read-only share, a WRITE goes to JS and gets EROFS; READs are still served natively', async () => {
+    it('on a read-only share, a WRITE or UNLINK goes to JS and gets EROFS; READs are still served natively', async () => {
       env = await launch(['--cache=never', `--thread-pool-size=${pool}`, '--readonly']);
       const { c, share } = env;
       fs.writeFileSync(path.join(share, 'f'), pattern(4096, 6));
       const f = await openFile(env, 'f', fs.constants.O_RDONLY);
       assert.equal((await c.write(f.fh, 0, Buffer.alloc(100), { nodeid: f.nodeid })).error, -EROFS);
+      assert.equal((await c.request(abi.Opcode.UNLINK, 1n, Buffer.from('f\0'), 0)).error, -EROFS, 'UNLINK');
+      assert.ok(fs.existsSync(path.join(share, 'f')));
       assert.deepEqual(ok(await c.read(f.fh, 0, 4096, { nodeid: f.nodeid }), 'READ'), pattern(4096, 6));
       assert.deepEqual(fs.readFileSync(path.join(share, 'f')), pattern(4096, 6));
       const r = await finish(env);
