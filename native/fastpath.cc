@@ -3,8 +3,9 @@
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later); FLUSH and RELEASE, which every close() sends; and UNLINK and RMDIR. Attached to a queue as its ChainServer (chainserver.h) by the device
-// (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
+// later); FLUSH and RELEASE, which every close() sends; and UNLINK and RMDIR. Attached to a
+// queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
+// thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
 // which answers as for any request: a request whose lengths disagree, an offset past 2^63, a
@@ -36,7 +37,7 @@ constexpr uint64_t kRootNodeId = 1;
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize;
-// The longest name a LOOKUP may carry (NAME_MAX).
+// The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
 constexpr napi_type_tag kFastPathTag = {0x6675736566617374ULL, 0x7061746876667364ULL};
 
@@ -158,12 +159,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
 
  private:
   Result ServeTransfer(const ChainView& c, FsState* s, uint32_t len, bool write) {
+    if (len < kArgsEnd || c.prefetched < kArgsEnd) return kDeclined;
     const uint8_t* p = c.prefetch;
     uint64_t unique = Load64(p + 8), fh = Load64(p + kInHeaderSize), offset = Load64(p + kInHeaderSize + 8);
     uint64_t size = Load32(p + kInHeaderSize + 16);
     uint64_t replyLen = write ? kOutHeaderSize + kWriteOutSize : kOutHeaderSize;
-    if (len < kArgsEnd || c.prefetched < kArgsEnd || offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen)
-      return kDeclined;
+    if (offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen) return kDeclined;
     if (write && (readOnly_ || size > c.readableLen - kArgsEnd)) return kDeclined;
     if (!write) size = std::min<uint64_t>(size, c.writableLen - kOutHeaderSize);
     // WRITE data follows its arguments; READ data goes after the reply header.
