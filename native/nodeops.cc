@@ -18,6 +18,8 @@
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 
+#include <cstring>
+
 namespace vfsn {
 namespace {
 
@@ -458,6 +460,7 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 }  // namespace
 
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir) {
+  if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
   InodePin p(s, parent);
   if (p.fd() < 0) return p.fd();
   if (p.type() != S_IFDIR) return -ENOTDIR;

@@ -140,9 +140,12 @@ for (const pool of [0, 4]) {
       fs.writeFileSync(path.join(share, 'f'), host);
       const f = await openFile(env, 'f', fs.constants.O_RDWR);
       const one = 40;
+      const q = env.fe.queue(1);
+      const kicksBefore = q.kicks;
       for (let i = 0; i < one; i++) {
         assert.deepEqual(ok(await c.read(f.fh, i * 1024, 1024, { nodeid: f.nodeid }), `READ ${i}`), host.subarray(i * 1024, (i + 1) * 1024));
       }
+      const oneKicks = q.kicks - kicksBefore;
       // Bursts sent together (one kick each) with requests only JS serves between the READs
       // and WRITEs: the first STATFS ends the native loop, and JS's loop serves the rest.
       const bursts = 10;
@@ -169,9 +172,12 @@ for (const pool of [0, 4]) {
       assert.equal(opcodeCount(r, 'READ'), reads, JSON.stringify(r));
       assert.equal(opcodeCount(r, 'STATFS'), 2 * bursts, JSON.stringify(r));
       assert.equal(sum(r.nativePerQueue), reads + bursts + 1, `every READ and WRITE (and the LOOKUP) natively: ${JSON.stringify(r)}`);
-      // Each of the one-at-a-time READs came with a kick that needed no JS (allowing for a
-      // few that came while JS still had a request of its own in flight).
-      assert.ok(sum(r.nativeKicksPerQueue) >= one / 2, `kicks served natively: ${JSON.stringify(r)}`);
+      // The kicks of the one-at-a-time READs needed no JS (allowing for a few that came while
+      // JS still had a request of its own in flight). Kicks, not READs: on a loaded machine
+      // the next READ may come while the daemon's loop still runs with notifications off,
+      // and is then served without a kick at all.
+      assert.ok(oneKicks > 0);
+      assert.ok(sum(r.nativeKicksPerQueue) >= oneKicks / 2, `${oneKicks} kicks for the READs; served natively: ${JSON.stringify(r)}`);
     });
 
     it('on a read-only share, a WRITE or UNLINK goes to JS and gets EROFS; READs are still served natively', async () => {
