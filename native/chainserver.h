@@ -1,8 +1,8 @@
 // A native server of descriptor chains: an object the native virtqueue (vring.cc) offers
 // each chain it pops before handing it to JS; and the virtqueue's side of serving a kick
-// without JS at all. A device attaches one to serve its commonest
-// requests without a trip through JS (fastpath.cc: FUSE READ and WRITE); whatever it
-// declines goes to the queue's JS handler as before.
+// without JS at all. A device attaches one to serve its commonest requests without a trip
+// through JS (fastpath.cc: FUSE READ, WRITE and the commonest metadata requests); whatever
+// it declines goes to the queue's JS handler as before.
 #pragma once
 
 #include "common.h"
