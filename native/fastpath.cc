@@ -39,6 +39,9 @@ constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize 
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
+// The most argument bytes JS copies (MAX_IN_COPY in src/fuse/server.ts, which answers E2BIG
+// beyond it); WRITE data does not count.
+constexpr uint32_t kMaxArgs = 64 * 1024 + 8192;
 constexpr napi_type_tag kFastPathTag = {0x6675736566617374ULL, 0x7061746876667364ULL};
 
 inline void Store32(uint8_t* p, uint32_t v) { memcpy(p, &v, 4); }
@@ -111,7 +114,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       Napi::Value v = o.As<Napi::Object>().Get(key);
       if (!v.IsNumber()) return false;
       *out = v.As<Napi::Number>().DoubleValue();
-      return std::isfinite(*out) && *out >= 0;
+      return std::isfinite(*out) && *out >= 0 && *out < 9.2e18;  // fits a u64 of seconds
     };
     double id, entry, attr, negative;
     if (!o.IsObject() || !num("stateId", &id) || !num("entryTimeout", &entry) || !num("attrTimeout", &attr) ||
@@ -134,6 +137,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     const uint8_t* p = c.prefetch;
     uint32_t len = Load32(p), opcode = Load32(p + 4);
     if (len < kInHeaderSize || len > c.readableLen) return kDeclined;
+    if (opcode != kOpWrite && len - kInHeaderSize > kMaxArgs) return kDeclined;
     FsState* s = StateById(state_);
     if (!s) return kDeclined;
     switch (opcode) {
@@ -166,7 +170,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     uint64_t replyLen = write ? kOutHeaderSize + kWriteOutSize : kOutHeaderSize;
     if (offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen) return kDeclined;
     if (write && (readOnly_ || size > c.readableLen - kArgsEnd)) return kDeclined;
-    if (!write) size = std::min<uint64_t>(size, c.writableLen - kOutHeaderSize);
+    // A READ's reply length (header and data) must fit the u32 of the used ring.
+    if (!write) size = std::min<uint64_t>({size, c.writableLen - kOutHeaderSize, UINT32_MAX - kOutHeaderSize});
     // WRITE data follows its arguments; READ data goes after the reply header.
     const double* writable = c.pairs + 2 * c.nr;
     if (write)
