@@ -14,7 +14,7 @@ import * as abi from '../../src/fuse/abi';
 import { ok, type FuseClientOptions } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 
-const { EBADF, EINVAL, EROFS } = os.constants.errno;
+const { E2BIG, EBADF, EINVAL, EROFS } = os.constants.errno;
 
 type Env = ConnectedDaemon;
 
@@ -107,7 +107,7 @@ for (const pool of [0, 4]) {
       });
     }
 
-    it('declines to JS what is not plain, which answers it: lengths that disagree, an offset past 2^63', async () => {
+    it('declines to JS what is not plain, which answers it: lengths that disagree, an offset past 2^63, arguments too long', async () => {
       env = await launch(['--cache=never', `--thread-pool-size=${pool}`]);
       const { c, share } = env;
       fs.writeFileSync(path.join(share, 'f'), pattern(8192, 5));
@@ -123,6 +123,11 @@ for (const pool of [0, 4]) {
       // Offsets no file has.
       assert.equal((await c.read(f.fh, 1n << 63n, 4096, { nodeid: f.nodeid })).error, -EINVAL, 'READ at 2^63');
       assert.equal((await c.write(f.fh, (1n << 64n) - 1n, Buffer.alloc(1), { nodeid: f.nodeid })).error, -EINVAL, 'WRITE at 2^64 - 1');
+      // Arguments longer than JS copies: E2BIG, and a RELEASE that long releases nothing.
+      const huge = Buffer.alloc(80 * 1024);
+      huge.writeBigUInt64LE(f.fh, 0);
+      assert.equal((await c.request(abi.Opcode.GETATTR, f.nodeid, huge, abi.ATTR_OUT_SIZE)).error, -E2BIG, 'GETATTR with 80 KiB of arguments');
+      assert.equal((await c.request(abi.Opcode.RELEASE, f.nodeid, huge, 0)).error, -E2BIG, 'RELEASE with 80 KiB of arguments');
       assert.deepEqual(fs.readFileSync(path.join(share, 'f')), pattern(8192, 5), 'the file is untouched');
       ok(await c.read(f.fh, 0, 10, { nodeid: f.nodeid }), 'a plain READ after them');
       const r = await finish(env);
