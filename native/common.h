@@ -67,6 +67,16 @@ bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out);
 // guest memory. The iovecs stay valid until this thread next translates through a changed
 // table (memory.cc keeps a per-thread snapshot of the mappings).
 int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>* iov);
+// Copies the first n bytes of src over the ranges of iov in order, as far as they reach.
+inline void CopyToIovecs(const std::vector<iovec>& iov, const uint8_t* src, size_t n) {
+  size_t done = 0;
+  for (const iovec& v : iov) {
+    if (done == n) break;
+    size_t take = std::min(v.iov_len, n - done);
+    memcpy(v.iov_base, src + done, take);
+    done += take;
+  }
+}
 // GuestIovecs into this thread's own reused vector (valid until the thread's next call),
 // for synchronous transfers: *out points at it. Returns what GuestIovecs returns.
 int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>** out);

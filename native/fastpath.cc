@@ -310,12 +310,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     // Cannot fail for a walked chain; were it to, the request is already served, so the
     // chain still goes back (empty) rather than to JS.
     if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) len = 0;
-    size_t done = 0;
-    for (const iovec& v : header_) {
-      size_t take = std::min<size_t>(v.iov_len, len - done);
-      memcpy(v.iov_base, reply_ + done, take);
-      done += take;
-    }
+    CopyToIovecs(header_, reply_, len);
     c.ring->Complete(c.head, len);
     return kCompleted;
   }

@@ -190,13 +190,7 @@ uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64
   memcpy(buf + 4, &error, 4);
   memcpy(buf + 8, &unique, 8);
   size_t want = error == 0 && body == ReplyBody::kWriteOut ? sizeof buf : kOutHeaderSize;
-  size_t done = 0;
-  for (const iovec& v : header) {
-    if (done == want) break;
-    size_t n = std::min(v.iov_len, want - done);
-    memcpy(v.iov_base, buf + done, n);
-    done += n;
-  }
+  CopyToIovecs(header, buf, want);
   return len;
 }
 
