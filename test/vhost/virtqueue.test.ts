@@ -145,25 +145,32 @@ describe('split virtqueue: device side against the driver side', () => {
       assert.equal(p.device.pop(), null);
       assert.equal(p.device.pollWindowNs, 0, 'no window before any chain came quickly');
       // Chains that come 3 ms after the ring went empty, within the 50 ms maximum, grow the
-      // window from 4 µs, doubling, until it would have caught them: 4 µs << 10 = 4.1 ms.
+      // window from 4 µs, doubling, until it would have caught them: 4 µs << 10 = 4.1 ms, or a
+      // step or two more when this machine is busy and a gap came out longer than 4.1 ms.
       for (let i = 0; i < 12; i++) serveOne(3);
-      assert.equal(p.device.pollWindowNs, 4000 << 10);
+      const grown = p.device.pollWindowNs;
+      const doublings = Math.log2(grown / 4000);
+      assert.ok(Number.isInteger(doublings) && doublings >= 10 && doublings <= 13, `window ${grown} ns`);
       const ms = spinMs();
-      assert.ok(ms >= 3.5, `spun the window out: ${ms} ms`);
+      // Alone on its CPU the spin lasts the whole window. On a machine whose cores are all
+      // busy it may give the CPU away instead (the next test provokes that), halving the window.
+      const { gaveWay } = p.device.pollStats();
+      if (gaveWay === 0) assert.ok(ms >= 3.5, `spun the window out: ${ms} ms`);
+      else assert.equal(p.device.pollWindowNs, grown / 2, `gave way after ${ms} ms`);
       // A chain already there is caught at once and counted.
       p.driver.addChain([{ gpa: d.gpa, len: 16 }], []);
       p.driver.publish();
       assert.equal(p.device.pollAvail(), true);
       p.device.push(p.device.pop()!.head, 0);
       assert.equal(p.device.pop(), null);
-      // A gap longer than the maximum halves the window; a dozen more close it.
+      // A gap longer than the maximum halves the window; as many more as it doubled close it.
       const w = p.device.pollWindowNs;
       serveOne(55);
       assert.equal(p.device.pollWindowNs, w / 2);
-      for (let i = 0; i < 12; i++) serveOne(55);
+      for (let i = 0; i < Math.log2(w / 4000); i++) serveOne(55);
       assert.equal(p.device.pollWindowNs, 0);
       assert.equal(p.device.pollAvail(), false);
-      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 1, gaveWay: 0 });
+      assert.deepEqual(p.device.pollStats(), { hits: 1, misses: 1, gaveWay });
     } finally {
       close(p);
     }
@@ -178,14 +185,15 @@ describe('split virtqueue: device side against the driver side', () => {
       p.device.setPolling(500_000_000);
       assert.equal(p.device.pop(), null);
       for (let i = 0; i < 12; i++) serveOne(3);
-      assert.equal(p.device.pollWindowNs, 4000 << 10);
+      const grown = p.device.pollWindowNs;
+      assert.ok(grown >= 4000 << 10 && grown <= 4000 << 13, `window ${grown} ns`);
       // Now this thread and a busy loop share CPU 0.
       execFileSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
       busy = spawn('taskset', ['-c', '0', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
       await new Promise((r) => setTimeout(r, 100)); // the busy loop is running by now
       serveOne(0); // 100 ms after the ring went empty: the window doubles, and idle starts now
       const w = p.device.pollWindowNs;
-      assert.equal(w, 4000 << 11);
+      assert.equal(w, grown * 2);
       const ms = spinMs();
       const stats = p.device.pollStats();
       assert.ok(stats.gaveWay >= 1, `the spin gave way: ${JSON.stringify(stats)}`);
