@@ -82,6 +82,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitAsyncOps(env, exports);
   vfsn::InitIoPool(env, exports);
   vfsn::InitFastPath(env, exports);
+  vfsn::InitKickThread(env, exports);
   return exports;
 }
 

@@ -35,9 +35,9 @@ class ChainServer {
 // The ChainServer a JS object wraps, or nullptr when it wraps none.
 ChainServer* ChainServerOf(const Napi::Value& v);
 
-// What a queue's kick watcher (events.cc) runs before JS: a virtqueue with a ChainServer
-// serves what the driver made available, polls and goes back to sleep without JS when the
-// server takes every chain (vring.cc).
+// What a queue's kick thread (kickthread.cc), or its kick watcher (events.cc), runs before
+// JS: a virtqueue with a ChainServer serves what the driver made available, polls and goes
+// back to sleep without JS when the server takes every chain (vring.cc).
 class KickServer {
  public:
   virtual ~KickServer() = default;
@@ -47,9 +47,10 @@ class KickServer {
     // JS must run its loop: a chain declined (left on the ring), a broken ring, no server,
     // or requests of JS's own in flight.
     kToJs,
-    // Chains keep coming but the loop has run its time (kServeBudgetNs): the watcher kicks
-    // itself and returns to the event loop, so what else this thread serves (the hiprio queue and the
-    // vhost-user socket share the first request queue's thread) gets its turn first.
+    // Chains keep coming but the loop has run its time (kServeBudgetNs): a watcher on a JS
+    // thread's loop (events.cc) kicks itself and returns to the event loop, so what else
+    // that thread serves gets its turn first; a kick thread (kickthread.cc), which serves
+    // nothing else, goes on.
     kYield,
   };
   virtual Outcome ServeKick() = 0;

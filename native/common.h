@@ -138,5 +138,6 @@ void InitFileOps(Napi::Env env, Napi::Object exports);
 void InitAsyncOps(Napi::Env env, Napi::Object exports);
 void InitIoPool(Napi::Env env, Napi::Object exports);
 void InitFastPath(Napi::Env env, Napi::Object exports);
+void InitKickThread(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

@@ -82,6 +82,21 @@ export declare class FdWatcher {
 }
 
 /**
+ * A queue's kick thread (native/kickthread.cc): a native thread that waits for the queue's
+ * kicks and serves them through the vring's chain server without this thread's event loop.
+ * When a chain is left for JS, the ring becomes JS's (jsOwns()) and callback runs on this
+ * thread; JS gives the ring back with release().
+ */
+export declare class KickThread {
+  constructor(kickFd: number, vring: Vring, callback: () => void);
+  start(): void;
+  release(): void;
+  jsOwns(): boolean;
+  /** Stops and joins the thread; call before closing the kick fd. */
+  close(): void;
+}
+
+/**
  * The device side of one split virtqueue (native/vring.cc). pop() fills `out` with
  * [readable count, writable count, readable bytes, writable bytes, prefetched bytes,
  * readable (gpa, len) pairs..., writable pairs...] and copies the request's first bytes into
@@ -185,6 +200,9 @@ export interface NativeAddon {
   setNonBlocking(fd: number): void;
   close(fd: number): number;
   FdWatcher: typeof FdWatcher;
+  // kickthread.cc
+  isEventfd(fd: number): boolean;
+  KickThread: typeof KickThread;
   // vring.cc
   Vring: typeof Vring;
   // fastpath.cc

@@ -64,6 +64,8 @@ function memoryFor(tableId: number): GuestMemory {
 export class QueueRunner {
   private vq: Virtqueue | null = null;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
+  /** With a native server: the thread that serves the kicks (native/kickthread.cc). */
+  private kickThread: InstanceType<typeof native.KickThread> | null = null;
   private inflight = 0;
   private idle: (() => void) | null = null;
   private stopped = false;
@@ -116,9 +118,16 @@ export class QueueRunner {
     this.vq = new Virtqueue(mem, this.cfg.size, this.cfg.addrs, this.cfg.base, this.cfg.eventIdx, this.cfg.callFd);
     this.vq.setPolling(this.cfg.pollMaxNs);
     // With a native server, a kick is served in native code (pop, poll, sleep) and comes to
-    // process() only when a chain is left for handle().
+    // process() only when a chain is left for handle(): on a thread of its own that waits
+    // for the kicks, or else (a kick fd that is not an eventfd) on this thread's loop.
     const server = this.handler.nativeServer;
     if (server) this.vq.setChainServer(server);
+    if (server && native.isEventfd(this.cfg.kickFd)) {
+      // The kick thread looks at the ring as it starts (the driver may have kicked already).
+      this.kickThread = new native.KickThread(this.cfg.kickFd, this.vq.native, () => this.process());
+      this.kickThread.start();
+      return;
+    }
     this.watcher = new native.FdWatcher(this.cfg.kickFd, true, () => this.process(), server ? this.vq.native : undefined);
     this.watcher.start();
     // The driver may have kicked before the ring was enabled: look at the ring now.
@@ -133,9 +142,11 @@ export class QueueRunner {
   /** Stops taking new chains, waits for those in flight, and returns the next avail index. */
   async stop(): Promise<number> {
     this.stopped = true;
-    // close(), not stop(): the backend closes the kick fd once the queue has stopped.
+    // close(), not stop(): the backend closes the kick fd once the queue has stopped. The
+    // kick thread ends the kick it is serving first.
     this.watcher?.close();
     this.watcher = null;
+    this.kickThread?.close();
     if (this.inflight > 0) {
       const idle = new Promise<void>((resolve) => (this.idle = resolve));
       this.handler.cancel?.();
@@ -149,6 +160,9 @@ export class QueueRunner {
   private process(): void {
     const vq = this.vq;
     if (!vq || this.stopped || this.broken) return;
+    // With a kick thread, the ring is this thread's only while the thread says so.
+    const kt = this.kickThread;
+    if (kt && !kt.jsOwns()) return;
     try {
       vq.syncMemory();
       const start = process.hrtime.bigint();
@@ -156,6 +170,12 @@ export class QueueRunner {
         let chain: DescriptorChain | null;
         while (!this.stopped && (chain = vq.pop()) !== null) this.dispatch(chain);
         if (this.stopped) break;
+        // Nothing of ours in flight: the kick thread takes the ring back (and spins for the
+        // next chain itself).
+        if (kt && this.inflight === 0) {
+          kt.release();
+          return;
+        }
         // Spin briefly for the next chain rather than sleep, unless requests of ours are
         // waiting on other threads (their completions need this thread's event loop).
         const spinCaughtOne = this.inflight === 0 && vq.pollAvail();
@@ -215,6 +235,8 @@ export class QueueRunner {
   private completeAsync(head: number, len: number): void {
     if (--this.inflight === 0) this.vq?.setJsBusy(false);
     if (!this.broken) this.complete(head, len);
+    // The last request of ours is done: the kick thread takes the ring back.
+    if (this.inflight === 0 && !this.stopped && !this.broken) this.kickThread?.release();
     if (this.inflight === 0 && this.idle) {
       const done = this.idle;
       this.idle = null;
@@ -227,6 +249,7 @@ export class QueueRunner {
     this.broken = true;
     this.vq?.close();
     this.watcher?.stop();
+    this.kickThread?.close();
     this.log.error({ queue: this.cfg.index, reason: e.message }, 'virtqueue broken: the driver supplied a malformed ring; queue stopped');
     if (this.cfg.errFd >= 0) native.eventfdWrite(this.cfg.errFd);
   }

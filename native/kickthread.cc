@@ -1,0 +1,218 @@
+// A queue's kick thread: a native thread that waits for the queue's kicks and serves them
+// (KickServer::ServeKick, vring.cc: pop, the FUSE fast path, poll, re-arm) without going
+// through the JS thread's event loop, whose every round costs a few microseconds of its own
+// (Node's immediate check, a callback scope, the garbage that leaves). The ring has one
+// owner at a time: this thread, or JS once the fast path declined a chain; JS is woken with
+// a uv_async on its own loop, serves the ring with its own loop (src/vhost/queue-runner.ts)
+// and hands it back with release() once it has nothing of its own in flight.
+#include "chainserver.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+
+namespace vfsn {
+namespace {
+
+void DrainEventfd(int fd) {
+  uint64_t v;
+  ssize_t r;
+  do {
+    r = read(fd, &v, 8);
+  } while (r < 0 && errno == EINTR);
+}
+
+void PokeEventfd(int fd) {
+  uint64_t one = 1;
+  ssize_t r;
+  do {
+    r = write(fd, &one, 8);
+  } while (r < 0 && errno == EINTR);
+}
+
+// isEventfd(fd) -> whether fd is an eventfd (what the kick thread can wait on).
+Napi::Value IsEventfd(const Napi::CallbackInfo& info) {
+  int64_t fd;
+  if (!ArgInt(info, 0, &fd)) return ThrowType(info.Env(), "isEventfd(fd)");
+  char path[64], target[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", static_cast<int>(fd));
+  ssize_t n = readlink(path, target, sizeof target - 1);
+  if (n < 0) return Napi::Boolean::New(info.Env(), false);
+  target[n] = 0;
+  return Napi::Boolean::New(info.Env(), strcmp(target, "anon_inode:[eventfd]") == 0);
+}
+
+// new KickThread(kickFd, vring, callback): start() runs the thread; callback() runs on this
+// JS thread whenever the ring is JS's to serve (jsOwns()); release() gives it back to the
+// thread; close() stops and joins the thread (before the kick fd is closed).
+class KickThread : public Napi::ObjectWrap<KickThread> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "KickThread",
+                       {InstanceMethod("start", &KickThread::Start), InstanceMethod("release", &KickThread::Release),
+                        InstanceMethod("close", &KickThread::Close), InstanceMethod("jsOwns", &KickThread::JsOwns)});
+  }
+
+  explicit KickThread(const Napi::CallbackInfo& info) : Napi::ObjectWrap<KickThread>(info) {
+    Napi::Env env = info.Env();
+    int64_t fd;
+    kick_ = ArgInt(info, 0, &fd) && info[2].IsFunction() ? KickServerOf(info[1]) : nullptr;
+    if (!kick_) {
+      ThrowType(env, "new KickThread(kickFd, vring, callback)");
+      return;
+    }
+    kickFd_ = static_cast<int>(fd);
+    int fl = fcntl(kickFd_, F_GETFL);
+    if (fl >= 0) fcntl(kickFd_, F_SETFL, fl | O_NONBLOCK);
+    wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wakeFd_ < 0) {
+      ThrowErrno(env, errno, "eventfd");
+      return;
+    }
+    kickRef_ = Napi::Persistent(info[1].As<Napi::Object>());
+    cb_ = Napi::Persistent(info[2].As<Napi::Function>());
+    napi_value name = Napi::String::New(env, "KickThread");
+    napi_async_init(env, nullptr, name, &ctx_);
+  }
+
+  ~KickThread() override {
+    Shutdown();
+    if (ctx_) napi_async_destroy(Env(), ctx_);
+    if (wakeFd_ >= 0) close(wakeFd_);
+  }
+
+ private:
+  // start(): the thread owns the ring from now on and serves what is already on it.
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    if (thread_.joinable() || wakeFd_ < 0) return info.Env().Undefined();
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(info.Env(), &loop);
+    async_ = new uv_async_t;
+    if (uv_async_init(loop, async_, OnAsync) != 0) {
+      delete async_;
+      async_ = nullptr;
+      return ThrowErrno(info.Env(), EAGAIN, "uv_async_init");
+    }
+    async_->data = this;
+    Ref();  // the thread calls back into this object until close()
+    jsOwns_.store(false, std::memory_order_release);
+    stop_.store(false, std::memory_order_release);
+    PokeEventfd(wakeFd_);  // the driver may have kicked before the ring was enabled
+    thread_ = std::thread([this] { Run(); });
+    return info.Env().Undefined();
+  }
+
+  // release(): JS is done with the ring; the thread serves it again, starting with a look at
+  // it (a chain may have come since JS last looked, its kick forwarded to JS).
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    jsOwns_.store(false, std::memory_order_release);
+    PokeEventfd(wakeFd_);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value JsOwns(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), jsOwns_.load(std::memory_order_acquire));
+  }
+
+  // close(): stops the thread, waiting for the kick it serves to end.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void Shutdown() {
+    if (thread_.joinable()) {
+      stop_.store(true, std::memory_order_release);
+      PokeEventfd(wakeFd_);
+      thread_.join();
+      Unref();
+    }
+    if (async_) {
+      async_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(async_), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+      async_ = nullptr;
+    }
+  }
+
+  void Run() {
+    pollfd p[2] = {{kickFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+    while (!stop_.load(std::memory_order_acquire)) {
+      int r = poll(p, 2, -1);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (stop_.load(std::memory_order_acquire)) break;
+      if (p[1].revents & POLLIN) DrainEventfd(wakeFd_);
+      if (p[0].revents & POLLIN) DrainEventfd(kickFd_);
+      if (p[0].revents & (POLLERR | POLLNVAL | POLLHUP)) {
+        // Not a descriptor to wait on any more: JS's loop takes the queue over.
+        jsOwns_.store(true, std::memory_order_release);
+        uv_async_send(async_);
+        p[0].fd = -1;
+        continue;
+      }
+      Serve();
+    }
+  }
+
+  void Serve() {
+    for (;;) {
+      if (jsOwns_.load(std::memory_order_acquire)) {
+        uv_async_send(async_);
+        return;
+      }
+      KickServer::Outcome o = kick_->ServeKick();
+      if (o == KickServer::kDone) return;
+      if (o == KickServer::kToJs) {
+        jsOwns_.store(true, std::memory_order_release);
+        uv_async_send(async_);
+        return;
+      }
+      // kYield: chains keep coming; nothing else runs on this thread, so go on serving.
+      if (stop_.load(std::memory_order_acquire)) return;
+    }
+  }
+
+  static void OnAsync(uv_async_t* h) {
+    auto* self = static_cast<KickThread*>(h->data);
+    if (!self || !self->jsOwns_.load(std::memory_order_acquire)) return;
+    Napi::Env env = self->Env();
+    Napi::HandleScope scope(env);
+    napi_value recv = env.Global();
+    napi_value result;
+    napi_status st = napi_make_callback(env, self->ctx_, recv, self->cb_.Value(), 0, nullptr, &result);
+    if (st == napi_pending_exception) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);
+    }
+  }
+
+  int kickFd_ = -1;
+  int wakeFd_ = -1;
+  KickServer* kick_ = nullptr;  // kept alive by kickRef_
+  Napi::ObjectReference kickRef_;
+  Napi::FunctionReference cb_;
+  napi_async_context ctx_ = nullptr;
+  uv_async_t* async_ = nullptr;
+  std::thread thread_;
+  std::atomic<bool> jsOwns_{false};
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace
+
+void InitKickThread(Napi::Env env, Napi::Object exports) {
+  exports.Set("isEventfd", Napi::Function::New(env, IsEventfd));
+  exports.Set("KickThread", KickThread::Define(env));
+}
+
+}  // namespace vfsn
