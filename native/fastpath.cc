@@ -3,7 +3,7 @@
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later); FLUSH and RELEASE, which every close() sends; and UNLINK and RMDIR. Attached to a
+// later); FLUSH and RELEASE, which every close() sends; CREATE, UNLINK and RMDIR. Attached to a
 // queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
 // thread, the hiprio queue included (FORGETs come there).
 //
@@ -28,15 +28,19 @@ namespace {
 
 // include/uapi/linux/fuse.h
 constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpUnlink = 10, kOpRmdir = 11, kOpRead = 15, kOpWrite = 16,
-                   kOpRelease = 18, kOpFlush = 25;
+                   kOpRelease = 18, kOpFlush = 25, kOpCreate = 35;
 // fuse_release_in.release_flags
 constexpr uint32_t kReleaseFlockUnlock = 1 << 1;
 constexpr uint64_t kRootNodeId = 1;
 // fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), fuse_forget_in, or
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16)
-constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24;
-// fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out
-constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize;
+constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
+                   kCreateInSize = 16;
+// fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
+constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
+                   kOpenOutSize = 16;
+// FsState::sessionFlags: the session negotiated FUSE_WRITEBACK_CACHE (src/cache/policy.ts).
+constexpr uint32_t kSessionWriteback = 1;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
 // The most argument bytes JS copies (MAX_IN_COPY in src/fuse/server.ts, which answers E2BIG
@@ -82,6 +86,18 @@ void EncodeAttr(const double* st, uint8_t* o) {
   Store32(o + 84, 0);            // flags
 }
 
+// The host open flags for a guest's open flags: src/cache/policy.ts's hostOpenFlags. With the
+// writeback cache the guest's page cache reads a file it opened write-only and does its own
+// appending; O_DIRECT only when the cache options allow it.
+int HostOpenFlags(int f, uint32_t session, bool allowDirectIo) {
+  if (session & kSessionWriteback) {
+    if ((f & O_ACCMODE) == O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;
+    f &= ~O_APPEND;
+  }
+  if (!allowDirectIo) f &= ~O_DIRECT;
+  return f;
+}
+
 // The (gpa, len) pairs of bytes [skip, skip + len) of the n ranges in pairs, into out.
 void SlicePairs(const double* pairs, size_t n, uint64_t skip, uint64_t len, std::vector<double>* out) {
   out->clear();
@@ -106,8 +122,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   }
 
   // new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout,
-  // negativeTimeout}): pool is --thread-pool-size > 0, posixLock whether POSIX locks are
-  // served; the timeouts are the cache policy's, in seconds.
+  // negativeTimeout, fileOpenFlags, allowDirectIo}): pool is --thread-pool-size > 0,
+  // posixLock whether POSIX locks are served; the timeouts (in seconds) and the FOPEN_*
+  // flags of a file opened are the cache policy's.
   explicit FuseFastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseFastPath>(info) {
     Napi::Value o = info[0];
     auto num = [&](const char* key, double* out) {
@@ -116,12 +133,17 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       *out = v.As<Napi::Number>().DoubleValue();
       return std::isfinite(*out) && *out >= 0 && *out < 9.2e18;  // fits a u64 of seconds
     };
-    double id, entry, attr, negative;
+    double id, entry, attr, negative, fopen;
     if (!o.IsObject() || !num("stateId", &id) || !num("entryTimeout", &entry) || !num("attrTimeout", &attr) ||
-        !num("negativeTimeout", &negative) || !StateById(static_cast<int64_t>(id))) {
-      ThrowType(info.Env(), "new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout, negativeTimeout})");
+        !num("negativeTimeout", &negative) || !num("fileOpenFlags", &fopen) || fopen > UINT32_MAX ||
+        !StateById(static_cast<int64_t>(id))) {
+      ThrowType(info.Env(),
+                "new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
+                "allowDirectIo})");
       return;
     }
+    fileOpenFlags_ = static_cast<uint32_t>(fopen);
+    allowDirectIo_ = o.As<Napi::Object>().Get("allowDirectIo").ToBoolean();
     state_ = static_cast<int64_t>(id);
     readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
     pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
@@ -156,6 +178,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       case kOpUnlink:
       case kOpRmdir:
         return ServeUnlink(c, s, len, opcode == kOpRmdir);
+      case kOpCreate:
+        return ServeCreate(c, s, len);
       default:
         return kDeclined;
     }
@@ -234,12 +258,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       return Reply(c, 0, kEntryOutSize);
     }
     if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
-    Store64(b, static_cast<uint64_t>(nodeid));
-    Store64(b + 16, entryTimeout_.sec);
-    Store64(b + 24, attrTimeout_.sec);
-    Store32(b + 32, entryTimeout_.nsec);
-    Store32(b + 36, attrTimeout_.nsec);
-    EncodeAttr(st, b + 40);
+    EncodeEntry(b, static_cast<uint64_t>(nodeid), st);
     return Reply(c, 0, kEntryOutSize);
   }
 
@@ -255,17 +274,55 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, r, 0);
   }
 
-  // The request's name (the arguments of LOOKUP, UNLINK, RMDIR) when it is one plain path
-  // component: 1 to 255 bytes, no '/', NUL-terminated within the request, all prefetched.
-  // nullptr otherwise (JS answers those).
-  static const char* PlainName(const ChainView& c, uint32_t len, size_t* n) {
-    if (len > c.prefetched) return nullptr;
-    const char* name = reinterpret_cast<const char*>(c.prefetch + kInHeaderSize);
-    const void* nul = memchr(name, '\0', len - kInHeaderSize);
+  // The request's name (the arguments of LOOKUP, UNLINK, RMDIR; after fuse_create_in for
+  // CREATE, at offset at) when it is one plain path component: 1 to 255 bytes, no '/',
+  // NUL-terminated within the request, all prefetched. nullptr otherwise (JS answers those).
+  static const char* PlainName(const ChainView& c, uint32_t len, size_t* n, uint32_t at = kInHeaderSize) {
+    if (len > c.prefetched || len <= at) return nullptr;
+    const char* name = reinterpret_cast<const char*>(c.prefetch + at);
+    const void* nul = memchr(name, '\0', len - at);
     if (!nul) return nullptr;
     *n = static_cast<const char*>(nul) - name;
     if (*n == 0 || *n > kNameMax || memchr(name, '/', *n)) return nullptr;
     return name;
+  }
+
+  // CREATE of a plain name other than '.' and '..' (not on a read-only share): a regular file
+  // made and opened as the guest's caller, with the host open flags JS would use; the reply
+  // is the new entry and the handle, opened with the cache policy's FOPEN_* flags. Requests
+  // with extensions after their arguments (total_extlen) go to JS.
+  Result ServeCreate(const ChainView& c, FsState* s, uint32_t len) {
+    if (readOnly_ || c.writableLen < kOutHeaderSize + kEntryOutSize + kOpenOutSize) return kDeclined;
+    const uint8_t* p = c.prefetch;
+    if (Load16(p + 36) != 0) return kDeclined;
+    size_t n;
+    const char* name = PlainName(c, len, &n, kInHeaderSize + kCreateInSize);
+    if (!name || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.')))) return kDeclined;
+    int guest = static_cast<int>(Load32(p + kInHeaderSize));
+    uint32_t mode = Load32(p + kInHeaderSize + 4);
+    int flags = HostOpenFlags(guest & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW),
+                              s->sessionFlags.load(std::memory_order_relaxed), allowDirectIo_) |
+                (guest & O_EXCL);
+    double st[kStatxFields + 1];
+    int64_t nodeid = CreateName(s, Load64(p + 16), name, flags, mode, Load32(p + 24), Load32(p + 28), st);
+    creates_++;
+    if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kEntryOutSize + kOpenOutSize);
+    EncodeEntry(b, static_cast<uint64_t>(nodeid), st);
+    Store64(b + kEntryOutSize, static_cast<uint64_t>(st[kStatxFields]));
+    Store32(b + kEntryOutSize + 8, fileOpenFlags_);
+    return Reply(c, 0, kEntryOutSize + kOpenOutSize);
+  }
+
+  // fuse_entry_out for nodeid (generation 0, the policy's timeouts) at b, which is zeroed.
+  void EncodeEntry(uint8_t* b, uint64_t nodeid, const double* st) const {
+    Store64(b, nodeid);
+    Store64(b + 16, entryTimeout_.sec);
+    Store64(b + 24, attrTimeout_.sec);
+    Store32(b + 32, entryTimeout_.nsec);
+    Store32(b + 36, attrTimeout_.nsec);
+    EncodeAttr(st, b + 40);
   }
 
   // FORGET: no reply; the chain goes back to the driver empty.
@@ -321,21 +378,23 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     const std::pair<uint32_t, uint64_t> counts[] = {
         {kOpRead, reads_},     {kOpWrite, writes_},   {kOpGetattr, getattrs_}, {kOpLookup, lookups_},
         {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}, {kOpUnlink, unlinks_},
-        {kOpRmdir, rmdirs_}};
+        {kOpRmdir, rmdirs_},   {kOpCreate, creates_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
   }
 
   int64_t state_ = 0;
-  bool readOnly_ = false, pool_ = false, posixLock_ = false;
+  bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
-  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0;
+  uint32_t fileOpenFlags_ = 0;
+  uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
+           creates_ = 0;
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;
   std::vector<iovec> header_;
-  uint8_t reply_[kOutHeaderSize + kEntryOutSize];
+  uint8_t reply_[kOutHeaderSize + kEntryOutSize + kOpenOutSize];
 };
 
 }  // namespace

@@ -83,7 +83,7 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   }
 
   ~KickThread() override {
-    Shutdown();
+    Shutdown(false);  // only at an environment's teardown: the thread holds a reference
     if (ctx_) napi_async_destroy(Env(), ctx_);
     if (wakeFd_ >= 0) close(wakeFd_);
   }
@@ -123,16 +123,16 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
 
   // close(): stops the thread, waiting for the kick it serves to end.
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Shutdown();
+    Shutdown(true);
     return info.Env().Undefined();
   }
 
-  void Shutdown() {
+  void Shutdown(bool unref) {
     if (thread_.joinable()) {
       stop_.store(true, std::memory_order_release);
       PokeEventfd(wakeFd_);
       thread_.join();
-      Unref();
+      if (unref) Unref();
     }
     if (async_) {
       async_->data = nullptr;

@@ -146,42 +146,8 @@ Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   if (!U64(info, 1, &parent) || !I64(info, 3, &flags) || !I64(info, 4, &mode) || !I64(info, 5, &uid) || !I64(info, 6, &gid))
     return ThrowType(info.Env(), "nodeCreate(id, parent, name, flags, mode, uid, gid, out)");
   if (err) return Num(info, -err);
-  InodePin p(s, parent);
-  if (p.fd() < 0) return Num(info, p.fd());
-  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
-  int oflags = static_cast<int>(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  int fd;
-  {
-    Creds c(uid, gid);
-    do {
-      fd = openat(p.fd(), name.c_str(), oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
-    } while (fd < 0 && errno == EINTR);
-  }
-  int pathFd;
-  if (fd >= 0) {
-    pathFd = Reopen(s, fd, O_PATH_);
-    if (pathFd < 0) {
-      close(fd);
-      return Num(info, pathFd);
-    }
-  } else {
-    if (errno != EEXIST || (flags & O_EXCL)) return Num(info, -errno);
-    // The name exists: open what it names only if that is a regular file.
-    pathFd = OpenPath(p.fd(), name);
-    if (pathFd < 0) return Num(info, pathFd);
-    struct stat st;
-    if (fstat(pathFd, &st) < 0 || !S_ISREG(st.st_mode)) {
-      int e = S_ISDIR(st.st_mode) ? EISDIR : S_ISLNK(st.st_mode) ? ELOOP : EEXIST;
-      close(pathFd);
-      return Num(info, -e);
-    }
-    fd = Reopen(s, pathFd, oflags);
-    if (fd < 0) {
-      close(pathFd);
-      return Num(info, fd);
-    }
-  }
-  return Num(info, static_cast<double>(RegisterOpened(s, pathFd, fd, out)));
+  return Num(info, static_cast<double>(CreateName(s, parent, name.c_str(), static_cast<int>(flags), static_cast<uint32_t>(mode),
+                                                  static_cast<uint32_t>(uid), static_cast<uint32_t>(gid), out)));
 }
 
 // nodeTmpfile(id, parent, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22] = fh.
@@ -458,6 +424,47 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
+                   double* out) {
+  if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
+  InodePin p(s, parent);
+  if (p.fd() < 0) return p.fd();
+  if (p.type() != S_IFDIR) return -ENOTDIR;
+  int oflags = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  int fd;
+  {
+    Creds c(uid, gid);
+    do {
+      fd = openat(p.fd(), name, oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
+    } while (fd < 0 && errno == EINTR);
+  }
+  int pathFd;
+  if (fd >= 0) {
+    pathFd = Reopen(s, fd, O_PATH_);
+    if (pathFd < 0) {
+      close(fd);
+      return pathFd;
+    }
+  } else {
+    if (errno != EEXIST || (flags & O_EXCL)) return -errno;
+    // The name exists: open what it names only if that is a regular file.
+    pathFd = OpenPath(p.fd(), name);
+    if (pathFd < 0) return pathFd;
+    struct stat st;
+    if (fstat(pathFd, &st) < 0 || !S_ISREG(st.st_mode)) {
+      int e = S_ISDIR(st.st_mode) ? EISDIR : S_ISLNK(st.st_mode) ? ELOOP : EEXIST;
+      close(pathFd);
+      return -e;
+    }
+    fd = Reopen(s, pathFd, oflags);
+    if (fd < 0) {
+      close(pathFd);
+      return fd;
+    }
+  }
+  return RegisterOpened(s, pathFd, fd, out);
+}
 
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir) {
   if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;

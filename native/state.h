@@ -329,6 +329,12 @@ int StatxNode(FsState* s, uint64_t nodeid, double* out);
 // - name (one component, NUL-terminated, no '/') in parent: opened O_PATH without following
 //   a symlink, its attributes into out and one lookup reference taken: the nodeid or -errno;
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
+// - name (one plain component) created in parent as a regular file and opened with flags
+//   (host open flags; with O_EXCL an existing name is EEXIST, else an existing regular file
+//   is opened), as uid/gid: the nodeid (one lookup reference taken) or -errno, attributes
+//   into out and the new handle's fh into out[kStatxFields] (nodeops.cc);
+int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
+                   double* out);
 // - name (one plain component) removed from parent, a directory with rmdir: 0 or -errno
 //   (nodeops.cc);
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);

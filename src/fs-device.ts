@@ -48,6 +48,8 @@ export function createHandler(options: unknown, log: Logger): ChainHandler {
         entryTimeout: policy.entryTimeout,
         attrTimeout: policy.attrTimeout,
         negativeTimeout: policy.negativeTimeout,
+        fileOpenFlags: policy.fileOpenFlags,
+        allowDirectIo: p.cache.allowDirectIo,
       });
   return {
     handle: (chain) => server.handle(chain),

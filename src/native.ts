@@ -154,6 +154,10 @@ export interface FuseFastPathOptions {
   entryTimeout: number;
   attrTimeout: number;
   negativeTimeout: number;
+  /** FOPEN_* flags of a file opened (CREATE's reply): the cache policy's. */
+  fileOpenFlags: number;
+  /** The cache options allow O_DIRECT on the host. */
+  allowDirectIo: boolean;
 }
 
 export declare class FuseFastPath implements NativeChainServer {

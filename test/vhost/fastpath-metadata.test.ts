@@ -1,6 +1,6 @@
 /**
- * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET,
- * FLUSH and RELEASE served in native code. The same requests go to two daemons over one share, one with the
+ * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET, CREATE,
+ * FLUSH, RELEASE, UNLINK and RMDIR served in native code. The same requests go to two daemons over one share, one with the
  * fast path and one at trace level (where every request goes through the FUSE server in JS),
  * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
  * negative entries, errors, and what JS answers for the requests the fast path declines
@@ -48,10 +48,11 @@ function populate(share: string): void {
   restoreRemoved(share);
 }
 
-/** What exercise() removes, made again (in z, which nothing else looks at). */
+/** What exercise() removes, made again, and what it creates, removed (in z, which nothing else looks at). */
 function restoreRemoved(share: string): void {
   fs.writeFileSync(path.join(share, 'z', 'u'), 'u');
   fs.mkdirSync(path.join(share, 'z', 'e'));
+  fs.rmSync(path.join(share, 'z', 'c'), { force: true });
 }
 
 const nameArg = (name: string | Buffer): Buffer => Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
@@ -137,6 +138,50 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   await remove('UNLINK', z, '..', false);
   await remove('UNLINK', z, 'full/x', false);
   await remove('UNLINK', z, '', false);
+  // CREATE, in z. A new file's timestamps and inode number differ between the two runs, and
+  // so does its node id (the inode table's shard follows the inode number): its reply is
+  // compared field by field without them, and its node id with what a LOOKUP then finds.
+  const createArgs = (flags: number, name: string): Buffer => {
+    const a = Buffer.alloc(abi.CREATE_IN_SIZE);
+    abi.encodeCreateIn(a, 0, { flags, mode: 0o100640, umask: 0o022, openFlags: 0 });
+    return Buffer.concat([a, nameArg(name)]);
+  };
+  const created: bigint[] = [];
+  const createdNodes = new Set<bigint>();
+  const create = async (label: string, parent: bigint, flags: number, name: string, isPlain = true, room = abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE): Promise<void> => {
+    const r = await c.request(abi.Opcode.CREATE, parent, createArgs(flags, name), room);
+    let body = r.body.toString('hex');
+    if (r.error === 0 && r.body.length >= abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE) {
+      const e = abi.decodeEntryOut(r.body, 0);
+      const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
+      const a = e.attr;
+      createdNodes.add(e.nodeid);
+      body = JSON.stringify({ ...e, nodeid: undefined, attr: { mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, blksize: a.blksize }, open: o }, (_k, v: unknown) =>
+        typeof v === 'bigint' ? v.toString() : v,
+      );
+      created.push(o.fh);
+    }
+    seen.push({ label: `CREATE ${label}`, error: r.error, len: r.len, usedLen: r.usedLen, body });
+    if (isPlain) plain++;
+  };
+  const { O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND } = fs.constants;
+  await create('z/c', z, O_WRONLY | O_CREAT | O_EXCL, 'c');
+  await create('z/c again, O_EXCL', z, O_WRONLY | O_CREAT | O_EXCL, 'c');
+  await create('z/c again', z, O_RDWR | O_CREAT | O_TRUNC, 'c');
+  await create('z/c again, appending', z, O_WRONLY | O_CREAT | O_APPEND, 'c');
+  await create('z/full (a directory)', z, O_RDWR | O_CREAT, 'full');
+  await create('in a file', f, O_RDWR | O_CREAT, 'c');
+  await create('in an unknown node', 1n << 40n, O_RDWR | O_CREAT, 'c');
+  await create('z/.', z, O_RDWR | O_CREAT, '.', false);
+  await create('z/full/c', z, O_RDWR | O_CREAT, 'full/c', false);
+  await create('of a long name', z, O_RDWR | O_CREAT, 'c'.repeat(256), false);
+  await create('with no room for the reply', z, O_RDWR | O_CREAT, 'c', false, abi.ENTRY_OUT_SIZE);
+  assert.ok(created.length === 3, `three handles: ${created.length}`);
+  const lc = await c.request(abi.Opcode.LOOKUP, z, nameArg('c'), abi.ENTRY_OUT_SIZE);
+  const found = lc.body.readBigUInt64LE(0);
+  seen.push({ label: 'LOOKUP z/c', error: lc.error, len: lc.len, usedLen: lc.usedLen, body: `the created node: ${createdNodes.size === 1 && createdNodes.has(found)}` });
+  plain++;
+  for (const fh of created) await send(`RELEASE of a created handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
   for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
   await getattr(f, ' after one of its two FORGETs');
   await getattr(g, ' after its FORGET');
@@ -219,6 +264,31 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       }
     });
   }
+
+  it('CREATE in a writeback session, served natively: the guest can read what it opened write-only, and its own appends land where it says', async () => {
+    env = await connectDaemon('vfs-fastmeta-', ['--cache=always', '--writeback']);
+    const { c, share } = env;
+    assert.ok(BigInt(c.initOut!.flags) & abi.InitFlags.WRITEBACK_CACHE, 'a writeback session');
+    const args = Buffer.alloc(abi.CREATE_IN_SIZE);
+    const { O_WRONLY, O_CREAT, O_APPEND } = fs.constants;
+    abi.encodeCreateIn(args, 0, { flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o100600, umask: 0, openFlags: 0 });
+    const r = await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([args, nameArg('w')]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+    assert.equal(r.error, 0);
+    const nodeid = abi.decodeEntryOut(r.body, 0).nodeid;
+    const fh = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE).fh;
+    // The guest's page cache writes at the offsets it computed itself, and reads the file
+    // to fill its pages: the host file is open for reading, and not O_APPEND.
+    ok(await c.write(fh, 0, Buffer.from('abcdef'), { nodeid }), 'WRITE');
+    ok(await c.write(fh, 1, Buffer.from('X'), { nodeid }), 'WRITE at 1');
+    assert.equal(ok(await c.read(fh, 0, 100, { nodeid }), 'READ through a write-only handle').toString(), 'aXcdef');
+    assert.equal(fs.readFileSync(path.join(share, 'w'), 'utf8'), 'aXcdef');
+    assert.equal(fs.statSync(path.join(share, 'w')).mode & 0o777, 0o600);
+    ok(await c.release(fh, { nodeid }), 'RELEASE');
+    await disconnectDaemon(env);
+    const rep = env.daemon.exitReport<Report>();
+    env = null;
+    assert.equal(sum(rep.nativePerQueue), 5, `CREATE, two WRITEs, READ, RELEASE natively: ${JSON.stringify(rep)}`);
+  });
 
   it("keeps the guest inside the share: a symlink is looked up, not followed; '..' at the root is the root", async () => {
     env = await connectDaemon('vfs-fastmeta-', ['--cache=never']);
