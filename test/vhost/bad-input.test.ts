@@ -280,6 +280,25 @@ describe('virtiofsd-ts against a hostile front end', function () {
       await assertAlive(env);
     });
 
+    it('refuses a kick fd that cannot be waited on (a memfd, not an eventfd)', async () => {
+      env = await launch();
+      const fe = env.fe;
+      await fe.stopQueues();
+      const q = fe.queue(1);
+      const memfd = native.memfdCreate('kick', 4096);
+      try {
+        await fe.setVringNum(1, q.vq.size);
+        await fe.setVringBase(1, 0);
+        await fe.setVringAddr(1, q.vq.ringUaddrs());
+        await fe.setVringKick(1, memfd);
+        await assert.rejects(fe.setVringEnable(1, true, true), /REPLY_ACK/);
+      } finally {
+        native.close(memfd);
+      }
+      await waitForLog(env.daemon, /queue 1 cannot start: .*uv_poll_init/);
+      await assertAlive(env);
+    });
+
     it('refuses a ring that starts inside guest memory and runs past its end', async () => {
       env = await launch();
       const fe = env.fe;
