@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 #include <sys/uio.h>
+#include <unistd.h>
 #include <memory>
 #include <vector>
 
@@ -77,6 +78,21 @@ inline void CopyToIovecs(const std::vector<iovec>& iov, const uint8_t* src, size
     done += take;
   }
 }
+// An eventfd's counter read and cleared (a non-blocking fd: nothing happens when it is 0),
+// and one added to it: a kick or call consumed, or given.
+inline void DrainEventfd(int fd) {
+  uint64_t v;
+  while (read(fd, &v, 8) < 0 && errno == EINTR) {
+  }
+}
+inline void PokeEventfd(int fd) {
+  uint64_t one = 1;
+  while (write(fd, &one, 8) < 0 && errno == EINTR) {
+  }
+}
+// Runs the JS function fn with argv from a libuv callback on the function's thread, in the
+// async context ctx; an exception it throws is reported as uncaught (events.cc).
+void MakeCallback(Napi::Env env, napi_async_context ctx, const Napi::FunctionReference& fn, size_t argc, const napi_value* argv);
 // GuestIovecs into this thread's own reused vector (valid until the thread's next call),
 // for synchronous transfers: *out points at it. Returns what GuestIovecs returns.
 int ThreadGuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector<iovec>** out);

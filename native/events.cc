@@ -175,37 +175,20 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
   static void OnPoll(uv_poll_t* h, int status, int) {
     auto* self = static_cast<FdWatcher*>(h->data);
     if (!self || !self->active_) return;
-    if (self->drain_) {
-      uint64_t v;
-      ssize_t r;
-      do {
-        r = read(self->fd_, &v, 8);
-      } while (r < 0 && errno == EINTR);
-    }
+    if (self->drain_) DrainEventfd(self->fd_);
     if (self->kick_) {
       KickServer::Outcome o = self->kick_->ServeKick();
       if (o == KickServer::kDone) return;
       if (o == KickServer::kYield) {
         // Our own kick: the fd is readable again after the event loop's next round.
-        uint64_t one = 1;
-        ssize_t w;
-        do {
-          w = write(self->fd_, &one, 8);
-        } while (w < 0 && errno == EINTR);
+        PokeEventfd(self->fd_);
         return;
       }
     }
     Napi::Env env = self->Env();
     Napi::HandleScope scope(env);
-    napi_value recv = env.Global();
     napi_value arg = Napi::Number::New(env, status);
-    napi_value result;
-    napi_status st = napi_make_callback(env, self->ctx_, recv, self->cb_.Value(), 1, &arg, &result);
-    if (st == napi_pending_exception) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);
-    }
+    MakeCallback(env, self->ctx_, self->cb_, 1, &arg);
   }
 
   int fd_ = -1;
@@ -219,6 +202,16 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
 };
 
 }  // namespace
+
+void MakeCallback(Napi::Env env, napi_async_context ctx, const Napi::FunctionReference& fn, size_t argc, const napi_value* argv) {
+  Napi::HandleScope scope(env);
+  napi_value result;
+  if (napi_make_callback(env, ctx, env.Global(), fn.Value(), argc, argv, &result) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
 
 void InitEvents(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfdCreate", Napi::Function::New(env, EventfdCreate));

@@ -268,7 +268,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     if (readOnly_ || c.writableLen < kOutHeaderSize) return kDeclined;
     size_t n;
     const char* name = PlainName(c, len, &n);
-    if (!name || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.')))) return kDeclined;
+    if (!name || IsDotOrDotDot(name, n)) return kDeclined;
     int r = UnlinkName(s, Load64(c.prefetch + 16), name, rmdir);
     (rmdir ? rmdirs_ : unlinks_)++;
     return Reply(c, r, 0);
@@ -287,6 +287,10 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return name;
   }
 
+  static bool IsDotOrDotDot(const char* name, size_t n) {
+    return name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.'));
+  }
+
   // CREATE of a plain name other than '.' and '..' (not on a read-only share): a regular file
   // made and opened as the guest's caller, with the host open flags JS would use; the reply
   // is the new entry and the handle, opened with the cache policy's FOPEN_* flags. Requests
@@ -297,12 +301,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     if (Load16(p + 36) != 0) return kDeclined;
     size_t n;
     const char* name = PlainName(c, len, &n, kInHeaderSize + kCreateInSize);
-    if (!name || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.')))) return kDeclined;
-    int guest = static_cast<int>(Load32(p + kInHeaderSize));
+    if (!name || IsDotOrDotDot(name, n)) return kDeclined;
+    // CreateName drops O_CREAT, O_NOCTTY and O_NOFOLLOW and keeps O_EXCL's meaning, which
+    // HostOpenFlags does not touch.
+    int flags = HostOpenFlags(static_cast<int>(Load32(p + kInHeaderSize)), s->sessionFlags.load(std::memory_order_relaxed),
+                              allowDirectIo_);
     uint32_t mode = Load32(p + kInHeaderSize + 4);
-    int flags = HostOpenFlags(guest & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW),
-                              s->sessionFlags.load(std::memory_order_relaxed), allowDirectIo_) |
-                (guest & O_EXCL);
     double st[kStatxFields + 1];
     int64_t nodeid = CreateName(s, Load64(p + 16), name, flags, mode, Load32(p + 24), Load32(p + 28), st);
     creates_++;

@@ -21,22 +21,6 @@
 namespace vfsn {
 namespace {
 
-void DrainEventfd(int fd) {
-  uint64_t v;
-  ssize_t r;
-  do {
-    r = read(fd, &v, 8);
-  } while (r < 0 && errno == EINTR);
-}
-
-void PokeEventfd(int fd) {
-  uint64_t one = 1;
-  ssize_t r;
-  do {
-    r = write(fd, &one, 8);
-  } while (r < 0 && errno == EINTR);
-}
-
 // isEventfd(fd) -> whether fd is an eventfd (what the kick thread can wait on).
 Napi::Value IsEventfd(const Napi::CallbackInfo& info) {
   int64_t fd;
@@ -184,16 +168,7 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   static void OnAsync(uv_async_t* h) {
     auto* self = static_cast<KickThread*>(h->data);
     if (!self || !self->jsOwns_.load(std::memory_order_acquire)) return;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    napi_value recv = env.Global();
-    napi_value result;
-    napi_status st = napi_make_callback(env, self->ctx_, recv, self->cb_.Value(), 0, nullptr, &result);
-    if (st == napi_pending_exception) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);
-    }
+    MakeCallback(self->Env(), self->ctx_, self->cb_, 0, nullptr);
   }
 
   int kickFd_ = -1;

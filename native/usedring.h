@@ -70,11 +70,7 @@ struct UsedRing {
   // With mu held: signals the call eventfd.
   void NotifyLocked() {
     if (callFd < 0) return;
-    uint64_t one = 1;
-    ssize_t r;
-    do {
-      r = write(callFd, &one, 8);
-    } while (r < 0 && errno == EINTR);
+    PokeEventfd(callFd);
   }
 
   // With mu held: re-translates the rings if the memory table changed since they were.
