@@ -18,7 +18,8 @@
  *
  * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT; "reread" for
  * the cache-mode job), --daemons=LABEL,... (only these configurations), --ts-args="ARG ..."
- * (appended to virtiofsd-ts's arguments, e.g. --poll-max-us=0 to compare).
+ * (appended to virtiofsd-ts's arguments). The configuration "virtiofsd-ts poll0" (one queue,
+ * --poll-max-us=0) runs only when --daemons names it, to weigh polling in the same rounds.
  * Figures from another run are not comparable: compare the daemons of one run only.
  */
 import { randomBytes } from 'node:crypto';
@@ -43,14 +44,18 @@ interface Config {
   kind: DaemonKind;
   args: string[];
   queues: number;
+  /** Run only when --daemons names it (a variant to compare, not part of the default table). */
+  onRequest?: boolean;
 }
 
-const CONFIGS: Config[] = [
+const ALL_CONFIGS: Config[] = [
   { label: 'virtiofsd-ts', kind: 'ts', args: ['--cache=never'], queues: 1 },
   { label: 'virtiofsd-ts 2q', kind: 'ts', args: ['--cache=never'], queues: 2 },
   { label: 'rust', kind: 'rust', args: ['--cache=never'], queues: 1 },
   { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1 },
+  { label: 'virtiofsd-ts poll0', kind: 'ts', args: ['--cache=never', '--poll-max-us=0'], queues: 1, onRequest: true },
 ];
+const CONFIGS = ALL_CONFIGS.filter((c) => !c.onRequest || DAEMONS?.includes(c.label));
 
 const CACHE_CONFIGS: Config[] = (['never', 'auto', 'always'] as const).flatMap((mode) => [
   { label: `virtiofsd-ts ${mode}`, kind: 'ts' as const, args: [`--cache=${mode}`], queues: 1 },
@@ -104,6 +109,9 @@ async function main(): Promise<void> {
         process.stderr.write(`round ${round} ${cfg.label}: the guest ran no job (status ${run.guestStatus}); booting again\n`);
         run = await boot();
       }
+      // Where our daemon's requests went: per queue, the requests and the kicks (the exit report).
+      const report = cfg.kind === 'ts' ? exitReport(run) : null;
+      if (report) process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  requests per queue: ${JSON.stringify(report.requestsPerQueue)}\n`);
       for (const job of jobs) {
         const r = run.results.get(job.name)!;
         const line = r.output.find((l) => l.startsWith(`FIO ${job.name} `));
