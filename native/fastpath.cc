@@ -3,7 +3,8 @@
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later); FLUSH and RELEASE, which every close() sends; CREATE, UNLINK and RMDIR. Attached to a
+// later); OPEN, FLUSH and RELEASE, which every open() and close() sends; CREATE, UNLINK and
+// RMDIR. Attached to a
 // queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
 // thread, the hiprio queue included (FORGETs come there).
 //
@@ -27,15 +28,17 @@ namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpUnlink = 10, kOpRmdir = 11, kOpRead = 15, kOpWrite = 16,
-                   kOpRelease = 18, kOpFlush = 25, kOpCreate = 35;
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpUnlink = 10, kOpRmdir = 11, kOpOpen = 14, kOpRead = 15,
+                   kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpCreate = 35;
+// fuse_open_out.open_flags
+constexpr uint32_t kFopenKeepCache = 1 << 1;
 // fuse_release_in.release_flags
 constexpr uint32_t kReleaseFlockUnlock = 1 << 1;
 constexpr uint64_t kRootNodeId = 1;
 // fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), fuse_forget_in, or
-// fuse_release_in and fuse_flush_in (fh, then lock_owner at 16)
+// fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
-                   kCreateInSize = 16;
+                   kCreateInSize = 16, kOpenInSize = 8;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16;
@@ -122,9 +125,10 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   }
 
   // new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout,
-  // negativeTimeout, fileOpenFlags, allowDirectIo}): pool is --thread-pool-size > 0,
-  // posixLock whether POSIX locks are served; the timeouts (in seconds) and the FOPEN_*
-  // flags of a file opened are the cache policy's.
+  // negativeTimeout, fileOpenFlags, keepCacheIfUnchanged, allowDirectIo}): pool is
+  // --thread-pool-size > 0, posixLock whether POSIX locks are served; the timeouts (in
+  // seconds), the FOPEN_* flags of a file opened and whether an unchanged file keeps the
+  // guest's cache at an open are the cache policy's.
   explicit FuseFastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseFastPath>(info) {
     Napi::Value o = info[0];
     auto num = [&](const char* key, double* out) {
@@ -139,11 +143,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         !StateById(static_cast<int64_t>(id))) {
       ThrowType(info.Env(),
                 "new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
-                "allowDirectIo})");
+                "keepCacheIfUnchanged, allowDirectIo})");
       return;
     }
     fileOpenFlags_ = static_cast<uint32_t>(fopen);
     allowDirectIo_ = o.As<Napi::Object>().Get("allowDirectIo").ToBoolean();
+    keepCacheIfUnchanged_ = o.As<Napi::Object>().Get("keepCacheIfUnchanged").ToBoolean();
     state_ = static_cast<int64_t>(id);
     readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
     pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
@@ -180,6 +185,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeUnlink(c, s, len, opcode == kOpRmdir);
       case kOpCreate:
         return ServeCreate(c, s, len);
+      case kOpOpen:
+        return ServeOpen(c, s, len);
       default:
         return kDeclined;
     }
@@ -319,6 +326,29 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kEntryOutSize + kOpenOutSize);
   }
 
+  // OPEN of a file: opened with the host open flags JS would use, the reply carries the
+  // cache policy's FOPEN_* flags, plus KEEP_CACHE in cache auto when the file is unchanged
+  // since its last open. On a read-only share an open for writing or truncating goes to JS
+  // (EROFS).
+  Result ServeOpen(const ChainView& c, FsState* s, uint32_t len) {
+    if (len < kInHeaderSize + kOpenInSize || c.prefetched < kInHeaderSize + kOpenInSize ||
+        c.writableLen < kOutHeaderSize + kOpenOutSize)
+      return kDeclined;
+    int guest = static_cast<int>(Load32(c.prefetch + kInHeaderSize));
+    if (readOnly_ && (guest & (O_WRONLY | O_RDWR | O_TRUNC))) return kDeclined;
+    uint64_t nodeid = Load64(c.prefetch + 16);
+    int64_t fh = OpenNode(s, nodeid, HostOpenFlags(guest, s->sessionFlags.load(std::memory_order_relaxed), allowDirectIo_));
+    opens_++;
+    if (fh < 0) return Reply(c, static_cast<int32_t>(fh), 0);
+    uint32_t flags = fileOpenFlags_;
+    if (keepCacheIfUnchanged_ && UnchangedSinceLastOpen(s, nodeid)) flags |= kFopenKeepCache;
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kOpenOutSize);
+    Store64(b, static_cast<uint64_t>(fh));
+    Store32(b + 8, flags);
+    return Reply(c, 0, kOpenOutSize);
+  }
+
   // fuse_entry_out for nodeid (generation 0, the policy's timeouts) at b, which is zeroed.
   void EncodeEntry(uint8_t* b, uint64_t nodeid, const double* st) const {
     Store64(b, nodeid);
@@ -382,18 +412,18 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     const std::pair<uint32_t, uint64_t> counts[] = {
         {kOpRead, reads_},     {kOpWrite, writes_},   {kOpGetattr, getattrs_}, {kOpLookup, lookups_},
         {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}, {kOpUnlink, unlinks_},
-        {kOpRmdir, rmdirs_},   {kOpCreate, creates_}};
+        {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
   }
 
   int64_t state_ = 0;
-  bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false;
+  bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
   uint32_t fileOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
-           creates_ = 0;
+           creates_ = 0, opens_ = 0;
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;

@@ -25,7 +25,9 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 
 namespace vfsn {
@@ -96,6 +98,50 @@ void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n) {
   if (it == sh.byId.end()) return;
   it->second.lookups = it->second.lookups > n ? it->second.lookups - n : 0;
   sh.MaybeDrop(it);
+}
+
+int64_t OpenNode(FsState* s, uint64_t nodeid, int flags) {
+  flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  int fd;
+  {
+    InodePin p(s, nodeid);
+    if (p.fd() < 0) return p.fd();
+    // Only regular files and directories are opened here. The guest kernel serves FIFOs,
+    // sockets and device nodes itself and never sends OPEN for them; a guest that did could
+    // otherwise block a queue on a FIFO or reach a host device through a node it made.
+    if (p.type() == S_IFLNK) return -ELOOP;
+    if (p.type() != S_IFREG && p.type() != S_IFDIR) return -ENXIO;
+    // Through /proc/self/fd: no name is resolved again.
+    char path[16];
+    snprintf(path, sizeof path, "%d", p.fd());
+    do {
+      fd = openat(s->procFd, path, flags | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return -errno;
+  }
+  return static_cast<int64_t>(s->InsertHandle(fd, nodeid));
+}
+
+// A state younger than this may hide a change made in the same timestamp tick.
+constexpr double kTimestampSlackMs = 100;
+
+bool UnchangedSinceLastOpen(FsState* s, uint64_t nodeid) {
+  double st[kStatxFields];
+  if (StatxNode(s, nodeid, st) < 0) return false;
+  Inode::OpenState now{st[10], st[15], st[16], st[17], st[18]};
+  timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  double ageMs = (static_cast<double>(t.tv_sec) - st[17]) * 1e3 + (static_cast<double>(t.tv_nsec) - st[18]) / 1e6;
+  InodeShard& sh = s->ShardOf(nodeid);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(nodeid);
+  if (it == sh.byId.end()) return false;
+  Inode& n = it->second;
+  bool same = n.hasLastOpen && n.lastOpen == now;
+  // ctime cannot be set from user space, so a change made and undone still counts.
+  n.hasLastOpen = ageMs > kTimestampSlackMs;
+  n.lastOpen = now;
+  return same;
 }
 
 namespace {
@@ -263,30 +309,21 @@ Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
   return Num(info, static_cast<double>(LookupName(s, parent, name.c_str(), out)));
 }
 
-// nodeOpen(id, nodeid, flags) -> fh or -errno: opens the inode for I/O (through
-// /proc/self/fd, so no name is resolved again) and registers the descriptor as a handle.
-// The caller has cleaned flags (no O_CREAT, O_NOFOLLOW and the like).
+// nodeOpen(id, nodeid, flags) -> fh or -errno (OpenNode).
 Napi::Value NodeOpen(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
   int64_t flags;
   if (!ArgU64(info, 1, &nodeid) || !ArgInt(info, 2, &flags)) return ThrowType(info.Env(), "nodeOpen(id, nodeid, flags)");
-  int fd;
-  {
-    InodePin p(s, nodeid);
-    if (p.fd() < 0) return Num(info, p.fd());
-    // Only regular files and directories are opened here. The guest kernel serves FIFOs,
-    // sockets and device nodes itself and never sends OPEN for them; a guest that did could
-    // otherwise block a queue on a FIFO or reach a host device through a node it made.
-    if (p.type() == S_IFLNK) return Num(info, -ELOOP);
-    if (p.type() != S_IFREG && p.type() != S_IFDIR) return Num(info, -ENXIO);
-    std::string path = std::to_string(p.fd());
-    do {
-      fd = openat(s->procFd, path.c_str(), static_cast<int>(flags) | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return Num(info, -errno);
-  }
-  return Num(info, static_cast<double>(s->InsertHandle(fd, nodeid)));
+  return Num(info, static_cast<double>(OpenNode(s, nodeid, static_cast<int>(flags))));
+}
+
+// nodeUnchangedSinceLastOpen(id, nodeid) -> boolean (UnchangedSinceLastOpen).
+Napi::Value NodeUnchangedSinceLastOpen(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  if (!ArgU64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeUnchangedSinceLastOpen(id, nodeid)");
+  return Napi::Boolean::New(info.Env(), UnchangedSinceLastOpen(s, nodeid));
 }
 
 // ---- handles -------------------------------------------------------------------------
@@ -387,6 +424,7 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("nodeStatx", Napi::Function::New(env, NodeStatx));
   exports.Set("nodeLookup", Napi::Function::New(env, NodeLookup));
   exports.Set("nodeOpen", Napi::Function::New(env, NodeOpen));
+  exports.Set("nodeUnchangedSinceLastOpen", Napi::Function::New(env, NodeUnchangedSinceLastOpen));
   exports.Set("handleInsert", Napi::Function::New(env, HandleInsert));
   exports.Set("handleAcquire", Napi::Function::New(env, HandleAcquire));
   exports.Set("handleRelease", Napi::Function::New(env, HandleRelease));

@@ -47,6 +47,16 @@ struct Inode {
   // POSIX locks: one open file description per lock owner, holding that owner's OFD locks
   // (fileops.cc). Closed at the owner's FLUSH or when the inode goes.
   std::unordered_map<uint64_t, int> lockFds;
+  // The file's size, mtime and ctime at its last open (cache auto's KEEP_CACHE, see
+  // UnchangedSinceLastOpen); all zero while none is remembered.
+  struct OpenState {
+    double size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec;
+    bool operator==(const OpenState& o) const {
+      return size == o.size && mtimeSec == o.mtimeSec && mtimeNsec == o.mtimeNsec && ctimeSec == o.ctimeSec &&
+             ctimeNsec == o.ctimeNsec;
+    }
+  } lastOpen{};
+  bool hasLastOpen = false;
   void CloseAll() {
     close(fd);
     for (auto& kv : lockFds) close(kv.second);
@@ -326,6 +336,14 @@ int64_t RegisterInode(FsState* s, int fd, double* out);
 // The operations both JS (state.cc's wrappers) and the native fast path (fastpath.cc) serve:
 // - the inode's attributes into out (never following a link): 0 or -errno;
 int StatxNode(FsState* s, uint64_t nodeid, double* out);
+// - the inode (a regular file or a directory) opened for I/O with flags (host open flags;
+//   O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped) and registered as a handle: the
+//   fh or -errno (state.cc);
+int64_t OpenNode(FsState* s, uint64_t nodeid, int flags);
+// - cache auto's KEEP_CACHE at an open: whether the file's size, mtime and ctime are what
+//   the previous open of the inode (on any queue) saw; the state now is remembered for the
+//   next one unless it is younger than the timestamps' resolution may hide (state.cc);
+bool UnchangedSinceLastOpen(FsState* s, uint64_t nodeid);
 // - name (one component, NUL-terminated, no '/') in parent: opened O_PATH without following
 //   a symlink, its attributes into out and one lookup reference taken: the nodeid or -errno;
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);

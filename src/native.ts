@@ -154,8 +154,10 @@ export interface FuseFastPathOptions {
   entryTimeout: number;
   attrTimeout: number;
   negativeTimeout: number;
-  /** FOPEN_* flags of a file opened (CREATE's reply): the cache policy's. */
+  /** FOPEN_* flags of a file opened (OPEN's and CREATE's reply): the cache policy's. */
   fileOpenFlags: number;
+  /** Cache auto: OPEN adds KEEP_CACHE while the file is unchanged since its last open. */
+  keepCacheIfUnchanged: boolean;
   /** The cache options allow O_DIRECT on the host. */
   allowDirectIo: boolean;
 }
@@ -238,8 +240,13 @@ export interface NativeAddon {
   nodeStatx(id: number, nodeid: number | bigint, out: Float64Array): number;
   /** nodeid (one lookup taken) or -errno; out gets the attributes. */
   nodeLookup(id: number, parent: number | bigint, name: string | Buffer, out: Float64Array): number;
-  /** fh or -errno. */
+  /** fh or -errno; O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped. */
   nodeOpen(id: number, nodeid: number | bigint, flags: number): number;
+  /**
+   * Cache auto's KEEP_CACHE: whether the file's size, mtime and ctime are what the previous
+   * open of the inode (on any queue) saw; remembers them for the next open.
+   */
+  nodeUnchangedSinceLastOpen(id: number, nodeid: number | bigint): boolean;
   handleInsert(id: number, fd: number, nodeid: number | bigint): number;
   handleAcquire(id: number, fh: number | bigint): number;
   handleRelease(id: number, fh: number | bigint): void;

@@ -619,6 +619,18 @@ describe('passthrough filesystem, operation by operation', function () {
         settle();
         assert.equal(open(), 0, 'a same-size rewrite on the host drops the cache');
         assert.equal(open(), KEEP, 'and the new state is kept from then on');
+        // Another queue's thread (its own PassthroughFs on the same state) knows the file's
+        // state at the last open, whichever thread served it.
+        const other = new PassthroughFs({ ...DEFAULTS, stateId: e.stateId, sharedDir: e.dir });
+        const o = other.open(ROOT, id, fs.constants.O_RDONLY);
+        other.release(ROOT, id, o.fh, 0, 0n);
+        assert.equal(o.openFlags & KEEP, KEEP, 'an open on another queue keeps the cache too');
+        fs.writeFileSync(file, 'six');
+        settle();
+        const o2 = other.open(ROOT, id, fs.constants.O_RDONLY);
+        other.release(ROOT, id, o2.fh, 0, 0n);
+        assert.equal(o2.openFlags & KEEP, 0, 'changed on the host: the other queue drops it');
+        assert.equal(open(), KEEP, 'and this one then sees the state the other saw');
         for (const mode of ['never', 'metadata', 'always'] as const) {
           const m = setup({ cache: { ...DEFAULTS.cache, mode } });
           try {

@@ -1,6 +1,6 @@
 /**
- * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET, CREATE,
- * FLUSH, RELEASE, UNLINK and RMDIR served in native code. The same requests go to two daemons over one share, one with the
+ * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET, OPEN,
+ * CREATE, FLUSH, RELEASE, UNLINK and RMDIR served in native code. The same requests go to two daemons over one share, one with the
  * fast path and one at trace level (where every request goes through the FUSE server in JS),
  * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
  * negative entries, errors, and what JS answers for the requests the fast path declines
@@ -51,6 +51,7 @@ function populate(share: string): void {
 /** What exercise() removes, made again, and what it creates, removed (in z, which nothing else looks at). */
 function restoreRemoved(share: string): void {
   fs.writeFileSync(path.join(share, 'z', 'u'), 'u');
+  fs.writeFileSync(path.join(share, 'z', 't'), 'truncated by an OPEN');
   fs.mkdirSync(path.join(share, 'z', 'e'));
   fs.rmSync(path.join(share, 'z', 'c'), { force: true });
 }
@@ -104,7 +105,28 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   for (const n of [1n, f, d, l, g]) await getattr(n);
   await getattr(1n << 40n, ' (unknown)');
   await send('GETATTR without arguments', abi.Opcode.GETATTR, f, Buffer.alloc(0), abi.ATTR_OUT_SIZE, true);
-  const fh = ok(await c.open(f, fs.constants.O_RDONLY), 'OPEN').fh;
+  // OPEN: of f twice (in cache auto the second keeps the guest's cache: f is unchanged),
+  // then the ones that fail or are declined; each handle is released further on.
+  const { O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_RDONLY } = fs.constants;
+  const openArgs = (flags: number): Buffer => {
+    const a = Buffer.alloc(abi.OPEN_IN_SIZE);
+    abi.encodeOpenIn(a, 0, { flags, openFlags: 0 });
+    return a;
+  };
+  const opened: bigint[] = [];
+  const open = async (label: string, nodeid: bigint, flags: number, isPlain = true, args = openArgs(flags), room = abi.OPEN_OUT_SIZE): Promise<void> => {
+    const body = await send(`OPEN ${label}`, abi.Opcode.OPEN, nodeid, args, room, isPlain);
+    if (body.length === abi.OPEN_OUT_SIZE) opened.push(abi.decodeOpenOut(body, 0).fh);
+  };
+  await open('f', f, O_RDONLY);
+  const fh = opened[0];
+  await open('f again', f, O_RDONLY);
+  await open('d (a directory)', d, O_RDONLY);
+  await open('d for writing', d, O_WRONLY);
+  await open('l (a symlink)', l, O_RDONLY);
+  await open('of an unknown node', 1n << 40n, O_RDONLY);
+  await open('with its arguments cut short', f, O_RDONLY, false, openArgs(O_RDONLY).subarray(0, 4));
+  await open('with no room for the reply', f, O_RDONLY, false, openArgs(O_RDONLY), abi.OPEN_OUT_SIZE - 1);
   await send('GETATTR through a handle', abi.Opcode.GETATTR, f, getattrArgs(fh), abi.ATTR_OUT_SIZE, true);
   await send('GETATTR with no room for the attributes', abi.Opcode.GETATTR, f, getattrArgs(), abi.ATTR_OUT_SIZE - 1, false);
   const closeArgs = (h: bigint, releaseFlags: number, lockOwner: bigint): Buffer => {
@@ -127,6 +149,13 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   plain++;
   const remove = (op: 'UNLINK' | 'RMDIR', parent: bigint, name: string, isPlain = true): Promise<Buffer> =>
     send(`${op} ${parent}/${name}`, abi.Opcode[op], parent, nameArg(name), 0, isPlain);
+  // z/t's attributes differ between the runs (restoreRemoved rewrites it): only its LOOKUP's
+  // outcome is compared.
+  const tr = await c.request(abi.Opcode.LOOKUP, z, nameArg('t'), abi.ENTRY_OUT_SIZE);
+  const t = tr.body.readBigUInt64LE(0);
+  seen.push({ label: 'LOOKUP z/t', error: tr.error, len: tr.len, usedLen: tr.usedLen, body: '' });
+  plain++;
+  await open('z/t, truncating', t, O_RDWR | O_TRUNC);
   await remove('UNLINK', z, 'u');
   await remove('UNLINK', z, 'u');
   await remove('RMDIR', z, 'e');
@@ -164,7 +193,6 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
     seen.push({ label: `CREATE ${label}`, error: r.error, len: r.len, usedLen: r.usedLen, body });
     if (isPlain) plain++;
   };
-  const { O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND } = fs.constants;
   await create('z/c', z, O_WRONLY | O_CREAT | O_EXCL, 'c');
   await create('z/c again, O_EXCL', z, O_WRONLY | O_CREAT | O_EXCL, 'c');
   await create('z/c again', z, O_RDWR | O_CREAT | O_TRUNC, 'c');
@@ -182,6 +210,7 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   seen.push({ label: 'LOOKUP z/c', error: lc.error, len: lc.len, usedLen: lc.usedLen, body: `the created node: ${createdNodes.size === 1 && createdNodes.has(found)}` });
   plain++;
   for (const fh of created) await send(`RELEASE of a created handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
+  for (const fh of opened.slice(1)) await send(`RELEASE of an opened handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
   for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
   await getattr(f, ' after one of its two FORGETs');
   await getattr(g, ' after its FORGET');
@@ -221,7 +250,11 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       const share = path.join(dir, 'share');
       fs.mkdirSync(share);
       populate(share);
+      // f's state must be older than the timestamps' resolution may hide (100 ms) at both
+      // runs' first OPEN, for cache auto to keep the guest's cache at the second.
+      await new Promise((r) => setTimeout(r, 150));
       const fast = await run(share, [`--cache=${cache}`]);
+      assert.equal(fs.statSync(path.join(share, 'z', 't')).size, 0, 'OPEN with O_TRUNC truncated z/t');
       assert.ok(!fs.existsSync(path.join(share, 'z', 'u')) && !fs.existsSync(path.join(share, 'z', 'e')), 'removed on the host');
       assert.ok(fs.existsSync(path.join(share, 'z', 'full', 'x')), 'what was refused is still there');
       restoreRemoved(share);
@@ -262,6 +295,12 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       } else {
         assert.equal(missing.error, -os.constants.errno.ENOENT);
       }
+      // An open file's FOPEN_* flags: never and metadata bypass the guest's cache; auto keeps it at the
+      // second open of a file unchanged since the first; always keeps it at every open.
+      const openFlags = (label: string): number => abi.decodeOpenOut(Buffer.from(fast.seen.find((s) => s.label === label)!.body, 'hex'), 0).openFlags;
+      const { DIRECT_IO, KEEP_CACHE } = abi.FopenFlags;
+      const expected = { never: [DIRECT_IO, DIRECT_IO], metadata: [DIRECT_IO, DIRECT_IO], auto: [0, KEEP_CACHE], always: [KEEP_CACHE, KEEP_CACHE] }[cache]!;
+      assert.deepEqual([openFlags('OPEN f'), openFlags('OPEN f again')], expected);
     });
   }
 
@@ -343,7 +382,7 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     await disconnectDaemon(env);
     const r = env.daemon.exitReport<Report>();
     env = null;
-    // LOOKUP, 2 FLUSHes and 2 RELEASEs natively; OPENs and SETLKs in JS.
-    assert.equal(sum(r.nativePerQueue), 5, JSON.stringify(r));
+    // LOOKUP, 2 OPENs, 2 FLUSHes and 2 RELEASEs natively; SETLKs in JS.
+    assert.equal(sum(r.nativePerQueue), 7, JSON.stringify(r));
   });
 });

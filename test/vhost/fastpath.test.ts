@@ -102,8 +102,8 @@ for (const pool of [0, 4]) {
         env = null;
         assert.equal(opcodeCount(r, 'READ'), reads, JSON.stringify(r));
         assert.equal(opcodeCount(r, 'WRITE'), writes, JSON.stringify(r));
-        // Served natively: every READ and WRITE, the LOOKUP and the GETATTR; not the OPEN.
-        assert.equal(sum(r.nativePerQueue), reads + writes + 2, JSON.stringify(r));
+        // Served natively: every READ and WRITE, the LOOKUP, the OPEN and the GETATTR.
+        assert.equal(sum(r.nativePerQueue), reads + writes + 3, JSON.stringify(r));
       });
     }
 
@@ -132,7 +132,7 @@ for (const pool of [0, 4]) {
       ok(await c.read(f.fh, 0, 10, { nodeid: f.nodeid }), 'a plain READ after them');
       const r = await finish(env);
       env = null;
-      assert.equal(sum(r.nativePerQueue), 2, `only the LOOKUP and the plain READ were served natively: ${JSON.stringify(r)}`);
+      assert.equal(sum(r.nativePerQueue), 3, `only the LOOKUP, the OPEN and the plain READ were served natively: ${JSON.stringify(r)}`);
       assert.equal(opcodeCount(r, 'READ'), 3);
       assert.equal(opcodeCount(r, 'WRITE'), 2);
     });
@@ -195,26 +195,28 @@ for (const pool of [0, 4]) {
       const reads = 2 * one + 2 * bursts;
       assert.equal(opcodeCount(r, 'READ'), reads, JSON.stringify(r));
       assert.equal(opcodeCount(r, 'STATFS'), 2 * bursts, JSON.stringify(r));
-      assert.equal(sum(r.nativePerQueue), reads + bursts + 1, `every READ and WRITE (and the LOOKUP) natively: ${JSON.stringify(r)}`);
+      assert.equal(sum(r.nativePerQueue), reads + bursts + 2, `every READ and WRITE (and the LOOKUP and the OPEN) natively: ${JSON.stringify(r)}`);
       // The kicks of the one-at-a-time READs needed no JS (allowing for a few that came while
       // JS still had a request of its own in flight).
       assert.equal(oneKicks, one, 'one kick per READ sent to a sleeping daemon');
       assert.ok(sum(r.nativeKicksPerQueue) >= one + oneKicks / 2, `${oneKicks} + ${one} kicks for the READs; served natively: ${JSON.stringify(r)}`);
     });
 
-    it('on a read-only share, a WRITE or UNLINK goes to JS and gets EROFS; READs are still served natively', async () => {
+    it('on a read-only share, a WRITE, an UNLINK or an OPEN for writing goes to JS and gets EROFS; READs are still served natively', async () => {
       env = await launch(['--cache=never', `--thread-pool-size=${pool}`, '--readonly']);
       const { c, share } = env;
       fs.writeFileSync(path.join(share, 'f'), pattern(4096, 6));
       const f = await openFile(env, 'f', fs.constants.O_RDONLY);
       assert.equal((await c.write(f.fh, 0, Buffer.alloc(100), { nodeid: f.nodeid })).error, -EROFS);
       assert.equal((await c.request(abi.Opcode.UNLINK, 1n, Buffer.from('f\0'), 0)).error, -EROFS, 'UNLINK');
+      assert.equal((await c.open(f.nodeid, fs.constants.O_RDWR)).error, -EROFS, 'OPEN for writing');
+      assert.equal((await c.open(f.nodeid, fs.constants.O_RDONLY | fs.constants.O_TRUNC)).error, -EROFS, 'OPEN truncating');
       assert.ok(fs.existsSync(path.join(share, 'f')));
       assert.deepEqual(ok(await c.read(f.fh, 0, 4096, { nodeid: f.nodeid }), 'READ'), pattern(4096, 6));
       assert.deepEqual(fs.readFileSync(path.join(share, 'f')), pattern(4096, 6));
       const r = await finish(env);
       env = null;
-      assert.equal(sum(r.nativePerQueue), 2, `the LOOKUP and the READ: ${JSON.stringify(r)}`);
+      assert.equal(sum(r.nativePerQueue), 3, `the LOOKUP, the OPEN and the READ: ${JSON.stringify(r)}`);
     });
   });
 }

@@ -28,10 +28,6 @@ const AT_EMPTY_PATH = 0x1000;
 export const ROOT_ID = 1;
 /** Largest xattr value or name list we hand back (the kernel's XATTR_SIZE_MAX). */
 const XATTR_SIZE_MAX = 65536;
-/** A file state younger than this may hide a change in the same timestamp tick (auto mode). */
-const TIMESTAMP_SLACK_MS = 100;
-/** Files whose state at open a thread remembers (auto mode); beyond it starts over. */
-const MAX_REMEMBERED_OPENS = 65536;
 
 /** Options shared by every worker's instance; the native ids make them one filesystem. */
 export interface PassthroughOptions {
@@ -65,8 +61,6 @@ export function createSharedState(sharedDir: string): number {
 export class PassthroughFs extends NullFilesystem {
   /** Attributes of the last inode a native call described (plus the fh slot of CREATE). */
   private readonly st = new Float64Array(STATX_FIELDS + 1);
-  /** Per file: its state at this thread's last open, for auto mode's KEEP_CACHE. */
-  private readonly stateAtOpen = new Map<number, string>();
   private readonly policy: CachePolicy;
   private readonly timeouts: Float64Array;
   private readonly id: number;
@@ -217,32 +211,9 @@ export class PassthroughFs extends NullFilesystem {
     if (this.opts.readonly && (flags & (fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC))) throw new FsError(E.EROFS);
     const fh = check(native.nodeOpen(this.id, nodeid, this.openFlags(flags)));
     let openFlags = this.policy.fileOpenFlags;
-    if (this.policy.keepCacheIfUnchanged && this.unchangedSinceLastOpen(nodeid)) openFlags |= FopenFlags.KEEP_CACHE;
+    // Auto: the guest keeps what it cached while the file is as it was at its last open.
+    if (this.policy.keepCacheIfUnchanged && native.nodeUnchangedSinceLastOpen(this.id, nodeid)) openFlags |= FopenFlags.KEEP_CACHE;
     return { fh, openFlags };
-  }
-
-  /**
-   * Whether the file is as it was at this thread's previous open of it (same host inode,
-   * size, mtime and ctime), so that what the guest cached since then is still the file's
-   * content (auto mode's KEEP_CACHE). ctime cannot be set from user space, so a change made
-   * and undone still counts as a change. A state younger than TIMESTAMP_SLACK_MS is not
-   * remembered: a change in the same clock tick would leave the timestamps as they were. Each
-   * queue thread remembers its own opens; one that has not seen the file says "changed",
-   * which only costs a re-read.
-   */
-  private unchangedSinceLastOpen(nodeid: number): boolean {
-    if (native.nodeStatx(this.id, nodeid, this.st) < 0) return false;
-    const st = this.st;
-    const now = [st[StatxField.ino], st[StatxField.size], st[StatxField.mtimeSec], st[StatxField.mtimeNsec], st[StatxField.ctimeSec], st[StatxField.ctimeNsec]].join(':');
-    const before = this.stateAtOpen.get(nodeid);
-    const ctimeMs = st[StatxField.ctimeSec] * 1000 + st[StatxField.ctimeNsec] / 1e6;
-    if (Date.now() - ctimeMs > TIMESTAMP_SLACK_MS) {
-      if (this.stateAtOpen.size >= MAX_REMEMBERED_OPENS) this.stateAtOpen.clear();
-      this.stateAtOpen.set(nodeid, now);
-    } else {
-      this.stateAtOpen.delete(nodeid);
-    }
-    return before === now;
   }
 
   override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number): CreateReply {
