@@ -58,7 +58,7 @@ const CONFIGS: Config[] = [
   { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1, versus: null },
 ];
 
-type Op = 'getattr' | 'lookup' | 'read' | 'write' | 'smallfile';
+type Op = 'getattr' | 'lookup' | 'read' | 'write' | 'smallfile' | 'openread';
 
 interface Row {
   label: string;
@@ -77,6 +77,7 @@ const ROWS: Row[] = [
   { label: '1 MiB READ, depth 4', op: 'read', size: MiB, depth: 4 },
   { label: '1 MiB WRITE, depth 4', op: 'write', size: MiB, depth: 4 },
   { label: 'small file CREATE+WRITE+RELEASE+UNLINK', op: 'smallfile', size: 4 * KiB, depth: 1 },
+  { label: 'small file OPEN+READ+FLUSH+RELEASE', op: 'openread', size: 4 * KiB, depth: 1 },
 ];
 
 /** One daemon under test, connected, with its files open. */
@@ -88,6 +89,8 @@ interface Subject {
   big: { nodeid: bigint; fh: bigint };
   out: { nodeid: bigint; fh: bigint };
   dirNodeid: bigint;
+  /** A 4 KiB file the openread row opens, reads and closes. */
+  smallNodeid: bigint;
   pid: number;
   work: string;
 }
@@ -102,6 +105,7 @@ async function setUp(config: Config, index: number): Promise<Subject> {
   for (let off = 0; off < FILE_SIZE; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off);
   fs.closeSync(fd);
   fs.writeFileSync(path.join(share, 'out'), Buffer.alloc(FILE_SIZE));
+  fs.writeFileSync(path.join(share, 'small'), chunk.subarray(0, 4 * KiB));
   const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.kind === 'ts' ? [...config.args, ...TS_ARGS] : config.args });
   const fe = await daemon.connect();
   await fe.negotiate({ requestQueues: config.queues, queueSize: 256, memory: { size: 128 * MiB, recycle: true } });
@@ -115,7 +119,8 @@ async function setUp(config: Config, index: number): Promise<Subject> {
   const big = await open('big', fs.constants.O_RDONLY);
   const out = await open('out', fs.constants.O_WRONLY);
   const dirNodeid = ok(await clients[0].lookup(1n, 'dir'), 'LOOKUP dir').nodeid;
-  return { config, daemon, fe, clients, big, out, dirNodeid, pid: daemon.proc.pid!, work };
+  const smallNodeid = ok(await clients[0].lookup(1n, 'small'), 'LOOKUP small').nodeid;
+  return { config, daemon, fe, clients, big, out, dirNodeid, smallNodeid, pid: daemon.proc.pid!, work };
 }
 
 async function tearDown(s: Subject): Promise<void> {
@@ -178,6 +183,16 @@ async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<vo
       // As Linux does (virtio_fs_send_forget), the FORGET goes to the hiprio queue and
       // nobody waits for it; runRow collects them before it stops the clock.
       forgets.push(c.forget(e.nodeid, 1));
+      return;
+    }
+    case 'openread': {
+      // What cat does to a file the guest has looked up: open, read, close (FLUSH, RELEASE).
+      const nodeid = s.smallNodeid;
+      const o = ok(await c.open(nodeid, fs.constants.O_RDONLY), 'OPEN');
+      const d = ok(await c.read(o.fh, 0, row.size, { nodeid, borrowBody: true }), 'READ');
+      if (d.length !== row.size) throw new Error(`short read ${d.length}`);
+      ok(await c.release(o.fh, { nodeid, opcode: abi.Opcode.FLUSH }), 'FLUSH');
+      ok(await c.release(o.fh, { nodeid }), 'RELEASE');
       return;
     }
   }
