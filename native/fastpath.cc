@@ -4,7 +4,7 @@
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
 // later); OPEN, FLUSH and RELEASE, which every open() and close() sends; CREATE, UNLINK and
-// RMDIR. Attached to a
+// RMDIR; and listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR. Attached to a
 // queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
 // thread, the hiprio queue included (FORGETs come there).
 //
@@ -29,7 +29,8 @@ namespace {
 
 // include/uapi/linux/fuse.h
 constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpUnlink = 10, kOpRmdir = 11, kOpOpen = 14, kOpRead = 15,
-                   kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpCreate = 35;
+                   kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
+                   kOpCreate = 35, kOpReaddirplus = 44;
 // fuse_open_out.open_flags
 constexpr uint32_t kFopenKeepCache = 1 << 1;
 // fuse_release_in.release_flags
@@ -46,6 +47,8 @@ constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttr
 constexpr uint32_t kSessionWriteback = 1;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
+// The most a READDIR(PLUS) reply carries (MAX_OUT_BODY in src/fuse/server.ts).
+constexpr uint32_t kMaxDirReply = 128 * 1024;
 // The most argument bytes JS copies (MAX_IN_COPY in src/fuse/server.ts, which answers E2BIG
 // beyond it); WRITE data does not count.
 constexpr uint32_t kMaxArgs = 64 * 1024 + 8192;
@@ -125,10 +128,10 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   }
 
   // new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout,
-  // negativeTimeout, fileOpenFlags, keepCacheIfUnchanged, allowDirectIo}): pool is
-  // --thread-pool-size > 0, posixLock whether POSIX locks are served; the timeouts (in
-  // seconds), the FOPEN_* flags of a file opened and whether an unchanged file keeps the
-  // guest's cache at an open are the cache policy's.
+  // negativeTimeout, fileOpenFlags, dirOpenFlags, keepCacheIfUnchanged, allowDirectIo}): pool
+  // is --thread-pool-size > 0, posixLock whether POSIX locks are served; the timeouts (in
+  // seconds), the FOPEN_* flags of a file and of a directory opened and whether an unchanged
+  // file keeps the guest's cache at an open are the cache policy's.
   explicit FuseFastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseFastPath>(info) {
     Napi::Value o = info[0];
     auto num = [&](const char* key, double* out) {
@@ -137,16 +140,18 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       *out = v.As<Napi::Number>().DoubleValue();
       return std::isfinite(*out) && *out >= 0 && *out < 9.2e18;  // fits a u64 of seconds
     };
-    double id, entry, attr, negative, fopen;
+    double id, entry, attr, negative, fopen, dopen;
     if (!o.IsObject() || !num("stateId", &id) || !num("entryTimeout", &entry) || !num("attrTimeout", &attr) ||
         !num("negativeTimeout", &negative) || !num("fileOpenFlags", &fopen) || fopen > UINT32_MAX ||
+        !num("dirOpenFlags", &dopen) || dopen > UINT32_MAX ||
         !StateById(static_cast<int64_t>(id))) {
       ThrowType(info.Env(),
                 "new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
-                "keepCacheIfUnchanged, allowDirectIo})");
+                "dirOpenFlags, keepCacheIfUnchanged, allowDirectIo})");
       return;
     }
     fileOpenFlags_ = static_cast<uint32_t>(fopen);
+    dirOpenFlags_ = static_cast<uint32_t>(dopen);
     allowDirectIo_ = o.As<Napi::Object>().Get("allowDirectIo").ToBoolean();
     keepCacheIfUnchanged_ = o.As<Napi::Object>().Get("keepCacheIfUnchanged").ToBoolean();
     state_ = static_cast<int64_t>(id);
@@ -186,7 +191,13 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       case kOpCreate:
         return ServeCreate(c, s, len);
       case kOpOpen:
-        return ServeOpen(c, s, len);
+      case kOpOpendir:
+        return ServeOpen(c, s, len, opcode == kOpOpendir);
+      case kOpReaddir:
+      case kOpReaddirplus:
+        return ServeReaddir(c, s, len, opcode == kOpReaddirplus);
+      case kOpReleasedir:
+        return ServeReleasedir(c, s, len);
       default:
         return kDeclined;
     }
@@ -329,24 +340,53 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // OPEN of a file: opened with the host open flags JS would use, the reply carries the
   // cache policy's FOPEN_* flags, plus KEEP_CACHE in cache auto when the file is unchanged
   // since its last open. On a read-only share an open for writing or truncating goes to JS
-  // (EROFS).
-  Result ServeOpen(const ChainView& c, FsState* s, uint32_t len) {
+  // (EROFS). OPENDIR: the directory opened read-only, whatever the guest asks, with the
+  // policy's FOPEN_* flags for directories.
+  Result ServeOpen(const ChainView& c, FsState* s, uint32_t len, bool dir) {
     if (len < kInHeaderSize + kOpenInSize || c.prefetched < kInHeaderSize + kOpenInSize ||
         c.writableLen < kOutHeaderSize + kOpenOutSize)
       return kDeclined;
     int guest = static_cast<int>(Load32(c.prefetch + kInHeaderSize));
-    if (readOnly_ && (guest & (O_WRONLY | O_RDWR | O_TRUNC))) return kDeclined;
+    if (!dir && readOnly_ && (guest & (O_WRONLY | O_RDWR | O_TRUNC))) return kDeclined;
     uint64_t nodeid = Load64(c.prefetch + 16);
-    int64_t fh = OpenNode(s, nodeid, HostOpenFlags(guest, s->sessionFlags.load(std::memory_order_relaxed), allowDirectIo_));
-    opens_++;
+    int flags = HostOpenFlags(guest, s->sessionFlags.load(std::memory_order_relaxed), allowDirectIo_);
+    if (dir) flags = (flags & ~(O_WRONLY | O_RDWR)) | O_DIRECTORY;
+    int64_t fh = OpenNode(s, nodeid, flags);
+    (dir ? opendirs_ : opens_)++;
     if (fh < 0) return Reply(c, static_cast<int32_t>(fh), 0);
-    uint32_t flags = fileOpenFlags_;
-    if (keepCacheIfUnchanged_ && UnchangedSinceLastOpen(s, nodeid)) flags |= kFopenKeepCache;
+    uint32_t fopen = dir ? dirOpenFlags_ : fileOpenFlags_;
+    if (!dir && keepCacheIfUnchanged_ && UnchangedSinceLastOpen(s, nodeid)) fopen |= kFopenKeepCache;
     uint8_t* b = reply_ + kOutHeaderSize;
     memset(b, 0, kOpenOutSize);
     Store64(b, static_cast<uint64_t>(fh));
-    Store32(b + 8, flags);
+    Store32(b + 8, fopen);
     return Reply(c, 0, kOpenOutSize);
+  }
+
+  // READDIR and READDIRPLUS: the records ReadDirectory encodes (fileops.cc, as for JS), at
+  // most what the guest asked for, its reply buffer holds and JS would send; built in a
+  // buffer of this server's and copied into the reply.
+  Result ServeReaddir(const ChainView& c, FsState* s, uint32_t len, bool plus) {
+    if (len < kArgsEnd || c.prefetched < kArgsEnd || c.writableLen < kOutHeaderSize) return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    uint32_t size = std::min<uint64_t>({Load32(a + 16), c.writableLen - kOutHeaderSize, kMaxDirReply});
+    dirReply_.resize(kOutHeaderSize + kMaxDirReply);
+    double timeouts[4] = {static_cast<double>(entryTimeout_.sec), static_cast<double>(entryTimeout_.nsec),
+                          static_cast<double>(attrTimeout_.sec), static_cast<double>(attrTimeout_.nsec)};
+    int64_t n = ReadDirectory(s, Load64(a), static_cast<int64_t>(Load64(a + 8)), dirReply_.data() + kOutHeaderSize, size, plus,
+                              timeouts);
+    (plus ? readdirpluses_ : readdirs_)++;
+    if (n < 0) return Reply(c, static_cast<int32_t>(n), 0);
+    return Send(c, dirReply_.data(), 0, static_cast<uint32_t>(n));
+  }
+
+  // RELEASEDIR: the directory handle is dropped once no request pins it.
+  Result ServeReleasedir(const ChainView& c, FsState* s, uint32_t len) {
+    if (len < kInHeaderSize + kCloseInSize || c.prefetched < kInHeaderSize + kCloseInSize || c.writableLen < kOutHeaderSize)
+      return kDeclined;
+    int r = RemoveHandle(s, Load64(c.prefetch + kInHeaderSize));
+    releasedirs_++;
+    return Reply(c, r, 0);
   }
 
   // fuse_entry_out for nodeid (generation 0, the policy's timeouts) at b, which is zeroed.
@@ -391,17 +431,20 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // Writes fuse_out_header (error: 0 or -errno) and, without an error, the bodyLen bytes
   // built at reply_ + kOutHeaderSize into the chain's reply buffer, and completes the chain.
   // The caller checked that the reply fits.
-  Result Reply(const ChainView& c, int32_t error, uint32_t bodyLen) {
-    uint32_t len = kOutHeaderSize + (error == 0 ? bodyLen : 0);
-    Store32(reply_, len);
-    Store32(reply_ + 4, static_cast<uint32_t>(error));
-    Store64(reply_ + 8, Load64(c.prefetch + 8));
+  Result Reply(const ChainView& c, int32_t error, uint32_t bodyLen) { return Send(c, reply_, error, error == 0 ? bodyLen : 0); }
+
+  // The same from buf, whose body of bodyLen bytes follows room for the header.
+  Result Send(const ChainView& c, uint8_t* buf, int32_t error, uint32_t bodyLen) {
+    uint32_t len = kOutHeaderSize + bodyLen;
+    Store32(buf, len);
+    Store32(buf + 4, static_cast<uint32_t>(error));
+    Store64(buf + 8, Load64(c.prefetch + 8));
     SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, len, &headerPairs_);
     header_.clear();
     // Cannot fail for a walked chain; were it to, the request is already served, so the
     // chain still goes back (empty) rather than to JS.
     if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) len = 0;
-    CopyToIovecs(header_, reply_, len);
+    CopyToIovecs(header_, buf, len);
     c.ring->Complete(c.head, len);
     return kCompleted;
   }
@@ -412,7 +455,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     const std::pair<uint32_t, uint64_t> counts[] = {
         {kOpRead, reads_},     {kOpWrite, writes_},   {kOpGetattr, getattrs_}, {kOpLookup, lookups_},
         {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}, {kOpUnlink, unlinks_},
-        {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_}};
+        {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_},         {kOpOpendir, opendirs_},
+        {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
@@ -421,13 +465,14 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   int64_t state_ = 0;
   bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
-  uint32_t fileOpenFlags_ = 0;
+  uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
-           creates_ = 0, opens_ = 0;
+           creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0;
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;
   std::vector<iovec> header_;
+  std::vector<uint8_t> dirReply_;
   uint8_t reply_[kOutHeaderSize + kEntryOutSize + kOpenOutSize];
 };
 

@@ -78,36 +78,25 @@ void PutEntry(uint8_t* p, uint64_t nodeid, const double* st, const double* timeo
   Put32(a + 80, static_cast<uint32_t>(st[12]));
 }
 
-// handleReaddir(id, fh, offset, out, plus, timeouts) -> bytes of records written into out,
-// or -errno. timeouts: Float64Array [entrySec, entryNsec, attrSec, attrNsec] (READDIRPLUS).
-// An empty result means the end of the directory.
-Napi::Value HandleReaddir(const Napi::CallbackInfo& info) {
-  STATE_OR_THROW(s);
-  uint64_t fh;
-  int64_t offset;
-  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &offset) || !info[3].IsBuffer() || !info[5].IsTypedArray())
-    return ThrowType(info.Env(), "handleReaddir(id, fh, offset, out, plus, timeouts)");
-  bool plus = info[4].ToBoolean();
-  Napi::Float64Array tmo = info[5].As<Napi::Float64Array>();
-  if (tmo.ElementLength() < 4) return ThrowType(info.Env(), "timeouts: Float64Array(4)");
-  Napi::Buffer<uint8_t> outBuf = info[3].As<Napi::Buffer<uint8_t>>();
-  uint8_t* out = outBuf.Data();
-  size_t cap = outBuf.Length(), pos = 0;
+}  // namespace
+
+int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, size_t cap, bool plus, const double* timeouts) {
+  size_t pos = 0;
   HandlePin h(s, fh);
-  if (h.fd() < 0) return Num(info, h.fd());
-  if (lseek(h.fd(), offset, SEEK_SET) < 0) return Num(info, -errno);
+  if (h.fd() < 0) return h.fd();
+  if (lseek(h.fd(), offset, SEEK_SET) < 0) return -errno;
   thread_local char dbuf[32768];
   double st[kStatxFields];
   for (;;) {
     long n = syscall(SYS_getdents64, h.fd(), dbuf, sizeof dbuf);
-    if (n < 0) return pos > 0 ? Num(info, static_cast<double>(pos)) : Num(info, -errno);
+    if (n < 0) return pos > 0 ? static_cast<int64_t>(pos) : -errno;
     if (n == 0) break;
     for (long off = 0; off < n;) {
       auto* d = reinterpret_cast<LinuxDirent64*>(dbuf + off);
       off += d->d_reclen;
       size_t namelen = strlen(d->d_name);
       size_t rec = Align8(kDirentHead + namelen) + (plus ? kEntryOut : 0);
-      if (pos + rec > cap) return Num(info, static_cast<double>(pos));
+      if (pos + rec > cap) return static_cast<int64_t>(pos);
       uint8_t* p = out + pos;
       uint64_t ino = d->d_ino;
       if (plus) {
@@ -123,7 +112,7 @@ Napi::Value HandleReaddir(const Napi::CallbackInfo& info) {
           if (fd >= 0) {
             int64_t nodeid = RegisterInode(s, fd, st);
             if (nodeid > 0) {
-              PutEntry(p, static_cast<uint64_t>(nodeid), st, tmo.Data());
+              PutEntry(p, static_cast<uint64_t>(nodeid), st, timeouts);
               ino = static_cast<uint64_t>(st[3]);
             }
           }
@@ -139,7 +128,23 @@ Napi::Value HandleReaddir(const Napi::CallbackInfo& info) {
       pos += rec;
     }
   }
-  return Num(info, static_cast<double>(pos));
+  return static_cast<int64_t>(pos);
+}
+
+namespace {
+
+// handleReaddir(id, fh, offset, out, plus, timeouts) -> bytes of records written into out,
+// or -errno (ReadDirectory). timeouts: Float64Array [entrySec, entryNsec, attrSec, attrNsec].
+Napi::Value HandleReaddir(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t offset;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &offset) || !info[3].IsBuffer() || !info[5].IsTypedArray())
+    return ThrowType(info.Env(), "handleReaddir(id, fh, offset, out, plus, timeouts)");
+  Napi::Float64Array tmo = info[5].As<Napi::Float64Array>();
+  if (tmo.ElementLength() < 4) return ThrowType(info.Env(), "timeouts: Float64Array(4)");
+  Napi::Buffer<uint8_t> out = info[3].As<Napi::Buffer<uint8_t>>();
+  return Num(info, static_cast<double>(ReadDirectory(s, fh, offset, out.Data(), out.Length(), info[4].ToBoolean(), tmo.Data())));
 }
 
 // handleFsync(id, fh, datasync) -> 0 or -errno (FSYNC and FSYNCDIR).

@@ -362,6 +362,11 @@ void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n);
 int RemoveHandle(FsState* s, uint64_t fh);
 // - flock(op | LOCK_NB) on handle fh's descriptor: 0 or -errno (fileops.cc);
 int FlockHandle(FsState* s, uint64_t fh, int op);
+// - READDIR (READDIRPLUS with plus) of directory handle fh from offset (a getdents cookie):
+//   fuse_dirent (fuse_direntplus) records into out, at most cap bytes, each entry of a
+//   READDIRPLUS taking a lookup reference ("." and ".." excepted), with timeouts [entry s,
+//   entry ns, attr s, attr ns]: the bytes written (0: the end) or -errno (fileops.cc);
+int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, size_t cap, bool plus, const double* timeouts);
 // - owner closed a descriptor of the file (FLUSH): as POSIX wants, all its POSIX locks on
 //   the file go (fileops.cc).
 void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner);

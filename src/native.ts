@@ -156,6 +156,8 @@ export interface FuseFastPathOptions {
   negativeTimeout: number;
   /** FOPEN_* flags of a file opened (OPEN's and CREATE's reply): the cache policy's. */
   fileOpenFlags: number;
+  /** FOPEN_* flags of a directory opened (OPENDIR's reply): the cache policy's. */
+  dirOpenFlags: number;
   /** Cache auto: OPEN adds KEEP_CACHE while the file is unchanged since its last open. */
   keepCacheIfUnchanged: boolean;
   /** The cache options allow O_DIRECT on the host. */

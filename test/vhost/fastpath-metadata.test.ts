@@ -1,6 +1,7 @@
 /**
  * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET, OPEN,
- * CREATE, FLUSH, RELEASE, UNLINK and RMDIR served in native code. The same requests go to two daemons over one share, one with the
+ * CREATE, FLUSH, RELEASE, UNLINK, RMDIR, OPENDIR, READDIR, READDIRPLUS and RELEASEDIR served
+ * in native code. The same requests go to two daemons over one share, one with the
  * fast path and one at trace level (where every request goes through the FUSE server in JS),
  * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
  * negative entries, errors, and what JS answers for the requests the fast path declines
@@ -39,6 +40,9 @@ function populate(share: string): void {
   fs.chmodSync(path.join(share, 'f'), 0o4751);
   fs.mkdirSync(path.join(share, 'd'));
   fs.writeFileSync(path.join(share, 'd', 'g'), 'g');
+  // Listing d must not change its attributes between the two runs: with its atime ahead of
+  // its mtime and ctime, relatime leaves it alone.
+  fs.utimesSync(path.join(share, 'd'), new Date(Date.now() + 3600e3), new Date(Date.now() - 10e3));
   fs.symlinkSync('../../..', path.join(share, 'l'));
   fs.linkSync(path.join(share, 'f'), path.join(share, 'h'));
   fs.utimesSync(path.join(share, 'f'), new Date(1e12 + 123), new Date(-1e11 + 456));
@@ -127,6 +131,38 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   await open('of an unknown node', 1n << 40n, O_RDONLY);
   await open('with its arguments cut short', f, O_RDONLY, false, openArgs(O_RDONLY).subarray(0, 4));
   await open('with no room for the reply', f, O_RDONLY, false, openArgs(O_RDONLY), abi.OPEN_OUT_SIZE - 1);
+  // Listing d: OPENDIR, READDIR and READDIRPLUS (whole, from the second entry's offset, into
+  // too small a buffer, of an unknown handle), RELEASEDIR.
+  const opendir = async (label: string, nodeid: bigint, flags: number, isPlain = true, args = openArgs(flags)): Promise<bigint> => {
+    const body = await send(`OPENDIR ${label}`, abi.Opcode.OPENDIR, nodeid, args, abi.OPEN_OUT_SIZE, isPlain);
+    return body.length === abi.OPEN_OUT_SIZE ? abi.decodeOpenOut(body, 0).fh : 0n;
+  };
+  const dh = await opendir('d', d, O_RDONLY);
+  await opendir('f (a file)', f, O_RDONLY);
+  await opendir('of an unknown node', 1n << 40n, O_RDONLY);
+  await opendir('with its arguments cut short', d, O_RDONLY, false, openArgs(O_RDONLY).subarray(0, 4));
+  const readdirArgs = (h: bigint, offset: bigint, size: number): Buffer => {
+    const a = Buffer.alloc(abi.READ_IN_SIZE);
+    abi.encodeReadIn(a, 0, { fh: h, offset, size, readFlags: 0, lockOwner: 0n, flags: 0 });
+    return a;
+  };
+  for (const [op, name] of [[abi.Opcode.READDIR, 'READDIR'], [abi.Opcode.READDIRPLUS, 'READDIRPLUS']] as const) {
+    const all = await send(`${name} d`, op, d, readdirArgs(dh, 0n, 4096), 4096, true);
+    // The first record's offset (fuse_dirent.off, after the entry in a READDIRPLUS record).
+    const second = all.length >= 32 ? all.readBigUInt64LE((op === abi.Opcode.READDIRPLUS ? abi.ENTRY_OUT_SIZE : 0) + 8) : 0n;
+    await send(`${name} d from the second entry`, op, d, readdirArgs(dh, second, 4096), 4096, true);
+    await send(`${name} d into 100 bytes`, op, d, readdirArgs(dh, 0n, 100), 4096, true);
+    await send(`${name} d with a reply buffer of 200 bytes`, op, d, readdirArgs(dh, 0n, 4096), 200, true);
+    await send(`${name} of an unknown handle`, op, d, readdirArgs(dh + 1000n, 0n, 4096), 4096, true);
+    await send(`${name} with its arguments cut short`, op, d, readdirArgs(dh, 0n, 4096).subarray(0, 16), 4096, false);
+  }
+  const releasedir = (label: string, h: bigint, isPlain = true, args = Buffer.alloc(abi.RELEASE_IN_SIZE)): Promise<Buffer> => {
+    if (args.length >= 8) args.writeBigUInt64LE(h, 0);
+    return send(`RELEASEDIR ${label}`, abi.Opcode.RELEASEDIR, d, args, 0, isPlain);
+  };
+  await releasedir('with its arguments cut short', dh, false, Buffer.alloc(8));
+  await releasedir('d', dh);
+  await releasedir('d again', dh);
   await send('GETATTR through a handle', abi.Opcode.GETATTR, f, getattrArgs(fh), abi.ATTR_OUT_SIZE, true);
   await send('GETATTR with no room for the attributes', abi.Opcode.GETATTR, f, getattrArgs(), abi.ATTR_OUT_SIZE - 1, false);
   const closeArgs = (h: bigint, releaseFlags: number, lockOwner: bigint): Buffer => {
@@ -301,6 +337,24 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       const { DIRECT_IO, KEEP_CACHE } = abi.FopenFlags;
       const expected = { never: [DIRECT_IO, DIRECT_IO], metadata: [DIRECT_IO, DIRECT_IO], auto: [0, KEEP_CACHE], always: [KEEP_CACHE, KEEP_CACHE] }[cache]!;
       assert.deepEqual([openFlags('OPEN f'), openFlags('OPEN f again')], expected);
+      // Listing d: its three names, and in a READDIRPLUS g's entry is g's node.
+      const bodyOf = (label: string): Buffer => Buffer.from(fast.seen.find((s) => s.label === label)!.body, 'hex');
+      const records = (b: Buffer, plus: boolean): Array<{ name: string; nodeid: bigint }> => {
+        const out: Array<{ name: string; nodeid: bigint }> = [];
+        for (let at = 0; at < b.length; ) {
+          const r = plus ? abi.decodeDirentplus(b, at) : { entryOut: null, dirent: abi.decodeDirent(b, at) };
+          out.push({ name: r.dirent.name.toString(), nodeid: r.entryOut?.nodeid ?? 0n });
+          at += plus ? abi.direntplusSize(r.dirent.name.length) : abi.direntSize(r.dirent.name.length);
+        }
+        return out.sort((x, y) => x.name.localeCompare(y.name));
+      };
+      assert.deepEqual(records(bodyOf('READDIR d'), false).map((r) => r.name), ['.', '..', 'g']);
+      const plusRecords = records(bodyOf('READDIRPLUS d'), true);
+      assert.deepEqual(plusRecords.map((r) => r.name), ['.', '..', 'g']);
+      assert.deepEqual(plusRecords.map((r) => r.nodeid > 0n), [false, false, true], 'only g has an entry');
+      const lookupG = fast.seen.find((s) => /^LOOKUP \d+\/g$/.test(s.label))!;
+      assert.equal(plusRecords[2].nodeid, abi.decodeEntryOut(Buffer.from(lookupG.body, 'hex'), 0).nodeid, "g's node, as LOOKUP found it");
+      assert.equal(records(bodyOf('READDIR d from the second entry'), false).length, 2);
     });
   }
 
