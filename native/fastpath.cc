@@ -3,8 +3,9 @@
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later); OPEN, FLUSH and RELEASE, which every open() and close() sends; CREATE, UNLINK and
-// RMDIR; and listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR. Attached to a
+// later); OPEN, FLUSH and RELEASE, which every open() and close() sends; CREATE, MKNOD,
+// MKDIR, SYMLINK, UNLINK and RMDIR; and listing a directory: OPENDIR, READDIR, READDIRPLUS,
+// RELEASEDIR. Attached to a
 // queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
 // thread, the hiprio queue included (FORGETs come there).
 //
@@ -28,7 +29,7 @@ namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpUnlink = 10, kOpRmdir = 11, kOpOpen = 14, kOpRead = 15,
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpOpen = 14, kOpRead = 15,
                    kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
                    kOpCreate = 35, kOpReaddirplus = 44;
 // fuse_open_out.open_flags
@@ -39,7 +40,7 @@ constexpr uint64_t kRootNodeId = 1;
 // fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), fuse_forget_in, or
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
-                   kCreateInSize = 16, kOpenInSize = 8;
+                   kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16;
@@ -190,6 +191,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeUnlink(c, s, len, opcode == kOpRmdir);
       case kOpCreate:
         return ServeCreate(c, s, len);
+      case kOpMknod:
+        return ServeMake(c, s, len, MakeKind::kMknod);
+      case kOpMkdir:
+        return ServeMake(c, s, len, MakeKind::kMkdir);
+      case kOpSymlink:
+        return ServeMake(c, s, len, MakeKind::kSymlink);
       case kOpOpen:
       case kOpOpendir:
         return ServeOpen(c, s, len, opcode == kOpOpendir);
@@ -337,6 +344,39 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kEntryOutSize + kOpenOutSize);
   }
 
+  // MKNOD, MKDIR and SYMLINK of a plain name other than '.' and '..' (not on a read-only
+  // share), made as the guest's caller with the mode (and device) the guest asks; a SYMLINK's
+  // target is the NUL-terminated string after the name, and an empty one goes to JS
+  // (ENOENT), as do requests with extensions (total_extlen).
+  Result ServeMake(const ChainView& c, FsState* s, uint32_t len, MakeKind kind) {
+    if (readOnly_ || c.writableLen < kOutHeaderSize + kEntryOutSize) return kDeclined;
+    const uint8_t* p = c.prefetch;
+    if (c.prefetched < kInHeaderSize || Load16(p + 36) != 0) return kDeclined;
+    uint32_t at = kInHeaderSize + (kind == MakeKind::kMknod ? kMknodInSize : kind == MakeKind::kMkdir ? kMkdirInSize : 0);
+    size_t n;
+    const char* name = PlainName(c, len, &n, at);
+    if (!name || IsDotOrDotDot(name, n)) return kDeclined;
+    const char* target = "";
+    uint32_t mode = 0777, rdev = 0;
+    if (kind == MakeKind::kSymlink) {
+      uint32_t t = at + static_cast<uint32_t>(n) + 1;
+      if (t >= len) return kDeclined;
+      target = reinterpret_cast<const char*>(p + t);
+      if (target[0] == '\0' || !memchr(target, '\0', len - t)) return kDeclined;
+    } else {
+      mode = Load32(p + kInHeaderSize);
+      if (kind == MakeKind::kMknod) rdev = Load32(p + kInHeaderSize + 4);
+    }
+    double st[kStatxFields];
+    int64_t nodeid = MakeNode(s, Load64(p + 16), name, kind, mode, rdev, target, Load32(p + 24), Load32(p + 28), st);
+    makes_[static_cast<int>(kind)]++;
+    if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kEntryOutSize);
+    EncodeEntry(b, static_cast<uint64_t>(nodeid), st);
+    return Reply(c, 0, kEntryOutSize);
+  }
+
   // OPEN of a file: opened with the host open flags JS would use, the reply carries the
   // cache policy's FOPEN_* flags, plus KEEP_CACHE in cache auto when the file is unchanged
   // since its last open. On a read-only share an open for writing or truncating goes to JS
@@ -456,7 +496,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         {kOpRead, reads_},     {kOpWrite, writes_},   {kOpGetattr, getattrs_}, {kOpLookup, lookups_},
         {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}, {kOpUnlink, unlinks_},
         {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_},         {kOpOpendir, opendirs_},
-        {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_}};
+        {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_},
+        {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
@@ -468,6 +509,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
            creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0;
+  uint64_t makes_[3] = {0, 0, 0};  // by MakeKind
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.
   std::vector<double> data_, headerPairs_;

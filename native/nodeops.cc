@@ -99,8 +99,8 @@ int64_t RegisterOpened(FsState* s, int pathFd, int fd, double* out) {
   return nodeid;
 }
 
-// nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out) -> nodeid or -errno.
-// kind 0: mknod (any S_IFMT in mode, rdev for devices), 1: mkdir, 2: symlink to target.
+// nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out) -> nodeid or -errno
+// (MakeNode).
 Napi::Value NodeMake(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;
@@ -110,26 +110,13 @@ Napi::Value NodeMake(const Napi::CallbackInfo& info) {
   double* out = OutArg(info, 9, kStatxFields);
   if (!out || !NameArg(info, 2, &name, &err) || !PathArg(info, 6, &target)) return info.Env().Undefined();
   if (!U64(info, 1, &parent) || !I64(info, 3, &kind) || !I64(info, 4, &mode) || !I64(info, 5, &rdev) ||
-      !I64(info, 7, &uid) || !I64(info, 8, &gid))
+      !I64(info, 7, &uid) || !I64(info, 8, &gid) || kind < 0 || kind > 2)
     return ThrowType(info.Env(), "nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out)");
   if (err) return Num(info, -err);
-  InodePin p(s, parent);
-  if (p.fd() < 0) return Num(info, p.fd());
-  if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
-  int r;
-  {
-    Creds c(uid, gid);
-    if (kind == 0)
-      r = mknodat(p.fd(), name.c_str(), static_cast<mode_t>(mode), static_cast<dev_t>(rdev));
-    else if (kind == 1)
-      r = mkdirat(p.fd(), name.c_str(), static_cast<mode_t>(mode));
-    else
-      r = target.find('\0') != std::string::npos ? (errno = EINVAL, -1) : symlinkat(target.c_str(), p.fd(), name.c_str());
-  }
-  if (r < 0) return Num(info, -errno);
-  int fd = OpenPath(p.fd(), name);
-  if (fd < 0) return Num(info, fd);
-  return Num(info, static_cast<double>(RegisterInode(s, fd, out)));
+  if (target.find('\0') != std::string::npos) return Num(info, -EINVAL);
+  return Num(info, static_cast<double>(MakeNode(s, parent, name.c_str(), static_cast<MakeKind>(kind), static_cast<uint32_t>(mode),
+                                                static_cast<uint64_t>(rdev), target.c_str(), static_cast<uint32_t>(uid),
+                                                static_cast<uint32_t>(gid), out)));
 }
 
 // nodeCreate(id, parent, name, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22]
@@ -424,6 +411,29 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, uint32_t mode, uint64_t rdev, const char* target,
+                 uint32_t uid, uint32_t gid, double* out) {
+  if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
+  InodePin p(s, parent);
+  if (p.fd() < 0) return p.fd();
+  if (p.type() != S_IFDIR) return -ENOTDIR;
+  int r;
+  {
+    Creds c(uid, gid);
+    if (kind == MakeKind::kMknod)
+      r = mknodat(p.fd(), name, static_cast<mode_t>(mode), static_cast<dev_t>(rdev));
+    else if (kind == MakeKind::kMkdir)
+      r = mkdirat(p.fd(), name, static_cast<mode_t>(mode));
+    else
+      r = symlinkat(target, p.fd(), name);
+    if (r < 0) r = -errno;
+  }
+  if (r < 0) return r;
+  int fd = OpenPath(p.fd(), name);
+  if (fd < 0) return fd;
+  return RegisterInode(s, fd, out);
+}
 
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
                    double* out) {

@@ -353,6 +353,12 @@ int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
 //   into out and the new handle's fh into out[kStatxFields] (nodeops.cc);
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
                    double* out);
+// - name (one plain component) made in parent as uid/gid: a node of mode (any S_IFMT, rdev
+//   for a device) with kMknod, a directory with kMkdir, a symlink to target with kSymlink;
+//   the nodeid (one lookup reference taken) or -errno, attributes into out (nodeops.cc);
+enum class MakeKind { kMknod = 0, kMkdir = 1, kSymlink = 2 };
+int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, uint32_t mode, uint64_t rdev, const char* target,
+                 uint32_t uid, uint32_t gid, double* out);
 // - name (one plain component) removed from parent, a directory with rmdir: 0 or -errno
 //   (nodeops.cc);
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);

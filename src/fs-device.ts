@@ -5,8 +5,8 @@
  * every queue thread loads to build its ChainHandler: a FuseServer over a PassthroughFs
  * whose state (inodes, handles) is the one native FsState all threads share, and in front
  * of it the native FUSE fast path (native/fastpath.cc), which serves plain READs, WRITEs,
- * GETATTRs, LOOKUPs, FORGETs, OPENs, FLUSHes, RELEASEs, CREATEs, UNLINKs, RMDIRs and the
- * requests that list a directory before they reach JS.
+ * GETATTRs, LOOKUPs, FORGETs, OPENs, FLUSHes, RELEASEs, CREATEs, MKNODs, MKDIRs, SYMLINKs,
+ * UNLINKs, RMDIRs and the requests that list a directory before they reach JS.
  */
 import type { Logger, LogLevel } from './log';
 import { native } from './native';

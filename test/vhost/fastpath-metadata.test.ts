@@ -1,7 +1,7 @@
 /**
  * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET, OPEN,
- * CREATE, FLUSH, RELEASE, UNLINK, RMDIR, OPENDIR, READDIR, READDIRPLUS and RELEASEDIR served
- * in native code. The same requests go to two daemons over one share, one with the
+ * CREATE, MKNOD, MKDIR, SYMLINK, FLUSH, RELEASE, UNLINK, RMDIR, OPENDIR, READDIR, READDIRPLUS
+ * and RELEASEDIR served in native code. The same requests go to two daemons over one share, one with the
  * fast path and one at trace level (where every request goes through the FUSE server in JS),
  * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
  * negative entries, errors, and what JS answers for the requests the fast path declines
@@ -57,7 +57,7 @@ function restoreRemoved(share: string): void {
   fs.writeFileSync(path.join(share, 'z', 'u'), 'u');
   fs.writeFileSync(path.join(share, 'z', 't'), 'truncated by an OPEN');
   fs.mkdirSync(path.join(share, 'z', 'e'));
-  fs.rmSync(path.join(share, 'z', 'c'), { force: true });
+  for (const made of ['c', 'm', 'n', 'p', 'r', 's', 's3']) fs.rmSync(path.join(share, 'z', made), { force: true, recursive: true });
 }
 
 const nameArg = (name: string | Buffer): Buffer => Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
@@ -213,17 +213,21 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   };
   const created: bigint[] = [];
   const createdNodes = new Set<bigint>();
+  /** A new node's entry without what differs between the runs (node id, inode number, times). */
+  const newEntry = (e: abi.EntryOut, extra: object = {}): string => {
+    const a = e.attr;
+    return JSON.stringify({ ...e, nodeid: undefined, attr: { mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, blksize: a.blksize }, ...extra }, (_k, v: unknown) =>
+      typeof v === 'bigint' ? v.toString() : v,
+    );
+  };
   const create = async (label: string, parent: bigint, flags: number, name: string, isPlain = true, room = abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE): Promise<void> => {
     const r = await c.request(abi.Opcode.CREATE, parent, createArgs(flags, name), room);
     let body = r.body.toString('hex');
     if (r.error === 0 && r.body.length >= abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE) {
       const e = abi.decodeEntryOut(r.body, 0);
       const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
-      const a = e.attr;
       createdNodes.add(e.nodeid);
-      body = JSON.stringify({ ...e, nodeid: undefined, attr: { mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, blksize: a.blksize }, open: o }, (_k, v: unknown) =>
-        typeof v === 'bigint' ? v.toString() : v,
-      );
+      body = newEntry(e, { open: o });
       created.push(o.fh);
     }
     seen.push({ label: `CREATE ${label}`, error: r.error, len: r.len, usedLen: r.usedLen, body });
@@ -241,6 +245,40 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   await create('of a long name', z, O_RDWR | O_CREAT, 'c'.repeat(256), false);
   await create('with no room for the reply', z, O_RDWR | O_CREAT, 'c', false, abi.ENTRY_OUT_SIZE);
   assert.ok(created.length === 3, `three handles: ${created.length}`);
+  // MKDIR, MKNOD and SYMLINK, in z; their replies are compared as CREATE's.
+  const make = async (label: string, opcode: number, parent: bigint, args: Buffer, isPlain = true, room = abi.ENTRY_OUT_SIZE): Promise<void> => {
+    const r = await c.request(opcode, parent, args, room);
+    const body = r.error === 0 && r.body.length >= abi.ENTRY_OUT_SIZE ? newEntry(abi.decodeEntryOut(r.body, 0)) : r.body.toString('hex');
+    seen.push({ label, error: r.error, len: r.len, usedLen: r.usedLen, body });
+    if (isPlain) plain++;
+  };
+  const mkdirArgs = (mode: number, name: string): Buffer => {
+    const a = Buffer.alloc(abi.MKDIR_IN_SIZE);
+    abi.encodeMkdirIn(a, 0, { mode, umask: 0o022 });
+    return Buffer.concat([a, nameArg(name)]);
+  };
+  const mknodArgs = (mode: number, name: string): Buffer => {
+    const a = Buffer.alloc(abi.MKNOD_IN_SIZE);
+    abi.encodeMknodIn(a, 0, { mode, rdev: 0, umask: 0o022 });
+    return Buffer.concat([a, nameArg(name)]);
+  };
+  const symlinkArgs = (name: string, target: string): Buffer => Buffer.concat([nameArg(name), nameArg(target)]);
+  await make('MKDIR z/m', abi.Opcode.MKDIR, z, mkdirArgs(0o750, 'm'));
+  await make('MKDIR z/m again', abi.Opcode.MKDIR, z, mkdirArgs(0o750, 'm'));
+  await make('MKDIR in a file', abi.Opcode.MKDIR, f, mkdirArgs(0o750, 'm'));
+  await make('MKDIR in an unknown node', abi.Opcode.MKDIR, 1n << 40n, mkdirArgs(0o750, 'm'));
+  await make('MKDIR z/..', abi.Opcode.MKDIR, z, mkdirArgs(0o750, '..'), false);
+  await make('MKDIR z/m/n', abi.Opcode.MKDIR, z, mkdirArgs(0o750, 'm/n'), false);
+  await make('MKDIR with no room for the reply', abi.Opcode.MKDIR, z, mkdirArgs(0o750, 'n'), false, abi.ENTRY_OUT_SIZE - 8);
+  await make('MKNOD z/p (a FIFO)', abi.Opcode.MKNOD, z, mknodArgs(fs.constants.S_IFIFO | 0o640, 'p'));
+  await make('MKNOD z/r (a file)', abi.Opcode.MKNOD, z, mknodArgs(fs.constants.S_IFREG | 0o600, 'r'));
+  await make('MKNOD z/r again', abi.Opcode.MKNOD, z, mknodArgs(fs.constants.S_IFREG | 0o600, 'r'));
+  await make('SYMLINK z/s', abi.Opcode.SYMLINK, z, symlinkArgs('s', 'target/elsewhere'));
+  await make('SYMLINK z/s3, absolute', abi.Opcode.SYMLINK, z, symlinkArgs('s3', '/etc/passwd'));
+  await make('SYMLINK z/s again', abi.Opcode.SYMLINK, z, symlinkArgs('s', 'x'));
+  await make('SYMLINK to nothing', abi.Opcode.SYMLINK, z, symlinkArgs('s2', ''), false);
+  await make('SYMLINK without a target', abi.Opcode.SYMLINK, z, nameArg('s2'), false);
+  await make('SYMLINK z/.', abi.Opcode.SYMLINK, z, symlinkArgs('.', 'x'), false);
   const lc = await c.request(abi.Opcode.LOOKUP, z, nameArg('c'), abi.ENTRY_OUT_SIZE);
   const found = lc.body.readBigUInt64LE(0);
   seen.push({ label: 'LOOKUP z/c', error: lc.error, len: lc.len, usedLen: lc.usedLen, body: `the created node: ${createdNodes.size === 1 && createdNodes.has(found)}` });
@@ -291,6 +329,11 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       await new Promise((r) => setTimeout(r, 150));
       const fast = await run(share, [`--cache=${cache}`]);
       assert.equal(fs.statSync(path.join(share, 'z', 't')).size, 0, 'OPEN with O_TRUNC truncated z/t');
+      assert.ok(fs.statSync(path.join(share, 'z', 'm')).isDirectory(), 'MKDIR made z/m');
+      assert.equal(fs.statSync(path.join(share, 'z', 'm')).mode & 0o777, 0o750);
+      assert.ok(fs.lstatSync(path.join(share, 'z', 'p')).isFIFO(), 'MKNOD made a FIFO');
+      assert.equal(fs.readlinkSync(path.join(share, 'z', 's')), 'target/elsewhere', 'SYMLINK made z/s');
+      assert.equal(fs.readlinkSync(path.join(share, 'z', 's3')), '/etc/passwd', 'an absolute target is stored, not followed');
       assert.ok(!fs.existsSync(path.join(share, 'z', 'u')) && !fs.existsSync(path.join(share, 'z', 'e')), 'removed on the host');
       assert.ok(fs.existsSync(path.join(share, 'z', 'full', 'x')), 'what was refused is still there');
       restoreRemoved(share);
