@@ -137,10 +137,14 @@ bool UnchangedSinceLastOpen(FsState* s, uint64_t nodeid) {
   auto it = sh.byId.find(nodeid);
   if (it == sh.byId.end()) return false;
   Inode& n = it->second;
-  bool same = n.hasLastOpen && n.lastOpen == now;
+  bool same = n.lastOpen && *n.lastOpen == now;
   // ctime cannot be set from user space, so a change made and undone still counts.
-  n.hasLastOpen = ageMs > kTimestampSlackMs;
-  n.lastOpen = now;
+  if (ageMs <= kTimestampSlackMs)
+    n.lastOpen.reset();
+  else if (n.lastOpen)
+    *n.lastOpen = now;
+  else
+    n.lastOpen = std::make_unique<Inode::OpenState>(now);
   return same;
 }
 
@@ -234,7 +238,7 @@ Napi::Value InodeSetRoot(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byId.find(kRootId);
   if (it != sh.byId.end()) close(it->second.fd);
-  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, S_IFDIR, 1, 0, false, {}};
+  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, S_IFDIR, 1, 0, false, {}, {}};
   s->rootKey = k;
   s->hasRoot = true;
   return Num(info, kRootId);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -48,15 +49,16 @@ struct Inode {
   // (fileops.cc). Closed at the owner's FLUSH or when the inode goes.
   std::unordered_map<uint64_t, int> lockFds;
   // The file's size, mtime and ctime at its last open (cache auto's KEEP_CACHE, see
-  // UnchangedSinceLastOpen); all zero while none is remembered.
+  // UnchangedSinceLastOpen); null while none is remembered, so an inode never opened costs
+  // a pointer.
   struct OpenState {
     double size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec;
     bool operator==(const OpenState& o) const {
       return size == o.size && mtimeSec == o.mtimeSec && mtimeNsec == o.mtimeNsec && ctimeSec == o.ctimeSec &&
              ctimeNsec == o.ctimeNsec;
     }
-  } lastOpen{};
-  bool hasLastOpen = false;
+  };
+  std::unique_ptr<OpenState> lastOpen;
   void CloseAll() {
     close(fd);
     for (auto& kv : lockFds) close(kv.second);
@@ -203,7 +205,7 @@ struct FsState {
       return kit->second;
     }
     uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
-    sh.byId[id] = Inode{fd, k, type, 1, 0, false, {}};
+    sh.byId[id] = Inode{fd, k, type, 1, 0, false, {}, {}};
     sh.byKey[k] = id;
     return id;
   }
