@@ -476,6 +476,11 @@ export class VhostUserBackend {
     this.closed = true;
     this.watcher?.close();
     this.watcher = null;
+    // The queues stop first: a kick thread counts a chain it served after it completed it,
+    // so only once it has been joined are its counts final.
+    for (let i = 0; i < this.vrings.length; i++) {
+      if (this.vrings[i].running) await this.stopQueue(i).catch(() => undefined);
+    }
     const stats = await this.queueStats();
     this.log.info(
       { requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls, pooledPerQueue: stats.pooled, nativePerQueue: stats.native, nativeKicksPerQueue: stats.nativeKicks },
@@ -483,7 +488,6 @@ export class VhostUserBackend {
     );
     for (let i = 0; i < this.vrings.length; i++) {
       const v = this.vrings[i];
-      if (v.running) await this.stopQueue(i).catch(() => undefined);
       await v.host?.close().catch(() => undefined);
       for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
     }
