@@ -412,6 +412,23 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+int64_t OpenNode(FsState* s, uint64_t nodeid, int flags) {
+  flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  int fd;
+  {
+    InodePin p(s, nodeid);
+    if (p.fd() < 0) return p.fd();
+    // Only regular files and directories are opened here. The guest kernel serves FIFOs,
+    // sockets and device nodes itself and never sends OPEN for them; a guest that did could
+    // otherwise block a queue on a FIFO or reach a host device through a node it made.
+    if (p.type() == S_IFLNK) return -ELOOP;
+    if (p.type() != S_IFREG && p.type() != S_IFDIR) return -ENXIO;
+    fd = Reopen(s, p.fd(), flags);
+    if (fd < 0) return fd;
+  }
+  return static_cast<int64_t>(s->InsertHandle(fd, nodeid));
+}
+
 int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, uint32_t mode, uint64_t rdev, const char* target,
                  uint32_t uid, uint32_t gid, double* out) {
   if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;

@@ -25,7 +25,6 @@
 
 #include <sys/stat.h>
 
-#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <memory>
@@ -98,28 +97,6 @@ void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n) {
   if (it == sh.byId.end()) return;
   it->second.lookups = it->second.lookups > n ? it->second.lookups - n : 0;
   sh.MaybeDrop(it);
-}
-
-int64_t OpenNode(FsState* s, uint64_t nodeid, int flags) {
-  flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  int fd;
-  {
-    InodePin p(s, nodeid);
-    if (p.fd() < 0) return p.fd();
-    // Only regular files and directories are opened here. The guest kernel serves FIFOs,
-    // sockets and device nodes itself and never sends OPEN for them; a guest that did could
-    // otherwise block a queue on a FIFO or reach a host device through a node it made.
-    if (p.type() == S_IFLNK) return -ELOOP;
-    if (p.type() != S_IFREG && p.type() != S_IFDIR) return -ENXIO;
-    // Through /proc/self/fd: no name is resolved again.
-    char path[16];
-    snprintf(path, sizeof path, "%d", p.fd());
-    do {
-      fd = openat(s->procFd, path, flags | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return -errno;
-  }
-  return static_cast<int64_t>(s->InsertHandle(fd, nodeid));
 }
 
 // A state younger than this may hide a change made in the same timestamp tick.

@@ -340,7 +340,7 @@ int64_t RegisterInode(FsState* s, int fd, double* out);
 int StatxNode(FsState* s, uint64_t nodeid, double* out);
 // - the inode (a regular file or a directory) opened for I/O with flags (host open flags;
 //   O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped) and registered as a handle: the
-//   fh or -errno (state.cc);
+//   fh or -errno (nodeops.cc);
 int64_t OpenNode(FsState* s, uint64_t nodeid, int flags);
 // - cache auto's KEEP_CACHE at an open: whether the file's size, mtime and ctime are what
 //   the previous open of the inode (on any queue) saw; the state now is remembered for the
