@@ -3,9 +3,10 @@
 // each costs a dozen N-API calls and as many objects; here it costs the system call. They are
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
-// later); OPEN, FLUSH and RELEASE, which every open() and close() sends; CREATE, MKNOD,
-// MKDIR, SYMLINK, UNLINK and RMDIR; and listing a directory: OPENDIR, READDIR, READDIRPLUS,
-// RELEASEDIR. Attached to a
+// later); OPEN, FLUSH and RELEASE, which every open() and close() sends; SETATTR (touch,
+// chmod, truncate); CREATE, MKNOD, MKDIR, SYMLINK, UNLINK, RMDIR, RENAME and RENAME2 (an
+// editor's save); and listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR.
+// Attached to a
 // queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
 // thread, the hiprio queue included (FORGETs come there).
 //
@@ -29,9 +30,9 @@ namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpOpen = 14, kOpRead = 15,
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpRename = 12, kOpOpen = 14, kOpRead = 15,
                    kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
-                   kOpCreate = 35, kOpReaddirplus = 44;
+                   kOpCreate = 35, kOpReaddirplus = 44, kOpRename2 = 45;
 // fuse_open_out.open_flags
 constexpr uint32_t kFopenKeepCache = 1 << 1;
 // fuse_release_in.release_flags
@@ -40,7 +41,13 @@ constexpr uint64_t kRootNodeId = 1;
 // fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), fuse_forget_in, or
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
-                   kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8;
+                   kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8, kSetattrInSize = 88,
+                   kRenameInSize = 8, kRename2InSize = 16;
+// fuse_setattr_in.valid: the size, atime and mtime bits (FATTR_*)
+constexpr uint32_t kFattrSize = 8, kFattrAtime = 16, kFattrMtime = 32;
+// The largest integer a JS number holds exactly: larger sizes and times go to JS, whose
+// answer for them is its own.
+constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16;
@@ -205,6 +212,11 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeReaddir(c, s, len, opcode == kOpReaddirplus);
       case kOpReleasedir:
         return ServeReleasedir(c, s, len);
+      case kOpSetattr:
+        return ServeSetattr(c, s, len);
+      case kOpRename:
+      case kOpRename2:
+        return ServeRename(c, s, len, opcode == kOpRename2);
       default:
         return kDeclined;
     }
@@ -253,6 +265,40 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     double st[kStatxFields];
     int r = StatxNode(s, Load64(c.prefetch + 16), st);
     getattrs_++;
+    return AttrReply(c, r, st);
+  }
+
+  // SETATTR (not on a read-only share): the changes made as JS makes them (SetAttributes),
+  // the reply the attributes afterwards. Sizes and times beyond what a JS number holds
+  // exactly go to JS.
+  Result ServeSetattr(const ChainView& c, FsState* s, uint32_t len) {
+    if (readOnly_ || len < kInHeaderSize + kSetattrInSize || c.prefetched < kInHeaderSize + kSetattrInSize ||
+        c.writableLen < kOutHeaderSize + kAttrOutSize)
+      return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    SetattrArgs args;
+    args.valid = Load32(a);
+    args.fh = Load64(a + 8);
+    args.size = static_cast<int64_t>(Load64(a + 16));
+    args.atime = static_cast<int64_t>(Load64(a + 32));
+    args.mtime = static_cast<int64_t>(Load64(a + 40));
+    args.atimeNsec = Load32(a + 56);
+    args.mtimeNsec = Load32(a + 60);
+    args.mode = Load32(a + 68);
+    args.uid = Load32(a + 76);
+    args.gid = Load32(a + 80);
+    auto exact = [](int64_t v) { return v >= -kMaxExactInJs && v <= kMaxExactInJs; };
+    if (((args.valid & kFattrSize) && !exact(args.size)) || ((args.valid & kFattrAtime) && !exact(args.atime)) ||
+        ((args.valid & kFattrMtime) && !exact(args.mtime)))
+      return kDeclined;
+    double st[kStatxFields];
+    int r = SetAttributes(s, Load64(c.prefetch + 16), args, st);
+    setattrs_++;
+    return AttrReply(c, r, st);
+  }
+
+  // fuse_attr_out of st with the policy's attribute timeout, or error r.
+  Result AttrReply(const ChainView& c, int r, const double* st) {
     if (r < 0) return Reply(c, r, 0);
     uint8_t* b = reply_ + kOutHeaderSize;
     Store64(b, attrTimeout_.sec);
@@ -260,6 +306,22 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     Store32(b + 12, 0);
     EncodeAttr(st, b + 16);
     return Reply(c, 0, kAttrOutSize);
+  }
+
+  // RENAME and RENAME2 (renameat2's flags) of plain names other than '.' and '..' (not on
+  // a read-only share).
+  Result ServeRename(const ChainView& c, FsState* s, uint32_t len, bool two) {
+    uint32_t at = kInHeaderSize + (two ? kRename2InSize : kRenameInSize);
+    if (readOnly_ || len < at || c.prefetched < at || c.writableLen < kOutHeaderSize) return kDeclined;
+    size_t n1, n2;
+    const char* oldName = PlainName(c, len, &n1, at);
+    if (!oldName || IsDotOrDotDot(oldName, n1)) return kDeclined;
+    const char* newName = PlainName(c, len, &n2, at + static_cast<uint32_t>(n1) + 1);
+    if (!newName || IsDotOrDotDot(newName, n2)) return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    int r = RenameName(s, Load64(c.prefetch + 16), oldName, Load64(a), newName, two ? Load32(a + 8) : 0);
+    (two ? rename2s_ : renames_)++;
+    return Reply(c, r, 0);
   }
 
   // LOOKUP of a plain name: one component, 1 to 255 bytes, no '/'; at the root '..' is the
@@ -497,7 +559,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         {kOpForget, forgets_}, {kOpFlush, flushes_}, {kOpRelease, releases_}, {kOpUnlink, unlinks_},
         {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_},         {kOpOpendir, opendirs_},
         {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_},
-        {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}};
+        {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}, {kOpSetattr, setattrs_},
+        {kOpRename, renames_}, {kOpRename2, rename2s_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
@@ -508,7 +571,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
-           creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0;
+           creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0,
+           setattrs_ = 0, renames_ = 0, rename2s_ = 0;
   uint64_t makes_[3] = {0, 0, 0};  // by MakeKind
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.

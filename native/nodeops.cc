@@ -219,13 +219,7 @@ Napi::Value NodeRename(const Napi::CallbackInfo& info) {
   if (!U64(info, 1, &od) || !U64(info, 3, &nd) || !I64(info, 5, &flags))
     return ThrowType(info.Env(), "nodeRename(id, olddir, oldname, newdir, newname, flags)");
   if (e1 || e2) return Num(info, -(e1 ? e1 : e2));
-  InodePin a(s, od);
-  if (a.fd() < 0) return Num(info, a.fd());
-  InodePin b(s, nd);
-  if (b.fd() < 0) return Num(info, b.fd());
-  if (a.type() != S_IFDIR || b.type() != S_IFDIR) return Num(info, -ENOTDIR);
-  long r = syscall(SYS_renameat2, a.fd(), on.c_str(), b.fd(), nn.c_str(), static_cast<unsigned>(flags));
-  return Num(info, r < 0 ? -errno : 0);
+  return Num(info, RenameName(s, od, on.c_str(), nd, nn.c_str(), static_cast<uint32_t>(flags)));
 }
 
 // nodeReadlink(id, nodeid, buf) -> length of the target (bytes written into buf) or -errno.
@@ -246,8 +240,7 @@ constexpr uint32_t kMode = 1, kUid = 2, kGid = 4, kSize = 8, kAtime = 16, kMtime
                    kMtimeNow = 256;
 
 // nodeSetattr(id, nodeid, fh, valid, mode, uid, gid, size, atime, atimeNsec, mtime, mtimeNsec,
-// out) -> 0 or -errno; out gets the attributes afterwards. With FATTR_FH the size and times
-// go through the open handle.
+// out) -> 0 or -errno; out gets the attributes afterwards (SetAttributes).
 Napi::Value NodeSetattr(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, fh;
@@ -258,56 +251,18 @@ Napi::Value NodeSetattr(const Napi::CallbackInfo& info) {
       !I64(info, 5, &uid) || !I64(info, 6, &gid) || !I64(info, 7, &size) || !I64(info, 8, &at) || !I64(info, 9, &atn) ||
       !I64(info, 10, &mt) || !I64(info, 11, &mtn))
     return ThrowType(info.Env(), "nodeSetattr(id, nodeid, fh, valid, mode, uid, gid, size, at, atn, mt, mtn, out)");
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  int hfd = -1;
-  HandlePin h(s, (valid & kFh) ? fh : 0);
-  if (valid & kFh) {
-    if (h.fd() < 0) return Num(info, h.fd());
-    hfd = h.fd();
-  }
-  std::string path = std::to_string(p.fd());
-  if (valid & kMode) {
-    if (p.type() == S_IFLNK) return Num(info, -EOPNOTSUPP);
-    int r = hfd >= 0 ? fchmod(hfd, static_cast<mode_t>(mode & 07777))
-                     : fchmodat(s->procFd, path.c_str(), static_cast<mode_t>(mode & 07777), 0);
-    if (r < 0) return Num(info, -errno);
-  }
-  if (valid & (kUid | kGid)) {
-    uid_t u = (valid & kUid) ? static_cast<uid_t>(uid) : static_cast<uid_t>(-1);
-    gid_t g = (valid & kGid) ? static_cast<gid_t>(gid) : static_cast<gid_t>(-1);
-    if (fchownat(p.fd(), "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return Num(info, -errno);
-  }
-  if (valid & kSize) {
-    if (p.type() == S_IFDIR) return Num(info, -EISDIR);
-    if (p.type() != S_IFREG) return Num(info, -EINVAL);
-    int r;
-    if (hfd >= 0) {
-      r = ftruncate(hfd, size);
-    } else {
-      int fd = Reopen(s, p.fd(), O_WRONLY);
-      if (fd < 0) return Num(info, fd);
-      r = ftruncate(fd, size);
-      int e = errno;
-      close(fd);
-      errno = e;
-    }
-    if (r < 0) return Num(info, -errno);
-  }
-  if (valid & (kAtime | kMtime)) {
-    timespec ts[2];
-    ts[0] = (valid & kAtimeNow) ? timespec{0, UTIME_NOW} : (valid & kAtime) ? timespec{at, atn} : timespec{0, UTIME_OMIT};
-    ts[1] = (valid & kMtimeNow) ? timespec{0, UTIME_NOW} : (valid & kMtime) ? timespec{mt, mtn} : timespec{0, UTIME_OMIT};
-    int r;
-    if (hfd >= 0)
-      r = futimens(hfd, ts);
-    else if (p.type() == S_IFLNK)
-      r = utimensat(p.fd(), "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    else
-      r = utimensat(s->procFd, path.c_str(), ts, 0);
-    if (r < 0) return Num(info, -errno);
-  }
-  return Num(info, StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out));
+  SetattrArgs a;
+  a.valid = static_cast<uint32_t>(valid);
+  a.fh = fh;
+  a.mode = static_cast<uint32_t>(mode);
+  a.uid = static_cast<uint32_t>(uid);
+  a.gid = static_cast<uint32_t>(gid);
+  a.size = size;
+  a.atime = at;
+  a.atimeNsec = static_cast<uint32_t>(atn);
+  a.mtime = mt;
+  a.mtimeNsec = static_cast<uint32_t>(mtn);
+  return Num(info, SetAttributes(s, nodeid, a, out));
 }
 
 // Extended attributes, through /proc/self/fd/N of the inode's O_PATH descriptor: the magic
@@ -499,6 +454,74 @@ int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir) {
   if (p.fd() < 0) return p.fd();
   if (p.type() != S_IFDIR) return -ENOTDIR;
   return unlinkat(p.fd(), name, rmdir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
+}
+
+int RenameName(FsState* s, uint64_t oldParent, const char* oldName, uint64_t newParent, const char* newName, uint32_t flags) {
+  if (oldName[0] == '\0' || strchr(oldName, '/') || newName[0] == '\0' || strchr(newName, '/')) return -EINVAL;
+  InodePin a(s, oldParent);
+  if (a.fd() < 0) return a.fd();
+  InodePin b(s, newParent);
+  if (b.fd() < 0) return b.fd();
+  if (a.type() != S_IFDIR || b.type() != S_IFDIR) return -ENOTDIR;
+  long r = syscall(SYS_renameat2, a.fd(), oldName, b.fd(), newName, flags);
+  return r < 0 ? -errno : 0;
+}
+
+int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  int hfd = -1;
+  HandlePin h(s, (a.valid & kFh) ? a.fh : 0);
+  if (a.valid & kFh) {
+    if (h.fd() < 0) return h.fd();
+    hfd = h.fd();
+  }
+  std::string path = std::to_string(p.fd());
+  if (a.valid & kMode) {
+    if (p.type() == S_IFLNK) return -EOPNOTSUPP;
+    int r = hfd >= 0 ? fchmod(hfd, static_cast<mode_t>(a.mode & 07777))
+                     : fchmodat(s->procFd, path.c_str(), static_cast<mode_t>(a.mode & 07777), 0);
+    if (r < 0) return -errno;
+  }
+  if (a.valid & (kUid | kGid)) {
+    uid_t u = (a.valid & kUid) ? static_cast<uid_t>(a.uid) : static_cast<uid_t>(-1);
+    gid_t g = (a.valid & kGid) ? static_cast<gid_t>(a.gid) : static_cast<gid_t>(-1);
+    if (fchownat(p.fd(), "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+  }
+  if (a.valid & kSize) {
+    if (p.type() == S_IFDIR) return -EISDIR;
+    if (p.type() != S_IFREG) return -EINVAL;
+    int r;
+    if (hfd >= 0) {
+      r = ftruncate(hfd, a.size);
+    } else {
+      int fd = Reopen(s, p.fd(), O_WRONLY);
+      if (fd < 0) return fd;
+      r = ftruncate(fd, a.size);
+      int e = errno;
+      close(fd);
+      errno = e;
+    }
+    if (r < 0) return -errno;
+  }
+  if (a.valid & (kAtime | kMtime)) {
+    timespec ts[2];
+    ts[0] = (a.valid & kAtimeNow) ? timespec{0, UTIME_NOW}
+            : (a.valid & kAtime)  ? timespec{a.atime, static_cast<long>(a.atimeNsec)}
+                                  : timespec{0, UTIME_OMIT};
+    ts[1] = (a.valid & kMtimeNow) ? timespec{0, UTIME_NOW}
+            : (a.valid & kMtime)  ? timespec{a.mtime, static_cast<long>(a.mtimeNsec)}
+                                  : timespec{0, UTIME_OMIT};
+    int r;
+    if (hfd >= 0)
+      r = futimens(hfd, ts);
+    else if (p.type() == S_IFLNK)
+      r = utimensat(p.fd(), "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    else
+      r = utimensat(s->procFd, path.c_str(), ts, 0);
+    if (r < 0) return -errno;
+  }
+  return StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
 }
 
 void InitNodeOps(Napi::Env env, Napi::Object exports) {

@@ -364,6 +364,17 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
 // - name (one plain component) removed from parent, a directory with rmdir: 0 or -errno
 //   (nodeops.cc);
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);
+// - oldName in oldParent renamed to newName in newParent (plain components), renameat2
+//   flags: 0 or -errno (nodeops.cc);
+int RenameName(FsState* s, uint64_t oldParent, const char* oldName, uint64_t newParent, const char* newName, uint32_t flags);
+// - SETATTR: the changes fuse_setattr_in asks for (FATTR_* bits in valid; size and times
+//   through handle fh with FATTR_FH), then the attributes into out: 0 or -errno (nodeops.cc);
+struct SetattrArgs {
+  uint32_t valid = 0, mode = 0, uid = 0, gid = 0, atimeNsec = 0, mtimeNsec = 0;
+  uint64_t fh = 0;
+  int64_t size = 0, atime = 0, mtime = 0;
+};
+int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out);
 // - the kernel dropped n lookup references (FORGET); the root is never forgotten;
 void ForgetInode(FsState* s, uint64_t nodeid, uint64_t n);
 // - the guest released handle fh (RELEASE): 0, or -EBADF when it is unknown or released;

@@ -1,7 +1,7 @@
 /**
- * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, LOOKUP, FORGET, OPEN,
- * CREATE, MKNOD, MKDIR, SYMLINK, FLUSH, RELEASE, UNLINK, RMDIR, OPENDIR, READDIR, READDIRPLUS
- * and RELEASEDIR served in native code. The same requests go to two daemons over one share, one with the
+ * The FUSE fast path's metadata requests (native/fastpath.cc): GETATTR, SETATTR, LOOKUP,
+ * FORGET, OPEN, CREATE, MKNOD, MKDIR, SYMLINK, RENAME, RENAME2, FLUSH, RELEASE, UNLINK, RMDIR,
+ * OPENDIR, READDIR, READDIRPLUS and RELEASEDIR served in native code. The same requests go to two daemons over one share, one with the
  * fast path and one at trace level (where every request goes through the FUSE server in JS),
  * and every reply must be the same bytes: attributes, node ids, the cache mode's timeouts,
  * negative entries, errors, and what JS answers for the requests the fast path declines
@@ -57,7 +57,7 @@ function restoreRemoved(share: string): void {
   fs.writeFileSync(path.join(share, 'z', 'u'), 'u');
   fs.writeFileSync(path.join(share, 'z', 't'), 'truncated by an OPEN');
   fs.mkdirSync(path.join(share, 'z', 'e'));
-  for (const made of ['c', 'm', 'n', 'p', 'r', 's', 's3']) fs.rmSync(path.join(share, 'z', made), { force: true, recursive: true });
+  for (const made of ['c', 'c2', 'm', 'n', 'p', 'r', 'r0', 's', 's3']) fs.rmSync(path.join(share, 'z', made), { force: true, recursive: true });
 }
 
 const nameArg = (name: string | Buffer): Buffer => Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
@@ -192,6 +192,53 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   seen.push({ label: 'LOOKUP z/t', error: tr.error, len: tr.len, usedLen: tr.usedLen, body: '' });
   plain++;
   await open('z/t, truncating', t, O_RDWR | O_TRUNC);
+  const th = opened[opened.length - 1];
+  // SETATTR, of z/t and of nodes whose change fails. ctime is "now" in each run, and z/t's
+  // atime and mtime are those of its last write: the replies are compared without the times
+  // they did not set to a given value.
+  const { FattrFlags: A } = abi;
+  const setattrArgs = (v: Partial<abi.SetattrIn>): Buffer => {
+    const a = Buffer.alloc(abi.SETATTR_IN_SIZE);
+    abi.encodeSetattrIn(a, 0, {
+      valid: 0, fh: 0n, size: 0n, lockOwner: 0n, atime: 0n, mtime: 0n, ctime: 0n, atimensec: 0, mtimensec: 0, ctimensec: 0, mode: 0,
+      uid: 0, gid: 0, ...v,
+    });
+    return a;
+  };
+  const setattr = async (label: string, nodeid: bigint, v: Partial<abi.SetattrIn>, isPlain = true, args = setattrArgs(v), room = abi.ATTR_OUT_SIZE): Promise<void> => {
+    const r = await c.request(abi.Opcode.SETATTR, nodeid, args, room);
+    let body = r.body.toString('hex');
+    if (r.error === 0 && r.body.length >= abi.ATTR_OUT_SIZE) {
+      const o = abi.decodeAttrOut(r.body, 0);
+      const a = o.attr;
+      const valid = v.valid ?? 0;
+      const set = (bit: number, now: number): boolean => (valid & bit) !== 0 && (valid & now) === 0;
+      const times = {
+        ...(set(A.ATIME, A.ATIME_NOW) ? {} : { atime: 0, atimensec: 0 }),
+        ...(set(A.MTIME, A.MTIME_NOW) ? {} : { mtime: 0, mtimensec: 0 }),
+      };
+      body = JSON.stringify({ ...o, attr: { ...a, ctime: 0, ctimensec: 0, ...times } }, (_k, x: unknown) =>
+        typeof x === 'bigint' ? x.toString() : x,
+      );
+    }
+    seen.push({ label: `SETATTR ${label}`, error: r.error, len: r.len, usedLen: r.usedLen, body });
+    if (isPlain) plain++;
+  };
+  await setattr('z/t, chmod 640', t, { valid: A.MODE, mode: 0o100640 });
+  await setattr('z/t, truncate to 100', t, { valid: A.SIZE, size: 100n });
+  await setattr('z/t, truncate to 7 through its handle', t, { valid: A.SIZE | A.FH, size: 7n, fh: th });
+  await setattr('z/t, atime and mtime', t, { valid: A.ATIME | A.MTIME, atime: 1234567890n, atimensec: 5, mtime: -5n, mtimensec: 999999999 });
+  await setattr('z/t, mtime only', t, { valid: A.MTIME, mtime: 1500000000n });
+  await setattr('z/t, atime and mtime now', t, { valid: A.ATIME | A.MTIME | A.ATIME_NOW | A.MTIME_NOW });
+  await setattr('z/t, its own owner', t, { valid: A.UID | A.GID, uid: process.getuid!(), gid: process.getgid!() });
+  await setattr('z/t, nothing', t, { valid: 0 });
+  await setattr('z (a directory), truncate', z, { valid: A.SIZE, size: 0n });
+  await setattr('l (a symlink), chmod', l, { valid: A.MODE, mode: 0o777 });
+  await setattr('through an unknown handle', t, { valid: A.SIZE | A.FH, size: 0n, fh: th + 1000n });
+  await setattr('of an unknown node', 1n << 40n, { valid: A.MODE, mode: 0o600 });
+  await setattr('z/t, truncate to 2^60', t, { valid: A.SIZE, size: 1n << 60n }, false);
+  await setattr('with its arguments cut short', t, { valid: A.MODE, mode: 0o640 }, false, setattrArgs({ valid: A.MODE, mode: 0o640 }).subarray(0, 80));
+  await setattr('with no room for the reply', t, { valid: A.MODE, mode: 0o640 }, false, undefined, abi.ATTR_OUT_SIZE - 1);
   await remove('UNLINK', z, 'u');
   await remove('UNLINK', z, 'u');
   await remove('RMDIR', z, 'e');
@@ -283,6 +330,38 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   const found = lc.body.readBigUInt64LE(0);
   seen.push({ label: 'LOOKUP z/c', error: lc.error, len: lc.len, usedLen: lc.usedLen, body: `the created node: ${createdNodes.size === 1 && createdNodes.has(found)}` });
   plain++;
+  // RENAME and RENAME2, in z: a file (created above) renamed, then over another, into a
+  // directory; NOREPLACE and EXCHANGE; the failures, and the names the fast path declines.
+  const renameArgs = (newdir: bigint, from: string, to: string | Buffer, flags?: number): Buffer => {
+    const a = Buffer.alloc(flags === undefined ? abi.RENAME_IN_SIZE : abi.RENAME2_IN_SIZE);
+    if (flags === undefined) abi.encodeRenameIn(a, 0, { newdir });
+    else abi.encodeRename2In(a, 0, { newdir, flags });
+    return Buffer.concat([a, nameArg(from), typeof to === 'string' ? nameArg(to) : to]);
+  };
+  const rename = (label: string, parent: bigint, args: Buffer, two = false, isPlain = true): Promise<Buffer> =>
+    send(`RENAME${two ? '2' : ''} ${label}`, two ? abi.Opcode.RENAME2 : abi.Opcode.RENAME, parent, args, 0, isPlain);
+  const mr = await c.request(abi.Opcode.LOOKUP, z, nameArg('m'), abi.ENTRY_OUT_SIZE);
+  const m = mr.body.readBigUInt64LE(0);
+  seen.push({ label: 'LOOKUP z/m', error: mr.error, len: mr.len, usedLen: mr.usedLen, body: '' });
+  plain++;
+  const { NOREPLACE, EXCHANGE } = abi.RenameFlags;
+  await rename('z/c to z/c2', z, renameArgs(z, 'c', 'c2'));
+  await rename('z/c2 over z/r', z, renameArgs(z, 'c2', 'r'));
+  await rename('z/s into z/m', z, renameArgs(m, 's', 's'));
+  await rename('z/missing', z, renameArgs(z, 'missing', 'x'));
+  await rename('into an unknown node', z, renameArgs(1n << 40n, 'r', 'x'));
+  await rename('from a file', f, renameArgs(z, 'r', 'x'));
+  await rename('z/m onto z/full (not empty)', z, renameArgs(z, 'm', 'full'));
+  await rename('z/r onto z/p, NOREPLACE', z, renameArgs(z, 'r', 'p', NOREPLACE), true);
+  await rename('z/r with z/p, EXCHANGE', z, renameArgs(z, 'r', 'p', EXCHANGE), true);
+  await rename('z/r with no flags', z, renameArgs(z, 'r', 'r0', 0), true);
+  await rename('z/r0 with unknown flags', z, renameArgs(z, 'r0', 'r', 1 << 20), true);
+  await rename('z/r0 to z/..', z, renameArgs(z, 'r0', '..'), false, false);
+  await rename('z/. to z/x', z, renameArgs(z, '.', 'x'), false, false);
+  await rename('z/r0 to z/m/x', z, renameArgs(z, 'r0', 'm/x'), false, false);
+  await rename('z/r0 to a name without a NUL', z, renameArgs(z, 'r0', Buffer.from('x')), false, false);
+  await rename('z/r0 without a new name', z, renameArgs(z, 'r0', Buffer.alloc(0)), false, false);
+  await rename('with its arguments cut short', z, renameArgs(z, 'r0', 'x', 0).subarray(0, 12), true, false);
   for (const fh of created) await send(`RELEASE of a created handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
   for (const fh of opened.slice(1)) await send(`RELEASE of an opened handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
   for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
@@ -328,14 +407,22 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       // runs' first OPEN, for cache auto to keep the guest's cache at the second.
       await new Promise((r) => setTimeout(r, 150));
       const fast = await run(share, [`--cache=${cache}`]);
-      assert.equal(fs.statSync(path.join(share, 'z', 't')).size, 0, 'OPEN with O_TRUNC truncated z/t');
+      const chmodReply = JSON.parse(fast.seen.find((x) => x.label === 'SETATTR z/t, chmod 640')!.body) as { attr: { size: string; mode: number } };
+      assert.equal(chmodReply.attr.size, '0', 'OPEN with O_TRUNC truncated z/t');
+      assert.equal(chmodReply.attr.mode, 0o100640, "SETATTR's reply has the new mode");
       assert.ok(fs.statSync(path.join(share, 'z', 'm')).isDirectory(), 'MKDIR made z/m');
       assert.equal(fs.statSync(path.join(share, 'z', 'm')).mode & 0o777, 0o750);
-      assert.ok(fs.lstatSync(path.join(share, 'z', 'p')).isFIFO(), 'MKNOD made a FIFO');
-      assert.equal(fs.readlinkSync(path.join(share, 'z', 's')), 'target/elsewhere', 'SYMLINK made z/s');
       assert.equal(fs.readlinkSync(path.join(share, 'z', 's3')), '/etc/passwd', 'an absolute target is stored, not followed');
       assert.ok(!fs.existsSync(path.join(share, 'z', 'u')) && !fs.existsSync(path.join(share, 'z', 'e')), 'removed on the host');
       assert.ok(fs.existsSync(path.join(share, 'z', 'full', 'x')), 'what was refused is still there');
+      const tst = fs.statSync(path.join(share, 'z', 't'), { bigint: true });
+      assert.equal(Number(tst.mode & 0o7777n), 0o640, 'SETATTR changed z/t\'s mode');
+      assert.equal(tst.size, 7n, 'SETATTR truncated z/t through its handle');
+      assert.ok(Date.now() - Number(tst.mtimeMs) < 60e3, 'SETATTR set z/t\'s mtime to now');
+      assert.equal(fs.readlinkSync(path.join(share, 'z', 'm', 's')), 'target/elsewhere', 'SYMLINK made z/s, RENAME moved it into z/m');
+      assert.ok(!fs.existsSync(path.join(share, 'z', 'c')) && !fs.existsSync(path.join(share, 'z', 's')), 'renamed away');
+      assert.ok(fs.lstatSync(path.join(share, 'z', 'p')).isFile(), 'EXCHANGE swapped z/r (the renamed z/c) and z/p');
+      assert.ok(fs.lstatSync(path.join(share, 'z', 'r0')).isFIFO(), 'MKNOD made the FIFO z/p, which went to z/r, then to z/r0');
       restoreRemoved(share);
       const js = await run(share, [`--cache=${cache}`, '--log-level=trace']);
       assert.equal(fast.seen.length, js.seen.length);

@@ -202,7 +202,7 @@ for (const pool of [0, 4]) {
       assert.ok(sum(r.nativeKicksPerQueue) >= one + oneKicks / 2, `${oneKicks} + ${one} kicks for the READs; served natively: ${JSON.stringify(r)}`);
     });
 
-    it('on a read-only share, a WRITE, an UNLINK or an OPEN for writing goes to JS and gets EROFS; READs are still served natively', async () => {
+    it('on a read-only share, a WRITE, an UNLINK, a SETATTR, a RENAME or an OPEN for writing goes to JS and gets EROFS; READs are still served natively', async () => {
       env = await launch(['--cache=never', `--thread-pool-size=${pool}`, '--readonly']);
       const { c, share } = env;
       fs.writeFileSync(path.join(share, 'f'), pattern(4096, 6));
@@ -211,7 +211,15 @@ for (const pool of [0, 4]) {
       assert.equal((await c.request(abi.Opcode.UNLINK, 1n, Buffer.from('f\0'), 0)).error, -EROFS, 'UNLINK');
       assert.equal((await c.open(f.nodeid, fs.constants.O_RDWR)).error, -EROFS, 'OPEN for writing');
       assert.equal((await c.open(f.nodeid, fs.constants.O_RDONLY | fs.constants.O_TRUNC)).error, -EROFS, 'OPEN truncating');
-      assert.ok(fs.existsSync(path.join(share, 'f')));
+      const setattr = Buffer.alloc(abi.SETATTR_IN_SIZE);
+      setattr.writeUInt32LE(abi.FattrFlags.SIZE | abi.FattrFlags.MODE, 0);
+      setattr.writeUInt32LE(0o100777, 68);
+      assert.equal((await c.request(abi.Opcode.SETATTR, f.nodeid, setattr, abi.ATTR_OUT_SIZE)).error, -EROFS, 'SETATTR');
+      const rename = Buffer.concat([Buffer.alloc(abi.RENAME_IN_SIZE), Buffer.from('f\0g\0')]);
+      rename.writeBigUInt64LE(1n, 0);
+      assert.equal((await c.request(abi.Opcode.RENAME, 1n, rename, 0)).error, -EROFS, 'RENAME');
+      assert.equal(fs.statSync(path.join(share, 'f')).size, 4096, 'not truncated');
+      assert.notEqual(fs.statSync(path.join(share, 'f')).mode & 0o777, 0o777, 'mode unchanged');
       assert.deepEqual(ok(await c.read(f.fh, 0, 4096, { nodeid: f.nodeid }), 'READ'), pattern(4096, 6));
       assert.deepEqual(fs.readFileSync(path.join(share, 'f')), pattern(4096, 6));
       const r = await finish(env);
