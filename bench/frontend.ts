@@ -39,6 +39,8 @@ const TS_ARGS = arg('ts-args')?.split(' ').filter((a) => a !== '') ?? [];
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_SIZE = 64 * MiB;
+/** Files in the directory the list row lists. */
+const LIST_ENTRIES = 100;
 
 interface Config {
   label: string;
@@ -58,7 +60,7 @@ const CONFIGS: Config[] = [
   { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1, versus: null },
 ];
 
-type Op = 'getattr' | 'lookup' | 'read' | 'write' | 'smallfile' | 'openread';
+type Op = 'getattr' | 'setattr' | 'lookup' | 'read' | 'write' | 'smallfile' | 'openread' | 'save' | 'list';
 
 interface Row {
   label: string;
@@ -78,6 +80,9 @@ const ROWS: Row[] = [
   { label: '1 MiB WRITE, depth 4', op: 'write', size: MiB, depth: 4 },
   { label: 'small file CREATE+WRITE+RELEASE+UNLINK', op: 'smallfile', size: 4 * KiB, depth: 1 },
   { label: 'small file OPEN+READ+FLUSH+RELEASE', op: 'openread', size: 4 * KiB, depth: 1 },
+  { label: 'SETATTR of times (touch), depth 1', op: 'setattr', size: 0, depth: 1 },
+  { label: 'save by rename: CREATE+WRITE+RELEASE+RENAME', op: 'save', size: 4 * KiB, depth: 1 },
+  { label: `list a directory of ${LIST_ENTRIES}: OPENDIR+READDIRPLUS+RELEASEDIR`, op: 'list', size: 0, depth: 1 },
 ];
 
 /** One daemon under test, connected, with its files open. */
@@ -89,8 +94,12 @@ interface Subject {
   big: { nodeid: bigint; fh: bigint };
   out: { nodeid: bigint; fh: bigint };
   dirNodeid: bigint;
-  /** A 4 KiB file the openread row opens, reads and closes. */
+  /** A 4 KiB file the openread row opens, reads and closes, and the setattr row touches. */
   smallNodeid: bigint;
+  /** The directory of LIST_ENTRIES files the list row lists. */
+  listNodeid: bigint;
+  /** The file the save row last renamed over 'saved': forgotten when the next one replaces it. */
+  savedNodeid: bigint;
   pid: number;
   work: string;
 }
@@ -106,6 +115,8 @@ async function setUp(config: Config, index: number): Promise<Subject> {
   fs.closeSync(fd);
   fs.writeFileSync(path.join(share, 'out'), Buffer.alloc(FILE_SIZE));
   fs.writeFileSync(path.join(share, 'small'), chunk.subarray(0, 4 * KiB));
+  fs.mkdirSync(path.join(share, 'list'));
+  for (let i = 0; i < LIST_ENTRIES; i++) fs.writeFileSync(path.join(share, 'list', `entry-${i}.txt`), 'x');
   const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.kind === 'ts' ? [...config.args, ...TS_ARGS] : config.args });
   const fe = await daemon.connect();
   await fe.negotiate({ requestQueues: config.queues, queueSize: 256, memory: { size: 128 * MiB, recycle: true } });
@@ -120,7 +131,8 @@ async function setUp(config: Config, index: number): Promise<Subject> {
   const out = await open('out', fs.constants.O_WRONLY);
   const dirNodeid = ok(await clients[0].lookup(1n, 'dir'), 'LOOKUP dir').nodeid;
   const smallNodeid = ok(await clients[0].lookup(1n, 'small'), 'LOOKUP small').nodeid;
-  return { config, daemon, fe, clients, big, out, dirNodeid, smallNodeid, pid: daemon.proc.pid!, work };
+  const listNodeid = ok(await clients[0].lookup(1n, 'list'), 'LOOKUP list').nodeid;
+  return { config, daemon, fe, clients, big, out, dirNodeid, smallNodeid, listNodeid, savedNodeid: 0n, pid: daemon.proc.pid!, work };
 }
 
 async function tearDown(s: Subject): Promise<void> {
@@ -141,6 +153,7 @@ function memoryMiB(pid: number): { peak: number; anon: number; file: number; shm
 }
 
 const payload = Buffer.alloc(MiB, 0x5a);
+const setattrArgs = Buffer.alloc(abi.SETATTR_IN_SIZE);
 const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s), Buffer.alloc(1)]);
 let fileSerial = 0;
 /** FORGETs sent and not yet returned by the daemon. */
@@ -153,6 +166,14 @@ async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<vo
     case 'getattr':
       ok(await c.getattr(s.big.nodeid), 'GETATTR');
       return;
+    case 'setattr': {
+      // touch: both times to now.
+      const { ATIME, MTIME, ATIME_NOW, MTIME_NOW } = abi.FattrFlags;
+      setattrArgs.writeUInt32LE(ATIME | MTIME | ATIME_NOW | MTIME_NOW, 0);
+      const r = await c.request(abi.Opcode.SETATTR, s.smallNodeid, setattrArgs, abi.ATTR_OUT_SIZE);
+      if (r.error) throw new Error(`SETATTR: ${r.error}`);
+      return;
+    }
     case 'lookup':
       ok(await c.lookup(1n, 'big'), 'LOOKUP');
       return;
@@ -183,6 +204,46 @@ async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<vo
       // As Linux does (virtio_fs_send_forget), the FORGET goes to the hiprio queue and
       // nobody waits for it; runRow collects them before it stops the clock.
       forgets.push(c.forget(e.nodeid, 1));
+      return;
+    }
+    case 'save': {
+      // An editor's save: a new file written beside the old one, then renamed over it.
+      const name = `saving${fileSerial++}`;
+      const args = Buffer.alloc(abi.CREATE_IN_SIZE);
+      abi.encodeCreateIn(args, 0, { flags: fs.constants.O_WRONLY | fs.constants.O_EXCL, mode: 0o100644, umask: 0, openFlags: 0 });
+      const r = await c.request(abi.Opcode.CREATE, s.dirNodeid, Buffer.concat([args, cstr(name)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+      if (r.error) throw new Error(`CREATE: ${r.error}`);
+      const e = abi.decodeEntryOut(r.body, 0);
+      const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
+      ok(await c.write(o.fh, 0, payload.subarray(0, row.size), { nodeid: e.nodeid }), 'WRITE');
+      ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
+      const rename = Buffer.alloc(abi.RENAME_IN_SIZE);
+      abi.encodeRenameIn(rename, 0, { newdir: s.dirNodeid });
+      const m = await c.request(abi.Opcode.RENAME, s.dirNodeid, Buffer.concat([rename, cstr(name), cstr('saved')]), 0);
+      if (m.error) throw new Error(`RENAME: ${m.error}`);
+      // The file it replaced is gone: the guest forgets it.
+      if (s.savedNodeid) forgets.push(c.forget(s.savedNodeid, 1));
+      s.savedNodeid = e.nodeid;
+      return;
+    }
+    case 'list': {
+      // ls -l of a directory: open it, READDIRPLUS a page at a time (as Linux asks) to the
+      // end, release it.
+      const o = ok(await c.opendir(s.listNodeid), 'OPENDIR');
+      let offset = 0n;
+      let entries = 0;
+      for (;;) {
+        const d = ok(await c.read(o.fh, offset, 4096, { nodeid: s.listNodeid, opcode: abi.Opcode.READDIRPLUS, borrowBody: true }), 'READDIRPLUS');
+        if (d.length === 0) break;
+        for (let at = 0; at < d.length; ) {
+          const rec = abi.decodeDirentplus(d, at);
+          offset = rec.dirent.off;
+          entries++;
+          at += abi.direntplusSize(rec.dirent.name.length);
+        }
+      }
+      if (entries !== LIST_ENTRIES + 2) throw new Error(`listed ${entries} entries`);
+      ok(await c.release(o.fh, { nodeid: s.listNodeid, opcode: abi.Opcode.RELEASEDIR }), 'RELEASEDIR');
       return;
     }
     case 'openread': {
