@@ -159,6 +159,19 @@ let fileSerial = 0;
 /** FORGETs sent and not yet returned by the daemon. */
 const forgets: Array<Promise<unknown>> = [];
 
+/** CREATE of name in the bench directory with flags, WRITE of size bytes, RELEASE: the new file's node id. */
+async function writeNewFile(s: Subject, c: FuseClient, name: string, flags: number, size: number): Promise<bigint> {
+  const args = Buffer.alloc(abi.CREATE_IN_SIZE);
+  abi.encodeCreateIn(args, 0, { flags, mode: 0o100644, umask: 0, openFlags: 0 });
+  const r = await c.request(abi.Opcode.CREATE, s.dirNodeid, Buffer.concat([args, cstr(name)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+  if (r.error) throw new Error(`CREATE: ${r.error}`);
+  const e = abi.decodeEntryOut(r.body, 0);
+  const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
+  ok(await c.write(o.fh, 0, payload.subarray(0, size), { nodeid: e.nodeid }), 'WRITE');
+  ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
+  return e.nodeid;
+}
+
 /** One request of the row's kind on client c; resolves when it (all of it) is done. */
 async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<void> {
   const blocks = FILE_SIZE / row.size;
@@ -191,39 +204,25 @@ async function oneOp(s: Subject, c: FuseClient, row: Row, i: number): Promise<vo
     }
     case 'smallfile': {
       const name = `f${fileSerial++}`;
-      const args = Buffer.alloc(abi.CREATE_IN_SIZE);
-      abi.encodeCreateIn(args, 0, { flags: fs.constants.O_WRONLY, mode: 0o100644, umask: 0, openFlags: 0 });
-      const r = await c.request(abi.Opcode.CREATE, s.dirNodeid, Buffer.concat([args, cstr(name)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
-      if (r.error) throw new Error(`CREATE: ${r.error}`);
-      const e = abi.decodeEntryOut(r.body, 0);
-      const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
-      ok(await c.write(o.fh, 0, payload.subarray(0, row.size), { nodeid: e.nodeid }), 'WRITE');
-      ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
+      const nodeid = await writeNewFile(s, c, name, fs.constants.O_WRONLY, row.size);
       const u = await c.request(abi.Opcode.UNLINK, s.dirNodeid, cstr(name), 0);
       if (u.error) throw new Error(`UNLINK: ${u.error}`);
       // As Linux does (virtio_fs_send_forget), the FORGET goes to the hiprio queue and
       // nobody waits for it; runRow collects them before it stops the clock.
-      forgets.push(c.forget(e.nodeid, 1));
+      forgets.push(c.forget(nodeid, 1));
       return;
     }
     case 'save': {
       // An editor's save: a new file written beside the old one, then renamed over it.
       const name = `saving${fileSerial++}`;
-      const args = Buffer.alloc(abi.CREATE_IN_SIZE);
-      abi.encodeCreateIn(args, 0, { flags: fs.constants.O_WRONLY | fs.constants.O_EXCL, mode: 0o100644, umask: 0, openFlags: 0 });
-      const r = await c.request(abi.Opcode.CREATE, s.dirNodeid, Buffer.concat([args, cstr(name)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
-      if (r.error) throw new Error(`CREATE: ${r.error}`);
-      const e = abi.decodeEntryOut(r.body, 0);
-      const o = abi.decodeOpenOut(r.body, abi.ENTRY_OUT_SIZE);
-      ok(await c.write(o.fh, 0, payload.subarray(0, row.size), { nodeid: e.nodeid }), 'WRITE');
-      ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
+      const nodeid = await writeNewFile(s, c, name, fs.constants.O_WRONLY | fs.constants.O_EXCL, row.size);
       const rename = Buffer.alloc(abi.RENAME_IN_SIZE);
       abi.encodeRenameIn(rename, 0, { newdir: s.dirNodeid });
       const m = await c.request(abi.Opcode.RENAME, s.dirNodeid, Buffer.concat([rename, cstr(name), cstr('saved')]), 0);
       if (m.error) throw new Error(`RENAME: ${m.error}`);
       // The file it replaced is gone: the guest forgets it.
       if (s.savedNodeid) forgets.push(c.forget(s.savedNodeid, 1));
-      s.savedNodeid = e.nodeid;
+      s.savedNodeid = nodeid;
       return;
     }
     case 'list': {
