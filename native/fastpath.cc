@@ -43,8 +43,6 @@ constexpr uint64_t kRootNodeId = 1;
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
                    kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8, kSetattrInSize = 88,
                    kRenameInSize = 8, kRename2InSize = 16;
-// fuse_setattr_in.valid: the size, atime and mtime bits (FATTR_*)
-constexpr uint32_t kFattrSize = 8, kFattrAtime = 16, kFattrMtime = 32;
 // The largest integer a JS number holds exactly: larger sizes and times go to JS, whose
 // answer for them is its own.
 constexpr int64_t kMaxExactInJs = int64_t{1} << 53;

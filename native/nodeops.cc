@@ -235,10 +235,6 @@ Napi::Value NodeReadlink(const Napi::CallbackInfo& info) {
   return Num(info, n < 0 ? -errno : static_cast<double>(n));
 }
 
-// FATTR_* bits of fuse_setattr_in.valid.
-constexpr uint32_t kMode = 1, kUid = 2, kGid = 4, kSize = 8, kAtime = 16, kMtime = 32, kFh = 64, kAtimeNow = 128,
-                   kMtimeNow = 256;
-
 // nodeSetattr(id, nodeid, fh, valid, mode, uid, gid, size, atime, atimeNsec, mtime, mtimeNsec,
 // out) -> 0 or -errno; out gets the attributes afterwards (SetAttributes).
 Napi::Value NodeSetattr(const Napi::CallbackInfo& info) {
@@ -471,24 +467,24 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   int hfd = -1;
-  HandlePin h(s, (a.valid & kFh) ? a.fh : 0);
-  if (a.valid & kFh) {
+  HandlePin h(s, (a.valid & kFattrFh) ? a.fh : 0);
+  if (a.valid & kFattrFh) {
     if (h.fd() < 0) return h.fd();
     hfd = h.fd();
   }
   std::string path = std::to_string(p.fd());
-  if (a.valid & kMode) {
+  if (a.valid & kFattrMode) {
     if (p.type() == S_IFLNK) return -EOPNOTSUPP;
     int r = hfd >= 0 ? fchmod(hfd, static_cast<mode_t>(a.mode & 07777))
                      : fchmodat(s->procFd, path.c_str(), static_cast<mode_t>(a.mode & 07777), 0);
     if (r < 0) return -errno;
   }
-  if (a.valid & (kUid | kGid)) {
-    uid_t u = (a.valid & kUid) ? static_cast<uid_t>(a.uid) : static_cast<uid_t>(-1);
-    gid_t g = (a.valid & kGid) ? static_cast<gid_t>(a.gid) : static_cast<gid_t>(-1);
+  if (a.valid & (kFattrUid | kFattrGid)) {
+    uid_t u = (a.valid & kFattrUid) ? static_cast<uid_t>(a.uid) : static_cast<uid_t>(-1);
+    gid_t g = (a.valid & kFattrGid) ? static_cast<gid_t>(a.gid) : static_cast<gid_t>(-1);
     if (fchownat(p.fd(), "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return -errno;
   }
-  if (a.valid & kSize) {
+  if (a.valid & kFattrSize) {
     if (p.type() == S_IFDIR) return -EISDIR;
     if (p.type() != S_IFREG) return -EINVAL;
     int r;
@@ -504,13 +500,13 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
     }
     if (r < 0) return -errno;
   }
-  if (a.valid & (kAtime | kMtime)) {
+  if (a.valid & (kFattrAtime | kFattrMtime)) {
     timespec ts[2];
-    ts[0] = (a.valid & kAtimeNow) ? timespec{0, UTIME_NOW}
-            : (a.valid & kAtime)  ? timespec{a.atime, static_cast<long>(a.atimeNsec)}
+    ts[0] = (a.valid & kFattrAtimeNow) ? timespec{0, UTIME_NOW}
+            : (a.valid & kFattrAtime)  ? timespec{a.atime, static_cast<long>(a.atimeNsec)}
                                   : timespec{0, UTIME_OMIT};
-    ts[1] = (a.valid & kMtimeNow) ? timespec{0, UTIME_NOW}
-            : (a.valid & kMtime)  ? timespec{a.mtime, static_cast<long>(a.mtimeNsec)}
+    ts[1] = (a.valid & kFattrMtimeNow) ? timespec{0, UTIME_NOW}
+            : (a.valid & kFattrMtime)  ? timespec{a.mtime, static_cast<long>(a.mtimeNsec)}
                                   : timespec{0, UTIME_OMIT};
     int r;
     if (hfd >= 0)

@@ -369,6 +369,9 @@ int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);
 int RenameName(FsState* s, uint64_t oldParent, const char* oldName, uint64_t newParent, const char* newName, uint32_t flags);
 // - SETATTR: the changes fuse_setattr_in asks for (FATTR_* bits in valid; size and times
 //   through handle fh with FATTR_FH), then the attributes into out: 0 or -errno (nodeops.cc);
+//   FATTR_* bits of fuse_setattr_in.valid:
+constexpr uint32_t kFattrMode = 1, kFattrUid = 2, kFattrGid = 4, kFattrSize = 8, kFattrAtime = 16, kFattrMtime = 32,
+                   kFattrFh = 64, kFattrAtimeNow = 128, kFattrMtimeNow = 256;
 struct SetattrArgs {
   uint32_t valid = 0, mode = 0, uid = 0, gid = 0, atimeNsec = 0, mtimeNsec = 0;
   uint64_t fh = 0;
