@@ -4,11 +4,11 @@
 // READ and WRITE (the data); GETATTR, LOOKUP and FORGET (three quarters of a metadata
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
 // later); OPEN, FLUSH and RELEASE, which every open() and close() sends; SETATTR (touch,
-// chmod, truncate); CREATE, MKNOD, MKDIR, SYMLINK, UNLINK, RMDIR, RENAME and RENAME2 (an
-// editor's save); and listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR.
-// Attached to a
-// queue as its ChainServer (chainserver.h) by the device (src/fs-device.ts), one per queue
-// thread, the hiprio queue included (FORGETs come there).
+// chmod, truncate); CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME and RENAME2
+// (an editor's save); and listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR,
+// and READLINK (ls -l of a symlink). Attached to a queue as its ChainServer (chainserver.h)
+// by the device (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs
+// come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
 // which answers as for any request: a request whose lengths disagree, an offset past 2^63, a
@@ -30,7 +30,7 @@ namespace vfsn {
 namespace {
 
 // include/uapi/linux/fuse.h
-constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpRename = 12, kOpOpen = 14, kOpRead = 15,
+constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4, kOpReadlink = 5, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpRename = 12, kOpLink = 13, kOpOpen = 14, kOpRead = 15,
                    kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
                    kOpCreate = 35, kOpReaddirplus = 44, kOpRename2 = 45;
 // fuse_open_out.open_flags
@@ -42,7 +42,7 @@ constexpr uint64_t kRootNodeId = 1;
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
                    kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8, kSetattrInSize = 88,
-                   kRenameInSize = 8, kRename2InSize = 16;
+                   kRenameInSize = 8, kRename2InSize = 16, kLinkInSize = 8;
 // The largest integer a JS number holds exactly: larger sizes and times go to JS, whose
 // answer for them is its own.
 constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
@@ -53,6 +53,8 @@ constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttr
 constexpr uint32_t kSessionWriteback = 1;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
+// The longest symlink target JS sends (longer ones are ENAMETOOLONG there).
+constexpr uint32_t kMaxLinkTarget = 4095;
 // The most a READDIR(PLUS) reply carries (MAX_OUT_BODY in src/fuse/server.ts).
 constexpr uint32_t kMaxDirReply = 128 * 1024;
 // The most argument bytes JS copies (MAX_IN_COPY in src/fuse/server.ts, which answers E2BIG
@@ -215,6 +217,10 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       case kOpRename:
       case kOpRename2:
         return ServeRename(c, s, len, opcode == kOpRename2);
+      case kOpLink:
+        return ServeLink(c, s, len);
+      case kOpReadlink:
+        return ServeReadlink(c, s);
       default:
         return kDeclined;
     }
@@ -306,6 +312,15 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kAttrOutSize);
   }
 
+  // fuse_entry_out for nodeid with attributes st, or error nodeid (a -errno).
+  Result EntryReply(const ChainView& c, int64_t nodeid, const double* st) {
+    if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kEntryOutSize);
+    EncodeEntry(b, static_cast<uint64_t>(nodeid), st);
+    return Reply(c, 0, kEntryOutSize);
+  }
+
   // RENAME and RENAME2 (renameat2's flags) of plain names other than '.' and '..' (not on
   // a read-only share).
   Result ServeRename(const ChainView& c, FsState* s, uint32_t len, bool two) {
@@ -320,6 +335,32 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     int r = RenameName(s, Load64(c.prefetch + 16), oldName, Load64(a), newName, two ? Load32(a + 8) : 0);
     (two ? rename2s_ : renames_)++;
     return Reply(c, r, 0);
+  }
+
+  // LINK of the node fuse_link_in names as a plain name other than '.' and '..' in the
+  // request's node (not on a read-only share): the new entry, one more lookup reference.
+  Result ServeLink(const ChainView& c, FsState* s, uint32_t len) {
+    uint32_t at = kInHeaderSize + kLinkInSize;
+    if (readOnly_ || len < at || c.prefetched < at || c.writableLen < kOutHeaderSize + kEntryOutSize) return kDeclined;
+    size_t n;
+    const char* name = PlainName(c, len, &n, at);
+    if (!name || IsDotOrDotDot(name, n)) return kDeclined;
+    double st[kStatxFields];
+    int64_t nodeid = LinkName(s, Load64(c.prefetch + kInHeaderSize), Load64(c.prefetch + 16), name, st);
+    links_++;
+    return EntryReply(c, nodeid, st);
+  }
+
+  // READLINK: the target, without a NUL. One longer than JS sends, or longer than the
+  // guest's reply buffer, goes to JS, which answers it.
+  Result ServeReadlink(const ChainView& c, FsState* s) {
+    if (dirReply_.size() < kOutHeaderSize + kMaxLinkTarget + 1) dirReply_.resize(kOutHeaderSize + kMaxLinkTarget + 1);
+    int64_t n = ReadLinkNode(s, Load64(c.prefetch + 16), reinterpret_cast<char*>(dirReply_.data() + kOutHeaderSize),
+                             kMaxLinkTarget + 1);
+    if (n > kMaxLinkTarget || (n >= 0 && c.writableLen < kOutHeaderSize + static_cast<uint64_t>(n))) return kDeclined;
+    readlinks_++;
+    if (n < 0) return Reply(c, static_cast<int32_t>(n), 0);
+    return Send(c, dirReply_.data(), 0, static_cast<uint32_t>(n));
   }
 
   // LOOKUP of a plain name: one component, 1 to 255 bytes, no '/'; at the root '..' is the
@@ -430,11 +471,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     double st[kStatxFields];
     int64_t nodeid = MakeNode(s, Load64(p + 16), name, kind, mode, rdev, target, Load32(p + 24), Load32(p + 28), st);
     makes_[static_cast<int>(kind)]++;
-    if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
-    uint8_t* b = reply_ + kOutHeaderSize;
-    memset(b, 0, kEntryOutSize);
-    EncodeEntry(b, static_cast<uint64_t>(nodeid), st);
-    return Reply(c, 0, kEntryOutSize);
+    return EntryReply(c, nodeid, st);
   }
 
   // OPEN of a file: opened with the host open flags JS would use, the reply carries the
@@ -558,7 +595,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_},         {kOpOpendir, opendirs_},
         {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_},
         {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}, {kOpSetattr, setattrs_},
-        {kOpRename, renames_}, {kOpRename2, rename2s_}};
+        {kOpRename, renames_}, {kOpRename2, rename2s_}, {kOpLink, links_}, {kOpReadlink, readlinks_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
@@ -570,7 +607,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
            creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0,
-           setattrs_ = 0, renames_ = 0, rename2s_ = 0;
+           setattrs_ = 0, renames_ = 0, rename2s_ = 0, links_ = 0, readlinks_ = 0;
   uint64_t makes_[3] = {0, 0, 0};  // by MakeKind
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.

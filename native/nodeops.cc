@@ -177,22 +177,7 @@ Napi::Value NodeLink(const Napi::CallbackInfo& info) {
   if (!out || !NameArg(info, 3, &name, &err)) return info.Env().Undefined();
   if (!U64(info, 1, &nodeid) || !U64(info, 2, &parent)) return ThrowType(info.Env(), "nodeLink(id, nodeid, newparent, newname, out)");
   if (err) return Num(info, -err);
-  InodePin src(s, nodeid);
-  if (src.fd() < 0) return Num(info, src.fd());
-  if (src.type() == S_IFDIR) return Num(info, -EPERM);
-  InodePin dst(s, parent);
-  if (dst.fd() < 0) return Num(info, dst.fd());
-  if (dst.type() != S_IFDIR) return Num(info, -ENOTDIR);
-  int r = linkat(src.fd(), "", dst.fd(), name.c_str(), AT_EMPTY_PATH);
-  if (r < 0 && (errno == ENOENT || errno == EPERM)) {
-    // Without CAP_DAC_READ_SEARCH, AT_EMPTY_PATH is refused; the /proc link works instead.
-    std::string p = std::to_string(src.fd());
-    r = linkat(s->procFd, p.c_str(), dst.fd(), name.c_str(), AT_SYMLINK_FOLLOW);
-  }
-  if (r < 0) return Num(info, -errno);
-  int fd = OpenPath(dst.fd(), name);
-  if (fd < 0) return Num(info, fd);
-  return Num(info, static_cast<double>(RegisterInode(s, fd, out)));
+  return Num(info, static_cast<double>(LinkName(s, nodeid, parent, name.c_str(), out)));
 }
 
 // nodeUnlink(id, parent, name, rmdir) -> 0 or -errno.
@@ -228,11 +213,7 @@ Napi::Value NodeReadlink(const Napi::CallbackInfo& info) {
   uint64_t nodeid;
   if (!U64(info, 1, &nodeid) || !info[2].IsBuffer()) return ThrowType(info.Env(), "nodeReadlink(id, nodeid, buf)");
   Napi::Buffer<char> b = info[2].As<Napi::Buffer<char>>();
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  if (p.type() != S_IFLNK) return Num(info, -EINVAL);
-  ssize_t n = readlinkat(p.fd(), "", b.Data(), b.Length());
-  return Num(info, n < 0 ? -errno : static_cast<double>(n));
+  return Num(info, static_cast<double>(ReadLinkNode(s, nodeid, b.Data(), b.Length())));
 }
 
 // nodeSetattr(id, nodeid, fh, valid, mode, uid, gid, size, atime, atimeNsec, mtime, mtimeNsec,
@@ -442,6 +423,34 @@ int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uin
     }
   }
   return RegisterOpened(s, pathFd, fd, out);
+}
+
+int64_t LinkName(FsState* s, uint64_t nodeid, uint64_t parent, const char* name, double* out) {
+  if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
+  InodePin src(s, nodeid);
+  if (src.fd() < 0) return src.fd();
+  if (src.type() == S_IFDIR) return -EPERM;
+  InodePin dst(s, parent);
+  if (dst.fd() < 0) return dst.fd();
+  if (dst.type() != S_IFDIR) return -ENOTDIR;
+  int r = linkat(src.fd(), "", dst.fd(), name, AT_EMPTY_PATH);
+  if (r < 0 && (errno == ENOENT || errno == EPERM)) {
+    // Without CAP_DAC_READ_SEARCH, AT_EMPTY_PATH is refused; the /proc link works instead.
+    std::string p = std::to_string(src.fd());
+    r = linkat(s->procFd, p.c_str(), dst.fd(), name, AT_SYMLINK_FOLLOW);
+  }
+  if (r < 0) return -errno;
+  int fd = OpenPath(dst.fd(), name);
+  if (fd < 0) return fd;
+  return RegisterInode(s, fd, out);
+}
+
+int64_t ReadLinkNode(FsState* s, uint64_t nodeid, char* buf, size_t cap) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  if (p.type() != S_IFLNK) return -EINVAL;
+  ssize_t n = readlinkat(p.fd(), "", buf, cap);
+  return n < 0 ? -errno : n;
 }
 
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir) {

@@ -361,6 +361,12 @@ int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uin
 enum class MakeKind { kMknod = 0, kMkdir = 1, kSymlink = 2 };
 int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, uint32_t mode, uint64_t rdev, const char* target,
                  uint32_t uid, uint32_t gid, double* out);
+// - inode nodeid (not a directory) linked as name (one plain component) in parent: the
+//   nodeid (one more lookup reference) or -errno, attributes into out (nodeops.cc);
+int64_t LinkName(FsState* s, uint64_t nodeid, uint64_t parent, const char* name, double* out);
+// - symlink nodeid's target into buf (at most cap bytes, no NUL): its length (cap when it
+//   may be cut short) or -errno, EINVAL for a node that is not a symlink (nodeops.cc);
+int64_t ReadLinkNode(FsState* s, uint64_t nodeid, char* buf, size_t cap);
 // - name (one plain component) removed from parent, a directory with rmdir: 0 or -errno
 //   (nodeops.cc);
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);

@@ -22,6 +22,10 @@
  * awaited with FdWatcher on the call eventfd (the event loop keeps running), or, in 'poll'
  * mode for benchmarks, by spinning on used.idx for a bounded time between event-loop turns.
  */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { native, type FdWatcher, type ReceivedMessage } from '../../src/native';
 import {
   FrontendReq,
@@ -53,6 +57,25 @@ export class VhostUserError extends Error {
 }
 
 export type NotifyMode = 'eventfd' | 'poll';
+
+/**
+ * What the front end kicks through: an eventfd, as QEMU on Linux, or a FIFO, as QEMU's
+ * event notifiers where eventfd is missing (the daemon reads 8 bytes a kick either way).
+ */
+export type KickKind = 'eventfd' | 'fifo';
+
+/** A FIFO's two ends, the read end non-blocking; the FIFO's name is gone once both are open. */
+function openFifo(): { readFd: number; writeFd: number } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-kick-'));
+  const name = path.join(dir, 'kick');
+  try {
+    execFileSync('mkfifo', [name]);
+    const readFd = fs.openSync(name, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    return { readFd, writeFd: fs.openSync(name, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK) };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /** Largest reply payload we accept on the vhost-user socket. */
 const MAX_REPLY = 8192;
@@ -169,7 +192,9 @@ function releaseWatchedEventfd(w: WatchedEventfd): void {
 export class FrontendQueue {
   readonly index: number;
   readonly vq: Virtqueue;
+  /** What the daemon waits on for kicks, and what kicks are written to (the same eventfd, or a FIFO's ends). */
   readonly kickFd: number;
+  private readonly kickWriteFd: number;
   readonly callFd: number;
   /** What QEMU hands out while the guest notifier is masked (before start, after stop). */
   readonly maskedCallFd: number;
@@ -204,11 +229,12 @@ export class FrontendQueue {
   private closed = false;
   private fatal: Error | null = null;
 
-  constructor(index: number, vq: Virtqueue, mode: NotifyMode) {
+  constructor(index: number, vq: Virtqueue, mode: NotifyMode, kick: KickKind = 'eventfd') {
     this.index = index;
     this.vq = vq;
     this.mode = mode;
-    this.kickFd = native.eventfdCreate();
+    if (kick === 'fifo') ({ readFd: this.kickFd, writeFd: this.kickWriteFd } = openFifo());
+    else this.kickFd = this.kickWriteFd = native.eventfdCreate();
     this.errFd = native.eventfdCreate();
     this.call = acquireWatchedEventfd(() => {
       this.calls++;
@@ -285,7 +311,7 @@ export class FrontendQueue {
 
   /** Writes the kick eventfd now, whatever the device's notification suppression says. */
   kickNow(): void {
-    native.eventfdWrite(this.kickFd, 1);
+    native.eventfdWrite(this.kickWriteFd, 1);
     this.kicks++;
   }
 
@@ -315,6 +341,7 @@ export class FrontendQueue {
     releaseWatchedEventfd(this.call);
     releaseWatchedEventfd(this.maskedCall);
     native.close(this.kickFd);
+    if (this.kickWriteFd !== this.kickFd) native.close(this.kickWriteFd);
     native.close(this.errFd);
   }
 
@@ -613,6 +640,8 @@ export interface NegotiateOptions {
   /** Extra virtio feature bits to ack if offered. */
   extraFeatures?: bigint;
   notify?: NotifyMode;
+  /** What every queue kicks through (default 'eventfd'). */
+  kick?: KickKind;
   /** Region index for the rings (default: first fit). */
   ringRegion?: number;
   /** Per-request completion timeout (default 10 s). */
@@ -1013,7 +1042,7 @@ export class VhostUserFrontend {
     const eventIdx = hasBit(this.ackedFeatures, VirtioFeature.RING_EVENT_IDX);
     for (let i = 0; i < nqueues; i++) {
       const vq = new Virtqueue(mem, { size: queueSize, eventIdx, region: opts.ringRegion });
-      const q = new FrontendQueue(i, vq, opts.notify ?? 'eventfd');
+      const q = new FrontendQueue(i, vq, opts.notify ?? 'eventfd', opts.kick);
       if (opts.requestTimeoutMs !== undefined) q.defaultTimeoutMs = opts.requestTimeoutMs;
       this.queues.push(q);
     }

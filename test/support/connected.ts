@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startDaemon, type Daemon } from '../frontend/daemons';
-import type { VhostUserFrontend } from '../frontend/frontend';
+import type { NegotiateOptions, VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok, type FuseClientOptions } from '../frontend/fuse-client';
 
 export interface ConnectedDaemon {
@@ -21,15 +21,22 @@ export interface ConnectedDaemon {
 
 /**
  * Starts virtiofsd-ts with exactly `args` (besides socket and share) and initialises FUSE.
- * The share is a new empty directory, or `existingShare` (left in place by disconnectDaemon).
+ * The share is a new empty directory, or `existingShare` (left in place by disconnectDaemon);
+ * `negotiate` adds to the front end's options (the memory is 64 MiB unless it says).
  */
-export async function connectDaemon(prefix: string, args: string[], client: FuseClientOptions = {}, existingShare?: string): Promise<ConnectedDaemon> {
+export async function connectDaemon(
+  prefix: string,
+  args: string[],
+  client: FuseClientOptions = {},
+  existingShare?: string,
+  negotiate: NegotiateOptions = {},
+): Promise<ConnectedDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const share = existingShare ?? path.join(dir, 'share');
   if (!existingShare) fs.mkdirSync(share);
   const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: args });
   const fe = await daemon.connect();
-  await fe.negotiate({ memory: { size: 64 << 20 } });
+  await fe.negotiate({ memory: { size: 64 << 20 }, ...negotiate });
   const c = new FuseClient(fe, { timeoutMs: 60000, ...client });
   ok(await c.init(), 'INIT');
   return { dir, share, daemon, fe, c };

@@ -57,7 +57,7 @@ function restoreRemoved(share: string): void {
   fs.writeFileSync(path.join(share, 'z', 'u'), 'u');
   fs.writeFileSync(path.join(share, 'z', 't'), 'truncated by an OPEN');
   fs.mkdirSync(path.join(share, 'z', 'e'));
-  for (const made of ['c', 'c2', 'm', 'n', 'p', 'r', 'r0', 's', 's3']) fs.rmSync(path.join(share, 'z', made), { force: true, recursive: true });
+  for (const made of ['c', 'c2', 'k', 'k2', 'm', 'n', 'p', 'r', 'r0', 's', 's3']) fs.rmSync(path.join(share, 'z', made), { force: true, recursive: true });
 }
 
 const nameArg = (name: string | Buffer): Buffer => Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
@@ -362,6 +362,44 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: number; f
   await rename('z/r0 to a name without a NUL', z, renameArgs(z, 'r0', Buffer.from('x')), false, false);
   await rename('z/r0 without a new name', z, renameArgs(z, 'r0', Buffer.alloc(0)), false, false);
   await rename('with its arguments cut short', z, renameArgs(z, 'r0', 'x', 0).subarray(0, 12), true, false);
+  // LINK and READLINK, in z: a hard link to z/p (the file z/c became), the failures and the
+  // declined ones; the targets of the symlinks made above (their LOOKUPs' replies hold
+  // times that differ between the runs, so only the outcome is compared).
+  const nodeOf = async (dir: bigint, name: string): Promise<bigint> => {
+    const r = await c.request(abi.Opcode.LOOKUP, dir, nameArg(name), abi.ENTRY_OUT_SIZE);
+    seen.push({ label: `LOOKUP ${name}`, error: r.error, len: r.len, usedLen: r.usedLen, body: '' });
+    plain++;
+    return r.body.readBigUInt64LE(0);
+  };
+  const p = await nodeOf(z, 'p');
+  const linkArgs = (oldnodeid: bigint, name: string | Buffer): Buffer => {
+    const a = Buffer.alloc(abi.LINK_IN_SIZE);
+    abi.encodeLinkIn(a, 0, { oldnodeid });
+    return Buffer.concat([a, typeof name === 'string' ? nameArg(name) : name]);
+  };
+  await make('LINK z/p as z/k', abi.Opcode.LINK, z, linkArgs(p, 'k'));
+  await make('LINK z/p as z/k again', abi.Opcode.LINK, z, linkArgs(p, 'k'));
+  await make('LINK z/p as z/m/k', abi.Opcode.LINK, m, linkArgs(p, 'k'));
+  await make('LINK of a directory', abi.Opcode.LINK, z, linkArgs(m, 'k2'));
+  await make('LINK of an unknown node', abi.Opcode.LINK, z, linkArgs(1n << 40n, 'k2'));
+  await make('LINK into an unknown node', abi.Opcode.LINK, 1n << 40n, linkArgs(p, 'k2'));
+  await make('LINK into a file', abi.Opcode.LINK, p, linkArgs(p, 'k2'));
+  await make('LINK as z/..', abi.Opcode.LINK, z, linkArgs(p, '..'), false);
+  await make('LINK as z/m/k2', abi.Opcode.LINK, z, linkArgs(p, 'm/k2'), false);
+  await make('LINK as a name without a NUL', abi.Opcode.LINK, z, linkArgs(p, Buffer.from('k2')), false);
+  await make('LINK with its arguments cut short', abi.Opcode.LINK, z, linkArgs(p, 'k2').subarray(0, 4), false);
+  await make('LINK with no room for the reply', abi.Opcode.LINK, z, linkArgs(p, 'k2'), false, abi.ENTRY_OUT_SIZE - 8);
+  const s3 = await nodeOf(z, 's3');
+  const ms = await nodeOf(m, 's');
+  const readlink = (label: string, nodeid: bigint, room = 4096, isPlain = true): Promise<Buffer> =>
+    send(`READLINK ${label}`, abi.Opcode.READLINK, nodeid, Buffer.alloc(0), room, isPlain);
+  await readlink('z/s3', s3);
+  await readlink('z/m/s', ms);
+  await readlink('of a file', p);
+  await readlink('of a directory', m);
+  await readlink('of an unknown node', 1n << 40n);
+  await readlink('z/s3 with room for the exact target', s3, '/etc/passwd'.length);
+  await readlink('z/s3 with no room for the whole target', s3, 4, false);
   for (const fh of created) await send(`RELEASE of a created handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
   for (const fh of opened.slice(1)) await send(`RELEASE of an opened handle`, abi.Opcode.RELEASE, z, closeArgs(fh, 0, 7n), 0, true);
   for (const [n, k] of forgets) seen.push({ label: `FORGET ${n}`, error: 0, len: 0, usedLen: (await c.forget(n, k)).len, body: '' });
@@ -423,6 +461,17 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       assert.ok(!fs.existsSync(path.join(share, 'z', 'c')) && !fs.existsSync(path.join(share, 'z', 's')), 'renamed away');
       assert.ok(fs.lstatSync(path.join(share, 'z', 'p')).isFile(), 'EXCHANGE swapped z/r (the renamed z/c) and z/p');
       assert.ok(fs.lstatSync(path.join(share, 'z', 'r0')).isFIFO(), 'MKNOD made the FIFO z/p, which went to z/r, then to z/r0');
+      const pst = fs.lstatSync(path.join(share, 'z', 'p'));
+      assert.equal(fs.lstatSync(path.join(share, 'z', 'k')).ino, pst.ino, 'LINK made z/k a hard link of z/p');
+      assert.equal(fs.lstatSync(path.join(share, 'z', 'm', 'k')).ino, pst.ino, 'and z/m/k');
+      // And z/k2: the LINK with no room for its reply goes to JS, which links before it finds
+      // no room for the entry (as it makes z/n for the MKDIR with no room).
+      assert.equal(pst.nlink, 4);
+      assert.ok(!fs.existsSync(path.join(share, 'z', 'm', 'k2')) && !fs.existsSync(path.join(share, 'k2')), 'the refused LINKs made nothing');
+      const target = (label: string): string => Buffer.from(fast.seen.find((x) => x.label === label)!.body, 'hex').toString();
+      assert.equal(target('READLINK z/s3'), '/etc/passwd');
+      assert.equal(target('READLINK z/m/s'), 'target/elsewhere');
+      assert.equal(target('READLINK z/s3 with room for the exact target'), '/etc/passwd');
       restoreRemoved(share);
       const js = await run(share, [`--cache=${cache}`, '--log-level=trace']);
       assert.equal(fast.seen.length, js.seen.length);

@@ -202,7 +202,43 @@ for (const pool of [0, 4]) {
       assert.ok(sum(r.nativeKicksPerQueue) >= one + oneKicks / 2, `${oneKicks} + ${one} kicks for the READs; served natively: ${JSON.stringify(r)}`);
     });
 
-    it('on a read-only share, a WRITE, an UNLINK, a SETATTR, a RENAME or an OPEN for writing goes to JS and gets EROFS; READs are still served natively', async () => {
+    it('with a FIFO as kick descriptor (QEMU without eventfd): kicks are served from the event loop, natively, and STATFS by JS', async () => {
+      // --poll-max-us=0: every request the daemon sees comes with a kick, 8 bytes in the FIFO.
+      env = await connectDaemon('vfs-fast-', ['--cache=never', `--thread-pool-size=${pool}`, '--poll-max-us=0'], { timeoutMs: 30000 }, undefined, { kick: 'fifo' });
+      const { c, share } = env;
+      const host = pattern(65536, 8);
+      fs.writeFileSync(path.join(share, 'f'), host);
+      const f = await openFile(env, 'f', fs.constants.O_RDWR);
+      const q = env.fe.queue(1);
+      const one = 40;
+      for (let i = 0; i < one; i++) {
+        assert.deepEqual(ok(await c.read(f.fh, i * 1024, 1024, { nodeid: f.nodeid }), `READ ${i}`), host.subarray(i * 1024, (i + 1) * 1024));
+      }
+      // 16 at once, a STATFS among them (JS's), then one at a time again.
+      const data = pattern(4096, 9);
+      const [reads, st, writes] = await Promise.all([
+        Promise.all(Array.from({ length: 8 }, (_, i) => c.read(f.fh, i * 4096, 4096, { nodeid: f.nodeid }))),
+        c.statfs(),
+        Promise.all(Array.from({ length: 7 }, (_, i) => c.write(f.fh, 32768 + i * 4096, data, { nodeid: f.nodeid }))),
+      ]);
+      reads.forEach((r, i) => assert.deepEqual(ok(r, `READ ${i} in the burst`), host.subarray(i * 4096, (i + 1) * 4096)));
+      ok(st, 'STATFS in the burst');
+      writes.forEach((w, i) => {
+        assert.equal(ok(w, `WRITE ${i} in the burst`).size, 4096);
+        data.copy(host, 32768 + i * 4096);
+      });
+      for (let i = 0; i < one; i++) {
+        assert.deepEqual(ok(await c.read(f.fh, i * 1024, 1024, { nodeid: f.nodeid }), `READ ${i} after the burst`), host.subarray(i * 1024, (i + 1) * 1024));
+      }
+      assert.deepEqual(fs.readFileSync(path.join(share, 'f')), host, 'the file holds every WRITE');
+      assert.ok(q.kicks >= one, `${q.kicks} kicks written to the FIFO`);
+      const r = await finish(env);
+      env = null;
+      assert.equal(opcodeCount(r, 'STATFS'), 1, JSON.stringify(r));
+      assert.equal(sum(r.nativePerQueue), 2 * one + 15 + 2, `every READ and WRITE (and the LOOKUP and the OPEN) natively: ${JSON.stringify(r)}`);
+    });
+
+    it('on a read-only share, a WRITE, an UNLINK, a SETATTR, a RENAME, a LINK or an OPEN for writing goes to JS and gets EROFS; READs are still served natively', async () => {
       env = await launch(['--cache=never', `--thread-pool-size=${pool}`, '--readonly']);
       const { c, share } = env;
       fs.writeFileSync(path.join(share, 'f'), pattern(4096, 6));
@@ -218,6 +254,10 @@ for (const pool of [0, 4]) {
       const rename = Buffer.concat([Buffer.alloc(abi.RENAME_IN_SIZE), Buffer.from('f\0g\0')]);
       rename.writeBigUInt64LE(1n, 0);
       assert.equal((await c.request(abi.Opcode.RENAME, 1n, rename, 0)).error, -EROFS, 'RENAME');
+      const link = Buffer.concat([Buffer.alloc(abi.LINK_IN_SIZE), Buffer.from('h\0')]);
+      link.writeBigUInt64LE(f.nodeid, 0);
+      assert.equal((await c.request(abi.Opcode.LINK, 1n, link, abi.ENTRY_OUT_SIZE)).error, -EROFS, 'LINK');
+      assert.ok(!fs.existsSync(path.join(share, 'h')), 'no link made');
       assert.equal(fs.statSync(path.join(share, 'f')).size, 4096, 'not truncated');
       assert.notEqual(fs.statSync(path.join(share, 'f')).mode & 0o777, 0o777, 'mode unchanged');
       assert.deepEqual(ok(await c.read(f.fh, 0, 4096, { nodeid: f.nodeid }), 'READ'), pattern(4096, 6));
