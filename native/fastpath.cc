@@ -5,10 +5,10 @@
 // workload: stat, open and create each look a name up, and every name looked up is forgotten
 // later); OPEN, FLUSH and RELEASE, which every open() and close() sends; SETATTR (touch,
 // chmod, truncate); CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME and RENAME2
-// (an editor's save); and listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR,
-// and READLINK (ls -l of a symlink). Attached to a queue as its ChainServer (chainserver.h)
-// by the device (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs
-// come there).
+// (an editor's save); listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, and
+// READLINK (ls -l of a symlink); and with --xattr GETXATTR, which Linux sends before every
+// write it caches. Attached to a queue as its ChainServer (chainserver.h) by the device
+// (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
 // which answers as for any request: a request whose lengths disagree, an offset past 2^63, a
@@ -31,7 +31,7 @@ namespace {
 
 // include/uapi/linux/fuse.h
 constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4, kOpReadlink = 5, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpRename = 12, kOpLink = 13, kOpOpen = 14, kOpRead = 15,
-                   kOpWrite = 16, kOpRelease = 18, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
+                   kOpWrite = 16, kOpRelease = 18, kOpGetxattr = 22, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
                    kOpCreate = 35, kOpReaddirplus = 44, kOpRename2 = 45;
 // fuse_open_out.open_flags
 constexpr uint32_t kFopenKeepCache = 1 << 1;
@@ -42,17 +42,19 @@ constexpr uint64_t kRootNodeId = 1;
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
                    kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8, kSetattrInSize = 88,
-                   kRenameInSize = 8, kRename2InSize = 16, kLinkInSize = 8;
+                   kRenameInSize = 8, kRename2InSize = 16, kLinkInSize = 8, kGetxattrInSize = 8;
 // The largest integer a JS number holds exactly: larger sizes and times go to JS, whose
 // answer for them is its own.
 constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
-constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
+constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kGetxattrOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16;
 // FsState::sessionFlags: the session negotiated FUSE_WRITEBACK_CACHE (src/cache/policy.ts).
 constexpr uint32_t kSessionWriteback = 1;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
+// The largest extended attribute value JS reads (XATTR_SIZE_MAX in src/fuse/passthrough).
+constexpr uint32_t kXattrSizeMax = 65536;
 // The longest symlink target JS sends (longer ones are ENAMETOOLONG there).
 constexpr uint32_t kMaxLinkTarget = 4095;
 // The most a READDIR(PLUS) reply carries (MAX_OUT_BODY in src/fuse/server.ts).
@@ -135,9 +137,10 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return DefineClass(env, "FuseFastPath", {InstanceMethod("counts", &FuseFastPath::Counts)});
   }
 
-  // new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout,
+  // new FuseFastPath({stateId, readOnly, pool, posixLock, xattr, entryTimeout, attrTimeout,
   // negativeTimeout, fileOpenFlags, dirOpenFlags, keepCacheIfUnchanged, allowDirectIo}): pool
-  // is --thread-pool-size > 0, posixLock whether POSIX locks are served; the timeouts (in
+  // is --thread-pool-size > 0, posixLock whether POSIX locks are served, xattr whether
+  // extended attributes are (--xattr); the timeouts (in
   // seconds), the FOPEN_* flags of a file and of a directory opened and whether an unchanged
   // file keeps the guest's cache at an open are the cache policy's.
   explicit FuseFastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseFastPath>(info) {
@@ -154,7 +157,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         !num("dirOpenFlags", &dopen) || dopen > UINT32_MAX ||
         !StateById(static_cast<int64_t>(id))) {
       ThrowType(info.Env(),
-                "new FuseFastPath({stateId, readOnly, pool, posixLock, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
+                "new FuseFastPath({stateId, readOnly, pool, posixLock, xattr, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
                 "dirOpenFlags, keepCacheIfUnchanged, allowDirectIo})");
       return;
     }
@@ -166,6 +169,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
     pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
     posixLock_ = o.As<Napi::Object>().Get("posixLock").ToBoolean();
+    xattr_ = o.As<Napi::Object>().Get("xattr").ToBoolean();
     entryTimeout_ = Timeout::Of(entry);
     attrTimeout_ = Timeout::Of(attr);
     negativeTimeout_ = Timeout::Of(negative);
@@ -221,6 +225,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeLink(c, s, len);
       case kOpReadlink:
         return ServeReadlink(c, s);
+      case kOpGetxattr:
+        return ServeGetxattr(c, s, len);
       default:
         return kDeclined;
     }
@@ -361,6 +367,30 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     readlinks_++;
     if (n < 0) return Reply(c, static_cast<int32_t>(n), 0);
     return Send(c, dirReply_.data(), 0, static_cast<uint32_t>(n));
+  }
+
+  // GETXATTR, with --xattr (without it JS answers ENOSYS, and the guest asks no more): the
+  // value, or with size 0 its size. Linux asks for security.capability before every write
+  // to a file it caches, so this is as common as WRITE there. A name that is not a plain
+  // string of 1 to 255 bytes, or a value longer than the reply buffer, goes to JS.
+  Result ServeGetxattr(const ChainView& c, FsState* s, uint32_t len) {
+    uint32_t at = kInHeaderSize + kGetxattrInSize;
+    if (!xattr_ || len < at || c.prefetched < at) return kDeclined;
+    uint32_t size = std::min(Load32(c.prefetch + kInHeaderSize), kXattrSizeMax);
+    if (c.writableLen < kOutHeaderSize + (size == 0 ? kGetxattrOutSize : 0)) return kDeclined;
+    size_t n;
+    const char* name = PlainName(c, len, &n, at);
+    if (!name) return kDeclined;
+    if (dirReply_.size() < kOutHeaderSize + kXattrSizeMax) dirReply_.resize(kOutHeaderSize + kXattrSizeMax);
+    int64_t r = GetXattrNode(s, Load64(c.prefetch + 16), name, reinterpret_cast<char*>(dirReply_.data() + kOutHeaderSize), size);
+    if (r >= 0 && size > 0 && c.writableLen < kOutHeaderSize + static_cast<uint64_t>(r)) return kDeclined;
+    getxattrs_++;
+    if (r < 0) return Reply(c, static_cast<int32_t>(r), 0);
+    if (size > 0) return Send(c, dirReply_.data(), 0, static_cast<uint32_t>(r));
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kGetxattrOutSize);
+    Store32(b, static_cast<uint32_t>(r));
+    return Reply(c, 0, kGetxattrOutSize);
   }
 
   // LOOKUP of a plain name: one component, 1 to 255 bytes, no '/'; at the root '..' is the
@@ -595,19 +625,21 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         {kOpRmdir, rmdirs_},   {kOpCreate, creates_}, {kOpOpen, opens_},         {kOpOpendir, opendirs_},
         {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_},
         {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}, {kOpSetattr, setattrs_},
-        {kOpRename, renames_}, {kOpRename2, rename2s_}, {kOpLink, links_}, {kOpReadlink, readlinks_}};
+        {kOpRename, renames_}, {kOpRename2, rename2s_}, {kOpLink, links_}, {kOpReadlink, readlinks_},
+        {kOpGetxattr, getxattrs_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
   }
 
   int64_t state_ = 0;
-  bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false;
+  bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
            creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0,
-           setattrs_ = 0, renames_ = 0, rename2s_ = 0, links_ = 0, readlinks_ = 0;
+           setattrs_ = 0, renames_ = 0, rename2s_ = 0, links_ = 0, readlinks_ = 0,
+           getxattrs_ = 0;
   uint64_t makes_[3] = {0, 0, 0};  // by MakeKind
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.

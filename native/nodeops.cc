@@ -254,10 +254,7 @@ Napi::Value NodeGetxattr(const Napi::CallbackInfo& info) {
   if (!PathArg(info, 2, &name)) return info.Env().Undefined();
   if (!U64(info, 1, &nodeid) || !info[3].IsBuffer()) return ThrowType(info.Env(), "nodeGetxattr(id, nodeid, name, buf)");
   Napi::Buffer<char> b = info[3].As<Napi::Buffer<char>>();
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  ssize_t n = getxattr(ProcPath(p.fd()).c_str(), name.c_str(), b.Length() ? b.Data() : nullptr, b.Length());
-  return Num(info, n < 0 ? -errno : static_cast<double>(n));
+  return Num(info, static_cast<double>(GetXattrNode(s, nodeid, name.c_str(), b.Data(), b.Length())));
 }
 
 // nodeListxattr(id, nodeid, buf) -> size of the NUL-separated name list.
@@ -450,6 +447,13 @@ int64_t ReadLinkNode(FsState* s, uint64_t nodeid, char* buf, size_t cap) {
   if (p.fd() < 0) return p.fd();
   if (p.type() != S_IFLNK) return -EINVAL;
   ssize_t n = readlinkat(p.fd(), "", buf, cap);
+  return n < 0 ? -errno : n;
+}
+
+int64_t GetXattrNode(FsState* s, uint64_t nodeid, const char* name, char* buf, size_t cap) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  ssize_t n = getxattr(ProcPath(p.fd()).c_str(), name, cap ? buf : nullptr, cap);
   return n < 0 ? -errno : n;
 }
 

@@ -367,6 +367,9 @@ int64_t LinkName(FsState* s, uint64_t nodeid, uint64_t parent, const char* name,
 // - symlink nodeid's target into buf (at most cap bytes, no NUL): its length (cap when it
 //   may be cut short) or -errno, EINVAL for a node that is not a symlink (nodeops.cc);
 int64_t ReadLinkNode(FsState* s, uint64_t nodeid, char* buf, size_t cap);
+// - the value of extended attribute name of nodeid into buf (at most cap bytes; with cap 0
+//   only its size): its size or -errno (nodeops.cc);
+int64_t GetXattrNode(FsState* s, uint64_t nodeid, const char* name, char* buf, size_t cap);
 // - name (one plain component) removed from parent, a directory with rmdir: 0 or -errno
 //   (nodeops.cc);
 int UnlinkName(FsState* s, uint64_t parent, const char* name, bool rmdir);

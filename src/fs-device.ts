@@ -5,8 +5,9 @@
  * every queue thread loads to build its ChainHandler: a FuseServer over a PassthroughFs
  * whose state (inodes, handles) is the one native FsState all threads share, and in front
  * of it the native FUSE fast path (native/fastpath.cc), which serves plain READs, WRITEs,
- * GETATTRs, LOOKUPs, FORGETs, OPENs, FLUSHes, RELEASEs, CREATEs, MKNODs, MKDIRs, SYMLINKs,
- * UNLINKs, RMDIRs and the requests that list a directory before they reach JS.
+ * GETATTRs, SETATTRs, LOOKUPs, FORGETs, OPENs, FLUSHes, RELEASEs, CREATEs, MKNODs, MKDIRs,
+ * SYMLINKs, LINKs, UNLINKs, RMDIRs, RENAMEs, READLINKs, GETXATTRs (with --xattr) and the
+ * requests that list a directory before they reach JS.
  */
 import type { Logger, LogLevel } from './log';
 import { native } from './native';
@@ -46,6 +47,7 @@ export function createHandler(options: unknown, log: Logger): ChainHandler {
         readOnly: p.readonly,
         pool: p.threadPool,
         posixLock: p.posixLock,
+        xattr: p.xattr,
         entryTimeout: policy.entryTimeout,
         attrTimeout: policy.attrTimeout,
         negativeTimeout: policy.negativeTimeout,

@@ -150,6 +150,8 @@ export interface FuseFastPathOptions {
   pool: boolean;
   /** POSIX locks are served (FLUSH drops the closing owner's). */
   posixLock: boolean;
+  /** Extended attributes are served (--xattr): GETXATTR is served natively too. */
+  xattr: boolean;
   /** The cache policy's timeouts, in seconds (src/cache/policy.ts). */
   entryTimeout: number;
   attrTimeout: number;

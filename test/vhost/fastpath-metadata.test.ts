@@ -581,6 +581,66 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     assert.equal(sum(r.nativePerQueue), 5, JSON.stringify(r));
   });
 
+  it('GETXATTR with --xattr (Linux asks for security.capability before each write it caches): the replies JS gives, served natively; without --xattr JS answers ENOSYS', async () => {
+    const share = path.join(dir, 'share');
+    fs.mkdirSync(share);
+    fs.writeFileSync(path.join(share, 'f'), 'f');
+    const xattrs = async (args: string[], setUp = false): Promise<{ seen: Seen[]; plain: number; report: Report }> => {
+      env = await connectDaemon('vfs-fastmeta-', args, {}, share);
+      const { c } = env;
+      const seen: Seen[] = [];
+      let plain = 0;
+      const send = async (label: string, nodeid: bigint, args: Buffer, room: number, isPlain = true): Promise<void> => {
+        const r = await c.request(abi.Opcode.GETXATTR, nodeid, args, room);
+        seen.push({ label, error: r.error, len: r.len, usedLen: r.usedLen, body: r.body.toString('hex') });
+        if (isPlain) plain++;
+      };
+      const get = (size: number, name: string | Buffer): Buffer => {
+        const a = Buffer.alloc(abi.GETXATTR_IN_SIZE);
+        a.writeUInt32LE(size, 0);
+        return Buffer.concat([a, typeof name === 'string' ? nameArg(name) : name]);
+      };
+      const f = ok(await c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
+      if (setUp) {
+        // The value set through the daemon (SETXATTR is JS's): 'hello'.
+        const set = Buffer.concat([Buffer.from([5, 0, 0, 0, 0, 0, 0, 0]), nameArg('user.a'), Buffer.from('hello')]);
+        assert.equal((await c.request(abi.Opcode.SETXATTR, f, set, 0)).error, 0, 'SETXATTR user.a');
+      }
+      await send('user.a, its size', f, get(0, 'user.a'), abi.GETXATTR_OUT_SIZE);
+      await send('user.a', f, get(100, 'user.a'), 100);
+      await send('user.a, exactly its size', f, get(5, 'user.a'), 5);
+      await send('user.a, too small a buffer', f, get(2, 'user.a'), 2);
+      await send('security.capability', f, get(0, 'security.capability'), abi.GETXATTR_OUT_SIZE);
+      await send('user.b (missing)', f, get(100, 'user.b'), 100);
+      await send('of the root', 1n, get(100, 'user.a'), 100);
+      await send('of an unknown node', 1n << 40n, get(100, 'user.a'), 100);
+      await send('a name with a /', f, get(100, 'user.a/b'), 100, false);
+      await send('a name without a NUL', f, get(100, Buffer.from('user.a')), 100, false);
+      await send('arguments cut short', f, get(100, 'user.a').subarray(0, 4), 100, false);
+      await send('no room for the value', f, get(100, 'user.a'), 3, false);
+      await send('no room for the size', f, get(0, 'user.a'), 4, false);
+      await disconnectDaemon(env);
+      const report = env.daemon.exitReport<Report>();
+      env = null;
+      return { seen, plain, report };
+    };
+    const fast = await xattrs(['--cache=auto', '--xattr'], true);
+    assert.equal(Buffer.from(fast.seen[1].body, 'hex').toString(), 'hello');
+    assert.equal(Buffer.from(fast.seen[0].body, 'hex').readUInt32LE(0), 5);
+    assert.equal(fast.seen[3].error, -os.constants.errno.ERANGE);
+    assert.equal(fast.seen[4].error, -os.constants.errno.ENODATA);
+    const js = await xattrs(['--cache=auto', '--xattr', '--log-level=trace']);
+    assert.equal(fast.seen.length, js.seen.length);
+    for (let i = 0; i < fast.seen.length; i++) assert.deepEqual(fast.seen[i], js.seen[i], fast.seen[i].label);
+    // The LOOKUP and the plain GETXATTRs natively.
+    assert.equal(sum(fast.report.nativePerQueue), fast.plain + 1, JSON.stringify(fast.report));
+    assert.equal(sum(js.report.nativePerQueue), 0, JSON.stringify(js.report));
+    const off = await xattrs(['--cache=auto']);
+    // (The malformed ones get JS's EINVAL first.)
+    for (const x of off.seen.slice(0, fast.plain)) assert.equal(x.error, -os.constants.errno.ENOSYS, x.label);
+    assert.equal(sum(off.report.nativePerQueue), 1, `only the LOOKUP: ${JSON.stringify(off.report)}`);
+  });
+
   it('FLUSH drops the closing owner\'s POSIX locks and RELEASE with FLOCK_UNLOCK the handle\'s flock, served natively', async () => {
     env = await connectDaemon('vfs-fastmeta-', ['--cache=never']);
     const { c, share } = env;
