@@ -6,7 +6,7 @@
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { native } from './native';
 import type { Logger } from './log';
-import type { Options } from './options';
+import { optionsWithoutEffect, type Options } from './options';
 import { fsDevice } from './fs-device';
 import { createSharedState } from './fuse/passthrough';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
@@ -29,6 +29,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   } else {
     throw new Error('either --socket-path or --fd is required');
   }
+  for (const w of optionsWithoutEffect(opts)) log.warn(w, 'option accepted for compatibility, without effect here');
   log.info({ sharedDir: opts.sharedDir, socket: opts.socketPath ?? `fd ${opts.fd}`, cache: opts.cache }, 'waiting for a vhost-user connection');
 
   const conn = await new Promise<number>((resolve, reject) => {

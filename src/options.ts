@@ -68,6 +68,44 @@ export const OptionsSchema = z
 
 export type Options = z.infer<typeof OptionsSchema>;
 
+/**
+ * Options of the Rust virtiofsd that are accepted, so that libvirt and scripts written for
+ * it start us unchanged, but that change nothing here yet: when one is given, what the
+ * daemon does instead (logged as a warning at start).
+ */
+const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
+  { option: '--posix-acl', given: (o) => o.posixAcl, instead: 'POSIX ACLs are not offered to the guest; the host still enforces its own' },
+  { option: '--xattrmap', given: (o) => o.xattrmap !== undefined, instead: 'extended attribute names are not remapped' },
+  { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
+  {
+    option: '--sandbox',
+    given: (o) => o.sandbox !== 'none',
+    instead: 'no namespace or chroot: the daemon keeps the guest inside the share by resolving every name one component at a time under it',
+  },
+  { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
+  { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
+  { option: '--inode-file-handles', given: (o) => o.inodeFileHandles !== 'never', instead: 'inodes are held as O_PATH descriptors' },
+  { option: '--killpriv-v2', given: (o) => o.killprivV2, instead: 'FUSE_HANDLE_KILLPRIV_V2 is not offered: the guest clears setuid and setgid bits itself' },
+  { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
+  { option: '--rlimit-nofile', given: (o) => o.rlimitNofile !== undefined, instead: 'RLIMIT_NOFILE is left as it is' },
+  { option: '--preserve-noatime', given: (o) => o.preserveNoatime, instead: 'O_NOATIME is not kept on files the guest opens' },
+  {
+    option: '--uid-map/--gid-map/--translate-uid/--translate-gid',
+    given: (o) => o.uidMap !== undefined || o.gidMap !== undefined || o.translateUid.length > 0 || o.translateGid.length > 0,
+    instead: 'IDs are not translated: files are made with the guest caller\'s uid and gid',
+  },
+  {
+    option: '--migration-*',
+    given: (o) => o.migrationMode !== undefined || o.migrationOnError !== undefined || o.migrationVerifyHandles || o.migrationConfirmPaths,
+    instead: 'migration is not supported: dirty-page logging is not offered to QEMU',
+  },
+];
+
+/** The options given that have no effect here, each with what the daemon does instead. */
+export function optionsWithoutEffect(o: Options): Array<{ option: string; instead: string }> {
+  return WITHOUT_EFFECT.filter((w) => w.given(o)).map(({ option, instead }) => ({ option, instead }));
+}
+
 /** The long options and whether they take a value (string) or not (boolean). */
 const LONG: Record<string, 'string' | 'boolean'> = {
   'shared-dir': 'string', 'socket-path': 'string', fd: 'string', 'socket-group': 'string', tag: 'string',

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { parseOptions, UsageError } from '../../src/options';
+import { optionsWithoutEffect, parseOptions, UsageError } from '../../src/options';
 
 describe('options', () => {
   it('takes the Rust virtiofsd form with defaults like it', () => {
@@ -34,6 +34,24 @@ describe('options', () => {
     const o = parseOptions(['--fd=4', '--shared-dir', '/srv', '--cache', 'always', '--sandbox', 'namespace', '--xattr', '--rlimit-nofile=1000', '--log-level', 'debug']);
     assert.equal(o.cache, 'always');
     assert.equal(o.rlimitNofile, 1000);
+  });
+
+  it('names the options it accepts without acting on them, so that the daemon can warn of each', () => {
+    const names = (argv: string[]): string[] => optionsWithoutEffect(parseOptions(argv)).map((w) => w.option);
+    assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--xattr', '--cache=never', '--thread-pool-size=4', '--sandbox=none']), []);
+    // What libvirt sends: a sandbox, which we do not set up.
+    assert.deepEqual(names(['--fd=3', '-o', 'source=/srv,cache=none,sandbox=chroot,xattr,flock,posix_lock']), ['--sandbox']);
+    assert.deepEqual(names(['--fd=4', '--shared-dir', '/srv', '--sandbox', 'namespace', '--rlimit-nofile=1000']), ['--sandbox', '--rlimit-nofile']);
+    const all = names([
+      '--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
+      '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1',
+      '--migration-mode=find-paths',
+    ]);
+    assert.deepEqual(all, [
+      '--posix-acl', '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--inode-file-handles', '--killpriv-v2', '--syslog',
+      '--preserve-noatime', '--uid-map/--gid-map/--translate-uid/--translate-gid', '--migration-*',
+    ]);
+    for (const w of optionsWithoutEffect(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv', '--killpriv-v2']))) assert.match(w.instead, /guest clears setuid/);
   });
 
   it('rejects unknown options, bad values and unknown -o options with a usage error', () => {
