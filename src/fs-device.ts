@@ -64,6 +64,7 @@ export function createHandler(options: unknown, log: Logger): ChainHandler {
       for (const [op, n] of Object.entries(fast?.counts() ?? {})) counts.set(Number(op), (counts.get(Number(op)) ?? 0) + n);
       return Object.fromEntries([...counts].map(([op, n]) => [opcodeName(op), n]));
     },
+    nativeStats: () => Object.fromEntries(Object.entries(fast?.counts() ?? {}).map(([op, n]) => [opcodeName(Number(op)), n])),
     nativeServer: fast,
   };
 }

@@ -448,6 +448,7 @@ export class VhostUserBackend {
     polls: Record<number, PollCounts>;
     pooled: Record<number, number>;
     native: Record<number, number>;
+    nativeDetail: Record<number, Record<string, number>>;
     nativeKicks: Record<number, number>;
   }> {
     const served: Record<number, number> = {};
@@ -455,19 +456,21 @@ export class VhostUserBackend {
     const polls: Record<number, PollCounts> = {};
     const pooled: Record<number, number> = {};
     const native: Record<number, number> = {};
+    const nativeDetail: Record<number, Record<string, number>> = {};
     const nativeKicks: Record<number, number> = {};
     for (let i = 0; i < this.vrings.length; i++) {
       const h = this.vrings[i].host;
       if (!h) continue;
-      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { ...NO_POLLS }, pooled: 0, native: 0, nativeKicks: 0 }));
+      const s = await h.stats().catch(() => ({ served: -1, detail: {}, polls: { ...NO_POLLS }, pooled: 0, native: 0, nativeDetail: {}, nativeKicks: 0 }));
       served[i] = s.served;
       if (Object.keys(s.detail).length > 0) detail[i] = s.detail;
       if (s.polls.hits + s.polls.misses > 0) polls[i] = s.polls;
       if (s.pooled > 0) pooled[i] = s.pooled;
       if (s.native > 0) native[i] = s.native;
+      if (Object.keys(s.nativeDetail).length > 0) nativeDetail[i] = s.nativeDetail;
       if (s.nativeKicks > 0) nativeKicks[i] = s.nativeKicks;
     }
-    return { served, detail, polls, pooled, native, nativeKicks };
+    return { served, detail, polls, pooled, native, nativeDetail, nativeKicks };
   }
 
   /** Stops every queue, releases every descriptor and ends the connection. */
@@ -483,7 +486,7 @@ export class VhostUserBackend {
     }
     const stats = await this.queueStats();
     this.log.info(
-      { requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls, pooledPerQueue: stats.pooled, nativePerQueue: stats.native, nativeKicksPerQueue: stats.nativeKicks },
+      { requestsPerQueue: stats.served, opcodesPerQueue: stats.detail, pollsPerQueue: stats.polls, pooledPerQueue: stats.pooled, nativePerQueue: stats.native, nativeOpcodesPerQueue: stats.nativeDetail, nativeKicksPerQueue: stats.nativeKicks },
       'connection closed',
     );
     for (let i = 0; i < this.vrings.length; i++) {

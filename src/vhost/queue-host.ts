@@ -35,6 +35,8 @@ export interface QueueStats {
   pooled: number;
   /** Requests the handler's native server served without JS (ChainHandler.nativeServer). */
   native: number;
+  /** The same per opcode (ChainHandler.nativeStats). */
+  nativeDetail: Record<string, number>;
   /** Kicks served without JS (the native server took every chain they announced). */
   nativeKicks: number;
 }
@@ -99,6 +101,7 @@ export class LocalQueueHost implements QueueHost {
       polls: this.runner ? addPolls(this.polls, this.runner.pollStats()) : this.polls,
       pooled: this.pooled + (this.runner?.pooled ?? 0),
       native: this.native + (this.runner?.servedNatively ?? 0),
+      nativeDetail: this.handler?.nativeStats?.() ?? {},
       nativeKicks: this.nativeKicks + (this.runner?.kicksServedNatively ?? 0),
     };
   }

@@ -21,6 +21,8 @@ export interface ChainHandler {
   cancel?(): void;
   /** The handler's own counts (the FUSE server's requests per opcode), for the exit report. */
   stats?(): Record<string, number>;
+  /** Of those, the ones its native server served (per opcode), for the exit report. */
+  nativeStats?(): Record<string, number>;
   /**
    * A native server the queue offers each chain to before handle() (native/chainserver.h):
    * what it serves never reaches JS; what it declines comes to handle() as usual.

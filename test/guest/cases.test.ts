@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  COMBINATIONS, comboMissing, exitReport, explain, listCases, requestsOf, runCases, type CaseInfo, type Combo, type ExitReport, type GuestRun,
+  COMBINATIONS, comboMissing, exitReport, explain, listCases, nativeRequestsOf, requestsOf, runCases, type CaseInfo, type Combo, type ExitReport, type GuestRun,
 } from './runner';
 
 const CASES = listCases();
@@ -106,6 +106,15 @@ for (const combo of COMBINATIONS) {
       assert.ok(never >= 40, `never: only ${never} READs for 10 reads of 4 MiB`);
       assert.ok(auto * 3 <= never, `auto: ${auto} READs, never: ${never}`);
       assert.ok(always * 3 <= never, `always: ${always} READs, never: ${never}`);
+    });
+
+    it('with --xattr, the GETXATTRs the guest sends (one before each write through its cache) never reach JS', () => {
+      const report = reportOf(resultOf(ours.get(combo.qemu)!, 'posix-xattr').run);
+      const all = requestsOf(report, 'GETXATTR');
+      assert.ok(all >= 10, `only ${all} GETXATTRs in the --xattr boot`);
+      assert.equal(nativeRequestsOf(report, 'GETXATTR'), all, JSON.stringify(report.nativeOpcodesPerQueue));
+      // And the plain requests of a POSIX workload with them.
+      for (const op of ['LOOKUP', 'GETATTR', 'READ', 'WRITE', 'CREATE', 'UNLINK']) assert.equal(nativeRequestsOf(report, op), requestsOf(report, op), op);
     });
 
     it('holds host locks: a lock the host takes keeps the guest out', () => {

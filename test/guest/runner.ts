@@ -298,6 +298,8 @@ export interface ExitReport {
   opcodesPerQueue: Record<string, Record<string, number>>;
   /** Requests the I/O pool completed, per queue (only queues with some). */
   pooledPerQueue: Record<string, number>;
+  /** Requests the native fast path served (never in JS), per queue and opcode. */
+  nativeOpcodesPerQueue: Record<string, Record<string, number>>;
 }
 
 /** Our daemon's exit report from a run, or null (another daemon, or it never got there). */
@@ -307,7 +309,12 @@ export function exitReport(run: GuestRun): ExitReport | null {
     try {
       const j = JSON.parse(l) as Partial<ExitReport> & { msg?: string };
       if (j.msg === 'connection closed' && j.requestsPerQueue) {
-        return { requestsPerQueue: j.requestsPerQueue, opcodesPerQueue: j.opcodesPerQueue ?? {}, pooledPerQueue: j.pooledPerQueue ?? {} };
+        return {
+          requestsPerQueue: j.requestsPerQueue,
+          opcodesPerQueue: j.opcodesPerQueue ?? {},
+          pooledPerQueue: j.pooledPerQueue ?? {},
+          nativeOpcodesPerQueue: j.nativeOpcodesPerQueue ?? {},
+        };
       }
     } catch {
       // not a log line
@@ -319,6 +326,11 @@ export function exitReport(run: GuestRun): ExitReport | null {
 /** Requests of one opcode (e.g. READ) our daemon served in a run, all queues together. */
 export function requestsOf(report: ExitReport, opcode: string): number {
   return Object.values(report.opcodesPerQueue).reduce((n, q) => n + (q[opcode] ?? 0), 0);
+}
+
+/** Of those, the ones its native fast path served. */
+export function nativeRequestsOf(report: ExitReport, opcode: string): number {
+  return Object.values(report.nativeOpcodesPerQueue).reduce((n, q) => n + (q[opcode] ?? 0), 0);
 }
 
 /** A readable account of a case that did not pass, for assertion messages. */

@@ -21,6 +21,7 @@ import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../suppor
 interface Report {
   opcodesPerQueue?: Record<string, Record<string, number>>;
   nativePerQueue?: Record<string, number>;
+  nativeOpcodesPerQueue?: Record<string, Record<string, number>>;
 }
 
 /** What a reply looked like to the driver: its bytes, and the used length. */
@@ -632,8 +633,9 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     const js = await xattrs(['--cache=auto', '--xattr', '--log-level=trace']);
     assert.equal(fast.seen.length, js.seen.length);
     for (let i = 0; i < fast.seen.length; i++) assert.deepEqual(fast.seen[i], js.seen[i], fast.seen[i].label);
-    // The LOOKUP and the plain GETXATTRs natively.
+    // The LOOKUP and the plain GETXATTRs natively, as the exit report says per opcode.
     assert.equal(sum(fast.report.nativePerQueue), fast.plain + 1, JSON.stringify(fast.report));
+    assert.deepEqual(fast.report.nativeOpcodesPerQueue, { 1: { LOOKUP: 1, GETXATTR: fast.plain } });
     assert.equal(sum(js.report.nativePerQueue), 0, JSON.stringify(js.report));
     const off = await xattrs(['--cache=auto']);
     // (The malformed ones get JS's EINVAL first.)
