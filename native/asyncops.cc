@@ -46,16 +46,25 @@ class HandleWork : public Napi::AsyncWorker {
 // at pos, after `moved` bytes already moved on the queue's thread.
 class RwWork : public HandleWork {
  public:
-  RwWork(Napi::Env env, FsState* s, uint64_t fh, int fd, int64_t pos, bool write, int64_t table, std::vector<iovec> iov,
-         int64_t moved)
-      : HandleWork(env, s, fh, fd), pos_(pos), write_(write), moved_(moved), iov_(std::move(iov)), keep_(KeepGuestMemory(table)) {}
+  RwWork(Napi::Env env, FsState* s, uint64_t fh, int fd, int64_t pos, bool write, bool killSuidgid, int64_t table,
+         std::vector<iovec> iov, int64_t moved)
+      : HandleWork(env, s, fh, fd),
+        pos_(pos),
+        write_(write),
+        killSuidgid_(killSuidgid),
+        moved_(moved),
+        iov_(std::move(iov)),
+        keep_(KeepGuestMemory(table)) {}
   void Execute() override {
-    if (ready()) result_ = FinishTransfer(fd_, pos_, moved_, iov_, write_);
+    if (!ready()) return;
+    FsetidDropped f(killSuidgid_);
+    result_ = f.error() ? f.error() : FinishTransfer(fd_, pos_, moved_, iov_, write_);
   }
 
  private:
   int64_t pos_;
   bool write_;
+  bool killSuidgid_;
   int64_t moved_;
   std::vector<iovec> iov_;
   std::shared_ptr<const void> keep_;
@@ -73,7 +82,7 @@ class FsyncWork : public HandleWork {
   bool datasync_;
 };
 
-// handleReadvAsync / handleWritevAsync(id, fh, position, table, pairs, count)
+// handleReadvAsync / handleWritevAsync(id, fh, position, table, pairs, count, killSuidgid?)
 //   -> bytes or -errno when done at once, else Promise<bytes or -errno>
 template <bool kWrite>
 Napi::Value HandleRwAsync(const Napi::CallbackInfo& info) {
@@ -90,8 +99,13 @@ Napi::Value HandleRwAsync(const Napi::CallbackInfo& info) {
   if (e) return Num(info, -e);
   int fd;
   int64_t moved, result;
-  if (TryTransferNow(s, fh, pos, *iov, kWrite, &fd, &moved, &result)) return Num(info, static_cast<double>(result));
-  auto* w = new RwWork(info.Env(), s, fh, fd, pos, kWrite, table, std::vector<iovec>(*iov), moved);
+  bool kill = kWrite && info[6].ToBoolean();
+  {
+    FsetidDropped f(kill);
+    if (f.error()) return Num(info, f.error());
+    if (TryTransferNow(s, fh, pos, *iov, kWrite, &fd, &moved, &result)) return Num(info, static_cast<double>(result));
+  }
+  auto* w = new RwWork(info.Env(), s, fh, fd, pos, kWrite, kill, table, std::vector<iovec>(*iov), moved);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

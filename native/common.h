@@ -128,6 +128,26 @@ int TransferIovNoWait(int fd, int64_t pos, std::vector<iovec>& iov, bool write, 
 // pos + moved (the file position when pos < 0). Returns all bytes moved, or -errno if none.
 int64_t FinishTransfer(int fd, int64_t pos, int64_t moved, std::vector<iovec>& iov, bool write);
 
+// A scope in which the calling thread works without CAP_FSETID in its effective set, when
+// drop is true, so that the host kernel clears a file's setuid and setgid bits (and
+// security.capability) on a write, truncation or chown, as it does for an unprivileged
+// process. The guest asks for this with its KILL_SUIDGID flags when the process behind a
+// request lacks CAP_FSETID (fsetid.cc). Capabilities are per thread: nothing else changes.
+class FsetidDropped {
+ public:
+  explicit FsetidDropped(bool drop);
+  ~FsetidDropped();
+  FsetidDropped(const FsetidDropped&) = delete;
+  FsetidDropped& operator=(const FsetidDropped&) = delete;
+  // 0, or -errno when the capability could not be dropped (the operation must not go on).
+  int error() const { return error_; }
+
+ private:
+  bool restore_ = false;
+  int error_ = 0;
+  uint32_t effective_[2] = {0, 0};
+};
+
 // Reads info[i] as a Float64Array of (gpa, len) pairs and info[i+1] as how many pairs of
 // it to use; false (with a pending exception) when they do not fit.
 bool ArgPairs(const Napi::CallbackInfo& info, size_t i, const double** pairs, size_t* npairs);

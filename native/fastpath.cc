@@ -37,6 +37,8 @@ constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4,
 constexpr uint32_t kFopenKeepCache = 1 << 1;
 // fuse_release_in.release_flags
 constexpr uint32_t kReleaseFlockUnlock = 1 << 1;
+// fuse_write_in.write_flags, fuse_open_in.open_flags and fuse_create_in.open_flags
+constexpr uint32_t kWriteKillSuidgid = 1 << 2, kOpenKillSuidgid = 1 << 0;
 constexpr uint64_t kRootNodeId = 1;
 // fuse_in_header, then fuse_read_in or fuse_write_in (40 bytes each), fuse_forget_in, or
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
@@ -238,6 +240,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     const uint8_t* p = c.prefetch;
     uint64_t unique = Load64(p + 8), fh = Load64(p + kInHeaderSize), offset = Load64(p + kInHeaderSize + 8);
     uint64_t size = Load32(p + kInHeaderSize + 16);
+    // fuse_write_in.write_flags: the writer lacks CAP_FSETID, setuid and setgid must go.
+    bool kill = write && (Load32(p + kInHeaderSize + 20) & kWriteKillSuidgid);
     uint64_t replyLen = write ? kOutHeaderSize + kWriteOutSize : kOutHeaderSize;
     if (offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen) return kDeclined;
     if (write && (readOnly_ || size > c.readableLen - kArgsEnd)) return kDeclined;
@@ -259,10 +263,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     int64_t r;
     auto pos = static_cast<int64_t>(offset);
     if (pool_) {
-      if (!TransferOrQueue(s, fh, pos, *iov, std::vector<iovec>(header_), write, c.table, c.ring, c.head, unique, &r)) return kPooled;
+      if (!TransferOrQueue(s, fh, pos, *iov, std::vector<iovec>(header_), write, kill, c.table, c.ring, c.head, unique, &r))
+        return kPooled;
     } else {
       HandlePin pin(s, fh);
-      r = pin.fd() < 0 ? pin.fd() : TransferIov(pin.fd(), pos, *iov, write);
+      FsetidDropped f(kill && pin.fd() >= 0);
+      r = pin.fd() < 0 ? pin.fd() : f.error() ? f.error() : TransferIov(pin.fd(), pos, *iov, write);
     }
     c.ring->Complete(c.head, WriteFuseReply(header_, write ? ReplyBody::kWriteOut : ReplyBody::kData, unique, r));
     return kCompleted;
@@ -464,7 +470,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
                               allowDirectIo_);
     uint32_t mode = Load32(p + kInHeaderSize + 4);
     double st[kStatxFields + 1];
-    int64_t nodeid = CreateName(s, Load64(p + 16), name, flags, mode, Load32(p + 24), Load32(p + 28), st);
+    bool kill = Load32(p + kInHeaderSize + 12) & kOpenKillSuidgid;
+    int64_t nodeid = CreateName(s, Load64(p + 16), name, flags, mode, Load32(p + 24), Load32(p + 28), st, kill);
     creates_++;
     if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
     uint8_t* b = reply_ + kOutHeaderSize;
@@ -518,7 +525,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     uint64_t nodeid = Load64(c.prefetch + 16);
     int flags = HostOpenFlags(guest, s->sessionFlags.load(std::memory_order_relaxed), allowDirectIo_);
     if (dir) flags = (flags & ~(O_WRONLY | O_RDWR)) | O_DIRECTORY;
-    int64_t fh = OpenNode(s, nodeid, flags);
+    // fuse_open_in.open_flags: a truncating opener without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
+    int64_t fh = OpenNode(s, nodeid, flags, !dir && (Load32(c.prefetch + kInHeaderSize + 4) & kOpenKillSuidgid));
     (dir ? opendirs_ : opens_)++;
     if (fh < 0) return Reply(c, static_cast<int32_t>(fh), 0);
     uint32_t fopen = dir ? dirOpenFlags_ : fileOpenFlags_;

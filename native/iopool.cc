@@ -46,6 +46,7 @@ struct IoJob {
   uint32_t head;
   uint64_t unique;
   uint64_t serial = 0;  // a buffered WRITE's inode: one such write per inode at a time
+  bool killSuidgid = false;  // a WRITE that clears setuid/setgid (FsetidDropped)
 
   bool Serialized() const { return serial != 0; }
 
@@ -54,7 +55,8 @@ struct IoJob {
     switch (kind) {
       case IoKind::kRead:
       case IoKind::kWrite: {
-        r = FinishTransfer(fd, pos, moved, data, kind == IoKind::kWrite);
+        FsetidDropped f(killSuidgid);
+        r = f.error() ? f.error() : FinishTransfer(fd, pos, moved, data, kind == IoKind::kWrite);
         break;
       }
       default:
@@ -195,9 +197,18 @@ uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64
 }
 
 bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& data, std::vector<iovec>&& header, bool write,
-                     int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique, int64_t* result) {
+                     bool killSuidgid, int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique,
+                     int64_t* result) {
   auto job = std::make_unique<IoJob>();
-  if (TryTransferNow(s, fh, pos, data, write, &job->fd, &job->moved, result, write ? &job->serial : nullptr)) return true;
+  {
+    FsetidDropped f(killSuidgid);
+    if (f.error()) {
+      *result = f.error();
+      return true;
+    }
+    if (TryTransferNow(s, fh, pos, data, write, &job->fd, &job->moved, result, write ? &job->serial : nullptr)) return true;
+  }
+  job->killSuidgid = killSuidgid;
   job->kind = write ? IoKind::kWrite : IoKind::kRead;
   job->state = s;
   job->fh = fh;
@@ -232,9 +243,9 @@ Napi::Value Queue(const Napi::CallbackInfo& info, IoJob* job) {
 }
 
 // handleReadvQueued / handleWritevQueued(id, fh, position, table, pairs, count, headerCount,
-//   ring, head, unique) -> bytes or -errno when finished at once (the caller replies), or
-//   undefined: the pool replies. pairs holds count (gpa, len) pairs: the data's, then the
-//   headerCount of the reply header's.
+//   ring, head, unique, killSuidgid?) -> bytes or -errno when finished at once (the caller
+//   replies), or undefined: the pool replies. pairs holds count (gpa, len) pairs: the data's,
+//   then the headerCount of the reply header's.
 template <bool kWrite>
 Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -256,7 +267,8 @@ Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
   if (e) return Num(info, -e);
   int64_t result;
-  if (TransferOrQueue(s, fh, pos, *iov, std::move(header), kWrite, table, std::move(ring), head, unique, &result))
+  if (TransferOrQueue(s, fh, pos, *iov, std::move(header), kWrite, kWrite && info[10].ToBoolean(), table, std::move(ring), head,
+                      unique, &result))
     return Num(info, static_cast<double>(result));
   return info.Env().Undefined();
 }

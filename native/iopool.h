@@ -20,8 +20,10 @@ uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64
 // iovecs into this thread's snapshot of memory table `table`). Tried at once without
 // blocking (TryTransferNow): true when that finished it, *result being the bytes moved or
 // -errno, for the caller to reply. Else false: the request is on the pool, which moves the
-// rest, writes the reply into header and puts chain `head` on ring.
+// rest, writes the reply into header and puts chain `head` on ring. A WRITE with
+// killSuidgid is done without CAP_FSETID (FsetidDropped) on whichever thread does it.
 bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& data, std::vector<iovec>&& header, bool write,
-                     int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique, int64_t* result);
+                     bool killSuidgid, int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique,
+                     int64_t* result);
 
 }  // namespace vfsn

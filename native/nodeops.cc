@@ -119,8 +119,8 @@ Napi::Value NodeMake(const Napi::CallbackInfo& info) {
                                                 static_cast<uint32_t>(gid), out)));
 }
 
-// nodeCreate(id, parent, name, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22]
-// gets the fh of the opened file. An existing name is opened only if it is a regular file
+// nodeCreate(id, parent, name, flags, mode, uid, gid, out[23], killSuidgid?) -> nodeid or
+// -errno; out[22] gets the fh of the opened file. An existing name is opened only if it is a regular file
 // (and not at all with O_EXCL); it is never followed if it is a symlink.
 Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -134,7 +134,8 @@ Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
     return ThrowType(info.Env(), "nodeCreate(id, parent, name, flags, mode, uid, gid, out)");
   if (err) return Num(info, -err);
   return Num(info, static_cast<double>(CreateName(s, parent, name.c_str(), static_cast<int>(flags), static_cast<uint32_t>(mode),
-                                                  static_cast<uint32_t>(uid), static_cast<uint32_t>(gid), out)));
+                                                  static_cast<uint32_t>(uid), static_cast<uint32_t>(gid), out,
+                                                  info[8].ToBoolean())));
 }
 
 // nodeTmpfile(id, parent, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22] = fh.
@@ -341,7 +342,7 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-int64_t OpenNode(FsState* s, uint64_t nodeid, int flags) {
+int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid) {
   flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   int fd;
   {
@@ -352,7 +353,8 @@ int64_t OpenNode(FsState* s, uint64_t nodeid, int flags) {
     // otherwise block a queue on a FIFO or reach a host device through a node it made.
     if (p.type() == S_IFLNK) return -ELOOP;
     if (p.type() != S_IFREG && p.type() != S_IFDIR) return -ENXIO;
-    fd = Reopen(s, p.fd(), flags);
+    FsetidDropped f(killSuidgid && (flags & O_TRUNC));
+    fd = f.error() ? f.error() : Reopen(s, p.fd(), flags);
     if (fd < 0) return fd;
   }
   return static_cast<int64_t>(s->InsertHandle(fd, nodeid));
@@ -382,7 +384,7 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
 }
 
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
-                   double* out) {
+                   double* out, bool killSuidgid) {
   if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
   InodePin p(s, parent);
   if (p.fd() < 0) return p.fd();
@@ -413,7 +415,8 @@ int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uin
       close(pathFd);
       return -e;
     }
-    fd = Reopen(s, pathFd, oflags);
+    FsetidDropped f(killSuidgid && (oflags & O_TRUNC));
+    fd = f.error() ? f.error() : Reopen(s, pathFd, oflags);
     if (fd < 0) {
       close(pathFd);
       return fd;
@@ -492,6 +495,9 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
                      : fchmodat(s->procFd, path.c_str(), static_cast<mode_t>(a.mode & 07777), 0);
     if (r < 0) return -errno;
   }
+  // The guest asks this of a chown, and of a truncation by a process without CAP_FSETID.
+  FsetidDropped kill(a.valid & kFattrKillSuidgid && a.valid & (kFattrUid | kFattrGid | kFattrSize));
+  if (kill.error()) return kill.error();
   if (a.valid & (kFattrUid | kFattrGid)) {
     uid_t u = (a.valid & kFattrUid) ? static_cast<uid_t>(a.uid) : static_cast<uid_t>(-1);
     gid_t g = (a.valid & kFattrGid) ? static_cast<gid_t>(a.gid) : static_cast<gid_t>(-1);

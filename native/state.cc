@@ -290,13 +290,13 @@ Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
   return Num(info, static_cast<double>(LookupName(s, parent, name.c_str(), out)));
 }
 
-// nodeOpen(id, nodeid, flags) -> fh or -errno (OpenNode).
+// nodeOpen(id, nodeid, flags, killSuidgid?) -> fh or -errno (OpenNode).
 Napi::Value NodeOpen(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
   int64_t flags;
   if (!ArgU64(info, 1, &nodeid) || !ArgInt(info, 2, &flags)) return ThrowType(info.Env(), "nodeOpen(id, nodeid, flags)");
-  return Num(info, static_cast<double>(OpenNode(s, nodeid, static_cast<int>(flags))));
+  return Num(info, static_cast<double>(OpenNode(s, nodeid, static_cast<int>(flags), info[3].ToBoolean())));
 }
 
 // nodeUnchangedSinceLastOpen(id, nodeid) -> boolean (UnchangedSinceLastOpen).
@@ -368,8 +368,9 @@ bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& io
 
 namespace {
 
-// handleReadv / handleWritev(id, fh, position, table, pairs, count) -> bytes or -errno: I/O through
-// an open handle straight between the file and the guest ranges (see io.cc).
+// handleReadv / handleWritev(id, fh, position, table, pairs, count, killSuidgid?) -> bytes or
+// -errno: I/O through an open handle straight between the file and the guest ranges (see
+// io.cc); a write with killSuidgid clears setuid/setgid as an unprivileged writer's would.
 template <bool kWrite>
 Napi::Value HandleRw(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -385,6 +386,8 @@ Napi::Value HandleRw(const Napi::CallbackInfo& info) {
   if (e) return Num(info, -e);
   HandlePin p(s, fh);
   if (p.fd() < 0) return Num(info, p.fd());
+  FsetidDropped f(kWrite && info[6].ToBoolean());
+  if (f.error()) return Num(info, f.error());
   return Num(info, static_cast<double>(TransferIov(p.fd(), pos, *iov, kWrite)));
 }
 

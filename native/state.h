@@ -340,8 +340,9 @@ int64_t RegisterInode(FsState* s, int fd, double* out);
 int StatxNode(FsState* s, uint64_t nodeid, double* out);
 // - the inode (a regular file or a directory) opened for I/O with flags (host open flags;
 //   O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped) and registered as a handle: the
-//   fh or -errno (nodeops.cc);
-int64_t OpenNode(FsState* s, uint64_t nodeid, int flags);
+//   fh or -errno (nodeops.cc); with killSuidgid a truncating open clears the file's setuid
+//   and setgid bits as for an unprivileged opener (FUSE_OPEN_KILL_SUIDGID, FsetidDropped);
+int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid = false);
 // - cache auto's KEEP_CACHE at an open: whether the file's size, mtime and ctime are what
 //   the previous open of the inode (on any queue) saw; the state now is remembered for the
 //   next one unless it is younger than the timestamps' resolution may hide (state.cc);
@@ -352,9 +353,10 @@ int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
 // - name (one plain component) created in parent as a regular file and opened with flags
 //   (host open flags; with O_EXCL an existing name is EEXIST, else an existing regular file
 //   is opened), as uid/gid: the nodeid (one lookup reference taken) or -errno, attributes
-//   into out and the new handle's fh into out[kStatxFields] (nodeops.cc);
+//   into out and the new handle's fh into out[kStatxFields] (nodeops.cc); killSuidgid as
+//   for OpenNode, when an existing file is opened with O_TRUNC;
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
-                   double* out);
+                   double* out, bool killSuidgid = false);
 // - name (one plain component) made in parent as uid/gid: a node of mode (any S_IFMT, rdev
 //   for a device) with kMknod, a directory with kMkdir, a symlink to target with kSymlink;
 //   the nodeid (one lookup reference taken) or -errno, attributes into out (nodeops.cc);
@@ -380,7 +382,7 @@ int RenameName(FsState* s, uint64_t oldParent, const char* oldName, uint64_t new
 //   through handle fh with FATTR_FH), then the attributes into out: 0 or -errno (nodeops.cc);
 //   FATTR_* bits of fuse_setattr_in.valid:
 constexpr uint32_t kFattrMode = 1, kFattrUid = 2, kFattrGid = 4, kFattrSize = 8, kFattrAtime = 16, kFattrMtime = 32,
-                   kFattrFh = 64, kFattrAtimeNow = 128, kFattrMtimeNow = 256;
+                   kFattrFh = 64, kFattrAtimeNow = 128, kFattrMtimeNow = 256, kFattrKillSuidgid = 1 << 11;
 struct SetattrArgs {
   uint32_t valid = 0, mode = 0, uid = 0, gid = 0, atimeNsec = 0, mtimeNsec = 0;
   uint64_t fh = 0;

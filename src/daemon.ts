@@ -61,6 +61,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
         },
         readonly: opts.readonly,
         xattr: opts.xattr,
+        killprivV2: opts.killprivV2,
         posixLock: opts.posixLock,
         flock: opts.flock,
         threadPool: opts.threadPoolSize > 0,

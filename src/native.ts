@@ -245,7 +245,8 @@ export interface NativeAddon {
   /** nodeid (one lookup taken) or -errno; out gets the attributes. */
   nodeLookup(id: number, parent: number | bigint, name: string | Buffer, out: Float64Array): number;
   /** fh or -errno; O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped. */
-  nodeOpen(id: number, nodeid: number | bigint, flags: number): number;
+  /** killSuidgid: a truncating open clears setuid/setgid (FUSE_OPEN_KILL_SUIDGID). */
+  nodeOpen(id: number, nodeid: number | bigint, flags: number, killSuidgid?: boolean): number;
   /**
    * Cache auto's KEEP_CACHE: whether the file's size, mtime and ctime are what the previous
    * open of the inode (on any queue) saw; remembers them for the next open.
@@ -260,7 +261,7 @@ export interface NativeAddon {
   /** kind 0 mknod, 1 mkdir, 2 symlink (to target); runs as uid/gid. */
   nodeMake(id: number, parent: number, name: Buffer, kind: 0 | 1 | 2, mode: number, rdev: number, target: Buffer | string, uid: number, gid: number, out: Float64Array): number;
   /** out[22] gets the fh. */
-  nodeCreate(id: number, parent: number, name: Buffer, flags: number, mode: number, uid: number, gid: number, out: Float64Array): number;
+  nodeCreate(id: number, parent: number, name: Buffer, flags: number, mode: number, uid: number, gid: number, out: Float64Array, killSuidgid?: boolean): number;
   nodeTmpfile(id: number, parent: number, flags: number, mode: number, uid: number, gid: number, out: Float64Array): number;
   nodeLink(id: number, nodeid: number, newParent: number, newName: Buffer, out: Float64Array): number;
   nodeUnlink(id: number, parent: number, name: Buffer, rmdir: boolean): number;
@@ -291,17 +292,18 @@ export interface NativeAddon {
   /** out: type, start, end, pid of a conflicting lock (type F_UNLCK when none). */
   nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: Float64Array): number;
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;
-  handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number): number;
+  /** killSuidgid: written without CAP_FSETID, so that setuid/setgid go (FUSE_WRITE_KILL_SUIDGID). */
+  handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number, killSuidgid?: boolean): number;
   // asyncops.cc: the same on libuv's thread pool (--thread-pool-size > 0)
   handleReadvAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
-  handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
+  handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number, killSuidgid?: boolean): number | Promise<number>;
   handleFsyncAsync(id: number, fh: number, datasync: boolean): Promise<number>;
   // iopool.cc: the same on the I/O pool, which replies on the ring itself (undefined), unless
   // finished at once (bytes or -errno). pairs: count pairs, the last headerCount the header's.
   handleReadvQueued(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number,
     headerCount: number, ring: Vring, head: number, unique: bigint): number | undefined;
   handleWritevQueued(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number,
-    headerCount: number, ring: Vring, head: number, unique: bigint): number | undefined;
+    headerCount: number, ring: Vring, head: number, unique: bigint, killSuidgid?: boolean): number | undefined;
   handleFsyncQueued(id: number, fh: number, datasync: boolean, table: number, pairs: Float64Array, count: number,
     ring: Vring, head: number, unique: bigint): number | undefined;
   ioPoolSetSize(threads: number): void;
@@ -330,10 +332,10 @@ const queued = (r: number | undefined): number | PoolReplied => (r === undefined
 
 /** READ or WRITE on the I/O pool: the data's ranges staged, then the reply header's. */
 const rwQueued =
-  (call: NativeAddon['handleReadvQueued']) =>
-  (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply): number | PoolReplied =>
+  (call: NativeAddon['handleWritevQueued']) =>
+  (id: number, fh: number, position: number, r: GuestRanges, reply: PoolReply, killSuidgid = false): number | PoolReplied =>
     queued(call(id, fh, position, r.table, staged(r.pairs, reply.header.pairs), (r.pairs.length + reply.header.pairs.length) >> 1,
-      reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique));
+      reply.header.pairs.length >> 1, reply.ring, reply.head, reply.unique, killSuidgid));
 
 export const guestIo = {
   /** File at position -> guest ranges; bytes read or -errno. */
@@ -345,13 +347,13 @@ export const guestIo = {
   /** Through open handle fh of state `id`. */
   handleReadv: (id: number, fh: number, position: number, r: GuestRanges): number =>
     native.handleReadv(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
-  handleWritev: (id: number, fh: number, position: number, r: GuestRanges): number =>
-    native.handleWritev(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
+  handleWritev: (id: number, fh: number, position: number, r: GuestRanges, killSuidgid = false): number =>
+    native.handleWritev(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1, killSuidgid),
   /** On the thread pool; the ranges are translated before this returns. */
   handleReadvAsync: (id: number, fh: number, position: number, r: GuestRanges): number | Promise<number> =>
     native.handleReadvAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
-  handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges): number | Promise<number> =>
-    native.handleWritevAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1),
+  handleWritevAsync: (id: number, fh: number, position: number, r: GuestRanges, killSuidgid = false): number | Promise<number> =>
+    native.handleWritevAsync(id, fh, position, r.table, staged(r.pairs), r.pairs.length >> 1, killSuidgid),
   /** On the I/O pool, which writes the reply and completes the chain itself. */
   handleReadvQueued: rwQueued(native.handleReadvQueued),
   handleWritevQueued: rwQueued(native.handleWritevQueued),

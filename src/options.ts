@@ -85,7 +85,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
   { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
   { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
   { option: '--inode-file-handles', given: (o) => o.inodeFileHandles !== 'never', instead: 'inodes are held as O_PATH descriptors' },
-  { option: '--killpriv-v2', given: (o) => o.killprivV2, instead: 'FUSE_HANDLE_KILLPRIV_V2 is not offered: the guest clears setuid and setgid bits itself' },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
   { option: '--rlimit-nofile', given: (o) => o.rlimitNofile !== undefined, instead: 'RLIMIT_NOFILE is left as it is' },
   { option: '--preserve-noatime', given: (o) => o.preserveNoatime, instead: 'O_NOATIME is not kept on files the guest opens' },

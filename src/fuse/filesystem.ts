@@ -209,10 +209,11 @@ export class NullFilesystem {
   link(_ctx: Context, _nodeid: number, _newParent: number, _newName: Buffer): Entry {
     return nosys();
   }
-  open(_ctx: Context, _nodeid: number, _flags: number): OpenReply {
+  /** openInFlags: FUSE_OPEN_* (OpenInFlags) of fuse_open_in, as for create. */
+  open(_ctx: Context, _nodeid: number, _flags: number, _openInFlags = 0): OpenReply {
     return nosys();
   }
-  create(_ctx: Context, _parent: number, _name: Buffer, _flags: number, _mode: number): CreateReply {
+  create(_ctx: Context, _parent: number, _name: Buffer, _flags: number, _mode: number, _openInFlags = 0): CreateReply {
     return nosys();
   }
   tmpfile(_ctx: Context, _parent: number, _flags: number, _mode: number): CreateReply {

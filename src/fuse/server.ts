@@ -224,11 +224,11 @@ export class FuseServer {
       case O.OPEN:
       case O.OPENDIR: {
         const o = abi.decodeOpenIn(a, 0);
-        return this.open(t, u, h.opcode === O.OPEN ? fs.open(ctx, nodeid, o.flags) : fs.opendir(ctx, nodeid, o.flags));
+        return this.open(t, u, h.opcode === O.OPEN ? fs.open(ctx, nodeid, o.flags, o.openFlags) : fs.opendir(ctx, nodeid, o.flags));
       }
       case O.CREATE: {
         const c = abi.decodeCreateIn(a, 0);
-        return this.created(t, u, fs.create(ctx, nodeid, name(a, abi.CREATE_IN_SIZE), c.flags, c.mode));
+        return this.created(t, u, fs.create(ctx, nodeid, name(a, abi.CREATE_IN_SIZE), c.flags, c.mode, c.openFlags));
       }
       case O.TMPFILE: {
         const c = abi.decodeCreateIn(a, 0);

@@ -42,6 +42,7 @@ const DEFAULTS: Omit<PassthroughOptions, 'stateId' | 'sharedDir'> = {
   cache: { mode: 'auto', writeback: false, readdirplus: true, allowMmap: false, allowDirectIo: false },
   readonly: false,
   xattr: true,
+  killprivV2: false,
   posixLock: true,
   flock: true,
   threadPool: false,

@@ -117,6 +117,15 @@ for (const combo of COMBINATIONS) {
       for (const op of ['LOOKUP', 'GETATTR', 'READ', 'WRITE', 'CREATE', 'UNLINK']) assert.equal(nativeRequestsOf(report, op), requestsOf(report, op), op);
     });
 
+    it('with --killpriv-v2 and --xattr, the guest no longer asks for security.capability before each write it caches', () => {
+      const report = reportOf(resultOf(ours.get(combo.qemu)!, 'killpriv').run);
+      const writes = requestsOf(report, 'WRITE');
+      const asked = requestsOf(report, 'GETXATTR');
+      // The case appends 200 times as root, and a few times as user 1000.
+      assert.ok(writes >= 200, `only ${writes} WRITEs in the --killpriv-v2 boot`);
+      assert.ok(asked * 10 < writes, `${asked} GETXATTRs for ${writes} WRITEs`);
+    });
+
     it('holds host locks: a lock the host takes keeps the guest out', () => {
       const { run } = resultOf(ours.get(combo.qemu)!, 'locks');
       assert.ok(run.results.get('locks')!.output.includes('better: a lock the host holds: keeps the guest out'), explain(run, 'locks'));

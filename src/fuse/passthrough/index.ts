@@ -15,7 +15,7 @@
 import { constants as fsc } from 'node:fs';
 import { FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
 import { cachePolicy, hostOpenFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
-import { FopenFlags, InitFlags, ReleaseFlags } from '../abi';
+import { FopenFlags, InitFlags, OpenInFlags, ReleaseFlags, WriteFlags } from '../abi';
 import {
   check, E, FsError, NullFilesystem, type AttrReply, type Context, type CreateReply, type Entry, type InitReply,
   type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type StatxReply, type XattrReply,
@@ -38,6 +38,12 @@ export interface PassthroughOptions {
   cache: CacheOptions;
   readonly: boolean;
   xattr: boolean;
+  /**
+   * Offer FUSE_HANDLE_KILLPRIV_V2: the guest leaves clearing setuid, setgid and
+   * security.capability on write, truncation and chown to the daemon, and stops asking for
+   * security.capability before each write it caches.
+   */
+  killprivV2: boolean;
   posixLock: boolean;
   flock: boolean;
   /** --thread-pool-size > 0: READ, WRITE and FSYNC run on the thread pool (native/asyncops.cc). */
@@ -87,6 +93,7 @@ export class PassthroughFs extends NullFilesystem {
       InitFlags.ASYNC_READ | InitFlags.ASYNC_DIO | InitFlags.BIG_WRITES | InitFlags.MAX_PAGES |
       InitFlags.ATOMIC_O_TRUNC | InitFlags.AUTO_INVAL_DATA | this.policy.initFlags;
     if (this.opts.posixLock) flags |= InitFlags.POSIX_LOCKS;
+    if (this.opts.killprivV2) flags |= InitFlags.HANDLE_KILLPRIV_V2;
     if (this.opts.flock) flags |= InitFlags.FLOCK_LOCKS;
     // Every queue thread opens files the way the session's writeback cache needs.
     native.stateSession(this.id, sessionFlagsOf(flags & offered));
@@ -207,20 +214,21 @@ export class PassthroughFs extends NullFilesystem {
 
   // ---- files -------------------------------------------------------------------------
 
-  override open(_ctx: Context, nodeid: number, flags: number): OpenReply {
+  override open(_ctx: Context, nodeid: number, flags: number, openInFlags = 0): OpenReply {
     if (this.opts.readonly && (flags & (fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC))) throw new FsError(E.EROFS);
-    const fh = check(native.nodeOpen(this.id, nodeid, this.openFlags(flags)));
+    const fh = check(native.nodeOpen(this.id, nodeid, this.openFlags(flags), (openInFlags & OpenInFlags.KILL_SUIDGID) !== 0));
     let openFlags = this.policy.fileOpenFlags;
     // Auto: the guest keeps what it cached while the file is as it was at its last open.
     if (this.policy.keepCacheIfUnchanged && native.nodeUnchangedSinceLastOpen(this.id, nodeid)) openFlags |= FopenFlags.KEEP_CACHE;
     return { fh, openFlags };
   }
 
-  override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number): CreateReply {
+  override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number, openInFlags = 0): CreateReply {
     this.writable();
     checkNewName(name);
     // O_EXCL stays: CREATE must fail on an existing name then.
-    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st));
+    const kill = (openInFlags & OpenInFlags.KILL_SUIDGID) !== 0;
+    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st, kill));
     return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
   }
 
@@ -240,11 +248,13 @@ export class PassthroughFs extends NullFilesystem {
     return check(guestIo.handleReadv(this.id, fh, offset, dst));
   }
 
-  override write(ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, _writeFlags: number): number | Promise<number> | PoolReplied {
+  override write(ctx: Context, _nodeid: number, fh: number, offset: number, src: GuestRanges, writeFlags: number): number | Promise<number> | PoolReplied {
     this.writable();
-    if (ctx.reply) return settledOnPool(guestIo.handleWritevQueued(this.id, fh, offset, src, ctx.reply));
-    if (this.opts.threadPool) return settled(guestIo.handleWritevAsync(this.id, fh, offset, src));
-    return check(guestIo.handleWritev(this.id, fh, offset, src));
+    // The writer lacks CAP_FSETID: the write clears setuid and setgid, as on a local file.
+    const kill = (writeFlags & WriteFlags.KILL_SUIDGID) !== 0;
+    if (ctx.reply) return settledOnPool(guestIo.handleWritevQueued(this.id, fh, offset, src, ctx.reply, kill));
+    if (this.opts.threadPool) return settled(guestIo.handleWritevAsync(this.id, fh, offset, src, kill));
+    return check(guestIo.handleWritev(this.id, fh, offset, src, kill));
   }
 
   override flush(_ctx: Context, nodeid: number, _fh: number, lockOwner: bigint): void {
