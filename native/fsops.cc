@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,9 +92,34 @@ Napi::Value Statx(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), StatxInto(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags), out));
 }
 
+// nofileLimit(out: Float64Array(2)) -> 0 or -errno: RLIMIT_NOFILE's soft and hard limits.
+Napi::Value NofileLimit(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[0].As<Napi::Float64Array>().ElementLength() < 2)
+    return ThrowType(info.Env(), "nofileLimit(out: Float64Array(2))");
+  rlimit r;
+  if (getrlimit(RLIMIT_NOFILE, &r) < 0) return Napi::Number::New(info.Env(), -errno);
+  double* o = info[0].As<Napi::Float64Array>().Data();
+  o[0] = static_cast<double>(r.rlim_cur);
+  o[1] = static_cast<double>(r.rlim_max);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// setNofileLimit(soft, hard) -> 0 or -errno (EPERM: raising the hard limit needs
+// CAP_SYS_RESOURCE).
+Napi::Value SetNofileLimit(const Napi::CallbackInfo& info) {
+  int64_t soft, hard;
+  if (!ArgInt(info, 0, &soft) || !ArgInt(info, 1, &hard) || soft < 0 || hard < soft)
+    return ThrowType(info.Env(), "setNofileLimit(soft, hard), 0 <= soft <= hard");
+  rlimit r{static_cast<rlim_t>(soft), static_cast<rlim_t>(hard)};
+  return Napi::Number::New(info.Env(), setrlimit(RLIMIT_NOFILE, &r) < 0 ? -errno : 0);
+}
+
 }  // namespace
 
 void InitFsOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("nofileLimit", Napi::Function::New(env, NofileLimit));
+  exports.Set("setNofileLimit", Napi::Function::New(env, SetNofileLimit));
   exports.Set("openat", Napi::Function::New(env, OpenAt));
   exports.Set("statx", Napi::Function::New(env, Statx));
 }

@@ -8,6 +8,7 @@ import { native } from './native';
 import type { Logger } from './log';
 import { optionsWithoutEffect, type Options } from './options';
 import { fsDevice } from './fs-device';
+import { setupNofileLimit } from './limits';
 import { createSharedState } from './fuse/passthrough';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
 
@@ -16,6 +17,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   // Modes arrive from the guest with the caller's umask already applied (we do not ask for
   // FUSE_DONT_MASK): our own umask must not take more bits away.
   process.umask(0);
+  const nofile = setupNofileLimit(opts.rlimitNofile, log);
   const stateId = createSharedState(opts.sharedDir);
   let listenFd: number;
   let ownSocket: string | null = null;
@@ -30,7 +32,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
     throw new Error('either --socket-path or --fd is required');
   }
   for (const w of optionsWithoutEffect(opts)) log.warn(w, 'option accepted for compatibility, without effect here');
-  log.info({ sharedDir: opts.sharedDir, socket: opts.socketPath ?? `fd ${opts.fd}`, cache: opts.cache }, 'waiting for a vhost-user connection');
+  log.info({ sharedDir: opts.sharedDir, socket: opts.socketPath ?? `fd ${opts.fd}`, cache: opts.cache, openFileLimit: nofile }, 'waiting for a vhost-user connection');
 
   const conn = await new Promise<number>((resolve, reject) => {
     const w = new native.FdWatcher(listenFd, false, () => {

@@ -227,6 +227,9 @@ export interface NativeAddon {
   // fsops.cc
   openat(dirfd: number, path: string | Buffer, flags: number, mode?: number): number;
   statx(dirfd: number, path: string | Buffer, flags: number, out: Float64Array): number;
+  /** RLIMIT_NOFILE: out gets the soft and the hard limit; 0 or -errno. */
+  nofileLimit(out: Float64Array): number;
+  setNofileLimit(soft: number, hard: number): number;
   // state.cc
   stateCreate(): number;
   stateDestroy(id: number): void;

@@ -86,7 +86,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
   { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
   { option: '--inode-file-handles', given: (o) => o.inodeFileHandles !== 'never', instead: 'inodes are held as O_PATH descriptors' },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
-  { option: '--rlimit-nofile', given: (o) => o.rlimitNofile !== undefined, instead: 'RLIMIT_NOFILE is left as it is' },
   { option: '--preserve-noatime', given: (o) => o.preserveNoatime, instead: 'O_NOATIME is not kept on files the guest opens' },
   {
     option: '--uid-map/--gid-map/--translate-uid/--translate-gid',

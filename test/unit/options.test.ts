@@ -41,7 +41,7 @@ describe('options', () => {
     assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--xattr', '--cache=never', '--thread-pool-size=4', '--sandbox=none']), []);
     // What libvirt sends: a sandbox, which we do not set up.
     assert.deepEqual(names(['--fd=3', '-o', 'source=/srv,cache=none,sandbox=chroot,xattr,flock,posix_lock']), ['--sandbox']);
-    assert.deepEqual(names(['--fd=4', '--shared-dir', '/srv', '--sandbox', 'namespace', '--rlimit-nofile=1000']), ['--sandbox', '--rlimit-nofile']);
+    assert.deepEqual(names(['--fd=4', '--shared-dir', '/srv', '--sandbox', 'namespace', '--rlimit-nofile=1000']), ['--sandbox']);
     const all = names([
       '--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
       '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1',
