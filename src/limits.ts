@@ -5,7 +5,7 @@
  * the limit is raised at start: to --rlimit-nofile N, or by default to the smaller of
  * 1,000,000 and /proc/sys/fs/nr_open (the most the kernel allows); 0 leaves it as it is. A
  * limit already as high stays (it is never lowered). Raising the hard limit needs
- * CAP_SYS_RESOURCE: without it the default settles for the hard limit, with a warning, and
+ * CAP_SYS_RESOURCE: without it the default settles for the hard limit (said in the log), and
  * an explicit N that cannot be had is an error at start.
  */
 import { readFileSync } from 'node:fs';
@@ -41,6 +41,7 @@ export function setupNofileLimit(requested: number | undefined, log: Logger): nu
   if (requested !== undefined) throw new Error(`cannot raise the open file limit to ${target} (hard limit ${now.hard}): errno ${-r}`);
   if (now.soft < now.hard) native.setNofileLimit(now.hard, now.hard);
   const soft = current().soft;
-  log.warn({ wanted: target, limit: soft }, 'cannot raise the open file limit past its hard limit (no CAP_SYS_RESOURCE): large trees may run out of descriptors');
+  // Said once at start, not as a warning: an unprivileged or containerised daemon always lands here.
+  log.info({ wanted: target, limit: soft }, 'open file limit kept at its hard limit (raising that needs CAP_SYS_RESOURCE)');
   return soft;
 }
