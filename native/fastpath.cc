@@ -51,8 +51,6 @@ constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kGetxattrOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16;
-// FsState::sessionFlags: the session negotiated FUSE_WRITEBACK_CACHE (src/cache/policy.ts).
-constexpr uint32_t kSessionWriteback = 1;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
 // The largest extended attribute value JS reads (XATTR_SIZE_MAX in src/fuse/passthrough).
@@ -101,7 +99,7 @@ void EncodeAttr(const double* st, uint8_t* o) {
   // rdev as the kernel's new_encode_dev()
   Store32(o + 76, (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xffu) << 12));
   Store32(o + 80, u32(st[12]));  // blksize
-  Store32(o + 84, 0);            // flags
+  Store32(o + 84, static_cast<uint32_t>(st[kAttrFlagsField]));  // flags (FUSE_ATTR_SUBMOUNT)
 }
 
 // The host open flags for a guest's open flags: src/cache/policy.ts's hostOpenFlags. With the

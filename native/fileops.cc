@@ -76,6 +76,7 @@ void PutEntry(uint8_t* p, uint64_t nodeid, const double* st, const double* timeo
   Put32(a + 72, static_cast<uint32_t>(st[7]));
   Put32(a + 76, EncodeDev(static_cast<uint32_t>(st[8]), static_cast<uint32_t>(st[9])));
   Put32(a + 80, static_cast<uint32_t>(st[12]));
+  Put32(a + 84, static_cast<uint32_t>(st[kAttrFlagsField]));
 }
 
 }  // namespace
@@ -87,6 +88,8 @@ int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, siz
   if (lseek(h.fd(), offset, SEEK_SET) < 0) return -errno;
   thread_local char dbuf[32768];
   double st[kStatxFields];
+  double dirSt[kStatxFields];  // the directory's own attributes, read once if needed
+  dirSt[0] = -1;
   for (;;) {
     long n = syscall(SYS_getdents64, h.fd(), dbuf, sizeof dbuf);
     if (n < 0) return pos > 0 ? static_cast<int64_t>(pos) : -errno;
@@ -112,6 +115,7 @@ int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, siz
           if (fd >= 0) {
             int64_t nodeid = RegisterInode(s, fd, st);
             if (nodeid > 0) {
+              MarkSubmount(s, h.fd(), d->d_name, st, dirSt);
               PutEntry(p, static_cast<uint64_t>(nodeid), st, timeouts);
               ino = static_cast<uint64_t>(st[3]);
             }

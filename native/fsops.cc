@@ -36,6 +36,7 @@ int StatxInto(int dirfd, const char* path, int flags, double* o) {
   o[19] = static_cast<double>(st.stx_btime.tv_sec);
   o[20] = st.stx_btime.tv_nsec;
   o[21] = static_cast<double>(st.stx_mnt_id);
+  o[kAttrFlagsField] = 0;
   return 0;
 }
 
@@ -43,7 +44,7 @@ double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i) {
   Napi::Value v = info[i];
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       v.As<Napi::TypedArray>().ElementLength() < kStatxFields) {
-    ThrowType(info.Env(), "out must be a Float64Array of 22");
+    ThrowType(info.Env(), "out must be a Float64Array of 23");
     return nullptr;
   }
   return v.As<Napi::Float64Array>().Data();

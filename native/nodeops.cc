@@ -24,7 +24,7 @@ namespace vfsn {
 namespace {
 
 constexpr int O_PATH_ = 010000000;
-constexpr size_t kFhSlot = kStatxFields;  // out[22]: the fh of CREATE and TMPFILE
+constexpr size_t kFhSlot = kStatxFields;  // out[23]: the fh of CREATE and TMPFILE
 
 // This thread's fsuid/fsgid set to the caller's for the scope (root daemons only).
 class Creds {

@@ -67,16 +67,33 @@ int StatxNode(FsState* s, uint64_t nodeid, double* out) {
 
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out) {
   if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
+  InodePin p(s, parent);
+  if (p.fd() < 0) return p.fd();
   int fd;
-  {
-    InodePin p(s, parent);
-    if (p.fd() < 0) return p.fd();
-    do {
-      fd = openat(p.fd(), name, O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return -errno;
+  do {
+    fd = openat(p.fd(), name, O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return -errno;
+  int64_t nodeid = RegisterInode(s, fd, out);
+  if (nodeid > 0) {
+    double parentSt[kStatxFields];
+    parentSt[0] = -1;
+    MarkSubmount(s, p.fd(), name, out, parentSt);
   }
-  return RegisterInode(s, fd, out);
+  return nodeid;
+}
+
+void MarkSubmount(FsState* s, int parentFd, const char* name, double* st, double* parentSt) {
+  if (!(s->sessionFlags.load(std::memory_order_relaxed) & kSessionSubmounts)) return;
+  if ((static_cast<uint32_t>(st[4]) & S_IFMT) != S_IFDIR) return;
+  if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) return;
+  if (parentSt[0] < 0 && StatxInto(parentFd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, parentSt) < 0) {
+    parentSt[0] = -1;
+    return;
+  }
+  // devMajor, devMinor, mntId
+  if (st[1] != parentSt[1] || st[2] != parentSt[2] || st[21] != parentSt[21])
+    st[kAttrFlagsField] = static_cast<double>(static_cast<uint32_t>(st[kAttrFlagsField]) | kAttrSubmount);
 }
 
 int RemoveHandle(FsState* s, uint64_t fh) {

@@ -21,6 +21,12 @@ constexpr unsigned kShardBits = 4;
 constexpr uint64_t kShards = 1u << kShardBits;
 constexpr uint64_t kShardMask = kShards - 1;
 
+// FsState::sessionFlags (SessionFlags in src/cache/policy.ts): FUSE_WRITEBACK_CACHE and
+// FUSE_SUBMOUNTS negotiated.
+constexpr uint32_t kSessionWriteback = 1, kSessionSubmounts = 2;
+// fuse_attr.flags
+constexpr uint32_t kAttrSubmount = 1;
+
 struct InodeKey {
   uint32_t devMajor, devMinor;
   uint64_t ino, mntId;
@@ -139,8 +145,9 @@ struct FsState {
   InodeKey rootKey{};
   bool hasRoot = false;
   int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
-  // What the current FUSE session negotiated that every queue thread must honour (bit 0:
-  // FUSE_WRITEBACK_CACHE), set at INIT by whichever thread serves it; see src/cache/.
+  // What the current FUSE session negotiated that every queue thread must honour
+  // (kSessionWriteback, kSessionSubmounts), set at INIT by whichever thread serves it; see
+  // src/cache/policy.ts.
   std::atomic<uint32_t> sessionFlags{0};
 
   InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
@@ -350,6 +357,13 @@ bool UnchangedSinceLastOpen(FsState* s, uint64_t nodeid);
 // - name (one component, NUL-terminated, no '/') in parent: opened O_PATH without following
 //   a symlink, its attributes into out and one lookup reference taken: the nodeid or -errno;
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out);
+// - with the session's FUSE_SUBMOUNTS (--announce-submounts): st, the attributes of entry
+//   `name` (not '.' or '..') of directory parentFd, gets FUSE_ATTR_SUBMOUNT when it is a
+//   directory on another mount or device than parentFd. The guest then mounts it as a
+//   submount with its own st_dev, so the inode numbers of two host file systems never meet
+//   in one guest file system. parentSt caches parentFd's attributes across calls (set its
+//   [0] to -1 before the first).
+void MarkSubmount(FsState* s, int parentFd, const char* name, double* st, double* parentSt);
 // - name (one plain component) created in parent as a regular file and opened with flags
 //   (host open flags; with O_EXCL an existing name is EEXIST, else an existing regular file
 //   is opened), as uid/gid: the nodeid (one lookup reference taken) or -errno, attributes

@@ -64,6 +64,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
         readonly: opts.readonly,
         xattr: opts.xattr,
         killprivV2: opts.killprivV2,
+        announceSubmounts: opts.announceSubmounts,
         posixLock: opts.posixLock,
         flock: opts.flock,
         threadPool: opts.threadPoolSize > 0,

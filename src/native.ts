@@ -173,13 +173,16 @@ export declare class FuseFastPath implements NativeChainServer {
   counts(): Record<number, number>;
 }
 
-/** Indexes into the Float64Array filled by statx(). */
+/**
+ * Indexes into the Float64Array filled by statx() and the node calls; the last, attrFlags,
+ * is fuse_attr.flags (AttrFlags: SUBMOUNT on an entry that is another mount's root).
+ */
 export enum StatxField {
   mask, devMajor, devMinor, ino, mode, nlink, uid, gid, rdevMajor, rdevMinor, size, blocks,
   blksize, atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, btimeSec,
-  btimeNsec, mntId,
+  btimeNsec, mntId, attrFlags,
 }
-export const STATX_FIELDS = 22;
+export const STATX_FIELDS = 23;
 /** out[FH_SLOT] receives the fh of nodeCreate and nodeTmpfile (out: Float64Array(STATX_FIELDS + 1)). */
 export const FH_SLOT = STATX_FIELDS;
 
@@ -263,7 +266,7 @@ export interface NativeAddon {
   // nodeops.cc: -errno on failure; the "entry" ones return a nodeid and fill out (attributes).
   /** kind 0 mknod, 1 mkdir, 2 symlink (to target); runs as uid/gid. */
   nodeMake(id: number, parent: number, name: Buffer, kind: 0 | 1 | 2, mode: number, rdev: number, target: Buffer | string, uid: number, gid: number, out: Float64Array): number;
-  /** out[22] gets the fh. */
+  /** out[FH_SLOT] gets the fh. */
   nodeCreate(id: number, parent: number, name: Buffer, flags: number, mode: number, uid: number, gid: number, out: Float64Array, killSuidgid?: boolean): number;
   nodeTmpfile(id: number, parent: number, flags: number, mode: number, uid: number, gid: number, out: Float64Array): number;
   nodeLink(id: number, nodeid: number, newParent: number, newName: Buffer, out: Float64Array): number;

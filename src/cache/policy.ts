@@ -102,14 +102,19 @@ export function cachePolicy(o: CacheOptions): CachePolicy {
   return { ...p, initFlags };
 }
 
-/** What a FUSE session negotiated that changes how files are opened (stateSession bits). */
+/**
+ * What a FUSE session negotiated that every queue thread must honour (stateSession bits):
+ * the writeback cache changes how files are opened; SUBMOUNTS marks entries that are another
+ * mount's root (native/state.h, MarkSubmount).
+ */
 export const SessionFlags = Object.freeze({
   WRITEBACK: 1,
+  SUBMOUNTS: 2,
 });
 
 /** The session flags for the INIT flags the guest was answered with. */
 export function sessionFlagsOf(negotiated: bigint): number {
-  return negotiated & InitFlags.WRITEBACK_CACHE ? SessionFlags.WRITEBACK : 0;
+  return (negotiated & InitFlags.WRITEBACK_CACHE ? SessionFlags.WRITEBACK : 0) | (negotiated & InitFlags.SUBMOUNTS ? SessionFlags.SUBMOUNTS : 0);
 }
 
 const O_ACCMODE = 0o3;

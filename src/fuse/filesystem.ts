@@ -65,6 +65,8 @@ export interface Attributes {
   /** Device number in the kernel's new_encode_dev format. */
   rdev: number;
   blksize: number;
+  /** fuse_attr.flags (AttrFlags); 0 when absent. */
+  flags?: number;
 }
 
 export interface Entry {

@@ -537,6 +537,6 @@ function writeAttr(b: Buffer, off: number, a: Attributes): void {
   b.writeUInt32LE(a.gid, off + 72);
   b.writeUInt32LE(a.rdev, off + 76);
   b.writeUInt32LE(a.blksize, off + 80);
-  b.writeUInt32LE(0, off + 84);
+  b.writeUInt32LE(a.flags ?? 0, off + 84);
 }
 

@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { REPO, startOurDaemon } from '../support/daemon';
@@ -47,6 +47,30 @@ for (const combo of COMBINATIONS) {
       const complaints = d.lines().filter((l) => (l.level as number) >= 40);
       assert.deepEqual(complaints, [], 'a clean boot, mount and read logs no warning or error');
       assert.equal(readFileSync(path.join(share, 'hello.txt'), 'utf8'), text);
+    });
+
+    it('announces a host mount inside the share as a submount: its files get their own st_dev in the guest', async () => {
+      // A tmpfs in the share: its inode numbers (small ones) would otherwise meet the share's
+      // under one st_dev, and tools that key files on (st_dev, st_ino) would take two for one.
+      const share = mkdtempSync(path.join(tmpdir(), 'vfsd-share-'));
+      mkdirSync(path.join(share, 'sub'));
+      mkdirSync(path.join(share, 'plain'));
+      execFileSync('mount', ['-t', 'tmpfs', 'vfs-test-sub', path.join(share, 'sub')]);
+      try {
+        writeFileSync(path.join(share, 'sub', 'f'), 'in the tmpfs');
+        writeFileSync(path.join(share, 'plain', 'g'), 'in the share');
+        const d = await startOurDaemon(share, []);
+        const g = runGuest(d.socketPath, combo.binary, combo.kernel, 'cd /mnt && echo "$(cat sub/f)" && stat -c "DEV %n %d" . plain/g sub/f && grep -c " /mnt/sub virtiofs " /proc/mounts');
+        await d.exited;
+        assert.equal(g.status, 0, `guest command failed:\n${g.out}\ndaemon:\n${d.log()}`);
+        const dev = new Map([...g.out.matchAll(/^DEV (\S+) (\d+)$/gm)].map((m) => [m[1], m[2]]));
+        assert.equal(dev.size, 3, g.out);
+        assert.equal(dev.get('plain/g'), dev.get('.'), 'a file of the share is on the mount');
+        assert.notEqual(dev.get('sub/f'), dev.get('.'), `the tmpfs's file has a st_dev of its own:\n${g.out}`);
+        assert.ok(g.out.includes('in the tmpfs'));
+      } finally {
+        execFileSync('umount', [path.join(share, 'sub')]);
+      }
     });
   });
 }

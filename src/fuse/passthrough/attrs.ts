@@ -34,6 +34,7 @@ export function attrsOf(st: Float64Array): Attributes {
     gid: st[StatxField.gid],
     rdev: encodeDev(st[StatxField.rdevMajor], st[StatxField.rdevMinor]),
     blksize: st[StatxField.blksize],
+    flags: st[StatxField.attrFlags],
   };
 }
 

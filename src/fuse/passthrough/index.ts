@@ -44,6 +44,8 @@ export interface PassthroughOptions {
    * security.capability before each write it caches.
    */
   killprivV2: boolean;
+  /** Offer FUSE_SUBMOUNTS and mark the entries that are another host mount's root. */
+  announceSubmounts: boolean;
   posixLock: boolean;
   flock: boolean;
   /** --thread-pool-size > 0: READ, WRITE and FSYNC run on the thread pool (native/asyncops.cc). */
@@ -94,6 +96,8 @@ export class PassthroughFs extends NullFilesystem {
       InitFlags.ATOMIC_O_TRUNC | InitFlags.AUTO_INVAL_DATA | this.policy.initFlags;
     if (this.opts.posixLock) flags |= InitFlags.POSIX_LOCKS;
     if (this.opts.killprivV2) flags |= InitFlags.HANDLE_KILLPRIV_V2;
+    // A directory on another host mount becomes a submount in the guest, with its own st_dev.
+    if (this.opts.announceSubmounts) flags |= InitFlags.SUBMOUNTS;
     if (this.opts.flock) flags |= InitFlags.FLOCK_LOCKS;
     // Every queue thread opens files the way the session's writeback cache needs.
     native.stateSession(this.id, sessionFlagsOf(flags & offered));
