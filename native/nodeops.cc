@@ -26,15 +26,23 @@ namespace {
 constexpr int O_PATH_ = 010000000;
 constexpr size_t kFhSlot = kStatxFields;  // out[23]: the fh of CREATE and TMPFILE
 
-// This thread's fsuid/fsgid set to the caller's for the scope (root daemons only).
+// This thread's fsuid/fsgid set to the caller's for the scope (root daemons only): the
+// guest's IDs as host IDs (--translate-uid/-gid). error() is -EPERM for an ID the guest may
+// not use; nothing may be made then.
 class Creds {
  public:
-  Creds(int64_t uid, int64_t gid) {
+  Creds(const FsState* s, int64_t uid, int64_t gid) {
+    uint32_t hu, hg;
+    if (!s->uids.ToHost(static_cast<uint32_t>(uid), &hu) || !s->gids.ToHost(static_cast<uint32_t>(gid), &hg)) {
+      error_ = -EPERM;
+      return;
+    }
     if (geteuid() != 0 || uid < 0 || gid < 0) return;
-    syscall(SYS_setfsgid, static_cast<gid_t>(gid));
-    syscall(SYS_setfsuid, static_cast<uid_t>(uid));
+    syscall(SYS_setfsgid, static_cast<gid_t>(hg));
+    syscall(SYS_setfsuid, static_cast<uid_t>(hu));
     active_ = true;
   }
+  int error() const { return error_; }
   ~Creds() {
     if (!active_) return;
     syscall(SYS_setfsuid, 0);
@@ -45,6 +53,7 @@ class Creds {
 
  private:
   bool active_ = false;
+  int error_ = 0;
 };
 
 // A name from the guest: one component, not empty, no '/' (NUL was cut by the decoder).
@@ -154,7 +163,8 @@ Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
   if ((oflags & O_ACCMODE) == O_RDONLY) oflags |= O_RDWR;  // O_TMPFILE needs write access
   int fd;
   {
-    Creds c(uid, gid);
+    Creds c(s, uid, gid);
+    if (c.error()) return Num(info, c.error());
     do {
       fd = openat(p.fd(), ".", oflags | O_CLOEXEC, static_cast<mode_t>(mode));
     } while (fd < 0 && errno == EINTR);
@@ -368,7 +378,8 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
   if (p.type() != S_IFDIR) return -ENOTDIR;
   int r;
   {
-    Creds c(uid, gid);
+    Creds c(s, uid, gid);
+    if (c.error()) return c.error();
     if (kind == MakeKind::kMknod)
       r = mknodat(p.fd(), name, static_cast<mode_t>(mode), static_cast<dev_t>(rdev));
     else if (kind == MakeKind::kMkdir)
@@ -392,7 +403,8 @@ int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uin
   int oflags = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   int fd;
   {
-    Creds c(uid, gid);
+    Creds c(s, uid, gid);
+    if (c.error()) return c.error();
     do {
       fd = openat(p.fd(), name, oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
     } while (fd < 0 && errno == EINTR);
@@ -499,8 +511,11 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
   FsetidDropped kill(a.valid & kFattrKillSuidgid && a.valid & (kFattrUid | kFattrGid | kFattrSize));
   if (kill.error()) return kill.error();
   if (a.valid & (kFattrUid | kFattrGid)) {
-    uid_t u = (a.valid & kFattrUid) ? static_cast<uid_t>(a.uid) : static_cast<uid_t>(-1);
-    gid_t g = (a.valid & kFattrGid) ? static_cast<gid_t>(a.gid) : static_cast<gid_t>(-1);
+    uint32_t hu = static_cast<uint32_t>(-1), hg = static_cast<uint32_t>(-1);
+    if (((a.valid & kFattrUid) && !s->uids.ToHost(a.uid, &hu)) || ((a.valid & kFattrGid) && !s->gids.ToHost(a.gid, &hg)))
+      return -EPERM;
+    uid_t u = static_cast<uid_t>(hu);
+    gid_t g = static_cast<gid_t>(hg);
     if (fchownat(p.fd(), "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return -errno;
   }
   if (a.valid & kFattrSize) {
@@ -536,7 +551,9 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
       r = utimensat(s->procFd, path.c_str(), ts, 0);
     if (r < 0) return -errno;
   }
-  return StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+  int r = StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+  if (r == 0) OwnerToGuest(s, out);
+  return r;
 }
 
 void InitNodeOps(Napi::Env env, Napi::Object exports) {

@@ -50,19 +50,44 @@ FsState* StateArg(const Napi::CallbackInfo& info) {
   return ArgInt(info, 0, &id) ? StateById(id) : nullptr;
 }
 
+bool IdTranslation::ToHost(uint32_t id, uint32_t* out) const {
+  *out = id;
+  for (const IdRange& r : toHost) {
+    if (id < r.from || id - r.from >= r.count) continue;
+    if (r.kind == IdRange::kForbid) return false;
+    *out = r.kind == IdRange::kSquash ? r.to : r.to + (id - r.from);
+    return true;
+  }
+  return true;
+}
+
+uint32_t IdTranslation::ToGuest(uint32_t id) const {
+  for (const IdRange& r : toGuest)
+    if (id >= r.from && id - r.from < r.count) return r.kind == IdRange::kSquash ? r.to : r.to + (id - r.from);
+  return id;
+}
+
+void OwnerToGuest(const FsState* s, double* st) {
+  if (!s->uids.toGuest.empty()) st[6] = s->uids.ToGuest(static_cast<uint32_t>(st[6]));
+  if (!s->gids.toGuest.empty()) st[7] = s->gids.ToGuest(static_cast<uint32_t>(st[7]));
+}
+
 int64_t RegisterInode(FsState* s, int fd, double* out) {
   int r = StatxInto(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
   if (r < 0) {
     close(fd);
     return r;
   }
+  OwnerToGuest(s, out);
   return static_cast<int64_t>(s->Ref(fd, KeyOfStatx(out), static_cast<uint32_t>(out[4]) & S_IFMT));
 }
 
 int StatxNode(FsState* s, uint64_t nodeid, double* out) {
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
-  return StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+  int r = StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
+  if (r == 0) OwnerToGuest(s, out);
+  return r;
 }
 
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out) {
@@ -178,6 +203,45 @@ Napi::Value StateDestroy(const Napi::CallbackInfo& info) {
   if (!ArgInt(info, 0, &id)) return ThrowType(info.Env(), "stateDestroy(id)");
   std::lock_guard<std::mutex> g(gRegistryMu);
   if (id >= 1 && id <= kMaxStates) delete gStates[id - 1].exchange(nullptr);
+  return info.Env().Undefined();
+}
+
+// The ranges of one ID kind from JS: (kind, from, to, count) per range, kind as in
+// src/fuse/passthrough/idmap.ts (0 guest, 1 host, 2 squash-guest, 3 squash-host, 4 map,
+// 5 forbid-guest).
+bool IdRanges(const Napi::Value& v, IdTranslation* t) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) return false;
+  Napi::Float64Array a = v.As<Napi::Float64Array>();
+  if (a.ElementLength() % 4 != 0) return false;
+  for (size_t i = 0; i < a.ElementLength(); i += 4) {
+    int kind = static_cast<int>(a[i]);
+    auto from = static_cast<uint32_t>(a[i + 1]), to = static_cast<uint32_t>(a[i + 2]);
+    auto count = static_cast<uint64_t>(a[i + 3]);
+    switch (kind) {
+      case 0: t->toHost.push_back({IdRange::kOneToOne, from, to, count}); break;
+      case 1: t->toGuest.push_back({IdRange::kOneToOne, from, to, count}); break;
+      case 2: t->toHost.push_back({IdRange::kSquash, from, to, count}); break;
+      case 3: t->toGuest.push_back({IdRange::kSquash, from, to, count}); break;
+      case 4:
+        t->toHost.push_back({IdRange::kOneToOne, from, to, count});
+        t->toGuest.push_back({IdRange::kOneToOne, to, from, count});
+        break;
+      case 5: t->toHost.push_back({IdRange::kForbid, from, 0, count}); break;
+      default: return false;
+    }
+  }
+  return true;
+}
+
+// stateSetIdMaps(id, uidRanges, gidRanges): the --translate-uid/--translate-gid ranges, as
+// Float64Arrays of (kind, from, to, count); before the first request.
+Napi::Value StateSetIdMaps(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  IdTranslation uids, gids;
+  if (!IdRanges(info[1], &uids) || !IdRanges(info[2], &gids))
+    return ThrowType(info.Env(), "stateSetIdMaps(id, uidRanges, gidRanges): Float64Arrays of (kind, from, to, count)");
+  s->uids = std::move(uids);
+  s->gids = std::move(gids);
   return info.Env().Undefined();
 }
 
@@ -414,6 +478,7 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("stateCreate", Napi::Function::New(env, StateCreate));
   exports.Set("stateDestroy", Napi::Function::New(env, StateDestroy));
   exports.Set("stateClear", Napi::Function::New(env, StateClear));
+  exports.Set("stateSetIdMaps", Napi::Function::New(env, StateSetIdMaps));
   exports.Set("stateSession", Napi::Function::New(env, StateSession));
   exports.Set("stateCounts", Napi::Function::New(env, StateCounts));
   exports.Set("inodeSetRoot", Napi::Function::New(env, InodeSetRoot));

@@ -137,6 +137,21 @@ struct LockTable {
   std::unordered_map<uint64_t, LockWait> waiting;  // owner -> what it waits for
 };
 
+// --translate-uid / --translate-gid (src/fuse/passthrough/idmap.ts): how the IDs a guest
+// sends (the caller of a request, a chown's target) become host IDs, and how host owners are
+// shown to the guest. An ID no range covers stays as it is.
+struct IdRange {
+  enum Kind : uint8_t { kOneToOne, kSquash, kForbid } kind;
+  uint32_t from, to;
+  uint64_t count;
+};
+struct IdTranslation {
+  std::vector<IdRange> toHost, toGuest;
+  // The guest's id as a host id: false when the guest may not use it (forbid-guest).
+  bool ToHost(uint32_t id, uint32_t* out) const;
+  uint32_t ToGuest(uint32_t id) const;
+};
+
 struct FsState {
   InodeShard inodes[kShards];
   LockTable locks;
@@ -149,6 +164,8 @@ struct FsState {
   // (kSessionWriteback, kSessionSubmounts), set at INIT by whichever thread serves it; see
   // src/cache/policy.ts.
   std::atomic<uint32_t> sessionFlags{0};
+  // Set once, before the first request (stateSetIdMaps), and only read after.
+  IdTranslation uids, gids;
 
   InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
   HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }
@@ -345,6 +362,8 @@ int64_t RegisterInode(FsState* s, int fd, double* out);
 // The operations both JS (state.cc's wrappers) and the native fast path (fastpath.cc) serve:
 // - the inode's attributes into out (never following a link): 0 or -errno;
 int StatxNode(FsState* s, uint64_t nodeid, double* out);
+// - the owner in attributes st (StatxField order) as the guest sees it (--translate-*);
+void OwnerToGuest(const FsState* s, double* st);
 // - the inode (a regular file or a directory) opened for I/O with flags (host open flags;
 //   O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped) and registered as a handle: the
 //   fh or -errno (nodeops.cc); with killSuidgid a truncating open clears the file's setuid

@@ -10,6 +10,7 @@ import { optionsWithoutEffect, type Options } from './options';
 import { fsDevice } from './fs-device';
 import { setupNofileLimit } from './limits';
 import { createSharedState } from './fuse/passthrough';
+import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
 
 export async function runDaemon(opts: Options, log: Logger): Promise<number> {
@@ -19,6 +20,7 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   process.umask(0);
   const nofile = setupNofileLimit(opts.rlimitNofile, log);
   const stateId = createSharedState(opts.sharedDir);
+  native.stateSetIdMaps(stateId, idMapWire(parseIdMaps(opts.translateUid)), idMapWire(parseIdMaps(opts.translateGid)));
   let listenFd: number;
   let ownSocket: string | null = null;
   if (opts.fd !== undefined) {

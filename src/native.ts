@@ -237,6 +237,8 @@ export interface NativeAddon {
   stateCreate(): number;
   stateDestroy(id: number): void;
   stateClear(id: number): void;
+  /** --translate-uid/-gid ranges (idMapWire); before the first request. */
+  stateSetIdMaps(id: number, uidRanges: Float64Array, gidRanges: Float64Array): void;
   /** The session flags INIT negotiated (bit 0: writeback cache); sets them when given. */
   stateSession(id: number, flags?: number): number;
   stateCounts(id: number): [number, number];

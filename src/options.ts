@@ -9,11 +9,21 @@ import { parseArgs } from 'node:util';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseCacheMode } from './cache/policy';
+import { parseIdMaps } from './fuse/passthrough/idmap';
 
 /** Default --poll-max-us (the README's option table and "Speed" say why). */
 export const DEFAULT_POLL_MAX_US = 100;
 
 const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
+
+/** --translate-uid/-gid values that parseIdMaps refuses are a usage error, saying why. */
+function idMapsValid(values: string[], ctx: z.RefinementCtx): void {
+  try {
+    parseIdMaps(values);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+}
 
 export const OptionsSchema = z
   .object({
@@ -55,8 +65,8 @@ export const OptionsSchema = z
     preserveNoatime: z.boolean().default(false),
     uidMap: z.string().optional(),
     gidMap: z.string().optional(),
-    translateUid: z.array(z.string()).default([]),
-    translateGid: z.array(z.string()).default([]),
+    translateUid: z.array(z.string()).default([]).superRefine(idMapsValid),
+    translateGid: z.array(z.string()).default([]).superRefine(idMapsValid),
     migrationMode: z.enum(['find-paths', 'file-handles']).optional(),
     migrationOnError: z.enum(['abort', 'guest-error']).optional(),
     migrationVerifyHandles: z.boolean().default(false),
@@ -88,9 +98,9 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
   { option: '--preserve-noatime', given: (o) => o.preserveNoatime, instead: 'O_NOATIME is not kept on files the guest opens' },
   {
-    option: '--uid-map/--gid-map/--translate-uid/--translate-gid',
-    given: (o) => o.uidMap !== undefined || o.gidMap !== undefined || o.translateUid.length > 0 || o.translateGid.length > 0,
-    instead: 'IDs are not translated: files are made with the guest caller\'s uid and gid',
+    option: '--uid-map/--gid-map',
+    given: (o) => o.uidMap !== undefined || o.gidMap !== undefined,
+    instead: 'no user namespace is set up (the daemon runs as who started it); --translate-uid/--translate-gid translate IDs without one',
   },
   {
     option: '--migration-*',

@@ -126,6 +126,17 @@ for (const combo of COMBINATIONS) {
       assert.ok(asked * 10 < writes, `${asked} GETXATTRs for ${writes} WRITEs`);
     });
 
+    it('with --translate-uid/--translate-gid, what guest user 1000 made or was given is host user 2000\'s', () => {
+      const { run, share } = resultOf(ours.get(combo.qemu)!, 'idmap');
+      assert.equal(run.results.get('idmap')!.status, 'pass', explain(run, 'idmap'));
+      const dir = path.join(share, '.vfs-tests', 'idmap');
+      const ownerOf = (name: string): string => {
+        const st = fs.statSync(path.join(dir, name));
+        return `${st.uid}:${st.gid}`;
+      };
+      assert.deepEqual({ mine: ownerOf('mine'), given: ownerOf('given'), rootfile: ownerOf('rootfile') }, { mine: '2000:2000', given: '2000:2000', rootfile: '0:0' });
+    });
+
     it('holds host locks: a lock the host takes keeps the guest out', () => {
       const { run } = resultOf(ours.get(combo.qemu)!, 'locks');
       assert.ok(run.results.get('locks')!.output.includes('better: a lock the host holds: keeps the guest out'), explain(run, 'locks'));

@@ -44,11 +44,11 @@ describe('options', () => {
     assert.deepEqual(names(['--fd=4', '--shared-dir', '/srv', '--sandbox', 'namespace', '--rlimit-nofile=1000']), ['--sandbox']);
     const all = names([
       '--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
-      '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1',
+      '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1', '--uid-map=:0:1000:1:',
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
-      '--posix-acl', '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--inode-file-handles', '--syslog', '--preserve-noatime', '--uid-map/--gid-map/--translate-uid/--translate-gid', '--migration-*',
+      '--posix-acl', '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--inode-file-handles', '--syslog', '--preserve-noatime', '--uid-map/--gid-map', '--migration-*',
     ]);
     // --killpriv-v2 has its effect (FUSE_HANDLE_KILLPRIV_V2 offered), in either spelling.
     assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--killpriv-v2']), []);
