@@ -23,6 +23,7 @@
 // except close() of an entry being dropped.
 #include "state.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cstring>
@@ -48,6 +49,44 @@ FsState* StateById(int64_t id) {
 FsState* StateArg(const Napi::CallbackInfo& info) {
   int64_t id;
   return ArgInt(info, 0, &id) ? StateById(id) : nullptr;
+}
+
+std::unique_ptr<FileHandleBytes> FsState::ParkIfOverBudget(int fd, const InodeKey& k) {
+  if (OpenInodeFds() < inodeFdBudget || k.mntId != rootKey.mntId || mountFd.load(std::memory_order_acquire) == -2) return nullptr;
+  auto h = std::make_unique<FileHandleBytes>();
+  h->bytes.resize(sizeof(file_handle) + MAX_HANDLE_SZ);
+  auto* fh = reinterpret_cast<file_handle*>(h->bytes.data());
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mnt;
+  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return nullptr;
+  h->bytes.resize(sizeof(file_handle) + fh->handle_bytes);
+  if (mountFd.load(std::memory_order_acquire) == -1) {
+    std::lock_guard<std::mutex> g(mountMu);
+    if (mountFd.load() == -1) {
+      // The share's root, opened for reading: open_by_handle_at refuses O_PATH descriptors.
+      int m = openat(procFd, std::to_string(rootFd).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      // One trial: without CAP_DAC_READ_SEARCH (or on a file system without handles) every
+      // inode keeps its descriptor, as with --inode-file-handles=never.
+      int t = m < 0 ? -1 : open_by_handle_at(m, fh, O_PATH_ | O_CLOEXEC);
+      if (t < 0) {
+        if (m >= 0) close(m);
+        mountFd.store(-2, std::memory_order_release);
+        return nullptr;
+      }
+      close(t);
+      mountFd.store(m, std::memory_order_release);
+    }
+  }
+  return mountFd.load(std::memory_order_acquire) >= 0 ? std::move(h) : nullptr;
+}
+
+int FsState::Unpark(const FileHandleBytes& h) {
+  auto* fh = reinterpret_cast<file_handle*>(const_cast<unsigned char*>(h.bytes.data()));
+  int fd;
+  do {
+    fd = open_by_handle_at(mountFd.load(std::memory_order_acquire), fh, O_PATH_ | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd < 0 ? -errno : fd;
 }
 
 bool IdTranslation::ToHost(uint32_t id, uint32_t* out) const {
@@ -265,6 +304,27 @@ Napi::Value StateSession(const Napi::CallbackInfo& info) {
   return Num(info, s->sessionFlags.load(std::memory_order_acquire));
 }
 
+// stateSetInodeFdBudget(id, n): past n open inode descriptors, new inodes are kept as file
+// handles (--inode-file-handles); n < 0: never. Before the first request.
+Napi::Value StateSetInodeFdBudget(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  int64_t n;
+  if (!ArgInt(info, 1, &n)) return ThrowType(info.Env(), "stateSetInodeFdBudget(id, n)");
+  s->inodeFdBudget = n < 0 ? INT64_MAX : n;
+  return info.Env().Undefined();
+}
+
+// stateInodeFds(id) -> [inodes kept as file handles, inode descriptors open, inodes ever kept
+// as file handles]
+Napi::Value StateInodeFds(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  Napi::Array a = Napi::Array::New(info.Env(), 3);
+  a.Set(2u, Num(info, static_cast<double>(s->parkedTotal.load())));
+  a.Set(0u, Num(info, static_cast<double>(s->ParkedInodes())));
+  a.Set(1u, Num(info, static_cast<double>(s->OpenInodeFds())));
+  return a;
+}
+
 // stateCounts(id) -> [inodes, handles] (detached and released entries still pinned count)
 Napi::Value StateCounts(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -296,7 +356,8 @@ Napi::Value InodeSetRoot(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byId.find(kRootId);
   if (it != sh.byId.end()) close(it->second.fd);
-  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, S_IFDIR, 1, 0, false, {}, {}};
+  sh.byId[kRootId] = Inode{static_cast<int>(fd), k, S_IFDIR, 1, 0, false, {}, {}, {}};
+  s->rootFd = static_cast<int>(fd);
   s->rootKey = k;
   s->hasRoot = true;
   return Num(info, kRootId);
@@ -479,6 +540,8 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("stateDestroy", Napi::Function::New(env, StateDestroy));
   exports.Set("stateClear", Napi::Function::New(env, StateClear));
   exports.Set("stateSetIdMaps", Napi::Function::New(env, StateSetIdMaps));
+  exports.Set("stateSetInodeFdBudget", Napi::Function::New(env, StateSetInodeFdBudget));
+  exports.Set("stateInodeFds", Napi::Function::New(env, StateInodeFds));
   exports.Set("stateSession", Napi::Function::New(env, StateSession));
   exports.Set("stateCounts", Napi::Function::New(env, StateCounts));
   exports.Set("inodeSetRoot", Napi::Function::New(env, InodeSetRoot));

@@ -44,8 +44,14 @@ struct KeyHash {
   }
 };
 
+// An inode kept as a file handle (--inode-file-handles): its O_PATH descriptor is open only
+// while the inode is pinned, reopened with open_by_handle_at (FsState::Park).
+struct FileHandleBytes {
+  std::vector<unsigned char> bytes;  // struct file_handle, f_handle included
+};
+
 struct Inode {
-  int fd;
+  int fd;  // -1 while parked and unpinned
   InodeKey key;
   uint32_t type;  // S_IFMT bits: an inode's type never changes
   uint64_t lookups;
@@ -65,8 +71,10 @@ struct Inode {
     }
   };
   std::unique_ptr<OpenState> lastOpen;
+  std::unique_ptr<FileHandleBytes> parked;  // set: a file-handle inode
   void CloseAll() {
-    close(fd);
+    if (fd >= 0) close(fd);
+    fd = -1;
     for (auto& kv : lockFds) close(kv.second);
     lockFds.clear();
   }
@@ -94,13 +102,24 @@ struct InodeShard {
   std::unordered_map<uint64_t, Inode> byId;
   std::unordered_map<InodeKey, uint64_t, KeyHash> byKey;
   uint64_t nextSeq = 1;
+  // Inodes of this shard whose O_PATH descriptor is open (changed under mu, summed without).
+  std::atomic<int64_t> openFds{0};
+  // Inodes of this shard kept as file handles.
+  std::atomic<int64_t> parkedCount{0};
+
+  // Closes an inode's descriptors and forgets its counts. Called with mu held.
+  void Close(Inode& n) {
+    if (n.fd >= 0) openFds.fetch_sub(1, std::memory_order_relaxed);
+    if (n.parked) parkedCount.fetch_sub(1, std::memory_order_relaxed);
+    n.CloseAll();
+  }
 
   // Drops the entry when nothing refers to it any more. Called with mu held.
   void MaybeDrop(std::unordered_map<uint64_t, Inode>::iterator it) {
     Inode& n = it->second;
     if (n.pins > 0 || it->first == kRootId) return;
     if (n.lookups > 0 && !n.detached) return;
-    n.CloseAll();
+    Close(n);
     if (!n.detached) byKey.erase(n.key);
     byId.erase(it);
   }
@@ -160,22 +179,56 @@ struct FsState {
   InodeKey rootKey{};
   bool hasRoot = false;
   int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
+  int rootFd = -1;  // the shared directory's O_PATH descriptor (nodeid 1's, never parked)
   // What the current FUSE session negotiated that every queue thread must honour
   // (kSessionWriteback, kSessionSubmounts), set at INIT by whichever thread serves it; see
   // src/cache/policy.ts.
   std::atomic<uint32_t> sessionFlags{0};
   // Set once, before the first request (stateSetIdMaps), and only read after.
   IdTranslation uids, gids;
+  // --inode-file-handles: once this many inode descriptors are open, new inodes of the
+  // share's own mount are kept as file handles (Park); INT64_MAX: never (stateSetInodeFdBudget).
+  int64_t inodeFdBudget = INT64_MAX;
+  // A descriptor of the share's mount that open_by_handle_at takes (O_PATH ones are refused):
+  // opened at the first Park; -1 before, -2 when file handles cannot be used here.
+  std::atomic<int> mountFd{-1};
+  std::mutex mountMu;
+  // Inodes ever kept as file handles, for the exit report.
+  std::atomic<uint64_t> parkedTotal{0};
+
+  int64_t OpenInodeFds() const {
+    int64_t n = 0;
+    for (const InodeShard& sh : inodes) n += sh.openFds.load(std::memory_order_relaxed);
+    return n;
+  }
+  int64_t ParkedInodes() const {
+    int64_t n = 0;
+    for (const InodeShard& sh : inodes) n += sh.parkedCount.load(std::memory_order_relaxed);
+    return n;
+  }
+  // A new inode's file handle when it should be parked (over the budget, on the share's
+  // mount, file handles usable), else null (state.cc).
+  std::unique_ptr<FileHandleBytes> ParkIfOverBudget(int fd, const InodeKey& k);
+  // The O_PATH descriptor of a parked inode, or -errno (ESTALE: the file is gone).
+  int Unpark(const FileHandleBytes& h);
 
   InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
   HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }
 
-  // Returns the pinned fd of nodeid (and its type), or -EBADF.
+  // Returns the pinned fd of nodeid (and its type), or -EBADF (-ESTALE for a parked inode
+  // whose file is gone). A parked inode's descriptor is opened for as long as it is pinned.
   int PinInode(uint64_t nodeid, uint32_t* type = nullptr) {
     InodeShard& sh = ShardOf(nodeid);
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.byId.find(nodeid);
     if (it == sh.byId.end() || it->second.detached) return -EBADF;
+    if (it->second.fd < 0) {
+      if (!it->second.parked) return -EBADF;
+      int fd = Unpark(*it->second.parked);
+      if (fd < 0) return fd;
+      it->second.fd = fd;
+      sh.openFds.fetch_add(1, std::memory_order_relaxed);
+    }
     it->second.pins++;
     if (type) *type = it->second.type;
     return it->second.fd;
@@ -185,7 +238,12 @@ struct FsState {
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.byId.find(nodeid);
     if (it == sh.byId.end() || it->second.pins == 0) return;
-    it->second.pins--;
+    Inode& n = it->second;
+    if (--n.pins == 0 && n.parked && n.fd >= 0) {
+      close(n.fd);
+      n.fd = -1;
+      sh.openFds.fetch_sub(1, std::memory_order_relaxed);
+    }
     sh.MaybeDrop(it);
   }
   int PinHandle(uint64_t fh, uint8_t* io = nullptr, uint64_t* nodeid = nullptr) {
@@ -229,8 +287,17 @@ struct FsState {
       return kit->second;
     }
     uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
-    sh.byId[id] = Inode{fd, k, type, 1, 0, false, {}, {}};
+    Inode& n = sh.byId[id] = Inode{fd, k, type, 1, 0, false, {}, {}, {}};
     sh.byKey[k] = id;
+    n.parked = ParkIfOverBudget(fd, k);
+    if (n.parked) {
+      close(fd);
+      n.fd = -1;
+      sh.parkedCount.fetch_add(1, std::memory_order_relaxed);
+      parkedTotal.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      sh.openFds.fetch_add(1, std::memory_order_relaxed);
+    }
     return id;
   }
 
@@ -265,7 +332,7 @@ struct FsState {
           it->second.lookups = 0;
           ++it;
         } else {
-          it->second.CloseAll();
+          sh.Close(it->second);
           it = sh.byId.erase(it);
         }
       }
@@ -288,6 +355,7 @@ struct FsState {
   ~FsState() {
     for (InodeShard& sh : inodes)
       for (auto& kv : sh.byId) kv.second.CloseAll();
+    if (mountFd.load() >= 0) close(mountFd.load());
     for (HandleShard& sh : handles)
       for (auto& kv : sh.byFh) close(kv.second.fd);
     if (procFd >= 0) close(procFd);

@@ -21,6 +21,9 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   const nofile = setupNofileLimit(opts.rlimitNofile, log);
   const stateId = createSharedState(opts.sharedDir);
   native.stateSetIdMaps(stateId, idMapWire(parseIdMaps(opts.translateUid)), idMapWire(parseIdMaps(opts.translateGid)));
+  // --inode-file-handles: prefer keeps a descriptor per inode up to three quarters of the open
+  // file limit, then file handles; mandatory keeps every inode as a file handle.
+  native.stateSetInodeFdBudget(stateId, inodeFdBudget(opts.inodeFileHandles, nofile));
   let listenFd: number;
   let ownSocket: string | null = null;
   if (opts.fd !== undefined) {
@@ -84,8 +87,16 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, onSignal);
   backend.start();
   await backend.finished;
+  const [asHandles, fdsOpen, everAsHandles] = native.stateInodeFds(stateId);
+  log.info({ inodesAsFileHandles: asHandles, inodeFdsOpen: fdsOpen, inodesEverAsFileHandles: everAsHandles }, 'inode table at exit');
   native.stateDestroy(stateId);
   return 0;
+}
+
+/** How many inode descriptors stay open before inodes are kept as file handles (-1: always open). */
+export function inodeFdBudget(mode: 'never' | 'prefer' | 'mandatory', openFileLimit: number): number {
+  if (mode === 'never') return -1;
+  return mode === 'mandatory' ? 0 : Math.floor(openFileLimit * 0.75);
 }
 
 function removeStaleSocket(p: string): void {

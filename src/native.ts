@@ -242,6 +242,10 @@ export interface NativeAddon {
   /** The session flags INIT negotiated (bit 0: writeback cache); sets them when given. */
   stateSession(id: number, flags?: number): number;
   stateCounts(id: number): [number, number];
+  /** Past n open inode descriptors new inodes are kept as file handles; n < 0: never. */
+  stateSetInodeFdBudget(id: number, n: number): void;
+  /** [inodes kept as file handles, inode descriptors open, inodes ever kept as file handles]. */
+  stateInodeFds(id: number): [number, number, number];
   inodeSetRoot(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;
   inodeRef(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;
   inodeAcquire(id: number, nodeid: number | bigint): number;

@@ -57,7 +57,7 @@ export const OptionsSchema = z
     modcaps: z.string().optional(),
     readonly: z.boolean().default(false),
     announceSubmounts: z.boolean().default(true),
-    inodeFileHandles: z.enum(['never', 'prefer', 'mandatory']).default('never'),
+    inodeFileHandles: z.enum(['never', 'prefer', 'mandatory']).default('prefer'),
     killprivV2: z.boolean().default(false),
     logLevel: z.enum(logLevels).default('info'),
     syslog: z.boolean().default(false),
@@ -94,7 +94,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
   },
   { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
   { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
-  { option: '--inode-file-handles', given: (o) => o.inodeFileHandles !== 'never', instead: 'inodes are held as O_PATH descriptors' },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
   { option: '--preserve-noatime', given: (o) => o.preserveNoatime, instead: 'O_NOATIME is not kept on files the guest opens' },
   {

@@ -24,6 +24,8 @@ export interface DaemonOptions {
   /** Replace the default arguments after the socket/shared-dir ones (e.g. other cache modes). */
   replaceDefaultArgs?: string[];
   env?: NodeJS.ProcessEnv;
+  /** A command the daemon runs under, e.g. ['prlimit', '--nofile=256:256']. */
+  wrapper?: string[];
 }
 
 export interface DaemonExit {
@@ -132,12 +134,13 @@ export class Daemon {
     const missing = daemonMissing(kind);
     if (missing) throw new Error(`cannot start the ${kind} daemon: ${missing}`);
     const cmd = daemonCommand(kind);
-    const args = [...cmd.args, ...perRunArgs(kind, opts), ...(opts.extraArgs ?? [])];
+    const own = [cmd.file, ...cmd.args, ...perRunArgs(kind, opts), ...(opts.extraArgs ?? [])];
+    const [file, ...args] = [...(opts.wrapper ?? []), ...own];
     this.kind = kind;
     this.socketPath = opts.socketPath;
     this.sharedDir = opts.sharedDir;
-    this.commandLine = [cmd.file, ...args].join(' ');
-    this.proc = spawn(cmd.file, args, {
+    this.commandLine = [file, ...args].join(' ');
+    this.proc = spawn(file, args, {
       cwd: cmd.cwd,
       env: opts.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -174,12 +177,17 @@ export class Daemon {
    * requestsPerQueue, opcodesPerQueue, pollsPerQueue, pooledPerQueue, nativePerQueue); throws with the output when missing.
    */
   exitReport<T extends object>(): T {
+    return this.logLine<T>('connection closed');
+  }
+
+  /** The first JSON log line with this message; throws with the output's tail if there is none. */
+  logLine<T extends object>(msg: string): T {
     const line = this.out
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as { msg?: string })
-      .find((l) => l.msg === 'connection closed');
-    if (!line) throw new Error(`no exit report in the daemon's output:\n${this.out.slice(-2000)}`);
+      .find((l) => l.msg === msg);
+    if (!line) throw new Error(`no '${msg}' line in the daemon's output:\n${this.out.slice(-2000)}`);
     return line as T;
   }
 

@@ -49,6 +49,20 @@ for (const combo of COMBINATIONS) {
       assert.equal(readFileSync(path.join(share, 'hello.txt'), 'utf8'), text);
     });
 
+    it('lists and reads 1500 files while holding them, under an open file limit of 300 (inodes past the budget kept as file handles)', async () => {
+      const share = mkdtempSync(path.join(tmpdir(), 'vfsd-share-'));
+      mkdirSync(path.join(share, 'many'));
+      for (let i = 0; i < 1500; i++) writeFileSync(path.join(share, 'many', `f${i}`), `${i}\n`);
+      const d = await startOurDaemon(share, [], ['prlimit', '--nofile=300:300']);
+      // ls -l takes a lookup of every file; the guest keeps them while it has the memory.
+      const g = runGuest(d.socketPath, combo.binary, combo.kernel, 'ls -l /mnt/many | grep -c "^-" && cat /mnt/many/* | wc -l && ls -l /mnt/many | grep -c "^-"');
+      await d.exited;
+      assert.equal(g.status, 0, `guest command failed:\n${g.out}\ndaemon:\n${d.log().slice(-3000)}`);
+      assert.match(g.out, /^1500\s*\n1500\s*\n1500\s*$/m, g.out);
+      const table = d.lines().find((l) => l.msg === 'inode table at exit');
+      assert.ok(table && (table.inodesEverAsFileHandles as number) > 1000, `inodes kept as file handles: ${JSON.stringify(table)}`);
+    });
+
     it('announces a host mount inside the share as a submount: its files get their own st_dev in the guest', async () => {
       // A tmpfs in the share: its inode numbers (small ones) would otherwise meet the share's
       // under one st_dev, and tools that key files on (st_dev, st_ino) would take two for one.

@@ -30,11 +30,12 @@ export async function connectDaemon(
   client: FuseClientOptions = {},
   existingShare?: string,
   negotiate: NegotiateOptions = {},
+  wrapper?: string[],
 ): Promise<ConnectedDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const share = existingShare ?? path.join(dir, 'share');
   if (!existingShare) fs.mkdirSync(share);
-  const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: args });
+  const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: args, wrapper });
   const fe = await daemon.connect();
   await fe.negotiate({ memory: { size: 64 << 20 }, ...negotiate });
   const c = new FuseClient(fe, { timeoutMs: 60000, ...client });

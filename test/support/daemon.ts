@@ -22,10 +22,11 @@ export interface RunningDaemon {
   stop(): Promise<number | null>;
 }
 
-export async function startOurDaemon(sharedDir: string, extraArgs: string[] = []): Promise<RunningDaemon> {
+export async function startOurDaemon(sharedDir: string, extraArgs: string[] = [], wrapper: string[] = []): Promise<RunningDaemon> {
   const dir = mkdtempSync(path.join(tmpdir(), 'vfsd-sock-'));
   const socketPath = path.join(dir, 'vfs.sock');
-  const proc = spawn(process.execPath, [BIN, `--socket-path=${socketPath}`, `--shared-dir=${sharedDir}`, ...extraArgs], {
+  const [file, ...args] = [...wrapper, process.execPath, BIN, `--socket-path=${socketPath}`, `--shared-dir=${sharedDir}`, ...extraArgs];
+  const proc = spawn(file, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';

@@ -48,8 +48,10 @@ describe('options', () => {
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
-      '--posix-acl', '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--inode-file-handles', '--syslog', '--preserve-noatime', '--uid-map/--gid-map', '--migration-*',
+      '--posix-acl', '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--syslog', '--preserve-noatime', '--uid-map/--gid-map', '--migration-*',
     ]);
+    // Inodes past the descriptor budget become file handles by default, as in the Rust virtiofsd.
+    assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv']).inodeFileHandles, 'prefer');
     // --killpriv-v2 has its effect (FUSE_HANDLE_KILLPRIV_V2 offered), in either spelling.
     assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--killpriv-v2']), []);
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv', '-o', 'killpriv_v2']).killprivV2, true);
