@@ -95,7 +95,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
   { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
   { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
-  { option: '--preserve-noatime', given: (o) => o.preserveNoatime, instead: 'O_NOATIME is not kept on files the guest opens' },
   {
     option: '--uid-map/--gid-map',
     given: (o) => o.uidMap !== undefined || o.gidMap !== undefined,
