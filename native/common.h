@@ -145,7 +145,9 @@ class FsetidDropped {
  private:
   bool restore_ = false;
   int error_ = 0;
-  uint32_t effective_[2] = {0, 0};
+  // The thread's capability sets as capget gave them (two __user_cap_data_struct: effective,
+  // permitted, inheritable each), put back as they were when the scope ends.
+  uint32_t saved_[6] = {};
 };
 
 // Reads info[i] as a Float64Array of (gpa, len) pairs and info[i+1] as how many pairs of

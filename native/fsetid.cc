@@ -12,6 +12,8 @@
 #include <linux/capability.h>
 #include <sys/syscall.h>
 
+#include <cstring>
+
 namespace vfsn {
 
 namespace {
@@ -28,16 +30,18 @@ int CapSet(const __user_cap_data_struct* data) {
 
 constexpr uint32_t kFsetidBit = 1u << CAP_FSETID;  // CAP_FSETID is 4: the first word
 
+using CapData = __user_cap_data_struct[_LINUX_CAPABILITY_U32S_3];
+static_assert(sizeof(CapData) == 6 * sizeof(uint32_t), "FsetidDropped::saved_ holds one CapData");
+
 }  // namespace
 
 FsetidDropped::FsetidDropped(bool drop) {
   if (!drop) return;
-  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+  CapData data;
   error_ = CapGet(data);
   // Without CAP_FSETID the kernel clears the bits already.
   if (error_ || !(data[0].effective & kFsetidBit)) return;
-  effective_[0] = data[0].effective;
-  effective_[1] = data[1].effective;
+  memcpy(saved_, data, sizeof data);
   data[0].effective &= ~kFsetidBit;
   error_ = CapSet(data);
   restore_ = error_ == 0;
@@ -45,11 +49,10 @@ FsetidDropped::FsetidDropped(bool drop) {
 
 FsetidDropped::~FsetidDropped() {
   if (!restore_) return;
-  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-  // The permitted set still holds CAP_FSETID: raising it again cannot fail.
-  if (CapGet(data) != 0) return;
-  data[0].effective = effective_[0];
-  data[1].effective = effective_[1];
+  // Nothing else changes this thread's sets meanwhile, and the permitted set still holds
+  // CAP_FSETID: putting the saved sets back cannot fail.
+  CapData data;
+  memcpy(data, saved_, sizeof data);
   CapSet(data);
 }
 
