@@ -150,6 +150,9 @@ class FsetidDropped {
   uint32_t saved_[6] = {};
 };
 
+// Whether the n-byte name is "." or "..".
+inline bool IsDotOrDotDot(const char* name, size_t n) { return name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.')); }
+
 // Reads info[i] as a Float64Array of (gpa, len) pairs and info[i+1] as how many pairs of
 // it to use; false (with a pending exception) when they do not fit.
 bool ArgPairs(const Napi::CallbackInfo& info, size_t i, const double** pairs, size_t* npairs);

@@ -447,10 +447,6 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return name;
   }
 
-  static bool IsDotOrDotDot(const char* name, size_t n) {
-    return name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.'));
-  }
-
   // CREATE of a plain name other than '.' and '..' (not on a read-only share): a regular file
   // made and opened as the guest's caller, with the host open flags JS would use; the reply
   // is the new entry and the handle, opened with the cache policy's FOPEN_* flags. Requests

@@ -103,9 +103,8 @@ int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, siz
       uint8_t* p = out + pos;
       uint64_t ino = d->d_ino;
       if (plus) {
-        bool dot = (namelen == 1 && d->d_name[0] == '.') || (namelen == 2 && d->d_name[0] == '.' && d->d_name[1] == '.');
         memset(p, 0, kEntryOut);
-        if (!dot) {
+        if (!IsDotOrDotDot(d->d_name, namelen)) {
           int fd;
           do {
             fd = openat(h.fd(), d->d_name, O_PATH_ | O_NOFOLLOW | O_CLOEXEC);

@@ -96,7 +96,7 @@ double* OutArg(const Napi::CallbackInfo& info, size_t i, size_t need) {
 }
 
 // Registers a file just created or opened: its O_PATH descriptor as an inode (one lookup
-// taken) and fd as a handle whose fh goes to out[22]. Takes both descriptors; returns the
+// taken) and fd as a handle whose fh goes to out[kFhSlot]. Takes both descriptors; returns the
 // nodeid or -errno (then both are closed).
 int64_t RegisterOpened(FsState* s, int pathFd, int fd, double* out) {
   int64_t nodeid = RegisterInode(s, pathFd, out);
@@ -128,9 +128,9 @@ Napi::Value NodeMake(const Napi::CallbackInfo& info) {
                                                 static_cast<uint32_t>(gid), out)));
 }
 
-// nodeCreate(id, parent, name, flags, mode, uid, gid, out[23], killSuidgid?) -> nodeid or
-// -errno; out[22] gets the fh of the opened file. An existing name is opened only if it is a regular file
-// (and not at all with O_EXCL); it is never followed if it is a symlink.
+// nodeCreate(id, parent, name, flags, mode, uid, gid, out[24], killSuidgid?) -> nodeid or
+// -errno; out[23] gets the fh of the opened file. An existing name is opened only if it is a
+// regular file (and not at all with O_EXCL); it is never followed if it is a symlink.
 Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;
@@ -147,7 +147,7 @@ Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
                                                   info[8].ToBoolean())));
 }
 
-// nodeTmpfile(id, parent, flags, mode, uid, gid, out[23]) -> nodeid or -errno; out[22] = fh.
+// nodeTmpfile(id, parent, flags, mode, uid, gid, out[24]) -> nodeid or -errno; out[23] = fh.
 Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;

@@ -150,7 +150,7 @@ int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out) {
 void MarkSubmount(FsState* s, int parentFd, const char* name, double* st, double* parentSt) {
   if (!(s->sessionFlags.load(std::memory_order_relaxed) & kSessionSubmounts)) return;
   if ((static_cast<uint32_t>(st[4]) & S_IFMT) != S_IFDIR) return;
-  if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) return;
+  if (IsDotOrDotDot(name, strlen(name))) return;
   if (parentSt[0] < 0 && StatxInto(parentFd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, parentSt) < 0) {
     parentSt[0] = -1;
     return;
@@ -319,9 +319,9 @@ Napi::Value StateSetInodeFdBudget(const Napi::CallbackInfo& info) {
 Napi::Value StateInodeFds(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   Napi::Array a = Napi::Array::New(info.Env(), 3);
-  a.Set(2u, Num(info, static_cast<double>(s->parkedTotal.load())));
   a.Set(0u, Num(info, static_cast<double>(s->ParkedInodes())));
   a.Set(1u, Num(info, static_cast<double>(s->OpenInodeFds())));
+  a.Set(2u, Num(info, static_cast<double>(s->parkedTotal.load())));
   return a;
 }
 
