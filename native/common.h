@@ -150,6 +150,26 @@ class FsetidDropped {
   uint32_t saved_[6] = {};
 };
 
+// A scope in which the calling thread's umask is `mask`, when apply is true: with POSIX ACLs
+// the guest sends a new file's mode unmasked with its caller's umask (FUSE_DONT_MASK), and
+// the host kernel must apply that umask only when the parent has no default ACL, which it
+// does itself when creating under this umask. The first use in a thread gives the thread an
+// fs_struct of its own (unshare CLONE_FS), so other threads keep the process's umask, 0
+// (umask.cc).
+class ThreadUmask {
+ public:
+  ThreadUmask(bool apply, uint32_t mask);
+  ~ThreadUmask();
+  ThreadUmask(const ThreadUmask&) = delete;
+  ThreadUmask& operator=(const ThreadUmask&) = delete;
+  // 0, or -errno when the thread could not get a umask of its own (the creation must not go on).
+  int error() const { return error_; }
+
+ private:
+  bool restore_ = false;
+  int error_ = 0;
+};
+
 // Whether the n-byte name is "." or "..".
 inline bool IsDotOrDotDot(const char* name, size_t n) { return name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.')); }
 

@@ -465,7 +465,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     uint32_t mode = Load32(p + kInHeaderSize + 4);
     double st[kStatxFields + 1];
     bool kill = Load32(p + kInHeaderSize + 12) & kOpenKillSuidgid;
-    int64_t nodeid = CreateName(s, Load64(p + 16), name, flags, mode, Load32(p + 24), Load32(p + 28), st, kill);
+    // fuse_create_in.umask: applied by the host only in a POSIX ACL session (ThreadUmask).
+    int64_t nodeid = CreateName(s, Load64(p + 16), name, flags, mode, Load32(p + 24), Load32(p + 28), st, kill,
+                                Load32(p + kInHeaderSize + 8));
     creates_++;
     if (nodeid < 0) return Reply(c, static_cast<int32_t>(nodeid), 0);
     uint8_t* b = reply_ + kOutHeaderSize;
@@ -489,7 +491,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     const char* name = PlainName(c, len, &n, at);
     if (!name || IsDotOrDotDot(name, n)) return kDeclined;
     const char* target = "";
-    uint32_t mode = 0777, rdev = 0;
+    uint32_t mode = 0777, rdev = 0, umask = 0;
     if (kind == MakeKind::kSymlink) {
       uint32_t t = at + static_cast<uint32_t>(n) + 1;
       if (t >= len) return kDeclined;
@@ -497,10 +499,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       if (target[0] == '\0' || !memchr(target, '\0', len - t)) return kDeclined;
     } else {
       mode = Load32(p + kInHeaderSize);
+      // fuse_mknod_in: mode, rdev, umask; fuse_mkdir_in: mode, umask.
       if (kind == MakeKind::kMknod) rdev = Load32(p + kInHeaderSize + 4);
+      umask = Load32(p + kInHeaderSize + (kind == MakeKind::kMknod ? 8 : 4));
     }
     double st[kStatxFields];
-    int64_t nodeid = MakeNode(s, Load64(p + 16), name, kind, mode, rdev, target, Load32(p + 24), Load32(p + 28), st);
+    int64_t nodeid = MakeNode(s, Load64(p + 16), name, kind, mode, rdev, target, Load32(p + 24), Load32(p + 28), st, umask);
     makes_[static_cast<int>(kind)]++;
     return EntryReply(c, nodeid, st);
   }

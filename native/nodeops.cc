@@ -19,6 +19,7 @@
 #include <sys/xattr.h>
 
 #include <cstring>
+#include <optional>
 
 namespace vfsn {
 namespace {
@@ -84,6 +85,11 @@ int Reopen(FsState* s, int pathFd, int flags) {
 
 bool U64(const Napi::CallbackInfo& info, size_t i, uint64_t* v) { return ArgU64(info, i, v); }
 bool I64(const Napi::CallbackInfo& info, size_t i, int64_t* v) { return ArgInt(info, i, v); }
+// An optional trailing u32 argument (a umask): 0 when it is missing or not a number.
+uint32_t OptionalU32(const Napi::CallbackInfo& info, size_t i) {
+  int64_t v;
+  return info.Length() > i && info[i].IsNumber() && ArgInt(info, i, &v) && v >= 0 && v <= UINT32_MAX ? static_cast<uint32_t>(v) : 0;
+}
 
 double* OutArg(const Napi::CallbackInfo& info, size_t i, size_t need) {
   Napi::Value v = info[i];
@@ -108,8 +114,8 @@ int64_t RegisterOpened(FsState* s, int pathFd, int fd, double* out) {
   return nodeid;
 }
 
-// nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out) -> nodeid or -errno
-// (MakeNode).
+// nodeMake(id, parent, name, kind, mode, rdev, target, uid, gid, out, umask?) -> nodeid or
+// -errno (MakeNode).
 Napi::Value NodeMake(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;
@@ -125,10 +131,10 @@ Napi::Value NodeMake(const Napi::CallbackInfo& info) {
   if (target.find('\0') != std::string::npos) return Num(info, -EINVAL);
   return Num(info, static_cast<double>(MakeNode(s, parent, name.c_str(), static_cast<MakeKind>(kind), static_cast<uint32_t>(mode),
                                                 static_cast<uint64_t>(rdev), target.c_str(), static_cast<uint32_t>(uid),
-                                                static_cast<uint32_t>(gid), out)));
+                                                static_cast<uint32_t>(gid), out, OptionalU32(info, 10))));
 }
 
-// nodeCreate(id, parent, name, flags, mode, uid, gid, out[24], killSuidgid?) -> nodeid or
+// nodeCreate(id, parent, name, flags, mode, uid, gid, out[24], killSuidgid?, umask?) -> nodeid or
 // -errno; out[23] gets the fh of the opened file. An existing name is opened only if it is a
 // regular file (and not at all with O_EXCL); it is never followed if it is a symlink.
 Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
@@ -144,10 +150,11 @@ Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   if (err) return Num(info, -err);
   return Num(info, static_cast<double>(CreateName(s, parent, name.c_str(), static_cast<int>(flags), static_cast<uint32_t>(mode),
                                                   static_cast<uint32_t>(uid), static_cast<uint32_t>(gid), out,
-                                                  info[8].ToBoolean())));
+                                                  info[8].ToBoolean(), OptionalU32(info, 9))));
 }
 
-// nodeTmpfile(id, parent, flags, mode, uid, gid, out[24]) -> nodeid or -errno; out[23] = fh.
+// nodeTmpfile(id, parent, flags, mode, uid, gid, out[24], umask?) -> nodeid or -errno;
+// out[23] = fh.
 Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;
@@ -156,6 +163,7 @@ Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
   if (!out) return info.Env().Undefined();
   if (!U64(info, 1, &parent) || !I64(info, 2, &flags) || !I64(info, 3, &mode) || !I64(info, 4, &uid) || !I64(info, 5, &gid))
     return ThrowType(info.Env(), "nodeTmpfile(id, parent, flags, mode, uid, gid, out)");
+  uint32_t umask = OptionalU32(info, 7);
   InodePin p(s, parent);
   if (p.fd() < 0) return Num(info, p.fd());
   if (p.type() != S_IFDIR) return Num(info, -ENOTDIR);
@@ -165,6 +173,8 @@ Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
   {
     Creds c(s, uid, gid);
     if (c.error()) return Num(info, c.error());
+    ThreadUmask m(PosixAclSession(s), umask);
+    if (m.error()) return Num(info, m.error());
     do {
       fd = openat(p.fd(), ".", oflags | O_CLOEXEC, static_cast<mode_t>(mode));
     } while (fd < 0 && errno == EINTR);
@@ -280,7 +290,10 @@ Napi::Value NodeListxattr(const Napi::CallbackInfo& info) {
   return Num(info, n < 0 ? -errno : static_cast<double>(n));
 }
 
-// nodeSetxattr(id, nodeid, name, value, flags) -> 0 or -errno.
+// nodeSetxattr(id, nodeid, name, value, flags, killSgidAs?) -> 0 or -errno. killSgidAs, a
+// [uid, gid] pair, sets the value as that guest user without CAP_FSETID: for a POSIX access
+// ACL the guest marked FUSE_SETXATTR_ACL_KILL_SGID (its caller is neither in the file's group
+// nor privileged), so that the host kernel clears the setgid bit as it would for that user.
 Napi::Value NodeSetxattr(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
@@ -290,8 +303,25 @@ Napi::Value NodeSetxattr(const Napi::CallbackInfo& info) {
   if (!U64(info, 1, &nodeid) || !info[3].IsBuffer() || !I64(info, 4, &flags))
     return ThrowType(info.Env(), "nodeSetxattr(id, nodeid, name, value, flags)");
   Napi::Buffer<char> v = info[3].As<Napi::Buffer<char>>();
+  int64_t as[2] = {-1, -1};
+  if (info.Length() > 5 && !info[5].IsUndefined()) {
+    Napi::Value a = info[5];
+    if (!a.IsArray() || a.As<Napi::Array>().Length() != 2 || !a.As<Napi::Array>().Get(0u).IsNumber() ||
+        !a.As<Napi::Array>().Get(1u).IsNumber())
+      return ThrowType(info.Env(), "nodeSetxattr(id, nodeid, name, value, flags, [uid, gid]?)");
+    as[0] = a.As<Napi::Array>().Get(0u).As<Napi::Number>().Int64Value();
+    as[1] = a.As<Napi::Array>().Get(1u).As<Napi::Number>().Int64Value();
+  }
   InodePin p(s, nodeid);
   if (p.fd() < 0) return Num(info, p.fd());
+  bool asCaller = as[0] >= 0 && as[1] >= 0;
+  std::optional<Creds> c;
+  if (asCaller) {
+    c.emplace(s, as[0], as[1]);
+    if (c->error()) return Num(info, c->error());
+  }
+  FsetidDropped f(asCaller);
+  if (f.error()) return Num(info, f.error());
   int r = setxattr(ProcPath(p.fd()).c_str(), name.c_str(), v.Data(), v.Length(), static_cast<int>(flags));
   return Num(info, r < 0 ? -errno : 0);
 }
@@ -371,7 +401,7 @@ int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid) {
 }
 
 int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, uint32_t mode, uint64_t rdev, const char* target,
-                 uint32_t uid, uint32_t gid, double* out) {
+                 uint32_t uid, uint32_t gid, double* out, uint32_t umask) {
   if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
   InodePin p(s, parent);
   if (p.fd() < 0) return p.fd();
@@ -380,6 +410,8 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
   {
     Creds c(s, uid, gid);
     if (c.error()) return c.error();
+    ThreadUmask m(kind != MakeKind::kSymlink && PosixAclSession(s), umask);
+    if (m.error()) return m.error();
     if (kind == MakeKind::kMknod)
       r = mknodat(p.fd(), name, static_cast<mode_t>(mode), static_cast<dev_t>(rdev));
     else if (kind == MakeKind::kMkdir)
@@ -395,7 +427,7 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
 }
 
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
-                   double* out, bool killSuidgid) {
+                   double* out, bool killSuidgid, uint32_t umask) {
   if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
   InodePin p(s, parent);
   if (p.fd() < 0) return p.fd();
@@ -405,6 +437,8 @@ int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uin
   {
     Creds c(s, uid, gid);
     if (c.error()) return c.error();
+    ThreadUmask m(PosixAclSession(s), umask);
+    if (m.error()) return m.error();
     do {
       fd = openat(p.fd(), name, oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
     } while (fd < 0 && errno == EINTR);

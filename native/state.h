@@ -21,9 +21,9 @@ constexpr unsigned kShardBits = 4;
 constexpr uint64_t kShards = 1u << kShardBits;
 constexpr uint64_t kShardMask = kShards - 1;
 
-// FsState::sessionFlags (SessionFlags in src/cache/policy.ts): FUSE_WRITEBACK_CACHE and
-// FUSE_SUBMOUNTS negotiated.
-constexpr uint32_t kSessionWriteback = 1, kSessionSubmounts = 2;
+// FsState::sessionFlags (SessionFlags in src/cache/policy.ts): FUSE_WRITEBACK_CACHE,
+// FUSE_SUBMOUNTS, FUSE_SETXATTR_EXT and FUSE_POSIX_ACL (with FUSE_DONT_MASK) negotiated.
+constexpr uint32_t kSessionWriteback = 1, kSessionSubmounts = 2, kSessionSetxattrExt = 4, kSessionPosixAcl = 8;
 // fuse_attr.flags
 constexpr uint32_t kAttrSubmount = 1;
 
@@ -181,7 +181,7 @@ struct FsState {
   int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
   int rootFd = -1;  // the shared directory's O_PATH descriptor (nodeid 1's, never parked)
   // What the current FUSE session negotiated that every queue thread must honour
-  // (kSessionWriteback, kSessionSubmounts), set at INIT by whichever thread serves it; see
+  // (kSessionWriteback, kSessionSubmounts, kSessionPosixAcl, ...), set at INIT by whichever thread serves it; see
   // src/cache/policy.ts.
   std::atomic<uint32_t> sessionFlags{0};
   // Set once, before the first request (stateSetIdMaps), and only read after.
@@ -362,6 +362,10 @@ struct FsState {
   }
 };
 
+// Whether the session negotiated POSIX ACLs: new files are then made under the caller's umask
+// (ThreadUmask), since the guest no longer applies it.
+inline bool PosixAclSession(const FsState* s) { return s->sessionFlags.load(std::memory_order_relaxed) & kSessionPosixAcl; }
+
 // Pins an inode for the length of a scope.
 class InodePin {
  public:
@@ -455,15 +459,18 @@ void MarkSubmount(FsState* s, int parentFd, const char* name, double* st, double
 //   (host open flags; with O_EXCL an existing name is EEXIST, else an existing regular file
 //   is opened), as uid/gid: the nodeid (one lookup reference taken) or -errno, attributes
 //   into out and the new handle's fh into out[kStatxFields] (nodeops.cc); killSuidgid as
-//   for OpenNode, when an existing file is opened with O_TRUNC;
+//   for OpenNode, when an existing file is opened with O_TRUNC; umask is the caller's, applied
+//   by the host kernel in a POSIX ACL session (ThreadUmask) and ignored otherwise (the guest
+//   masked the mode);
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
-                   double* out, bool killSuidgid = false);
+                   double* out, bool killSuidgid = false, uint32_t umask = 0);
 // - name (one plain component) made in parent as uid/gid: a node of mode (any S_IFMT, rdev
 //   for a device) with kMknod, a directory with kMkdir, a symlink to target with kSymlink;
 //   the nodeid (one lookup reference taken) or -errno, attributes into out (nodeops.cc);
+//   umask as for CreateName;
 enum class MakeKind { kMknod = 0, kMkdir = 1, kSymlink = 2 };
 int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, uint32_t mode, uint64_t rdev, const char* target,
-                 uint32_t uid, uint32_t gid, double* out);
+                 uint32_t uid, uint32_t gid, double* out, uint32_t umask = 0);
 // - inode nodeid (not a directory) linked as name (one plain component) in parent: the
 //   nodeid (one more lookup reference) or -errno, attributes into out (nodeops.cc);
 int64_t LinkName(FsState* s, uint64_t nodeid, uint64_t parent, const char* name, double* out);

@@ -9,8 +9,8 @@
 #   --refresh     re-download the package index (pick up a newer kernel/busybox)
 #   --force       rebuild even if the cache is up to date
 # Guest tools: besides busybox, the image carries fio, stress-ng, setfattr/getfattr (attr),
-# xfs_io (xfsprogs: pread, pwrite, mmap, msync, fsync on one open file) and util-linux's flock
-# and fallocate, copied from this machine (scripts/install-host-deps.sh
+# setfacl/getfacl (acl), xfs_io (xfsprogs: pread, pwrite, mmap, msync, fsync on one open
+# file) and util-linux's flock and fallocate, copied from this machine (scripts/install-host-deps.sh
 # installs them; Debian 12's userland, as the guest's) with every library ldd lists. Busybox's
 # shell prefers its own applets: call these by full path (/usr/bin/fio, ...).
 # Output: .cache/guest/X.Y/{vmlinuz,initrd.gz,VERSION}; prints that directory as the last stdout
@@ -65,8 +65,9 @@ done
 OUT=$CACHE_DIR/guest/$kseries
 GUEST_TESTS=$REPO_DIR/guest-tests
 ROOT_MODULES="virtio_pci virtiofs"   # plus their dependencies
-GUEST_TOOLS=(/usr/bin/fio /usr/bin/stress-ng /usr/bin/setfattr /usr/bin/getfattr /usr/bin/flock /usr/bin/fallocate /usr/sbin/xfs_io)
-TOOL_PKGS="fio stress-ng attr util-linux libc6 xfsprogs"
+GUEST_TOOLS=(/usr/bin/fio /usr/bin/stress-ng /usr/bin/setfattr /usr/bin/getfattr /usr/bin/setfacl /usr/bin/getfacl /usr/bin/flock
+             /usr/bin/fallocate /usr/sbin/xfs_io)
+TOOL_PKGS="fio stress-ng attr acl util-linux libc6 xfsprogs"
 mkdir -p "$OUT"
 exec 8>"$OUT/.lock"; flock 8   # parallel runs (e.g. several run-guest.sh) build once
 

@@ -6,9 +6,10 @@
 #   busybox-static      static busybox (guest userland; build-guest.sh takes the same package
 #                       version from the archive, so the host copy is for host-side tests)
 #   cpio gzip xz-utils  building the initramfs, decompressing .ko.xz modules
-#   fio stress-ng attr xfsprogs  guest tools: build-guest.sh copies them (with the libraries
-#                       ldd lists) into the guest image, beside util-linux's flock and
-#                       fallocate (xfsprogs for xfs_io: pread/pwrite/mmap/msync on one open file)
+#   fio stress-ng attr acl xfsprogs  guest tools: build-guest.sh copies them (with the
+#                       libraries ldd lists) into the guest image, beside util-linux's flock and
+#                       fallocate (acl: setfacl/getfacl; xfsprogs for xfs_io: pread/pwrite/mmap/
+#                       msync on one open file)
 #   debian-archive-keyring  verifies the private bookworm/trixie indexes (lib/common.sh)
 #   util-linux coreutils (setsid, runuser, timeout, mkfifo: normally already there)
 # Recommends are not installed (no QEMU GUI).  Usage: scripts/install-host-deps.sh (as root).
@@ -27,7 +28,7 @@ case ${1:-} in
 esac
 
 PKGS=(qemu-system-x86 qemu-system-common busybox-static cpio gzip xz-utils
-      debian-archive-keyring util-linux coreutils fio stress-ng attr xfsprogs)
+      debian-archive-keyring util-linux coreutils fio stress-ng attr acl xfsprogs)
 
 missing=()
 for p in "${PKGS[@]}"; do

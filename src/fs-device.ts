@@ -35,7 +35,7 @@ export interface FsDeviceOptions {
 export function createHandler(options: unknown, log: Logger): ChainHandler {
   const o = options as FsDeviceOptions;
   const p = o.passthrough;
-  const fs = new PassthroughFs(p);
+  const fs = new PassthroughFs(p, log);
   const server = new FuseServer(fs, log);
   // On every queue (the hiprio queue gets the FORGETs), but not at trace level, where every
   // request is logged on its way through JS.

@@ -271,10 +271,10 @@ export interface NativeAddon {
   handleReadv(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number): number;
   // nodeops.cc: -errno on failure; the "entry" ones return a nodeid and fill out (attributes).
   /** kind 0 mknod, 1 mkdir, 2 symlink (to target); runs as uid/gid. */
-  nodeMake(id: number, parent: number, name: Buffer, kind: 0 | 1 | 2, mode: number, rdev: number, target: Buffer | string, uid: number, gid: number, out: Float64Array): number;
+  nodeMake(id: number, parent: number, name: Buffer, kind: 0 | 1 | 2, mode: number, rdev: number, target: Buffer | string, uid: number, gid: number, out: Float64Array, umask?: number): number;
   /** out[FH_SLOT] gets the fh. */
-  nodeCreate(id: number, parent: number, name: Buffer, flags: number, mode: number, uid: number, gid: number, out: Float64Array, killSuidgid?: boolean): number;
-  nodeTmpfile(id: number, parent: number, flags: number, mode: number, uid: number, gid: number, out: Float64Array): number;
+  nodeCreate(id: number, parent: number, name: Buffer, flags: number, mode: number, uid: number, gid: number, out: Float64Array, killSuidgid?: boolean, umask?: number): number;
+  nodeTmpfile(id: number, parent: number, flags: number, mode: number, uid: number, gid: number, out: Float64Array, umask?: number): number;
   nodeLink(id: number, nodeid: number, newParent: number, newName: Buffer, out: Float64Array): number;
   nodeUnlink(id: number, parent: number, name: Buffer, rmdir: boolean): number;
   nodeRename(id: number, oldParent: number, oldName: Buffer, newParent: number, newName: Buffer, flags: number): number;
@@ -282,7 +282,8 @@ export interface NativeAddon {
   nodeSetattr(id: number, nodeid: number, fh: number, valid: number, mode: number, uid: number, gid: number, size: number, atime: number, atimeNsec: number, mtime: number, mtimeNsec: number, out: Float64Array): number;
   nodeGetxattr(id: number, nodeid: number, name: Buffer | string, buf: Buffer): number;
   nodeListxattr(id: number, nodeid: number, buf: Buffer): number;
-  nodeSetxattr(id: number, nodeid: number, name: Buffer | string, value: Buffer, flags: number): number;
+  /** killSgidAs: [uid, gid] of the guest caller, to set the value as it without CAP_FSETID (FUSE_SETXATTR_ACL_KILL_SGID). */
+  nodeSetxattr(id: number, nodeid: number, name: Buffer | string, value: Buffer, flags: number, killSgidAs?: [number, number]): number;
   nodeRemovexattr(id: number, nodeid: number, name: Buffer | string): number;
   /** out: blocks, bfree, bavail, files, ffree, bsize, namelen, frsize. */
   nodeStatfs(id: number, nodeid: number, out: Float64Array): number;

@@ -84,7 +84,6 @@ export type Options = z.infer<typeof OptionsSchema>;
  * daemon does instead (logged as a warning at start).
  */
 const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
-  { option: '--posix-acl', given: (o) => o.posixAcl, instead: 'POSIX ACLs are not offered to the guest; the host still enforces its own' },
   { option: '--xattrmap', given: (o) => o.xattrmap !== undefined, instead: 'extended attribute names are not remapped' },
   { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
   {
@@ -215,6 +214,11 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
   const r = OptionsSchema.safeParse(raw);
   if (!r.success) {
     throw new UsageError(r.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; '));
+  }
+  // ACL entries name host IDs that the guest reads and writes as they are: translating the
+  // owners but not the entries would give them other users' rights (as the Rust virtiofsd).
+  if (r.data.posixAcl && (r.data.translateUid.length > 0 || r.data.translateGid.length > 0)) {
+    throw new UsageError('--posix-acl cannot be used with --translate-uid or --translate-gid: ACL entries would keep host IDs');
   }
   return { ...r.data, help: v.help === true, version: v.version === true };
 }

@@ -105,16 +105,26 @@ export function cachePolicy(o: CacheOptions): CachePolicy {
 /**
  * What a FUSE session negotiated that every queue thread must honour (stateSession bits):
  * the writeback cache changes how files are opened; SUBMOUNTS marks entries that are another
- * mount's root (native/state.h, MarkSubmount).
+ * mount's root (native/state.h, MarkSubmount); SETXATTR_EXT changes a SETXATTR's layout;
+ * POSIX_ACL makes creations apply the caller's umask on the host (native/umask.cc).
  */
 export const SessionFlags = Object.freeze({
   WRITEBACK: 1,
   SUBMOUNTS: 2,
+  /** fuse_setxattr_in is the 16-byte layout, with setxattr_flags. */
+  SETXATTR_EXT: 4,
+  /** POSIX ACLs (with FUSE_DONT_MASK): new files are made under the caller's umask. */
+  POSIX_ACL: 8,
 });
 
 /** The session flags for the INIT flags the guest was answered with. */
 export function sessionFlagsOf(negotiated: bigint): number {
-  return (negotiated & InitFlags.WRITEBACK_CACHE ? SessionFlags.WRITEBACK : 0) | (negotiated & InitFlags.SUBMOUNTS ? SessionFlags.SUBMOUNTS : 0);
+  return (
+    (negotiated & InitFlags.WRITEBACK_CACHE ? SessionFlags.WRITEBACK : 0) |
+    (negotiated & InitFlags.SUBMOUNTS ? SessionFlags.SUBMOUNTS : 0) |
+    (negotiated & InitFlags.SETXATTR_EXT ? SessionFlags.SETXATTR_EXT : 0) |
+    (negotiated & InitFlags.POSIX_ACL && negotiated & InitFlags.DONT_MASK ? SessionFlags.POSIX_ACL : 0)
+  );
 }
 
 const O_ACCMODE = 0o3;

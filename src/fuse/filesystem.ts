@@ -192,10 +192,14 @@ export class NullFilesystem {
   symlink(_ctx: Context, _parent: number, _name: Buffer, _target: Buffer): Entry {
     return nosys();
   }
-  mknod(_ctx: Context, _parent: number, _name: Buffer, _mode: number, _rdev: number): Entry {
+  /**
+   * umask (MKNOD, MKDIR, CREATE, TMPFILE): the caller's. The mode arrives already masked
+   * unless the session negotiated FUSE_DONT_MASK; then the filesystem applies it.
+   */
+  mknod(_ctx: Context, _parent: number, _name: Buffer, _mode: number, _rdev: number, _umask = 0): Entry {
     return nosys();
   }
-  mkdir(_ctx: Context, _parent: number, _name: Buffer, _mode: number): Entry {
+  mkdir(_ctx: Context, _parent: number, _name: Buffer, _mode: number, _umask = 0): Entry {
     return nosys();
   }
   unlink(_ctx: Context, _parent: number, _name: Buffer): void {
@@ -215,10 +219,10 @@ export class NullFilesystem {
   open(_ctx: Context, _nodeid: number, _flags: number, _openInFlags = 0): OpenReply {
     return nosys();
   }
-  create(_ctx: Context, _parent: number, _name: Buffer, _flags: number, _mode: number, _openInFlags = 0): CreateReply {
+  create(_ctx: Context, _parent: number, _name: Buffer, _flags: number, _mode: number, _openInFlags = 0, _umask = 0): CreateReply {
     return nosys();
   }
-  tmpfile(_ctx: Context, _parent: number, _flags: number, _mode: number): CreateReply {
+  tmpfile(_ctx: Context, _parent: number, _flags: number, _mode: number, _umask = 0): CreateReply {
     return nosys();
   }
   /** Reads up to `size` bytes at `offset` straight into `dst` (guest memory); returns bytes read. */
@@ -260,7 +264,16 @@ export class NullFilesystem {
   access(_ctx: Context, _nodeid: number, _mask: number): void {
     nosys();
   }
-  setxattr(_ctx: Context, _nodeid: number, _name: Buffer, _value: Buffer, _flags: number): void {
+  /**
+   * Whether the session's SETXATTR requests carry the 16-byte fuse_setxattr_in
+   * (FUSE_SETXATTR_EXT negotiated); asked at each SETXATTR, since the INIT that negotiated
+   * it may have gone through another queue's thread.
+   */
+  get setxattrExtended(): boolean {
+    return false;
+  }
+  /** setxattrFlags: SetxattrFlags (ACL_KILL_SGID), 0 without FUSE_SETXATTR_EXT. */
+  setxattr(_ctx: Context, _nodeid: number, _name: Buffer, _value: Buffer, _flags: number, _setxattrFlags = 0): void {
     nosys();
   }
   getxattr(_ctx: Context, _nodeid: number, _name: Buffer, _size: number): XattrReply {

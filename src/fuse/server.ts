@@ -195,11 +195,11 @@ export class FuseServer {
       }
       case O.MKNOD: {
         const m = abi.decodeMknodIn(a, 0);
-        return this.entry(t, u, fs.mknod(ctx, nodeid, name(a, abi.MKNOD_IN_SIZE), m.mode, m.rdev));
+        return this.entry(t, u, fs.mknod(ctx, nodeid, name(a, abi.MKNOD_IN_SIZE), m.mode, m.rdev, m.umask));
       }
       case O.MKDIR: {
         const m = abi.decodeMkdirIn(a, 0);
-        return this.entry(t, u, fs.mkdir(ctx, nodeid, name(a, abi.MKDIR_IN_SIZE), m.mode));
+        return this.entry(t, u, fs.mkdir(ctx, nodeid, name(a, abi.MKDIR_IN_SIZE), m.mode, m.umask));
       }
       case O.UNLINK:
         fs.unlink(ctx, nodeid, name(a, 0));
@@ -228,11 +228,11 @@ export class FuseServer {
       }
       case O.CREATE: {
         const c = abi.decodeCreateIn(a, 0);
-        return this.created(t, u, fs.create(ctx, nodeid, name(a, abi.CREATE_IN_SIZE), c.flags, c.mode, c.openFlags));
+        return this.created(t, u, fs.create(ctx, nodeid, name(a, abi.CREATE_IN_SIZE), c.flags, c.mode, c.openFlags, c.umask));
       }
       case O.TMPFILE: {
         const c = abi.decodeCreateIn(a, 0);
-        return this.created(t, u, fs.tmpfile(ctx, nodeid, c.flags, c.mode));
+        return this.created(t, u, fs.tmpfile(ctx, nodeid, c.flags, c.mode, c.umask));
       }
       case O.READ: {
         const r = abi.decodeReadIn(a, 0);
@@ -303,13 +303,13 @@ export class FuseServer {
         fs.access(ctx, nodeid, abi.decodeAccessIn(a, 0).mask);
         return this.ok(t, u, 0);
       case O.SETXATTR: {
-        // Without FUSE_SETXATTR_EXT (we do not ask for it) the header is the 8-byte one.
-        const size = a.readUInt32LE(0);
-        const flags = a.readUInt32LE(4);
-        const n = name(a, abi.FUSE_COMPAT_SETXATTR_IN_SIZE);
-        const at = abi.FUSE_COMPAT_SETXATTR_IN_SIZE + n.length + 1;
-        if (at + size > a.length) throw new abi.FuseAbiError('SETXATTR value past its request');
-        fs.setxattr(ctx, nodeid, n, a.subarray(at, at + size), flags);
+        // 16 bytes with FUSE_SETXATTR_EXT (asked for with POSIX ACLs), else the 8-byte layout.
+        const ext = fs.setxattrExtended;
+        const x = abi.decodeSetxattrIn(a, 0, ext);
+        const n = name(a, abi.setxattrInSize(ext));
+        const at = abi.setxattrInSize(ext) + n.length + 1;
+        if (at + x.size > a.length) throw new abi.FuseAbiError('SETXATTR value past its request');
+        fs.setxattr(ctx, nodeid, n, a.subarray(at, at + x.size), x.flags, x.setxattrFlags);
         return this.ok(t, u, 0);
       }
       case O.GETXATTR: {

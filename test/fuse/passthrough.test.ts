@@ -43,6 +43,7 @@ const DEFAULTS: Omit<PassthroughOptions, 'stateId' | 'sharedDir'> = {
   readonly: false,
   xattr: true,
   killprivV2: false,
+  posixAcl: false,
   announceSubmounts: true,
   posixLock: true,
   flock: true,

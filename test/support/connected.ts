@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type * as abi from '../../src/fuse/abi';
 import { startDaemon, type Daemon } from '../frontend/daemons';
 import type { NegotiateOptions, VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok, type FuseClientOptions } from '../frontend/fuse-client';
@@ -22,7 +23,8 @@ export interface ConnectedDaemon {
 /**
  * Starts virtiofsd-ts with exactly `args` (besides socket and share) and initialises FUSE.
  * The share is a new empty directory, or `existingShare` (left in place by disconnectDaemon);
- * `negotiate` adds to the front end's options (the memory is 64 MiB unless it says).
+ * `negotiate` adds to the front end's options (the memory is 64 MiB unless it says); `init`
+ * overrides fields of the INIT request (by default what Linux 6.1 sends).
  */
 export async function connectDaemon(
   prefix: string,
@@ -31,6 +33,7 @@ export async function connectDaemon(
   existingShare?: string,
   negotiate: NegotiateOptions = {},
   wrapper?: string[],
+  init: Partial<abi.InitIn> = {},
 ): Promise<ConnectedDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const share = existingShare ?? path.join(dir, 'share');
@@ -39,7 +42,7 @@ export async function connectDaemon(
   const fe = await daemon.connect();
   await fe.negotiate({ memory: { size: 64 << 20 }, ...negotiate });
   const c = new FuseClient(fe, { timeoutMs: 60000, ...client });
-  ok(await c.init(), 'INIT');
+  ok(await c.init(init), 'INIT');
   return { dir, share, daemon, fe, c };
 }
 

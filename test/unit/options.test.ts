@@ -43,18 +43,30 @@ describe('options', () => {
     assert.deepEqual(names(['--fd=3', '-o', 'source=/srv,cache=none,sandbox=chroot,xattr,flock,posix_lock']), ['--sandbox']);
     assert.deepEqual(names(['--fd=4', '--shared-dir', '/srv', '--sandbox', 'namespace', '--rlimit-nofile=1000']), ['--sandbox']);
     const all = names([
-      '--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
+      '--socket-path=/tmp/s', '--shared-dir=/srv', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
       '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1', '--uid-map=:0:1000:1:',
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
-      '--posix-acl', '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--syslog', '--uid-map/--gid-map', '--migration-*',
+      '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--syslog', '--uid-map/--gid-map', '--migration-*',
     ]);
     // Inodes past the descriptor budget become file handles by default, as in the Rust virtiofsd.
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv']).inodeFileHandles, 'prefer');
     // --killpriv-v2 has its effect (FUSE_HANDLE_KILLPRIV_V2 offered), in either spelling.
     assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--killpriv-v2']), []);
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv', '-o', 'killpriv_v2']).killprivV2, true);
+    // --posix-acl has its effect too (and implies --xattr in the daemon, as in the Rust virtiofsd).
+    assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl']), []);
+    assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv', '-o', 'posix_acl']).posixAcl, true);
+  });
+
+  it('refuses --posix-acl with ID translation, whose ACL entries would keep host IDs', () => {
+    for (const t of ['--translate-uid=map:1000:2000:1', '--translate-gid=squash-host:0:0:65536']) {
+      assert.throws(
+        () => parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl', t]),
+        (e: Error) => e instanceof UsageError && /--posix-acl cannot be used with --translate-uid/.test(e.message),
+      );
+    }
   });
 
   it('rejects unknown options, bad values and unknown -o options with a usage error', () => {

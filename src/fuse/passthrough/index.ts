@@ -14,20 +14,22 @@
  */
 import { constants as fsc } from 'node:fs';
 import { FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
-import { cachePolicy, hostOpenFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
-import { FopenFlags, InitFlags, OpenInFlags, ReleaseFlags, WriteFlags } from '../abi';
+import { cachePolicy, hostOpenFlags, SessionFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
+import { FopenFlags, InitFlags, OpenInFlags, ReleaseFlags, SetxattrFlags, WriteFlags } from '../abi';
 import {
   check, E, FsError, NullFilesystem, type AttrReply, type Context, type CreateReply, type Entry, type InitReply,
   type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type StatxReply, type XattrReply,
 } from '../filesystem';
 import { attrsOf, checkAccess } from './attrs';
 import { getLock, LockWaits } from './locks';
+import type { Logger } from '../../log';
 
 const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
 export const ROOT_ID = 1;
 /** Largest xattr value or name list we hand back (the kernel's XATTR_SIZE_MAX). */
 const XATTR_SIZE_MAX = 65536;
+const ACL_ACCESS = Buffer.from('system.posix_acl_access');
 
 /** Options shared by every worker's instance; the native ids make them one filesystem. */
 export interface PassthroughOptions {
@@ -44,6 +46,13 @@ export interface PassthroughOptions {
    * security.capability before each write it caches.
    */
   killprivV2: boolean;
+  /**
+   * --posix-acl: offer FUSE_POSIX_ACL with FUSE_DONT_MASK and FUSE_SETXATTR_EXT. The guest
+   * then checks permissions itself against the ACLs it reads through GETXATTR, sends new
+   * files' modes unmasked with the caller's umask (applied here unless the parent has a
+   * default ACL), and flags ACL changes that must clear setgid.
+   */
+  posixAcl: boolean;
   /** Offer FUSE_SUBMOUNTS and mark the entries that are another host mount's root. */
   announceSubmounts: boolean;
   posixLock: boolean;
@@ -75,7 +84,10 @@ export class PassthroughFs extends NullFilesystem {
   private readonly lockWaits = new LockWaits();
   private readonly negativeEntry: Entry;
 
-  constructor(private readonly opts: PassthroughOptions) {
+  constructor(
+    private readonly opts: PassthroughOptions,
+    private readonly log?: Logger,
+  ) {
     super();
     this.policy = cachePolicy(opts.cache);
     this.id = opts.stateId;
@@ -99,6 +111,17 @@ export class PassthroughFs extends NullFilesystem {
     // A directory on another host mount becomes a submount in the guest, with its own st_dev.
     if (this.opts.announceSubmounts) flags |= InitFlags.SUBMOUNTS;
     if (this.opts.flock) flags |= InitFlags.FLOCK_LOCKS;
+    if (this.opts.posixAcl) {
+      // All three or none: ACLs without DONT_MASK would lose default ACLs to the guest's
+      // umask, and without SETXATTR_EXT a chmod-like ACL change could not clear setgid.
+      const acl = InitFlags.POSIX_ACL | InitFlags.DONT_MASK | InitFlags.SETXATTR_EXT;
+      if ((offered & acl) === acl) {
+        flags |= acl;
+        this.log?.info('POSIX ACLs enabled');
+      } else {
+        this.log?.error('POSIX ACLs not enabled: the guest kernel does not offer FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT');
+      }
+    }
     // Every queue thread opens files the way the session's writeback cache needs.
     native.stateSession(this.id, sessionFlagsOf(flags & offered));
     return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
@@ -124,16 +147,16 @@ export class PassthroughFs extends NullFilesystem {
     native.inodeForget(this.id, nodeid, nlookup);
   }
 
-  override mknod(ctx: Context, parent: number, name: Buffer, mode: number, rdev: number): Entry {
+  override mknod(ctx: Context, parent: number, name: Buffer, mode: number, rdev: number, umask = 0): Entry {
     this.writable();
     checkNewName(name);
-    return this.entry(check(native.nodeMake(this.id, parent, name, 0, mode, rdev, '', ctx.uid, ctx.gid, this.st)));
+    return this.entry(check(native.nodeMake(this.id, parent, name, 0, mode, rdev, '', ctx.uid, ctx.gid, this.st, umask)));
   }
 
-  override mkdir(ctx: Context, parent: number, name: Buffer, mode: number): Entry {
+  override mkdir(ctx: Context, parent: number, name: Buffer, mode: number, umask = 0): Entry {
     this.writable();
     checkNewName(name);
-    return this.entry(check(native.nodeMake(this.id, parent, name, 1, mode, 0, '', ctx.uid, ctx.gid, this.st)));
+    return this.entry(check(native.nodeMake(this.id, parent, name, 1, mode, 0, '', ctx.uid, ctx.gid, this.st, umask)));
   }
 
   override symlink(ctx: Context, parent: number, name: Buffer, target: Buffer): Entry {
@@ -227,18 +250,18 @@ export class PassthroughFs extends NullFilesystem {
     return { fh, openFlags };
   }
 
-  override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number, openInFlags = 0): CreateReply {
+  override create(ctx: Context, parent: number, name: Buffer, flags: number, mode: number, openInFlags = 0, umask = 0): CreateReply {
     this.writable();
     checkNewName(name);
     // O_EXCL stays: CREATE must fail on an existing name then.
     const kill = (openInFlags & OpenInFlags.KILL_SUIDGID) !== 0;
-    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st, kill));
+    const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st, kill, umask));
     return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
   }
 
-  override tmpfile(ctx: Context, parent: number, flags: number, mode: number): CreateReply {
+  override tmpfile(ctx: Context, parent: number, flags: number, mode: number, umask = 0): CreateReply {
     this.writable();
-    const nodeid = check(native.nodeTmpfile(this.id, parent, this.openFlags(flags), mode, ctx.uid, ctx.gid, this.st));
+    const nodeid = check(native.nodeTmpfile(this.id, parent, this.openFlags(flags), mode, ctx.uid, ctx.gid, this.st, umask));
     return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
   }
 
@@ -336,10 +359,20 @@ export class PassthroughFs extends NullFilesystem {
     return { value: buf.subarray(0, check(native.nodeListxattr(this.id, nodeid, buf))) };
   }
 
-  override setxattr(_ctx: Context, nodeid: number, name: Buffer, value: Buffer, flags: number): void {
+  override get setxattrExtended(): boolean {
+    return (native.stateSession(this.id) & SessionFlags.SETXATTR_EXT) !== 0;
+  }
+
+  override setxattr(ctx: Context, nodeid: number, name: Buffer, value: Buffer, flags: number, setxattrFlags = 0): void {
     this.xattrs();
     this.writable();
-    check(native.nodeSetxattr(this.id, nodeid, name, value, flags));
+    // A new access ACL from a caller outside the file's group and without CAP_FSETID must
+    // clear setgid, as a chmod would: set it as that caller, whose rights the host then checks.
+    const killSgid =
+      (setxattrFlags & SetxattrFlags.ACL_KILL_SGID) !== 0 &&
+      (native.stateSession(this.id) & SessionFlags.POSIX_ACL) !== 0 &&
+      name.equals(ACL_ACCESS);
+    check(native.nodeSetxattr(this.id, nodeid, name, value, flags, killSgid ? [ctx.uid, ctx.gid] : undefined));
   }
 
   override removexattr(_ctx: Context, nodeid: number, name: Buffer): void {
