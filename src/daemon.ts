@@ -11,6 +11,7 @@ import { fsDevice } from './fs-device';
 import { setupNofileLimit } from './limits';
 import { createSharedState } from './fuse/passthrough';
 import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
+import { parseXattrMap } from './fuse/passthrough/xattrmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
 
 export async function runDaemon(opts: Options, log: Logger): Promise<number> {
@@ -67,7 +68,8 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
           allowDirectIo: opts.allowDirectIo,
         },
         readonly: opts.readonly,
-        xattr: opts.xattr || opts.posixAcl,
+        xattr: opts.xattr || opts.posixAcl || opts.xattrmap !== undefined,
+        xattrMap: opts.xattrmap === undefined ? undefined : parseXattrMap(opts.xattrmap),
         posixAcl: opts.posixAcl,
         killprivV2: opts.killprivV2,
         announceSubmounts: opts.announceSubmounts,

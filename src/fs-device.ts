@@ -47,7 +47,8 @@ export function createHandler(options: unknown, log: Logger): ChainHandler {
         readOnly: p.readonly,
         pool: p.threadPool,
         posixLock: p.posixLock,
-        xattr: p.xattr,
+        // Mapped names (--xattrmap) are JS's to translate.
+        xattr: p.xattr && !p.xattrMap,
         entryTimeout: policy.entryTimeout,
         attrTimeout: policy.attrTimeout,
         negativeTimeout: policy.negativeTimeout,

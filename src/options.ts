@@ -10,6 +10,7 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseCacheMode } from './cache/policy';
 import { parseIdMaps } from './fuse/passthrough/idmap';
+import { parseXattrMap } from './fuse/passthrough/xattrmap';
 
 /** Default --poll-max-us (the README's option table and "Speed" say why). */
 export const DEFAULT_POLL_MAX_US = 100;
@@ -20,6 +21,16 @@ const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
 function idMapsValid(values: string[], ctx: z.RefinementCtx): void {
   try {
     parseIdMaps(values);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+}
+
+/** A --xattrmap value that parseXattrMap refuses is a usage error, saying why. */
+function xattrMapValid(value: string | undefined, ctx: z.RefinementCtx): void {
+  if (value === undefined) return;
+  try {
+    parseXattrMap(value);
   } catch (e) {
     ctx.addIssue({ code: 'custom', message: (e as Error).message });
   }
@@ -50,7 +61,7 @@ export const OptionsSchema = z
     posixAcl: z.boolean().default(false),
     posixLock: z.boolean().default(true),
     flock: z.boolean().default(true),
-    xattrmap: z.string().optional(),
+    xattrmap: z.string().optional().superRefine(xattrMapValid),
     securityLabel: z.boolean().default(false),
     sandbox: z.enum(['namespace', 'chroot', 'none']).default('none'),
     seccomp: z.enum(['none', 'kill', 'log', 'trap']).default('none'),
@@ -84,7 +95,6 @@ export type Options = z.infer<typeof OptionsSchema>;
  * daemon does instead (logged as a warning at start).
  */
 const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
-  { option: '--xattrmap', given: (o) => o.xattrmap !== undefined, instead: 'extended attribute names are not remapped' },
   { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
   {
     option: '--sandbox',

@@ -8,7 +8,7 @@
  * A missing QEMU or guest image fails these tests; it never skips them.
  */
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -135,6 +135,15 @@ for (const combo of COMBINATIONS) {
         return `${st.uid}:${st.gid}`;
       };
       assert.deepEqual({ mine: ownerOf('mine'), given: ownerOf('given'), rootfile: ownerOf('rootfile') }, { mine: '2000:2000', given: '2000:2000', rootfile: '0:0' });
+    });
+
+    it("with --xattrmap, the guest's trusted. attributes are stored on the host under user.virtiofs.trusted.", () => {
+      const { run, share } = resultOf(ours.get(combo.qemu)!, 'xattrmap');
+      assert.equal(run.results.get('xattrmap')!.status, 'pass', explain(run, 'xattrmap'));
+      const d = path.join(share, '.vfs-tests', 'xattrmap', 'd');
+      const out = execFileSync('getfattr', ['--absolute-names', '-m', '-', '-d', d], { encoding: 'utf8' });
+      const names = out.split('\n').filter((l) => l.includes('=')).map((l) => l.slice(0, l.indexOf('=')));
+      assert.deepEqual(names, ['user.virtiofs.trusted.overlay.origin'], out);
     });
 
     it('holds host locks: a lock the host takes keeps the guest out', () => {

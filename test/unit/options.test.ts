@@ -48,7 +48,7 @@ describe('options', () => {
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
-      '--xattrmap', '--security-label', '--seccomp', '--modcaps', '--syslog', '--uid-map/--gid-map', '--migration-*',
+      '--security-label', '--seccomp', '--modcaps', '--syslog', '--uid-map/--gid-map', '--migration-*',
     ]);
     // Inodes past the descriptor budget become file handles by default, as in the Rust virtiofsd.
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv']).inodeFileHandles, 'prefer');

@@ -23,6 +23,7 @@ import {
 import { attrsOf, checkAccess } from './attrs';
 import { getLock, LockWaits } from './locks';
 import type { Logger } from '../../log';
+import { XattrMap, type XattrRule } from './xattrmap';
 
 const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
@@ -53,6 +54,8 @@ export interface PassthroughOptions {
    * default ACL), and flags ACL changes that must clear setgid.
    */
   posixAcl: boolean;
+  /** --xattrmap: how xattr names from the guest and from the host are mapped (xattrmap.ts). */
+  xattrMap?: XattrRule[];
   /** Offer FUSE_SUBMOUNTS and mark the entries that are another host mount's root. */
   announceSubmounts: boolean;
   posixLock: boolean;
@@ -83,6 +86,7 @@ export class PassthroughFs extends NullFilesystem {
   private readonly id: number;
   private readonly lockWaits = new LockWaits();
   private readonly negativeEntry: Entry;
+  private readonly xattrMap: XattrMap | null;
 
   constructor(
     private readonly opts: PassthroughOptions,
@@ -91,6 +95,7 @@ export class PassthroughFs extends NullFilesystem {
     super();
     this.policy = cachePolicy(opts.cache);
     this.id = opts.stateId;
+    this.xattrMap = opts.xattrMap ? new XattrMap(opts.xattrMap) : null;
     const p = this.policy;
     this.timeouts = Float64Array.of(Math.floor(p.entryTimeout), nsec(p.entryTimeout), Math.floor(p.attrTimeout), nsec(p.attrTimeout));
     this.negativeEntry = Object.freeze({ nodeid: 0, generation: 0, attr: attrsOf(new Float64Array(STATX_FIELDS)), entryTimeout: p.negativeTimeout, attrTimeout: 0 });
@@ -346,14 +351,22 @@ export class PassthroughFs extends NullFilesystem {
   // ---- extended attributes -----------------------------------------------------------
 
   override getxattr(_ctx: Context, nodeid: number, name: Buffer, size: number): XattrReply {
-    this.xattrs();
-    if (size === 0) return { size: check(native.nodeGetxattr(this.id, nodeid, name, Buffer.alloc(0))) };
+    const host = this.hostXattrName(name);
+    if (size === 0) return { size: check(native.nodeGetxattr(this.id, nodeid, host, Buffer.alloc(0))) };
     const buf = Buffer.allocUnsafe(Math.min(size, XATTR_SIZE_MAX));
-    return { value: buf.subarray(0, check(native.nodeGetxattr(this.id, nodeid, name, buf))) };
+    return { value: buf.subarray(0, check(native.nodeGetxattr(this.id, nodeid, host, buf))) };
   }
 
   override listxattr(_ctx: Context, nodeid: number, size: number): XattrReply {
     this.xattrs();
+    if (this.xattrMap) {
+      // The guest's list is the host's, mapped: its size is known only once mapped.
+      const all = Buffer.allocUnsafe(XATTR_SIZE_MAX);
+      const list = this.xattrMap.listToGuest(all.subarray(0, check(native.nodeListxattr(this.id, nodeid, all))));
+      if (size === 0) return { size: list.length };
+      if (list.length > size) throw new FsError(E.ERANGE);
+      return { value: list };
+    }
     if (size === 0) return { size: check(native.nodeListxattr(this.id, nodeid, Buffer.alloc(0))) };
     const buf = Buffer.allocUnsafe(Math.min(size, XATTR_SIZE_MAX));
     return { value: buf.subarray(0, check(native.nodeListxattr(this.id, nodeid, buf))) };
@@ -364,21 +377,30 @@ export class PassthroughFs extends NullFilesystem {
   }
 
   override setxattr(ctx: Context, nodeid: number, name: Buffer, value: Buffer, flags: number, setxattrFlags = 0): void {
-    this.xattrs();
+    const host = this.hostXattrName(name);
     this.writable();
     // A new access ACL from a caller outside the file's group and without CAP_FSETID must
     // clear setgid, as a chmod would: set it as that caller, whose rights the host then checks.
     const killSgid =
       (setxattrFlags & SetxattrFlags.ACL_KILL_SGID) !== 0 &&
       (native.stateSession(this.id) & SessionFlags.POSIX_ACL) !== 0 &&
-      name.equals(ACL_ACCESS);
-    check(native.nodeSetxattr(this.id, nodeid, name, value, flags, killSgid ? [ctx.uid, ctx.gid] : undefined));
+      host.equals(ACL_ACCESS);
+    check(native.nodeSetxattr(this.id, nodeid, host, value, flags, killSgid ? [ctx.uid, ctx.gid] : undefined));
   }
 
   override removexattr(_ctx: Context, nodeid: number, name: Buffer): void {
-    this.xattrs();
+    const host = this.hostXattrName(name);
     this.writable();
-    check(native.nodeRemovexattr(this.id, nodeid, name));
+    check(native.nodeRemovexattr(this.id, nodeid, host));
+  }
+
+  /** The host's name for an xattr name from the guest (--xattrmap), or the refusal. */
+  private hostXattrName(name: Buffer): Buffer {
+    this.xattrs();
+    if (!this.xattrMap) return name;
+    const m = this.xattrMap.toHost(name);
+    if ('errno' in m) throw new FsError(m.errno);
+    return m.name;
   }
 
   // ---- locks -------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+/**
+ * --xattrmap through the daemon: the names the host stores for what the guest sets, what a
+ * LISTXATTR shows of what the host has, and the refusals. Checked on the host with getfattr.
+ * GETXATTR, which the fast path serves natively without a map, must go through the map.
+ */
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as abi from '../../src/fuse/abi';
+import { ok, type FuseClient } from '../frontend/fuse-client';
+import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+
+const { EPERM, ENODATA, ERANGE } = require('node:os').constants.errno as Record<string, number>;
+
+async function setxattr(c: FuseClient, nodeid: bigint, name: string, value: string): Promise<number> {
+  const a = Buffer.alloc(abi.FUSE_COMPAT_SETXATTR_IN_SIZE);
+  abi.encodeSetxattrIn(a, 0, { size: Buffer.byteLength(value), flags: 0, setxattrFlags: 0 }, false);
+  return (await c.request(abi.Opcode.SETXATTR, nodeid, Buffer.concat([a, Buffer.from(`${name}\0${value}`)]), 0)).error;
+}
+async function getxattr(c: FuseClient, nodeid: bigint, name: string, size = 256): Promise<{ error: number; body: Buffer }> {
+  const a = Buffer.alloc(abi.GETXATTR_IN_SIZE);
+  a.writeUInt32LE(size, 0);
+  return c.request(abi.Opcode.GETXATTR, nodeid, Buffer.concat([a, Buffer.from(`${name}\0`)]), size === 0 ? abi.GETXATTR_OUT_SIZE : size);
+}
+async function listxattr(c: FuseClient, nodeid: bigint, size = 4096): Promise<{ error: number; body: Buffer }> {
+  const a = Buffer.alloc(abi.GETXATTR_IN_SIZE);
+  a.writeUInt32LE(size, 0);
+  return c.request(abi.Opcode.LISTXATTR, nodeid, a, size === 0 ? abi.GETXATTR_OUT_SIZE : size);
+}
+async function removexattr(c: FuseClient, nodeid: bigint, name: string): Promise<number> {
+  return (await c.request(abi.Opcode.REMOVEXATTR, nodeid, Buffer.from(`${name}\0`), 0)).error;
+}
+/** The xattr names the host has on a file (getfattr), sorted. */
+function hostNames(file: string): string[] {
+  const out = execFileSync('getfattr', ['--absolute-names', '-m', '-', '-d', file], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.includes('=')).map((l) => l.slice(0, l.indexOf('='))).sort();
+}
+
+describe('virtiofsd-ts with --xattrmap', function () {
+  this.timeout(60000);
+  let env: ConnectedDaemon | null = null;
+  afterEach(async () => {
+    if (env) await disconnectDaemon(env).catch(() => undefined);
+    env = null;
+  });
+
+  for (const trace of [false, true]) {
+    it(`map of trusted. to user.virtiofs. (${trace ? 'JS at trace level' : 'fast path running'}): stored names, listing, refusals`, async () => {
+      env = await connectDaemon('vfs-xattrmap-', ['--cache=never', '--xattrmap=:map:trusted.:user.virtiofs.:', ...(trace ? ['--log-level=trace'] : [])]);
+      const { c, share } = env;
+      const file = path.join(share, 'f');
+      fs.writeFileSync(file, 'x');
+      // What the host has before the guest comes: a trusted. name of its own (hidden from
+      // the guest) and a mapped one (shown as trusted.).
+      execFileSync('setfattr', ['-n', 'trusted.host', '-v', 'h', file]);
+      execFileSync('setfattr', ['-n', 'user.virtiofs.trusted.pre', '-v', 'p', file]);
+      execFileSync('setfattr', ['-n', 'user.plain', '-v', 'u', file]);
+      const n = ok(await c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
+
+      assert.equal(await setxattr(c, n, 'trusted.overlay.opaque', 'y'), 0, 'SETXATTR trusted.overlay.opaque');
+      assert.deepEqual(hostNames(file), ['trusted.host', 'user.plain', 'user.virtiofs.trusted.overlay.opaque', 'user.virtiofs.trusted.pre']);
+      const got = await getxattr(c, n, 'trusted.pre');
+      assert.equal(got.error, 0);
+      assert.equal(got.body.toString(), 'p', 'GETXATTR reads the mapped name (not served natively unmapped)');
+      assert.equal((await getxattr(c, n, 'user.plain')).body.toString(), 'u', 'unmapped names pass');
+      assert.equal((await getxattr(c, n, 'trusted.host')).error, -ENODATA, "the host's own trusted.host is not what the guest's trusted.host names");
+      assert.equal((await getxattr(c, n, 'user.virtiofs.trusted.pre')).error, -EPERM, 'the mapped names are out of the guest\'s reach');
+      assert.equal(await setxattr(c, n, 'user.virtiofs.trusted.evil', 'x'), -EPERM);
+
+      const listed = await listxattr(c, n);
+      assert.equal(listed.error, 0);
+      const names = listed.body.toString().split('\0').filter(Boolean).sort();
+      assert.deepEqual(names, ['trusted.overlay.opaque', 'trusted.pre', 'user.plain']);
+      const sized = await listxattr(c, n, 0);
+      assert.equal(sized.body.readUInt32LE(0), listed.body.length, 'the size LISTXATTR 0 gives is that of the mapped list');
+      assert.equal((await listxattr(c, n, 10)).error, -ERANGE, 'a buffer too small for the mapped list');
+
+      assert.equal(await removexattr(c, n, 'trusted.pre'), 0);
+      assert.deepEqual(hostNames(file), ['trusted.host', 'user.plain', 'user.virtiofs.trusted.overlay.opaque']);
+    });
+  }
+});
