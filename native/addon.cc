@@ -83,6 +83,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitIoPool(env, exports);
   vfsn::InitFastPath(env, exports);
   vfsn::InitKickThread(env, exports);
+  vfsn::InitSandbox(env, exports);
   return exports;
 }
 

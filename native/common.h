@@ -202,5 +202,6 @@ void InitAsyncOps(Napi::Env env, Napi::Object exports);
 void InitIoPool(Napi::Env env, Napi::Object exports);
 void InitFastPath(Napi::Env env, Napi::Object exports);
 void InitKickThread(Napi::Env env, Napi::Object exports);
+void InitSandbox(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

@@ -8,23 +8,24 @@ import { native } from './native';
 import type { Logger } from './log';
 import { optionsWithoutEffect, type Options } from './options';
 import { fsDevice } from './fs-device';
-import { setupNofileLimit } from './limits';
+import { currentNofileLimit, setupNofileLimit } from './limits';
 import { createSharedState } from './fuse/passthrough';
 import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
 import { parseXattrMap } from './fuse/passthrough/xattrmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
+import { enterSandboxAndRestart, sandboxMode } from './sandbox';
 
-export async function runDaemon(opts: Options, log: Logger): Promise<number> {
+/**
+ * Runs the daemon to the end of its connection. `sandboxed`: this process was started again
+ * inside the sandbox (src/sandbox.ts), with the listening socket as opts.fd.
+ */
+export async function runDaemon(opts: Options, log: Logger, sandboxed = false): Promise<number> {
   if (!opts.sharedDir) throw new Error('--shared-dir (or -o source=DIR) is required');
-  // Modes arrive from the guest with the caller's umask already applied (we do not ask for
-  // FUSE_DONT_MASK): our own umask must not take more bits away.
+  // Without POSIX ACLs, modes arrive from the guest with the caller's umask already applied:
+  // our own umask must not take more bits away (with them, see native/umask.cc).
   process.umask(0);
-  const nofile = setupNofileLimit(opts.rlimitNofile, log);
-  const stateId = createSharedState(opts.sharedDir);
-  native.stateSetIdMaps(stateId, idMapWire(parseIdMaps(opts.translateUid)), idMapWire(parseIdMaps(opts.translateGid)));
-  // --inode-file-handles: prefer keeps a descriptor per inode up to three quarters of the open
-  // file limit, then file handles; mandatory keeps every inode as a file handle.
-  native.stateSetInodeFdBudget(stateId, inodeFdBudget(opts.inodeFileHandles, nofile));
+  // Set before the sandbox; the process started again inside keeps it.
+  const nofile = sandboxed ? currentNofileLimit().soft : setupNofileLimit(opts.rlimitNofile, log);
   let listenFd: number;
   let ownSocket: string | null = null;
   if (opts.fd !== undefined) {
@@ -37,7 +38,22 @@ export async function runDaemon(opts: Options, log: Logger): Promise<number> {
   } else {
     throw new Error('either --socket-path or --fd is required');
   }
-  for (const w of optionsWithoutEffect(opts)) log.warn(w, 'option accepted for compatibility, without effect here');
+  for (const w of optionsWithoutEffect(opts)) if (!sandboxed) log.warn(w, 'option accepted for compatibility, without effect here');
+  const sandbox = sandboxMode(opts);
+  if (sandbox !== 'none' && !sandboxed) {
+    log.debug({ sandbox }, 'entering the sandbox');
+    // Returns only if it failed.
+    const failed = enterSandboxAndRestart(opts, listenFd);
+    // The default gives way where namespaces are not allowed; an explicit --sandbox does not.
+    if (opts.sandbox !== undefined || !failed.untouched) throw new Error(failed.message);
+    log.warn({ reason: failed.message }, 'running without a sandbox (the default sandbox could not be made; --sandbox none says so explicitly)');
+  }
+  if (sandboxed) log.info({ sandbox }, 'running in the sandbox: the host outside the shared directory is out of view');
+  const stateId = createSharedState(opts.sharedDir);
+  native.stateSetIdMaps(stateId, idMapWire(parseIdMaps(opts.translateUid)), idMapWire(parseIdMaps(opts.translateGid)));
+  // --inode-file-handles: prefer keeps a descriptor per inode up to three quarters of the open
+  // file limit, then file handles; mandatory keeps every inode as a file handle.
+  native.stateSetInodeFdBudget(stateId, inodeFdBudget(opts.inodeFileHandles, nofile));
   log.info({ sharedDir: opts.sharedDir, socket: opts.socketPath ?? `fd ${opts.fd}`, cache: opts.cache, openFileLimit: nofile }, 'waiting for a vhost-user connection');
 
   const conn = await new Promise<number>((resolve, reject) => {

@@ -19,7 +19,8 @@ function nrOpen(): number {
   return Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim());
 }
 
-function current(): { soft: number; hard: number } {
+/** RLIMIT_NOFILE as it is (soft and hard). */
+export function currentNofileLimit(): { soft: number; hard: number } {
   const out = new Float64Array(2);
   const r = native.nofileLimit(out);
   if (r < 0) throw new Error(`getrlimit(RLIMIT_NOFILE): errno ${-r}`);
@@ -30,7 +31,7 @@ function current(): { soft: number; hard: number } {
 export function setupNofileLimit(requested: number | undefined, log: Logger): number {
   const ceiling = nrOpen();
   const target = requested ?? Math.min(DEFAULT_NOFILE, ceiling);
-  const now = current();
+  const now = currentNofileLimit();
   if (target === 0 || now.soft >= target) return now.soft;
   if (target > ceiling) throw new Error(`--rlimit-nofile ${target} is above the kernel's maximum (/proc/sys/fs/nr_open: ${ceiling})`);
   const r = native.setNofileLimit(target, Math.max(target, now.hard));
@@ -40,7 +41,7 @@ export function setupNofileLimit(requested: number | undefined, log: Logger): nu
   }
   if (requested !== undefined) throw new Error(`cannot raise the open file limit to ${target} (hard limit ${now.hard}): errno ${-r}`);
   if (now.soft < now.hard) native.setNofileLimit(now.hard, now.hard);
-  const soft = current().soft;
+  const soft = currentNofileLimit().soft;
   // Said once at start, not as a warning: an unprivileged or containerised daemon always lands here.
   log.info({ wanted: target, limit: soft }, 'open file limit kept at its hard limit (raising that needs CAP_SYS_RESOURCE)');
   return soft;

@@ -4,7 +4,8 @@
  */
 import { createLogger } from './log';
 import { native } from './native';
-import { parseOptions, UsageError, USAGE } from './options';
+import { parseOptions, UsageError, USAGE, type Options } from './options';
+import { sandboxedStart } from './sandbox';
 import { runDaemon } from './daemon';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -14,6 +15,9 @@ const VERSION: string = require('../../package.json').version;
 export const CAPABILITIES = { type: 'fs', features: ['separate-options'] };
 
 export async function main(argv: string[]): Promise<number> {
+  // Started again inside the sandbox: the options were parsed outside.
+  const handed = sandboxedStart();
+  if (handed) return run(handed.opts, true);
   let opts;
   try {
     opts = parseOptions(argv);
@@ -36,6 +40,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(CAPABILITIES, null, 2) + '\n');
     return 0;
   }
+  return run(opts, false);
+}
+
+async function run(opts: Options, sandboxed: boolean): Promise<number> {
   // READ, WRITE and FSYNC go to the I/O pool (native/iopool.cc), shared by every queue's
   // thread; libuv's pool (sized at its first use) takes the odd one whose reply buffer
   // cannot hold its header (the server then answers as for any failed request).
@@ -43,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
   if (opts.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(opts.threadPoolSize);
   const log = createLogger(opts.logLevel);
   try {
-    return await runDaemon(opts, log);
+    return await runDaemon(opts, log, sandboxed);
   } catch (e) {
     log.fatal({ err: e }, (e as Error).message);
     return 1;

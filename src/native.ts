@@ -320,6 +320,10 @@ export interface NativeAddon {
   handleFsyncQueued(id: number, fh: number, datasync: boolean, table: number, pairs: Float64Array, count: number,
     ring: Vring, head: number, unique: bigint): number | undefined;
   ioPoolSetSize(threads: number): void;
+  /** native/sandbox.cc: new namespaces and a new root of these binds and links; '' or what failed. */
+  enterSandbox(binds: Array<[string, string, boolean]>, links: Array<[string, string]>, newNet: boolean): string;
+  /** Replaces the process (returns -errno only on failure); keepFd stays open across it. */
+  execve(path: string, argv: string[], extraEnv: string[], keepFd: number): number;
 }
 
 // dist/src/native.js -> <root>/build/Release

@@ -63,7 +63,8 @@ export const OptionsSchema = z
     flock: z.boolean().default(true),
     xattrmap: z.string().optional().superRefine(xattrMapValid),
     securityLabel: z.boolean().default(false),
-    sandbox: z.enum(['namespace', 'chroot', 'none']).default('none'),
+    /** Unset: namespace for a root daemon, none otherwise (src/daemon.ts, sandboxMode). */
+    sandbox: z.enum(['namespace', 'chroot', 'none']).optional(),
     seccomp: z.enum(['none', 'kill', 'log', 'trap']).default('none'),
     modcaps: z.string().optional(),
     readonly: z.boolean().default(false),
@@ -96,11 +97,6 @@ export type Options = z.infer<typeof OptionsSchema>;
  */
 const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
   { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
-  {
-    option: '--sandbox',
-    given: (o) => o.sandbox !== 'none',
-    instead: 'no namespace or chroot: the daemon keeps the guest inside the share by resolving every name one component at a time under it',
-  },
   { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
   { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
@@ -264,7 +260,10 @@ A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci 
   --thread-pool-size=N      threads for blocking requests per queue (0: on the queue thread)
   --poll-max-us=N           spin up to N µs for the next request before sleeping (adaptive;
                             0: never spin), default 100
-  --sandbox=none|chroot|namespace
+  --sandbox=namespace|chroot|none
+                            isolate the daemon's process from the host (default namespace
+                            when run as root, falling back to none where namespaces are
+                            not allowed; none otherwise)
   --log-level=LEVEL         error|warn|info|debug|trace|off (default info)
   --config=FILE             TOML file with any of these options (long names as keys)
   --print-capabilities      print the vhost-user backend capabilities as JSON and exit

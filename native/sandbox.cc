@@ -1,0 +1,183 @@
+// The sandbox (--sandbox namespace|chroot): the process enters a mount namespace of its own
+// (and, for namespace, network and IPC namespaces) whose root is a fresh read-only tmpfs
+// holding only bind mounts of what the daemon needs: the shared directory (read-write), and
+// read-only the system directories the Node binary and its libraries live in, the
+// daemon's own files, /proc and the null and random devices. Everything else of the host is
+// gone from the process's view. src/sandbox.ts decides what goes in; this file does the
+// system calls, then execve starts the daemon again inside (a Node process cannot change
+// the root under its running threads, and after execve it has one thread, in the new
+// namespaces). Run on the main thread before any other thread of ours exists.
+#include "common.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace vfsn {
+
+namespace {
+
+constexpr const char* kRoot = "/tmp";  // where the new root is assembled (in our namespace only)
+
+struct Bind {
+  std::string src, dst;
+  bool readOnly;
+  int fd = -1;
+};
+
+std::string Fail(const std::string& step) { return step + ": " + strerror(errno); }
+
+// mkdir -p of path (absolute, under kRoot); existing components are fine.
+bool MakeDirs(const std::string& path) {
+  for (size_t i = 1; i <= path.size(); i++) {
+    if (i < path.size() && path[i] != '/') continue;
+    std::string p = path.substr(0, i);
+    if (mkdir(p.c_str(), 0755) < 0 && errno != EEXIST) return false;
+  }
+  return true;
+}
+
+// The whole sandbox set-up; "" on success, else what failed.
+std::string Enter(std::vector<Bind>& binds, const std::vector<std::pair<std::string, std::string>>& links, bool newNet) {
+  int flags = CLONE_NEWNS | (newNet ? CLONE_NEWNET | CLONE_NEWIPC : 0);
+  if (unshare(flags) < 0) return Fail("unshare");
+  // A slave: mounts the host makes later (under the share too) still reach us, ours never leave.
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0) return Fail("making / a slave");
+  // The sources, opened in the new namespace (a bind takes only its own namespace's mounts)
+  // and before the new root covers /tmp (a source may lie under it).
+  for (auto& b : binds) {
+    b.fd = open(b.src.c_str(), O_PATH | O_CLOEXEC);
+    if (b.fd < 0) return Fail("open " + b.src);
+  }
+  if (mount("tmpfs", kRoot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) return Fail("tmpfs for the new root");
+  std::string root = kRoot;
+  for (const auto& l : links) {
+    if (symlink(l.first.c_str(), (root + l.second).c_str()) < 0) return Fail("symlink " + l.second);
+  }
+  // Outer paths first, so that a bind inside another lands on top of it.
+  std::sort(binds.begin(), binds.end(), [](const Bind& a, const Bind& b) { return a.dst.size() < b.dst.size(); });
+  for (auto& b : binds) {
+    struct stat st;
+    if (fstat(b.fd, &st) < 0) return Fail("stat " + b.src);
+    std::string dst = root + b.dst;
+    if (S_ISDIR(st.st_mode)) {
+      if (!MakeDirs(dst)) return Fail("mkdir " + b.dst);
+    } else {
+      if (!MakeDirs(dst.substr(0, dst.rfind('/')))) return Fail("mkdir for " + b.dst);
+      int f = open(dst.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+      if (f < 0 && errno != EEXIST) return Fail("mount point " + b.dst);
+      if (f >= 0) close(f);
+    }
+    std::string src = "/proc/self/fd/" + std::to_string(b.fd);
+    if (mount(src.c_str(), dst.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0) return Fail("bind " + b.src);
+    if (b.readOnly) {
+      // Devices stay usable: no MS_NODEV on a device node's own mount.
+      unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (S_ISCHR(st.st_mode) ? 0 : MS_NODEV);
+      if (mount(nullptr, dst.c_str(), nullptr, ro, nullptr) < 0) return Fail("read-only " + b.dst);
+    }
+    close(b.fd);
+    b.fd = -1;
+  }
+  // /proc for /proc/self/fd (how inodes are reopened): a new instance, or the host's where a
+  // container forbids that.
+  std::string proc = root + "/proc";
+  if (!MakeDirs(proc)) return Fail("mkdir /proc");
+  if (mount("proc", proc.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0 &&
+      mount("/proc", proc.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0)
+    return Fail("mount /proc");
+  std::string old = root + "/.old";
+  if (mkdir(old.c_str(), 0700) < 0) return Fail("mkdir /.old");
+  if (syscall(SYS_pivot_root, root.c_str(), old.c_str()) < 0) return Fail("pivot_root");
+  if (chdir("/") < 0) return Fail("chdir /");
+  if (umount2("/.old", MNT_DETACH) < 0) return Fail("unmounting the old root");
+  if (rmdir("/.old") < 0) return Fail("rmdir /.old");
+  if (mount(nullptr, "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) < 0)
+    return Fail("read-only root");
+  return "";
+}
+
+bool StringArray(const Napi::Value& v, std::vector<std::string>* out) {
+  if (!v.IsArray()) return false;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) return false;
+    out->push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return true;
+}
+
+// enterSandbox(binds: [src, dst, readOnly][], links: [target, path][], newNet) -> "" or what
+// failed (the process is then in a half-made namespace and must exit).
+Napi::Value EnterSandbox(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray())
+    return ThrowType(env, "enterSandbox(binds, links, newNet)");
+  std::vector<Bind> binds;
+  Napi::Array ba = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < ba.Length(); i++) {
+    Napi::Value e = ba.Get(i);
+    if (!e.IsArray() || e.As<Napi::Array>().Length() != 3) return ThrowType(env, "enterSandbox: a bind is [src, dst, readOnly]");
+    Napi::Array t = e.As<Napi::Array>();
+    if (!t.Get(0u).IsString() || !t.Get(1u).IsString()) return ThrowType(env, "enterSandbox: a bind is [src, dst, readOnly]");
+    std::string dst = t.Get(1u).As<Napi::String>().Utf8Value();
+    if (dst.empty() || dst[0] != '/' || dst.find("/..") != std::string::npos) return ThrowType(env, "enterSandbox: dst must be absolute");
+    binds.push_back({t.Get(0u).As<Napi::String>().Utf8Value(), dst, t.Get(2u).ToBoolean()});
+  }
+  std::vector<std::pair<std::string, std::string>> links;
+  Napi::Array la = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < la.Length(); i++) {
+    std::vector<std::string> pair;
+    if (!StringArray(la.Get(i), &pair) || pair.size() != 2 || pair[1].empty() || pair[1][0] != '/')
+      return ThrowType(env, "enterSandbox: a link is [target, absolute path]");
+    links.emplace_back(pair[0], pair[1]);
+  }
+  std::string r = Enter(binds, links, info[2].ToBoolean());
+  for (auto& b : binds)
+    if (b.fd >= 0) close(b.fd);
+  return Napi::String::New(env, r);
+}
+
+// execve(path, argv, extraEnv, keepFd) -> -errno (only on failure): this process becomes
+// `path argv` with the current environment plus extraEnv ("NAME=value" strings); keepFd
+// (a listening socket) and the standard streams stay open across it.
+Napi::Value Execve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> argv, extra;
+  if (info.Length() < 4 || !info[0].IsString() || !StringArray(info[1], &argv) || !StringArray(info[2], &extra) || !info[3].IsNumber())
+    return ThrowType(env, "execve(path, argv, extraEnv, keepFd)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int keep = info[3].As<Napi::Number>().Int32Value();
+  // Node marks the standard streams close-on-exec too: the log must go on to stderr.
+  for (int fd : {0, 1, 2, keep}) {
+    if (fd < 0) continue;
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0 && fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC) < 0) return Napi::Number::New(env, -errno);
+    if (fl < 0 && fd == keep) return Napi::Number::New(env, -errno);
+  }
+  std::vector<char*> av, ev;
+  for (auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
+  av.push_back(nullptr);
+  for (char** e = environ; *e; e++) ev.push_back(*e);
+  for (auto& e : extra) ev.push_back(const_cast<char*>(e.c_str()));
+  ev.push_back(nullptr);
+  execve(path.c_str(), av.data(), ev.data());
+  return Napi::Number::New(env, -errno);
+}
+
+}  // namespace
+
+void InitSandbox(Napi::Env env, Napi::Object exports) {
+  exports.Set("enterSandbox", Napi::Function::New(env, EnterSandbox));
+  exports.Set("execve", Napi::Function::New(env, Execve));
+}
+
+}  // namespace vfsn

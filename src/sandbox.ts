@@ -1,0 +1,118 @@
+/**
+ * --sandbox namespace|chroot: what the daemon's process may see of the host. The daemon
+ * already keeps the guest inside the shared directory by resolving names one component at a
+ * time under it; the sandbox is the second wall, for a daemon that is itself subverted.
+ *
+ * At start, once the listening socket exists, the process enters new namespaces (mount; for
+ * namespace also network and IPC) and pivots into a new read-only root holding only: the
+ * shared directory (read-write, at its own path), read-only the system directories (/usr
+ * and the /lib, /bin links or directories), the Node binary's installation when it lives
+ * elsewhere, the daemon's own files, a /proc, and /dev/null, zero, random, urandom. Then it
+ * starts again inside with execve: same PID (libvirt's pidfile holds), the socket passed as a
+ * descriptor, the options already parsed passed in the environment (a --config file is not
+ * visible inside). native/sandbox.cc makes the system calls.
+ *
+ * It needs CAP_SYS_ADMIN; without it an explicit --sandbox fails the start, as in the Rust
+ * virtiofsd, and the default (namespace for a root daemon) falls back to none with a
+ * warning, so that a daemon in a container without the capability still starts. chroot,
+ * the Rust virtiofsd's mode for containers that made the namespaces already, enters only a
+ * mount namespace (it still needs one to assemble the root). Unlike the Rust virtiofsd there
+ * is no new PID namespace (that needs a fork, and the process libvirt started must stay the
+ * daemon), and the socket file of --socket-path is left in place when the connection comes.
+ */
+import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import * as path from 'node:path';
+import { native } from './native';
+import type { Options } from './options';
+
+/** The environment variable that carries the options into the sandboxed process. */
+export const SANDBOXED_ENV = 'VIRTIOFSD_TS_SANDBOXED';
+
+export interface SandboxedStart {
+  /** The options as parsed outside. */
+  opts: Options;
+  /** The listening socket, inherited across execve. */
+  listenFd: number;
+}
+
+/** The daemon's own files: the package root (dist/, node_modules/, build/, bin/). */
+export const APP_DIR = path.resolve(__dirname, '..', '..');
+
+type BindSpec = [src: string, dst: string, readOnly: boolean];
+type LinkSpec = [target: string, path: string];
+
+/** What goes into the new root, for a shared directory, this Node and this package. */
+export function sandboxLayout(sharedDir: string, nodePath: string, appDir: string): { binds: BindSpec[]; links: LinkSpec[] } {
+  const binds: BindSpec[] = [];
+  const links: LinkSpec[] = [];
+  // The system: /usr, and /bin, /lib, /lib64, /sbin as the host has them (links on a merged
+  // /usr, directories otherwise).
+  binds.push(['/usr', '/usr', true]);
+  for (const d of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
+    if (!existsSync(d)) continue;
+    if (lstatSync(d).isSymbolicLink()) links.push([readlinkSync(d), d]);
+    else binds.push([d, d, true]);
+  }
+  const node = realpathSync(nodePath);
+  // Node installed outside /usr (a tarball in /opt, nvm under a home directory): its tree.
+  if (!node.startsWith('/usr/')) binds.push([path.dirname(path.dirname(node)), path.dirname(path.dirname(node)), true]);
+  binds.push([appDir, appDir, true]);
+  for (const dev of ['null', 'zero', 'random', 'urandom']) binds.push([`/dev/${dev}`, `/dev/${dev}`, true]);
+  const shared = realpathSync(sharedDir);
+  binds.push([shared, shared, false]);
+  return { binds, links };
+}
+
+/** Why the sandbox could not be made; `untouched`: the process is as it was (the first step failed). */
+export interface SandboxFailure {
+  message: string;
+  untouched: boolean;
+}
+
+/** The sandbox for the options: --sandbox, or by default namespace for a root daemon. */
+export function sandboxMode(opts: Options): 'namespace' | 'chroot' | 'none' {
+  return opts.sandbox ?? (process.geteuid?.() === 0 ? 'namespace' : 'none');
+}
+
+/**
+ * Enters the sandbox and starts the daemon again inside; returns only on failure, saying
+ * why (unless `untouched`, the process may be in a half-made namespace and must exit).
+ */
+export function enterSandboxAndRestart(opts: Options, listenFd: number): SandboxFailure {
+  const mode = sandboxMode(opts);
+  if (mode === 'none') throw new Error('no sandbox asked for');
+  const { binds, links } = sandboxLayout(opts.sharedDir!, process.execPath, APP_DIR);
+  const failed = native.enterSandbox(binds, links, mode === 'namespace');
+  if (failed) {
+    return {
+      message: `cannot set up the ${mode} sandbox (${failed}); it needs CAP_SYS_ADMIN, or run with --sandbox none`,
+      untouched: failed.startsWith('unshare:'),
+    };
+  }
+  // Inside, paths are the same: the shared directory and this package are mounted where
+  // they were. The socket is the inherited descriptor now.
+  const inside: Options = {
+    ...opts,
+    sandbox: mode,
+    sharedDir: realpathSync(opts.sharedDir!),
+    socketPath: undefined,
+    socketGroup: undefined,
+    fd: listenFd,
+    config: undefined,
+  };
+  const start: SandboxedStart = { opts: inside, listenFd };
+  const script = realpathSync(process.argv[1]);
+  // Certificates are not in the sandbox, and the daemon makes no TLS connection: without
+  // this Node would warn at start when the variable names a file.
+  delete process.env.NODE_EXTRA_CA_CERTS;
+  const r = native.execve(process.execPath, [process.argv0, ...process.execArgv, script, ...process.argv.slice(2)], [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], listenFd);
+  return { message: `cannot start again inside the sandbox: execve failed (errno ${-r})`, untouched: false };
+}
+
+/** In the sandboxed process: the start handed over from outside (and forgotten by the environment). */
+export function sandboxedStart(): SandboxedStart | null {
+  const v = process.env[SANDBOXED_ENV];
+  if (v === undefined) return null;
+  delete process.env[SANDBOXED_ENV];
+  return JSON.parse(v) as SandboxedStart;
+}

@@ -1,0 +1,116 @@
+/**
+ * --sandbox namespace|chroot: the daemon's process sees only what it needs of the host. What
+ * a user (or libvirt) checks: the daemon keeps its PID, serves the share as before, lives in
+ * mount (and, for namespace, network) namespaces of its own, and its root holds no /etc, no
+ * /home, nothing of the host but the share and read-only system and program files. A daemon
+ * that cannot build the sandbox (no CAP_SYS_ADMIN) stops with a message instead of serving
+ * unsandboxed.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as abi from '../../src/fuse/abi';
+import { startDaemon } from '../frontend/daemons';
+import { ok } from '../frontend/fuse-client';
+import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+
+const nsOf = (pid: number, ns: string): string => fs.readlinkSync(`/proc/${pid}/ns/${ns}`);
+
+describe('virtiofsd-ts --sandbox', function () {
+  this.timeout(60000);
+  let env: ConnectedDaemon | null = null;
+  afterEach(async () => {
+    if (env) await disconnectDaemon(env).catch(() => undefined);
+    env = null;
+  });
+
+  for (const mode of ['namespace', 'chroot'] as const) {
+    it(`${mode}: same PID, own mount namespace${mode === 'namespace' ? ' and network namespace' : ''}, a root with the share and nothing else of the host; the share served as usual`, async () => {
+      // An option from a config file, which the sandboxed process cannot read itself.
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-sandbox-cfg-'));
+      const config = path.join(dir, 'virtiofsd.toml');
+      fs.writeFileSync(config, 'cache = "never"\n');
+      try {
+        env = await connectDaemon('vfs-sandbox-', [`--sandbox=${mode}`, `--config=${config}`]);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      const { c, share, daemon } = env;
+      const pid = daemon.proc.pid!;
+      fs.writeFileSync(path.join(share, 'hello'), 'from the host');
+
+      // Served as usual: a read of a host file, a file made by the guest.
+      const n = ok(await c.lookup(1n, 'hello'), 'LOOKUP hello').nodeid;
+      const o = ok(await c.open(n, fs.constants.O_RDONLY), 'OPEN hello');
+      assert.ok(o.openFlags & abi.FopenFlags.DIRECT_IO, 'cache never from the config file: DIRECT_IO');
+      assert.equal(ok(await c.read(o.fh, 0, 100), 'READ').toString(), 'from the host');
+      const ca = Buffer.alloc(abi.CREATE_IN_SIZE);
+      abi.encodeCreateIn(ca, 0, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT, mode: 0o100644, umask: 0, openFlags: 0 });
+      assert.equal((await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([ca, Buffer.from('made\0')]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE)).error, 0);
+      assert.ok(fs.existsSync(path.join(share, 'made')), 'the guest made a file on the host share');
+
+      // The process: the one spawned, in namespaces of its own.
+      assert.equal(daemon.logLine<{ pid: number }>('waiting for a vhost-user connection').pid, pid, 'the daemon started again in place, same PID');
+      daemon.logLine('running in the sandbox: the host outside the shared directory is out of view');
+      assert.notEqual(nsOf(pid, 'mnt'), nsOf(process.pid, 'mnt'), 'own mount namespace');
+      if (mode === 'namespace') assert.notEqual(nsOf(pid, 'net'), nsOf(process.pid, 'net'), 'own network namespace');
+      else assert.equal(nsOf(pid, 'net'), nsOf(process.pid, 'net'), 'chroot leaves the network namespace');
+      // Its root: the share at its path, system and program files read-only, nothing else.
+      const root = `/proc/${pid}/root`;
+      assert.ok(fs.existsSync(path.join(root, share, 'made')), 'the share is there');
+      for (const hidden of ['etc', 'home', 'root', 'var', 'run']) assert.ok(!fs.existsSync(path.join(root, hidden)), `no /${hidden}`);
+      assert.deepEqual(fs.readdirSync(path.join(root, 'dev')).sort(), ['null', 'random', 'urandom', 'zero']);
+      assert.deepEqual(fs.readdirSync(path.join(root, os.tmpdir())), [path.basename(path.dirname(share))], 'of the temp directory only the share\'s');
+      const mounts = fs.readFileSync(`/proc/${pid}/mounts`, 'utf8').split('\n');
+      const usr = mounts.find((l) => l.split(' ')[1] === '/usr');
+      assert.ok(usr && /\bro\b/.test(usr.split(' ')[3]), `/usr read-only: ${usr}`);
+      const shareMount = mounts.find((l) => l.split(' ')[1] === fs.realpathSync(share));
+      assert.ok(shareMount && /\brw\b/.test(shareMount.split(' ')[3]), `the share read-write: ${shareMount}`);
+
+      await disconnectDaemon(env);
+      assert.equal(env.daemon.exited?.code, 0, env.daemon.describeExit());
+      env.daemon.exitReport();
+      env = null;
+    });
+  }
+
+  it('by default, as root: the namespace sandbox, as in the Rust virtiofsd', async () => {
+    env = await connectDaemon('vfs-sandbox-', []);
+    const pid = env.daemon.proc.pid!;
+    ok(await env.c.lookup(1n, '.'), 'LOOKUP');
+    assert.notEqual(nsOf(pid, 'mnt'), nsOf(process.pid, 'mnt'));
+    assert.notEqual(nsOf(pid, 'net'), nsOf(process.pid, 'net'));
+    assert.ok(!fs.existsSync(`/proc/${pid}/root/etc`));
+  });
+
+  it('by default, without CAP_SYS_ADMIN (a container): serves without a sandbox and says so', async () => {
+    env = await connectDaemon('vfs-sandbox-', [], {}, undefined, {}, ['setpriv', '--bounding-set=-sys_admin', '--inh-caps=-sys_admin', '--']);
+    const pid = env.daemon.proc.pid!;
+    ok(await env.c.lookup(1n, '.'), 'LOOKUP');
+    assert.equal(nsOf(pid, 'mnt'), nsOf(process.pid, 'mnt'), 'no namespace');
+    const w = env.daemon.logLine<{ level: number; reason: string }>('running without a sandbox (the default sandbox could not be made; --sandbox none says so explicitly)');
+    assert.equal(w.level, 40);
+    assert.match(w.reason, /unshare: Operation not permitted/);
+  });
+
+  it('explicitly asked, without CAP_SYS_ADMIN: the start fails with a message, rather than serving unsandboxed', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-sandbox-'));
+    try {
+      const d = startDaemon('ts', {
+        sharedDir: dir,
+        socketPath: path.join(dir, 'vfs.sock'),
+        replaceDefaultArgs: ['--sandbox=namespace'],
+        wrapper: ['setpriv', '--bounding-set=-sys_admin', '--inh-caps=-sys_admin', '--'],
+      });
+      const exit = await d.waitExit(10000);
+      assert.equal(exit.code, 1, d.describeExit());
+      const line = d.logLine<{ level: number; err: { message: string } }>(
+        'cannot set up the namespace sandbox (unshare: Operation not permitted); it needs CAP_SYS_ADMIN, or run with --sandbox none',
+      );
+      assert.equal(line.level, 60);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
