@@ -3,7 +3,8 @@
 // holding only bind mounts of what the daemon needs: the shared directory (read-write), and
 // read-only the system directories the Node binary and its libraries live in, the
 // daemon's own files, /proc and the null and random devices. Everything else of the host is
-// gone from the process's view. src/sandbox.ts decides what goes in; this file does the
+// gone from the process's view; and the capabilities it keeps are only those a file server
+// needs (limitCapabilities). src/sandbox.ts decides what goes in; this file does the
 // system calls, then execve starts the daemon again inside (a Node process cannot change
 // the root under its running threads, and after execve it has one thread, in the new
 // namespaces). Run on the main thread before any other thread of ours exists.
@@ -11,7 +12,9 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -173,11 +176,41 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, -errno);
 }
 
+// limitCapabilities(keep: number[]) -> "" or what failed. Leaves the capability bounding
+// set (of this thread, the one that will execve) at `keep` and the inheritable and ambient
+// sets empty: after execve a root process has exactly `keep` (permitted and effective).
+Napi::Value LimitCapabilities(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) return ThrowType(env, "limitCapabilities(keep)");
+  uint64_t keep = 0;
+  Napi::Array a = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0 || v.As<Napi::Number>().Int32Value() > 63)
+      return ThrowType(env, "limitCapabilities: capability numbers 0..63");
+    keep |= 1ull << v.As<Napi::Number>().Int32Value();
+  }
+  for (int cap = 0; cap <= 63; cap++) {
+    if (keep & (1ull << cap)) continue;
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;  // past the kernel's last capability
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return Napi::String::New(env, Fail("dropping capability " + std::to_string(cap)));
+  }
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+    return Napi::String::New(env, Fail("clearing the ambient capabilities"));
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+  if (syscall(SYS_capget, &h, d) < 0) return Napi::String::New(env, Fail("capget"));
+  for (auto& w : d) w.inheritable = 0;
+  if (syscall(SYS_capset, &h, d) < 0) return Napi::String::New(env, Fail("capset"));
+  return Napi::String::New(env, "");
+}
+
 }  // namespace
 
 void InitSandbox(Napi::Env env, Napi::Object exports) {
   exports.Set("enterSandbox", Napi::Function::New(env, EnterSandbox));
   exports.Set("execve", Napi::Function::New(env, Execve));
+  exports.Set("limitCapabilities", Napi::Function::New(env, LimitCapabilities));
 }
 
 }  // namespace vfsn

@@ -322,6 +322,8 @@ export interface NativeAddon {
   ioPoolSetSize(threads: number): void;
   /** native/sandbox.cc: new namespaces and a new root of these binds and links; '' or what failed. */
   enterSandbox(binds: Array<[string, string, boolean]>, links: Array<[string, string]>, newNet: boolean): string;
+  /** Bounding set = these capabilities, inheritable and ambient empty; '' or what failed. */
+  limitCapabilities(keep: number[]): string;
   /** Replaces the process (returns -errno only on failure); keepFd stays open across it. */
   execve(path: string, argv: string[], extraEnv: string[], keepFd: number): number;
 }

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { parseCacheMode } from './cache/policy';
 import { parseIdMaps } from './fuse/passthrough/idmap';
 import { parseXattrMap } from './fuse/passthrough/xattrmap';
+import { keptCapabilities } from './capabilities';
 
 /** Default --poll-max-us (the README's option table and "Speed" say why). */
 export const DEFAULT_POLL_MAX_US = 100;
@@ -86,7 +87,14 @@ export const OptionsSchema = z
     printCapabilities: z.boolean().default(false),
     config: z.string().optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((o, ctx) => {
+    try {
+      keptCapabilities(o.modcaps, o.inodeFileHandles);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', path: ['modcaps'], message: (e as Error).message });
+    }
+  });
 
 export type Options = z.infer<typeof OptionsSchema>;
 
@@ -98,7 +106,11 @@ export type Options = z.infer<typeof OptionsSchema>;
 const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
   { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
   { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
-  { option: '--modcaps', given: (o) => o.modcaps !== undefined, instead: 'capabilities are left as they are' },
+  {
+    option: '--modcaps',
+    given: (o) => o.modcaps !== undefined && (o.sandbox ?? (process.geteuid?.() === 0 ? 'namespace' : 'none')) === 'none',
+    instead: 'capabilities are limited only in the sandbox; without one the daemon keeps all it has',
+  },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
   {
     option: '--uid-map/--gid-map',

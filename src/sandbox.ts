@@ -10,7 +10,7 @@
  * elsewhere, the daemon's own files, a /proc, and /dev/null, zero, random, urandom. Then it
  * starts again inside with execve: same PID (libvirt's pidfile holds), the socket passed as a
  * descriptor, the options already parsed passed in the environment (a --config file is not
- * visible inside). native/sandbox.cc makes the system calls.
+ * visible inside), with only the capabilities src/capabilities.ts keeps. native/sandbox.cc makes the system calls.
  *
  * It needs CAP_SYS_ADMIN; without it an explicit --sandbox fails the start, as in the Rust
  * virtiofsd, and the default (namespace for a root daemon) falls back to none with a
@@ -24,6 +24,7 @@ import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { native } from './native';
 import type { Options } from './options';
+import { CAPABILITIES, keptCapabilities } from './capabilities';
 
 /** The environment variable that carries the options into the sandboxed process. */
 export const SANDBOXED_ENV = 'VIRTIOFSD_TS_SANDBOXED';
@@ -89,6 +90,8 @@ export function enterSandboxAndRestart(opts: Options, listenFd: number): Sandbox
       untouched: failed.startsWith('unshare:'),
     };
   }
+  const capsFailed = native.limitCapabilities(keptCapabilities(opts.modcaps, opts.inodeFileHandles).map((c) => CAPABILITIES[c]));
+  if (capsFailed) return { message: `cannot limit the capabilities (${capsFailed})`, untouched: false };
   // Inside, paths are the same: the shared directory and this package are mounted where
   // they were. The socket is the inherited descriptor now.
   const inside: Options = {

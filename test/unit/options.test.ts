@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { optionsWithoutEffect, parseOptions, UsageError } from '../../src/options';
+import { keptCapabilities } from '../../src/capabilities';
 
 describe('options', () => {
   it('takes the Rust virtiofsd form with defaults like it', () => {
@@ -45,7 +46,7 @@ describe('options', () => {
     assert.equal(parseOptions(['--fd=4', '--shared-dir', '/srv']).sandbox, undefined, 'unset: the daemon picks namespace as root');
     const all = names([
       '--socket-path=/tmp/s', '--shared-dir=/srv', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
-      '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1', '--uid-map=:0:1000:1:',
+      '--sandbox=none', '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1', '--uid-map=:0:1000:1:',
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
@@ -59,6 +60,24 @@ describe('options', () => {
     // --posix-acl has its effect too (and implies --xattr in the daemon, as in the Rust virtiofsd).
     assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--posix-acl']), []);
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv', '-o', 'posix_acl']).posixAcl, true);
+  });
+
+  it('--modcaps: the capabilities the sandboxed daemon keeps, as the Rust virtiofsd', () => {
+    assert.deepEqual(keptCapabilities(undefined, 'prefer'), ['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'mknod', 'setfcap', 'setgid', 'setuid']);
+    assert.deepEqual(keptCapabilities(undefined, 'never'), ['chown', 'dac_override', 'fowner', 'fsetid', 'mknod', 'setfcap', 'setgid', 'setuid']);
+    assert.deepEqual(keptCapabilities('+sys_admin:-mknod,+CAP_LINUX_IMMUTABLE', 'never'), [
+      'chown', 'dac_override', 'fowner', 'fsetid', 'linux_immutable', 'setfcap', 'setgid', 'setuid', 'sys_admin',
+    ]);
+    const refused = (modcaps: string, why: RegExp): void => {
+      assert.throws(() => parseOptions(['--socket-path=/s', '--shared-dir=/d', `--modcaps=${modcaps}`]), (e: Error) => e instanceof UsageError && why.test(e.message));
+    };
+    refused('sys_admin', /'sys_admin' is not \+capability or -capability/);
+    refused('+frobnicate', /unknown capability 'frobnicate'/);
+    refused('-dac_read_search', /dac_read_search cannot go with --inode-file-handles=prefer/);
+    assert.equal(parseOptions(['--socket-path=/s', '--shared-dir=/d', '--modcaps=-dac_read_search', '--inode-file-handles=never']).modcaps, '-dac_read_search');
+    // Without a sandbox, --modcaps has nothing to act on: named in the warnings.
+    assert.deepEqual(optionsWithoutEffect(parseOptions(['--socket-path=/s', '--shared-dir=/d', '--sandbox=none', '--modcaps=-mknod'])).map((w) => w.option), ['--modcaps']);
+    assert.deepEqual(optionsWithoutEffect(parseOptions(['--socket-path=/s', '--shared-dir=/d', '--sandbox=chroot', '--modcaps=-mknod'])).map((w) => w.option), []);
   });
 
   it('refuses --posix-acl with ID translation, whose ACL entries would keep host IDs', () => {

@@ -11,11 +11,18 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
+import { CAPABILITIES } from '../../src/capabilities';
 import { startDaemon } from '../frontend/daemons';
 import { ok } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 
 const nsOf = (pid: number, ns: string): string => fs.readlinkSync(`/proc/${pid}/ns/${ns}`);
+/** The effective capabilities of a process, by name. */
+function capsOf(pid: number): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1];
+  const mask = BigInt(`0x${hex}`);
+  return Object.entries(CAPABILITIES).filter(([, n]) => (mask >> BigInt(n)) & 1n).map(([name]) => name).sort();
+}
 
 describe('virtiofsd-ts --sandbox', function () {
   this.timeout(60000);
@@ -68,6 +75,9 @@ describe('virtiofsd-ts --sandbox', function () {
       const shareMount = mounts.find((l) => l.split(' ')[1] === fs.realpathSync(share));
       assert.ok(shareMount && /\brw\b/.test(shareMount.split(' ')[3]), `the share read-write: ${shareMount}`);
 
+      // Only a file server's capabilities, as the Rust virtiofsd keeps.
+      assert.deepEqual(capsOf(pid), ['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'mknod', 'setfcap', 'setgid', 'setuid']);
+
       await disconnectDaemon(env);
       assert.equal(env.daemon.exited?.code, 0, env.daemon.describeExit());
       env.daemon.exitReport();
@@ -82,6 +92,16 @@ describe('virtiofsd-ts --sandbox', function () {
     assert.notEqual(nsOf(pid, 'mnt'), nsOf(process.pid, 'mnt'));
     assert.notEqual(nsOf(pid, 'net'), nsOf(process.pid, 'net'));
     assert.ok(!fs.existsSync(`/proc/${pid}/root/etc`));
+  });
+
+  it('--modcaps adds and removes capabilities, and a guest MKNOD of a device then gets EPERM', async () => {
+    env = await connectDaemon('vfs-sandbox-', ['--modcaps=+sys_admin:-mknod:-dac_read_search', '--inode-file-handles=never']);
+    const pid = env.daemon.proc.pid!;
+    assert.deepEqual(capsOf(pid), ['chown', 'dac_override', 'fowner', 'fsetid', 'setfcap', 'setgid', 'setuid', 'sys_admin']);
+    const a = Buffer.alloc(abi.MKNOD_IN_SIZE);
+    abi.encodeMknodIn(a, 0, { mode: fs.constants.S_IFCHR | 0o600, rdev: (1 << 8) | 3, umask: 0 });
+    const r = await env.c.request(abi.Opcode.MKNOD, 1n, Buffer.concat([a, Buffer.from('null\0')]), abi.ENTRY_OUT_SIZE);
+    assert.equal(r.error, -os.constants.errno.EPERM, 'no CAP_MKNOD: no device node');
   });
 
   it('by default, without CAP_SYS_ADMIN (a container): serves without a sandbox and says so', async () => {
