@@ -84,6 +84,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitFastPath(env, exports);
   vfsn::InitKickThread(env, exports);
   vfsn::InitSandbox(env, exports);
+  vfsn::InitSeccomp(env, exports);
   return exports;
 }
 

@@ -203,5 +203,6 @@ void InitIoPool(Napi::Env env, Napi::Object exports);
 void InitFastPath(Napi::Env env, Napi::Object exports);
 void InitKickThread(Napi::Env env, Napi::Object exports);
 void InitSandbox(Napi::Env env, Napi::Object exports);
+void InitSeccomp(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

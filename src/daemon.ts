@@ -6,14 +6,14 @@
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { native } from './native';
 import type { Logger } from './log';
-import { optionsWithoutEffect, type Options } from './options';
+import { optionsWithoutEffect, sandboxMode, type Options } from './options';
 import { fsDevice } from './fs-device';
 import { currentNofileLimit, setupNofileLimit } from './limits';
 import { createSharedState } from './fuse/passthrough';
 import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
 import { parseXattrMap } from './fuse/passthrough/xattrmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
-import { enterSandboxAndRestart, sandboxMode } from './sandbox';
+import { enterSandboxAndRestart } from './sandbox';
 
 /**
  * Runs the daemon to the end of its connection. `sandboxed`: this process was started again

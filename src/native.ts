@@ -322,6 +322,10 @@ export interface NativeAddon {
   ioPoolSetSize(threads: number): void;
   /** native/sandbox.cc: new namespaces and a new root of these binds and links; '' or what failed. */
   enterSandbox(binds: Array<[string, string, boolean]>, links: Array<[string, string]>, newNet: boolean): string;
+  /** native/seccomp.cc: this thread under the daemon's system call filter; '' or what failed. */
+  installSeccomp(action: 'kill' | 'log' | 'trap'): string;
+  /** The system call numbers the filter allows. */
+  seccompAllowed(): number[];
   /** Bounding set = these capabilities, inheritable and ambient empty; '' or what failed. */
   limitCapabilities(keep: number[]): string;
   /** Replaces the process (returns -errno only on failure); keepFd stays open across it. */

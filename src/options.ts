@@ -98,6 +98,11 @@ export const OptionsSchema = z
 
 export type Options = z.infer<typeof OptionsSchema>;
 
+/** The sandbox for the options: --sandbox, or by default namespace for a root daemon (src/sandbox.ts). */
+export function sandboxMode(opts: Options): 'namespace' | 'chroot' | 'none' {
+  return opts.sandbox ?? (process.geteuid?.() === 0 ? 'namespace' : 'none');
+}
+
 /**
  * Options of the Rust virtiofsd that are accepted, so that libvirt and scripts written for
  * it start us unchanged, but that change nothing here yet: when one is given, what the
@@ -105,10 +110,14 @@ export type Options = z.infer<typeof OptionsSchema>;
  */
 const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
   { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
-  { option: '--seccomp', given: (o) => o.seccomp !== 'none', instead: 'no seccomp filter is installed' },
+  {
+    option: '--seccomp',
+    given: (o) => o.seccomp !== 'none' && sandboxMode(o) === 'none',
+    instead: 'the seccomp filter is installed only with a sandbox; without one there is none',
+  },
   {
     option: '--modcaps',
-    given: (o) => o.modcaps !== undefined && (o.sandbox ?? (process.geteuid?.() === 0 ? 'namespace' : 'none')) === 'none',
+    given: (o) => o.modcaps !== undefined && sandboxMode(o) === 'none',
     instead: 'capabilities are limited only in the sandbox; without one the daemon keeps all it has',
   },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
@@ -268,14 +277,25 @@ A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci 
   --allow-mmap              allow shared mmap in cache=never
   --no-readdirplus          do not use READDIRPLUS
   --xattr                   support extended attributes
+  --posix-acl               POSIX ACLs in the guest (implies --xattr)
+  --xattrmap=RULES          map xattr names between guest and host (implies --xattr)
+  --translate-uid=MAP, --translate-gid=MAP
+                            translate IDs (map:G:H:N, guest:, host:, squash-*, forbid-guest:)
+  --killpriv-v2             let the daemon clear setuid/setgid (FUSE_HANDLE_KILLPRIV_V2)
+  --announce-submounts      mark host mounts inside the share (default; --no-announce-submounts)
+  --inode-file-handles=MODE never|prefer|mandatory, default prefer
+  --rlimit-nofile=N         open file limit to raise to (default min(1000000, nr_open))
   --readonly                refuse every change (EROFS)
-  --thread-pool-size=N      threads for blocking requests per queue (0: on the queue thread)
+  --thread-pool-size=N      threads for blocking I/O, shared by all queues (0: on the queue's thread)
   --poll-max-us=N           spin up to N µs for the next request before sleeping (adaptive;
                             0: never spin), default 100
   --sandbox=namespace|chroot|none
                             isolate the daemon's process from the host (default namespace
                             when run as root, falling back to none where namespaces are
                             not allowed; none otherwise)
+  --modcaps=+CAP:-CAP...    change the capabilities kept in the sandbox
+  --seccomp=none|kill|log|trap
+                            system call filter in the sandbox (default none)
   --log-level=LEVEL         error|warn|info|debug|trace|off (default info)
   --config=FILE             TOML file with any of these options (long names as keys)
   --print-capabilities      print the vhost-user backend capabilities as JSON and exit

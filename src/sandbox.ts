@@ -10,7 +10,8 @@
  * elsewhere, the daemon's own files, a /proc, and /dev/null, zero, random, urandom. Then it
  * starts again inside with execve: same PID (libvirt's pidfile holds), the socket passed as a
  * descriptor, the options already parsed passed in the environment (a --config file is not
- * visible inside), with only the capabilities src/capabilities.ts keeps. native/sandbox.cc makes the system calls.
+ * visible inside), with only the capabilities src/capabilities.ts keeps and, with --seccomp,
+ * under a filter of the system calls it may make (native/seccomp.cc). native/sandbox.cc makes the system calls.
  *
  * It needs CAP_SYS_ADMIN; without it an explicit --sandbox fails the start, as in the Rust
  * virtiofsd, and the default (namespace for a root daemon) falls back to none with a
@@ -23,7 +24,7 @@
 import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { native } from './native';
-import type { Options } from './options';
+import { sandboxMode, type Options } from './options';
 import { CAPABILITIES, keptCapabilities } from './capabilities';
 
 /** The environment variable that carries the options into the sandboxed process. */
@@ -70,11 +71,6 @@ export interface SandboxFailure {
   untouched: boolean;
 }
 
-/** The sandbox for the options: --sandbox, or by default namespace for a root daemon. */
-export function sandboxMode(opts: Options): 'namespace' | 'chroot' | 'none' {
-  return opts.sandbox ?? (process.geteuid?.() === 0 ? 'namespace' : 'none');
-}
-
 /**
  * Enters the sandbox and starts the daemon again inside; returns only on failure, saying
  * why (unless `untouched`, the process may be in a half-made namespace and must exit).
@@ -92,6 +88,10 @@ export function enterSandboxAndRestart(opts: Options, listenFd: number): Sandbox
   }
   const capsFailed = native.limitCapabilities(keptCapabilities(opts.modcaps, opts.inodeFileHandles).map((c) => CAPABILITIES[c]));
   if (capsFailed) return { message: `cannot limit the capabilities (${capsFailed})`, untouched: false };
+  if (opts.seccomp !== 'none') {
+    const seccompFailed = native.installSeccomp(opts.seccomp);
+    if (seccompFailed) return { message: `cannot install the seccomp filter (${seccompFailed})`, untouched: false };
+  }
   // Inside, paths are the same: the shared directory and this package are mounted where
   // they were. The socket is the inherited descriptor now.
   const inside: Options = {

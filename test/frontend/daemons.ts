@@ -134,8 +134,14 @@ export class Daemon {
     const missing = daemonMissing(kind);
     if (missing) throw new Error(`cannot start the ${kind} daemon: ${missing}`);
     const cmd = daemonCommand(kind);
-    const own = [cmd.file, ...cmd.args, ...perRunArgs(kind, opts), ...(opts.extraArgs ?? [])];
-    const [file, ...args] = [...(opts.wrapper ?? []), ...own];
+    // VIRTIOFSD_TEST_EXTRA_ARGS: options added to every virtiofsd-ts the tests start (the
+    // seccomp test runs part of the suite again with --seccomp=kill this way).
+    const envArgs = kind === 'ts' && process.env.VIRTIOFSD_TEST_EXTRA_ARGS ? process.env.VIRTIOFSD_TEST_EXTRA_ARGS.split(' ').filter(Boolean) : [];
+    const own = [cmd.file, ...cmd.args, ...perRunArgs(kind, opts), ...(opts.extraArgs ?? []), ...envArgs];
+    // VIRTIOFSD_TEST_WRAPPER (e.g. 'strace -ff -o /tmp/trace'): a command line put before
+    // every virtiofsd-ts the tests start without a wrapper of their own.
+    const envWrapper = kind === 'ts' && process.env.VIRTIOFSD_TEST_WRAPPER ? process.env.VIRTIOFSD_TEST_WRAPPER.split(' ').filter(Boolean) : [];
+    const [file, ...args] = [...(opts.wrapper ?? envWrapper), ...own];
     this.kind = kind;
     this.socketPath = opts.socketPath;
     this.sharedDir = opts.sharedDir;
