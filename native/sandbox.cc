@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
@@ -46,6 +47,20 @@ bool MakeDirs(const std::string& path) {
     if (mkdir(p.c_str(), 0755) < 0 && errno != EEXIST) return false;
   }
   return true;
+}
+
+// A mount's per-mount flags (statvfs) as mount(2) flags, to keep them on a remount.
+unsigned long MountFlags(const std::string& path) {
+  struct statvfs v;
+  if (statvfs(path.c_str(), &v) < 0) return 0;
+  unsigned long f = 0;
+  if (v.f_flag & ST_NOSUID) f |= MS_NOSUID;
+  if (v.f_flag & ST_NODEV) f |= MS_NODEV;
+  if (v.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+  if (v.f_flag & ST_NOATIME) f |= MS_NOATIME;
+  if (v.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+  if (v.f_flag & ST_RELATIME) f |= MS_RELATIME;
+  return f;
 }
 
 // The whole sandbox set-up; "" on success, else what failed.
@@ -82,8 +97,9 @@ std::string Enter(std::vector<Bind>& binds, const std::vector<std::pair<std::str
     std::string src = "/proc/self/fd/" + std::to_string(b.fd);
     if (mount(src.c_str(), dst.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0) return Fail("bind " + b.src);
     if (b.readOnly) {
-      // Devices stay usable: no MS_NODEV on a device node's own mount.
-      unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (S_ISCHR(st.st_mode) ? 0 : MS_NODEV);
+      // Devices stay usable: no MS_NODEV on a device node's own mount. The flags the mount
+      // has stay (in a user namespace they are locked, and dropping one would be refused).
+      unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (S_ISCHR(st.st_mode) ? 0 : MS_NODEV) | MountFlags(dst);
       if (mount(nullptr, dst.c_str(), nullptr, ro, nullptr) < 0) return Fail("read-only " + b.dst);
     }
     close(b.fd);
