@@ -42,6 +42,11 @@ class Creds {
     syscall(SYS_setfsgid, static_cast<gid_t>(hg));
     syscall(SYS_setfsuid, static_cast<uid_t>(hu));
     active_ = true;
+    // An ID the kernel does not take (one a user namespace, --uid-map/--gid-map, does not
+    // map) leaves the old one: refused rather than acting as the daemon's own user. setfs*id
+    // of -1 changes nothing and says what is in force.
+    if (static_cast<uint32_t>(syscall(SYS_setfsuid, -1)) != hu || static_cast<uint32_t>(syscall(SYS_setfsgid, -1)) != hg)
+      error_ = -EINVAL;
   }
   int error() const { return error_; }
   ~Creds() {

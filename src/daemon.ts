@@ -13,19 +13,21 @@ import { createSharedState } from './fuse/passthrough';
 import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
 import { parseXattrMap } from './fuse/passthrough/xattrmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
-import { enterSandboxAndRestart } from './sandbox';
+import { enterSandboxAndRestart, enterUserNamespaceAndRestart } from './sandbox';
 
 /**
- * Runs the daemon to the end of its connection. `sandboxed`: this process was started again
- * inside the sandbox (src/sandbox.ts), with the listening socket as opts.fd.
+ * Runs the daemon to the end of its connection. `stage`: 'sandbox' when this process was
+ * started again inside the sandbox (src/sandbox.ts), 'userns' in the user namespace of
+ * --uid-map/--gid-map before the sandbox; the listening socket is then opts.fd.
  */
-export async function runDaemon(opts: Options, log: Logger, sandboxed = false): Promise<number> {
+export async function runDaemon(opts: Options, log: Logger, stage: 'start' | 'userns' | 'sandbox' = 'start'): Promise<number> {
+  const sandboxed = stage === 'sandbox';
   if (!opts.sharedDir) throw new Error('--shared-dir (or -o source=DIR) is required');
   // Without POSIX ACLs, modes arrive from the guest with the caller's umask already applied:
   // our own umask must not take more bits away (with them, see native/umask.cc).
   process.umask(0);
   // Set before the sandbox; the process started again inside keeps it.
-  const nofile = sandboxed ? currentNofileLimit().soft : setupNofileLimit(opts.rlimitNofile, log);
+  const nofile = stage !== 'start' ? currentNofileLimit().soft : setupNofileLimit(opts.rlimitNofile, log);
   let listenFd: number;
   let ownSocket: string | null = null;
   if (opts.fd !== undefined) {
@@ -38,7 +40,16 @@ export async function runDaemon(opts: Options, log: Logger, sandboxed = false): 
   } else {
     throw new Error('either --socket-path or --fd is required');
   }
-  for (const w of optionsWithoutEffect(opts)) if (!sandboxed) log.warn(w, 'option accepted for compatibility, without effect here');
+  for (const w of optionsWithoutEffect(opts)) if (stage === 'start') log.warn(w, 'option accepted for compatibility, without effect here');
+  if (stage === 'start' && (opts.uidMap !== undefined || opts.gidMap !== undefined)) {
+    // As in the Rust virtiofsd: for an unprivileged user, with the namespace sandbox.
+    if (process.geteuid?.() === 0) {
+      throw new Error('--uid-map/--gid-map are for a daemon started by an unprivileged user (as root, --translate-uid/--translate-gid translate IDs)');
+    }
+    if (opts.sandbox !== undefined && opts.sandbox !== 'namespace') throw new Error('--uid-map/--gid-map need --sandbox namespace');
+    log.debug({ uidMap: opts.uidMap, gidMap: opts.gidMap }, 'entering a user namespace');
+    throw new Error(enterUserNamespaceAndRestart(opts, listenFd));
+  }
   const sandbox = sandboxMode(opts);
   if (sandbox !== 'none' && !sandboxed) {
     log.debug({ sandbox }, 'entering the sandbox');

@@ -17,7 +17,7 @@ export const CAPABILITIES = { type: 'fs', features: ['separate-options'] };
 export async function main(argv: string[]): Promise<number> {
   // Started again inside the sandbox: the options were parsed outside.
   const handed = sandboxedStart();
-  if (handed) return run(handed.opts, true);
+  if (handed) return run(handed.opts, handed.stage);
   let opts;
   try {
     opts = parseOptions(argv);
@@ -40,10 +40,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(CAPABILITIES, null, 2) + '\n');
     return 0;
   }
-  return run(opts, false);
+  return run(opts);
 }
 
-async function run(opts: Options, sandboxed: boolean): Promise<number> {
+async function run(opts: Options, stage: 'start' | 'userns' | 'sandbox' = 'start'): Promise<number> {
   // READ, WRITE and FSYNC go to the I/O pool (native/iopool.cc), shared by every queue's
   // thread; libuv's pool (sized at its first use) takes the odd one whose reply buffer
   // cannot hold its header (the server then answers as for any failed request).
@@ -51,7 +51,7 @@ async function run(opts: Options, sandboxed: boolean): Promise<number> {
   if (opts.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(opts.threadPoolSize);
   const log = createLogger(opts.logLevel);
   try {
-    return await runDaemon(opts, log, sandboxed);
+    return await runDaemon(opts, log, stage);
   } catch (e) {
     log.fatal({ err: e }, (e as Error).message);
     return 1;

@@ -27,6 +27,30 @@ function idMapsValid(values: string[], ctx: z.RefinementCtx): void {
   }
 }
 
+/** A --uid-map/--gid-map value, `:inside:outside:count:` (the Rust virtiofsd's form). */
+export interface NamespaceIdMap {
+  inside: number;
+  outside: number;
+  count: number;
+}
+
+/** Parses a --uid-map/--gid-map value; throws an Error saying what is wrong. */
+export function parseNamespaceIdMap(text: string): NamespaceIdMap {
+  const m = /^:(\d+):(\d+):(\d+):$/.exec(text.trim());
+  if (!m || Number(m[3]) < 1) throw new Error(`'${text}' is not :namespace_id:host_id:count: (count at least 1)`);
+  return { inside: Number(m[1]), outside: Number(m[2]), count: Number(m[3]) };
+}
+
+/** A --uid-map/--gid-map value that parseNamespaceIdMap refuses is a usage error. */
+function namespaceIdMapValid(value: string | undefined, ctx: z.RefinementCtx): void {
+  if (value === undefined) return;
+  try {
+    parseNamespaceIdMap(value);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+}
+
 /** A --xattrmap value that parseXattrMap refuses is a usage error, saying why. */
 function xattrMapValid(value: string | undefined, ctx: z.RefinementCtx): void {
   if (value === undefined) return;
@@ -76,8 +100,8 @@ export const OptionsSchema = z
     syslog: z.boolean().default(false),
     rlimitNofile: z.number().int().min(0).optional(),
     preserveNoatime: z.boolean().default(false),
-    uidMap: z.string().optional(),
-    gidMap: z.string().optional(),
+    uidMap: z.string().optional().superRefine(namespaceIdMapValid),
+    gidMap: z.string().optional().superRefine(namespaceIdMapValid),
     translateUid: z.array(z.string()).default([]).superRefine(idMapsValid),
     translateGid: z.array(z.string()).default([]).superRefine(idMapsValid),
     migrationMode: z.enum(['find-paths', 'file-handles']).optional(),
@@ -100,7 +124,8 @@ export type Options = z.infer<typeof OptionsSchema>;
 
 /** The sandbox for the options: --sandbox, or by default namespace for a root daemon (src/sandbox.ts). */
 export function sandboxMode(opts: Options): 'namespace' | 'chroot' | 'none' {
-  return opts.sandbox ?? (process.geteuid?.() === 0 ? 'namespace' : 'none');
+  const userns = opts.uidMap !== undefined || opts.gidMap !== undefined;
+  return opts.sandbox ?? (userns || process.geteuid?.() === 0 ? 'namespace' : 'none');
 }
 
 /**
@@ -121,11 +146,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
     instead: 'capabilities are limited only in the sandbox; without one the daemon keeps all it has',
   },
   { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
-  {
-    option: '--uid-map/--gid-map',
-    given: (o) => o.uidMap !== undefined || o.gidMap !== undefined,
-    instead: 'no user namespace is set up (the daemon runs as who started it); --translate-uid/--translate-gid translate IDs without one',
-  },
   {
     option: '--migration-*',
     given: (o) => o.migrationMode !== undefined || o.migrationOnError !== undefined || o.migrationVerifyHandles || o.migrationConfirmPaths,

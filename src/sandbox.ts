@@ -24,7 +24,7 @@
 import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { native } from './native';
-import { sandboxMode, type Options } from './options';
+import { parseNamespaceIdMap, sandboxMode, type Options } from './options';
 import { CAPABILITIES, keptCapabilities } from './capabilities';
 
 /** The environment variable that carries the options into the sandboxed process. */
@@ -35,6 +35,11 @@ export interface SandboxedStart {
   opts: Options;
   /** The listening socket, inherited across execve. */
   listenFd: number;
+  /**
+   * 'sandbox': this process is the daemon in its sandbox. 'userns': it is root in the user
+   * namespace of --uid-map/--gid-map, and makes the sandbox next.
+   */
+  stage: 'sandbox' | 'userns';
 }
 
 /** The daemon's own files: the package root (dist/, node_modules/, build/, bin/). */
@@ -103,13 +108,59 @@ export function enterSandboxAndRestart(opts: Options, listenFd: number): Sandbox
     fd: listenFd,
     config: undefined,
   };
-  const start: SandboxedStart = { opts: inside, listenFd };
-  const script = realpathSync(process.argv[1]);
+  const start: SandboxedStart = { opts: inside, listenFd, stage: 'sandbox' };
   // Certificates are not in the sandbox, and the daemon makes no TLS connection: without
   // this Node would warn at start when the variable names a file.
   delete process.env.NODE_EXTRA_CA_CERTS;
-  const r = native.execve(process.execPath, [process.argv0, ...process.execArgv, script, ...process.argv.slice(2)], [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], listenFd);
+  const r = native.execve(process.execPath, ownCommand(), [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], listenFd);
   return { message: `cannot start again inside the sandbox: execve failed (errno ${-r})`, untouched: false };
+}
+
+/** This daemon's command line (Node, its options, the script, the daemon's arguments). */
+function ownCommand(): string[] {
+  return [process.argv0, ...process.execArgv, realpathSync(process.argv[1]), ...process.argv.slice(2)];
+}
+
+/**
+ * --uid-map/--gid-map, for a daemon started by an unprivileged user: starts the daemon again
+ * (through util-linux's unshare, since a Node process has threads and a user namespace
+ * wants a single-threaded caller) as root of a new user namespace with these IDs mapped,
+ * where it then makes its sandbox like a root daemon. The user's own ID alone is mapped
+ * directly; wider ranges need newuidmap/newgidmap (package uidmap) and /etc/subuid,
+ * /etc/subgid entries. An ID not given is mapped from the user's own to 0. Returns only on
+ * failure, saying why.
+ */
+export function enterUserNamespaceAndRestart(opts: Options, listenFd: number): string {
+  const unshare = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
+  if (!unshare) return '--uid-map/--gid-map need util-linux\'s unshare';
+  const me = { uid: process.geteuid!(), gid: process.getegid!() };
+  const map = (text: string | undefined, own: number, one: string, many: string): string => {
+    const m = text === undefined ? { inside: 0, outside: own, count: 1 } : parseNamespaceIdMap(text);
+    return m.count === 1 && m.outside === own ? `--${one}=${m.inside}` : `--${many}=${m.outside},${m.inside},${m.count}`;
+  };
+  const args = [
+    'unshare',
+    map(opts.uidMap, me.uid, 'map-user', 'map-users'),
+    map(opts.gidMap, me.gid, 'map-group', 'map-groups'),
+    '--keep-caps',
+    '--',
+    process.execPath,
+    ...ownCommand().slice(1),
+  ];
+  const inside: Options = {
+    ...opts,
+    uidMap: undefined,
+    gidMap: undefined,
+    sandbox: 'namespace',
+    sharedDir: realpathSync(opts.sharedDir!),
+    socketPath: undefined,
+    socketGroup: undefined,
+    fd: listenFd,
+    config: undefined,
+  };
+  const start: SandboxedStart = { opts: inside, listenFd, stage: 'userns' };
+  const r = native.execve(unshare, args, [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], listenFd);
+  return `cannot start again in a user namespace: execve of ${unshare} failed (errno ${-r})`;
 }
 
 /** In the sandboxed process: the start handed over from outside (and forgotten by the environment). */

@@ -26,6 +26,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** A command the daemon runs under, e.g. ['prlimit', '--nofile=256:256']. */
   wrapper?: string[];
+  /** virtiofsd-ts only: run the copy of the package in this directory (an unprivileged user's). */
+  appDir?: string;
 }
 
 export interface DaemonExit {
@@ -133,7 +135,7 @@ export class Daemon {
   constructor(kind: DaemonKind, opts: DaemonOptions) {
     const missing = daemonMissing(kind);
     if (missing) throw new Error(`cannot start the ${kind} daemon: ${missing}`);
-    const cmd = daemonCommand(kind);
+    const cmd = kind === 'ts' && opts.appDir ? { ...daemonCommand(kind), cwd: opts.appDir } : daemonCommand(kind);
     // VIRTIOFSD_TEST_EXTRA_ARGS: options added to every virtiofsd-ts the tests start (the
     // seccomp test runs part of the suite again with --seccomp=kill this way).
     const envArgs = kind === 'ts' && process.env.VIRTIOFSD_TEST_EXTRA_ARGS ? process.env.VIRTIOFSD_TEST_EXTRA_ARGS.split(' ').filter(Boolean) : [];

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { optionsWithoutEffect, parseOptions, UsageError } from '../../src/options';
+import { optionsWithoutEffect, parseNamespaceIdMap, parseOptions, sandboxMode, UsageError } from '../../src/options';
 import { keptCapabilities } from '../../src/capabilities';
 
 describe('options', () => {
@@ -50,7 +50,7 @@ describe('options', () => {
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
-      '--security-label', '--seccomp', '--modcaps', '--syslog', '--uid-map/--gid-map', '--migration-*',
+      '--security-label', '--seccomp', '--modcaps', '--syslog', '--migration-*',
     ]);
     // Inodes past the descriptor budget become file handles by default, as in the Rust virtiofsd.
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv']).inodeFileHandles, 'prefer');
@@ -78,6 +78,16 @@ describe('options', () => {
     // Without a sandbox, --modcaps has nothing to act on: named in the warnings.
     assert.deepEqual(optionsWithoutEffect(parseOptions(['--socket-path=/s', '--shared-dir=/d', '--sandbox=none', '--modcaps=-mknod'])).map((w) => w.option), ['--modcaps']);
     assert.deepEqual(optionsWithoutEffect(parseOptions(['--socket-path=/s', '--shared-dir=/d', '--sandbox=chroot', '--modcaps=-mknod'])).map((w) => w.option), []);
+  });
+
+  it('--uid-map/--gid-map take the Rust virtiofsd form :namespace_id:host_id:count:', () => {
+    const o = parseOptions(['--socket-path=/s', '--shared-dir=/d', '--uid-map=:0:1000:1:', '--gid-map=:0:100000:65536:']);
+    assert.deepEqual(parseNamespaceIdMap(o.uidMap!), { inside: 0, outside: 1000, count: 1 });
+    assert.deepEqual(parseNamespaceIdMap(o.gidMap!), { inside: 0, outside: 100000, count: 65536 });
+    assert.equal(sandboxMode(o), 'namespace', 'a user namespace goes with the namespace sandbox');
+    for (const bad of ['0:1000:1', ':0:1000:0:', ':a:1:1:']) {
+      assert.throws(() => parseOptions(['--socket-path=/s', '--shared-dir=/d', `--uid-map=${bad}`]), (e: Error) => e instanceof UsageError && /is not :namespace_id:host_id:count:/.test(e.message));
+    }
   });
 
   it('refuses --posix-acl with ID translation, whose ACL entries would keep host IDs', () => {
