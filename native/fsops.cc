@@ -93,6 +93,15 @@ Napi::Value Statx(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), StatxInto(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags), out));
 }
 
+// unlinkat(dirfd, name, flags) -> 0 or -errno.
+Napi::Value UnlinkAt(const Napi::CallbackInfo& info) {
+  int64_t dirfd, flags;
+  std::string path;
+  if (!ArgInt(info, 0, &dirfd) || !PathArg(info, 1, &path) || !ArgInt(info, 2, &flags)) return info.Env().Undefined();
+  int r = unlinkat(static_cast<int>(dirfd), path.c_str(), static_cast<int>(flags));
+  return Napi::Number::New(info.Env(), r < 0 ? -errno : 0);
+}
+
 // nofileLimit(out: Float64Array(2)) -> 0 or -errno: RLIMIT_NOFILE's soft and hard limits.
 Napi::Value NofileLimit(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
@@ -123,6 +132,7 @@ void InitFsOps(Napi::Env env, Napi::Object exports) {
   exports.Set("setNofileLimit", Napi::Function::New(env, SetNofileLimit));
   exports.Set("openat", Napi::Function::New(env, OpenAt));
   exports.Set("statx", Napi::Function::New(env, Statx));
+  exports.Set("unlinkat", Napi::Function::New(env, UnlinkAt));
 }
 
 }  // namespace vfsn

@@ -165,22 +165,25 @@ Napi::Value EnterSandbox(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, r);
 }
 
-// execve(path, argv, extraEnv, keepFd) -> -errno (only on failure): this process becomes
-// `path argv` with the current environment plus extraEnv ("NAME=value" strings); keepFd
-// (a listening socket) and the standard streams stay open across it.
+// execve(path, argv, extraEnv, keepFds) -> -errno (only on failure): this process becomes
+// `path argv` with the current environment plus extraEnv ("NAME=value" strings); keepFds
+// (the listening socket, its directory) and the standard streams stay open across it.
 Napi::Value Execve(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<std::string> argv, extra;
-  if (info.Length() < 4 || !info[0].IsString() || !StringArray(info[1], &argv) || !StringArray(info[2], &extra) || !info[3].IsNumber())
-    return ThrowType(env, "execve(path, argv, extraEnv, keepFd)");
+  if (info.Length() < 4 || !info[0].IsString() || !StringArray(info[1], &argv) || !StringArray(info[2], &extra) || !info[3].IsArray())
+    return ThrowType(env, "execve(path, argv, extraEnv, keepFds)");
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  int keep = info[3].As<Napi::Number>().Int32Value();
-  // Node marks the standard streams close-on-exec too: the log must go on to stderr.
-  for (int fd : {0, 1, 2, keep}) {
-    if (fd < 0) continue;
-    int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0 && fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC) < 0) return Napi::Number::New(env, -errno);
-    if (fl < 0 && fd == keep) return Napi::Number::New(env, -errno);
+  std::vector<int> keep = {0, 1, 2};  // Node marks the standard streams close-on-exec too
+  Napi::Array ka = info[3].As<Napi::Array>();
+  for (uint32_t i = 0; i < ka.Length(); i++) {
+    if (!ka.Get(i).IsNumber()) return ThrowType(env, "execve: keepFds are numbers");
+    keep.push_back(ka.Get(i).As<Napi::Number>().Int32Value());
+  }
+  for (size_t i = 0; i < keep.size(); i++) {
+    int fl = fcntl(keep[i], F_GETFD);
+    if (fl >= 0 && fcntl(keep[i], F_SETFD, fl & ~FD_CLOEXEC) < 0) return Napi::Number::New(env, -errno);
+    if (fl < 0 && i >= 3) return Napi::Number::New(env, -errno);  // a descriptor asked for must exist
   }
   std::vector<char*> av, ev;
   for (auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));

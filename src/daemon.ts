@@ -4,7 +4,7 @@
  * does (libvirt and QEMU expect that). SIGTERM/SIGINT/SIGHUP end it at once, cleanly.
  */
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
-import { native } from './native';
+import { native, STATX_FIELDS, StatxField } from './native';
 import type { Logger } from './log';
 import { optionsWithoutEffect, sandboxMode, type Options } from './options';
 import { fsDevice } from './fs-device';
@@ -13,14 +13,19 @@ import { createSharedState } from './fuse/passthrough';
 import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
 import { parseXattrMap } from './fuse/passthrough/xattrmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
-import { enterSandboxAndRestart, enterUserNamespaceAndRestart } from './sandbox';
+import { enterSandboxAndRestart, enterUserNamespaceAndRestart, socketToRemove, type SocketToRemove } from './sandbox';
 
 /**
  * Runs the daemon to the end of its connection. `stage`: 'sandbox' when this process was
  * started again inside the sandbox (src/sandbox.ts), 'userns' in the user namespace of
  * --uid-map/--gid-map before the sandbox; the listening socket is then opts.fd.
  */
-export async function runDaemon(opts: Options, log: Logger, stage: 'start' | 'userns' | 'sandbox' = 'start'): Promise<number> {
+export async function runDaemon(
+  opts: Options,
+  log: Logger,
+  stage: 'start' | 'userns' | 'sandbox' = 'start',
+  handedSocket: SocketToRemove | null = null,
+): Promise<number> {
   const sandboxed = stage === 'sandbox';
   if (!opts.sharedDir) throw new Error('--shared-dir (or -o source=DIR) is required');
   // Without POSIX ACLs, modes arrive from the guest with the caller's umask already applied:
@@ -48,13 +53,13 @@ export async function runDaemon(opts: Options, log: Logger, stage: 'start' | 'us
     }
     if (opts.sandbox !== undefined && opts.sandbox !== 'namespace') throw new Error('--uid-map/--gid-map need --sandbox namespace');
     log.debug({ uidMap: opts.uidMap, gidMap: opts.gidMap }, 'entering a user namespace');
-    throw new Error(enterUserNamespaceAndRestart(opts, listenFd));
+    throw new Error(enterUserNamespaceAndRestart(opts, listenFd, socketToRemove(ownSocket)));
   }
   const sandbox = sandboxMode(opts);
   if (sandbox !== 'none' && !sandboxed) {
     log.debug({ sandbox }, 'entering the sandbox');
     // Returns only if it failed.
-    const failed = enterSandboxAndRestart(opts, listenFd);
+    const failed = enterSandboxAndRestart(opts, listenFd, stage === 'userns' ? handedSocket : socketToRemove(ownSocket));
     // The default gives way where namespaces are not allowed; an explicit --sandbox does not.
     if (opts.sandbox !== undefined || !failed.untouched) throw new Error(failed.message);
     log.warn({ reason: failed.message }, 'running without a sandbox (the default sandbox could not be made; --sandbox none says so explicitly)');
@@ -80,6 +85,7 @@ export async function runDaemon(opts: Options, log: Logger, stage: 'start' | 'us
   });
   native.close(listenFd);
   if (ownSocket) removeStaleSocket(ownSocket);
+  if (handedSocket) removeHandedSocket(handedSocket, log);
   log.info('front end connected');
 
   const device = fsDevice(
@@ -127,6 +133,17 @@ export async function runDaemon(opts: Options, log: Logger, stage: 'start' | 'us
 export function inodeFdBudget(mode: 'never' | 'prefer' | 'mandatory', openFileLimit: number): number {
   if (mode === 'never') return -1;
   return mode === 'mandatory' ? 0 : Math.floor(openFileLimit * 0.75);
+}
+
+/** The socket of --socket-path, from inside the sandbox: by its directory's descriptor. */
+function removeHandedSocket(s: SocketToRemove, log: Logger): void {
+  const st = new Float64Array(STATX_FIELDS);
+  const S_IFSOCK = 0o140000;
+  if (native.statx(s.dirFd, s.name, 0x100 /* AT_SYMLINK_NOFOLLOW */, st) === 0 && (st[StatxField.mode] & 0o170000) === S_IFSOCK) {
+    const r = native.unlinkat(s.dirFd, s.name, 0);
+    if (r < 0) log.debug({ errno: -r }, 'could not remove the socket');
+  }
+  native.close(s.dirFd);
 }
 
 function removeStaleSocket(p: string): void {

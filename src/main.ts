@@ -5,7 +5,7 @@
 import { createLogger } from './log';
 import { native } from './native';
 import { parseOptions, UsageError, USAGE, type Options } from './options';
-import { sandboxedStart } from './sandbox';
+import { sandboxedStart, type SocketToRemove } from './sandbox';
 import { runDaemon } from './daemon';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -17,7 +17,7 @@ export const CAPABILITIES = { type: 'fs', features: ['separate-options'] };
 export async function main(argv: string[]): Promise<number> {
   // Started again inside the sandbox: the options were parsed outside.
   const handed = sandboxedStart();
-  if (handed) return run(handed.opts, handed.stage);
+  if (handed) return run(handed.opts, handed.stage, handed.socket ?? null);
   let opts;
   try {
     opts = parseOptions(argv);
@@ -43,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   return run(opts);
 }
 
-async function run(opts: Options, stage: 'start' | 'userns' | 'sandbox' = 'start'): Promise<number> {
+async function run(opts: Options, stage: 'start' | 'userns' | 'sandbox' = 'start', socket: SocketToRemove | null = null): Promise<number> {
   // READ, WRITE and FSYNC go to the I/O pool (native/iopool.cc), shared by every queue's
   // thread; libuv's pool (sized at its first use) takes the odd one whose reply buffer
   // cannot hold its header (the server then answers as for any failed request).
@@ -51,7 +51,7 @@ async function run(opts: Options, stage: 'start' | 'userns' | 'sandbox' = 'start
   if (opts.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(opts.threadPoolSize);
   const log = createLogger(opts.logLevel);
   try {
-    return await runDaemon(opts, log, stage);
+    return await runDaemon(opts, log, stage, socket);
   } catch (e) {
     log.fatal({ err: e }, (e as Error).message);
     return 1;

@@ -328,8 +328,9 @@ export interface NativeAddon {
   seccompAllowed(): number[];
   /** Bounding set = these capabilities, inheritable and ambient empty; '' or what failed. */
   limitCapabilities(keep: number[]): string;
-  /** Replaces the process (returns -errno only on failure); keepFd stays open across it. */
-  execve(path: string, argv: string[], extraEnv: string[], keepFd: number): number;
+  /** Replaces the process (returns -errno only on failure); keepFds stay open across it. */
+  execve(path: string, argv: string[], extraEnv: string[], keepFds: number[]): number;
+  unlinkat(dirfd: number, name: string, flags: number): number;
 }
 
 // dist/src/native.js -> <root>/build/Release

@@ -19,7 +19,7 @@
  * the Rust virtiofsd's mode for containers that made the namespaces already, enters only a
  * mount namespace (it still needs one to assemble the root). Unlike the Rust virtiofsd there
  * is no new PID namespace (that needs a fork, and the process libvirt started must stay the
- * daemon), and the socket file of --socket-path is left in place when the connection comes.
+ * daemon).
  */
 import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
@@ -40,7 +40,26 @@ export interface SandboxedStart {
    * namespace of --uid-map/--gid-map, and makes the sandbox next.
    */
   stage: 'sandbox' | 'userns';
+  /**
+   * --socket-path's socket, to remove once the connection is accepted, as outside: its
+   * directory (a descriptor kept across execve, since the path is out of view) and name.
+   */
+  socket?: SocketToRemove;
 }
+
+export interface SocketToRemove {
+  dirFd: number;
+  name: string;
+}
+
+/** A descriptor of the socket's directory, for removing the socket from inside (null: none). */
+export function socketToRemove(socketPath: string | null): SocketToRemove | null {
+  if (!socketPath) return null;
+  const fd = native.openat(-100, path.dirname(path.resolve(socketPath)), 0o10000000 | 0o200000); // O_PATH | O_DIRECTORY
+  return fd < 0 ? null : { dirFd: fd, name: path.basename(socketPath) };
+}
+
+const keptFds = (listenFd: number, socket: SocketToRemove | null): number[] => (socket ? [listenFd, socket.dirFd] : [listenFd]);
 
 /** The daemon's own files: the package root (dist/, node_modules/, build/, bin/). */
 export const APP_DIR = path.resolve(__dirname, '..', '..');
@@ -80,7 +99,7 @@ export interface SandboxFailure {
  * Enters the sandbox and starts the daemon again inside; returns only on failure, saying
  * why (unless `untouched`, the process may be in a half-made namespace and must exit).
  */
-export function enterSandboxAndRestart(opts: Options, listenFd: number): SandboxFailure {
+export function enterSandboxAndRestart(opts: Options, listenFd: number, socket: SocketToRemove | null = null): SandboxFailure {
   const mode = sandboxMode(opts);
   if (mode === 'none') throw new Error('no sandbox asked for');
   const { binds, links } = sandboxLayout(opts.sharedDir!, process.execPath, APP_DIR);
@@ -108,11 +127,11 @@ export function enterSandboxAndRestart(opts: Options, listenFd: number): Sandbox
     fd: listenFd,
     config: undefined,
   };
-  const start: SandboxedStart = { opts: inside, listenFd, stage: 'sandbox' };
+  const start: SandboxedStart = { opts: inside, listenFd, stage: 'sandbox', ...(socket ? { socket } : {}) };
   // Certificates are not in the sandbox, and the daemon makes no TLS connection: without
   // this Node would warn at start when the variable names a file.
   delete process.env.NODE_EXTRA_CA_CERTS;
-  const r = native.execve(process.execPath, ownCommand(), [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], listenFd);
+  const r = native.execve(process.execPath, ownCommand(), [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], keptFds(listenFd, socket));
   return { message: `cannot start again inside the sandbox: execve failed (errno ${-r})`, untouched: false };
 }
 
@@ -130,7 +149,7 @@ function ownCommand(): string[] {
  * /etc/subgid entries. An ID not given is mapped from the user's own to 0. Returns only on
  * failure, saying why.
  */
-export function enterUserNamespaceAndRestart(opts: Options, listenFd: number): string {
+export function enterUserNamespaceAndRestart(opts: Options, listenFd: number, socket: SocketToRemove | null = null): string {
   const unshare = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
   if (!unshare) return '--uid-map/--gid-map need util-linux\'s unshare';
   const me = { uid: process.geteuid!(), gid: process.getegid!() };
@@ -158,8 +177,8 @@ export function enterUserNamespaceAndRestart(opts: Options, listenFd: number): s
     fd: listenFd,
     config: undefined,
   };
-  const start: SandboxedStart = { opts: inside, listenFd, stage: 'userns' };
-  const r = native.execve(unshare, args, [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], listenFd);
+  const start: SandboxedStart = { opts: inside, listenFd, stage: 'userns', ...(socket ? { socket } : {}) };
+  const r = native.execve(unshare, args, [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], keptFds(listenFd, socket));
   return `cannot start again in a user namespace: execve of ${unshare} failed (errno ${-r})`;
 }
 

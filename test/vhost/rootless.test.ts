@@ -83,6 +83,8 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     assert.notEqual(fs.readlinkSync(`/proc/${pid}/ns/user`), fs.readlinkSync('/proc/self/ns/user'));
     assert.ok(!fs.existsSync(`/proc/${pid}/root/etc`), 'in the sandbox');
 
+    assert.ok(!fs.existsSync(path.join(dir, 'vfs.sock')), 'the socket file is removed once connected');
+
     // Owners as the guest sees them.
     assert.equal(ok(await c.lookup(1n, 'mine'), 'LOOKUP mine').attr.uid, 0, "the user's file is root's in the guest");
     assert.equal(ok(await c.lookup(1n, 'roots'), 'LOOKUP roots').attr.uid, NOBODY, "the host root's file shows the overflow ID");

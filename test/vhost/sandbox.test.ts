@@ -58,6 +58,10 @@ describe('virtiofsd-ts --sandbox', function () {
       assert.equal((await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([ca, Buffer.from('made\0')]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE)).error, 0);
       assert.ok(fs.existsSync(path.join(share, 'made')), 'the guest made a file on the host share');
 
+      // The socket file went once the connection came, as without a sandbox, though its
+      // path is out of the daemon's view by then.
+      assert.ok(!fs.existsSync(daemon.socketPath), 'the socket file is removed');
+
       // The process: the one spawned, in namespaces of its own.
       assert.equal(daemon.logLine<{ pid: number }>('waiting for a vhost-user connection').pid, pid, 'the daemon started again in place, same PID');
       daemon.logLine('running in the sandbox: the host outside the shared directory is out of view');
