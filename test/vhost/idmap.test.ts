@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
-import { ok, type FuseClient } from '../frontend/fuse-client';
+import { ok } from '../frontend/fuse-client';
+import { createAs } from '../support/create-as';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 
 const MAPS = [
@@ -34,17 +35,6 @@ function chownArgs(uid: number, gid: number): Buffer {
     atimensec: 0, mtimensec: 0, ctimensec: 0, mode: 0, uid, gid,
   });
   return a;
-}
-
-async function create(c: FuseClient, name: string, uid: number, gid: number): Promise<{ error: number; attr?: abi.Attr }> {
-  c.options.uid = uid;
-  c.options.gid = gid;
-  const a = Buffer.alloc(abi.CREATE_IN_SIZE);
-  abi.encodeCreateIn(a, 0, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o100644, umask: 0, openFlags: 0 });
-  const r = await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([a, Buffer.from(`${name}\0`)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
-  c.options.uid = 0;
-  c.options.gid = 0;
-  return r.error ? { error: r.error } : { error: 0, attr: abi.decodeEntryOut(r.body, 0).attr };
 }
 
 describe('virtiofsd-ts translates user and group IDs (--translate-uid, --translate-gid)', function () {
@@ -84,12 +74,12 @@ describe('virtiofsd-ts translates user and group IDs (--translate-uid, --transla
 
       // Guest to host: what guest user 1001 (group 1002) creates is host 2001:3002's, and
       // the guest sees it as its own.
-      const made = await create(c, 'made', 1001, 1002);
+      const made = await createAs(c, 'made', 1001, 1002);
       assert.equal(made.error, 0);
       assert.equal(attrOwner(made.attr!), '1001:1002');
       assert.equal(owner(share, 'made'), '2001:3002');
       // An unmapped guest ID is the same host ID.
-      assert.equal((await create(c, 'plain', 77, 78)).error, 0);
+      assert.equal((await createAs(c, 'plain', 77, 78)).error, 0);
       assert.equal(owner(share, 'plain'), '77:78');
       // chown to guest 1004:1006 is host 2004:3006.
       const chowned = ok(await c.lookup(1n, 'tochown'), 'LOOKUP tochown').nodeid;
@@ -99,8 +89,8 @@ describe('virtiofsd-ts translates user and group IDs (--translate-uid, --transla
       assert.equal(owner(share, 'tochown'), '2004:3006');
 
       // Forbidden guest IDs: nothing is made or given away.
-      assert.equal((await create(c, 'refused', 505, 1000)).error, -EPERM);
-      assert.equal((await create(c, 'refused', 1000, 509)).error, -EPERM);
+      assert.equal((await createAs(c, 'refused', 505, 1000)).error, -EPERM);
+      assert.equal((await createAs(c, 'refused', 1000, 509)).error, -EPERM);
       assert.ok(!fs.existsSync(path.join(share, 'refused')), 'a forbidden user created nothing');
       const denied = await c.request(abi.Opcode.SETATTR, chowned, chownArgs(505, 1006), abi.ATTR_OUT_SIZE);
       assert.equal(denied.error, -EPERM);

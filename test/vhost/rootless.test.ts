@@ -10,10 +10,10 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as abi from '../../src/fuse/abi';
 import { REPO_ROOT, startDaemon, type Daemon } from '../frontend/daemons';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import type { VhostUserFrontend } from '../frontend/frontend';
+import { createAs } from '../support/create-as';
 
 const NOBODY = 65534;
 
@@ -30,17 +30,6 @@ function publicCopyOfThePackage(into: string): string {
 }
 const AS_NOBODY = ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--'];
 const { EINVAL, EACCES } = os.constants.errno;
-
-async function create(c: FuseClient, name: string, uid: number): Promise<{ error: number; attr?: abi.Attr }> {
-  c.options.uid = uid;
-  c.options.gid = uid;
-  const a = Buffer.alloc(abi.CREATE_IN_SIZE);
-  abi.encodeCreateIn(a, 0, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o100644, umask: 0, openFlags: 0 });
-  const r = await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([a, Buffer.from(`${name}\0`)]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
-  c.options.uid = 0;
-  c.options.gid = 0;
-  return r.error ? { error: r.error } : { error: 0, attr: abi.decodeEntryOut(r.body, 0).attr };
-}
 
 describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map', function () {
   this.timeout(60000);
@@ -89,12 +78,12 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     assert.equal(ok(await c.lookup(1n, 'mine'), 'LOOKUP mine').attr.uid, 0, "the user's file is root's in the guest");
     assert.equal(ok(await c.lookup(1n, 'roots'), 'LOOKUP roots').attr.uid, NOBODY, "the host root's file shows the overflow ID");
     // What the guest makes.
-    const made = await create(c, 'made', 0);
+    const made = await createAs(c, 'made', 0, 0);
     assert.equal(made.error, 0, 'CREATE as the guest root');
     assert.equal(made.attr!.uid, 0);
     const st = fs.statSync(path.join(share, 'made'));
     assert.deepEqual([st.uid, st.gid], [NOBODY, NOBODY], "on the host, the user's");
-    assert.equal((await create(c, 'user1000', 1000)).error, -EINVAL, 'an unmapped guest user: refused');
+    assert.equal((await createAs(c, 'user1000', 1000, 1000)).error, -EINVAL, 'an unmapped guest user: refused');
     assert.ok(!fs.existsSync(path.join(share, 'user1000')));
     // No privilege over the host: root's 0644 file stays unwritable.
     const roots = ok(await c.lookup(1n, 'roots'), 'LOOKUP roots').nodeid;
