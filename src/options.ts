@@ -18,15 +18,6 @@ export const DEFAULT_POLL_MAX_US = 100;
 
 const logLevels = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
 
-/** --translate-uid/-gid values that parseIdMaps refuses are a usage error, saying why. */
-function idMapsValid(values: string[], ctx: z.RefinementCtx): void {
-  try {
-    parseIdMaps(values);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-  }
-}
-
 /** A --uid-map/--gid-map value, `:inside:outside:count:` (the Rust virtiofsd's form). */
 export interface NamespaceIdMap {
   inside: number;
@@ -41,24 +32,19 @@ export function parseNamespaceIdMap(text: string): NamespaceIdMap {
   return { inside: Number(m[1]), outside: Number(m[2]), count: Number(m[3]) };
 }
 
-/** A --uid-map/--gid-map value that parseNamespaceIdMap refuses is a usage error. */
-function namespaceIdMapValid(value: string | undefined, ctx: z.RefinementCtx): void {
-  if (value === undefined) return;
-  try {
-    parseNamespaceIdMap(value);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-  }
-}
-
-/** A --xattrmap value that parseXattrMap refuses is a usage error, saying why. */
-function xattrMapValid(value: string | undefined, ctx: z.RefinementCtx): void {
-  if (value === undefined) return;
-  try {
-    parseXattrMap(value);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-  }
+/**
+ * A zod refinement from a parser: a value the parser refuses (throwing an Error) is a usage
+ * error with its message; an absent optional value is fine.
+ */
+function parsedBy<T>(parse: (value: T) => unknown): (value: T | undefined, ctx: z.RefinementCtx) => void {
+  return (value, ctx) => {
+    if (value === undefined) return;
+    try {
+      parse(value);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    }
+  };
 }
 
 export const OptionsSchema = z
@@ -86,7 +72,7 @@ export const OptionsSchema = z
     posixAcl: z.boolean().default(false),
     posixLock: z.boolean().default(true),
     flock: z.boolean().default(true),
-    xattrmap: z.string().optional().superRefine(xattrMapValid),
+    xattrmap: z.string().optional().superRefine(parsedBy(parseXattrMap)),
     securityLabel: z.boolean().default(false),
     /** Unset: namespace for a root daemon, none otherwise (src/daemon.ts, sandboxMode). */
     sandbox: z.enum(['namespace', 'chroot', 'none']).optional(),
@@ -100,10 +86,10 @@ export const OptionsSchema = z
     syslog: z.boolean().default(false),
     rlimitNofile: z.number().int().min(0).optional(),
     preserveNoatime: z.boolean().default(false),
-    uidMap: z.string().optional().superRefine(namespaceIdMapValid),
-    gidMap: z.string().optional().superRefine(namespaceIdMapValid),
-    translateUid: z.array(z.string()).default([]).superRefine(idMapsValid),
-    translateGid: z.array(z.string()).default([]).superRefine(idMapsValid),
+    uidMap: z.string().optional().superRefine(parsedBy(parseNamespaceIdMap)),
+    gidMap: z.string().optional().superRefine(parsedBy(parseNamespaceIdMap)),
+    translateUid: z.array(z.string()).default([]).superRefine(parsedBy(parseIdMaps)),
+    translateGid: z.array(z.string()).default([]).superRefine(parsedBy(parseIdMaps)),
     migrationMode: z.enum(['find-paths', 'file-handles']).optional(),
     migrationOnError: z.enum(['abort', 'guest-error']).optional(),
     migrationVerifyHandles: z.boolean().default(false),
