@@ -59,9 +59,12 @@ export async function runDaemon(
   if (sandbox !== 'none' && !sandboxed) {
     log.debug({ sandbox }, 'entering the sandbox');
     // Returns only if it failed.
-    const failed = enterSandboxAndRestart(opts, listenFd, stage === 'userns' ? handedSocket : socketToRemove(ownSocket));
+    const handover = stage === 'userns' ? handedSocket : socketToRemove(ownSocket);
+    const failed = enterSandboxAndRestart(opts, listenFd, handover);
     // The default gives way where namespaces are not allowed; an explicit --sandbox does not.
     if (opts.sandbox !== undefined || !failed.untouched) throw new Error(failed.message);
+    // Without the restart this process removes its socket by path, as without a sandbox.
+    if (handover && handover !== handedSocket) native.close(handover.dirFd);
     log.warn({ reason: failed.message }, 'running without a sandbox (the default sandbox could not be made; --sandbox none says so explicitly)');
   }
   if (sandboxed) log.info({ sandbox }, 'running in the sandbox: the host outside the shared directory is out of view');

@@ -59,8 +59,6 @@ export function socketToRemove(socketPath: string | null): SocketToRemove | null
   return fd < 0 ? null : { dirFd: fd, name: path.basename(socketPath) };
 }
 
-const keptFds = (listenFd: number, socket: SocketToRemove | null): number[] => (socket ? [listenFd, socket.dirFd] : [listenFd]);
-
 /** The daemon's own files: the package root (dist/, node_modules/, build/, bin/). */
 export const APP_DIR = path.resolve(__dirname, '..', '..');
 
@@ -116,23 +114,37 @@ export function enterSandboxAndRestart(opts: Options, listenFd: number, socket: 
     const seccompFailed = native.installSeccomp(opts.seccomp);
     if (seccompFailed) return { message: `cannot install the seccomp filter (${seccompFailed})`, untouched: false };
   }
-  // Inside, paths are the same: the shared directory and this package are mounted where
-  // they were. The socket is the inherited descriptor now.
+  // Certificates are not in the sandbox, and the daemon makes no TLS connection: without
+  // this Node would warn at start when the variable names a file.
+  delete process.env.NODE_EXTRA_CA_CERTS;
+  const failure = restartWith(process.execPath, ownCommand(), 'sandbox', { sandbox: mode }, opts, listenFd, socket);
+  return { message: `cannot start again inside the sandbox: ${failure}`, untouched: false };
+}
+
+/**
+ * Starts `program` in place of this process (execve: same PID), handing it the options as
+ * parsed here, changed by `changes`, and the listening socket (and the socket file's
+ * directory) as inherited descriptors. Inside, paths are the same: the shared directory and
+ * this package are mounted where they were, and the socket is the descriptor now, so no
+ * --socket-path or --config is handed on. Returns only on failure, saying why.
+ */
+function restartWith(
+  program: string, argv: string[], stage: SandboxedStart['stage'], changes: Partial<Options>,
+  opts: Options, listenFd: number, socket: SocketToRemove | null,
+): string {
   const inside: Options = {
     ...opts,
-    sandbox: mode,
+    ...changes,
     sharedDir: realpathSync(opts.sharedDir!),
     socketPath: undefined,
     socketGroup: undefined,
     fd: listenFd,
     config: undefined,
   };
-  const start: SandboxedStart = { opts: inside, listenFd, stage: 'sandbox', ...(socket ? { socket } : {}) };
-  // Certificates are not in the sandbox, and the daemon makes no TLS connection: without
-  // this Node would warn at start when the variable names a file.
-  delete process.env.NODE_EXTRA_CA_CERTS;
-  const r = native.execve(process.execPath, ownCommand(), [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], keptFds(listenFd, socket));
-  return { message: `cannot start again inside the sandbox: execve failed (errno ${-r})`, untouched: false };
+  const start: SandboxedStart = { opts: inside, listenFd, stage, ...(socket ? { socket } : {}) };
+  const kept = socket ? [listenFd, socket.dirFd] : [listenFd];
+  const r = native.execve(program, argv, [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], kept);
+  return `execve of ${program} failed (errno ${-r})`;
 }
 
 /** This daemon's command line (Node, its options, the script, the daemon's arguments). */
@@ -166,20 +178,8 @@ export function enterUserNamespaceAndRestart(opts: Options, listenFd: number, so
     process.execPath,
     ...ownCommand().slice(1),
   ];
-  const inside: Options = {
-    ...opts,
-    uidMap: undefined,
-    gidMap: undefined,
-    sandbox: 'namespace',
-    sharedDir: realpathSync(opts.sharedDir!),
-    socketPath: undefined,
-    socketGroup: undefined,
-    fd: listenFd,
-    config: undefined,
-  };
-  const start: SandboxedStart = { opts: inside, listenFd, stage: 'userns', ...(socket ? { socket } : {}) };
-  const r = native.execve(unshare, args, [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], keptFds(listenFd, socket));
-  return `cannot start again in a user namespace: execve of ${unshare} failed (errno ${-r})`;
+  const failure = restartWith(unshare, args, 'userns', { uidMap: undefined, gidMap: undefined, sandbox: 'namespace' }, opts, listenFd, socket);
+  return `cannot start again in a user namespace: ${failure}`;
 }
 
 /** In the sandboxed process: the start handed over from outside (and forgotten by the environment). */

@@ -121,6 +121,16 @@ describe('virtiofsd-ts --sandbox', function () {
     const w = env.daemon.logLine<{ level: number; reason: string }>('running without a sandbox (the default sandbox could not be made; --sandbox none says so explicitly)');
     assert.equal(w.level, 40);
     assert.match(w.reason, /unshare: Operation not permitted/);
+    // The descriptor of the socket's directory, opened for a restart that did not happen, is closed again.
+    const socketDir = path.dirname(fs.realpathSync(path.dirname(env.daemon.socketPath)) + '/x');
+    const held = fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === socketDir;
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(held, [], `descriptors of ${socketDir}`);
   });
 
   it('explicitly asked, without CAP_SYS_ADMIN: the start fails with a message, rather than serving unsandboxed', async () => {
