@@ -18,8 +18,8 @@
  *
  * Options: --rounds=N (default 3), --only=TEXT (jobs whose name contains TEXT; "reread" for
  * the cache-mode job), --daemons=LABEL,... (only these configurations), --ts-args="ARG ..."
- * (appended to virtiofsd-ts's arguments). The configuration "virtiofsd-ts poll0" (one queue,
- * --poll-max-us=0) runs only when --daemons names it, to weigh polling in the same rounds.
+ * (appended to virtiofsd-ts's arguments). The configurations "virtiofsd-ts poll0" and "virtiofsd-ts 2q poll0"
+ * (--poll-max-us=0) run only when --daemons names them, to weigh polling in the same rounds.
  * Figures from another run are not comparable: compare the daemons of one run only.
  */
 import { randomBytes } from 'node:crypto';
@@ -54,6 +54,7 @@ const ALL_CONFIGS: Config[] = [
   { label: 'rust', kind: 'rust', args: ['--cache=never'], queues: 1 },
   { label: 'C', kind: 'c', args: ['-o', 'cache=none'], queues: 1 },
   { label: 'virtiofsd-ts poll0', kind: 'ts', args: ['--cache=never', '--poll-max-us=0'], queues: 1, onRequest: true },
+  { label: 'virtiofsd-ts 2q poll0', kind: 'ts', args: ['--cache=never', '--poll-max-us=0'], queues: 2, onRequest: true },
 ];
 const CONFIGS = ALL_CONFIGS.filter((c) => !c.onRequest || DAEMONS?.includes(c.label));
 
