@@ -107,6 +107,7 @@ export async function runDaemon(
         xattr: opts.xattr || opts.posixAcl || opts.xattrmap !== undefined,
         xattrMap: opts.xattrmap === undefined ? undefined : parseXattrMap(opts.xattrmap),
         posixAcl: opts.posixAcl,
+        securityLabel: opts.securityLabel,
         killprivV2: opts.killprivV2,
         announceSubmounts: opts.announceSubmounts,
         posixLock: opts.posixLock,

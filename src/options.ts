@@ -120,7 +120,6 @@ export function sandboxMode(opts: Options): 'namespace' | 'chroot' | 'none' {
  * daemon does instead (logged as a warning at start).
  */
 const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; instead: string }> = [
-  { option: '--security-label', given: (o) => o.securityLabel, instead: 'new files get no security label from the guest' },
   {
     option: '--seccomp',
     given: (o) => o.seccomp !== 'none' && sandboxMode(o) === 'none',

@@ -2016,6 +2016,36 @@ export function encodeSecctx(buf: Buffer, off: number, v: Secctx): number {
   return SECCTX_SIZE;
 }
 
+/** A security context the guest sends with a new file (FUSE_SECURITY_CTX): an xattr name and its value. */
+export interface SecurityContext {
+  name: Buffer;
+  value: Buffer;
+}
+
+/**
+ * The security context among a creating request's extensions (the last totalExtlen * 8 bytes
+ * of its arguments `args`), or null when it carries none (no extensions, or a
+ * fuse_secctx_header with no context). Throws FuseAbiError for a malformed area, more than one
+ * context (the kernel sends at most one), an empty or unterminated name, or a value that
+ * runs past its record.
+ */
+export function securityContextOf(args: Buffer, totalExtlen: number): SecurityContext | null {
+  if (totalExtlen === 0) return null;
+  const len = totalExtlen * 8;
+  if (len > args.length) throw new FuseAbiError(`request extensions: ${len} bytes in arguments of ${args.length}`);
+  for (const ext of parseExtensions(args, args.length - len, len)) {
+    if (ext.type > ExtType.MAX_NR_SECCTX) continue;
+    if (ext.type === 0) return null;
+    if (ext.type > 1) throw new FuseAbiError(`fuse_secctx_header: ${ext.type} contexts (at most 1)`);
+    const { size } = decodeSecctx(ext.data, 0);
+    const { value: name, next } = readCString(ext.data, SECCTX_SIZE);
+    if (name.length === 0) throw new FuseAbiError('fuse_secctx: empty name');
+    if (size > ext.data.length - next) throw new FuseAbiError(`fuse_secctx: a value of ${size} bytes past its record`);
+    return { name, value: ext.data.subarray(next, next + size) };
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------
 // Names
 

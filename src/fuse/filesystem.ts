@@ -18,6 +18,11 @@ export interface Context {
    * hands the request over returns REPLIED_BY_POOL and the server writes nothing.
    */
   reply?: PoolReply;
+  /**
+   * CREATE, MKNOD, MKDIR, SYMLINK and TMPFILE with FUSE_SECURITY_CTX: the label the guest's
+   * LSM chose for the new file (an xattr name and value), to be stored with it.
+   */
+  securityContext?: { name: Buffer; value: Buffer };
 }
 
 /** An error with a positive errno, turned into a -errno reply by the server. */

@@ -50,6 +50,8 @@ export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
 export type OpcodeCounts = Map<number, number>;
 
 const FATTR_FH = 1 << 6;
+/** The requests that make a file, and may carry its security context (FUSE_SECURITY_CTX). */
+const CREATING: ReadonlySet<number> = new Set([abi.Opcode.CREATE, abi.Opcode.MKNOD, abi.Opcode.MKDIR, abi.Opcode.SYMLINK, abi.Opcode.TMPFILE]);
 
 export class FuseServer {
   private readonly inBuf = Buffer.alloc(MAX_IN_COPY);
@@ -118,6 +120,7 @@ export class FuseServer {
     const nodeid = Number(h.nodeid);
     const u = h.unique;
     const O = abi.Opcode;
+    if (h.totalExtlen > 0 && CREATING.has(h.opcode)) ctx.securityContext = abi.securityContextOf(a, h.totalExtlen) ?? undefined;
     switch (h.opcode as abi.Opcode) {
       case O.INIT:
         return this.init(t, h, a);

@@ -61,6 +61,8 @@ export interface FuseClientOptions {
 
 export interface RequestOptions {
   timeoutMs?: number;
+  /** fuse_in_header.total_extlen: the last this many 8-byte units of `args` are extensions. */
+  totalExtlen?: number;
   /** Use this queue instead of the client's request queue. */
   queue?: number;
   /**
@@ -192,7 +194,7 @@ export class FuseClient {
     return out;
   }
 
-  private writeHeader(buf: Buffer, opcode: number, nodeid: bigint, unique: bigint, len: number): void {
+  private writeHeader(buf: Buffer, opcode: number, nodeid: bigint, unique: bigint, len: number, totalExtlen = 0): void {
     abi.encodeInHeader(buf, 0, {
       len,
       opcode,
@@ -201,7 +203,7 @@ export class FuseClient {
       uid: this.options.uid,
       gid: this.options.gid,
       pid: this.options.pid,
-      totalExtlen: 0,
+      totalExtlen,
     });
   }
 
@@ -223,7 +225,7 @@ export class FuseClient {
     const inLen = abi.IN_HEADER_SIZE + args.length + data.length;
     // Header, arguments and data fill the request buffer whole: no need to zero it.
     const rd = this.mem.alloc(inLen, 64, undefined, false);
-    this.writeHeader(rd.buf, opcode, big(nodeid), unique, inLen);
+    this.writeHeader(rd.buf, opcode, big(nodeid), unique, inLen, opts.totalExtlen);
     args.copy(rd.buf, abi.IN_HEADER_SIZE);
     data.copy(rd.buf, abi.IN_HEADER_SIZE + args.length);
     const outLen = abi.OUT_HEADER_SIZE + replyCapacity;

@@ -44,6 +44,7 @@ const DEFAULTS: Omit<PassthroughOptions, 'stateId' | 'sharedDir'> = {
   xattr: true,
   killprivV2: false,
   posixAcl: false,
+      securityLabel: false,
   announceSubmounts: true,
   posixLock: true,
   flock: true,

@@ -18,11 +18,11 @@ import {
 
 const CASES = listCases();
 
-/** Cases grouped by the daemon options they need: one boot per group. */
+/** Cases grouped by the daemon options and guest kernel parameters they need: one boot per group. */
 function groups(cases: CaseInfo[]): CaseInfo[][] {
   const by = new Map<string, CaseInfo[]>();
   for (const c of cases) {
-    const key = `${c.daemonArgs.join(' ')}${c.hostWriter ? ' +writer' : ''}`;
+    const key = `${c.daemonArgs.join(' ')}${c.hostWriter ? ' +writer' : ''} | ${c.kernelArgs.join(' ')}`;
     by.set(key, [...(by.get(key) ?? []), c]);
   }
   return [...by.values()];
@@ -144,6 +144,17 @@ for (const combo of COMBINATIONS) {
       const out = execFileSync('getfattr', ['--absolute-names', '-m', '-', '-d', d], { encoding: 'utf8' });
       const names = out.split('\n').filter((l) => l.includes('=')).map((l) => l.slice(0, l.indexOf('=')));
       assert.deepEqual(names, ['user.virtiofs.trusted.overlay.origin'], out);
+    });
+
+    it('with --security-label, new files are stored with the label the guest\'s SELinux gave them', () => {
+      const { run, share } = resultOf(ours.get(combo.qemu)!, 'security-label');
+      assert.equal(run.results.get('security-label')!.status, 'pass', explain(run, 'security-label'));
+      const dir = path.join(share, '.vfs-tests', 'security-label');
+      for (const n of ['f', 'd']) {
+        const v = execFileSync('getfattr', ['--absolute-names', '--only-values', '-n', 'user.virtiofs.security.selinux', path.join(dir, n)], { encoding: 'latin1' });
+        assert.equal(v, 'unlabeled\0', n);
+      }
+      assert.deepEqual(fs.readdirSync(dir).sort(), ['d', 'f'], 'no symlink or fifo left behind');
     });
 
     it('holds host locks: a lock the host takes keeps the guest out', () => {

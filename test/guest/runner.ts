@@ -62,6 +62,8 @@ export interface CaseInfo {
   name: string;
   timeout: number;
   daemonArgs: string[];
+  /** Extra guest kernel parameters the case needs (header `# kernel:`; one boot per set). */
+  kernelArgs: string[];
   compare: string[];
   hostWriter: boolean;
 }
@@ -79,6 +81,7 @@ export function listCases(dir = CASES_DIR): CaseInfo[] {
         name: f.slice(0, -3),
         timeout: Number(header('timeout') ?? 60),
         daemonArgs: (header('daemon') ?? '').split(/\s+/).filter(Boolean),
+        kernelArgs: (header('kernel') ?? '').split(/\s+/).filter(Boolean),
         compare: (header('compare') ?? '').split(/\s+/).filter(Boolean),
         hostWriter: header('host-writer') === 'yes',
       };
@@ -201,12 +204,14 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
   const sockets = writer ? [socketPath, socket2] : [socketPath];
   while (!sockets.every((s) => fs.existsSync(s)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const guestTimeout = o.cases.reduce((s, c) => s + c.timeout + 5, 10);
+  const kernelArgs = [...new Set(o.cases.flatMap((c) => c.kernelArgs ?? []))];
   const cmd = `sh /guest-tests/run.sh -d ${o.set ?? 'cases'} ${o.cases.map((c) => c.name).join(' ')}`;
   const runArgs = [
     path.join(REPO_ROOT, 'scripts', 'run-guest.sh'),
     '--socket', socketPath, '--qemu', o.combo.binary, '--kernel', o.combo.kernel, '--cmd', cmd,
     '--timeout', String(guestTimeout), '--queues', String(o.queues ?? 1), '--smp', String(o.smp ?? 2),
     ...(writer ? ['--socket2', socket2] : []),
+    ...(kernelArgs.length > 0 ? ['--append', kernelArgs.join(' ')] : []),
   ];
   const daemonPid = daemon?.proc.pid ?? custom?.pid;
   const daemonCpuPerCase = new Map<string, number>();

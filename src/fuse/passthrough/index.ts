@@ -54,6 +54,12 @@ export interface PassthroughOptions {
    * default ACL), and flags ACL changes that must clear setgid.
    */
   posixAcl: boolean;
+  /**
+   * --security-label: offer FUSE_SECURITY_CTX. The guest's LSM (SELinux) then sends the label
+   * of each new file with the request that makes it, and the file is stored with it (under
+   * the name --xattrmap gives it) before the reply, or not made at all.
+   */
+  securityLabel: boolean;
   /** --xattrmap: how xattr names from the guest and from the host are mapped (xattrmap.ts). */
   xattrMap?: XattrRule[];
   /** Offer FUSE_SUBMOUNTS and mark the entries that are another host mount's root. */
@@ -85,6 +91,7 @@ export class PassthroughFs extends NullFilesystem {
   private readonly timeouts: Float64Array;
   private readonly id: number;
   private readonly lockWaits = new LockWaits();
+  private labelFailed = false;
   private readonly negativeEntry: Entry;
   private readonly xattrMap: XattrMap | null;
 
@@ -127,6 +134,14 @@ export class PassthroughFs extends NullFilesystem {
         this.log?.error('POSIX ACLs not enabled: the guest kernel does not offer FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT');
       }
     }
+    if (this.opts.securityLabel) {
+      if (offered & InitFlags.SECURITY_CTX) {
+        flags |= InitFlags.SECURITY_CTX;
+        this.log?.info('security labels enabled: new files are stored with the label the guest gives them');
+      } else {
+        this.log?.error('security labels not enabled: the guest kernel does not offer FUSE_SECURITY_CTX');
+      }
+    }
     // Every queue thread opens files the way the session's writeback cache needs.
     native.stateSession(this.id, sessionFlagsOf(flags & offered));
     return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
@@ -155,20 +170,20 @@ export class PassthroughFs extends NullFilesystem {
   override mknod(ctx: Context, parent: number, name: Buffer, mode: number, rdev: number, umask = 0): Entry {
     this.writable();
     checkNewName(name);
-    return this.entry(check(native.nodeMake(this.id, parent, name, 0, mode, rdev, '', ctx.uid, ctx.gid, this.st, umask)));
+    return this.labelled(ctx, parent, name, check(native.nodeMake(this.id, parent, name, 0, mode, rdev, '', ctx.uid, ctx.gid, this.st, umask)));
   }
 
   override mkdir(ctx: Context, parent: number, name: Buffer, mode: number, umask = 0): Entry {
     this.writable();
     checkNewName(name);
-    return this.entry(check(native.nodeMake(this.id, parent, name, 1, mode, 0, '', ctx.uid, ctx.gid, this.st, umask)));
+    return this.labelled(ctx, parent, name, check(native.nodeMake(this.id, parent, name, 1, mode, 0, '', ctx.uid, ctx.gid, this.st, umask)), true);
   }
 
   override symlink(ctx: Context, parent: number, name: Buffer, target: Buffer): Entry {
     this.writable();
     checkNewName(name);
     if (target.length === 0) throw new FsError(E.ENOENT);
-    return this.entry(check(native.nodeMake(this.id, parent, name, 2, 0o777, 0, target, ctx.uid, ctx.gid, this.st)));
+    return this.labelled(ctx, parent, name, check(native.nodeMake(this.id, parent, name, 2, 0o777, 0, target, ctx.uid, ctx.gid, this.st)));
   }
 
   override link(_ctx: Context, nodeid: number, newParent: number, newName: Buffer): Entry {
@@ -261,13 +276,15 @@ export class PassthroughFs extends NullFilesystem {
     // O_EXCL stays: CREATE must fail on an existing name then.
     const kill = (openInFlags & OpenInFlags.KILL_SUIDGID) !== 0;
     const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st, kill, umask));
-    return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
+    const fh = this.st[FH_SLOT];
+    return { entry: this.labelled(ctx, parent, name, nodeid, false, fh), open: { fh, openFlags: this.policy.fileOpenFlags } };
   }
 
   override tmpfile(ctx: Context, parent: number, flags: number, mode: number, umask = 0): CreateReply {
     this.writable();
     const nodeid = check(native.nodeTmpfile(this.id, parent, this.openFlags(flags), mode, ctx.uid, ctx.gid, this.st, umask));
-    return { entry: this.entry(nodeid), open: { fh: this.st[FH_SLOT], openFlags: this.policy.fileOpenFlags } };
+    const fh = this.st[FH_SLOT];
+    return { entry: this.labelled(ctx, parent, null, nodeid, false, fh), open: { fh, openFlags: this.policy.fileOpenFlags } };
   }
 
   override get replyOnPool(): boolean {
@@ -420,6 +437,34 @@ export class PassthroughFs extends NullFilesystem {
   }
 
   // ---- helpers -----------------------------------------------------------------------
+
+  /**
+   * The entry of a file just made (described in this.st), once it holds the security context
+   * the guest sent with the request (--security-label). The label is set by the daemon, not
+   * as the caller, who need not own it. If it cannot be stored (a name --xattrmap refuses, a
+   * host that refuses the name or value), the file is taken back: handle closed, name
+   * removed, lookup dropped, and the request fails with that error, as in the Rust virtiofsd.
+   */
+  private labelled(ctx: Context, parent: number, name: Buffer | null, nodeid: number, dir = false, fh?: number): Entry {
+    const label = ctx.securityContext;
+    if (!label || !this.opts.securityLabel) return this.entry(nodeid);
+    const entry = this.entry(nodeid);
+    let errno = 0;
+    if (this.xattrMap) {
+      const m = this.xattrMap.toHost(label.name);
+      errno = 'errno' in m ? m.errno : -native.nodeSetxattr(this.id, nodeid, m.name, label.value, 0);
+    } else {
+      errno = -native.nodeSetxattr(this.id, nodeid, label.name, label.value, 0);
+    }
+    if (errno === 0) return entry;
+    // Once at warning level (a guest making many such files would fill the log), then at debug.
+    this.log?.[this.labelFailed ? 'debug' : 'warn']({ errno, label: label.name.toString() }, 'a new file could not be stored with its security label, so it was not made');
+    this.labelFailed = true;
+    if (fh !== undefined) native.handleRemove(this.id, fh);
+    if (name) native.nodeUnlink(this.id, parent, name, dir);
+    native.inodeForget(this.id, nodeid, 1);
+    throw new FsError(errno);
+  }
 
   /** The entry for a nodeid the last native call described in this.st. */
   private entry(nodeid: number): Entry {
