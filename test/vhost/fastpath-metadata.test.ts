@@ -429,7 +429,9 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
 
   /** Runs exercise() on the share through a new daemon with `args`; returns its replies and exit report. */
   async function run(share: string, args: string[]): Promise<{ seen: Seen[]; plain: number; forgets: number; report: Report }> {
-    env = await connectDaemon('vfs-fastmeta-', args, {}, share);
+    // No sandbox: node ids are chosen from the inode's key, mount ID included, and each
+    // sandbox mounts the share anew, so two sandboxed runs could number the same files apart.
+    env = await connectDaemon('vfs-fastmeta-', ['--sandbox=none', ...args], {}, share);
     const out = await exercise(env.c);
     await disconnectDaemon(env);
     const report = env.daemon.exitReport<Report>();
