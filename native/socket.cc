@@ -90,6 +90,29 @@ Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// unixDatagram(path, bind) -> fd: a datagram socket connected to path (the daemon's side of
+// /dev/log, for --syslog: a send that cannot go within a second fails rather than stalling
+// the thread that logs), or bound to it and non-blocking (a receiver, as in tests).
+Napi::Value UnixDatagram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sockaddr_un sa;
+  if (!FillAddr(env, info[0], &sa)) return env.Undefined();
+  bool bindIt = info.Length() > 1 && info[1].ToBoolean().Value();
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | (bindIt ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) return ThrowErrno(env, errno, "socket");
+  int r = bindIt ? bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) : connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  if (r < 0) {
+    int e = errno;
+    close(fd);
+    return ThrowErrno(env, e, bindIt ? "bind" : "connect");
+  }
+  if (!bindIt) {
+    timeval tv{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  }
+  return Napi::Number::New(env, fd);
+}
+
 // socketPair() -> [fd, fd]: a connected pair, for the backend request channel in tests.
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -238,6 +261,7 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("unixListen", Napi::Function::New(env, UnixListen));
   exports.Set("unixAccept", Napi::Function::New(env, UnixAccept));
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
+  exports.Set("unixDatagram", Napi::Function::New(env, UnixDatagram));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
   exports.Set("vhostRecv", Napi::Function::New(env, VhostRecv));
   exports.Set("vhostSend", Napi::Function::New(env, VhostSend));

@@ -2,7 +2,7 @@
  * Command-line entry point (bin/virtiofsd-ts): parse options, set up logging, run the
  * daemon, and turn failures into an exit status with one clear log line.
  */
-import { createLogger } from './log';
+import { createLogger, openSyslog } from './log';
 import { native } from './native';
 import { parseOptions, UsageError, USAGE, type Options } from './options';
 import { sandboxedStart, type SocketToRemove } from './sandbox';
@@ -49,6 +49,14 @@ async function run(opts: Options, stage: 'start' | 'userns' | 'sandbox' = 'start
   // cannot hold its header (the server then answers as for any failed request).
   native.ioPoolSetSize(opts.threadPoolSize);
   if (opts.threadPoolSize > 0) process.env.UV_THREADPOOL_SIZE = String(opts.threadPoolSize);
+  // --syslog: connected now, before a sandbox hides /dev/log; a restart inherits it.
+  if (opts.syslog && stage === 'start') {
+    const failed = openSyslog();
+    if (failed) {
+      process.stderr.write(`virtiofsd-ts: ${failed}\n`);
+      return 1;
+    }
+  }
   const log = createLogger(opts.logLevel);
   try {
     return await runDaemon(opts, log, stage, socket);

@@ -201,6 +201,7 @@ export interface NativeAddon {
   unixListen(path: string, backlog?: number): number;
   unixAccept(fd: number, recvTimeoutMs?: number): number;
   unixConnect(path: string): number;
+  unixDatagram(path: string, bind?: boolean): number;
   socketPair(): [number, number];
   vhostRecv(fd: number, maxPayload: number): ReceivedMessage | null;
   vhostSend(fd: number, data: Buffer, fds?: number[]): void;

@@ -130,7 +130,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
     given: (o) => o.modcaps !== undefined && sandboxMode(o) === 'none',
     instead: 'capabilities are limited only in the sandbox; without one the daemon keeps all it has',
   },
-  { option: '--syslog', given: (o) => o.syslog, instead: 'the log goes to stderr' },
   {
     option: '--migration-*',
     given: (o) => o.migrationMode !== undefined || o.migrationOnError !== undefined || o.migrationVerifyHandles || o.migrationConfirmPaths,

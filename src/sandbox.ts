@@ -9,8 +9,8 @@
  * and the /lib, /bin links or directories), the Node binary's installation when it lives
  * elsewhere, the daemon's own files, a /proc, and /dev/null, zero, random, urandom. Then it
  * starts again inside with execve: same PID (libvirt's pidfile holds), the socket passed as a
- * descriptor, the options already parsed passed in the environment (a --config file is not
- * visible inside), with only the capabilities src/capabilities.ts keeps and, with --seccomp,
+ * descriptor (and --syslog's socket), the options already parsed passed in the environment
+ * (a --config file is not visible inside), with only the capabilities src/capabilities.ts keeps and, with --seccomp,
  * under a filter of the system calls it may make (native/seccomp.cc). native/sandbox.cc makes the system calls.
  *
  * It needs CAP_SYS_ADMIN; without it an explicit --sandbox fails the start, as in the Rust
@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import { native } from './native';
 import { parseNamespaceIdMap, sandboxMode, type Options } from './options';
 import { CAPABILITIES, keptCapabilities } from './capabilities';
+import { syslogFd } from './log';
 
 /** The environment variable that carries the options into the sandboxed process. */
 export const SANDBOXED_ENV = 'VIRTIOFSD_TS_SANDBOXED';
@@ -142,7 +143,8 @@ function restartWith(
     config: undefined,
   };
   const start: SandboxedStart = { opts: inside, listenFd, stage, ...(socket ? { socket } : {}) };
-  const kept = socket ? [listenFd, socket.dirFd] : [listenFd];
+  const logFd = syslogFd();
+  const kept = [listenFd, ...(socket ? [socket.dirFd] : []), ...(logFd === null ? [] : [logFd])];
   const r = native.execve(program, argv, [`${SANDBOXED_ENV}=${JSON.stringify(start)}`], kept);
   return `execve of ${program} failed (errno ${-r})`;
 }

@@ -50,7 +50,7 @@ describe('options', () => {
       '--migration-mode=find-paths',
     ]);
     assert.deepEqual(all, [
-      '--seccomp', '--modcaps', '--syslog', '--migration-*',
+      '--seccomp', '--modcaps', '--migration-*',
     ]);
     // Inodes past the descriptor budget become file handles by default, as in the Rust virtiofsd.
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv']).inodeFileHandles, 'prefer');
