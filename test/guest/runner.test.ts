@@ -30,6 +30,15 @@ describe('@guest guest test runner', function () {
     assert.notEqual(run.guestStatus, 0);
   });
 
+  it("reads each case's headers: the daemon's options, the guest kernel's parameters, what to compare with", () => {
+    const byName = new Map(listCases().map((c) => [c.name, c]));
+    const label = byName.get('security-label')!;
+    assert.deepEqual(label.kernelArgs, ['security=selinux']);
+    assert.deepEqual(label.daemonArgs, ['--security-label', '--xattrmap=:map:security.selinux:user.virtiofs.:']);
+    assert.deepEqual(label.compare, ['rust']);
+    assert.deepEqual(byName.get('00-mount')!.kernelArgs, []);
+  });
+
   it('reads case results from a console transcript, kernel lines and unfinished cases included', () => {
     const text = [
       'VFS-CASE-BEGIN a', 'one', '[   12.345678] some kernel line', 'VFS-CASE-END a 0',
