@@ -266,6 +266,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     } else {
       HandlePin pin(s, fh);
       FsetidDropped f(kill && pin.fd() >= 0);
+      if (write) s->DropMappedCapability(pin.fd());
       r = pin.fd() < 0 ? pin.fd() : f.error() ? f.error() : TransferIov(pin.fd(), pos, *iov, write);
     }
     c.ring->Complete(c.head, WriteFuseReply(header_, write ? ReplyBody::kWriteOut : ReplyBody::kData, unique, r));

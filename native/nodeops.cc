@@ -556,6 +556,7 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
     uid_t u = static_cast<uid_t>(hu);
     gid_t g = static_cast<gid_t>(hg);
     if (fchownat(p.fd(), "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+    s->DropMappedCapability(p.fd());
   }
   if (a.valid & kFattrSize) {
     if (p.type() == S_IFDIR) return -EISDIR;
@@ -572,6 +573,7 @@ int SetAttributes(FsState* s, uint64_t nodeid, const SetattrArgs& a, double* out
       errno = e;
     }
     if (r < 0) return -errno;
+    s->DropMappedCapability(p.fd());
   }
   if (a.valid & (kFattrAtime | kFattrMtime)) {
     timespec ts[2];

@@ -314,6 +314,15 @@ Napi::Value StateSetInodeFdBudget(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// stateSetMappedCapability(id, hostName): the host name --xattrmap gives security.capability
+// (FsState::mappedCapabilityXattr); '' for none.
+Napi::Value StateSetMappedCapability(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  if (info.Length() < 2 || !info[1].IsString()) return ThrowType(info.Env(), "stateSetMappedCapability(id, name)");
+  s->mappedCapabilityXattr = info[1].As<Napi::String>().Utf8Value();
+  return info.Env().Undefined();
+}
+
 // stateInodeFds(id) -> [inodes kept as file handles, inode descriptors open, inodes ever kept
 // as file handles]
 Napi::Value StateInodeFds(const Napi::CallbackInfo& info) {
@@ -496,6 +505,7 @@ bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& io
     return true;
   }
   if (serial) *serial = io & kBuffered ? nodeid : 0;
+  if (write) s->DropMappedCapability(*fd);
   uint8_t bit = write ? kNoWaitWrite : kNoWaitRead;
   if (!(io & bit)) return false;
   int r = TransferIovNoWait(*fd, pos, iov, write, moved);
@@ -530,6 +540,7 @@ Napi::Value HandleRw(const Napi::CallbackInfo& info) {
   if (p.fd() < 0) return Num(info, p.fd());
   FsetidDropped f(kWrite && info[6].ToBoolean());
   if (f.error()) return Num(info, f.error());
+  if (kWrite) s->DropMappedCapability(p.fd());
   return Num(info, static_cast<double>(TransferIov(p.fd(), pos, *iov, kWrite)));
 }
 
@@ -542,6 +553,7 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("stateSetIdMaps", Napi::Function::New(env, StateSetIdMaps));
   exports.Set("stateSetInodeFdBudget", Napi::Function::New(env, StateSetInodeFdBudget));
   exports.Set("stateInodeFds", Napi::Function::New(env, StateInodeFds));
+  exports.Set("stateSetMappedCapability", Napi::Function::New(env, StateSetMappedCapability));
   exports.Set("stateSession", Napi::Function::New(env, StateSession));
   exports.Set("stateCounts", Napi::Function::New(env, StateCounts));
   exports.Set("inodeSetRoot", Napi::Function::New(env, InodeSetRoot));

@@ -11,7 +11,7 @@ import { fsDevice } from './fs-device';
 import { currentNofileLimit, setupNofileLimit } from './limits';
 import { createSharedState } from './fuse/passthrough';
 import { idMapWire, parseIdMaps } from './fuse/passthrough/idmap';
-import { parseXattrMap } from './fuse/passthrough/xattrmap';
+import { mappedCapabilityName, parseXattrMap } from './fuse/passthrough/xattrmap';
 import { RECV_TIMEOUT_MS, VhostUserBackend } from './vhost/backend';
 import { enterSandboxAndRestart, enterUserNamespaceAndRestart, socketToRemove, type SocketToRemove } from './sandbox';
 
@@ -73,6 +73,9 @@ export async function runDaemon(
   // --inode-file-handles: prefer keeps a descriptor per inode up to three quarters of the open
   // file limit, then file handles; mandatory keeps every inode as a file handle.
   native.stateSetInodeFdBudget(stateId, inodeFdBudget(opts.inodeFileHandles, nofile));
+  const xattrMap = opts.xattrmap === undefined ? undefined : parseXattrMap(opts.xattrmap);
+  const mappedCapability = xattrMap && mappedCapabilityName(xattrMap);
+  if (mappedCapability) native.stateSetMappedCapability(stateId, mappedCapability);
   log.info({ sharedDir: opts.sharedDir, socket: opts.socketPath ?? `fd ${opts.fd}`, cache: opts.cache, openFileLimit: nofile }, 'waiting for a vhost-user connection');
 
   const conn = await new Promise<number>((resolve, reject) => {
@@ -105,7 +108,7 @@ export async function runDaemon(
         },
         readonly: opts.readonly,
         xattr: opts.xattr || opts.posixAcl || opts.xattrmap !== undefined,
-        xattrMap: opts.xattrmap === undefined ? undefined : parseXattrMap(opts.xattrmap),
+        xattrMap,
         posixAcl: opts.posixAcl,
         securityLabel: opts.securityLabel,
         killprivV2: opts.killprivV2,

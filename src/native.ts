@@ -245,6 +245,7 @@ export interface NativeAddon {
   stateCounts(id: number): [number, number];
   /** Past n open inode descriptors new inodes are kept as file handles; n < 0: never. */
   stateSetInodeFdBudget(id: number, n: number): void;
+  stateSetMappedCapability(id: number, hostName: string): void;
   /** [inodes kept as file handles, inode descriptors open, inodes ever kept as file handles]. */
   stateInodeFds(id: number): [number, number, number];
   inodeSetRoot(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;

@@ -1,7 +1,7 @@
 /** --xattrmap rules (src/fuse/passthrough/xattrmap.ts): what parses, how names map each way, and the errors a user gets. */
 import { strict as assert } from 'node:assert';
 import { parseOptions, UsageError } from '../../src/options';
-import { parseXattrMap, XattrMap } from '../../src/fuse/passthrough/xattrmap';
+import { mappedCapabilityName, parseXattrMap, XattrMap } from '../../src/fuse/passthrough/xattrmap';
 
 const host = (m: XattrMap, name: string): string => {
   const r = m.toHost(Buffer.from(name));
@@ -60,5 +60,12 @@ describe('xattr name mapping (--xattrmap)', () => {
       assert.throws(() => parseOptions(['--socket-path=/s', '--shared-dir=/d', `--xattrmap=${text}`]), (e: Error) => e instanceof UsageError && why.test(e.message));
     }
     assert.equal(parseOptions(['--socket-path=/s', '--shared-dir=/d', '--xattrmap=:map::user.virtiofs.:']).xattrmap, ':map::user.virtiofs.:');
+  });
+
+  it('finds the host name a map gives security.capability, when it is another', () => {
+    assert.equal(mappedCapabilityName(parseXattrMap(':map:security.capability:user.virtiofs.:')), 'user.virtiofs.security.capability');
+    assert.equal(mappedCapabilityName(parseXattrMap(':map::user.virtiofs.:')), 'user.virtiofs.security.capability');
+    assert.equal(mappedCapabilityName(parseXattrMap(':map:trusted.:user.virtiofs.:')), null, 'left as it is');
+    assert.equal(mappedCapabilityName(parseXattrMap(':prefix:all:trusted.:user.virtiofs.: :bad:all:security.capability:: :ok:all:::')), null, 'refused: nothing stored to remove');
   });
 });

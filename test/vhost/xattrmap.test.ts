@@ -80,4 +80,42 @@ describe('virtiofsd-ts with --xattrmap', function () {
       assert.deepEqual(hostNames(file), ['trusted.host', 'user.plain', 'user.virtiofs.trusted.overlay.opaque']);
     });
   }
+
+  // A file capability stored under a mapped name is cleared as the host kernel clears the
+  // real one: on every write, truncation and chown (it lets a guest user who may write a
+  // privileged binary keep its privileges otherwise).
+  for (const [how, extra] of [['fast path', []], ['JS', ['--log-level=trace']], ['the I/O pool', ['--thread-pool-size=2']]] as const) {
+    it(`security.capability mapped elsewhere is removed by a WRITE, a truncation and a chown (${how})`, async () => {
+      env = await connectDaemon('vfs-xattrmap-', ['--sandbox=none', '--cache=never', '--xattrmap=:map:security.capability:user.virtiofs.:', ...extra]);
+      const { c, share } = env;
+      const file = path.join(share, 'bin');
+      fs.writeFileSync(file, 'binary');
+      const n = ok(await c.lookup(1n, 'bin'), 'LOOKUP').nodeid;
+      const capped = (): void => {
+        execFileSync('setfattr', ['-n', 'user.virtiofs.security.capability', '-v', '0x01000002', file]);
+        execFileSync('setfattr', ['-n', 'user.other', '-v', 'kept', file]);
+      };
+      capped();
+      assert.equal((await getxattr(c, n, 'security.capability')).error, 0, 'the guest sees the capability');
+      const fh = ok(await c.open(n, fs.constants.O_RDWR), 'OPEN').fh;
+      ok(await c.write(fh, 0, Buffer.from('patched'), { nodeid: n }), 'WRITE');
+      assert.deepEqual(hostNames(file), ['user.other'], 'after a WRITE');
+      capped();
+      const setattr = async (v: Partial<abi.SetattrIn>): Promise<number> => {
+        const a = Buffer.alloc(abi.SETATTR_IN_SIZE);
+        abi.encodeSetattrIn(a, 0, {
+          valid: 0, fh: 0n, size: 0n, lockOwner: 0n, atime: 0n, mtime: 0n, ctime: 0n, atimensec: 0, mtimensec: 0, ctimensec: 0, mode: 0, uid: 0, gid: 0, ...v,
+        });
+        return (await c.request(abi.Opcode.SETATTR, n, a, abi.ATTR_OUT_SIZE)).error;
+      };
+      assert.equal(await setattr({ valid: abi.FattrFlags.SIZE, size: 3n }), 0);
+      assert.deepEqual(hostNames(file), ['user.other'], 'after a truncation');
+      capped();
+      assert.equal(await setattr({ valid: abi.FattrFlags.UID | abi.FattrFlags.GID, uid: 1000, gid: 1000 }), 0);
+      assert.deepEqual(hostNames(file), ['user.other'], 'after a chown');
+      capped();
+      assert.equal(await setattr({ valid: abi.FattrFlags.MODE, mode: 0o755 }), 0);
+      assert.deepEqual(hostNames(file), ['user.other', 'user.virtiofs.security.capability'], 'a chmod keeps it, as on the host');
+    });
+  }
 });

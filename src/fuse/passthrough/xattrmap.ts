@@ -142,3 +142,13 @@ const ZERO = Buffer.alloc(1);
 function startsWith(name: Buffer, prefix: Buffer): boolean {
   return name.length >= prefix.length && name.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
 }
+
+/**
+ * The host name a map gives security.capability when it is not that name, else null. The
+ * host kernel clears a file's capabilities on a write, a truncation or a chown only under
+ * their real name, so the daemon must remove the mapped one then (FsState::DropMappedCapability).
+ */
+export function mappedCapabilityName(rules: readonly XattrRule[]): string | null {
+  const m = new XattrMap(rules).toHost(Buffer.from('security.capability'));
+  return 'name' in m && m.name.toString() !== 'security.capability' ? m.name.toString() : null;
+}
