@@ -268,9 +268,7 @@ Napi::Value NodeSetattr(const Napi::CallbackInfo& info) {
   return Num(info, SetAttributes(s, nodeid, a, out));
 }
 
-// Extended attributes, through /proc/self/fd/N of the inode's O_PATH descriptor: the magic
-// link lands on the inode itself (a symlink included) without opening it.
-std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+// Extended attributes go through ProcPath (state.h) of the inode's O_PATH descriptor.
 
 // nodeGetxattr(id, nodeid, name, buf) -> value size (into buf; size query when buf is empty).
 Napi::Value NodeGetxattr(const Napi::CallbackInfo& info) {

@@ -172,6 +172,11 @@ struct IdTranslation {
   uint32_t ToGuest(uint32_t id) const;
 };
 
+// /proc/self/fd/N: a path to what descriptor fd holds. For an O_PATH descriptor the magic
+// link lands on the inode itself (a symlink included) without opening it, which is how
+// extended attributes reach inodes.
+inline std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
 struct FsState {
   InodeShard inodes[kShards];
   LockTable locks;
@@ -180,16 +185,15 @@ struct FsState {
   InodeKey rootKey{};
   bool hasRoot = false;
   int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
+  int rootFd = -1;  // the shared directory's O_PATH descriptor (nodeid 1's, never parked)
   // --xattrmap storing security.capability under another host name: the host kernel clears
   // only the real name when a file is written, truncated or chowned, so the daemon removes the
   // mapped one then, as the Rust virtiofsd does. Set once at start; empty: no such map.
   std::string mappedCapabilityXattr;
   void DropMappedCapability(int fd) const {
     if (mappedCapabilityXattr.empty() || fd < 0) return;
-    std::string p = "/proc/self/fd/" + std::to_string(fd);
-    removexattr(p.c_str(), mappedCapabilityXattr.c_str());  // ENODATA (none) is the usual answer
+    removexattr(ProcPath(fd).c_str(), mappedCapabilityXattr.c_str());  // ENODATA (none) is the usual answer
   }
-  int rootFd = -1;  // the shared directory's O_PATH descriptor (nodeid 1's, never parked)
   // What the current FUSE session negotiated that every queue thread must honour
   // (kSessionWriteback, kSessionSubmounts, kSessionPosixAcl, ...), set at INIT by whichever thread serves it; see
   // src/cache/policy.ts.

@@ -23,7 +23,7 @@ import {
 import { attrsOf, checkAccess } from './attrs';
 import { getLock, LockWaits } from './locks';
 import type { Logger } from '../../log';
-import { XattrMap, type XattrRule } from './xattrmap';
+import { XattrMap, type MappedName, type XattrRule } from './xattrmap';
 
 const O_PATH = 0o10000000;
 const AT_EMPTY_PATH = 0x1000;
@@ -414,10 +414,14 @@ export class PassthroughFs extends NullFilesystem {
   /** The host's name for an xattr name from the guest (--xattrmap), or the refusal. */
   private hostXattrName(name: Buffer): Buffer {
     this.xattrs();
-    if (!this.xattrMap) return name;
-    const m = this.xattrMap.toHost(name);
+    const m = this.mappedToHost(name);
     if ('errno' in m) throw new FsError(m.errno);
     return m.name;
+  }
+
+  /** A guest xattr name as --xattrmap maps it to the host (the name itself without a map). */
+  private mappedToHost(name: Buffer): MappedName {
+    return this.xattrMap ? this.xattrMap.toHost(name) : { name };
   }
 
   // ---- locks -------------------------------------------------------------------------
@@ -449,13 +453,8 @@ export class PassthroughFs extends NullFilesystem {
     const label = ctx.securityContext;
     if (!label || !this.opts.securityLabel) return this.entry(nodeid);
     const entry = this.entry(nodeid);
-    let errno = 0;
-    if (this.xattrMap) {
-      const m = this.xattrMap.toHost(label.name);
-      errno = 'errno' in m ? m.errno : -native.nodeSetxattr(this.id, nodeid, m.name, label.value, 0);
-    } else {
-      errno = -native.nodeSetxattr(this.id, nodeid, label.name, label.value, 0);
-    }
+    const m = this.mappedToHost(label.name);
+    const errno = 'errno' in m ? m.errno : -native.nodeSetxattr(this.id, nodeid, m.name, label.value, 0);
     if (errno === 0) return entry;
     // Once at warning level (a guest making many such files would fill the log), then at debug.
     this.log?.[this.labelFailed ? 'debug' : 'warn']({ errno, label: label.name.toString() }, 'a new file could not be stored with its security label, so it was not made');
