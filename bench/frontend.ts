@@ -14,10 +14,16 @@
  * The table goes to stdout and to bench/results/frontend.md, a chart to
  * bench/results/frontend.svg.
  *
+ * The rows of one request repeated (GETATTR, LOOKUP, READ, WRITE) are driven by native
+ * threads, one per request queue (bench/ring-driver.ts), as a guest kernel would drive them;
+ * the rows of several requests in turn (create, open+read, touch, save, list) by the JS
+ * front end, whose CPU cost per request is then the same for every daemon.
+ *
  * Options: --rounds=N (default 5), --seconds=S per row and daemon (default 2), --only=TEXT (rows
  * whose label contains TEXT), --daemons=LABEL,... (only these configurations, in this order,
  * e.g. for a profile), --ts-args="ARG ..." (appended to virtiofsd-ts's arguments, e.g.
- * --poll-max-us=0 to compare).
+ * --poll-max-us=0 to compare), --driver=js (every row through the JS front end, as before
+ * the native driver).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -28,6 +34,7 @@ import type { VhostUserFrontend } from '../test/frontend/frontend';
 import { FuseClient, ok } from '../test/frontend/fuse-client';
 import { cpuSeconds, statusMiB } from '../test/frontend/proc-stats';
 import { ratioChart } from './chart';
+import { driveRepeated, type RepeatedRequest } from './ring-driver';
 import { medianOf, medianRoundRatio, turnOrder } from './rounds';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -36,6 +43,7 @@ const SECONDS = Number(arg('seconds') ?? 2);
 const ONLY = arg('only');
 const DAEMONS = arg('daemons')?.split(',');
 const TS_ARGS = arg('ts-args')?.split(' ').filter((a) => a !== '') ?? [];
+const JS_DRIVER = arg('driver') === 'js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_SIZE = 64 * MiB;
@@ -284,30 +292,76 @@ function notifications(s: Subject): { kicks: number; wakeups: number } {
   return { kicks, wakeups };
 }
 
+/** The row's request for the native driver, when the row is one request repeated. */
+function repeatedRequest(s: Subject, row: Row): RepeatedRequest | null {
+  if (JS_DRIVER) return null;
+  switch (row.op) {
+    case 'getattr': {
+      const args = Buffer.alloc(abi.GETATTR_IN_SIZE);
+      abi.encodeGetattrIn(args, 0, { getattrFlags: 0, fh: 0n });
+      return { opcode: abi.Opcode.GETATTR, nodeid: s.big.nodeid, args, replyBody: abi.ATTR_OUT_SIZE };
+    }
+    case 'lookup':
+      return { opcode: abi.Opcode.LOOKUP, nodeid: 1n, args: cstr('big'), replyBody: abi.ENTRY_OUT_SIZE };
+    case 'read': {
+      const args = Buffer.alloc(abi.READ_IN_SIZE);
+      abi.encodeReadIn(args, 0, { fh: s.big.fh, offset: 0n, size: row.size, readFlags: 0, lockOwner: 0n, flags: 0 });
+      return { opcode: abi.Opcode.READ, nodeid: s.big.nodeid, args, replyBody: row.size, offset: { at: 8, blockSize: row.size, blocks: FILE_SIZE / row.size } };
+    }
+    case 'write': {
+      const args = Buffer.alloc(abi.WRITE_IN_SIZE);
+      abi.encodeWriteIn(args, 0, { fh: s.out.fh, offset: 0n, size: row.size, writeFlags: 0, lockOwner: 0n, flags: 0 });
+      return {
+        opcode: abi.Opcode.WRITE,
+        nodeid: s.out.nodeid,
+        args,
+        data: payload.subarray(0, row.size),
+        replyBody: abi.WRITE_OUT_SIZE,
+        offset: { at: 8, blockSize: row.size, blocks: FILE_SIZE / row.size },
+      };
+    }
+    default:
+      return null;
+  }
+}
+
 /** Runs one row on one subject for SECONDS, `depth` requests in flight over its queues. */
 async function runRow(s: Subject, row: Row): Promise<Sample> {
-  let ops = 0;
-  let latency = 0;
+  const repeated = repeatedRequest(s, row);
+  if (repeated) {
+    await driveRepeated(s.fe, s.clients.length, row.depth, repeated, 0.2);
+    return measure(s, row, () => driveRepeated(s.fe, s.clients.length, row.depth, repeated, SECONDS));
+  }
   let i = 0;
   const warm = Date.now() + 200;
   while (Date.now() < warm) await oneOp(s, s.clients[0], row, i++);
   await Promise.all(forgets.splice(0));
+  return measure(s, row, async () => {
+    let ops = 0;
+    let latencyUs = 0;
+    const end = Date.now() + SECONDS * 1000;
+    const lane = async (k: number): Promise<void> => {
+      const c = s.clients[k % s.clients.length];
+      while (Date.now() < end) {
+        const a = process.hrtime.bigint();
+        await oneOp(s, c, row, i++);
+        latencyUs += Number(process.hrtime.bigint() - a) / 1e3;
+        ops++;
+      }
+    };
+    await Promise.all(Array.from({ length: row.depth }, (_, k) => lane(k)));
+    await Promise.all(forgets.splice(0));
+    return { ops, latencyUs };
+  });
+}
+
+/** Runs `work` and takes the row's figures around it: time, both sides' CPU, notifications. */
+async function measure(s: Subject, row: Row, work: () => Promise<{ ops: number; latencyUs: number }>): Promise<Sample> {
   const cpu0 = cpuSeconds(s.pid);
   const n0 = notifications(s);
   const fe0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
-  const end = Date.now() + SECONDS * 1000;
-  const lane = async (k: number): Promise<void> => {
-    const c = s.clients[k % s.clients.length];
-    while (Date.now() < end) {
-      const a = process.hrtime.bigint();
-      await oneOp(s, c, row, i++);
-      latency += Number(process.hrtime.bigint() - a) / 1e3;
-      ops++;
-    }
-  };
-  await Promise.all(Array.from({ length: row.depth }, (_, k) => lane(k)));
-  await Promise.all(forgets.splice(0));
+  const { ops, latencyUs: latency } = await work();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuSeconds(s.pid) - cpu0;
   const n1 = notifications(s);

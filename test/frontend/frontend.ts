@@ -315,6 +315,26 @@ export class FrontendQueue {
     this.kicks++;
   }
 
+  /**
+   * Hands the ring to another driver (the benchmark's native one) while no request of ours
+   * is in flight: stops watching the call eventfd, so that the other driver gets every
+   * wake-up, and gives what it needs. Call resume() with its final indices afterwards.
+   */
+  lend(): { avail: Buffer; used: Buffer; size: number; eventIdx: boolean; availIdx: number; lastUsed: number; kickFd: number; callFd: number } {
+    if (this.closed) throw new VhostUserError(`queue ${this.index} is closed`);
+    if (this.outstanding > 0) throw new VhostUserError(`queue ${this.index}: ${this.outstanding} requests outstanding, the ring cannot be lent`);
+    this.disarm();
+    const { avail, used } = this.vq.ringBuffers();
+    return { avail, used, size: this.vq.size, eventIdx: this.vq.eventIdx, availIdx: this.vq.availIdx, lastUsed: this.vq.lastUsedIdx, kickFd: this.kickWriteFd, callFd: this.callFd };
+  }
+
+  /** Takes the ring back at the other driver's indices, counting its kicks and wake-ups. */
+  resume(r: { availIdx: number; lastUsed: number; kicks: number; wakeups: number }): void {
+    this.vq.resumeAt(r.availIdx, r.lastUsed);
+    this.kicks += r.kicks;
+    this.calls += r.wakeups;
+  }
+
   /** Number of times the backend signalled the err eventfd since the last read. */
   readErr(): number {
     return native.eventfdRead(this.errFd);

@@ -351,6 +351,22 @@ export class Virtqueue {
     }
   }
 
+  /**
+   * The avail and used rings as bytes, for a driver outside this object (the benchmark's
+   * native ring driver) that runs the queue for a while with none of our chains in flight;
+   * resumeAt() takes over again from the indices it stopped at.
+   */
+  ringBuffers(): { avail: Buffer; used: Buffer } {
+    if (this.chains.size > 0) throw new VirtqueueError(`${this.chains.size} chains in flight: the ring cannot be lent`);
+    return { avail: this.avail, used: this.used };
+  }
+
+  /** Continues from the avail index published and the used index consumed by another driver. */
+  resumeAt(availIdx: number, lastUsed: number): void {
+    this.shadowAvail = availIdx & 0xffff;
+    this.lastUsed = lastUsed & 0xffff;
+  }
+
   // ---- raw access for bad-input tests ----------------------------------------------
 
   /** Removes n descriptor ids from the free list, for hand-built chains. */
