@@ -25,6 +25,7 @@
  * --poll-max-us=0 to compare), --driver=js (every row through the JS front end, as before
  * the native driver).
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -327,6 +328,9 @@ function repeatedRequest(s: Subject, row: Row): RepeatedRequest | null {
 
 /** Runs one row on one subject for SECONDS, `depth` requests in flight over its queues. */
 async function runRow(s: Subject, row: Row): Promise<Sample> {
+  // The dirty pages the daemon before left behind are written back now, not while this
+  // one runs: otherwise the write rows measure the place in the round more than the daemon.
+  spawnSync('sync');
   const repeated = repeatedRequest(s, row);
   if (repeated) {
     await driveRepeated(s.fe, s.clients.length, row.depth, repeated, 0.2);
