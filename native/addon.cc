@@ -85,6 +85,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitKickThread(env, exports);
   vfsn::InitSandbox(env, exports);
   vfsn::InitSeccomp(env, exports);
+  vfsn::InitDirtyLog(env, exports);
   return exports;
 }
 

@@ -204,5 +204,6 @@ void InitFastPath(Napi::Env env, Napi::Object exports);
 void InitKickThread(Napi::Env env, Napi::Object exports);
 void InitSandbox(Napi::Env env, Napi::Object exports);
 void InitSeccomp(Napi::Env env, Napi::Object exports);
+void InitDirtyLog(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

@@ -12,6 +12,7 @@
 //  - JS (memTableViews): Buffer views of the regions, each owning a reference to its
 //    mapping, for the rings and the small request headers that JS reads itself.
 #include "common.h"
+#include "dirtylog.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -370,6 +371,17 @@ uint8_t* SnapshotPtr(const void* snapshot, uint64_t addr, uint64_t len, bool byU
     }
   }
   return nullptr;
+}
+
+bool GuestUaddrToGpa(int64_t table, uint64_t uaddr, uint64_t* gpa) {
+  const RegionList* rs = CurrentRegions(table);
+  if (!rs) return false;
+  for (const Region& r : *rs)
+    if (uaddr >= r.uaddr && uaddr - r.uaddr < r.size) {
+      *gpa = r.gpa + (uaddr - r.uaddr);
+      return true;
+    }
+  return false;
 }
 
 uint64_t SnapshotRun(const void* snapshot, uint64_t gpa, uint8_t** host) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "common.h"
+#include "dirtylog.h"
 
 #include <unistd.h>
 
@@ -39,12 +40,39 @@ struct UsedRing {
   bool closed = false;
   // Requests taken by the pool whose completion has not reached the ring yet.
   std::atomic<uint32_t> pending{0};
+  // For dirty-page logging (dirtylog.h): the used ring's guest-physical address, and each
+  // chain's writable (gpa, len) pairs, kept from its pop to its completion (the queue's
+  // thread writes a head's entry while the head is its own; completion reads it after).
+  uint64_t usedGpa = 0;
+  std::vector<std::vector<double>> writableOf;
+
+  void RememberWritable(uint32_t head, const std::vector<double>& pairs) {
+    if (head < writableOf.size()) writableOf[head].assign(pairs.begin(), pairs.end());
+  }
+
+  // After the bytes are in guest memory: marks the first len bytes of head's writable
+  // buffers, and a used-ring range, dirty when the connection logs.
+  void LogCompletion(uint32_t head, uint32_t len) {
+    if (!DirtyLoggingAnywhere() || head >= writableOf.size()) return;
+    uint64_t left = len;
+    const std::vector<double>& w = writableOf[head];
+    for (size_t i = 0; i + 1 < w.size() && left > 0; i += 2) {
+      uint64_t take = std::min<uint64_t>(left, static_cast<uint64_t>(w[i + 1]));
+      LogDirty(table, static_cast<uint64_t>(w[i]), take);
+      left -= take;
+    }
+  }
+  void LogUsed(uint64_t offset, uint64_t len) {
+    if (DirtyLoggingAnywhere()) LogDirty(table, usedGpa + offset, len);
+  }
 
   // With mu held: one used element (visible after Publish).
   void PushLocked(uint32_t head, uint32_t len) {
     uint8_t* e = used + 4 + 8 * static_cast<size_t>(usedIdx % size);
     memcpy(e, &head, 4);
     memcpy(e + 4, &len, 4);
+    LogCompletion(head, len);
+    LogUsed(4 + 8 * static_cast<size_t>(usedIdx % size), 8);
     usedIdx++;
   }
 
@@ -52,6 +80,7 @@ struct UsedRing {
   bool PublishLocked() {
     // Release: the used elements become visible before the new index.
     __atomic_store_n(reinterpret_cast<uint16_t*>(used + 2), usedIdx, __ATOMIC_RELEASE);
+    LogUsed(2, 2);
     if (usedIdx == signalledUsed) return false;
     // Full barrier: used.idx must be visible before we read used_event or the flags.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -86,6 +115,7 @@ struct UsedRing {
     if (!a || !u) return false;
     avail = a;
     used = u;
+    GuestUaddrToGpa(table, usedUaddr, &usedGpa);
     mem = std::move(keep);
     generation = g;
     return true;

@@ -102,6 +102,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
     ring_->usedIdx = ring_->signalledUsed = lastAvail_;
     ring_->eventIdx = eventIdx_;
     ring_->callFd = static_cast<int>(callFd);
+    ring_->writableOf.resize(size_);
     info.This().As<Napi::Object>().TypeTag(&kVringTag);
     Napi::Float64Array out = info[8].As<Napi::Float64Array>();
     // Room for the longest chain: a direct part up to the queue size plus one indirect table.
@@ -161,6 +162,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
       ring_->avail = a;
       ring_->mem = keep;
       ring_->generation = g;
+      GuestUaddrToGpa(table_, usedUaddr_, &ring_->usedGpa);
     }
     mem_ = std::move(keep);
     generation_ = g;
@@ -229,6 +231,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
     }
     size_t nw = w.size() / 2;
     if (nr + nw > outCap_) return Fail("descriptor chain from head %u is too long", head);
+    ring_->RememberWritable(head, w);
     memcpy(pairs + 2 * nr, w.data(), w.size() * sizeof(double));
     out_[kOutReadable] = static_cast<double>(nr);
     out_[kOutWritable] = static_cast<double>(nw);
@@ -397,7 +400,12 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   int Rearm() {
     if (SyncMemory() != 0) return kBroken;
     uint16_t v = eventIdx_ ? lastAvail_ : 0;
-    memcpy(eventIdx_ ? used_ + 4 + 8 * static_cast<size_t>(size_) : used_, &v, 2);
+    size_t at = eventIdx_ ? 4 + 8 * static_cast<size_t>(size_) : 0;
+    memcpy(used_ + at, &v, 2);
+    if (DirtyLoggingAnywhere()) {
+      std::lock_guard<std::mutex> g(ring_->mu);
+      ring_->LogUsed(at, 2);
+    }
     // Store-load barrier: the driver must see avail_event before we re-read avail.idx, or a
     // kick it decided to skip could be lost (virtio 1.2, 2.7.10).
     std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -133,7 +133,7 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
   {
     option: '--migration-*',
     given: (o) => o.migrationMode !== undefined || o.migrationOnError !== undefined || o.migrationVerifyHandles || o.migrationConfirmPaths,
-    instead: 'migration is not supported: dirty-page logging is not offered to QEMU',
+    instead: 'the device state is not migrated yet (dirty pages are logged, but QEMU 8.2+ needs DEVICE_STATE and refuses to migrate without it)',
   },
 ];
 

@@ -13,9 +13,9 @@
 import { native } from '../native';
 import type { Logger } from '../log';
 import {
-  bit, checkShape, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
+  bit, checkShape, decodeLog, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
   encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
-  MAX_PAYLOAD, MessageError, ProtocolFeature, REQUEST_SHAPES, VirtioFeature, VRING_ADDR_F_LOG, VRING_IDX_MASK,
+  MAX_PAYLOAD, MessageError, ProtocolFeature, REQUEST_SHAPES, VirtioFeature, VRING_IDX_MASK,
   VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
 } from './messages';
 import type { QueueHost } from './queue-host';
@@ -71,6 +71,8 @@ export class VhostUserBackend {
   private readonly memTableId: number;
   private readonly slots: MemoryRegion[] = [];
   private backendFd = -1;
+  /** A dirty log is mapped (SET_LOG_BASE). */
+  private logMapped = false;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
   private closed = false;
   private done!: () => void;
@@ -93,13 +95,15 @@ export class VhostUserBackend {
       bit(VirtioFeature.VERSION_1) |
       bit(VirtioFeature.RING_INDIRECT_DESC) |
       bit(VirtioFeature.RING_EVENT_IDX) |
-      bit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)
+      bit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES) |
+      bit(VHOST_F_LOG_ALL)
     );
   }
 
   get offeredProtocolFeatures(): bigint {
     let f =
       bit(ProtocolFeature.MQ) |
+      bit(ProtocolFeature.LOG_SHMFD) |
       bit(ProtocolFeature.REPLY_ACK) |
       bit(ProtocolFeature.BACKEND_REQ) |
       bit(ProtocolFeature.BACKEND_SEND_FD) |
@@ -195,7 +199,14 @@ export class VhostUserBackend {
       case FrontendReq.SET_FEATURES: {
         const f = p.readBigUInt64LE(0);
         if ((f & ~this.offeredFeatures) !== 0n) throw new RequestError(`front end acked features we do not offer: 0x${(f & ~this.offeredFeatures).toString(16)}`);
-        if (hasBit(f, VHOST_F_LOG_ALL)) throw new RequestError('dirty-page logging is not supported');
+        const logAll = hasBit(f, VHOST_F_LOG_ALL);
+        // Logging without a log would let a migration miss the pages we write: refused, so
+        // that the front end's migration fails instead (QEMU waits for this reply then).
+        if (logAll && !this.logMapped) throw new RequestError('VHOST_F_LOG_ALL without a dirty log (SET_LOG_BASE)');
+        if (logAll !== hasBit(this.ackedFeatures, VHOST_F_LOG_ALL)) {
+          native.dirtyLogEnable(this.memTableId, logAll);
+          this.log.info(logAll ? 'dirty-page logging on (migration started)' : 'dirty-page logging off');
+        }
         this.ackedFeatures = f;
         // Without PROTOCOL_FEATURES, rings are enabled as soon as they start.
         return null;
@@ -226,9 +237,11 @@ export class VhostUserBackend {
       case FrontendReq.REM_MEM_REG:
         return this.remMemReg(p, fds);
       case FrontendReq.SET_LOG_BASE:
+        return this.setLogBase(p, fds);
       case FrontendReq.SET_LOG_FD:
+        // The eventfd to signal after a log change we never make: nothing to keep.
         closeFds(fds);
-        throw new RequestError('dirty-page logging (migration) is not supported');
+        return null;
       case FrontendReq.SET_BACKEND_REQ_FD:
         this.requireProtocol(ProtocolFeature.BACKEND_REQ, fds);
         if (this.backendFd >= 0) native.close(this.backendFd);
@@ -246,7 +259,12 @@ export class VhostUserBackend {
       case FrontendReq.SET_VRING_ADDR: {
         const a = decodeVringAddr(p);
         const v = this.vring(a.index);
-        if (a.flags & VRING_ADDR_F_LOG) throw new RequestError('vring logging is not supported');
+        // QEMU sends the same addresses again, with or without VRING_ADDR_F_LOG, to a running
+        // queue when a migration starts or ends. The used ring's writes are logged whenever
+        // the connection logs, at the guest address its front-end address maps to (the
+        // log_guest_addr QEMU gives).
+        const same = v.addrs !== null && v.addrs.desc === a.desc && v.addrs.avail === a.avail && v.addrs.used === a.used;
+        if (v.running && same) return null;
         if (v.running) throw new RequestError(`SET_VRING_ADDR on running queue ${a.index}`);
         v.addrs = { desc: a.desc, avail: a.avail, used: a.used };
         return null;
@@ -296,6 +314,26 @@ export class VhostUserBackend {
       default:
         closeFds(fds);
         throw new RequestError('request not supported by this device');
+    }
+  }
+
+  /**
+   * SET_LOG_BASE: maps the dirty log QEMU shares for a migration. The reply is a u64, 0 when
+   * mapped; on a failure it is 1 and a later VHOST_F_LOG_ALL is refused.
+   */
+  private setLogBase(p: Buffer, fds: number[]): Buffer {
+    try {
+      this.requireProtocol(ProtocolFeature.LOG_SHMFD);
+      const { size, offset } = decodeLog(p);
+      native.dirtyLogMap(this.memTableId, fds[0], Number(size), Number(offset));
+      this.logMapped = true;
+      this.log.info({ size: Number(size) }, 'dirty log mapped');
+      return u64(0n);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'refused the dirty log (SET_LOG_BASE)');
+      return u64(1n);
+    } finally {
+      closeFds(fds);
     }
   }
 
@@ -427,6 +465,7 @@ export class VhostUserBackend {
       this.vrings[i] = { ...this.freshVring(), host: v.host };
     }
     this.ackedFeatures = 0n;
+    native.dirtyLogEnable(this.memTableId, false);
     this.status = 0;
     this.device.onReset?.();
   }
@@ -496,6 +535,7 @@ export class VhostUserBackend {
     }
     if (this.backendFd >= 0) native.close(this.backendFd);
     native.close(this.fd);
+    native.dirtyLogReset(this.memTableId);
     native.memTableDestroy(this.memTableId);
     this.done();
   }

@@ -181,6 +181,12 @@ export interface VringAddr {
 }
 export const VRING_ADDR_SIZE = 40;
 export const VRING_ADDR_F_LOG = 0x1;
+
+/** VhostUserLog: the SET_LOG_BASE payload (the log's size and its offset in the fd). */
+export const LOG_SIZE = 16;
+export function decodeLog(b: Buffer): { size: bigint; offset: bigint } {
+  return { size: b.readBigUInt64LE(0), offset: b.readBigUInt64LE(8) };
+}
 export function decodeVringAddr(b: Buffer): VringAddr {
   return {
     index: b.readUInt32LE(0),
@@ -318,7 +324,8 @@ export const REQUEST_SHAPES: Partial<Record<FrontendReq, RequestShape>> = {
   [FrontendReq.SET_OWNER]: { size: 0, fds: 0, reply: false },
   [FrontendReq.RESET_OWNER]: { size: 0, fds: 0, reply: false },
   [FrontendReq.SET_MEM_TABLE]: { size: null, fds: [1, MAX_MEM_REGIONS], reply: false },
-  [FrontendReq.SET_LOG_BASE]: { size: null, fds: [0, 1], reply: false },
+  // With LOG_SHMFD the front end waits for a reply (QEMU's vhost_user_set_log_base): a u64.
+  [FrontendReq.SET_LOG_BASE]: { size: LOG_SIZE, fds: 1, reply: true },
   [FrontendReq.SET_LOG_FD]: { size: 0, fds: [0, 1], reply: false },
   [FrontendReq.SET_VRING_NUM]: { size: VRING_STATE_SIZE, fds: 0, reply: false },
   [FrontendReq.SET_VRING_ADDR]: { size: VRING_ADDR_SIZE, fds: 0, reply: false },

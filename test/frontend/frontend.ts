@@ -909,8 +909,9 @@ export class VhostUserFrontend {
   getFeatures(): Promise<bigint> {
     return this.getU64(FrontendReq.GET_FEATURES);
   }
-  setFeatures(f: bigint): Promise<void> {
-    return this.setU64(FrontendReq.SET_FEATURES, f);
+  /** SET_FEATURES; with needReply, as QEMU when it turns dirty-page logging on or off. */
+  setFeatures(f: bigint, needReply = false): Promise<void> {
+    return this.setU64(FrontendReq.SET_FEATURES, f, needReply);
   }
   getProtocolFeatures(): Promise<bigint> {
     return this.getU64(FrontendReq.GET_PROTOCOL_FEATURES);
@@ -988,6 +989,15 @@ export class VhostUserFrontend {
       needReply: sync,
     });
     if (sync && !hasBit(this.ackedProtocolFeatures, ProtocolFeature.REPLY_ACK)) await this.getFeatures();
+  }
+  /** SET_LOG_BASE with LOG_SHMFD: the dirty log is size bytes of fd from offset; the backend's u64 status. */
+  async setLogBase(fd: number, size: number, offset = 0): Promise<bigint> {
+    const b = Buffer.alloc(16);
+    b.writeBigUInt64LE(BigInt(size), 0);
+    b.writeBigUInt64LE(BigInt(offset), 8);
+    const r = await this.request(FrontendReq.SET_LOG_BASE, b, { fds: [fd], hasReply: true });
+    if (r === null || r.length !== 8) throw new VhostUserError(`SET_LOG_BASE reply of ${r?.length ?? 0} bytes`);
+    return r.readBigUInt64LE(0);
   }
   async setBackendReqFd(fd: number): Promise<void> {
     await this.request(FrontendReq.SET_BACKEND_REQ_FD, Buffer.alloc(0), { fds: [fd], needReply: true });

@@ -176,14 +176,21 @@ describe('virtiofsd-ts against a hostile front end', function () {
       await assertAlive(env);
     });
 
-    it('refuses dirty-page logging (SET_LOG_BASE) cleanly', async () => {
+    it('refuses a dirty log of size 0 with a failure reply, and goes on', async () => {
       env = await launch();
       const memfd = native.memfdCreate('log', 4096);
-      const payload = Buffer.alloc(16);
-      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_LOG_BASE, payload, [memfd]), 0n);
+      // SET_LOG_BASE always has a u64 reply: the status.
+      assert.notEqual(await rawAck(env.fe, FrontendReq.SET_LOG_BASE, Buffer.alloc(16), [memfd]), 0n);
       native.close(memfd);
-      await waitForLog(env.daemon, /dirty-page logging/);
+      await waitForLog(env.daemon, /refused the dirty log/);
       await assertAlive(env);
+    });
+
+    it('closes the connection on a SET_LOG_BASE without its descriptor (it owes a reply)', async () => {
+      env = await launch();
+      env.fe.sendRaw(FrontendReq.SET_LOG_BASE, Flags.VERSION, Buffer.alloc(16));
+      await expectClosed(env.fe);
+      await waitForLog(env.daemon, /SET_LOG_BASE with 0 fds, expected 1/);
     });
 
     it('closes the connection when a GET request it must refuse owes a reply', async () => {
