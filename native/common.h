@@ -188,6 +188,10 @@ double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i);
 // info[i] as a path (string or Buffer); false with a pending exception.
 bool PathArg(const Napi::CallbackInfo& info, size_t i, std::string* out);
 
+// Memory tables (one per connection) live in this many slots, ids 1..kMaxMemTables
+// (memory.cc); per-table state elsewhere (dirtylog.cc) is sized by it too.
+constexpr int kMaxMemTables = 64;
+
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitSocket(Napi::Env env, Napi::Object exports);
 void InitEvents(Napi::Env env, Napi::Object exports);

@@ -20,7 +20,6 @@ std::atomic<int> gDirtyLogging{0};
 namespace {
 
 constexpr uint64_t kLogPage = 4096;  // VHOST_LOG_PAGE
-constexpr int kMaxTables = 64;       // as memory.cc
 
 struct LogArea {
   void* map = MAP_FAILED;
@@ -36,9 +35,9 @@ struct TableLog {
   std::vector<LogArea*> all;            // every area mapped for this table (current and replaced)
 };
 
-TableLog gLogs[kMaxTables];
+TableLog gLogs[kMaxMemTables];
 
-TableLog* LogOf(int64_t table) { return table >= 1 && table <= kMaxTables ? &gLogs[table - 1] : nullptr; }
+TableLog* LogOf(int64_t table) { return table >= 1 && table <= kMaxMemTables ? &gLogs[table - 1] : nullptr; }
 
 // With t->mu held: keeps gDirtyLogging equal to the number of tables logging.
 void SetLogging(TableLog* t, bool on, LogArea* area) {
@@ -85,15 +84,15 @@ Napi::Value DirtyLogMap(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// dirtyLogEnable(table, on): VHOST_F_LOG_ALL acked or not. Returns whether the table now
-// logs (false while no log is mapped).
+// dirtyLogEnable(table, on): VHOST_F_LOG_ALL acked or not (the table logs once a log is
+// mapped too).
 Napi::Value DirtyLogEnable(const Napi::CallbackInfo& info) {
   TableLog* t;
   if (!TableArg(info, &t)) return info.Env().Undefined();
   std::lock_guard<std::mutex> g(t->mu);
   bool on = info[1].ToBoolean();
   SetLogging(t, on, t->area.load());
-  return Napi::Boolean::New(info.Env(), on && t->area.load() != nullptr);
+  return info.Env().Undefined();
 }
 
 // dirtyLogReset(table): the connection is over and no thread writes for it any more.

@@ -67,7 +67,7 @@ struct Table {
 // Tables live in a fixed array of slots, reached by id (slot + 1) with one atomic load: no
 // lock and no reference count is touched on the I/O path. A slot is emptied only when the
 // connection ends, after every queue thread stopped using it.
-constexpr int kMaxTables = 64;
+constexpr int kMaxTables = kMaxMemTables;
 std::atomic<Table*> gTables[kMaxTables];
 std::shared_ptr<Table> gOwners[kMaxTables];  // owned here; touched only under gRegistryMu
 std::mutex gRegistryMu;

@@ -62,8 +62,16 @@ struct UsedRing {
       left -= take;
     }
   }
-  void LogUsed(uint64_t offset, uint64_t len) {
-    if (DirtyLoggingAnywhere()) LogDirty(table, usedGpa + offset, len);
+  void LogUsed(uint64_t offset, uint64_t len) { LogDirty(table, usedGpa + offset, len); }
+
+  // With mu held: the rings as translated through snapshot keep (generation g), and the used
+  // ring's guest address for the dirty log.
+  void SetRingsLocked(uint8_t* a, uint8_t* u, std::shared_ptr<const void> keep, uint32_t g) {
+    avail = a;
+    used = u;
+    mem = std::move(keep);
+    generation = g;
+    GuestUaddrToGpa(table, usedUaddr, &usedGpa);
   }
 
   // With mu held: one used element (visible after Publish).
@@ -113,11 +121,7 @@ struct UsedRing {
     uint8_t* a = SnapshotPtr(keep.get(), availUaddr, AvailRingBytes(size), true);
     uint8_t* u = SnapshotPtr(keep.get(), usedUaddr, UsedRingBytes(size), true);
     if (!a || !u) return false;
-    avail = a;
-    used = u;
-    GuestUaddrToGpa(table, usedUaddr, &usedGpa);
-    mem = std::move(keep);
-    generation = g;
+    SetRingsLocked(a, u, std::move(keep), g);
     return true;
   }
 

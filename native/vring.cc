@@ -158,11 +158,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
     used_ = u;
     {
       std::lock_guard<std::mutex> lock(ring_->mu);
-      ring_->used = u;
-      ring_->avail = a;
-      ring_->mem = keep;
-      ring_->generation = g;
-      GuestUaddrToGpa(table_, usedUaddr_, &ring_->usedGpa);
+      ring_->SetRingsLocked(a, u, keep, g);
     }
     mem_ = std::move(keep);
     generation_ = g;

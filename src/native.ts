@@ -200,8 +200,8 @@ export interface NativeAddon {
   // dirtylog.cc: the dirty-page log of a memory table's connection (live migration)
   /** Maps the log the front end shares (the caller keeps and closes fd); throws a system error. */
   dirtyLogMap(table: number, fd: number, size: number, offset: number): void;
-  /** VHOST_F_LOG_ALL acked or not; true when the table now logs (a log is mapped). */
-  dirtyLogEnable(table: number, on: boolean): boolean;
+  /** VHOST_F_LOG_ALL acked or not (the table logs once a log is mapped too). */
+  dirtyLogEnable(table: number, on: boolean): void;
   /** Stops logging and unmaps every log of the table (once no thread writes for it). */
   dirtyLogReset(table: number): void;
   // socket.cc

@@ -187,6 +187,12 @@ export const LOG_SIZE = 16;
 export function decodeLog(b: Buffer): { size: bigint; offset: bigint } {
   return { size: b.readBigUInt64LE(0), offset: b.readBigUInt64LE(8) };
 }
+export function encodeLog(v: { size: bigint; offset: bigint }): Buffer {
+  const b = Buffer.alloc(LOG_SIZE);
+  b.writeBigUInt64LE(v.size, 0);
+  b.writeBigUInt64LE(v.offset, 8);
+  return b;
+}
 export function decodeVringAddr(b: Buffer): VringAddr {
   return {
     index: b.readUInt32LE(0),

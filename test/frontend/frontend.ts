@@ -42,6 +42,7 @@ import {
   encodeVringState,
   decodeVringState,
   encodeVringAddr,
+  encodeLog,
   encodeMemoryTable,
   encodeMemRegMsg,
   type MemoryRegion,
@@ -992,10 +993,7 @@ export class VhostUserFrontend {
   }
   /** SET_LOG_BASE with LOG_SHMFD: the dirty log is size bytes of fd from offset; the backend's u64 status. */
   async setLogBase(fd: number, size: number, offset = 0): Promise<bigint> {
-    const b = Buffer.alloc(16);
-    b.writeBigUInt64LE(BigInt(size), 0);
-    b.writeBigUInt64LE(BigInt(offset), 8);
-    const r = await this.request(FrontendReq.SET_LOG_BASE, b, { fds: [fd], hasReply: true });
+    const r = await this.request(FrontendReq.SET_LOG_BASE, encodeLog({ size: BigInt(size), offset: BigInt(offset) }), { fds: [fd], hasReply: true });
     if (r === null || r.length !== 8) throw new VhostUserError(`SET_LOG_BASE reply of ${r?.length ?? 0} bytes`);
     return r.readBigUInt64LE(0);
   }
