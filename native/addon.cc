@@ -86,6 +86,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vfsn::InitSandbox(env, exports);
   vfsn::InitSeccomp(env, exports);
   vfsn::InitDirtyLog(env, exports);
+  vfsn::InitMigration(env, exports);
   return exports;
 }
 

@@ -209,5 +209,6 @@ void InitKickThread(Napi::Env env, Napi::Object exports);
 void InitSandbox(Napi::Env env, Napi::Object exports);
 void InitSeccomp(Napi::Env env, Napi::Object exports);
 void InitDirtyLog(Napi::Env env, Napi::Object exports);
+void InitMigration(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfsn

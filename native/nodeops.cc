@@ -70,24 +70,6 @@ bool NameArg(const Napi::CallbackInfo& info, size_t i, std::string* name, int* e
   return true;
 }
 
-int OpenPath(int dirfd, const std::string& name) {
-  int fd;
-  do {
-    fd = openat(dirfd, name.c_str(), O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  return fd < 0 ? -errno : fd;
-}
-
-// The inode behind an O_PATH fd, opened again with flags through /proc/self/fd.
-int Reopen(FsState* s, int pathFd, int flags) {
-  std::string p = std::to_string(pathFd);
-  int fd;
-  do {
-    fd = openat(s->procFd, p.c_str(), flags | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  return fd < 0 ? -errno : fd;
-}
-
 bool U64(const Napi::CallbackInfo& info, size_t i, uint64_t* v) { return ArgU64(info, i, v); }
 bool I64(const Napi::CallbackInfo& info, size_t i, int64_t* v) { return ArgInt(info, i, v); }
 // An optional trailing u32 argument (a umask): 0 when it is missing or not a number.
@@ -384,6 +366,25 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+int OpenPath(int dirfd, const std::string& name) {
+  int fd;
+  do {
+    fd = openat(dirfd, name.c_str(), O_PATH_ | O_NOFOLLOW | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd < 0 ? -errno : fd;
+}
+
+// The inode behind an O_PATH fd, opened again with flags through /proc/self/fd.
+int Reopen(FsState* s, int pathFd, int flags) {
+  std::string p = std::to_string(pathFd);
+  int fd;
+  do {
+    fd = openat(s->procFd, p.c_str(), flags | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd < 0 ? -errno : fd;
+}
+
 
 int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid) {
   flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);

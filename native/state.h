@@ -301,18 +301,23 @@ struct FsState {
       return kit->second;
     }
     uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
-    Inode& n = sh.byId[id] = Inode{fd, k, type, 1, 0, false, {}, {}, {}};
-    sh.byKey[k] = id;
-    n.parked = ParkIfOverBudget(fd, k);
-    if (n.parked) {
-      close(fd);
-      n.fd = -1;
-      sh.parkedCount.fetch_add(1, std::memory_order_relaxed);
-      parkedTotal.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      sh.openFds.fetch_add(1, std::memory_order_relaxed);
-    }
+    AddInodeLocked(sh, id, fd, k, type, 1);
     return id;
+  }
+
+  // Takes ownership of fd as inode id with its lookup count, as a migration's destination
+  // puts back the inodes of the source (migration.cc): false (fd closed) when the id or the
+  // file is taken already or the id is not one Ref could have given.
+  bool RefAt(uint64_t id, int fd, const InodeKey& k, uint32_t type, uint64_t lookups) {
+    InodeShard& sh = ShardOf(id);
+    std::lock_guard<std::mutex> g(sh.mu);
+    if ((id >> kShardBits) == 0 || sh.byId.count(id) || sh.byKey.count(k) || (hasRoot && k == rootKey)) {
+      close(fd);
+      return false;
+    }
+    if (sh.nextSeq <= (id >> kShardBits)) sh.nextSeq = (id >> kShardBits) + 1;
+    AddInodeLocked(sh, id, fd, k, type, lookups);
+    return true;
   }
 
   uint64_t InsertHandle(int fd, uint64_t nodeid) {
@@ -320,10 +325,22 @@ struct FsState {
     HandleShard& sh = handles[shard];
     std::lock_guard<std::mutex> g(sh.mu);
     uint64_t fh = (sh.nextSeq++ << kShardBits) | shard;
-    int fl = fcntl(fd, F_GETFL);
-    uint8_t io = fl >= 0 && !(fl & O_DIRECT) ? (kNoWaitRead | kNoWaitWrite | kBuffered) : 0;
-    sh.byFh[fh] = Handle{fd, nodeid, 0, false, io};
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false, IoOf(fd)};
     return fh;
+  }
+
+  // Takes ownership of fd as handle fh (a migration's destination, migration.cc): false (fd
+  // closed) when fh is taken or not one InsertHandle could have given.
+  bool InsertHandleAt(uint64_t fh, int fd, uint64_t nodeid) {
+    HandleShard& sh = HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    if ((fh >> kShardBits) == 0 || sh.byFh.count(fh)) {
+      close(fd);
+      return false;
+    }
+    if (sh.nextSeq <= (fh >> kShardBits)) sh.nextSeq = (fh >> kShardBits) + 1;
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false, IoOf(fd)};
+    return true;
   }
 
   // A new session: every inode but the root and every handle go; pinned ones close when
@@ -364,6 +381,27 @@ struct FsState {
         }
       }
     }
+  }
+
+  // A new inode in shard sh (mu held), kept as a file handle when over the fd budget.
+  void AddInodeLocked(InodeShard& sh, uint64_t id, int fd, const InodeKey& k, uint32_t type, uint64_t lookups) {
+    Inode& n = sh.byId[id] = Inode{fd, k, type, lookups, 0, false, {}, {}, {}};
+    sh.byKey[k] = id;
+    n.parked = ParkIfOverBudget(fd, k);
+    if (n.parked) {
+      close(fd);
+      n.fd = -1;
+      sh.parkedCount.fetch_add(1, std::memory_order_relaxed);
+      parkedTotal.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      sh.openFds.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  // How transfers through a new handle's descriptor may run (kNoWait*, kBuffered).
+  static uint8_t IoOf(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && !(fl & O_DIRECT) ? (kNoWaitRead | kNoWaitWrite | kBuffered) : 0;
   }
 
   ~FsState() {
@@ -423,6 +461,13 @@ class HandlePin {
 // serial is given, *serial is the handle's inode for a buffered handle and 0 otherwise.
 bool TryTransferNow(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& iov, bool write, int* fd, int64_t* moved,
                     int64_t* result, uint64_t* serial = nullptr);
+
+// name (one component) in directory dirfd opened O_PATH without following a symlink: the
+// descriptor or -errno (nodeops.cc).
+int OpenPath(int dirfd, const std::string& name);
+// The inode behind O_PATH descriptor pathFd opened again with flags (through /proc/self/fd):
+// the descriptor or -errno (nodeops.cc).
+int Reopen(FsState* s, int pathFd, int flags);
 
 // The state with this id, or nullptr.
 FsState* StateById(int64_t id);

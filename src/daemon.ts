@@ -119,6 +119,7 @@ export async function runDaemon(
       },
       logLevel: opts.logLevel,
       pollMaxNs: opts.pollMaxUs * 1000,
+      migrationOnError: opts.migrationOnError ?? 'abort',
     },
     log,
   );

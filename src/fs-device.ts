@@ -15,6 +15,7 @@ import { cachePolicy } from './cache/policy';
 import { opcodeName } from './fuse/abi';
 import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
+import { loadState, saveState, type MigrationOnError } from './fuse/passthrough/migration';
 import type { DeviceSpec } from './vhost/backend';
 import { LocalQueueHost, WorkerQueueHost, type HandlerSpec, type QueueHost } from './vhost/queue-host';
 import type { ChainHandler } from './vhost/queue-runner';
@@ -29,6 +30,8 @@ export interface FsDeviceOptions {
   logLevel: LogLevel;
   /** --poll-max-us in ns: how long a queue thread may spin for the next request. */
   pollMaxNs: number;
+  /** --migration-on-error: what a live migration does with an inode it cannot carry. */
+  migrationOnError: MigrationOnError;
 }
 
 /** Builds the per-thread handler (HandlerSpec.module points at this file). */
@@ -82,6 +85,11 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     createQueueHost(index: number): QueueHost {
       if (index <= 1) return new LocalQueueHost(spec, log.child({ queue: index }), index);
       return new WorkerQueueHost(spec, options.logLevel, log, index);
+    },
+    // The shared native state is the whole device state: the queue threads keep none.
+    migration: {
+      save: () => saveState(options.passthrough.stateId, options.migrationOnError, log),
+      load: (state: Buffer) => loadState(options.passthrough.stateId, state, options.migrationOnError, log),
     },
   };
 }

@@ -186,6 +186,12 @@ export const STATX_FIELDS = 23;
 /** out[FH_SLOT] receives the fh of nodeCreate and nodeTmpfile (out: Float64Array(STATX_FIELDS + 1)). */
 export const FH_SLOT = STATX_FIELDS;
 
+/** An inode (or a handle of one) a migration could not carry, and why. */
+export interface LostInode {
+  nodeid: number;
+  reason: string;
+}
+
 export interface NativeAddon {
   // memory.cc
   memTableCreate(): number;
@@ -241,6 +247,11 @@ export interface NativeAddon {
   /** RLIMIT_NOFILE: out gets the soft and the hard limit; 0 or -errno. */
   nofileLimit(out: Float64Array): number;
   setNofileLimit(soft: number, hard: number): number;
+  // migration.cc: the device state a live migration carries (inodes by path, handles, session)
+  /** The state of every inode and handle that can travel; those that cannot are in lost. Queues stopped. */
+  stateSave(id: number): { data: Buffer; inodes: number; handles: number; lost: LostInode[] };
+  /** Puts back what stateSave wrote into a state holding only its root; throws on a malformed stream. */
+  stateLoad(id: number, data: Buffer): { inodes: number; handles: number; lost: LostInode[] };
   // state.cc
   stateCreate(): number;
   stateDestroy(id: number): void;

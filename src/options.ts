@@ -131,9 +131,14 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
     instead: 'capabilities are limited only in the sandbox; without one the daemon keeps all it has',
   },
   {
-    option: '--migration-*',
-    given: (o) => o.migrationMode !== undefined || o.migrationOnError !== undefined || o.migrationVerifyHandles || o.migrationConfirmPaths,
-    instead: 'the device state is not migrated yet (dirty pages are logged, but QEMU 8.2+ needs DEVICE_STATE and refuses to migrate without it)',
+    option: '--migration-mode=file-handles',
+    given: (o) => o.migrationMode === 'file-handles',
+    instead: 'inodes migrate by path (find-paths), checked on both sides',
+  },
+  {
+    option: '--migration-verify-handles',
+    given: (o) => o.migrationVerifyHandles,
+    instead: 'inodes migrate by path, not by file handle; each path is checked to lead back to its inode',
   },
 ];
 

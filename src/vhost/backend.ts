@@ -10,10 +10,11 @@
  * refused GET_* request, which owes a reply no refusal can give, closes the connection; a
  * malformed ring breaks only its queue. Nothing the front end sends can crash the process.
  */
+import * as net from 'node:net';
 import { native } from '../native';
 import type { Logger } from '../log';
 import {
-  bit, checkShape, decodeLog, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
+  bit, checkShape, decodeDeviceStateFd, decodeLog, DEVICE_STATE_NO_FD, PHASE_STOPPED, TransferDirection, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
   encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
   MAX_PAYLOAD, MessageError, ProtocolFeature, REQUEST_SHAPES, VirtioFeature, VRING_IDX_MASK,
   VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
@@ -40,7 +41,15 @@ export interface DeviceSpec {
   onBackendChannel?(fd: number): void;
   /** Called on RESET_OWNER/RESET_DEVICE after the queues have stopped. */
   onReset?(): void;
+  /**
+   * The device state a live migration carries (DEVICE_STATE), taken and put back while every
+   * queue is stopped: save() returns it, load() puts it back; either throws to refuse.
+   */
+  migration?: { save(): Buffer; load(state: Buffer): void };
 }
+
+/** The most device state we take in from a front end (bytes). */
+export const MAX_DEVICE_STATE = 1 << 30;
 
 /** Seconds a front end may stall in the middle of one message before we drop it. */
 export const RECV_TIMEOUT_MS = 10_000;
@@ -73,6 +82,8 @@ export class VhostUserBackend {
   private backendFd = -1;
   /** A dirty log is mapped (SET_LOG_BASE). */
   private logMapped = false;
+  /** The device-state transfer under way (SET_DEVICE_STATE_FD): null when it worked, else why not. */
+  private stateTransfer: Promise<string | null> | null = null;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
   private closed = false;
   private done!: () => void;
@@ -111,6 +122,7 @@ export class VhostUserBackend {
       bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
       bit(ProtocolFeature.STATUS);
     if (this.device.shmemSizes.length > 0) f |= bit(ProtocolFeature.SHMEM);
+    if (this.device.migration) f |= bit(ProtocolFeature.DEVICE_STATE);
     return f;
   }
 
@@ -311,10 +323,101 @@ export class VhostUserBackend {
       case FrontendReq.GET_SHMEM_CONFIG:
         this.requireProtocol(ProtocolFeature.SHMEM);
         return encodeShmemConfig(this.device.shmemSizes);
+      case FrontendReq.SET_DEVICE_STATE_FD:
+        return this.setDeviceStateFd(p, fds[0]);
+      case FrontendReq.CHECK_DEVICE_STATE:
+        return this.checkDeviceState();
       default:
         closeFds(fds);
         throw new RequestError('request not supported by this device');
     }
+  }
+
+  /**
+   * SET_DEVICE_STATE_FD: the front end hands over one end of a pipe, for the device state to
+   * be written into (save, on the source) or read from (load, on the destination), with the
+   * device stopped. The transfer runs on after the reply; CHECK_DEVICE_STATE waits for it.
+   * The reply is a u64: DEVICE_STATE_NO_FD (we use the front end's pipe), plus an error code
+   * in the low byte for a refusal.
+   */
+  private setDeviceStateFd(p: Buffer, fd: number): Buffer {
+    const refuse = (why: string): Buffer => {
+      native.close(fd);
+      this.log.warn({ request: 'SET_DEVICE_STATE_FD' }, `refused request: ${why}`);
+      return u64(1n | DEVICE_STATE_NO_FD);
+    };
+    const m = this.device.migration;
+    if (!m || !hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) return refuse('DEVICE_STATE was not negotiated');
+    const { direction, phase } = decodeDeviceStateFd(p);
+    if (phase !== PHASE_STOPPED) return refuse(`migration phase ${phase} (only 0, stopped, is defined)`);
+    if (direction !== TransferDirection.SAVE && direction !== TransferDirection.LOAD) return refuse(`transfer direction ${direction}`);
+    const running = this.vrings.findIndex((v) => v.running);
+    if (running >= 0) return refuse(`queue ${running} is running`);
+    // A new transfer replaces one the front end gave up on (its pipe is closed then).
+    this.stateTransfer = direction === TransferDirection.SAVE ? this.sendState(fd, m.save) : this.receiveState(fd, m.load);
+    return u64(DEVICE_STATE_NO_FD);
+  }
+
+  private async sendState(fd: number, save: () => Buffer): Promise<string | null> {
+    let state: Buffer;
+    try {
+      state = save();
+    } catch (e) {
+      native.close(fd);
+      return (e as Error).message;
+    }
+    return new Promise((resolve) => {
+      const pipe = new net.Socket({ fd, readable: false, writable: true });
+      pipe.on('error', (e) => {
+        pipe.destroy();
+        resolve(`writing the device state failed: ${e.message}`);
+      });
+      // Closing the pipe is the end of the state for the reader.
+      pipe.end(state, () => {
+        pipe.destroy();
+        resolve(null);
+      });
+    });
+  }
+
+  private receiveState(fd: number, load: (state: Buffer) => void): Promise<string | null> {
+    return new Promise((resolve) => {
+      const pipe = new net.Socket({ fd, readable: true, writable: false });
+      const parts: Buffer[] = [];
+      let size = 0;
+      pipe.on('data', (b: Buffer) => {
+        size += b.length;
+        parts.push(b);
+        if (size > MAX_DEVICE_STATE) {
+          pipe.destroy();
+          resolve(`device state over ${MAX_DEVICE_STATE} bytes`);
+        }
+      });
+      pipe.on('error', (e) => {
+        pipe.destroy();
+        resolve(`reading the device state failed: ${e.message}`);
+      });
+      pipe.on('end', () => {
+        pipe.destroy();
+        if (size > MAX_DEVICE_STATE) return;
+        try {
+          load(Buffer.concat(parts, size));
+          resolve(null);
+        } catch (e) {
+          resolve((e as Error).message);
+        }
+      });
+    });
+  }
+
+  /** CHECK_DEVICE_STATE: waits for the transfer to end; the reply is a u64, 0 when it worked. */
+  private async checkDeviceState(): Promise<Buffer> {
+    const transfer = this.stateTransfer;
+    this.stateTransfer = null;
+    const failed = transfer ? await transfer : 'no device-state transfer to check (SET_DEVICE_STATE_FD)';
+    if (failed === null) return u64(0n);
+    this.log.error({ request: 'CHECK_DEVICE_STATE' }, `device state not transferred: ${failed}`);
+    return u64(1n);
   }
 
   /**

@@ -315,6 +315,26 @@ export function decodeShmemConfig(b: Buffer): number[] {
   return out;
 }
 
+/** SET_DEVICE_STATE_FD payload: {transfer direction u32, migration phase u32}. */
+export const DEVICE_STATE_FD_SIZE = 8;
+export enum TransferDirection {
+  SAVE = 0,
+  LOAD = 1,
+}
+/** The only migration phase defined: the device is stopped. */
+export const PHASE_STOPPED = 0;
+/** SET_DEVICE_STATE_FD reply bit: the back end gives no descriptor of its own (the front end's is used). */
+export const DEVICE_STATE_NO_FD = 0x100n;
+export function decodeDeviceStateFd(p: Buffer): { direction: number; phase: number } {
+  return { direction: p.readUInt32LE(0), phase: p.readUInt32LE(4) };
+}
+export function encodeDeviceStateFd(v: { direction: number; phase: number }): Buffer {
+  const b = Buffer.alloc(DEVICE_STATE_FD_SIZE);
+  b.writeUInt32LE(v.direction, 0);
+  b.writeUInt32LE(v.phase, 4);
+  return b;
+}
+
 /** Expected payload size (exact) and fd count per front-end request; null size = variable. */
 export interface RequestShape {
   size: number | null;
@@ -323,7 +343,6 @@ export interface RequestShape {
   /** a reply is always owed (GET_* requests) */
   reply: boolean;
 }
-
 export const REQUEST_SHAPES: Partial<Record<FrontendReq, RequestShape>> = {
   [FrontendReq.GET_FEATURES]: { size: 0, fds: 0, reply: true },
   [FrontendReq.SET_FEATURES]: { size: U64_SIZE, fds: 0, reply: false },
@@ -352,6 +371,9 @@ export const REQUEST_SHAPES: Partial<Record<FrontendReq, RequestShape>> = {
   [FrontendReq.SET_STATUS]: { size: U64_SIZE, fds: 0, reply: false },
   [FrontendReq.GET_STATUS]: { size: 0, fds: 0, reply: true },
   [FrontendReq.GET_SHMEM_CONFIG]: { size: 0, fds: 0, reply: true },
+  // Both answer with a u64 that can say no (an error code in its low byte).
+  [FrontendReq.SET_DEVICE_STATE_FD]: { size: DEVICE_STATE_FD_SIZE, fds: 1, reply: true },
+  [FrontendReq.CHECK_DEVICE_STATE]: { size: 0, fds: 0, reply: true },
 };
 
 /** Checks a received message against its request's shape; returns a reason, or null if fine. */

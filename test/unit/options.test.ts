@@ -47,10 +47,12 @@ describe('options', () => {
     const all = names([
       '--socket-path=/tmp/s', '--shared-dir=/srv', '--xattrmap=:map::user.virtiofs.:', '--security-label', '--seccomp=kill',
       '--sandbox=none', '--modcaps=-mknod', '--inode-file-handles=prefer', '--killpriv-v2', '--syslog', '--preserve-noatime', '--translate-uid=map:0:1000:1', '--uid-map=:0:1000:1:',
-      '--migration-mode=find-paths',
+      '--migration-mode=find-paths', '--migration-on-error=guest-error', '--migration-confirm-paths',
     ]);
-    assert.deepEqual(all, [
-      '--seccomp', '--modcaps', '--migration-*',
+    assert.deepEqual(all, ['--seccomp', '--modcaps']);
+    // Inodes migrate by path (the Rust virtiofsd's default), not by file handle.
+    assert.deepEqual(names(['--socket-path=/tmp/s', '--shared-dir=/srv', '--migration-mode=file-handles', '--migration-verify-handles']), [
+      '--migration-mode=file-handles', '--migration-verify-handles',
     ]);
     // Inodes past the descriptor budget become file handles by default, as in the Rust virtiofsd.
     assert.equal(parseOptions(['--socket-path=/tmp/s', '--shared-dir=/srv']).inodeFileHandles, 'prefer');

@@ -1,0 +1,308 @@
+// The device state a live migration carries from one daemon to the next (vhost-user
+// SET_DEVICE_STATE_FD, src/vhost/backend.ts; src/migration.ts says when it is taken): what the
+// guest's FUSE session knows of this daemon and a new daemon could not learn by itself.
+//   - the session flags INIT negotiated (FsState::sessionFlags): the destination sees no INIT;
+//   - every inode the guest holds: its node id, lookup count, type and path below the share;
+//   - every open handle: its fh, node id and open flags.
+// Inodes travel by path (--migration-mode find-paths, the Rust virtiofsd's default): the
+// source reads each inode's path from /proc/self/fd and checks that the path leads back to
+// the inode; the destination walks it one component at a time from the share, never
+// following a symlink or '..', so a stream cannot reach outside the share. Locks do not
+// travel (their owners' descriptors are the source's).
+//
+// Stream (little-endian): "VTSM", u32 version 1, u32 session flags, u32 inodes, u32 handles;
+// per inode u64 node id, u64 lookups, u32 S_IFMT type, u32 path length, the path (no NUL);
+// per handle u64 fh, u64 node id, u32 open flags.
+#include "state.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+
+namespace vfsn {
+namespace {
+
+constexpr char kMagic[4] = {'V', 'T', 'S', 'M'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kMaxPath = 4096;
+
+struct Writer {
+  std::vector<uint8_t> b;
+  void U32(uint32_t v) {
+    for (int i = 0; i < 4; i++) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  void U64(uint64_t v) {
+    for (int i = 0; i < 8; i++) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  void Bytes(const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
+};
+
+struct Reader {
+  const uint8_t* p;
+  size_t left;
+  bool ok = true;
+  uint64_t Take(int n) {
+    if (!ok || left < static_cast<size_t>(n)) {
+      ok = false;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+    p += n;
+    left -= n;
+    return v;
+  }
+  uint32_t U32() { return static_cast<uint32_t>(Take(4)); }
+  uint64_t U64() { return Take(8); }
+  std::string Bytes(size_t n) {
+    if (!ok || left < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(reinterpret_cast<const char*>(p), n);
+    p += n;
+    left -= n;
+    return s;
+  }
+};
+
+// What descriptor fd's /proc/self/fd link names: the file's path as the kernel sees it.
+bool LinkOf(FsState* s, int fd, std::string* out) {
+  char buf[kMaxPath + 16];
+  ssize_t n = readlinkat(s->procFd, std::to_string(fd).c_str(), buf, sizeof buf);
+  if (n < 0 || static_cast<size_t>(n) >= sizeof buf) return false;
+  out->assign(buf, static_cast<size_t>(n));
+  return true;
+}
+
+// rel (components joined by '/', none empty, '.' or '..') walked from the share's root
+// without following a symlink: an O_PATH descriptor or -errno. "" is the root itself.
+int WalkFromRoot(FsState* s, const std::string& rel) {
+  int fd = OpenPath(s->rootFd, ".");
+  for (size_t at = 0; fd >= 0 && at < rel.size();) {
+    size_t end = rel.find('/', at);
+    if (end == std::string::npos) end = rel.size();
+    std::string name = rel.substr(at, end - at);
+    if (name.empty() || name == "." || name == ".." || name.size() > 255 || name.find('\0') != std::string::npos) {
+      close(fd);
+      return -EINVAL;
+    }
+    int next = OpenPath(fd, name);
+    close(fd);
+    fd = next;
+    at = end + 1;
+  }
+  return fd;
+}
+
+// Statx of an O_PATH descriptor: its key and S_IFMT type, or false.
+bool KeyOf(int fd, InodeKey* k, uint32_t* type) {
+  double st[kStatxFields];
+  if (StatxInto(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, st) < 0) return false;
+  *k = KeyOfStatx(st);
+  *type = static_cast<uint32_t>(st[4]) & S_IFMT;
+  return true;
+}
+
+// The path of inode n below the share (its descriptor fd), or why there is none.
+const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const Inode& n, std::string* rel) {
+  std::string link;
+  if (!LinkOf(s, fd, &link)) return "its path cannot be read";
+  // A name removed while the guest holds the inode (an unlinked open file, a removed
+  // directory): nothing leads to it any more.
+  static const std::string kDeleted = " (deleted)";
+  if (link.size() >= kDeleted.size() && link.compare(link.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
+    return "it was removed";
+  std::string prefix = rootLink == "/" ? "/" : rootLink + "/";
+  if (link.compare(0, prefix.size(), prefix) != 0 || link.size() == prefix.size()) return "its path is not below the share";
+  *rel = link.substr(prefix.size());
+  // The link is the kernel's idea of the name at the time; renames since, or a mount over a
+  // part of it, would send the destination elsewhere: the path must lead back to the inode.
+  int back = WalkFromRoot(s, *rel);
+  if (back < 0) return "its path does not lead back to it";
+  InodeKey k;
+  uint32_t type;
+  bool same = KeyOf(back, &k, &type) && k == n.key;
+  close(back);
+  return same ? nullptr : "its path leads to another file";
+}
+
+Napi::Object Lost(Napi::Env env, uint64_t id, const std::string& what) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("nodeid", Napi::Number::New(env, static_cast<double>(id)));
+  o.Set("reason", Napi::String::New(env, what));
+  return o;
+}
+
+// stateSave(id) -> { data: Buffer, inodes, handles, lost: [{nodeid, reason}] }: the state
+// of every inode and handle that can travel; those that cannot are listed in lost (and
+// handles of lost inodes with them) and left out of data. The queues must be stopped.
+Napi::Value StateSave(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  STATE_OR_THROW(s);
+  std::string rootLink;
+  if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
+  Writer inodes, handles;
+  uint32_t nInodes = 0, nHandles = 0;
+  Napi::Array lost = Napi::Array::New(env);
+  std::unordered_map<uint64_t, uint32_t> kept;  // node id -> type
+  for (InodeShard& sh : s->inodes) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (auto& [id, n] : sh.byId) {
+      if (id == kRootId || n.detached) continue;
+      int fd = n.fd;
+      if (fd < 0 && n.parked) fd = s->Unpark(*n.parked);
+      std::string rel;
+      const char* why = fd < 0 ? "its file is gone" : PathBelowRoot(s, rootLink, fd, n, &rel);
+      if (fd >= 0 && fd != n.fd) close(fd);
+      if (!why && rel.size() > kMaxPath) why = "its path is too long";
+      if (why) {
+        lost.Set(lost.Length(), Lost(env, id, why));
+        continue;
+      }
+      inodes.U64(id);
+      inodes.U64(n.lookups);
+      inodes.U32(n.type);
+      inodes.U32(static_cast<uint32_t>(rel.size()));
+      inodes.Bytes(rel);
+      nInodes++;
+      kept[id] = n.type;
+    }
+  }
+  for (HandleShard& sh : s->handles) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (auto& [fh, h] : sh.byFh) {
+      if (h.released) continue;
+      if (h.nodeid != kRootId && !kept.count(h.nodeid)) {
+        lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle of a lost inode"));
+        continue;
+      }
+      int fl = fcntl(h.fd, F_GETFL);
+      if (fl < 0) {
+        lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle whose flags cannot be read"));
+        continue;
+      }
+      handles.U64(fh);
+      handles.U64(h.nodeid);
+      handles.U32(static_cast<uint32_t>(fl));
+      nHandles++;
+    }
+  }
+  Writer head;
+  head.Bytes(std::string(kMagic, 4));
+  head.U32(kVersion);
+  head.U32(s->sessionFlags.load());
+  head.U32(nInodes);
+  head.U32(nHandles);
+  Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::New(env, head.b.size() + inodes.b.size() + handles.b.size());
+  uint8_t* d = data.Data();
+  memcpy(d, head.b.data(), head.b.size());
+  memcpy(d + head.b.size(), inodes.b.data(), inodes.b.size());
+  memcpy(d + head.b.size() + inodes.b.size(), handles.b.data(), handles.b.size());
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("data", data);
+  r.Set("inodes", Napi::Number::New(env, nInodes));
+  r.Set("handles", Napi::Number::New(env, nHandles));
+  r.Set("lost", lost);
+  return r;
+}
+
+// stateLoad(id, data) -> { inodes, handles, lost: [{nodeid, reason}] }: puts back what
+// stateSave wrote, into a state that holds nothing but its root; what cannot be put back is
+// listed in lost. Throws on a stream that is not one (nothing is kept then).
+Napi::Value StateLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  STATE_OR_THROW(s);
+  if (info.Length() < 2 || !info[1].IsBuffer()) return ThrowType(env, "stateLoad(id, data)");
+  Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+  Reader r{buf.Data(), buf.Length()};
+  std::string magic = r.Bytes(4);
+  uint32_t version = r.U32(), session = r.U32(), nInodes = r.U32(), nHandles = r.U32();
+  if (!r.ok || magic != std::string(kMagic, 4)) return ThrowType(env, "not a virtiofsd-ts device state");
+  if (version != kVersion) return ThrowType(env, ("device state version " + std::to_string(version) + ", this daemon reads " + std::to_string(kVersion)).c_str());
+  for (InodeShard& sh : s->inodes) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    if (sh.byId.size() > (&sh == &s->ShardOf(kRootId) ? 1u : 0u)) return ThrowType(env, "device state loaded into a state in use");
+  }
+  // Check the whole stream before anything is opened.
+  struct In {
+    uint64_t id, lookups;
+    uint32_t type;
+    std::string rel;
+  };
+  struct Hd {
+    uint64_t fh, nodeid;
+    uint32_t flags;
+  };
+  std::vector<In> ins;
+  std::vector<Hd> hds;
+  for (uint32_t i = 0; i < nInodes && r.ok; i++) {
+    In x;
+    x.id = r.U64();
+    x.lookups = r.U64();
+    x.type = r.U32();
+    uint32_t len = r.U32();
+    if (len > kMaxPath) r.ok = false;
+    x.rel = r.Bytes(len);
+    ins.push_back(std::move(x));
+  }
+  for (uint32_t i = 0; i < nHandles && r.ok; i++) {
+    Hd h;
+    h.fh = r.U64();
+    h.nodeid = r.U64();
+    h.flags = r.U32();
+    hds.push_back(h);
+  }
+  if (!r.ok || r.left != 0) return ThrowType(env, "device state cut short or with bytes past its end");
+  s->sessionFlags.store(session);
+  Napi::Array lost = Napi::Array::New(env);
+  uint32_t inodes = 0, handles = 0;
+  for (const In& x : ins) {
+    int fd = WalkFromRoot(s, x.rel);
+    InodeKey k;
+    uint32_t type = 0;
+    const char* why = nullptr;
+    if (fd < 0)
+      why = "its path is not in the share here";
+    else if (!KeyOf(fd, &k, &type) || type != x.type)
+      why = "its path names a file of another type here";
+    if (why) {
+      if (fd >= 0) close(fd);
+      lost.Set(lost.Length(), Lost(env, x.id, why));
+      continue;
+    }
+    if (!s->RefAt(x.id, fd, k, type, x.lookups)) {
+      lost.Set(lost.Length(), Lost(env, x.id, "its node id or file came twice"));
+      continue;
+    }
+    inodes++;
+  }
+  for (const Hd& h : hds) {
+    int fd = -EBADF;
+    {
+      InodePin p(s, h.nodeid);
+      int flags = static_cast<int>(h.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+      if (p.fd() >= 0 && (p.type() == S_IFREG || p.type() == S_IFDIR))
+        fd = Reopen(s, p.fd(), p.type() == S_IFDIR ? flags | O_DIRECTORY : flags);
+    }
+    if (fd < 0 || !s->InsertHandleAt(h.fh, fd, h.nodeid)) {
+      lost.Set(lost.Length(), Lost(env, h.nodeid, fd < 0 ? "a handle that cannot be opened again" : "a handle whose fh came twice"));
+      continue;
+    }
+    handles++;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("inodes", Napi::Number::New(env, inodes));
+  o.Set("handles", Napi::Number::New(env, handles));
+  o.Set("lost", lost);
+  return o;
+}
+
+}  // namespace
+
+void InitMigration(Napi::Env env, Napi::Object exports) {
+  exports.Set("stateSave", Napi::Function::New(env, StateSave, "stateSave"));
+  exports.Set("stateLoad", Napi::Function::New(env, StateLoad, "stateLoad"));
+}
+
+}  // namespace vfsn

@@ -1,0 +1,311 @@
+/**
+ * Device state for live migration (vhost-user DEVICE_STATE), as QEMU drives it: on the source,
+ * with the queues stopped, SET_DEVICE_STATE_FD (save) hands over one end of a pipe that the
+ * daemon fills with its state, then CHECK_DEVICE_STATE; on the destination, a second daemon
+ * on the same share reads the state the same way before its queues start. The guest then goes
+ * on with the node ids, lookup counts and handles it had (test/guest/migration.test.ts does
+ * this under real QEMUs). Also: what cannot travel (a removed file, a path gone on the
+ * destination) fails the migration, or is left out with --migration-on-error=guest-error; a
+ * stream that names paths outside the share, through a symlink or '..', reaches nothing there.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { native } from '../../src/native';
+import * as abi from '../../src/fuse/abi';
+import { bit, encodeDeviceStateFd, FrontendReq, ProtocolFeature, TransferDirection } from '../../src/vhost/messages';
+import { startDaemon, type Daemon } from '../frontend/daemons';
+import { defaultProtocolMask, type VhostUserFrontend } from '../frontend/frontend';
+import { FuseClient, ok } from '../frontend/fuse-client';
+import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+
+const MASK = defaultProtocolMask() | bit(ProtocolFeature.DEVICE_STATE);
+const NEGOTIATE = { protocolMask: MASK };
+
+/** SET_DEVICE_STATE_FD with our end of a socket pair kept: the reply's u64 and our end. */
+async function setStateFd(fe: VhostUserFrontend, direction: number, phase = 0): Promise<{ reply: bigint; ours: number }> {
+  const [ours, theirs] = native.socketPair();
+  try {
+    const r = await fe.request(FrontendReq.SET_DEVICE_STATE_FD, encodeDeviceStateFd({ direction, phase }), { hasReply: true, fds: [theirs] });
+    return { reply: r!.readBigUInt64LE(0), ours };
+  } finally {
+    native.close(theirs);
+  }
+}
+
+async function checkState(fe: VhostUserFrontend): Promise<bigint> {
+  return (await fe.requestReply(FrontendReq.CHECK_DEVICE_STATE)).readBigUInt64LE(0);
+}
+
+/** The source's half: queues stopped, the state read to EOF, then checked. */
+async function save(fe: VhostUserFrontend): Promise<{ state: Buffer; check: bigint }> {
+  await fe.stopQueues();
+  const { reply, ours } = await setStateFd(fe, TransferDirection.SAVE);
+  assert.equal(reply, 0x100n, 'accepted, on our descriptor');
+  const sock = new net.Socket({ fd: ours, readable: true, writable: false });
+  const parts: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    sock.on('data', (b: Buffer) => parts.push(b));
+    sock.on('end', () => resolve());
+    sock.on('error', reject);
+  });
+  sock.destroy();
+  return { state: Buffer.concat(parts), check: await checkState(fe) };
+}
+
+/** The destination's half: the state written and our end closed, then checked. */
+async function load(fe: VhostUserFrontend, state: Buffer): Promise<bigint> {
+  const { reply, ours } = await setStateFd(fe, TransferDirection.LOAD);
+  assert.equal(reply, 0x100n);
+  const sock = new net.Socket({ fd: ours, readable: false, writable: true });
+  await new Promise<void>((resolve) => sock.end(state, () => resolve()));
+  sock.destroy();
+  return checkState(fe);
+}
+
+interface Destination {
+  daemon: Daemon;
+  fe: VhostUserFrontend;
+  c: FuseClient;
+  dir: string;
+}
+
+/** A second daemon on `share`, negotiated as QEMU's destination is, its queues stopped, no INIT. */
+async function destination(share: string, args: string[] = []): Promise<Destination> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-migdst-'));
+  const daemon = startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--cache=never', ...args] });
+  const fe = await daemon.connect();
+  await fe.negotiate({ memory: { size: 64 << 20 }, ...NEGOTIATE });
+  await fe.stopQueues();
+  return { daemon, fe, c: new FuseClient(fe, { timeoutMs: 60000 }), dir };
+}
+
+async function stopDestination(d: Destination): Promise<void> {
+  d.fe.close();
+  await d.daemon.stop();
+  fs.rmSync(d.dir, { recursive: true, force: true });
+}
+
+/** The daemon's log so far, a record per line. */
+function lines(d: Daemon): Array<Record<string, unknown>> {
+  return d
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** Waits (up to 5 s) for a log line that pred accepts; fails with the log. */
+async function logged(d: Daemon, pred: (l: Record<string, unknown>) => boolean): Promise<void> {
+  for (const end = Date.now() + 5000; !lines(d).some(pred); ) {
+    if (Date.now() > end) assert.fail(`no such log line in:\n${d.output().slice(-4000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The names a READDIR reply lists. */
+function names(body: Buffer): string[] {
+  const out: string[] = [];
+  for (let off = 0; off + 24 <= body.length; ) {
+    const len = body.readUInt32LE(off + 16);
+    out.push(body.subarray(off + 24, off + 24 + len).toString());
+    off += (24 + len + 7) & ~7;
+  }
+  return out;
+}
+
+async function readdir(c: FuseClient, nodeid: bigint, fh: bigint): Promise<string[]> {
+  const a = Buffer.alloc(abi.READ_IN_SIZE);
+  abi.encodeReadIn(a, 0, { fh, offset: 0n, size: 4096, readFlags: 0, lockOwner: 0n, flags: 0 });
+  const r = await c.request(abi.Opcode.READDIR, nodeid, a, 4096);
+  assert.equal(r.error, 0, `READDIR: ${r.error}`);
+  return names(r.body).sort();
+}
+
+describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE)', function () {
+  this.timeout(60000);
+  let src: ConnectedDaemon | null = null;
+  let dst: Destination | null = null;
+  afterEach(async () => {
+    if (dst) await stopDestination(dst).catch(() => undefined);
+    if (src) await disconnectDaemon(src).catch(() => undefined);
+    src = dst = null;
+  });
+
+  it('a second daemon on the share goes on with the node ids, lookup counts, handles and session of the first', async () => {
+    // --writeback: the session's writeback cache makes an O_WRONLY open readable on the host,
+    // which shows whether the destination knows the session it never saw an INIT of.
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--writeback'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.mkdirSync(path.join(share, 'd'));
+    fs.writeFileSync(path.join(share, 'd', 'f'), 'before the move\n');
+    fs.writeFileSync(path.join(share, 'g'), 'g\n');
+    const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d').nodeid;
+    const f = ok(await c.lookup(d, 'f'), 'LOOKUP f').nodeid;
+    assert.equal(ok(await c.lookup(d, 'f'), 'LOOKUP f again').nodeid, f);
+    const fh = ok(await c.open(f, fs.constants.O_RDWR), 'OPEN f').fh;
+    const dh = ok(await c.opendir(d), 'OPENDIR d').fh;
+    const g = ok(await c.lookup(1n, 'g'), 'LOOKUP g').nodeid;
+    // Renamed on the host after the lookups: the state must carry where the files are now.
+    fs.renameSync(path.join(share, 'd'), path.join(share, 'd2'));
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n, 'the save worked');
+    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 3 && l.handles === 2);
+
+    dst = await destination(share);
+    assert.equal(await load(dst.fe, state), 0n, `the load worked:\n${dst.daemon.output()}`);
+    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+    const dc = dst.c;
+    const st = fs.statSync(path.join(share, 'd2', 'f'));
+    assert.equal(ok(await dc.getattr(f), 'GETATTR f').attr.ino, BigInt(st.ino));
+    assert.equal(ok(await dc.getattr(g), 'GETATTR g').attr.ino, BigInt(fs.statSync(path.join(share, 'g')).ino));
+    assert.equal(ok(await dc.read(fh, 0, 100, { nodeid: f }), 'READ f').toString(), 'before the move\n');
+    ok(await dc.write(fh, 0, Buffer.from('AFTER!'), { nodeid: f }), 'WRITE f');
+    assert.equal(fs.readFileSync(path.join(share, 'd2', 'f'), 'utf8'), 'AFTER! the move\n');
+    assert.deepEqual(await readdir(dc, d, dh), ['.', '..', 'f']);
+    // The session: writeback, so a write-only open can be read from.
+    const wo = ok(await dc.open(g, fs.constants.O_WRONLY), 'OPEN g write-only').fh;
+    assert.equal(ok(await dc.read(wo, 0, 10, { nodeid: g }), 'READ through a write-only handle').toString(), 'g\n');
+    // A new name gets an id of its own, not one of the source's.
+    fs.writeFileSync(path.join(share, 'new'), '');
+    const fresh = ok(await dc.lookup(1n, 'new'), 'LOOKUP new').nodeid;
+    assert.ok(![d, f, g].includes(fresh), `node id ${fresh} handed out again`);
+    // f came with two lookups: it stays after one FORGET and goes after the second.
+    await dc.forget(f, 1);
+    ok(await dc.getattr(f), 'GETATTR f after one FORGET');
+    await dc.forget(f, 1);
+    assert.notEqual((await dc.getattr(f)).error, 0, 'f is forgotten after its two lookups');
+  });
+
+  it('--migration-on-error=abort fails the save while the guest holds a removed file; the source serves on', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.writeFileSync(path.join(share, 'gone'), 'x');
+    const n = ok(await c.lookup(1n, 'gone'), 'LOOKUP').nodeid;
+    const fh = ok(await c.open(n, fs.constants.O_RDONLY), 'OPEN').fh;
+    fs.unlinkSync(path.join(share, 'gone'));
+    const { check } = await save(src.fe);
+    assert.equal(check, 1n, 'the save was refused');
+    await logged(src.daemon, (l) => /cannot be migrated.*it was removed/.test(String(l.msg)));
+    // The migration failed; QEMU starts the queues again and the guest goes on.
+    await src.fe.startQueues(src.fe.queues.map((q) => q.vq.availIdx));
+    assert.equal(ok(await c.read(fh, 0, 10, { nodeid: n }), 'READ the removed file').toString(), 'x');
+  });
+
+  it('--migration-on-error=guest-error leaves out what cannot travel; the guest gets errors on just that', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--migration-on-error=guest-error'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.writeFileSync(path.join(share, 'gone'), 'x');
+    fs.writeFileSync(path.join(share, 'kept'), 'k');
+    const gone = ok(await c.lookup(1n, 'gone'), 'LOOKUP gone').nodeid;
+    ok(await c.open(gone, fs.constants.O_RDONLY), 'OPEN gone');
+    const kept = ok(await c.lookup(1n, 'kept'), 'LOOKUP kept').nodeid;
+    fs.unlinkSync(path.join(share, 'gone'));
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    await logged(src.daemon, (l) => l.level === 40 && /migrating without 2 inodes or handles/.test(String(l.msg)));
+    dst = await destination(share, ['--migration-on-error=guest-error']);
+    assert.equal(await load(dst.fe, state), 0n);
+    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+    ok(await dst.c.getattr(kept), 'GETATTR kept');
+    assert.notEqual((await dst.c.getattr(gone)).error, 0, 'the removed file is unknown on the destination');
+  });
+
+  it('the destination refuses a state whose files are not in its share (abort), and keeps nothing of it', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.writeFileSync(path.join(share, 'a'), 'a');
+    fs.writeFileSync(path.join(share, 'b'), 'b');
+    const a = ok(await c.lookup(1n, 'a'), 'LOOKUP a').nodeid;
+    ok(await c.lookup(1n, 'b'), 'LOOKUP b');
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    fs.unlinkSync(path.join(share, 'b'));
+    dst = await destination(share);
+    assert.equal(await load(dst.fe, state), 1n, 'refused');
+    await logged(dst.daemon, (l) => /cannot be put back.*not in the share here/.test(String(l.msg)));
+    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+    assert.notEqual((await dst.c.getattr(a)).error, 0, 'nothing of the refused state was kept');
+  });
+
+  it('a stream naming paths outside the share (.., a symlink, an absolute path) reaches nothing there; a malformed one is refused', async () => {
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-migout-'));
+    fs.writeFileSync(path.join(outside, 'secret'), 'host only');
+    const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-migshare-'));
+    fs.symlinkSync(outside, path.join(share, 'link'));
+    fs.mkdirSync(path.join(share, 'sub'));
+    const stream = (rel: string, withHandle: boolean): Buffer => {
+      const head = Buffer.alloc(20);
+      head.write('VTSM', 0);
+      head.writeUInt32LE(1, 4);
+      head.writeUInt32LE(0, 8);
+      head.writeUInt32LE(1, 12);
+      head.writeUInt32LE(withHandle ? 1 : 0, 16);
+      const ino = Buffer.alloc(24);
+      ino.writeBigUInt64LE((5n << 4n) | 3n, 0);
+      ino.writeBigUInt64LE(1n, 8);
+      ino.writeUInt32LE(fs.constants.S_IFREG, 16);
+      ino.writeUInt32LE(Buffer.byteLength(rel), 20);
+      const hd = Buffer.alloc(withHandle ? 20 : 0);
+      if (withHandle) {
+        hd.writeBigUInt64LE((1n << 4n) | 2n, 0);
+        hd.writeBigUInt64LE((5n << 4n) | 3n, 8);
+        hd.writeUInt32LE(fs.constants.O_RDONLY, 16);
+      }
+      return Buffer.concat([head, ino, Buffer.from(rel), hd]);
+    };
+    try {
+      for (const rel of ['../' + path.basename(outside) + '/secret', 'link/secret', 'sub/../../' + path.basename(outside) + '/secret', outside + '/secret', 'sub//x', '']) {
+        dst = await destination(share);
+        assert.equal(await load(dst.fe, stream(rel, true)), 1n, `path ${JSON.stringify(rel)} refused`);
+        await logged(dst.daemon, (l) => /cannot be put back/.test(String(l.msg)));
+        await stopDestination(dst);
+        dst = null;
+      }
+      // Cut short, bytes past the end, another magic, another version: refused as a whole.
+      const good = stream('sub', false);
+      for (const bad of [good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.alloc(1)]), Buffer.concat([Buffer.from('XXXX'), good.subarray(4)]), Buffer.alloc(3)]) {
+        dst = await destination(share);
+        assert.equal(await load(dst.fe, bad), 1n);
+        await logged(dst.daemon, (l) => l.msg === 'device state not transferred: device state cut short or with bytes past its end' || /not a virtiofsd-ts device state/.test(String(l.msg)));
+        await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+        ok(await dst.c.statfs(), 'STATFS: the daemon serves on');
+        await stopDestination(dst);
+        dst = null;
+      }
+    } finally {
+      fs.rmSync(outside, { recursive: true, force: true });
+      fs.rmSync(share, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a transfer while a queue runs, in an unknown phase or direction, and a check with no transfer', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const running = await setStateFd(src.fe, TransferDirection.SAVE);
+    native.close(running.ours);
+    assert.equal(running.reply & 0xffn, 1n, 'refused while the queues run');
+    assert.equal(await checkState(src.fe), 1n, 'nothing to check');
+    await src.fe.stopQueues();
+    for (const [direction, phase] of [[0, 1], [2, 0]]) {
+      const r = await setStateFd(src.fe, direction, phase);
+      native.close(r.ours);
+      assert.equal(r.reply & 0xffn, 1n, `direction ${direction} phase ${phase} refused`);
+    }
+    await src.fe.startQueues(src.fe.queues.map((q) => q.vq.availIdx));
+    ok(await src.c.statfs(), 'STATFS');
+    for (const why of ['queue 0 is running', 'migration phase 1', 'transfer direction 2']) {
+      await logged(src.daemon, (l) => l.request === 'SET_DEVICE_STATE_FD' && String(l.msg).includes(why));
+    }
+    await logged(src.daemon, (l) => l.request === 'CHECK_DEVICE_STATE' && /no device-state transfer/.test(String(l.msg)));
+  });
+
+  it('is offered only as a protocol feature the front end may take', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never']);
+    assert.ok((src.fe.protocolFeatures & bit(ProtocolFeature.DEVICE_STATE)) !== 0n, 'offered');
+    const r = await setStateFd(src.fe, TransferDirection.SAVE);
+    native.close(r.ours);
+    assert.equal(r.reply & 0xffn, 1n, 'refused when not negotiated');
+  });
+});
