@@ -75,6 +75,12 @@ bool LinkOf(FsState* s, int fd, std::string* out) {
   return true;
 }
 
+std::string Octal(uint32_t v) {
+  char b[16];
+  snprintf(b, sizeof b, "%o", v);
+  return b;
+}
+
 // rel (components joined by '/', none empty, '.' or '..') walked from the share's root
 // without following a symlink: an O_PATH descriptor or -errno. "" is the root itself.
 int WalkFromRoot(FsState* s, const std::string& rel) {
@@ -127,7 +133,7 @@ const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const
   return same ? nullptr : "its path leads to another file";
 }
 
-Napi::Object Lost(Napi::Env env, uint64_t id, const std::string& what) {
+Napi::Object Lost(Napi::Env env, uint64_t id, std::string what) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("nodeid", Napi::Number::New(env, static_cast<double>(id)));
   o.Set("reason", Napi::String::New(env, what));
@@ -281,12 +287,14 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     int fd = -EBADF;
     {
       InodePin p(s, h.nodeid);
-      int flags = static_cast<int>(h.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+      // As OpenNode: O_NOFOLLOW (a CREATE's handle has it) would refuse the /proc link itself.
+      int flags = static_cast<int>(h.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_NOFOLLOW);
       if (p.fd() >= 0 && (p.type() == S_IFREG || p.type() == S_IFDIR))
         fd = Reopen(s, p.fd(), p.type() == S_IFDIR ? flags | O_DIRECTORY : flags);
     }
     if (fd < 0 || !s->InsertHandleAt(h.fh, fd, h.nodeid)) {
-      lost.Set(lost.Length(), Lost(env, h.nodeid, fd < 0 ? "a handle that cannot be opened again" : "a handle whose fh came twice"));
+      lost.Set(lost.Length(), Lost(env, h.nodeid, fd < 0 ? "a handle that cannot be opened again (flags 0" + Octal(h.flags) + "): " + strerror(-fd)
+                                                          : "a handle whose fh came twice"));
       continue;
     }
     handles++;

@@ -134,50 +134,63 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     src = dst = null;
   });
 
-  it('a second daemon on the share goes on with the node ids, lookup counts, handles and session of the first', async () => {
-    // --writeback: the session's writeback cache makes an O_WRONLY open readable on the host,
-    // which shows whether the destination knows the session it never saw an INIT of.
-    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--writeback'], {}, undefined, NEGOTIATE);
-    const { c, share } = src;
-    fs.mkdirSync(path.join(share, 'd'));
-    fs.writeFileSync(path.join(share, 'd', 'f'), 'before the move\n');
-    fs.writeFileSync(path.join(share, 'g'), 'g\n');
-    const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d').nodeid;
-    const f = ok(await c.lookup(d, 'f'), 'LOOKUP f').nodeid;
-    assert.equal(ok(await c.lookup(d, 'f'), 'LOOKUP f again').nodeid, f);
-    const fh = ok(await c.open(f, fs.constants.O_RDWR), 'OPEN f').fh;
-    const dh = ok(await c.opendir(d), 'OPENDIR d').fh;
-    const g = ok(await c.lookup(1n, 'g'), 'LOOKUP g').nodeid;
-    // Renamed on the host after the lookups: the state must carry where the files are now.
-    fs.renameSync(path.join(share, 'd'), path.join(share, 'd2'));
-    const { state, check } = await save(src.fe);
-    assert.equal(check, 0n, 'the save worked');
-    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 3 && l.handles === 2);
+  // With --seccomp=kill too: the transfer's pipe calls are in the filter's list.
+  for (const seccomp of ['none', 'kill']) {
+    it(`a second daemon on the share goes on with the node ids, lookup counts, handles and session of the first (--seccomp=${seccomp})`, async () => {
+      // --writeback: the session's writeback cache makes an O_WRONLY open readable on the host,
+      // which shows whether the destination knows the session it never saw an INIT of.
+      src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--writeback', `--seccomp=${seccomp}`], {}, undefined, NEGOTIATE);
+      const { c, share } = src;
+      fs.mkdirSync(path.join(share, 'd'));
+      fs.writeFileSync(path.join(share, 'd', 'f'), 'before the move\n');
+      fs.writeFileSync(path.join(share, 'g'), 'g\n');
+      const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d').nodeid;
+      const f = ok(await c.lookup(d, 'f'), 'LOOKUP f').nodeid;
+      assert.equal(ok(await c.lookup(d, 'f'), 'LOOKUP f again').nodeid, f);
+      const fh = ok(await c.open(f, fs.constants.O_RDWR), 'OPEN f').fh;
+      const dh = ok(await c.opendir(d), 'OPENDIR d').fh;
+      const g = ok(await c.lookup(1n, 'g'), 'LOOKUP g').nodeid;
+      // A file made and opened by CREATE (its host descriptor is O_NOFOLLOW).
+      const ca = Buffer.alloc(abi.CREATE_IN_SIZE);
+      abi.encodeCreateIn(ca, 0, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, mode: 0o100644, umask: 0, openFlags: 0 });
+      const cr = await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([ca, Buffer.from('log\0')]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+      assert.equal(cr.error, 0, 'CREATE log');
+      const logNode = abi.decodeEntryOut(cr.body, 0).nodeid;
+      const logFh = abi.decodeOpenOut(cr.body, abi.ENTRY_OUT_SIZE).fh;
+      ok(await c.write(logFh, 0, Buffer.from('source\n'), { nodeid: logNode }), 'WRITE log');
+      // Renamed on the host after the lookups: the state must carry where the files are now.
+      fs.renameSync(path.join(share, 'd'), path.join(share, 'd2'));
+      const { state, check } = await save(src.fe);
+      assert.equal(check, 0n, 'the save worked');
+      await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 4 && l.handles === 3);
 
-    dst = await destination(share);
-    assert.equal(await load(dst.fe, state), 0n, `the load worked:\n${dst.daemon.output()}`);
-    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
-    const dc = dst.c;
-    const st = fs.statSync(path.join(share, 'd2', 'f'));
-    assert.equal(ok(await dc.getattr(f), 'GETATTR f').attr.ino, BigInt(st.ino));
-    assert.equal(ok(await dc.getattr(g), 'GETATTR g').attr.ino, BigInt(fs.statSync(path.join(share, 'g')).ino));
-    assert.equal(ok(await dc.read(fh, 0, 100, { nodeid: f }), 'READ f').toString(), 'before the move\n');
-    ok(await dc.write(fh, 0, Buffer.from('AFTER!'), { nodeid: f }), 'WRITE f');
-    assert.equal(fs.readFileSync(path.join(share, 'd2', 'f'), 'utf8'), 'AFTER! the move\n');
-    assert.deepEqual(await readdir(dc, d, dh), ['.', '..', 'f']);
-    // The session: writeback, so a write-only open can be read from.
-    const wo = ok(await dc.open(g, fs.constants.O_WRONLY), 'OPEN g write-only').fh;
-    assert.equal(ok(await dc.read(wo, 0, 10, { nodeid: g }), 'READ through a write-only handle').toString(), 'g\n');
-    // A new name gets an id of its own, not one of the source's.
-    fs.writeFileSync(path.join(share, 'new'), '');
-    const fresh = ok(await dc.lookup(1n, 'new'), 'LOOKUP new').nodeid;
-    assert.ok(![d, f, g].includes(fresh), `node id ${fresh} handed out again`);
-    // f came with two lookups: it stays after one FORGET and goes after the second.
-    await dc.forget(f, 1);
-    ok(await dc.getattr(f), 'GETATTR f after one FORGET');
-    await dc.forget(f, 1);
-    assert.notEqual((await dc.getattr(f)).error, 0, 'f is forgotten after its two lookups');
-  });
+      dst = await destination(share, [`--seccomp=${seccomp}`]);
+      assert.equal(await load(dst.fe, state), 0n, `the load worked:\n${dst.daemon.output()}`);
+      await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+      const dc = dst.c;
+      const st = fs.statSync(path.join(share, 'd2', 'f'));
+      assert.equal(ok(await dc.getattr(f), 'GETATTR f').attr.ino, BigInt(st.ino));
+      assert.equal(ok(await dc.getattr(g), 'GETATTR g').attr.ino, BigInt(fs.statSync(path.join(share, 'g')).ino));
+      assert.equal(ok(await dc.read(fh, 0, 100, { nodeid: f }), 'READ f').toString(), 'before the move\n');
+      ok(await dc.write(fh, 0, Buffer.from('AFTER!'), { nodeid: f }), 'WRITE f');
+      assert.equal(fs.readFileSync(path.join(share, 'd2', 'f'), 'utf8'), 'AFTER! the move\n');
+      assert.deepEqual(await readdir(dc, d, dh), ['.', '..', 'f']);
+      ok(await dc.write(logFh, 7, Buffer.from('destination\n'), { nodeid: logNode }), 'WRITE log');
+      assert.equal(fs.readFileSync(path.join(share, 'log'), 'utf8'), 'source\ndestination\n', 'written through the CREATE handle');
+      // The session: writeback, so a write-only open can be read from.
+      const wo = ok(await dc.open(g, fs.constants.O_WRONLY), 'OPEN g write-only').fh;
+      assert.equal(ok(await dc.read(wo, 0, 10, { nodeid: g }), 'READ through a write-only handle').toString(), 'g\n');
+      // A new name gets an id of its own, not one of the source's.
+      fs.writeFileSync(path.join(share, 'new'), '');
+      const fresh = ok(await dc.lookup(1n, 'new'), 'LOOKUP new').nodeid;
+      assert.ok(![d, f, g, logNode].includes(fresh), `node id ${fresh} handed out again`);
+      // f came with two lookups: it stays after one FORGET and goes after the second.
+      await dc.forget(f, 1);
+      ok(await dc.getattr(f), 'GETATTR f after one FORGET');
+      await dc.forget(f, 1);
+      assert.notEqual((await dc.getattr(f)).error, 0, 'f is forgotten after its two lookups');
+    });
+  }
 
   it('--migration-on-error=abort fails the save while the guest holds a removed file; the source serves on', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
