@@ -416,7 +416,43 @@ int FlockHandle(FsState* s, uint64_t fh, int op) {
   do {
     r = flock(h.fd(), op | LOCK_NB);
   } while (r < 0 && errno == EINTR);
-  return r < 0 ? -errno : 0;
+  if (r < 0) return -errno;
+  // Remembered for a migration, which takes the lock again on the destination's descriptor.
+  HandleShard& sh = s->HandleShardOf(fh);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byFh.find(fh);
+  if (it != sh.byFh.end()) it->second.flock = static_cast<uint8_t>(op & (LOCK_SH | LOCK_EX));
+  return 0;
+}
+
+int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  int fd = OwnerFd(s, nodeid, p.fd(), -1, owner);
+  if (fd < 0) return fd;
+  struct flock fl;
+  ToFlock(&fl, type, start, end);
+  std::lock_guard<std::mutex> g(s->locks.mu);
+  int r;
+  do {
+    r = fcntl(fd, F_OFD_SETLK, &fl);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EACCES ? -EAGAIN : -errno;
+  ApplyRange(s->locks, nodeid, owner, type, start, end);
+  return 0;
+}
+
+void ReleaseAllLocks(FsState* s) {
+  for (InodeShard& sh : s->inodes) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (auto& kv : sh.byId) {
+      for (auto& l : kv.second.lockFds) close(l.second);
+      kv.second.lockFds.clear();
+    }
+  }
+  std::lock_guard<std::mutex> g(s->locks.mu);
+  s->locks.held.clear();
+  s->locks.waiting.clear();
 }
 
 void InitFileOps(Napi::Env env, Napi::Object exports) {

@@ -3,18 +3,23 @@
 // guest's FUSE session knows of this daemon and a new daemon could not learn by itself.
 //   - the session flags INIT negotiated (FsState::sessionFlags): the destination sees no INIT;
 //   - every inode the guest holds: its node id, lookup count, type and path below the share;
-//   - every open handle: its fh, node id and open flags.
+//   - every open handle: its fh, node id, open flags and the flock() lock it holds;
+//   - every POSIX lock the guest holds: node id, owner and ranges.
 // Inodes travel by path (--migration-mode find-paths, the Rust virtiofsd's default): the
 // source reads each inode's path from /proc/self/fd and checks that the path leads back to
 // the inode; the destination walks it one component at a time from the share, never
-// following a symlink or '..', so a stream cannot reach outside the share. Locks do not
-// travel (their owners' descriptors are the source's).
+// following a symlink or '..', so a stream cannot reach outside the share. Locks are host
+// locks, so the source lets go of them as it saves, for the destination (on the same files)
+// to take them; if the source goes on instead (the migration failed), it takes them again.
 //
-// Stream (little-endian): "VTSM", u32 version 1, u32 session flags, u32 inodes, u32 handles;
-// per inode u64 node id, u64 lookups, u32 S_IFMT type, u32 path length, the path (no NUL);
-// per handle u64 fh, u64 node id, u32 open flags.
+// Stream (little-endian): "VTSM", u32 version 1, u32 session flags, u32 inodes, u32 handles,
+// u32 lock owners; per inode u64 node id, u64 lookups, u32 S_IFMT type, u32 path length, the
+// path (no NUL); per handle u64 fh, u64 node id, u32 open flags, u32 flock (LOCK_SH, LOCK_EX
+// or 0); per lock owner of a file u64 node id, u64 owner, u32 ranges, and per range u64
+// start, u64 end (inclusive), u32 type (F_RDLCK, F_WRLCK).
 #include "state.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <cstring>
@@ -191,26 +196,91 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       handles.U64(fh);
       handles.U64(h.nodeid);
       handles.U32(static_cast<uint32_t>(fl));
+      handles.U32(h.flock);
       nHandles++;
+      if (h.flock) {
+        flock(h.fd, LOCK_UN);
+        h.flockCarried = true;
+      }
     }
   }
+  Writer locks;
+  uint32_t nLocks = 0;
+  {
+    std::lock_guard<std::mutex> g(s->locks.mu);
+    // What a save before this one let go of, with no resume since, still belongs to the guest.
+    for (auto& [nodeid, owners] : s->locks.held)
+      for (auto& [owner, ranges] : owners) s->locks.carried[nodeid][owner] = ranges;
+    for (auto& [nodeid, owners] : s->locks.carried) {
+      for (auto& [owner, ranges] : owners) {
+        if (!kept.count(nodeid)) {
+          lost.Set(lost.Length(), Lost(env, nodeid, "a lock on a lost inode"));
+          continue;
+        }
+        locks.U64(nodeid);
+        locks.U64(owner);
+        locks.U32(static_cast<uint32_t>(ranges.size()));
+        for (const LockRange& l : ranges) {
+          locks.U64(static_cast<uint64_t>(l.start));
+          locks.U64(static_cast<uint64_t>(l.end));
+          locks.U32(static_cast<uint32_t>(l.type));
+        }
+        nLocks++;
+      }
+    }
+  }
+  ReleaseAllLocks(s);
   Writer head;
   head.Bytes(std::string(kMagic, 4));
   head.U32(kVersion);
   head.U32(s->sessionFlags.load());
   head.U32(nInodes);
   head.U32(nHandles);
-  Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::New(env, head.b.size() + inodes.b.size() + handles.b.size());
+  head.U32(nLocks);
+  Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::New(env, head.b.size() + inodes.b.size() + handles.b.size() + locks.b.size());
   uint8_t* d = data.Data();
-  memcpy(d, head.b.data(), head.b.size());
-  memcpy(d + head.b.size(), inodes.b.data(), inodes.b.size());
-  memcpy(d + head.b.size() + inodes.b.size(), handles.b.data(), handles.b.size());
+  for (const Writer* w : {&head, &inodes, &handles, &locks}) {
+    memcpy(d, w->b.data(), w->b.size());
+    d += w->b.size();
+  }
   Napi::Object r = Napi::Object::New(env);
   r.Set("data", data);
   r.Set("inodes", Napi::Number::New(env, nInodes));
   r.Set("handles", Napi::Number::New(env, nHandles));
+  r.Set("locks", Napi::Number::New(env, nLocks));
   r.Set("lost", lost);
   return r;
+}
+
+// stateResume(id) -> [{nodeid, reason}]: the source goes on after a save (the migration
+// failed): the locks the save let go of are taken again; those another took meanwhile are
+// listed.
+Napi::Value StateResume(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  STATE_OR_THROW(s);
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> carried;
+  {
+    std::lock_guard<std::mutex> g(s->locks.mu);
+    carried.swap(s->locks.carried);
+  }
+  Napi::Array lost = Napi::Array::New(env);
+  for (auto& [nodeid, owners] : carried)
+    for (auto& [owner, ranges] : owners)
+      for (const LockRange& l : ranges)
+        if (int r = TakeLock(s, nodeid, owner, l.type, l.start, l.end); r < 0)
+          lost.Set(lost.Length(), Lost(env, nodeid, std::string("a POSIX lock: ") + strerror(-r)));
+  for (HandleShard& sh : s->handles) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (auto& [fh, h] : sh.byFh) {
+      if (!h.flockCarried) continue;
+      h.flockCarried = false;
+      if (flock(h.fd, h.flock | LOCK_NB) < 0) {
+        lost.Set(lost.Length(), Lost(env, h.nodeid, std::string("a flock() lock: ") + strerror(errno)));
+        h.flock = 0;
+      }
+    }
+  }
+  return lost;
 }
 
 // stateLoad(id, data) -> { inodes, handles, lost: [{nodeid, reason}] }: puts back what
@@ -223,7 +293,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
   Reader r{buf.Data(), buf.Length()};
   std::string magic = r.Bytes(4);
-  uint32_t version = r.U32(), session = r.U32(), nInodes = r.U32(), nHandles = r.U32();
+  uint32_t version = r.U32(), session = r.U32(), nInodes = r.U32(), nHandles = r.U32(), nLocks = r.U32();
   if (!r.ok || magic != std::string(kMagic, 4)) return ThrowType(env, "not a virtiofsd-ts device state");
   if (version != kVersion) return ThrowType(env, ("device state version " + std::to_string(version) + ", this daemon reads " + std::to_string(kVersion)).c_str());
   for (InodeShard& sh : s->inodes) {
@@ -238,10 +308,15 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   };
   struct Hd {
     uint64_t fh, nodeid;
-    uint32_t flags;
+    uint32_t flags, flock;
+  };
+  struct Lk {
+    uint64_t nodeid, owner;
+    std::vector<LockRange> ranges;
   };
   std::vector<In> ins;
   std::vector<Hd> hds;
+  std::vector<Lk> lks;
   for (uint32_t i = 0; i < nInodes && r.ok; i++) {
     In x;
     x.id = r.U64();
@@ -257,9 +332,28 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     h.fh = r.U64();
     h.nodeid = r.U64();
     h.flags = r.U32();
+    h.flock = r.U32();
+    if (h.flock != 0 && h.flock != LOCK_SH && h.flock != LOCK_EX) r.ok = false;
     hds.push_back(h);
   }
-  if (!r.ok || r.left != 0) return ThrowType(env, "device state cut short or with bytes past its end");
+  for (uint32_t i = 0; i < nLocks && r.ok; i++) {
+    Lk l;
+    l.nodeid = r.U64();
+    l.owner = r.U64();
+    uint32_t n = r.U32();
+    // A range takes 20 bytes: a count the stream cannot hold is a lie, not an allocation.
+    if (n > r.left / 20) r.ok = false;
+    for (uint32_t k = 0; k < n && r.ok; k++) {
+      LockRange x;
+      x.start = static_cast<int64_t>(r.U64());
+      x.end = static_cast<int64_t>(r.U64());
+      x.type = static_cast<int>(r.U32());
+      if (x.start < 0 || x.end < x.start || (x.type != F_RDLCK && x.type != F_WRLCK)) r.ok = false;
+      l.ranges.push_back(x);
+    }
+    lks.push_back(std::move(l));
+  }
+  if (!r.ok || r.left != 0) return ThrowType(env, "device state cut short, with bytes past its end or a value out of range");
   s->sessionFlags.store(session);
   Napi::Array lost = Napi::Array::New(env);
   uint32_t inodes = 0, handles = 0;
@@ -292,16 +386,36 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       if (p.fd() >= 0 && (p.type() == S_IFREG || p.type() == S_IFDIR))
         fd = Reopen(s, p.fd(), p.type() == S_IFDIR ? flags | O_DIRECTORY : flags);
     }
-    if (fd < 0 || !s->InsertHandleAt(h.fh, fd, h.nodeid)) {
-      lost.Set(lost.Length(), Lost(env, h.nodeid, fd < 0 ? "a handle that cannot be opened again (flags 0" + Octal(h.flags) + "): " + strerror(-fd)
-                                                          : "a handle whose fh came twice"));
+    if (fd < 0) {
+      lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle that cannot be opened again (flags 0" + Octal(h.flags) + "): " + strerror(-fd)));
+      continue;
+    }
+    if (h.flock && flock(fd, static_cast<int>(h.flock) | LOCK_NB) < 0) {
+      lost.Set(lost.Length(), Lost(env, h.nodeid, std::string("a flock() lock: ") + strerror(errno)));
+      close(fd);
+      continue;
+    }
+    if (!s->InsertHandleAt(h.fh, fd, h.nodeid, static_cast<uint8_t>(h.flock))) {
+      lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle whose fh came twice"));
       continue;
     }
     handles++;
   }
+  uint32_t locks = 0;
+  for (const Lk& l : lks) {
+    int r = 0;
+    for (const LockRange& x : l.ranges)
+      if (r == 0) r = TakeLock(s, l.nodeid, l.owner, x.type, x.start, x.end);
+    if (r < 0) {
+      lost.Set(lost.Length(), Lost(env, l.nodeid, std::string("a POSIX lock: ") + strerror(-r)));
+      continue;
+    }
+    locks++;
+  }
   Napi::Object o = Napi::Object::New(env);
   o.Set("inodes", Napi::Number::New(env, inodes));
   o.Set("handles", Napi::Number::New(env, handles));
+  o.Set("locks", Napi::Number::New(env, locks));
   o.Set("lost", lost);
   return o;
 }
@@ -311,6 +425,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
 void InitMigration(Napi::Env env, Napi::Object exports) {
   exports.Set("stateSave", Napi::Function::New(env, StateSave, "stateSave"));
   exports.Set("stateLoad", Napi::Function::New(env, StateLoad, "stateLoad"));
+  exports.Set("stateResume", Napi::Function::New(env, StateResume, "stateResume"));
 }
 
 }  // namespace vfsn

@@ -96,6 +96,10 @@ struct Handle {
   uint32_t pins;
   bool released;
   uint8_t io;  // kNoWait*, kBuffered
+  // The flock() lock the guest holds through this handle: LOCK_SH, LOCK_EX or 0 (FlockHandle);
+  // carried: let go of for a migration's save, taken again if the source goes on (migration.cc).
+  uint8_t flock = 0;
+  bool flockCarried = false;
 };
 
 struct InodeShard {
@@ -155,6 +159,8 @@ struct LockTable {
   // nodeid -> owner -> granted ranges
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> held;
   std::unordered_map<uint64_t, LockWait> waiting;  // owner -> what it waits for
+  // The locks a migration's save let go of (migration.cc), taken again if the source goes on.
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> carried;
 };
 
 // --translate-uid / --translate-gid (src/fuse/passthrough/idmap.ts): how the IDs a guest
@@ -329,9 +335,10 @@ struct FsState {
     return fh;
   }
 
-  // Takes ownership of fd as handle fh (a migration's destination, migration.cc): false (fd
-  // closed) when fh is taken or not one InsertHandle could have given.
-  bool InsertHandleAt(uint64_t fh, int fd, uint64_t nodeid) {
+  // Takes ownership of fd as handle fh (a migration's destination, migration.cc), with the
+  // flock() lock it holds: false (fd closed) when fh is taken or not one InsertHandle could
+  // have given.
+  bool InsertHandleAt(uint64_t fh, int fd, uint64_t nodeid, uint8_t flockHeld = 0) {
     HandleShard& sh = HandleShardOf(fh);
     std::lock_guard<std::mutex> g(sh.mu);
     if ((fh >> kShardBits) == 0 || sh.byFh.count(fh)) {
@@ -339,7 +346,7 @@ struct FsState {
       return false;
     }
     if (sh.nextSeq <= (fh >> kShardBits)) sh.nextSeq = (fh >> kShardBits) + 1;
-    sh.byFh[fh] = Handle{fd, nodeid, 0, false, IoOf(fd)};
+    sh.byFh[fh] = Handle{fd, nodeid, 0, false, IoOf(fd), flockHeld};
     return true;
   }
 
@@ -570,5 +577,12 @@ int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, siz
 // - owner closed a descriptor of the file (FLUSH): as POSIX wants, all its POSIX locks on
 //   the file go (fileops.cc).
 void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner);
+// - owner's POSIX lock of type (F_RDLCK, F_WRLCK) on [start, end] (inclusive, INT64_MAX: to
+//   the end) of nodeid, taken without waiting and recorded as a SETLK's: 0 or -errno
+//   (fileops.cc; a migration puts the guest's locks back with it);
+int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end);
+// - every POSIX lock the daemon holds for the guest let go of, the lock table emptied
+//   (fileops.cc; a migration's source, for the destination to take them).
+void ReleaseAllLocks(FsState* s);
 
 }  // namespace vfsn

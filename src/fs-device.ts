@@ -15,7 +15,7 @@ import { cachePolicy } from './cache/policy';
 import { opcodeName } from './fuse/abi';
 import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
-import { loadState, saveState, type MigrationOnError } from './fuse/passthrough/migration';
+import { loadState, resumeState, saveState, type MigrationOnError } from './fuse/passthrough/migration';
 import type { DeviceSpec } from './vhost/backend';
 import { LocalQueueHost, WorkerQueueHost, type HandlerSpec, type QueueHost } from './vhost/queue-host';
 import type { ChainHandler } from './vhost/queue-runner';
@@ -90,6 +90,7 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     migration: {
       save: () => saveState(options.passthrough.stateId, options.migrationOnError, log),
       load: (state: Buffer) => loadState(options.passthrough.stateId, state, options.migrationOnError, log),
+      resume: () => resumeState(options.passthrough.stateId, log),
     },
   };
 }

@@ -248,10 +248,12 @@ export interface NativeAddon {
   nofileLimit(out: Float64Array): number;
   setNofileLimit(soft: number, hard: number): number;
   // migration.cc: the device state a live migration carries (inodes by path, handles, session)
-  /** The state of every inode and handle that can travel; those that cannot are in lost. Queues stopped. */
-  stateSave(id: number): { data: Buffer; inodes: number; handles: number; lost: LostInode[] };
+  /** The state of every inode, handle and lock that can travel (those that cannot are in lost); lets go of the host locks. Queues stopped. */
+  stateSave(id: number): { data: Buffer; inodes: number; handles: number; locks: number; lost: LostInode[] };
   /** Puts back what stateSave wrote into a state holding only its root; throws on a malformed stream. */
-  stateLoad(id: number, data: Buffer): { inodes: number; handles: number; lost: LostInode[] };
+  stateLoad(id: number, data: Buffer): { inodes: number; handles: number; locks: number; lost: LostInode[] };
+  /** The source goes on after a save: the locks the save let go of are taken again; those that cannot be are returned. */
+  stateResume(id: number): LostInode[];
   // state.cc
   stateCreate(): number;
   stateDestroy(id: number): void;

@@ -43,9 +43,11 @@ export interface DeviceSpec {
   onReset?(): void;
   /**
    * The device state a live migration carries (DEVICE_STATE), taken and put back while every
-   * queue is stopped: save() returns it, load() puts it back; either throws to refuse.
+   * queue is stopped: save() returns it, load() puts it back; either throws to refuse. A save
+   * may let go of what the destination must take (host locks): resume() takes it back when
+   * the device starts again after a save instead (the migration failed, the source goes on).
    */
-  migration?: { save(): Buffer; load(state: Buffer): void };
+  migration?: { save(): Buffer; load(state: Buffer): void; resume(): void };
 }
 
 /** The most device state we take in from a front end (bytes). */
@@ -84,6 +86,8 @@ export class VhostUserBackend {
   private logMapped = false;
   /** The device-state transfer under way (SET_DEVICE_STATE_FD): null when it worked, else why not. */
   private stateTransfer: Promise<string | null> | null = null;
+  /** A save happened and no queue has started since (migration.resume() is owed if one does). */
+  private savedSinceStart = false;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
   private closed = false;
   private done!: () => void;
@@ -354,6 +358,7 @@ export class VhostUserBackend {
     const running = this.vrings.findIndex((v) => v.running);
     if (running >= 0) return refuse(`queue ${running} is running`);
     // A new transfer replaces one the front end gave up on (its pipe is closed then).
+    if (direction === TransferDirection.SAVE) this.savedSinceStart = true;
     this.stateTransfer = direction === TransferDirection.SAVE ? this.sendState(fd, m.save) : this.receiveState(fd, m.load);
     return u64(DEVICE_STATE_NO_FD);
   }
@@ -551,6 +556,10 @@ export class VhostUserBackend {
     }
     v.running = true;
     this.log.debug({ queue: index, size: v.num, base: v.base }, 'queue started');
+    if (this.savedSinceStart) {
+      this.savedSinceStart = false;
+      this.device.migration?.resume();
+    }
   }
 
   private async stopQueue(index: number): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * @guest A live migration under real QEMU 10.0: a Linux 6.12 guest on one QEMU and one
  * virtiofsd-ts moves to a second QEMU (-incoming) and a second virtiofsd-ts on the same share,
- * while it writes and reads back files there and holds two files open. The source daemon
+ * while it writes and reads back files there and holds files open and locked. The source daemon
  * logs the pages it writes while QEMU copies memory (SET_LOG_BASE, VHOST_F_LOG_ALL), and once
  * the source is stopped it hands its device state (inodes, lookup counts, open handles, the
  * FUSE session) to QEMU (SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE); the destination daemon
@@ -104,14 +104,16 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
     const dst = await startOurDaemon(share, ['--cache=never']);
     daemons.push(src, dst);
     // 40 s of writing 256 KiB files and comparing them with what was written, with one file
-    // open for reading and one for appending from the start; both are used again at the end,
-    // on the destination.
+    // open for reading, one for appending and one flock()ed from the start; all three are
+    // used again at the end, on the destination.
     const cmd =
-      'exec 3</mnt/held/r 4>>/mnt/held/w; read a <&3; echo "FIRST $a"; echo source >&4; ' +
+      'exec 3</mnt/held/r 4>>/mnt/held/w 5>/mnt/held/lock; flock -x 5 || exit 1; read a <&3; echo "FIRST $a"; echo source >&4; ' +
       'i=0; end=$(( $(date +%s) + 40 )); while [ $(date +%s) -lt $end ]; do i=$((i+1)); ' +
       'dd if=/dev/urandom of=/tmp/r bs=64k count=4 2>/dev/null; cp /tmp/r /mnt/f$((i%20)); ' +
       'cmp /tmp/r /mnt/f$((i%20)) || { echo MISMATCH $i; exit 1; }; done; ' +
-      'read b <&3 || { echo "HELD READ FAILED"; exit 1; }; echo "SECOND $b"; echo destination >&4 || exit 1; echo "LOOPS $i"';
+      'read b <&3 || { echo "HELD READ FAILED"; exit 1; }; echo "SECOND $b"; echo destination >&4 || exit 1; ' +
+      'flock -n -x /mnt/held/free -c true && echo "FREE LOCKED"; ' +
+      'if flock -n -x /mnt/held/lock -c true; then echo "LOCK LOST"; else echo "LOCK KEPT"; fi; echo "LOOPS $i"';
     const qemuDir = path.dirname(combo.binary);
     const boot = (socket: string, extra: string[]): { out: () => string; exited: Promise<number | null>; proc: ChildProcess } => {
       const proc = spawn(
@@ -170,6 +172,10 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
     // and the appended line after the one written before the move.
     assert.match(out, /SECOND line two/);
     assert.equal(readFileSync(path.join(share, 'held', 'w'), 'utf8'), 'source\ndestination\n');
+    // The flock() taken on the source still keeps another open file description out.
+    // (and the same command does lock a file nobody holds).
+    assert.match(out, /LOCK KEPT/);
+    assert.match(out, /FREE LOCKED/);
     await source.exited;
 
     // The source logged dirty pages during the precopy and saved its state; the destination
@@ -177,7 +183,7 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
     const srcMsgs = src.lines().map((l) => l.msg);
     assert.ok(srcMsgs.includes('dirty-page logging on (migration started)'), `no dirty logging:\n${src.log().slice(-3000)}`);
     const saved = src.lines().find((l) => l.msg === 'device state saved for migration');
-    assert.ok(saved && (saved.inodes as number) >= 3 && (saved.handles as number) >= 2, `saved: ${JSON.stringify(saved)}`);
+    assert.ok(saved && (saved.inodes as number) >= 4 && (saved.handles as number) >= 3, `saved: ${JSON.stringify(saved)}`);
     const loaded = dst.lines().find((l) => l.msg === 'device state loaded from migration');
     assert.deepEqual([loaded?.inodes, loaded?.handles], [saved.inodes, saved.handles], `loaded: ${JSON.stringify(loaded)}`);
     assert.ok(!has(dst, 'FUSE session started'), 'the destination saw a new FUSE session');

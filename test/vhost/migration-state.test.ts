@@ -250,18 +250,19 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     fs.symlinkSync(outside, path.join(share, 'link'));
     fs.mkdirSync(path.join(share, 'sub'));
     const stream = (rel: string, withHandle: boolean): Buffer => {
-      const head = Buffer.alloc(20);
+      const head = Buffer.alloc(24);
       head.write('VTSM', 0);
       head.writeUInt32LE(1, 4);
       head.writeUInt32LE(0, 8);
       head.writeUInt32LE(1, 12);
       head.writeUInt32LE(withHandle ? 1 : 0, 16);
+      head.writeUInt32LE(0, 20);
       const ino = Buffer.alloc(24);
       ino.writeBigUInt64LE((5n << 4n) | 3n, 0);
       ino.writeBigUInt64LE(1n, 8);
       ino.writeUInt32LE(fs.constants.S_IFREG, 16);
       ino.writeUInt32LE(Buffer.byteLength(rel), 20);
-      const hd = Buffer.alloc(withHandle ? 20 : 0);
+      const hd = Buffer.alloc(withHandle ? 24 : 0);
       if (withHandle) {
         hd.writeBigUInt64LE((1n << 4n) | 2n, 0);
         hd.writeBigUInt64LE((5n << 4n) | 3n, 8);
@@ -279,10 +280,13 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       }
       // Cut short, bytes past the end, another magic, another version: refused as a whole.
       const good = stream('sub', false);
-      for (const bad of [good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.alloc(1)]), Buffer.concat([Buffer.from('XXXX'), good.subarray(4)]), Buffer.alloc(3)]) {
+      const lyingLocks = Buffer.concat([good, Buffer.alloc(20)]);
+      lyingLocks.writeUInt32LE(1, 20);
+      lyingLocks.writeUInt32LE(0xffffffff, good.length + 16);
+      for (const bad of [lyingLocks, good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.alloc(1)]), Buffer.concat([Buffer.from('XXXX'), good.subarray(4)]), Buffer.alloc(3)]) {
         dst = await destination(share);
         assert.equal(await load(dst.fe, bad), 1n);
-        await logged(dst.daemon, (l) => l.msg === 'device state not transferred: device state cut short or with bytes past its end' || /not a virtiofsd-ts device state/.test(String(l.msg)));
+        await logged(dst.daemon, (l) => l.msg === 'device state not transferred: device state cut short, with bytes past its end or a value out of range' || /not a virtiofsd-ts device state/.test(String(l.msg)));
         await dst.fe.startQueues(dst.fe.queues.map(() => 0));
         ok(await dst.c.statfs(), 'STATFS: the daemon serves on');
         await stopDestination(dst);
@@ -292,6 +296,54 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       fs.rmSync(outside, { recursive: true, force: true });
       fs.rmSync(share, { recursive: true, force: true });
     }
+  });
+
+  it('POSIX and flock() locks go with the guest: the destination holds them; a source that goes on takes them back', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.writeFileSync(path.join(share, 'f'), 'locked');
+    const n = ok(await c.lookup(1n, 'f'), 'LOOKUP').nodeid;
+    const fh = ok(await c.open(n, fs.constants.O_RDWR), 'OPEN').fh;
+    const fh2 = ok(await c.open(n, fs.constants.O_RDWR), 'OPEN again').fh;
+    const lk = (h: bigint, owner: bigint, flock = false): Buffer => {
+      const b = Buffer.alloc(abi.LK_IN_SIZE);
+      abi.encodeLkIn(b, 0, { fh: h, owner, lk: { start: 0n, end: 99n, type: 1, pid: 1 }, lkFlags: flock ? abi.LkFlags.FLOCK : 0 });
+      return b;
+    };
+    // Owner 1 write-locks bytes 0-99; handle fh holds an exclusive flock().
+    assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh, 1n), 0)).error, 0, 'SETLK owner 1');
+    assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh, 7n, true), 0)).error, 0, 'flock LOCK_EX');
+    // What the locks look like to another owner and another handle: taken.
+    const held = async (cl: FuseClient, label: string): Promise<void> => {
+      assert.equal((await cl.request(abi.Opcode.SETLK, n, lk(fh2, 2n), 0)).error, -os.constants.errno.EAGAIN, `${label}: owner 2 is refused`);
+      const g = await cl.request(abi.Opcode.GETLK, n, lk(fh2, 2n), abi.LK_OUT_SIZE);
+      assert.equal(g.error, 0);
+      assert.equal(abi.decodeLkOut(g.body, 0).lk.type, 1, `${label}: GETLK sees the write lock`);
+      assert.equal((await cl.request(abi.Opcode.SETLK, n, lk(fh2, 8n, true), 0)).error, -os.constants.errno.EAGAIN, `${label}: another flock() is refused`);
+    };
+    await held(c, 'source');
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.lockOwners === 1);
+
+    dst = await destination(share);
+    assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
+    await logged(dst.daemon, (l) => l.msg === 'device state loaded from migration' && l.lockOwners === 1 && l.handles === 2);
+    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+    await held(dst.c, 'destination');
+    // The owner itself may unlock, and then owner 2 gets the range.
+    const unlock = Buffer.alloc(abi.LK_IN_SIZE);
+    abi.encodeLkIn(unlock, 0, { fh, owner: 1n, lk: { start: 0n, end: 99n, type: 2, pid: 1 }, lkFlags: 0 });
+    assert.equal((await dst.c.request(abi.Opcode.SETLK, n, unlock, 0)).error, 0);
+    assert.equal((await dst.c.request(abi.Opcode.SETLK, n, lk(fh2, 2n), 0)).error, 0, 'owner 2 after the unlock');
+    await stopDestination(dst);
+    dst = null;
+
+    // A second save on a source whose migration failed: its locks are free on the host until
+    // it goes on, and then they are its own again.
+    await src.fe.startQueues(src.fe.queues.map((q) => q.vq.availIdx));
+    await logged(src.daemon, (l) => l.msg === 'the guest goes on here after its state was saved: its locks are taken again');
+    await held(c, 'source after the failed migration');
   });
 
   it('refuses a transfer while a queue runs, in an unknown phase or direction, and a check with no transfer', async () => {

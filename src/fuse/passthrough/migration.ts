@@ -1,8 +1,10 @@
 /**
  * Live migration of the passthrough file system's state (native/migration.cc): what the
  * guest's FUSE session holds of this daemon (inodes with their lookup counts, open handles,
- * the flags INIT negotiated), written by the source daemon and put back by the destination's
- * before the guest runs again, so the guest goes on with the node ids and handles it has.
+ * POSIX and flock() locks, the flags INIT negotiated), written by the source daemon and put
+ * back by the destination's before the guest runs again, so the guest goes on with the node
+ * ids, handles and locks it has. The locks are the host's: the source lets go of them as it
+ * saves and takes them back if it goes on after all (resumeState).
  *
  * An inode that cannot travel (a file removed while the guest holds it, a path that leads
  * elsewhere, a file missing on the destination) is handled as --migration-on-error says:
@@ -29,7 +31,7 @@ export function saveState(stateId: number, onError: MigrationOnError, log: Logge
     if (onError === 'abort') throw new Error(`${r.lost.length} inodes or handles cannot be migrated (--migration-on-error=abort): ${describe(r.lost)}`);
     log.warn({ lost: r.lost.length }, `migrating without ${r.lost.length} inodes or handles; the guest gets errors on them: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, handles: r.handles, bytes: r.data.length }, 'device state saved for migration');
+  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: r.data.length }, 'device state saved for migration');
   return r.data;
 }
 
@@ -43,5 +45,12 @@ export function loadState(stateId: number, data: Buffer, onError: MigrationOnErr
     }
     log.warn({ lost: r.lost.length }, `${r.lost.length} inodes or handles of the source are missing here; the guest gets errors on them: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, handles: r.handles, bytes: data.length }, 'device state loaded from migration');
+  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: data.length }, 'device state loaded from migration');
+}
+
+/** The source goes on after a save (the migration failed): it takes back the locks it let go of. */
+export function resumeState(stateId: number, log: Logger): void {
+  const lost = native.stateResume(stateId);
+  if (lost.length > 0) log.error({ lost: lost.length }, `after the failed migration, ${lost.length} locks of the guest could not be taken again: ${describe(lost)}`);
+  else log.info('the guest goes on here after its state was saved: its locks are taken again');
 }
