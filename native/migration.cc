@@ -156,7 +156,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   Writer inodes, handles;
   uint32_t nInodes = 0, nHandles = 0;
   Napi::Array lost = Napi::Array::New(env);
-  std::unordered_map<uint64_t, uint32_t> kept;  // node id -> type
+  std::unordered_map<uint64_t, uint32_t> kept{{kRootId, S_IFDIR}};  // node id -> type
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [id, n] : sh.byId) {
@@ -184,7 +184,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [fh, h] : sh.byFh) {
       if (h.released) continue;
-      if (h.nodeid != kRootId && !kept.count(h.nodeid)) {
+      if (!kept.count(h.nodeid)) {
         lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle of a lost inode"));
         continue;
       }
