@@ -134,12 +134,13 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     src = dst = null;
   });
 
-  // With --seccomp=kill too: the transfer's pipe calls are in the filter's list.
-  for (const seccomp of ['none', 'kill']) {
-    it(`a second daemon on the share goes on with the node ids, lookup counts, handles and session of the first (--seccomp=${seccomp})`, async () => {
+  // Also under --seccomp=kill (the transfer's pipe calls are in the filter's list), with every
+  // inode kept as a file handle (the source opens each one again to read its path).
+  for (const extra of [[], ['--seccomp=kill', '--inode-file-handles=mandatory']]) {
+    it(`a second daemon on the share goes on with the node ids, lookup counts, handles and session of the first (${extra.join(' ') || 'defaults'})`, async () => {
       // --writeback: the session's writeback cache makes an O_WRONLY open readable on the host,
       // which shows whether the destination knows the session it never saw an INIT of.
-      src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--writeback', `--seccomp=${seccomp}`], {}, undefined, NEGOTIATE);
+      src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--writeback', ...extra], {}, undefined, NEGOTIATE);
       const { c, share } = src;
       fs.mkdirSync(path.join(share, 'd'));
       fs.writeFileSync(path.join(share, 'd', 'f'), 'before the move\n');
@@ -164,7 +165,7 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       assert.equal(check, 0n, 'the save worked');
       await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 4 && l.handles === 3);
 
-      dst = await destination(share, [`--seccomp=${seccomp}`]);
+      dst = await destination(share, extra);
       assert.equal(await load(dst.fe, state), 0n, `the load worked:\n${dst.daemon.output()}`);
       await dst.fe.startQueues(dst.fe.queues.map(() => 0));
       const dc = dst.c;
