@@ -172,8 +172,8 @@ export function parseConsole(text: string, cases: string[]): Map<string, CaseRes
 
 /**
  * QEMU's own assertion, killing it before the guest started a case: a QEMU fault, not a
- * result of the daemon's, seen once in a few hundred TCG boots with 4 vCPUs (QEMU 10.0:
- * "hw/pci/msix.c:228: msix_table_mmio_write: Assertion ... failed" while Linux sets up the
+ * result of the daemon's (seen once, in a CI run: QEMU 10.0 with 4 vCPUs under TCG,
+ * "hw/pci/msix.c:228: msix_table_mmio_write: Assertion ... failed" while Linux set up the
  * device's MSI-X vectors). The reason, or null.
  */
 export function qemuAbortedAtBoot(run: GuestRun): string | null {
