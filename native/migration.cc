@@ -8,15 +8,25 @@
 // Inodes travel by path (--migration-mode find-paths, the Rust virtiofsd's default): the
 // source reads each inode's path from /proc/self/fd and checks that the path leads back to
 // the inode; the destination walks it one component at a time from the share, never
-// following a symlink or '..', so a stream cannot reach outside the share. Locks are host
-// locks, so the source lets go of them as it saves, for the destination (on the same files)
-// to take them; if the source goes on instead (the migration failed), it takes them again.
+// following a symlink or '..', so a stream cannot reach outside the share. With
+// --migration-verify-handles the source adds each inode's file handle, and the destination
+// checks that the path led to that very inode. Or they travel as file handles (file-handles:
+// the same files on both sides, CAP_DAC_READ_SEARCH on the destination), which also carries
+// files the guest holds open after their last name went; the destination opens each and
+// keeps it only if the kernel places it below the share. An inode the source cannot describe
+// travels with the reason; the destination's --migration-on-error decides (as in the Rust
+// virtiofsd, where the option is ignored on the source).
+// Locks are host locks, so the source lets go of them as it saves, for the destination (on
+// the same files) to take them; if the source goes on instead (the migration failed), it
+// takes them again.
 //
-// Stream (little-endian): "VTSM", u32 version 1, u32 session flags, u32 inodes, u32 handles,
-// u32 lock owners; per inode u64 node id, u64 lookups, u32 S_IFMT type, u32 path length, the
-// path (no NUL); per handle u64 fh, u64 node id, u32 open flags, u32 flock (LOCK_SH, LOCK_EX
-// or 0); per lock owner of a file u64 node id, u64 owner, u32 ranges, and per range u64
-// start, u64 end (inclusive), u32 type (F_RDLCK, F_WRLCK).
+// Stream (little-endian): "VTSM", u32 version 1, u32 flags (kByHandle), u32 session flags,
+// u32 inodes, u32 handles, u32 lock owners; per inode u64 node id, u64 lookups, u32 S_IFMT
+// type, then three u32-length-prefixed byte strings: its path below the share (no NUL), its
+// struct file_handle, and why the source could not describe it (empty: it could); per handle
+// u64 fh, u64 node id, u32 open flags, u32 flock (LOCK_SH, LOCK_EX or 0); per lock owner of a
+// file u64 node id, u64 owner, u32 ranges, and per range u64 start, u64 end (inclusive), u32
+// type (F_RDLCK, F_WRLCK).
 #include "state.h"
 
 #include <sys/file.h>
@@ -29,7 +39,10 @@ namespace {
 
 constexpr char kMagic[4] = {'V', 'T', 'S', 'M'};
 constexpr uint32_t kVersion = 1;
+constexpr uint32_t kByHandle = 1;  // stream flag: inodes are opened by file handle
 constexpr size_t kMaxPath = 4096;
+constexpr size_t kMaxHandle = sizeof(file_handle) + MAX_HANDLE_SZ;
+constexpr size_t kMaxReason = 256;
 
 struct Writer {
   std::vector<uint8_t> b;
@@ -40,6 +53,10 @@ struct Writer {
     for (int i = 0; i < 8; i++) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
   }
   void Bytes(const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
+  void Str(const std::string& s) {
+    U32(static_cast<uint32_t>(s.size()));
+    Bytes(s);
+  }
 };
 
 struct Reader {
@@ -69,7 +86,24 @@ struct Reader {
     left -= n;
     return s;
   }
+  // A u32-length-prefixed string of at most max bytes.
+  std::string Str(size_t max) {
+    uint32_t n = U32();
+    if (n > max) ok = false;
+    return Bytes(ok ? n : 0);
+  }
 };
+
+// The struct file_handle of the inode behind descriptor fd, or "" (errno set).
+std::string HandleOf(int fd) {
+  std::string b(kMaxHandle, '\0');
+  auto* fh = reinterpret_cast<file_handle*>(b.data());
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mnt;
+  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return {};
+  b.resize(sizeof(file_handle) + fh->handle_bytes);
+  return b;
+}
 
 // What descriptor fd's /proc/self/fd link names: the file's path as the kernel sees it.
 bool LinkOf(FsState* s, int fd, std::string* out) {
@@ -115,6 +149,18 @@ bool KeyOf(int fd, InodeKey* k, uint32_t* type) {
   return true;
 }
 
+// Whether a /proc/self/fd link names a file below the share ("(deleted)" or not); a file the
+// kernel cannot place below the process's root reads "(unreachable)/...", which is not.
+bool LinkBelowRoot(const std::string& rootLink, std::string link, std::string* rel) {
+  static const std::string kDeleted = " (deleted)";
+  if (link.size() >= kDeleted.size() && link.compare(link.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
+    link.resize(link.size() - kDeleted.size());
+  std::string prefix = rootLink == "/" ? "/" : rootLink + "/";
+  if (link.compare(0, prefix.size(), prefix) != 0 || link.size() == prefix.size()) return false;
+  if (rel) *rel = link.substr(prefix.size());
+  return true;
+}
+
 // The path of inode n below the share (its descriptor fd), or why there is none.
 const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const Inode& n, std::string* rel) {
   std::string link;
@@ -124,9 +170,7 @@ const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const
   static const std::string kDeleted = " (deleted)";
   if (link.size() >= kDeleted.size() && link.compare(link.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
     return "it was removed";
-  std::string prefix = rootLink == "/" ? "/" : rootLink + "/";
-  if (link.compare(0, prefix.size(), prefix) != 0 || link.size() == prefix.size()) return "its path is not below the share";
-  *rel = link.substr(prefix.size());
+  if (!LinkBelowRoot(rootLink, link, rel)) return "its path is not below the share";
   // The link is the kernel's idea of the name at the time; renames since, or a mount over a
   // part of it, would send the destination elsewhere: the path must lead back to the inode.
   int back = WalkFromRoot(s, *rel);
@@ -145,49 +189,63 @@ Napi::Object Lost(Napi::Env env, uint64_t id, std::string what) {
   return o;
 }
 
-// stateSave(id) -> { data: Buffer, inodes, handles, lost: [{nodeid, reason}] }: the state
-// of every inode and handle that can travel; those that cannot are listed in lost (and
-// handles of lost inodes with them) and left out of data. The queues must be stopped.
+// stateSave(id, byHandle, attachHandles) -> { data: Buffer, inodes, handles, locks, lost:
+// [{nodeid, reason}] }: the state of every inode, handle and lock, inodes by path (with their
+// file handles when attachHandles) or by file handle; inodes that cannot be described travel
+// with the reason and are listed in lost. Lets go of the host locks. The queues must be
+// stopped.
 Napi::Value StateSave(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   STATE_OR_THROW(s);
+  bool byHandle = info.Length() > 1 && info[1].ToBoolean();
+  bool attachHandles = info.Length() > 2 && info[2].ToBoolean();
   std::string rootLink;
   if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
   Writer inodes, handles;
-  uint32_t nInodes = 0, nHandles = 0;
+  uint32_t nInodes = 0, nHandles = 0, described = 0;
   Napi::Array lost = Napi::Array::New(env);
-  std::unordered_map<uint64_t, uint32_t> kept{{kRootId, S_IFDIR}};  // node id -> type
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [id, n] : sh.byId) {
       if (id == kRootId || n.detached) continue;
       int fd = n.fd;
       if (fd < 0 && n.parked) fd = s->Unpark(*n.parked);
-      std::string rel;
-      const char* why = fd < 0 ? "its file is gone" : PathBelowRoot(s, rootLink, fd, n, &rel);
+      std::string rel, handle, why;
+      if (fd < 0) {
+        why = "its file is gone";
+      } else if (byHandle) {
+        handle = n.parked ? std::string(n.parked->bytes.begin(), n.parked->bytes.end()) : HandleOf(fd);
+        if (handle.empty()) why = std::string("it has no file handle: ") + strerror(errno);
+      } else {
+        const char* w = PathBelowRoot(s, rootLink, fd, n, &rel);
+        if (w) why = w;
+        else if (rel.size() > kMaxPath) why = "its path is too long";
+        if (why.empty() && attachHandles) {
+          handle = HandleOf(fd);
+          if (handle.empty()) why = std::string("it has no file handle: ") + strerror(errno);
+        }
+      }
       if (fd >= 0 && fd != n.fd) close(fd);
-      if (!why && rel.size() > kMaxPath) why = "its path is too long";
-      if (why) {
+      if (!why.empty()) {
+        rel.clear();
+        handle.clear();
         lost.Set(lost.Length(), Lost(env, id, why));
-        continue;
+      } else {
+        described++;
       }
       inodes.U64(id);
       inodes.U64(n.lookups);
       inodes.U32(n.type);
-      inodes.U32(static_cast<uint32_t>(rel.size()));
-      inodes.Bytes(rel);
+      inodes.Str(rel);
+      inodes.Str(handle);
+      inodes.Str(why);
       nInodes++;
-      kept[id] = n.type;
     }
   }
   for (HandleShard& sh : s->handles) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [fh, h] : sh.byFh) {
       if (h.released) continue;
-      if (!kept.count(h.nodeid)) {
-        lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle of a lost inode"));
-        continue;
-      }
       int fl = fcntl(h.fd, F_GETFL);
       if (fl < 0) {
         lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle whose flags cannot be read"));
@@ -213,10 +271,6 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       for (auto& [owner, ranges] : owners) s->locks.carried[nodeid][owner] = ranges;
     for (auto& [nodeid, owners] : s->locks.carried) {
       for (auto& [owner, ranges] : owners) {
-        if (!kept.count(nodeid)) {
-          lost.Set(lost.Length(), Lost(env, nodeid, "a lock on a lost inode"));
-          continue;
-        }
         locks.U64(nodeid);
         locks.U64(owner);
         locks.U32(static_cast<uint32_t>(ranges.size()));
@@ -233,6 +287,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   Writer head;
   head.Bytes(std::string(kMagic, 4));
   head.U32(kVersion);
+  head.U32(byHandle ? kByHandle : 0);
   head.U32(s->sessionFlags.load());
   head.U32(nInodes);
   head.U32(nHandles);
@@ -245,7 +300,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   }
   Napi::Object r = Napi::Object::New(env);
   r.Set("data", data);
-  r.Set("inodes", Napi::Number::New(env, nInodes));
+  r.Set("inodes", Napi::Number::New(env, described));
   r.Set("handles", Napi::Number::New(env, nHandles));
   r.Set("locks", Napi::Number::New(env, nLocks));
   r.Set("lost", lost);
@@ -293,8 +348,9 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
   Reader r{buf.Data(), buf.Length()};
   std::string magic = r.Bytes(4);
-  uint32_t version = r.U32(), session = r.U32(), nInodes = r.U32(), nHandles = r.U32(), nLocks = r.U32();
+  uint32_t version = r.U32(), flags = r.U32(), session = r.U32(), nInodes = r.U32(), nHandles = r.U32(), nLocks = r.U32();
   if (!r.ok || magic != std::string(kMagic, 4)) return ThrowType(env, "not a virtiofsd-ts device state");
+  if (flags & ~kByHandle) return ThrowType(env, "device state with unknown flags");
   if (version != kVersion) return ThrowType(env, ("device state version " + std::to_string(version) + ", this daemon reads " + std::to_string(kVersion)).c_str());
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
@@ -304,7 +360,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   struct In {
     uint64_t id, lookups;
     uint32_t type;
-    std::string rel;
+    std::string rel, handle, why;
   };
   struct Hd {
     uint64_t fh, nodeid;
@@ -322,9 +378,12 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     x.id = r.U64();
     x.lookups = r.U64();
     x.type = r.U32();
-    uint32_t len = r.U32();
-    if (len > kMaxPath) r.ok = false;
-    x.rel = r.Bytes(len);
+    x.rel = r.Str(kMaxPath);
+    x.handle = r.Str(kMaxHandle);
+    x.why = r.Str(kMaxReason);
+    if (!x.handle.empty() &&
+        (x.handle.size() < sizeof(file_handle) || reinterpret_cast<const file_handle*>(x.handle.data())->handle_bytes != x.handle.size() - sizeof(file_handle)))
+      r.ok = false;
     ins.push_back(std::move(x));
   }
   for (uint32_t i = 0; i < nHandles && r.ok; i++) {
@@ -357,16 +416,36 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   s->sessionFlags.store(session);
   Napi::Array lost = Napi::Array::New(env);
   uint32_t inodes = 0, handles = 0;
+  std::string rootLink;
+  if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
+  // open_by_handle_at wants a descriptor of the file system (not O_PATH): the share's root.
+  int mountFd = -1;
+  if (flags & kByHandle) mountFd = openat(s->procFd, std::to_string(s->rootFd).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   for (const In& x : ins) {
-    int fd = WalkFromRoot(s, x.rel);
+    int fd = -ENOENT;
+    std::string why;
+    if (!x.why.empty()) {
+      why = "on the source: " + x.why;
+    } else if (flags & kByHandle) {
+      auto* fh = reinterpret_cast<file_handle*>(const_cast<char*>(x.handle.data()));
+      fd = x.handle.empty() ? -EINVAL : mountFd < 0 ? -errno : open_by_handle_at(mountFd, fh, O_PATH | O_CLOEXEC);
+      if (fd < 0 && fd != -EINVAL) fd = -errno;
+      std::string link;
+      if (fd < 0) {
+        why = std::string("its file handle opens nothing here: ") + strerror(-fd);
+      } else if (!LinkOf(s, fd, &link) || !LinkBelowRoot(rootLink, link, nullptr)) {
+        // A handle names a file anywhere on the file system: only the share's are ours.
+        why = "its file handle names a file outside the share";
+      }
+    } else {
+      fd = x.rel.empty() ? -EINVAL : WalkFromRoot(s, x.rel);
+      if (fd < 0) why = "its path is not in the share here";
+      else if (!x.handle.empty() && HandleOf(fd) != x.handle) why = "its path leads to another file here (file handles differ)";
+    }
     InodeKey k;
     uint32_t type = 0;
-    const char* why = nullptr;
-    if (fd < 0)
-      why = "its path is not in the share here";
-    else if (!KeyOf(fd, &k, &type) || type != x.type)
-      why = "its path names a file of another type here";
-    if (why) {
+    if (why.empty() && (!KeyOf(fd, &k, &type) || type != x.type)) why = "its path names a file of another type here";
+    if (!why.empty()) {
       if (fd >= 0) close(fd);
       lost.Set(lost.Length(), Lost(env, x.id, why));
       continue;
@@ -377,6 +456,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     }
     inodes++;
   }
+  if (mountFd >= 0) close(mountFd);
   for (const Hd& h : hds) {
     int fd = -EBADF;
     {

@@ -119,7 +119,11 @@ export async function runDaemon(
       },
       logLevel: opts.logLevel,
       pollMaxNs: opts.pollMaxUs * 1000,
-      migrationOnError: opts.migrationOnError ?? 'abort',
+      migration: {
+        mode: opts.migrationMode ?? 'find-paths',
+        verifyHandles: opts.migrationVerifyHandles,
+        onError: opts.migrationOnError ?? 'abort',
+      },
     },
     log,
   );

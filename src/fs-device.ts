@@ -15,7 +15,7 @@ import { cachePolicy } from './cache/policy';
 import { opcodeName } from './fuse/abi';
 import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
-import { loadState, resumeState, saveState, type MigrationOnError } from './fuse/passthrough/migration';
+import { loadState, resumeState, saveState, type MigrationOptions } from './fuse/passthrough/migration';
 import type { DeviceSpec } from './vhost/backend';
 import { LocalQueueHost, WorkerQueueHost, type HandlerSpec, type QueueHost } from './vhost/queue-host';
 import type { ChainHandler } from './vhost/queue-runner';
@@ -30,8 +30,8 @@ export interface FsDeviceOptions {
   logLevel: LogLevel;
   /** --poll-max-us in ns: how long a queue thread may spin for the next request. */
   pollMaxNs: number;
-  /** --migration-on-error: what a live migration does with an inode it cannot carry. */
-  migrationOnError: MigrationOnError;
+  /** --migration-*: how a live migration describes inodes, and what it does with those it cannot. */
+  migration: MigrationOptions;
 }
 
 /** Builds the per-thread handler (HandlerSpec.module points at this file). */
@@ -88,8 +88,8 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     },
     // The shared native state is the whole device state: the queue threads keep none.
     migration: {
-      save: () => saveState(options.passthrough.stateId, options.migrationOnError, log),
-      load: (state: Buffer) => loadState(options.passthrough.stateId, state, options.migrationOnError, log),
+      save: () => saveState(options.passthrough.stateId, options.migration, log),
+      load: (state: Buffer) => loadState(options.passthrough.stateId, state, options.migration, log),
       resume: () => resumeState(options.passthrough.stateId, log),
     },
   };

@@ -248,8 +248,12 @@ export interface NativeAddon {
   nofileLimit(out: Float64Array): number;
   setNofileLimit(soft: number, hard: number): number;
   // migration.cc: the device state a live migration carries (inodes by path, handles, session)
-  /** The state of every inode, handle and lock that can travel (those that cannot are in lost); lets go of the host locks. Queues stopped. */
-  stateSave(id: number): { data: Buffer; inodes: number; handles: number; locks: number; lost: LostInode[] };
+  /**
+   * The state of every inode (by path, with file handles when attachHandles; or by file
+   * handle), handle and lock; inodes it cannot describe travel with the reason and are in lost.
+   * Lets go of the host locks. Queues stopped.
+   */
+  stateSave(id: number, byHandle: boolean, attachHandles: boolean): { data: Buffer; inodes: number; handles: number; locks: number; lost: LostInode[] };
   /** Puts back what stateSave wrote into a state holding only its root; throws on a malformed stream. */
   stateLoad(id: number, data: Buffer): { inodes: number; handles: number; locks: number; lost: LostInode[] };
   /** The source goes on after a save: the locks the save let go of are taken again; those that cannot be are returned. */

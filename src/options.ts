@@ -130,16 +130,6 @@ const WITHOUT_EFFECT: Array<{ option: string; given: (o: Options) => boolean; in
     given: (o) => o.modcaps !== undefined && sandboxMode(o) === 'none',
     instead: 'capabilities are limited only in the sandbox; without one the daemon keeps all it has',
   },
-  {
-    option: '--migration-mode=file-handles',
-    given: (o) => o.migrationMode === 'file-handles',
-    instead: 'inodes migrate by path (find-paths), checked on both sides',
-  },
-  {
-    option: '--migration-verify-handles',
-    given: (o) => o.migrationVerifyHandles,
-    instead: 'inodes migrate by path, not by file handle; each path is checked to lead back to its inode',
-  },
 ];
 
 /** The options given that have no effect here, each with what the daemon does instead. */

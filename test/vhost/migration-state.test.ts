@@ -193,23 +193,83 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     });
   }
 
-  it('--migration-on-error=abort fails the save while the guest holds a removed file; the source serves on', async () => {
+  it('a file removed while the guest holds it open: the destination refuses it (abort, the default); the source serves on', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
     fs.writeFileSync(path.join(share, 'gone'), 'x');
     const n = ok(await c.lookup(1n, 'gone'), 'LOOKUP').nodeid;
     const fh = ok(await c.open(n, fs.constants.O_RDONLY), 'OPEN').fh;
     fs.unlinkSync(path.join(share, 'gone'));
-    const { check } = await save(src.fe);
-    assert.equal(check, 1n, 'the save was refused');
-    await logged(src.daemon, (l) => /cannot be migrated.*it was removed/.test(String(l.msg)));
-    // The migration failed; QEMU starts the queues again and the guest goes on.
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n, 'the source sends what it has; the destination judges');
+    await logged(src.daemon, (l) => l.level === 40 && /1 inodes cannot be described.*it was removed/.test(String(l.msg)));
+    dst = await destination(share);
+    assert.equal(await load(dst.fe, state), 1n, 'the destination refused');
+    await logged(dst.daemon, (l) => /cannot be put back.*on the source: it was removed/.test(String(l.msg)));
+    // The migration failed; QEMU starts the source's queues again and the guest goes on.
     await src.fe.startQueues(src.fe.queues.map((q) => q.vq.availIdx));
     assert.equal(ok(await c.read(fh, 0, 10, { nodeid: n }), 'READ the removed file').toString(), 'x');
   });
 
-  it('--migration-on-error=guest-error leaves out what cannot travel; the guest gets errors on just that', async () => {
-    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--migration-on-error=guest-error'], {}, undefined, NEGOTIATE);
+  it('--migration-mode=file-handles carries a file removed while the guest holds it open', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--migration-mode=file-handles'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.mkdirSync(path.join(share, 'd'));
+    fs.writeFileSync(path.join(share, 'd', 'gone'), 'still here');
+    const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d').nodeid;
+    const n = ok(await c.lookup(d, 'gone'), 'LOOKUP').nodeid;
+    const fh = ok(await c.open(n, fs.constants.O_RDWR), 'OPEN').fh;
+    fs.unlinkSync(path.join(share, 'd', 'gone'));
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 2 && l.mode === 'file-handles');
+    dst = await destination(share);
+    assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
+    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+    assert.equal(ok(await dst.c.read(fh, 0, 100, { nodeid: n }), 'READ the removed file on the destination').toString(), 'still here');
+    ok(await dst.c.write(fh, 0, Buffer.from('STILL'), { nodeid: n }), 'WRITE it');
+    assert.equal(ok(await dst.c.read(fh, 0, 100, { nodeid: n }), 'READ').toString(), 'STILL here');
+    assert.equal(ok(await dst.c.getattr(d), 'GETATTR d').attr.ino, BigInt(fs.statSync(path.join(share, 'd')).ino));
+  });
+
+  it('a file handle naming a file outside the destination\'s share opens nothing there', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--migration-mode=file-handles'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.writeFileSync(path.join(share, 'secret'), 'not for the destination');
+    fs.mkdirSync(path.join(share, 'sub'));
+    ok(await c.lookup(1n, 'secret'), 'LOOKUP');
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    // The destination serves a subdirectory of the source's share: same file system, and
+    // the handle opens the file, but the file is not below its share.
+    dst = await destination(path.join(share, 'sub'));
+    assert.equal(await load(dst.fe, state), 1n);
+    await logged(dst.daemon, (l) => /cannot be put back.*names a file outside the share/.test(String(l.msg)));
+  });
+
+  it('--migration-verify-handles: a file replaced under its name before the destination opens it is refused', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--migration-verify-handles'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    fs.writeFileSync(path.join(share, 'f'), 'one');
+    ok(await c.lookup(1n, 'f'), 'LOOKUP');
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    // Another file under the same name (a save by rename, on the host), kept open so that
+    // its inode number cannot be the old one's.
+    const old = fs.openSync(path.join(share, 'f'), 'r');
+    fs.writeFileSync(path.join(share, 'f.new'), 'two');
+    fs.renameSync(path.join(share, 'f.new'), path.join(share, 'f'));
+    try {
+      dst = await destination(share);
+      assert.equal(await load(dst.fe, state), 1n);
+      await logged(dst.daemon, (l) => /cannot be put back.*file handles differ/.test(String(l.msg)));
+    } finally {
+      fs.closeSync(old);
+    }
+  });
+
+  it('--migration-on-error=guest-error on the destination leaves out what cannot travel; the guest gets errors on just that', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
     fs.writeFileSync(path.join(share, 'gone'), 'x');
     fs.writeFileSync(path.join(share, 'kept'), 'k');
@@ -219,9 +279,10 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     fs.unlinkSync(path.join(share, 'gone'));
     const { state, check } = await save(src.fe);
     assert.equal(check, 0n);
-    await logged(src.daemon, (l) => l.level === 40 && /migrating without 2 inodes or handles/.test(String(l.msg)));
     dst = await destination(share, ['--migration-on-error=guest-error']);
     assert.equal(await load(dst.fe, state), 0n);
+    // The inode and its handle are left behind.
+    await logged(dst.daemon, (l) => l.level === 40 && /2 inodes or handles of the source are missing here/.test(String(l.msg)));
     await dst.fe.startQueues(dst.fe.queues.map(() => 0));
     ok(await dst.c.getattr(kept), 'GETATTR kept');
     assert.notEqual((await dst.c.getattr(gone)).error, 0, 'the removed file is unknown on the destination');
@@ -250,26 +311,27 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-migshare-'));
     fs.symlinkSync(outside, path.join(share, 'link'));
     fs.mkdirSync(path.join(share, 'sub'));
+    const str = (b: Buffer): Buffer => Buffer.concat([Buffer.from(Uint32Array.of(b.length).buffer), b]);
     const stream = (rel: string, withHandle: boolean): Buffer => {
-      const head = Buffer.alloc(24);
+      const head = Buffer.alloc(28);
       head.write('VTSM', 0);
-      head.writeUInt32LE(1, 4);
-      head.writeUInt32LE(0, 8);
-      head.writeUInt32LE(1, 12);
-      head.writeUInt32LE(withHandle ? 1 : 0, 16);
-      head.writeUInt32LE(0, 20);
-      const ino = Buffer.alloc(24);
+      head.writeUInt32LE(1, 4); // version
+      head.writeUInt32LE(0, 8); // by path
+      head.writeUInt32LE(0, 12); // session
+      head.writeUInt32LE(1, 16); // inodes
+      head.writeUInt32LE(withHandle ? 1 : 0, 20);
+      head.writeUInt32LE(0, 24); // lock owners
+      const ino = Buffer.alloc(20);
       ino.writeBigUInt64LE((5n << 4n) | 3n, 0);
       ino.writeBigUInt64LE(1n, 8);
       ino.writeUInt32LE(fs.constants.S_IFREG, 16);
-      ino.writeUInt32LE(Buffer.byteLength(rel), 20);
       const hd = Buffer.alloc(withHandle ? 24 : 0);
       if (withHandle) {
         hd.writeBigUInt64LE((1n << 4n) | 2n, 0);
         hd.writeBigUInt64LE((5n << 4n) | 3n, 8);
         hd.writeUInt32LE(fs.constants.O_RDONLY, 16);
       }
-      return Buffer.concat([head, ino, Buffer.from(rel), hd]);
+      return Buffer.concat([head, ino, str(Buffer.from(rel)), str(Buffer.alloc(0)), str(Buffer.alloc(0)), hd]);
     };
     try {
       for (const rel of ['../' + path.basename(outside) + '/secret', 'link/secret', 'sub/../../' + path.basename(outside) + '/secret', outside + '/secret', 'sub//x', '']) {
@@ -282,7 +344,7 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       // Cut short, bytes past the end, another magic, another version: refused as a whole.
       const good = stream('sub', false);
       const lyingLocks = Buffer.concat([good, Buffer.alloc(20)]);
-      lyingLocks.writeUInt32LE(1, 20);
+      lyingLocks.writeUInt32LE(1, 24);
       lyingLocks.writeUInt32LE(0xffffffff, good.length + 16);
       for (const bad of [lyingLocks, good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.alloc(1)]), Buffer.concat([Buffer.from('XXXX'), good.subarray(4)]), Buffer.alloc(3)]) {
         dst = await destination(share);

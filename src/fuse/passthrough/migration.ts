@@ -6,15 +6,25 @@
  * ids, handles and locks it has. The locks are the host's: the source lets go of them as it
  * saves and takes them back if it goes on after all (resumeState).
  *
- * An inode that cannot travel (a file removed while the guest holds it, a path that leads
- * elsewhere, a file missing on the destination) is handled as --migration-on-error says:
- * abort (the default, as in the Rust virtiofsd) fails the migration, and the guest stays on
- * the source; guest-error carries on without it, and the guest's requests on it fail (EBADF).
+ * Inodes travel by path (find-paths, the default) or by file handle (--migration-mode
+ * file-handles); --migration-verify-handles adds file handles to paths for the destination
+ * to check that each path still leads to the same inode. An inode the source cannot describe
+ * (a file removed while the guest holds it, by path) travels with the reason, and the
+ * destination's --migration-on-error decides, as in the Rust virtiofsd (the option is
+ * ignored on the source): abort (the default) fails the migration, and the guest stays on the
+ * source; guest-error carries on without it, and the guest's requests on it fail (EBADF).
  */
 import type { Logger } from '../../log';
 import { native, type LostInode } from '../../native';
 
-export type MigrationOnError = 'abort' | 'guest-error';
+export interface MigrationOptions {
+  /** --migration-mode: how the source describes inodes. */
+  mode: 'find-paths' | 'file-handles';
+  /** --migration-verify-handles: paths come with file handles, checked on the destination. */
+  verifyHandles: boolean;
+  /** --migration-on-error: what the destination does with an inode it cannot put back. */
+  onError: 'abort' | 'guest-error';
+}
 
 /** How many lost inodes a log line names. */
 const LOST_SHOWN = 8;
@@ -24,22 +34,21 @@ function describe(lost: LostInode[]): string {
   return shown.join('; ') + (lost.length > LOST_SHOWN ? `; and ${lost.length - LOST_SHOWN} more` : '');
 }
 
-/** The source's half: the state to send, or an Error when it may not go (abort). */
-export function saveState(stateId: number, onError: MigrationOnError, log: Logger): Buffer {
-  const r = native.stateSave(stateId);
+/** The source's half: the state to send (what it could not describe included, for the destination to judge). */
+export function saveState(stateId: number, o: MigrationOptions, log: Logger): Buffer {
+  const r = native.stateSave(stateId, o.mode === 'file-handles', o.verifyHandles);
   if (r.lost.length > 0) {
-    if (onError === 'abort') throw new Error(`${r.lost.length} inodes or handles cannot be migrated (--migration-on-error=abort): ${describe(r.lost)}`);
-    log.warn({ lost: r.lost.length }, `migrating without ${r.lost.length} inodes or handles; the guest gets errors on them: ${describe(r.lost)}`);
+    log.warn({ lost: r.lost.length }, `${r.lost.length} inodes cannot be described for the destination, whose --migration-on-error decides: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: r.data.length }, 'device state saved for migration');
+  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode }, 'device state saved for migration');
   return r.data;
 }
 
 /** The destination's half: puts the state back, or throws (nothing kept) when it may not. */
-export function loadState(stateId: number, data: Buffer, onError: MigrationOnError, log: Logger): void {
+export function loadState(stateId: number, data: Buffer, o: MigrationOptions, log: Logger): void {
   const r = native.stateLoad(stateId, data);
   if (r.lost.length > 0) {
-    if (onError === 'abort') {
+    if (o.onError === 'abort') {
       native.stateClear(stateId);
       throw new Error(`${r.lost.length} inodes or handles of the source cannot be put back (--migration-on-error=abort): ${describe(r.lost)}`);
     }
