@@ -97,7 +97,8 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
   // One request queue, and two with an I/O pool (two writers then, one per vCPU).
   for (const cfg of [
     { queues: 1, args: [] as string[] },
-    { queues: 2, args: ['--thread-pool-size=4'] },
+    // By file handle: the guest also holds a file whose name it removed.
+    { queues: 2, args: ['--thread-pool-size=4', '--migration-mode=file-handles'] },
   ]) {
     it(`moves a guest that writes and holds files open to a second QEMU and daemon; it goes on with its descriptors (${cfg.queues} request queue${cfg.queues > 1 ? 's' : ''}${cfg.args.length ? ', ' + cfg.args.join(' ') : ''})`, async () => {
       const dir = mkdtempSync(path.join(tmpdir(), 'vfsd-mig-'));
@@ -108,18 +109,21 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
       const src = await startOurDaemon(share, ['--cache=never', ...cfg.args]);
       const dst = await startOurDaemon(share, ['--cache=never', ...cfg.args]);
       daemons.push(src, dst);
+      const byHandle = cfg.args.includes('--migration-mode=file-handles');
       // 40 s of writing 256 KiB files and comparing them with what was written (by two writers
       // with two queues), with one file open for reading, one for appending and one flock()ed
       // from the start; all three are used again at the end, on the destination.
       const cmd =
         'exec 3</mnt/held/r 4>>/mnt/held/w 5>/mnt/held/lock; flock -x 5 || exit 1; read a <&3; echo "FIRST $a"; echo source >&4; ' +
+        (byHandle ? 'echo kept > /mnt/held/t; exec 6</mnt/held/t; rm /mnt/held/t; ' : '') +
         'L() { i=0; end=$(( $(date +%s) + 40 )); while [ $(date +%s) -lt $end ]; do i=$((i+1)); ' +
         'dd if=/dev/urandom of=/tmp/$1 bs=64k count=4 2>/dev/null; cp /tmp/$1 /mnt/$1$((i%20)); ' +
         'cmp /tmp/$1 /mnt/$1$((i%20)) || { echo MISMATCH $1 $i; return 1; }; done; echo "LOOPS $1 $i"; }; ' +
         (cfg.queues > 1 ? 'L f & p=$!; L g || exit 1; wait $p || exit 1; ' : 'L f || exit 1; ') +
         'read b <&3 || { echo "HELD READ FAILED"; exit 1; }; echo "SECOND $b"; echo destination >&4 || exit 1; ' +
         'flock -n -x /mnt/held/free -c true && echo "FREE LOCKED"; ' +
-        'if flock -n -x /mnt/held/lock -c true; then echo "LOCK LOST"; else echo "LOCK KEPT"; fi';
+        'if flock -n -x /mnt/held/lock -c true; then echo "LOCK LOST"; else echo "LOCK KEPT"; fi' +
+        (byHandle ? '; read c <&6 && echo "UNLINKED $c"' : '');
       const qemuDir = path.dirname(combo.binary);
       const boot = (socket: string, extra: string[]): { out: () => string; exited: Promise<number | null>; proc: ChildProcess } => {
         const proc = spawn(
@@ -186,6 +190,8 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
       // (and the same command does lock a file nobody holds).
       assert.match(out, /LOCK KEPT/);
       assert.match(out, /FREE LOCKED/);
+      // By file handle, the file whose name went is still read through its descriptor.
+      if (byHandle) assert.match(out, /UNLINKED kept/);
       await source.exited;
 
       // The source logged dirty pages during the precopy and saved its state; the destination
