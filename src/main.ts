@@ -11,8 +11,12 @@ import { runDaemon } from './daemon';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const VERSION: string = require('../../package.json').version;
 
-/** What --print-capabilities prints: the vhost-user backend JSON QEMU/libvirt read. */
-export const CAPABILITIES = { type: 'fs', features: ['separate-options'] };
+/**
+ * What --print-capabilities prints: the vhost-user backend JSON QEMU/libvirt read, as the
+ * Rust virtiofsd's: libvirt migrates a guest with a virtiofs device only when its daemon
+ * says migrate-precopy (dirty-page logging and the device state, src/vhost/backend.ts).
+ */
+export const CAPABILITIES = { type: 'fs', features: ['migrate-precopy', 'separate-options'] };
 
 export async function main(argv: string[]): Promise<number> {
   // Started again inside the sandbox: the options were parsed outside.

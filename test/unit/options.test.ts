@@ -1,10 +1,13 @@
 /** Command-line and config-file parsing: the Rust virtiofsd's options, libvirt's -o form, TOML. */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { optionsWithoutEffect, parseNamespaceIdMap, parseOptions, sandboxMode, UsageError } from '../../src/options';
 import { keptCapabilities } from '../../src/capabilities';
+import { ANCHOR_BIN_DIR } from '../frontend/daemons';
+import { BIN } from '../support/daemon';
 
 describe('options', () => {
   it('takes the Rust virtiofsd form with defaults like it', () => {
@@ -132,5 +135,14 @@ describe('options', () => {
     assert.throws(() => parseOptions([`--config=${f}`]), /threadPoolSize/);
     writeFileSync(f, 'no-such-option = 1\n');
     assert.throws(() => parseOptions([`--config=${f}`]), /noSuchOption/);
+  });
+});
+
+describe('--print-capabilities', () => {
+  it("prints what the Rust virtiofsd prints, migrate-precopy included (libvirt migrates a guest's virtiofs only then)", () => {
+    const ours = JSON.parse(execFileSync(process.execPath, [BIN, '--print-capabilities'], { encoding: 'utf8' })) as unknown;
+    const rust = JSON.parse(execFileSync(path.join(ANCHOR_BIN_DIR, 'virtiofsd-rust'), ['--print-capabilities'], { encoding: 'utf8' })) as unknown;
+    assert.deepEqual(ours, rust);
+    assert.deepEqual(ours, { type: 'fs', features: ['migrate-precopy', 'separate-options'] });
   });
 });
