@@ -274,6 +274,22 @@ void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t
   }
 }
 
+// One attempt at owner's lock of [start, end] (inclusive) through its descriptor fd, recorded
+// in the table when granted: 0, -EAGAIN when another holds a conflicting lock, or -errno.
+// Called with t.mu held: the attempt and the bookkeeping happen under it (a non-blocking
+// call), so the table always matches what the host granted.
+int SetlkLocked(LockTable& t, int fd, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
+  struct flock fl;
+  ToFlock(&fl, type, start, end);
+  int r;
+  do {
+    r = fcntl(fd, F_OFD_SETLK, &fl);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EACCES ? -EAGAIN : -errno;
+  ApplyRange(t, nodeid, owner, type, start, end);
+  return 0;
+}
+
 // Would owner, waiting for w, wait forever? Follows who holds what it waits for, and what
 // those owners wait for in turn, back to owner (called with locks.mu held).
 bool Deadlocks(LockTable& t, uint64_t owner, const LockWait& w) {
@@ -322,21 +338,13 @@ Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   HandlePin h(s, fh);
   int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
   if (fd < 0) return Num(info, fd);
-  struct flock fl;
-  ToFlock(&fl, type, start, end);
-  // The attempt and the bookkeeping happen under the lock-table mutex (a non-blocking call),
-  // so the table always matches what the host granted.
   std::lock_guard<std::mutex> g(t.mu);
-  int r;
-  do {
-    r = fcntl(fd, F_OFD_SETLK, &fl);
-  } while (r < 0 && errno == EINTR);
+  int r = SetlkLocked(t, fd, nodeid, owner, static_cast<int>(type), start, EndOf(end));
   if (r == 0) {
     t.waiting.erase(owner);
-    ApplyRange(t, nodeid, owner, static_cast<int>(type), start, EndOf(end));
     return Num(info, 0);
   }
-  int e = errno == EACCES ? EAGAIN : errno;
+  int e = -r;
   if (e == EAGAIN && mode == 1) {
     LockWait w{nodeid, start, EndOf(end), static_cast<int>(type)};
     if (Deadlocks(t, owner, w)) {
@@ -430,16 +438,8 @@ int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t star
   if (p.fd() < 0) return p.fd();
   int fd = OwnerFd(s, nodeid, p.fd(), -1, owner);
   if (fd < 0) return fd;
-  struct flock fl;
-  ToFlock(&fl, type, start, end);
   std::lock_guard<std::mutex> g(s->locks.mu);
-  int r;
-  do {
-    r = fcntl(fd, F_OFD_SETLK, &fl);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return errno == EACCES ? -EAGAIN : -errno;
-  ApplyRange(s->locks, nodeid, owner, type, start, end);
-  return 0;
+  return SetlkLocked(s->locks, fd, nodeid, owner, type, start, end);
 }
 
 void ReleaseAllLocks(FsState* s) {

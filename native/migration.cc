@@ -1,5 +1,5 @@
 // The device state a live migration carries from one daemon to the next (vhost-user
-// SET_DEVICE_STATE_FD, src/vhost/backend.ts; src/migration.ts says when it is taken): what the
+// SET_DEVICE_STATE_FD, src/vhost/backend.ts; src/fuse/passthrough/migration.ts wraps it): what the
 // guest's FUSE session knows of this daemon and a new daemon could not learn by itself.
 //   - the session flags INIT negotiated (FsState::sessionFlags): the destination sees no INIT;
 //   - every inode the guest holds: its node id, lookup count, type and path below the share;
@@ -149,12 +149,19 @@ bool KeyOf(int fd, InodeKey* k, uint32_t* type) {
   return true;
 }
 
+// Cuts the " (deleted)" a /proc/self/fd link ends with once the file's last name went:
+// whether it did.
+bool StripDeleted(std::string* link) {
+  static const std::string kDeleted = " (deleted)";
+  if (link->size() < kDeleted.size() || link->compare(link->size() - kDeleted.size(), kDeleted.size(), kDeleted) != 0) return false;
+  link->resize(link->size() - kDeleted.size());
+  return true;
+}
+
 // Whether a /proc/self/fd link names a file below the share ("(deleted)" or not); a file the
 // kernel cannot place below the process's root reads "(unreachable)/...", which is not.
 bool LinkBelowRoot(const std::string& rootLink, std::string link, std::string* rel) {
-  static const std::string kDeleted = " (deleted)";
-  if (link.size() >= kDeleted.size() && link.compare(link.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
-    link.resize(link.size() - kDeleted.size());
+  StripDeleted(&link);
   std::string prefix = rootLink == "/" ? "/" : rootLink + "/";
   if (link.compare(0, prefix.size(), prefix) != 0 || link.size() == prefix.size()) return false;
   if (rel) *rel = link.substr(prefix.size());
@@ -167,9 +174,7 @@ const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const
   if (!LinkOf(s, fd, &link)) return "its path cannot be read";
   // A name removed while the guest holds the inode (an unlinked open file, a removed
   // directory): nothing leads to it any more.
-  static const std::string kDeleted = " (deleted)";
-  if (link.size() >= kDeleted.size() && link.compare(link.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
-    return "it was removed";
+  if (StripDeleted(&link)) return "it was removed";
   if (!LinkBelowRoot(rootLink, link, rel)) return "its path is not below the share";
   // The link is the kernel's idea of the name at the time; renames since, or a mount over a
   // part of it, would send the destination elsewhere: the path must lead back to the inode.
@@ -419,8 +424,11 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   std::string rootLink;
   if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
   // open_by_handle_at wants a descriptor of the file system (not O_PATH): the share's root.
-  int mountFd = -1;
-  if (flags & kByHandle) mountFd = openat(s->procFd, std::to_string(s->rootFd).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int mountFd = -1, mountErr = 0;
+  if (flags & kByHandle) {
+    mountFd = openat(s->procFd, std::to_string(s->rootFd).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mountFd < 0) mountErr = errno;
+  }
   for (const In& x : ins) {
     int fd = -ENOENT;
     std::string why;
@@ -428,8 +436,14 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       why = "on the source: " + x.why;
     } else if (flags & kByHandle) {
       auto* fh = reinterpret_cast<file_handle*>(const_cast<char*>(x.handle.data()));
-      fd = x.handle.empty() ? -EINVAL : mountFd < 0 ? -errno : open_by_handle_at(mountFd, fh, O_PATH | O_CLOEXEC);
-      if (fd < 0 && fd != -EINVAL) fd = -errno;
+      if (x.handle.empty()) {
+        fd = -EINVAL;
+      } else if (mountFd < 0) {
+        fd = -mountErr;
+      } else {
+        fd = open_by_handle_at(mountFd, fh, O_PATH | O_CLOEXEC);
+        if (fd < 0) fd = -errno;
+      }
       std::string link;
       if (fd < 0) {
         why = std::string("its file handle opens nothing here: ") + strerror(-fd);

@@ -385,7 +385,6 @@ int Reopen(FsState* s, int pathFd, int flags) {
   return fd < 0 ? -errno : fd;
 }
 
-
 int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid) {
   flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   int fd;
