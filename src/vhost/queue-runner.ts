@@ -168,9 +168,18 @@ export class QueueRunner {
     try {
       vq.syncMemory();
       const start = process.hrtime.bigint();
+      const yieldNow = (): void => {
+        this.yields++;
+        setImmediate(() => this.process());
+      };
       for (;;) {
         let chain: DescriptorChain | null;
-        while (!this.stopped && (chain = vq.pop()) !== null) this.dispatch(chain);
+        while (!this.stopped && (chain = vq.pop()) !== null) {
+          this.dispatch(chain);
+          // A guest that refills the ring as fast as it is served would keep this loop going
+          // for as long as it likes: the budget holds here too, not only between batches.
+          if (process.hrtime.bigint() - start >= SERVE_BUDGET_NS) return yieldNow();
+        }
         if (this.stopped) break;
         // Nothing of ours in flight: the kick thread takes the ring back (and spins for the
         // next chain itself).
@@ -185,11 +194,7 @@ export class QueueRunner {
         // More chains came, while spinning or as notifications were enabled. Once the loop
         // has run its time, the event loop gets a turn first (the hiprio queue and the
         // vhost-user socket share this thread), and they are served after it.
-        if (process.hrtime.bigint() - start >= SERVE_BUDGET_NS) {
-          this.yields++;
-          setImmediate(() => this.process());
-          return;
-        }
+        if (process.hrtime.bigint() - start >= SERVE_BUDGET_NS) return yieldNow();
       }
     } catch (e) {
       this.fail(e);
