@@ -357,6 +357,8 @@ struct FsState {
       std::lock_guard<std::mutex> g(locks.mu);
       locks.held.clear();
       locks.waiting.clear();
+      // What a migration's save let go of belonged to the old session too.
+      locks.carried.clear();
     }
     for (InodeShard& sh : inodes) {
       std::lock_guard<std::mutex> g(sh.mu);
@@ -380,6 +382,7 @@ struct FsState {
       std::lock_guard<std::mutex> g(sh.mu);
       for (auto it = sh.byFh.begin(); it != sh.byFh.end();) {
         it->second.released = true;
+        it->second.flockCarried = false;
         if (it->second.pins > 0) {
           ++it;
         } else {

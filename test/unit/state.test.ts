@@ -99,6 +99,26 @@ describe('native file-system state', () => {
     assert.deepEqual(native.stateCounts(id), [2, 0]);
   });
 
+  it('a new session forgets the locks a migration\'s save let go of: a later save or resume does not bring them back', () => {
+    const F_WRLCK = 1;
+    const n = native.nodeLookup(id, 1, 'a', st);
+    const fh = native.nodeOpen(id, n, fs.constants.O_RDWR);
+    assert.equal(native.nodeSetlk(id, n, fh, 1n, F_WRLCK, 0n, 99n, 0), 0, 'owner 1 write-locks 0-99');
+    assert.equal(native.handleFlock(id, fh, 2 /* LOCK_EX */), 0);
+    assert.equal(native.stateSave(id, false, false).locks, 1, 'the save carries the lock');
+    // The guest mounts again (INIT) before any queue of this session started.
+    native.stateClear(id);
+    assert.equal(native.stateSave(id, false, false).locks, 0, 'a second save carries nothing of the old session');
+    assert.deepEqual(native.stateResume(id), [], 'nothing to take back');
+    const n2 = native.nodeLookup(id, 1, 'a', st);
+    const fh2 = native.nodeOpen(id, n2, fs.constants.O_RDWR);
+    const out = new Float64Array(4);
+    assert.equal(native.nodeGetlk(id, n2, fh2, 2n, F_WRLCK, 0n, 99n, out), 0);
+    assert.equal(out[0], 2 /* F_UNLCK */, 'no lock of the old session is held on the host');
+    assert.equal(native.nodeSetlk(id, n2, fh2, 2n, F_WRLCK, 0n, 99n, 0), 0, 'another owner gets the range');
+    assert.equal(native.handleFlock(id, fh2, 2 | 4 /* LOCK_EX | LOCK_NB */), 0, 'and the flock()');
+  });
+
   it('never hands out a nodeid or fh twice, across forgets and sessions', () => {
     const seen = new Set<number>();
     for (let round = 0; round < 3; round++) {
