@@ -30,8 +30,10 @@
 #include "state.h"
 
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace vfsn {
@@ -120,6 +122,11 @@ std::string Octal(uint32_t v) {
   return b;
 }
 
+// Whether name may be one component of a path in the stream: not empty, '.' or '..'.
+bool PlainName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.size() <= 255 && name.find('\0') == std::string::npos && name.find('/') == std::string::npos;
+}
+
 // rel (components joined by '/', none empty, '.' or '..') walked from the share's root
 // without following a symlink: an O_PATH descriptor or -errno. "" is the root itself.
 int WalkFromRoot(FsState* s, const std::string& rel) {
@@ -128,7 +135,7 @@ int WalkFromRoot(FsState* s, const std::string& rel) {
     size_t end = rel.find('/', at);
     if (end == std::string::npos) end = rel.size();
     std::string name = rel.substr(at, end - at);
-    if (name.empty() || name == "." || name == ".." || name.size() > 255 || name.find('\0') != std::string::npos) {
+    if (!PlainName(name)) {
       close(fd);
       return -EINVAL;
     }
@@ -168,23 +175,56 @@ bool LinkBelowRoot(const std::string& rootLink, std::string link, std::string* r
   return true;
 }
 
-// The path of inode n below the share (its descriptor fd), or why there is none.
-const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const Inode& n, std::string* rel) {
+// The path below the share of the inode with key `key` (its descriptor fd), or why there is
+// none. checked: the path found for it and checked during the precopy, if any.
+const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const InodeKey& key, std::string* rel, const std::string* checked = nullptr) {
   std::string link;
   if (!LinkOf(s, fd, &link)) return "its path cannot be read";
   // A name removed while the guest holds the inode (an unlinked open file, a removed
   // directory): nothing leads to it any more.
   if (StripDeleted(&link)) return "it was removed";
   if (!LinkBelowRoot(rootLink, link, rel)) return "its path is not below the share";
+  // The kernel still names the inode as when its path was walked back to it: the same
+  // dentries, so the same walk (a mount placed over one of them since is not seen).
+  if (checked && *checked == *rel) return nullptr;
   // The link is the kernel's idea of the name at the time; renames since, or a mount over a
   // part of it, would send the destination elsewhere: the path must lead back to the inode.
   int back = WalkFromRoot(s, *rel);
   if (back < 0) return "its path does not lead back to it";
   InodeKey k;
   uint32_t type;
-  bool same = KeyOf(back, &k, &type) && k == n.key;
+  bool same = KeyOf(back, &k, &type) && k == key;
   close(back);
   return same ? nullptr : "its path leads to another file";
+}
+
+// The preparation's thread: each inode's path, found and checked as the save would, one
+// inode pinned at a time, at a lower priority than the queues that serve the running guest.
+void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
+  setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+  std::vector<uint64_t> ids;
+  for (InodeShard& sh : s->inodes) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (auto& [id, n] : sh.byId)
+      if (id != kRootId && !n.detached && !n.parked) ids.push_back(id);
+  }
+  for (uint64_t id : ids) {
+    if (p->stop.load(std::memory_order_relaxed)) return;
+    InodeKey key;
+    int fd = -1;
+    {
+      InodeShard& sh = s->ShardOf(id);
+      std::lock_guard<std::mutex> g(sh.mu);
+      auto it = sh.byId.find(id);
+      if (it == sh.byId.end() || it->second.detached || it->second.fd < 0) continue;
+      it->second.pins++;
+      fd = it->second.fd;
+      key = it->second.key;
+    }
+    std::string rel;
+    if (!PathBelowRoot(s, rootLink, fd, key, &rel)) p->paths[id] = std::move(rel);
+    s->UnpinInode(id);
+  }
 }
 
 Napi::Object Lost(Napi::Env env, uint64_t id, std::string what) {
@@ -204,10 +244,12 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   bool byHandle = info.Length() > 1 && info[1].ToBoolean();
   bool attachHandles = info.Length() > 2 && info[2].ToBoolean();
+  // What the precopy found; whatever it did not reach is walked now.
+  std::unordered_map<uint64_t, std::string> checked = TakeMigrationPrep(s);
   std::string rootLink;
   if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
   Writer inodes, handles;
-  uint32_t nInodes = 0, nHandles = 0, described = 0;
+  uint32_t nInodes = 0, nHandles = 0, described = 0, prepared = 0;
   Napi::Array lost = Napi::Array::New(env);
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
@@ -222,7 +264,9 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
         handle = n.parked ? std::string(n.parked->bytes.begin(), n.parked->bytes.end()) : HandleOf(fd);
         if (handle.empty()) why = std::string("it has no file handle: ") + strerror(errno);
       } else {
-        const char* w = PathBelowRoot(s, rootLink, fd, n, &rel);
+        auto c = checked.find(id);
+        const char* w = PathBelowRoot(s, rootLink, fd, n.key, &rel, c == checked.end() ? nullptr : &c->second);
+        if (!w && c != checked.end() && c->second == rel) prepared++;
         if (w) why = w;
         else if (rel.size() > kMaxPath) why = "its path is too long";
         if (why.empty() && attachHandles) {
@@ -308,8 +352,24 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   r.Set("inodes", Napi::Number::New(env, described));
   r.Set("handles", Napi::Number::New(env, nHandles));
   r.Set("locks", Napi::Number::New(env, nLocks));
+  r.Set("prepared", Napi::Number::New(env, prepared));
   r.Set("lost", lost);
   return r;
+}
+
+// stateMigrationPrepare(id): a migration's precopy began (dirty logging on): a thread finds
+// and checks every inode's path now, so that the save has less to do in the guest's downtime.
+// A preparation under way starts over.
+Napi::Value StateMigrationPrepare(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  TakeMigrationPrep(s);
+  std::string rootLink;
+  if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(info.Env(), "the share's own path cannot be read");
+  auto p = std::make_unique<MigrationPrep>();
+  p->worker = std::thread(PrepareWorker, s, p.get(), std::move(rootLink));
+  std::lock_guard<std::mutex> g(s->prepMu);
+  s->prep = std::move(p);
+  return info.Env().Undefined();
 }
 
 // stateResume(id) -> [{nodeid, reason}]: the source goes on after a save (the migration
@@ -429,6 +489,23 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     mountFd = openat(s->procFd, std::to_string(s->rootFd).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (mountFd < 0) mountErr = errno;
   }
+  // By path, parents before children: a path whose directory this load already opened (by
+  // a walk from the share, or this way) is opened from that directory, one step instead of a
+  // walk from the share. The same steps, without following a symlink or '..'.
+  std::unordered_map<std::string, uint64_t> dirIds;
+  if (!(flags & kByHandle))
+    std::stable_sort(ins.begin(), ins.end(), [](const In& a, const In& b) {
+      return std::count(a.rel.begin(), a.rel.end(), '/') < std::count(b.rel.begin(), b.rel.end(), '/');
+    });
+  auto walk = [&](const std::string& rel) -> int {
+    size_t slash = rel.rfind('/');
+    auto parent = slash == std::string::npos ? dirIds.end() : dirIds.find(rel.substr(0, slash));
+    if (parent == dirIds.end()) return WalkFromRoot(s, rel);
+    std::string name = rel.substr(slash + 1);
+    if (!PlainName(name)) return -EINVAL;
+    InodePin p(s, parent->second);
+    return p.fd() < 0 ? p.fd() : OpenPath(p.fd(), name);
+  };
   for (const In& x : ins) {
     int fd = -ENOENT;
     std::string why;
@@ -452,7 +529,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
         why = "its file handle names a file outside the share";
       }
     } else {
-      fd = x.rel.empty() ? -EINVAL : WalkFromRoot(s, x.rel);
+      fd = x.rel.empty() ? -EINVAL : walk(x.rel);
       if (fd < 0) why = "its path is not in the share here";
       else if (!x.handle.empty() && HandleOf(fd) != x.handle) why = "its path leads to another file here (file handles differ)";
     }
@@ -468,6 +545,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       lost.Set(lost.Length(), Lost(env, x.id, "its node id or file came twice"));
       continue;
     }
+    if (type == S_IFDIR && !(flags & kByHandle)) dirIds.emplace(x.rel, x.id);
     inodes++;
   }
   if (mountFd >= 0) close(mountFd);
@@ -516,7 +594,20 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+std::unordered_map<uint64_t, std::string> TakeMigrationPrep(FsState* s) {
+  std::unique_ptr<MigrationPrep> p;
+  {
+    std::lock_guard<std::mutex> g(s->prepMu);
+    p.swap(s->prep);
+  }
+  if (!p) return {};
+  p->stop.store(true, std::memory_order_relaxed);
+  if (p->worker.joinable()) p->worker.join();
+  return std::move(p->paths);
+}
+
 void InitMigration(Napi::Env env, Napi::Object exports) {
+  exports.Set("stateMigrationPrepare", Napi::Function::New(env, StateMigrationPrepare, "stateMigrationPrepare"));
   exports.Set("stateSave", Napi::Function::New(env, StateSave, "stateSave"));
   exports.Set("stateLoad", Napi::Function::New(env, StateLoad, "stateLoad"));
   exports.Set("stateResume", Napi::Function::New(env, StateResume, "stateResume"));

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -183,6 +184,21 @@ struct IdTranslation {
 // extended attributes reach inodes.
 inline std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
+// A live migration's preparation (migration.cc): from the moment QEMU turns dirty logging on
+// (the precopy, while the guest still runs), a thread finds each inode's path below the share
+// and checks that it leads back to the inode. The save, in the guest's downtime, then only
+// has to see that the kernel still names each inode as it did then.
+struct MigrationPrep {
+  std::thread worker;
+  std::atomic<bool> stop{false};
+  // nodeid -> its path, checked during the precopy. Written by the worker alone, read once
+  // it was joined.
+  std::unordered_map<uint64_t, std::string> paths;
+};
+struct FsState;
+// Stops a preparation (joins its thread) and hands over the paths it found (migration.cc).
+std::unordered_map<uint64_t, std::string> TakeMigrationPrep(FsState* s);
+
 struct FsState {
   InodeShard inodes[kShards];
   LockTable locks;
@@ -192,6 +208,9 @@ struct FsState {
   bool hasRoot = false;
   int procFd = -1;  // /proc/self/fd, to reopen O_PATH descriptors for I/O
   int rootFd = -1;  // the shared directory's O_PATH descriptor (nodeid 1's, never parked)
+  // A migration's preparation while one runs or has found paths (migration.cc), under prepMu.
+  std::mutex prepMu;
+  std::unique_ptr<MigrationPrep> prep;
   // --xattrmap storing security.capability under another host name: the host kernel clears
   // only the real name when a file is written, truncated or chowned, so the daemon removes the
   // mapped one then, as the Rust virtiofsd does. Set once at start; empty: no such map.
@@ -353,6 +372,8 @@ struct FsState {
   // A new session: every inode but the root and every handle go; pinned ones close when
   // their last pin drops. Sequence numbers go on, so no old id is handed out again.
   void Clear() {
+    // Paths found for a migration name the old session's inodes.
+    TakeMigrationPrep(this);
     {
       std::lock_guard<std::mutex> g(locks.mu);
       locks.held.clear();
@@ -415,6 +436,7 @@ struct FsState {
   }
 
   ~FsState() {
+    TakeMigrationPrep(this);
     for (InodeShard& sh : inodes)
       for (auto& kv : sh.byId) kv.second.CloseAll();
     if (mountFd.load() >= 0) close(mountFd.load());

@@ -122,6 +122,7 @@ export async function runDaemon(
       migration: {
         mode: opts.migrationMode ?? 'find-paths',
         verifyHandles: opts.migrationVerifyHandles,
+        confirmPaths: opts.migrationConfirmPaths,
         onError: opts.migrationOnError ?? 'abort',
       },
     },

@@ -253,7 +253,9 @@ export interface NativeAddon {
    * handle), handle and lock; inodes it cannot describe travel with the reason and are in lost.
    * Lets go of the host locks. Queues stopped.
    */
-  stateSave(id: number, byHandle: boolean, attachHandles: boolean): { data: Buffer; inodes: number; handles: number; locks: number; lost: LostInode[] };
+  stateSave(id: number, byHandle: boolean, attachHandles: boolean): { data: Buffer; inodes: number; handles: number; locks: number; prepared: number; lost: LostInode[] };
+  /** A migration's precopy began: a thread finds and checks every inode's path now, for the save to reuse (prepared). */
+  stateMigrationPrepare(id: number): void;
   /** Puts back what stateSave wrote into a state holding only its root; throws on a malformed stream. */
   stateLoad(id: number, data: Buffer): { inodes: number; handles: number; locks: number; lost: LostInode[] };
   /** The source goes on after a save: the locks the save let go of are taken again; those that cannot be are returned. */

@@ -46,8 +46,10 @@ export interface DeviceSpec {
    * queue is stopped: save() returns it, load() puts it back; either throws to refuse. A save
    * may let go of what the destination must take (host locks): resume() takes it back when
    * the device starts again after a save instead (the migration failed, the source goes on).
+   * prepare() is called when dirty logging goes on (a precopy begins, the guest still runs),
+   * for work the save can then skip.
    */
-  migration?: { save(): Buffer; load(state: Buffer): void; resume(): void };
+  migration?: { prepare(): void; save(): Buffer; load(state: Buffer): void; resume(): void };
 }
 
 /** The most device state we take in from a front end (bytes). */
@@ -222,6 +224,8 @@ export class VhostUserBackend {
         if (logAll !== hasBit(this.ackedFeatures, VHOST_F_LOG_ALL)) {
           native.dirtyLogEnable(this.memTableId, logAll);
           this.log.info(logAll ? 'dirty-page logging on (migration started)' : 'dirty-page logging off');
+          // Only a front end that may ask for the device state will (DEVICE_STATE negotiated).
+          if (logAll && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.prepare();
         }
         this.ackedFeatures = f;
         // Without PROTOCOL_FEATURES, rings are enabled as soon as they start.

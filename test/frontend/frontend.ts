@@ -991,9 +991,14 @@ export class VhostUserFrontend {
     });
     if (sync && !hasBit(this.ackedProtocolFeatures, ProtocolFeature.REPLY_ACK)) await this.getFeatures();
   }
-  /** SET_LOG_BASE with LOG_SHMFD: the dirty log is size bytes of fd from offset; the backend's u64 status. */
+  /**
+   * SET_LOG_BASE with LOG_SHMFD: the dirty log is size bytes of fd from offset; the backend's
+   * u64 status. The Rust virtiofsd echoes the 16-byte log description instead, which QEMU
+   * takes (it only waits for the reply): 0 then.
+   */
   async setLogBase(fd: number, size: number, offset = 0): Promise<bigint> {
     const r = await this.request(FrontendReq.SET_LOG_BASE, encodeLog({ size: BigInt(size), offset: BigInt(offset) }), { fds: [fd], hasReply: true });
+    if (r !== null && r.length === 16) return 0n;
     if (r === null || r.length !== 8) throw new VhostUserError(`SET_LOG_BASE reply of ${r?.length ?? 0} bytes`);
     return r.readBigUInt64LE(0);
   }

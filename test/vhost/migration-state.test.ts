@@ -193,6 +193,48 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     });
   }
 
+  for (const [extra, fromPrecopy] of [[['--seccomp=kill'], 2], [['--migration-confirm-paths'], 0]] as const) {
+    it(`paths found during the precopy (dirty logging on) serve the save; files renamed on the host since are found again then (${extra.join(' ') || 'defaults'})`, async () => {
+      src = await connectDaemon('vfs-migsrc-', ['--cache=never', ...extra], {}, undefined, NEGOTIATE);
+      const { c, share } = src;
+      fs.mkdirSync(path.join(share, 'd'));
+      for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(share, 'd', f), `file ${f}`);
+      const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d').nodeid;
+      const ids = new Map<string, bigint>();
+      for (const f of ['a', 'b', 'c']) ids.set(f, ok(await c.lookup(d, f), `LOOKUP ${f}`).nodeid);
+      // QEMU's precopy: a dirty log, then logging on; the guest runs on meanwhile.
+      const logBytes = (64 << 20) / 4096 / 8;
+      const logFd = native.memfdCreate('dirty-log', logBytes);
+      try {
+        await src.fe.setLogBase(logFd, logBytes);
+        await src.fe.setFeatures(src.fe.ackedFeatures | (1n << 26n), true);
+        await logged(src.daemon, (l) => l.msg === 'dirty-page logging on (migration started)');
+        // The preparation's thread has 4 inodes to look at.
+        await new Promise((r) => setTimeout(r, 1000));
+        // On the host, before the switch-over: a renamed; b renamed and another file made under its name.
+        fs.renameSync(path.join(share, 'd', 'a'), path.join(share, 'd', 'a2'));
+        fs.renameSync(path.join(share, 'd', 'b'), path.join(share, 'd', 'b.old'));
+        fs.writeFileSync(path.join(share, 'd', 'b'), 'another b');
+        const { state, check } = await save(src.fe);
+        assert.equal(check, 0n);
+        // d and c as the precopy found them; a and b walked again at the save (all four with
+        // --migration-confirm-paths).
+        await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 4 && l.pathsFromPrecopy === fromPrecopy);
+        dst = await destination(share);
+        assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
+        await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+        // Each node id is still the file the guest looked up, under its new name.
+        for (const [f, want] of [['a', 'file a'], ['b', 'file b'], ['c', 'file c']]) {
+          const n = ids.get(f)!;
+          const fh: bigint = ok(await dst.c.open(n, fs.constants.O_RDONLY), `OPEN ${f}`).fh;
+          assert.equal(ok(await dst.c.read(fh, 0, 64, { nodeid: n }), `READ ${f}`).toString(), want);
+        }
+      } finally {
+        native.close(logFd);
+      }
+    });
+  }
+
   it('a file removed while the guest holds it open: the destination refuses it (abort, the default); the source serves on', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
@@ -312,35 +354,52 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     fs.symlinkSync(outside, path.join(share, 'link'));
     fs.mkdirSync(path.join(share, 'sub'));
     const str = (b: Buffer): Buffer => Buffer.concat([Buffer.from(Uint32Array.of(b.length).buffer), b]);
-    const stream = (rel: string, withHandle: boolean): Buffer => {
+    fs.symlinkSync(outside, path.join(share, 'sub', 'link'));
+    // The file's inode (regular, with a handle on it), after the directory "sub" when given:
+    // the destination then opens the file's path from sub's descriptor, not from the share.
+    const stream = (rel: string, withHandle: boolean, withSub = false): Buffer => {
       const head = Buffer.alloc(28);
       head.write('VTSM', 0);
       head.writeUInt32LE(1, 4); // version
       head.writeUInt32LE(0, 8); // by path
       head.writeUInt32LE(0, 12); // session
-      head.writeUInt32LE(1, 16); // inodes
+      head.writeUInt32LE(withSub ? 2 : 1, 16); // inodes
       head.writeUInt32LE(withHandle ? 1 : 0, 20);
       head.writeUInt32LE(0, 24); // lock owners
-      const ino = Buffer.alloc(20);
-      ino.writeBigUInt64LE((5n << 4n) | 3n, 0);
-      ino.writeBigUInt64LE(1n, 8);
-      ino.writeUInt32LE(fs.constants.S_IFREG, 16);
+      const inode = (id: bigint, type: number, p: string): Buffer => {
+        const ino = Buffer.alloc(20);
+        ino.writeBigUInt64LE(id, 0);
+        ino.writeBigUInt64LE(1n, 8);
+        ino.writeUInt32LE(type, 16);
+        return Buffer.concat([ino, str(Buffer.from(p)), str(Buffer.alloc(0)), str(Buffer.alloc(0))]);
+      };
       const hd = Buffer.alloc(withHandle ? 24 : 0);
       if (withHandle) {
         hd.writeBigUInt64LE((1n << 4n) | 2n, 0);
         hd.writeBigUInt64LE((5n << 4n) | 3n, 8);
         hd.writeUInt32LE(fs.constants.O_RDONLY, 16);
       }
-      return Buffer.concat([head, ino, str(Buffer.from(rel)), str(Buffer.alloc(0)), str(Buffer.alloc(0)), hd]);
+      // The file first: the destination must still put the directory first.
+      return Buffer.concat([head, inode((5n << 4n) | 3n, fs.constants.S_IFREG, rel), ...(withSub ? [inode((6n << 4n) | 1n, fs.constants.S_IFDIR, 'sub')] : []), hd]);
     };
     try {
-      for (const rel of ['../' + path.basename(outside) + '/secret', 'link/secret', 'sub/../../' + path.basename(outside) + '/secret', outside + '/secret', 'sub//x', '']) {
+      const escapes = ['../' + path.basename(outside) + '/secret', 'link/secret', 'sub/../../' + path.basename(outside) + '/secret', outside + '/secret', 'sub//x', ''];
+      const fromSub = ['sub/..', 'sub/link/secret', 'sub/../link/secret', 'sub/.'];
+      for (const [rel, withSub] of [...escapes.map((r) => [r, false] as const), ...fromSub.map((r) => [r, true] as const)]) {
         dst = await destination(share);
-        assert.equal(await load(dst.fe, stream(rel, true)), 1n, `path ${JSON.stringify(rel)} refused`);
+        assert.equal(await load(dst.fe, stream(rel, true, withSub)), 1n, `path ${JSON.stringify(rel)} refused`);
         await logged(dst.daemon, (l) => /cannot be put back/.test(String(l.msg)));
         await stopDestination(dst);
         dst = null;
       }
+      // The same stream with a path that stays in the share loads (so the refusals above are
+      // the paths', not the stream's).
+      fs.writeFileSync(path.join(share, 'sub', 'plain'), 'in the share');
+      dst = await destination(share);
+      assert.equal(await load(dst.fe, stream('sub/plain', true, true)), 0n, dst.daemon.output());
+      await logged(dst.daemon, (l) => l.msg === 'device state loaded from migration' && l.inodes === 2 && l.handles === 1);
+      await stopDestination(dst);
+      dst = null;
       // Cut short, bytes past the end, another magic, another version: refused as a whole.
       const good = stream('sub', false);
       const lyingLocks = Buffer.concat([good, Buffer.alloc(20)]);

@@ -22,6 +22,8 @@ export interface MigrationOptions {
   mode: 'find-paths' | 'file-handles';
   /** --migration-verify-handles: paths come with file handles, checked on the destination. */
   verifyHandles: boolean;
+  /** --migration-confirm-paths: every path is walked again at the switch-over, none taken from the precopy. */
+  confirmPaths: boolean;
   /** --migration-on-error: what the destination does with an inode it cannot put back. */
   onError: 'abort' | 'guest-error';
 }
@@ -34,13 +36,23 @@ function describe(lost: LostInode[]): string {
   return shown.join('; ') + (lost.length > LOST_SHOWN ? `; and ${lost.length - LOST_SHOWN} more` : '');
 }
 
+/**
+ * The precopy began (dirty logging on), the guest still running: by path, each inode's path is
+ * found and checked now, on a thread of its own, so that the save, in the guest's downtime,
+ * only has to see that the kernel names each inode as it did then. By file handle there is
+ * nothing to prepare; with --migration-confirm-paths the save walks every path itself.
+ */
+export function prepareState(stateId: number, o: MigrationOptions): void {
+  if (o.mode === 'find-paths' && !o.confirmPaths) native.stateMigrationPrepare(stateId);
+}
+
 /** The source's half: the state to send (what it could not describe included, for the destination to judge). */
 export function saveState(stateId: number, o: MigrationOptions, log: Logger): Buffer {
   const r = native.stateSave(stateId, o.mode === 'file-handles', o.verifyHandles);
   if (r.lost.length > 0) {
     log.warn({ lost: r.lost.length }, `${r.lost.length} inodes cannot be described for the destination, whose --migration-on-error decides: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode }, 'device state saved for migration');
+  log.info({ inodes: r.inodes, pathsFromPrecopy: r.prepared, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode }, 'device state saved for migration');
   return r.data;
 }
 
