@@ -610,6 +610,13 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // The same from buf, whose body of bodyLen bytes follows room for the header.
   Result Send(const ChainView& c, uint8_t* buf, int32_t error, uint32_t bodyLen) {
     uint32_t len = kOutHeaderSize + bodyLen;
+    // A reply buffer too small for the reply, as the JS server treats it: EINVAL when the
+    // header fits, else nothing written (an error the guest left no room for).
+    if (c.writableLen < len) {
+      if (bodyLen > 0 && c.writableLen >= kOutHeaderSize) return Send(c, buf, -EINVAL, 0);
+      c.ring->Complete(c.head, 0);
+      return kCompleted;
+    }
     Store32(buf, len);
     Store32(buf + 4, static_cast<uint32_t>(error));
     Store64(buf + 8, Load64(c.prefetch + 8));

@@ -192,6 +192,18 @@ uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64
   memcpy(buf + 4, &error, 4);
   memcpy(buf + 8, &unique, 8);
   size_t want = error == 0 && body == ReplyBody::kWriteOut ? sizeof buf : kOutHeaderSize;
+  // A reply buffer too small for the reply, as the JS server treats it: EINVAL when the
+  // header fits, else nothing written (an error the guest left no room for).
+  size_t room = 0;
+  for (const iovec& v : header) room += v.iov_len;
+  if (room < want) {
+    if (room < kOutHeaderSize) return 0;
+    len = kOutHeaderSize;
+    error = -EINVAL;
+    memcpy(buf, &len, 4);
+    memcpy(buf + 4, &error, 4);
+    want = kOutHeaderSize;
+  }
   CopyToIovecs(header, buf, want);
   return len;
 }

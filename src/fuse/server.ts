@@ -281,7 +281,7 @@ export class FuseServer {
         this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE);
         const r = h.opcode === O.FSYNC ? fs.fsync(ctx, nodeid, Number(f.fh), datasync) : fs.fsyncdir(ctx, nodeid, Number(f.fh), datasync);
         if (r === REPLIED_BY_POOL) return r;
-        if (r instanceof Promise) return r.then(() => this.header(t, u, 0, 0));
+        if (r instanceof Promise) return r.then(() => this.ok(t, u, 0));
         return this.ok(t, u, 0);
       }
       case O.READDIR:
@@ -358,7 +358,7 @@ export class FuseServer {
           this.log.trace({ op: abi.opcodeName(h.opcode), nodeid, owner: l.owner.toString(16), type: l.lk.type, start: String(l.lk.start), end: String(l.lk.end), flock }, 'lock request');
         }
         const r = fs.setlk(ctx, nodeid, Number(l.fh), l.owner, l.lk, flock, h.opcode === O.SETLKW);
-        if (r instanceof Promise) return r.then(() => this.header(t, u, 0, 0));
+        if (r instanceof Promise) return r.then(() => this.ok(t, u, 0));
         return this.ok(t, u, 0);
       }
       case O.IOCTL:

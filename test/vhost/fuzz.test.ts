@@ -1,0 +1,180 @@
+/**
+ * A guest that sends garbage: thousands of FUSE requests with random opcodes, node ids, file
+ * handles, lengths and bodies (random bytes, or a structure with hostile names: "..", "a/b",
+ * a name of 300 bytes, no NUL), on four lanes at once, against the real daemon through its
+ * socket. Seeded, so a failure can be replayed (FUZZ_SEED=n). Every request must come back
+ * (no hang) with a well-formed reply or none (a request too short for a header); the daemon
+ * must live through it and serve a new session afterwards; and nothing outside the share may
+ * change: a canary directory beside it, reachable from inside only through a symlink, keeps
+ * its file, its mode and its listing.
+ *
+ * Left out: SETLKW (it waits for a lock another owner holds, by design) and lengths that
+ * would fill the host's disk (FALLOCATE and COPY_FILE_RANGE are kept under 1 MiB).
+ */
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as abi from '../../src/fuse/abi';
+import { FuseClient, ok } from '../frontend/fuse-client';
+import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+
+const REQUESTS = 5000;
+const LANES = 4;
+
+/** mulberry32: a small seeded generator, so that a failing run can be replayed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const HOSTILE_NAMES = ['..', '.', 'a/b', '', 'x'.repeat(300), '../outside', 'f', 'd', 'l', 'fifo', 'new', 'd/f', '/etc/passwd', 'outside', '\u00ff\u00fe', 'canary'];
+
+/** Everything below dir, as "path mode size" lines: what must not change outside the share. */
+function snapshot(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (p: string): void => {
+    for (const e of fs.readdirSync(p).sort()) {
+      const full = path.join(p, e);
+      const st = fs.lstatSync(full);
+      out.push(`${path.relative(dir, full)} ${st.mode.toString(8)} ${st.size} ${st.uid}:${st.gid}`);
+      if (st.isDirectory()) walk(full);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe('a guest sending random FUSE requests', function () {
+  this.timeout(180000);
+  let env: ConnectedDaemon | null = null;
+  afterEach(async () => {
+    if (env) await disconnectDaemon(env).catch(() => undefined);
+    env = null;
+  });
+
+  for (const [label, args, seed] of [
+    ['defaults', ['--cache=never'], 1],
+    ['cache always, writeback, an I/O pool, xattrs', ['--cache=always', '--writeback', '--thread-pool-size=4', '--xattr'], 2],
+  ] as const) {
+    it(`gets a well-formed reply to each, never reaches outside the share, and serves on (${label})`, async () => {
+      const s = Number(process.env.FUZZ_SEED ?? seed);
+      const rand = rng(s);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+      const u64 = (): bigint => (BigInt(Math.floor(rand() * 2 ** 32)) << 32n) | BigInt(Math.floor(rand() * 2 ** 32));
+
+      env = await connectDaemon('vfs-fuzz-', [...args]);
+      const { share, dir, fe, c } = env;
+      // Beside the share, outside it: a canary, reachable from inside only through a symlink.
+      const outside = path.join(dir, 'outside');
+      fs.mkdirSync(outside);
+      fs.writeFileSync(path.join(outside, 'canary'), 'must not change');
+      fs.writeFileSync(path.join(share, 'f'), 'a file\n');
+      fs.mkdirSync(path.join(share, 'd'));
+      fs.writeFileSync(path.join(share, 'd', 'f'), 'in d\n');
+      fs.symlinkSync('../outside', path.join(share, 'l'));
+      fs.symlinkSync(path.join(outside, 'canary'), path.join(share, 'abs'));
+      assert.equal(spawnSync('mkfifo', [path.join(share, 'fifo')]).status, 0);
+      const before = snapshot(outside);
+      const parentBefore = fs.readdirSync(dir).sort();
+
+      const nodeids: bigint[] = [1n, 0n];
+      for (const n of ['f', 'd', 'l', 'abs', 'fifo']) nodeids.push(ok(await c.lookup(1n, n), `LOOKUP ${n}`).nodeid);
+      const fhs: bigint[] = [0n, ok(await c.open(nodeids[2], 2), 'OPEN f').fh, ok(await c.opendir(nodeids[3]), 'OPENDIR d').fh];
+      const opcodes = Object.values(abi.Opcode).filter((v): v is number => typeof v === 'number' && v !== abi.Opcode.SETLKW);
+
+      const body = (opcode: number): Buffer => {
+        let b: Buffer;
+        if (rand() < 0.3) {
+          b = Buffer.alloc(pick([0, 1, 7, 8, 16, 24, 40, 64, 80, 128, 300, 4096]));
+          for (let i = 0; i < b.length; i++) b[i] = Math.floor(rand() * 256);
+        } else {
+          const struct = Buffer.alloc(pick([0, 8, 16, 24, 32, 40, 48, 64, 80, 88, 104]));
+          for (let i = 0; i < struct.length; i++) struct[i] = rand() < 0.5 ? 0 : Math.floor(rand() * 256);
+          if (struct.length >= 8) struct.writeBigUInt64LE(rand() < 0.8 ? pick(fhs) : u64(), 0);
+          const names: Buffer[] = [];
+          for (let k = Math.floor(rand() * 3); k > 0; k--) names.push(Buffer.from(pick(HOSTILE_NAMES), 'latin1'), rand() < 0.9 ? Buffer.alloc(1) : Buffer.alloc(0));
+          b = Buffer.concat([struct, ...names]);
+        }
+        // Lengths that would make the host allocate or copy gigabytes stay small.
+        if (opcode === abi.Opcode.FALLOCATE && b.length >= 24) b.writeBigUInt64LE(BigInt(Math.floor(rand() * 1048576)), 16);
+        if (opcode === abi.Opcode.COPY_FILE_RANGE && b.length >= 48) b.writeBigUInt64LE(BigInt(Math.floor(rand() * 1048576)), 40);
+        return b;
+      };
+
+      const mem = fe.memory!;
+      const q = fe.queue(1);
+      let sent = 0;
+      let unique = 1n << 40n;
+      const counts = { replies: 0, errors: 0, dropped: 0 };
+      const lane = async (): Promise<void> => {
+        while (sent < REQUESTS) {
+          sent++;
+          const opcode = rand() < 0.95 ? pick(opcodes) : Math.floor(rand() * 5000);
+          const nodeid = rand() < 0.9 ? pick(nodeids) : u64();
+          const args = body(opcode);
+          const len = abi.IN_HEADER_SIZE + args.length;
+          const rd = mem.alloc(len, 64);
+          const u = ++unique;
+          abi.encodeInHeader(rd.buf, 0, {
+            len: rand() < 0.95 ? len : Math.floor(rand() * 2 * len),
+            opcode,
+            unique: u,
+            nodeid,
+            uid: rand() < 0.8 ? 0 : Math.floor(rand() * 70000),
+            gid: rand() < 0.8 ? 0 : Math.floor(rand() * 70000),
+            pid: 1,
+            totalExtlen: rand() < 0.95 ? 0 : Math.floor(rand() * 65536),
+          });
+          args.copy(rd.buf, abi.IN_HEADER_SIZE);
+          const cap = pick([0, 16, 64, 256, 4096, 65536]);
+          const wr = cap ? mem.alloc(cap, 64) : null;
+          const used = await q.submit([{ gpa: rd.gpa, len }], wr ? [{ gpa: wr.gpa, len: cap }] : [], {
+            label: `seed ${s}: request ${sent}, ${abi.opcodeName(opcode)} on node ${nodeid}`,
+            timeoutMs: 30000,
+          });
+          if (used.len === 0) {
+            counts.dropped++;
+          } else {
+            assert.ok(wr && used.len >= abi.OUT_HEADER_SIZE && used.len <= cap, `seed ${s}: ${abi.opcodeName(opcode)}: used length ${used.len} in ${cap} bytes of room`);
+            const h = abi.decodeOutHeader(wr.buf, 0);
+            assert.equal(h.unique, u, `seed ${s}: ${abi.opcodeName(opcode)}: the reply's unique`);
+            assert.equal(h.len, used.len, `seed ${s}: ${abi.opcodeName(opcode)}: out header length and used length`);
+            assert.ok(h.error <= 0 && h.error >= -4095, `seed ${s}: ${abi.opcodeName(opcode)}: error ${h.error}`);
+            if (h.error < 0) counts.errors++;
+            else counts.replies++;
+            // What the daemon hands out, the next requests use.
+            const entry = [abi.Opcode.LOOKUP, abi.Opcode.CREATE, abi.Opcode.MKDIR, abi.Opcode.MKNOD, abi.Opcode.SYMLINK, abi.Opcode.LINK];
+            if (h.error === 0 && entry.includes(opcode) && used.len >= abi.OUT_HEADER_SIZE + 8) nodeids.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE));
+            if (h.error === 0 && (opcode === abi.Opcode.OPEN || opcode === abi.Opcode.OPENDIR) && used.len >= abi.OUT_HEADER_SIZE + 8) fhs.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE));
+            if (h.error === 0 && opcode === abi.Opcode.CREATE && used.len >= abi.OUT_HEADER_SIZE + abi.ENTRY_OUT_SIZE + 8) fhs.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE + abi.ENTRY_OUT_SIZE));
+          }
+          mem.free(rd);
+          if (wr) mem.free(wr);
+        }
+      };
+      await Promise.all(Array.from({ length: LANES }, () => lane()));
+      // Both kinds of answer happened: the run tried things that worked and things that did not.
+      assert.ok(counts.replies > 100 && counts.errors > 1000, `seed ${s}: ${JSON.stringify(counts)}`);
+
+      assert.equal(env.daemon.exited, null, `seed ${s}: the daemon died: ${env.daemon.describeExit()}`);
+      assert.deepEqual(snapshot(outside), before, `seed ${s}: something outside the share changed`);
+      assert.equal(fs.readFileSync(path.join(outside, 'canary'), 'utf8'), 'must not change');
+      assert.deepEqual(fs.readdirSync(dir).sort(), parentBefore, `seed ${s}: the share's parent directory changed`);
+      // A new session (the guest may have sent DESTROY or INIT along the way) serves a file
+      // the host writes now.
+      fs.writeFileSync(path.join(share, 'after'), 'after the storm\n');
+      const c2 = new FuseClient(fe, { timeoutMs: 30000 });
+      ok(await c2.init(), `seed ${s}: INIT after the fuzzing`);
+      const n = ok(await c2.lookup(1n, 'after'), `seed ${s}: LOOKUP after the fuzzing`).nodeid;
+      const fh = ok(await c2.open(n, 0), `seed ${s}: OPEN after the fuzzing`).fh;
+      assert.equal(ok(await c2.read(fh, 0, 100, { nodeid: n }), `seed ${s}: READ after the fuzzing`).toString(), 'after the storm\n');
+    });
+  }
+});
