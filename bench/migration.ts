@@ -18,14 +18,14 @@
  * bench/results/migration.md.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../src/native';
-import { bit, encodeDeviceStateFd, FrontendReq, ProtocolFeature, TransferDirection } from '../src/vhost/messages';
+import { bit, ProtocolFeature } from '../src/vhost/messages';
 import { daemonMissing, REPO_ROOT, startDaemon, type Daemon, type DaemonKind } from '../test/frontend/daemons';
 import { defaultProtocolMask, type VhostUserFrontend } from '../test/frontend/frontend';
 import { FuseClient, ok } from '../test/frontend/fuse-client';
+import { readState, writeState } from '../test/support/device-state';
 import { median, medianRoundRatio, turnOrder } from './rounds';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -59,47 +59,17 @@ interface Sample {
   loadMs: number;
 }
 
-/** SET_DEVICE_STATE_FD with one end of a socket pair: the daemon must take our end (reply 0x100). */
-async function stateFd(fe: VhostUserFrontend, direction: number): Promise<number> {
-  const [ours, theirs] = native.socketPair();
-  try {
-    const r = await fe.request(FrontendReq.SET_DEVICE_STATE_FD, encodeDeviceStateFd({ direction, phase: 0 }), { hasReply: true, fds: [theirs] });
-    const v = r!.readBigUInt64LE(0);
-    if (v !== 0x100n) throw new Error(`SET_DEVICE_STATE_FD: reply 0x${v.toString(16)}, not "use the front end's descriptor"`);
-    return ours;
-  } finally {
-    native.close(theirs);
-  }
-}
-
-async function check(fe: VhostUserFrontend, what: string): Promise<void> {
-  const v = (await fe.requestReply(FrontendReq.CHECK_DEVICE_STATE)).readBigUInt64LE(0);
-  if (v !== 0n) throw new Error(`CHECK_DEVICE_STATE after the ${what}: ${v}`);
-}
-
 /** The source's half, from the stopped queues to a good CHECK: the state. */
 async function save(fe: VhostUserFrontend): Promise<Buffer> {
-  const sock = new net.Socket({ fd: await stateFd(fe, TransferDirection.SAVE), readable: true, writable: false });
-  const parts: Buffer[] = [];
-  await new Promise<void>((resolve, reject) => {
-    sock.on('data', (b: Buffer) => parts.push(b));
-    sock.on('end', () => resolve());
-    sock.on('error', reject);
-  });
-  sock.destroy();
-  await check(fe, 'save');
-  return Buffer.concat(parts);
+  const { state, check } = await readState(fe);
+  if (check !== 0n) throw new Error(`CHECK_DEVICE_STATE after the save: ${check}`);
+  return state;
 }
 
 /** The destination's half: the state written and our end closed, then a good CHECK. */
 async function load(fe: VhostUserFrontend, state: Buffer): Promise<void> {
-  const sock = new net.Socket({ fd: await stateFd(fe, TransferDirection.LOAD), readable: false, writable: true });
-  await new Promise<void>((resolve, reject) => {
-    sock.on('error', reject);
-    sock.end(state, () => resolve());
-  });
-  sock.destroy();
-  await check(fe, 'load');
+  const check = await writeState(fe, state);
+  if (check !== 0n) throw new Error(`CHECK_DEVICE_STATE after the load: ${check}`);
 }
 
 /** The share: DIRS directories of FILES files, each file 4 KiB naming itself. */

@@ -10,12 +10,22 @@
  *
  * Left out: SETLKW (it waits for a lock another owner holds, by design) and lengths that
  * would fill the host's disk (FALLOCATE and COPY_FILE_RANGE are kept under 1 MiB).
+ *
+ * And a front end that sends garbage: random vhost-user messages (codes, flags, sizes that
+ * lie, payloads, descriptors of every kind), on a fresh connection or on a device already
+ * running. The daemon may refuse or close the connection, but must never crash or hang: it
+ * answers a request that owes a reply, or closes, and exits cleanly when the front end goes.
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
+import { native } from '../../src/native';
+import { Flags, FrontendReq } from '../../src/vhost/messages';
+import { startDaemon, type Daemon } from '../frontend/daemons';
+import type { VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 
@@ -177,4 +187,108 @@ describe('a guest sending random FUSE requests', function () {
       assert.equal(ok(await c2.read(fh, 0, 100, { nodeid: n }), `seed ${s}: READ after the fuzzing`).toString(), 'after the storm\n');
     });
   }
+});
+
+describe('a front end sending random vhost-user messages', function () {
+  this.timeout(180000);
+  const CONNECTIONS = 16;
+  const MESSAGES = 80;
+  let daemon: Daemon | null = null;
+  let dir = '';
+  afterEach(async () => {
+    if (daemon) await daemon.stop().catch(() => undefined);
+    daemon = null;
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    dir = '';
+  });
+
+  it('never crashes or hangs: it refuses, or closes the connection, and exits cleanly', async () => {
+    const base = Number(process.env.FUZZ_SEED ?? 7);
+    let closedByDaemon = 0;
+    let sentTotal = 0;
+    for (let k = 0; k < CONNECTIONS; k++) {
+      const s = base * 1000 + k;
+      const rand = rng(s);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-vfuzz-'));
+      fs.mkdirSync(path.join(dir, 'share'));
+      daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock') });
+      const fe: VhostUserFrontend = await daemon.connect();
+      // Half the runs start from a running device: memory mapped, queues started, a session.
+      if (k % 2 === 1) {
+        await fe.negotiate({ memory: { size: 16 << 20 } });
+        ok(await new FuseClient(fe, { timeoutMs: 10000 }).init(), `seed ${s}: INIT`);
+      }
+      let closed = false;
+      let sent = 0;
+      const drain = async (): Promise<void> => {
+        try {
+          const m = await fe.recv(2, 'a reply');
+          if (m === null) closed = true;
+          else for (const fd of m.fds) native.close(fd);
+        } catch {
+          // nothing came
+        }
+      };
+      const codes = Object.values(FrontendReq).filter((v): v is number => typeof v === 'number');
+      for (let i = 0; i < MESSAGES && !closed && daemon.exited === null; i++) {
+        const request = rand() < 0.97 ? pick(codes) : Math.floor(rand() * 1000);
+        const flags = rand() < 0.8 ? Flags.VERSION : rand() < 0.9 ? Flags.VERSION | Flags.NEED_REPLY : Math.floor(rand() * 16);
+        const payload = Buffer.alloc(pick([0, 4, 8, 12, 16, 24, 40, 64, 128, 320, 4096]));
+        for (let j = 0; j < payload.length; j++) payload[j] = rand() < 0.6 ? 0 : Math.floor(rand() * 256);
+        // Small numbers where the daemon expects indices and counts.
+        if (payload.length >= 8 && rand() < 0.5) payload.writeBigUInt64LE(BigInt(Math.floor(rand() * 4)) | (rand() < 0.3 ? 0x100n : 0n), 0);
+        const fds: number[] = [];
+        for (let n = rand() < 0.6 ? 0 : Math.floor(rand() * 3); n > 0; n--) {
+          const kind = pick(['eventfd', 'memfd', 'socket', 'null'] as const);
+          if (kind === 'eventfd') fds.push(native.eventfdCreate());
+          else if (kind === 'memfd') fds.push(native.memfdCreate('fuzz', pick([4096, 1 << 20])));
+          else if (kind === 'socket') {
+            const [a, b] = native.socketPair();
+            native.close(b);
+            fds.push(a);
+          } else fds.push(fs.openSync('/dev/null', 'r'));
+        }
+        const size = rand() < 0.98 ? undefined : Math.floor(rand() * 8192);
+        try {
+          fe.sendRaw(request, flags, payload, fds, size);
+          sent++;
+        } catch {
+          closed = true; // the daemon went first
+        }
+        for (const fd of fds) native.close(fd);
+        await drain();
+      }
+      // Still there: a request that owes a reply gets one, or the connection closes.
+      if (!closed && daemon.exited === null) {
+        try {
+          fe.sendRaw(FrontendReq.GET_FEATURES, Flags.VERSION);
+          for (let t = 0; t < 50; t++) {
+            const m = await fe.recv(10000, 'the reply to GET_FEATURES');
+            if (m === null) {
+              closed = true;
+              break;
+            }
+            for (const fd of m.fds) native.close(fd);
+            if (m.request === FrontendReq.GET_FEATURES && m.flags & Flags.REPLY) break;
+          }
+        } catch (e) {
+          if (!/EPIPE|ECONNRESET|closed/.test(String(e))) throw new Error(`seed ${s}: no reply and no close: ${String(e)}\n${daemon.output().slice(-3000)}`);
+          closed = true;
+        }
+      }
+      if (closed) closedByDaemon++;
+      sentTotal += sent;
+      if (process.env.FUZZ_VERBOSE) process.stderr.write(`seed ${s}: ${sent} messages, ${closed ? 'closed by the daemon' : 'still open'}\n`);
+      fe.close();
+      const exit = await daemon.waitExit(10000);
+      assert.equal(exit.signal, null, `seed ${s}: ${daemon.describeExit()}`);
+      assert.doesNotMatch(daemon.output(), /uncaught|FATAL|Segmentation|Assertion|core dumped/i, `seed ${s}`);
+      daemon = null;
+      fs.rmSync(dir, { recursive: true, force: true });
+      dir = '';
+    }
+    // The garbage went deep: most messages were taken before a connection ended.
+    assert.ok(sentTotal > (CONNECTIONS * MESSAGES) / 3, `${sentTotal} messages sent in all; ${closedByDaemon} connections closed by the daemon`);
+  });
 });

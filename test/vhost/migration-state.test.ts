@@ -10,60 +10,27 @@
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../../src/native';
 import * as abi from '../../src/fuse/abi';
-import { bit, encodeDeviceStateFd, FrontendReq, ProtocolFeature, TransferDirection } from '../../src/vhost/messages';
+import { bit, ProtocolFeature, TransferDirection } from '../../src/vhost/messages';
 import { startDaemon, type Daemon } from '../frontend/daemons';
 import { defaultProtocolMask, type VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { checkState, readState, setStateFd, writeState } from '../support/device-state';
 
 const MASK = defaultProtocolMask() | bit(ProtocolFeature.DEVICE_STATE);
 const NEGOTIATE = { protocolMask: MASK };
 
-/** SET_DEVICE_STATE_FD with our end of a socket pair kept: the reply's u64 and our end. */
-async function setStateFd(fe: VhostUserFrontend, direction: number, phase = 0): Promise<{ reply: bigint; ours: number }> {
-  const [ours, theirs] = native.socketPair();
-  try {
-    const r = await fe.request(FrontendReq.SET_DEVICE_STATE_FD, encodeDeviceStateFd({ direction, phase }), { hasReply: true, fds: [theirs] });
-    return { reply: r!.readBigUInt64LE(0), ours };
-  } finally {
-    native.close(theirs);
-  }
-}
-
-async function checkState(fe: VhostUserFrontend): Promise<bigint> {
-  return (await fe.requestReply(FrontendReq.CHECK_DEVICE_STATE)).readBigUInt64LE(0);
-}
-
 /** The source's half: queues stopped, the state read to EOF, then checked. */
 async function save(fe: VhostUserFrontend): Promise<{ state: Buffer; check: bigint }> {
   await fe.stopQueues();
-  const { reply, ours } = await setStateFd(fe, TransferDirection.SAVE);
-  assert.equal(reply, 0x100n, 'accepted, on our descriptor');
-  const sock = new net.Socket({ fd: ours, readable: true, writable: false });
-  const parts: Buffer[] = [];
-  await new Promise<void>((resolve, reject) => {
-    sock.on('data', (b: Buffer) => parts.push(b));
-    sock.on('end', () => resolve());
-    sock.on('error', reject);
-  });
-  sock.destroy();
-  return { state: Buffer.concat(parts), check: await checkState(fe) };
+  return readState(fe);
 }
 
-/** The destination's half: the state written and our end closed, then checked. */
-async function load(fe: VhostUserFrontend, state: Buffer): Promise<bigint> {
-  const { reply, ours } = await setStateFd(fe, TransferDirection.LOAD);
-  assert.equal(reply, 0x100n);
-  const sock = new net.Socket({ fd: ours, readable: false, writable: true });
-  await new Promise<void>((resolve) => sock.end(state, () => resolve()));
-  sock.destroy();
-  return checkState(fe);
-}
+const load = writeState;
 
 interface Destination {
   daemon: Daemon;
