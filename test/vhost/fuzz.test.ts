@@ -69,9 +69,10 @@ describe('a guest sending random FUSE requests', function () {
     env = null;
   });
 
-  for (const [label, args, seed] of [
-    ['defaults', ['--cache=never'], 1],
-    ['cache always, writeback, an I/O pool, xattrs', ['--cache=always', '--writeback', '--thread-pool-size=4', '--xattr'], 2],
+  for (const [label, args, seed, queues] of [
+    ['defaults', ['--cache=never'], 1, 1],
+    ['cache always, writeback, an I/O pool, xattrs', ['--cache=always', '--writeback', '--thread-pool-size=4', '--xattr'], 2, 1],
+    ['two request queues, two lanes on each', ['--cache=never', '--thread-pool-size=2'], 3, 2],
   ] as const) {
     it(`gets a well-formed reply to each, never reaches outside the share, and serves on (${label})`, async () => {
       const s = Number(process.env.FUZZ_SEED ?? seed);
@@ -79,7 +80,7 @@ describe('a guest sending random FUSE requests', function () {
       const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
       const u64 = (): bigint => (BigInt(Math.floor(rand() * 2 ** 32)) << 32n) | BigInt(Math.floor(rand() * 2 ** 32));
 
-      env = await connectDaemon('vfs-fuzz-', [...args]);
+      env = await connectDaemon('vfs-fuzz-', [...args], {}, undefined, { requestQueues: queues });
       const { share, dir, fe, c } = env;
       // Beside the share, outside it: a canary, reachable from inside only through a symlink.
       const outside = path.join(dir, 'outside');
@@ -98,6 +99,58 @@ describe('a guest sending random FUSE requests', function () {
       for (const n of ['f', 'd', 'l', 'abs', 'fifo']) nodeids.push(ok(await c.lookup(1n, n), `LOOKUP ${n}`).nodeid);
       const fhs: bigint[] = [0n, ok(await c.open(nodeids[2], 2), 'OPEN f').fh, ok(await c.opendir(nodeids[3]), 'OPENDIR d').fh];
       const opcodes = Object.values(abi.Opcode).filter((v): v is number => typeof v === 'number' && v !== abi.Opcode.SETLKW);
+
+      // Well-formed requests on a small namespace, so that they meet: made, renamed, linked,
+      // opened, written and removed by one lane while another uses them.
+      const NAMES = ['a', 'b', 'c', 'sub', 'sub2', '..', 'a/b'];
+      const cname = (): Buffer => Buffer.from(`${pick(NAMES)}\0`);
+      const le = (bytes: number, fields: Array<[number, number | bigint, 4 | 8]>): Buffer => {
+        const b = Buffer.alloc(bytes);
+        for (const [at, v, w] of fields) {
+          if (w === 4) b.writeUInt32LE(Number(v) >>> 0, at);
+          else b.writeBigUInt64LE(BigInt(v), at);
+        }
+        return b;
+      };
+      const O = abi.Opcode;
+      const WELL_FORMED = [O.LOOKUP, O.UNLINK, O.RMDIR, O.MKDIR, O.MKNOD, O.CREATE, O.SYMLINK, O.LINK, O.RENAME, O.RENAME2, O.OPEN, O.OPENDIR, O.READ, O.READDIR, O.READDIRPLUS, O.WRITE, O.RELEASE, O.RELEASEDIR, O.FLUSH, O.FSYNC, O.FORGET, O.SETATTR];
+      const wellFormed = (opcode: number): Buffer | null => {
+        const fh = pick(fhs);
+        switch (opcode) {
+          case O.LOOKUP: case O.UNLINK: case O.RMDIR:
+            return cname();
+          case O.MKDIR:
+            return Buffer.concat([le(8, [[0, 0o755, 4], [4, 0o022, 4]]), cname()]);
+          case O.MKNOD:
+            return Buffer.concat([le(16, [[0, pick([0o100644, 0o10644, 0o140644]), 4]]), cname()]);
+          case O.CREATE:
+            return Buffer.concat([le(16, [[0, pick([0o2, 0o1, 0o101, 0o1102, 0o302]), 4], [4, 0o644, 4], [8, 0o022, 4]]), cname()]);
+          case O.SYMLINK:
+            return Buffer.concat([cname(), Buffer.from(`${pick(['a', '../outside/canary', '/etc/passwd', 'sub/a'])}\0`)]);
+          case O.LINK:
+            return Buffer.concat([le(8, [[0, pick(nodeids), 8]]), cname()]);
+          case O.RENAME:
+            return Buffer.concat([le(8, [[0, pick(nodeids), 8]]), cname(), cname()]);
+          case O.RENAME2:
+            return Buffer.concat([le(16, [[0, pick(nodeids), 8], [8, pick([0, 1, 2, 4]), 4]]), cname(), cname()]);
+          case O.OPEN: case O.OPENDIR:
+            return le(8, [[0, pick([0, 2, 0o1, 0o2002, 0o1002, 0o40000]), 4]]);
+          case O.READ: case O.READDIR: case O.READDIRPLUS:
+            return le(40, [[0, fh, 8], [8, pick([0, 1, 4096, 1 << 20]), 8], [16, pick([0, 100, 4096, 65536]), 4]]);
+          case O.WRITE: {
+            const n = pick([0, 1, 100, 4096]);
+            return Buffer.concat([le(40, [[0, fh, 8], [8, pick([0, 7, 4096]), 8], [16, n, 4]]), Buffer.alloc(n, 0x77)]);
+          }
+          case O.RELEASE: case O.RELEASEDIR: case O.FLUSH: case O.FSYNC:
+            return le(24, [[0, fh, 8]]);
+          case O.FORGET:
+            return le(8, [[0, pick([1, 2, 1000]), 8]]);
+          case O.SETATTR:
+            return le(88, [[0, pick([1, 8, 8 | 64, 16 | 32, 2 | 4]), 4], [8, fh, 8], [16, pick([0, 10, 5000]), 8], [68, pick([0o644, 0o4755, 0o000]), 4], [76, pick([0, 1000]), 4], [80, pick([0, 1000]), 4]]);
+          default:
+            return null;
+        }
+      };
 
       const body = (opcode: number): Buffer => {
         let b: Buffer;
@@ -119,31 +172,33 @@ describe('a guest sending random FUSE requests', function () {
       };
 
       const mem = fe.memory!;
-      const q = fe.queue(1);
       let sent = 0;
       let unique = 1n << 40n;
       const counts = { replies: 0, errors: 0, dropped: 0 };
-      const lane = async (): Promise<void> => {
+      const lane = async (k: number): Promise<void> => {
+        const q = fe.queue(1 + (k % queues));
         while (sent < REQUESTS) {
           sent++;
-          const opcode = rand() < 0.95 ? pick(opcodes) : Math.floor(rand() * 5000);
+          // Half the requests well-formed (with room for their reply), half chaos.
+          const structured = rand() < 0.5;
+          const opcode = structured ? pick(WELL_FORMED) : rand() < 0.95 ? pick(opcodes) : Math.floor(rand() * 5000);
           const nodeid = rand() < 0.9 ? pick(nodeids) : u64();
-          const args = body(opcode);
+          const args = (structured && wellFormed(opcode)) || body(opcode);
           const len = abi.IN_HEADER_SIZE + args.length;
           const rd = mem.alloc(len, 64);
           const u = ++unique;
           abi.encodeInHeader(rd.buf, 0, {
-            len: rand() < 0.95 ? len : Math.floor(rand() * 2 * len),
+            len: structured || rand() < 0.95 ? len : Math.floor(rand() * 2 * len),
             opcode,
             unique: u,
             nodeid,
-            uid: rand() < 0.8 ? 0 : Math.floor(rand() * 70000),
-            gid: rand() < 0.8 ? 0 : Math.floor(rand() * 70000),
+            uid: structured || rand() < 0.8 ? 0 : Math.floor(rand() * 70000),
+            gid: structured || rand() < 0.8 ? 0 : Math.floor(rand() * 70000),
             pid: 1,
-            totalExtlen: rand() < 0.95 ? 0 : Math.floor(rand() * 65536),
+            totalExtlen: structured || rand() < 0.95 ? 0 : Math.floor(rand() * 65536),
           });
           args.copy(rd.buf, abi.IN_HEADER_SIZE);
-          const cap = pick([0, 16, 64, 256, 4096, 65536]);
+          const cap = structured ? pick([4096, 65536]) : pick([0, 16, 64, 256, 4096, 65536]);
           const wr = cap ? mem.alloc(cap, 64) : null;
           const used = await q.submit([{ gpa: rd.gpa, len }], wr ? [{ gpa: wr.gpa, len: cap }] : [], {
             label: `seed ${s}: request ${sent}, ${abi.opcodeName(opcode)} on node ${nodeid}`,
@@ -169,7 +224,8 @@ describe('a guest sending random FUSE requests', function () {
           if (wr) mem.free(wr);
         }
       };
-      await Promise.all(Array.from({ length: LANES }, () => lane()));
+      await Promise.all(Array.from({ length: LANES }, (_, k) => lane(k)));
+      if (process.env.FUZZ_VERBOSE) process.stderr.write(`seed ${s}: ${JSON.stringify(counts)}, ${nodeids.length} node ids and ${fhs.length} handles handed out\n`);
       // Both kinds of answer happened: the run tried things that worked and things that did not.
       assert.ok(counts.replies > 100 && counts.errors > 1000, `seed ${s}: ${JSON.stringify(counts)}`);
 
