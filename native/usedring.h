@@ -16,6 +16,8 @@
 
 #include <atomic>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 namespace vfsn {
 
@@ -130,6 +132,17 @@ struct UsedRing {
     std::lock_guard<std::mutex> g(mu);
     if (closed || !RefreshLocked()) return false;
     PushLocked(head, len);
+    if (!PublishLocked()) return false;
+    NotifyLocked();
+    return callFd >= 0;
+  }
+
+  // Several (head, len) completions at once: pushed, then published and signalled once, as
+  // the driver's event index allows for the whole range.
+  bool CompleteMany(const std::vector<std::pair<uint32_t, uint32_t>>& done) {
+    std::lock_guard<std::mutex> g(mu);
+    if (closed || !RefreshLocked()) return false;
+    for (const auto& [head, len] : done) PushLocked(head, len);
     if (!PublishLocked()) return false;
     NotifyLocked();
     return callFd >= 0;
