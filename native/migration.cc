@@ -7,8 +7,10 @@
 //   - every POSIX lock the guest holds: node id, owner and ranges.
 // Inodes travel by path (--migration-mode find-paths, the Rust virtiofsd's default): the
 // source reads each inode's path from /proc/self/fd and checks that the path leads back to
-// the inode; the destination walks it one component at a time from the share, never
-// following a symlink or '..', so a stream cannot reach outside the share. With
+// the inode (during the precopy, on a thread of its own, MigrationPrep; at the switch-over
+// only the paths whose link changed since are walked again); the destination walks it one
+// component at a time, never following a symlink or '..', so a stream cannot reach outside
+// the share (from the inode's directory when that came first, else from the share). With
 // --migration-verify-handles the source adds each inode's file handle, and the destination
 // checks that the path led to that very inode. Or they travel as file handles (file-handles:
 // the same files on both sides, CAP_DAC_READ_SEARCH on the destination), which also carries
