@@ -170,8 +170,16 @@ describe(`@guest a QEMU ${combo.qemu} live migration between two virtiofsd-ts (L
           if (Date.now() > deadline) throw new Error(`migration still ${status}`);
           await new Promise((r) => setTimeout(r, 500));
         }
-        // The source QEMU has handed the guest over (postmigrate): it may go.
-        if (status === 'completed') await qmp.cmd('quit').catch(() => undefined);
+        // The source QEMU has sent everything (postmigrate). It goes once the destination has
+        // taken the device state, as libvirt ends a source only after the destination took
+        // over: until then the source daemon's descriptors keep alive the files the guest
+        // holds open after their last name went, which the destination opens by file handle.
+        if (status === 'completed') {
+          await until('the destination daemon to take the device state', deadline, () =>
+            dst.lines().some((l) => l.msg === 'device state loaded from migration' || /device state not transferred/.test(String(l.msg))),
+          );
+          await qmp.cmd('quit').catch(() => undefined);
+        }
       } finally {
         qmp.close();
       }
