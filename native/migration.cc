@@ -213,16 +213,8 @@ void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
   for (uint64_t id : ids) {
     if (p->stop.load(std::memory_order_relaxed)) return;
     InodeKey key;
-    int fd = -1;
-    {
-      InodeShard& sh = s->ShardOf(id);
-      std::lock_guard<std::mutex> g(sh.mu);
-      auto it = sh.byId.find(id);
-      if (it == sh.byId.end() || it->second.detached || it->second.fd < 0) continue;
-      it->second.pins++;
-      fd = it->second.fd;
-      key = it->second.key;
-    }
+    int fd = s->PinInode(id, nullptr, &key);
+    if (fd < 0) continue;  // forgotten since
     std::string rel;
     if (!PathBelowRoot(s, rootLink, fd, key, &rel)) p->paths[id] = std::move(rel);
     s->UnpinInode(id);
@@ -428,6 +420,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     uint64_t id, lookups;
     uint32_t type;
     std::string rel, handle, why;
+    size_t depth;  // '/'s in rel: parents go back before their children
   };
   struct Hd {
     uint64_t fh, nodeid;
@@ -448,6 +441,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     x.rel = r.Str(kMaxPath);
     x.handle = r.Str(kMaxHandle);
     x.why = r.Str(kMaxReason);
+    x.depth = static_cast<size_t>(std::count(x.rel.begin(), x.rel.end(), '/'));
     if (!x.handle.empty() &&
         (x.handle.size() < sizeof(file_handle) || reinterpret_cast<const file_handle*>(x.handle.data())->handle_bytes != x.handle.size() - sizeof(file_handle)))
       r.ok = false;
@@ -496,9 +490,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   // walk from the share. The same steps, without following a symlink or '..'.
   std::unordered_map<std::string, uint64_t> dirIds;
   if (!(flags & kByHandle))
-    std::stable_sort(ins.begin(), ins.end(), [](const In& a, const In& b) {
-      return std::count(a.rel.begin(), a.rel.end(), '/') < std::count(b.rel.begin(), b.rel.end(), '/');
-    });
+    std::stable_sort(ins.begin(), ins.end(), [](const In& a, const In& b) { return a.depth < b.depth; });
   auto walk = [&](const std::string& rel) -> int {
     size_t slash = rel.rfind('/');
     auto parent = slash == std::string::npos ? dirIds.end() : dirIds.find(rel.substr(0, slash));

@@ -256,7 +256,7 @@ struct FsState {
 
   // Returns the pinned fd of nodeid (and its type), or -EBADF (-ESTALE for a parked inode
   // whose file is gone). A parked inode's descriptor is opened for as long as it is pinned.
-  int PinInode(uint64_t nodeid, uint32_t* type = nullptr) {
+  int PinInode(uint64_t nodeid, uint32_t* type = nullptr, InodeKey* key = nullptr) {
     InodeShard& sh = ShardOf(nodeid);
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.byId.find(nodeid);
@@ -270,6 +270,7 @@ struct FsState {
     }
     it->second.pins++;
     if (type) *type = it->second.type;
+    if (key) *key = it->second.key;
     return it->second.fd;
   }
   void UnpinInode(uint64_t nodeid) {
