@@ -113,17 +113,34 @@ interface Subject {
   work: string;
 }
 
-async function setUp(config: Config, index: number): Promise<Subject> {
+/**
+ * The two 64 MiB files the READ and WRITE rows use ('big' is read, 'out' written), made once
+ * and hard-linked into every daemon's share: every daemon reads and writes the same inode and
+ * so the same page-cache pages. With a file of its own each, a daemon's rows measured its
+ * file as much as the daemon. Two files made one after the other the same way are not alike
+ * to the kernel: with plain pwrite of 1 MiB into each in turns (no daemon), the one made
+ * first took 10-12% fewer writes per second, in every round, whichever name it had (the page
+ * cache had given it smaller folios: twice the page-cache lookups per write under perf). The
+ * first daemon set up, ours, had always got those files.
+ */
+function makeRowFiles(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-bench-files-'));
+  const fd = fs.openSync(path.join(dir, 'big'), 'w');
+  const chunk = Buffer.alloc(MiB);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31) & 0xff;
+  for (let off = 0; off < FILE_SIZE; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off);
+  fs.closeSync(fd);
+  fs.writeFileSync(path.join(dir, 'out'), Buffer.alloc(FILE_SIZE));
+  return dir;
+}
+
+async function setUp(config: Config, rowFiles: string): Promise<Subject> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-bench-'));
   const share = path.join(work, 'share');
   fs.mkdirSync(path.join(share, 'dir'), { recursive: true });
-  const fd = fs.openSync(path.join(share, 'big'), 'w');
-  const chunk = Buffer.alloc(MiB);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 31 + index) & 0xff;
-  for (let off = 0; off < FILE_SIZE; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off);
-  fs.closeSync(fd);
-  fs.writeFileSync(path.join(share, 'out'), Buffer.alloc(FILE_SIZE));
-  fs.writeFileSync(path.join(share, 'small'), chunk.subarray(0, 4 * KiB));
+  // Same file system (both under the temporary directory), so a link and not a copy.
+  for (const name of ['big', 'out']) fs.linkSync(path.join(rowFiles, name), path.join(share, name));
+  fs.writeFileSync(path.join(share, 'small'), Buffer.alloc(4 * KiB, 'x'));
   fs.mkdirSync(path.join(share, 'list'));
   for (let i = 0; i < LIST_ENTRIES; i++) fs.writeFileSync(path.join(share, 'list', `entry-${i}.txt`), 'x');
   const daemon = startDaemon(config.kind, { sharedDir: share, socketPath: path.join(work, 'vfs.sock'), replaceDefaultArgs: config.kind === 'ts' ? [...config.args, ...TS_ARGS] : config.args });
@@ -420,7 +437,8 @@ async function main(): Promise<void> {
   const subjects: Subject[] = [];
   // --daemons also sets the order in which the daemons take their turns.
   const configs = DAEMONS ? DAEMONS.map((l) => CONFIGS.find((c) => c.label === l) ?? fail(`no daemon configuration "${l}"`)) : CONFIGS;
-  for (const [i, c] of configs.entries()) subjects.push(await setUp(c, i));
+  const rowFiles = makeRowFiles();
+  for (const c of configs) subjects.push(await setUp(c, rowFiles));
   const samples = new Map<string, RoundSample[]>();
   const key = (r: Row, s: Subject): string => `${r.label}|${s.config.label}`;
   for (let round = 1; round <= ROUNDS; round++) {
@@ -435,6 +453,7 @@ async function main(): Promise<void> {
   }
   const rss = new Map(subjects.map((s) => [s.config.label, memoryMiB(s.pid)]));
   for (const s of subjects) await tearDown(s);
+  fs.rmSync(rowFiles, { recursive: true, force: true });
 
   const med = (r: Row, label: string, f: (x: Sample) => number): number => medianOf(samples.get(`${r.label}|${label}`), f);
   const cpu = os.cpus();
@@ -444,7 +463,7 @@ async function main(): Promise<void> {
   lines.push(
     `${new Date().toISOString().slice(0, 10)}, ${cpu.length} vCPUs (${cpu[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}; ` +
       `each daemon through our vhost-user front end (eventfd notifications), ${SECONDS} s per row and daemon after 0.2 s of warm-up, ` +
-      `median of ${ROUNDS} rounds, daemons taking turns (ours / Rust: the median of the rounds' ratios); a 64 MiB file, read through on the host before each READ and WRITE row so that it starts wholly page-cached (the host had evicted ${(evicted / MiB).toFixed(0)} MiB of these files between rows over the run); --cache=never (C: cache=none).`,
+      `median of ${ROUNDS} rounds, daemons taking turns (ours / Rust: the median of the rounds' ratios); one 64 MiB file to read and one to write, the same two for every daemon (hard links), read through on the host before each READ and WRITE row so that they start wholly page-cached (the host had evicted ${(evicted / MiB).toFixed(0)} MiB of these files between rows over the run); --cache=never (C: cache=none).`,
   );
   lines.push('');
   lines.push('| row | daemon | ops/s | MB/s | µs/op (mean latency) | daemon CPU µs/op | front end CPU µs/op | kicks/op | wake-ups/op | ours / Rust (same threads) |');
