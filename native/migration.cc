@@ -366,6 +366,14 @@ Napi::Value StateMigrationPrepare(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// stateMigrationUnprepare(id) -> paths dropped: dirty logging went off before any save (the
+// migration was cancelled): the preparation's thread stops and the paths it found, a few MB
+// for 100k inodes, are freed now rather than at the next save or session.
+Napi::Value StateMigrationUnprepare(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  return Napi::Number::New(info.Env(), static_cast<double>(TakeMigrationPrep(s).size()));
+}
+
 // stateResume(id) -> [{nodeid, reason}]: the source goes on after a save (the migration
 // failed): the locks the save let go of are taken again; those another took meanwhile are
 // listed.
@@ -602,6 +610,7 @@ std::unordered_map<uint64_t, std::string> TakeMigrationPrep(FsState* s) {
 
 void InitMigration(Napi::Env env, Napi::Object exports) {
   exports.Set("stateMigrationPrepare", Napi::Function::New(env, StateMigrationPrepare, "stateMigrationPrepare"));
+  exports.Set("stateMigrationUnprepare", Napi::Function::New(env, StateMigrationUnprepare, "stateMigrationUnprepare"));
   exports.Set("stateSave", Napi::Function::New(env, StateSave, "stateSave"));
   exports.Set("stateLoad", Napi::Function::New(env, StateLoad, "stateLoad"));
   exports.Set("stateResume", Napi::Function::New(env, StateResume, "stateResume"));

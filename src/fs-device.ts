@@ -15,7 +15,7 @@ import { cachePolicy } from './cache/policy';
 import { opcodeName } from './fuse/abi';
 import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
-import { loadState, prepareState, resumeState, saveState, type MigrationOptions } from './fuse/passthrough/migration';
+import { loadState, prepareState, resumeState, saveState, unprepareState, type MigrationOptions } from './fuse/passthrough/migration';
 import type { DeviceSpec } from './vhost/backend';
 import { LocalQueueHost, WorkerQueueHost, type HandlerSpec, type QueueHost } from './vhost/queue-host';
 import type { ChainHandler } from './vhost/queue-runner';
@@ -89,6 +89,7 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     // The shared native state is the whole device state: the queue threads keep none.
     migration: {
       prepare: () => prepareState(options.passthrough.stateId, options.migration),
+      unprepare: () => unprepareState(options.passthrough.stateId, log),
       save: () => saveState(options.passthrough.stateId, options.migration, log),
       load: (state: Buffer) => loadState(options.passthrough.stateId, state, options.migration, log),
       resume: () => resumeState(options.passthrough.stateId, log),

@@ -256,6 +256,8 @@ export interface NativeAddon {
   stateSave(id: number, byHandle: boolean, attachHandles: boolean): { data: Buffer; inodes: number; handles: number; locks: number; prepared: number; lost: LostInode[] };
   /** A migration's precopy began: a thread finds and checks every inode's path now, for the save to reuse (prepared). */
   stateMigrationPrepare(id: number): void;
+  /** The migration was cancelled before its save: the preparation stops and what it found is dropped; returns the paths dropped. */
+  stateMigrationUnprepare(id: number): number;
   /** Puts back what stateSave wrote into a state holding only its root; throws on a malformed stream. */
   stateLoad(id: number, data: Buffer): { inodes: number; handles: number; locks: number; lost: LostInode[] };
   /** The source goes on after a save: the locks the save let go of are taken again; those that cannot be are returned. */

@@ -47,9 +47,10 @@ export interface DeviceSpec {
    * may let go of what the destination must take (host locks): resume() takes it back when
    * the device starts again after a save instead (the migration failed, the source goes on).
    * prepare() is called when dirty logging goes on (a precopy begins, the guest still runs),
-   * for work the save can then skip.
+   * for work the save can then skip; unprepare() when it goes off again before any save (the
+   * migration was cancelled), to drop that work.
    */
-  migration?: { prepare(): void; save(): Buffer; load(state: Buffer): void; resume(): void };
+  migration?: { prepare(): void; unprepare(): void; save(): Buffer; load(state: Buffer): void; resume(): void };
 }
 
 /** The most device state we take in from a front end (bytes). */
@@ -225,7 +226,10 @@ export class VhostUserBackend {
           native.dirtyLogEnable(this.memTableId, logAll);
           this.log.info(logAll ? 'dirty-page logging on (migration started)' : 'dirty-page logging off');
           // Only a front end that may ask for the device state will (DEVICE_STATE negotiated).
-          if (logAll && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.prepare();
+          if (hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) {
+            if (logAll) this.device.migration?.prepare();
+            else this.device.migration?.unprepare();
+          }
         }
         this.ackedFeatures = f;
         // Without PROTOCOL_FEATURES, rings are enabled as soon as they start.

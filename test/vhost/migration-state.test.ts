@@ -202,6 +202,31 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     });
   }
 
+  it('a precopy cancelled (dirty logging off before any save) drops the paths it found; the next save walks them itself', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(share, f), `file ${f}`);
+    for (const f of ['a', 'b', 'c']) ok(await c.lookup(1n, f), `LOOKUP ${f}`);
+    const logBytes = (64 << 20) / 4096 / 8;
+    const logFd = native.memfdCreate('dirty-log', logBytes);
+    try {
+      await src.fe.setLogBase(logFd, logBytes);
+      await src.fe.setFeatures(src.fe.ackedFeatures | (1n << 26n), true);
+      await logged(src.daemon, (l) => l.msg === 'dirty-page logging on (migration started)');
+      await new Promise((r) => setTimeout(r, 1000));
+      // QEMU cancels the migration: logging goes off, the guest goes on.
+      await src.fe.setFeatures(src.fe.ackedFeatures & ~(1n << 26n), true);
+      await logged(src.daemon, (l) => l.msg === 'migration cancelled: the paths found during its precopy are dropped' && l.paths === 3);
+      const { state, check } = await save(src.fe);
+      assert.equal(check, 0n);
+      await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 3 && l.pathsFromPrecopy === 0);
+      dst = await destination(share);
+      assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
+    } finally {
+      native.close(logFd);
+    }
+  });
+
   it('a file removed while the guest holds it open: the destination refuses it (abort, the default); the source serves on', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;

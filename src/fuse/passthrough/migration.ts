@@ -46,6 +46,12 @@ export function prepareState(stateId: number, o: MigrationOptions): void {
   if (o.mode === 'find-paths' && !o.confirmPaths) native.stateMigrationPrepare(stateId);
 }
 
+/** Dirty logging went off before any save (the migration was cancelled): what the precopy found is dropped. */
+export function unprepareState(stateId: number, log: Logger): void {
+  const dropped = native.stateMigrationUnprepare(stateId);
+  if (dropped > 0) log.info({ paths: dropped }, 'migration cancelled: the paths found during its precopy are dropped');
+}
+
 /** The source's half: the state to send (what it could not describe included, for the destination to judge). */
 export function saveState(stateId: number, o: MigrationOptions, log: Logger): Buffer {
   const r = native.stateSave(stateId, o.mode === 'file-handles', o.verifyHandles);
