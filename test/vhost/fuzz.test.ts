@@ -28,21 +28,10 @@ import { startDaemon, type Daemon } from '../frontend/daemons';
 import type { VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { rng } from '../support/random';
 
 const REQUESTS = 5000;
 const LANES = 4;
-
-/** mulberry32: a small seeded generator, so that a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOSTILE_NAMES = ['..', '.', 'a/b', '', 'x'.repeat(300), '../outside', 'f', 'd', 'l', 'fifo', 'new', 'd/f', '/etc/passwd', 'outside', '\u00ff\u00fe', 'canary'];
 
