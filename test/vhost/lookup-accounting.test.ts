@@ -37,6 +37,7 @@ describe('lookup counts and handles after random namespace operations', function
   for (const [label, args, seed, queues] of [
     ['one queue', ['--cache=never'], 21, 1],
     ['two request queues, an I/O pool', ['--cache=never', '--thread-pool-size=2'], 22, 2],
+    ['cache always, writeback, xattrs', ['--cache=always', '--writeback', '--xattr'], 23, 1],
   ] as const) {
     it(`the daemon holds no descriptor more once the guest forgot and released all it was given (${label})`, async () => {
       const s = Number(process.env.ACCOUNTING_SEED ?? seed);
