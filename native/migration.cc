@@ -7,10 +7,11 @@
 //   - every POSIX lock the guest holds: node id, owner and ranges.
 // Inodes travel by path (--migration-mode find-paths, the Rust virtiofsd's default): the
 // source reads each inode's path from /proc/self/fd and checks that the path leads back to
-// the inode (during the precopy, on a thread of its own, MigrationPrep; at the switch-over
-// only the paths whose link changed since are walked again); the destination walks it one
-// component at a time, never following a symlink or '..', so a stream cannot reach outside
-// the share (from the inode's directory when that came first, else from the share). With
+// the inode (during the precopy, on a thread of its own, MigrationPrep; at the switch-over,
+// on up to one thread per core, DescribeAll, only the paths whose link changed since are
+// walked again); the destination walks it one component at a time, never following a
+// symlink or '..', so a stream cannot reach outside the share (from the inode's directory
+// when that came first, else from the share). With
 // --migration-verify-handles the source adds each inode's file handle, and the destination
 // checks that the path led to that very inode. Or they travel as file handles (file-handles:
 // the same files on both sides, CAP_DAC_READ_SEARCH on the destination), which also carries
@@ -31,6 +32,7 @@
 // type (F_RDLCK, F_WRLCK).
 #include "state.h"
 
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -221,6 +223,59 @@ void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
   }
 }
 
+// One inode of a save: what the shard held, then what DescribeInode found.
+struct SavedInode {
+  uint64_t id = 0, lookups = 0;
+  uint32_t type = 0;
+  const std::string* checked = nullptr;  // its path as the precopy found and checked it
+  std::string rel, handle, why;          // handle: a parked inode's, from the start
+  bool prepared = false;                 // the precopy's path served
+};
+
+// Fills in e's path below the share (or file handle), or why it has none. The inode is
+// pinned meanwhile (a parked one opened by its handle).
+void DescribeInode(FsState* s, const std::string& rootLink, bool byHandle, bool attachHandles, SavedInode& e) {
+  InodeKey key;
+  int fd = s->PinInode(e.id, nullptr, &key);
+  if (fd < 0) {
+    e.why = "its file is gone";
+    return;
+  }
+  if (byHandle) {
+    if (e.handle.empty()) e.handle = HandleOf(fd);
+    if (e.handle.empty()) e.why = std::string("it has no file handle: ") + strerror(errno);
+  } else {
+    const char* w = PathBelowRoot(s, rootLink, fd, key, &e.rel, e.checked);
+    e.prepared = !w && e.checked && *e.checked == e.rel;
+    if (w) e.why = w;
+    else if (e.rel.size() > kMaxPath) e.why = "its path is too long";
+    if (e.why.empty() && attachHandles) {
+      e.handle = HandleOf(fd);
+      if (e.handle.empty()) e.why = std::string("it has no file handle: ") + strerror(errno);
+    }
+  }
+  s->UnpinInode(e.id);
+}
+
+// Describes every inode of list on as many threads as the daemon may run on (at most 8, one
+// per 512 inodes): each is a few system calls, which on a host with many cores no longer
+// add up one after the other in the guest's downtime.
+void DescribeAll(FsState* s, const std::string& rootLink, bool byHandle, bool attachHandles, std::vector<SavedInode>& list) {
+  cpu_set_t cpus;
+  unsigned cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? static_cast<unsigned>(CPU_COUNT(&cpus)) : 1;
+  unsigned threads = std::min<unsigned>({std::max(cores, 1u), 8u, static_cast<unsigned>(list.size() / 512 + 1)});
+  constexpr size_t kBatch = 64;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t at; (at = next.fetch_add(kBatch)) < list.size();)
+      for (size_t i = at; i < std::min(at + kBatch, list.size()); i++) DescribeInode(s, rootLink, byHandle, attachHandles, list[i]);
+  };
+  std::vector<std::thread> helpers;
+  for (unsigned i = 1; i < threads; i++) helpers.emplace_back(work);
+  work();
+  for (std::thread& t : helpers) t.join();
+}
+
 Napi::Object Lost(Napi::Env env, uint64_t id, std::string what) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("nodeid", Napi::Number::New(env, static_cast<double>(id)));
@@ -242,48 +297,43 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   std::unordered_map<uint64_t, std::string> checked = TakeMigrationPrep(s);
   std::string rootLink;
   if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
-  Writer inodes, handles;
-  uint32_t nInodes = 0, nHandles = 0, described = 0, prepared = 0;
-  Napi::Array lost = Napi::Array::New(env);
+  // Each inode's path (or file handle) costs a few system calls, in the guest's downtime: the
+  // inodes are listed first, then described on several threads (DescribeAll).
+  std::vector<SavedInode> list;
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [id, n] : sh.byId) {
       if (id == kRootId || n.detached) continue;
-      int fd = n.fd;
-      if (fd < 0 && n.parked) fd = s->Unpark(*n.parked);
-      std::string rel, handle, why;
-      if (fd < 0) {
-        why = "its file is gone";
-      } else if (byHandle) {
-        handle = n.parked ? std::string(n.parked->bytes.begin(), n.parked->bytes.end()) : HandleOf(fd);
-        if (handle.empty()) why = std::string("it has no file handle: ") + strerror(errno);
-      } else {
-        auto c = checked.find(id);
-        const char* w = PathBelowRoot(s, rootLink, fd, n.key, &rel, c == checked.end() ? nullptr : &c->second);
-        if (!w && c != checked.end() && c->second == rel) prepared++;
-        if (w) why = w;
-        else if (rel.size() > kMaxPath) why = "its path is too long";
-        if (why.empty() && attachHandles) {
-          handle = HandleOf(fd);
-          if (handle.empty()) why = std::string("it has no file handle: ") + strerror(errno);
-        }
-      }
-      if (fd >= 0 && fd != n.fd) close(fd);
-      if (!why.empty()) {
-        rel.clear();
-        handle.clear();
-        lost.Set(lost.Length(), Lost(env, id, why));
-      } else {
-        described++;
-      }
-      inodes.U64(id);
-      inodes.U64(n.lookups);
-      inodes.U32(n.type);
-      inodes.Str(rel);
-      inodes.Str(handle);
-      inodes.Str(why);
-      nInodes++;
+      SavedInode e;
+      e.id = id;
+      e.lookups = n.lookups;
+      e.type = n.type;
+      if (byHandle && n.parked) e.handle.assign(n.parked->bytes.begin(), n.parked->bytes.end());
+      auto c = checked.find(id);
+      if (c != checked.end()) e.checked = &c->second;
+      list.push_back(std::move(e));
     }
+  }
+  DescribeAll(s, rootLink, byHandle, attachHandles, list);
+  Writer inodes, handles;
+  uint32_t nInodes = 0, nHandles = 0, described = 0, prepared = 0;
+  Napi::Array lost = Napi::Array::New(env);
+  for (SavedInode& e : list) {
+    if (!e.why.empty()) {
+      e.rel.clear();
+      e.handle.clear();
+      lost.Set(lost.Length(), Lost(env, e.id, e.why));
+    } else {
+      described++;
+      if (e.prepared) prepared++;
+    }
+    inodes.U64(e.id);
+    inodes.U64(e.lookups);
+    inodes.U32(e.type);
+    inodes.Str(e.rel);
+    inodes.Str(e.handle);
+    inodes.Str(e.why);
+    nInodes++;
   }
   for (HandleShard& sh : s->handles) {
     std::lock_guard<std::mutex> g(sh.mu);

@@ -72,6 +72,21 @@ async function logged(d: Daemon, pred: (l: Record<string, unknown>) => boolean):
   }
 }
 
+/** QEMU's precopy begins: a dirty log, then logging on, while the guest runs on. Returns the log's descriptor. */
+async function startPrecopy(fe: VhostUserFrontend, d: Daemon): Promise<number> {
+  const logBytes = (64 << 20) / 4096 / 8;
+  const logFd = native.memfdCreate('dirty-log', logBytes);
+  try {
+    await fe.setLogBase(logFd, logBytes);
+    await fe.setFeatures(fe.ackedFeatures | (1n << 26n), true);
+    await logged(d, (l) => l.msg === 'dirty-page logging on (migration started)');
+  } catch (e) {
+    native.close(logFd);
+    throw e;
+  }
+  return logFd;
+}
+
 /** The names a READDIR reply lists. */
 function names(body: Buffer): string[] {
   const out: string[] = [];
@@ -169,13 +184,8 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       const d = ok(await c.lookup(1n, 'd'), 'LOOKUP d').nodeid;
       const ids = new Map<string, bigint>();
       for (const f of ['a', 'b', 'c']) ids.set(f, ok(await c.lookup(d, f), `LOOKUP ${f}`).nodeid);
-      // QEMU's precopy: a dirty log, then logging on; the guest runs on meanwhile.
-      const logBytes = (64 << 20) / 4096 / 8;
-      const logFd = native.memfdCreate('dirty-log', logBytes);
+      const logFd = await startPrecopy(src.fe, src.daemon);
       try {
-        await src.fe.setLogBase(logFd, logBytes);
-        await src.fe.setFeatures(src.fe.ackedFeatures | (1n << 26n), true);
-        await logged(src.daemon, (l) => l.msg === 'dirty-page logging on (migration started)');
         // The preparation's thread has 4 inodes to look at.
         await new Promise((r) => setTimeout(r, 1000));
         // On the host, before the switch-over: a renamed; b renamed and another file made under its name.
@@ -207,12 +217,8 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     const { c, share } = src;
     for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(share, f), `file ${f}`);
     for (const f of ['a', 'b', 'c']) ok(await c.lookup(1n, f), `LOOKUP ${f}`);
-    const logBytes = (64 << 20) / 4096 / 8;
-    const logFd = native.memfdCreate('dirty-log', logBytes);
+    const logFd = await startPrecopy(src.fe, src.daemon);
     try {
-      await src.fe.setLogBase(logFd, logBytes);
-      await src.fe.setFeatures(src.fe.ackedFeatures | (1n << 26n), true);
-      await logged(src.daemon, (l) => l.msg === 'dirty-page logging on (migration started)');
       await new Promise((r) => setTimeout(r, 1000));
       // QEMU cancels the migration: logging goes off, the guest goes on.
       await src.fe.setFeatures(src.fe.ackedFeatures & ~(1n << 26n), true);

@@ -54,11 +54,13 @@ export function unprepareState(stateId: number, log: Logger): void {
 
 /** The source's half: the state to send (what it could not describe included, for the destination to judge). */
 export function saveState(stateId: number, o: MigrationOptions, log: Logger): Buffer {
+  const started = process.hrtime.bigint();
   const r = native.stateSave(stateId, o.mode === 'file-handles', o.verifyHandles);
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (r.lost.length > 0) {
     log.warn({ lost: r.lost.length }, `${r.lost.length} inodes cannot be described for the destination, whose --migration-on-error decides: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, pathsFromPrecopy: r.prepared, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode }, 'device state saved for migration');
+  log.info({ inodes: r.inodes, pathsFromPrecopy: r.prepared, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode, ms: Math.round(ms * 10) / 10 }, 'device state saved for migration');
   return r.data;
 }
 
