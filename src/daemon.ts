@@ -137,7 +137,10 @@ export async function runDaemon(
   backend.start();
   await backend.finished;
   const [asHandles, fdsOpen, everAsHandles] = native.stateInodeFds(stateId);
-  log.info({ inodesAsFileHandles: asHandles, inodeFdsOpen: fdsOpen, inodesEverAsFileHandles: everAsHandles }, 'inode table at exit');
+  // What the guest still held when it went (the root inode counts): a guest that dropped its
+  // caches and closed its files before going leaves 1 and 0.
+  const [inodes, handles] = native.stateCounts(stateId);
+  log.info({ inodes, handles, inodesAsFileHandles: asHandles, inodeFdsOpen: fdsOpen, inodesEverAsFileHandles: everAsHandles }, 'inode table at exit');
   native.stateDestroy(stateId);
   return 0;
 }

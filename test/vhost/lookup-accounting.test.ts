@@ -8,7 +8,8 @@
  * each open handle. Then it forgets every node id by the count it holds and releases every
  * handle, as a guest does when it drops its caches and closes its files, and the daemon must
  * hold as many descriptors as before the run (each inode the guest holds keeps one, each
- * handle one), and still serve.
+ * handle one, except inodes kept as file handles), still serve, and report at exit that it
+ * holds the root inode and no handle.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -38,6 +39,7 @@ describe('lookup counts and handles after random namespace operations', function
     ['one queue', ['--cache=never'], 21, 1],
     ['two request queues, an I/O pool', ['--cache=never', '--thread-pool-size=2'], 22, 2],
     ['cache always, writeback, xattrs', ['--cache=always', '--writeback', '--xattr'], 23, 1],
+    ['inodes kept as file handles', ['--cache=never', '--inode-file-handles=mandatory'], 24, 1],
   ] as const) {
     it(`the daemon holds no descriptor more once the guest forgot and released all it was given (${label})`, async () => {
       const s = Number(process.env.ACCOUNTING_SEED ?? seed);
@@ -173,11 +175,18 @@ describe('lookup counts and handles after random namespace operations', function
       for (const [fh, dir] of handles) ok(await c.release(fh, { opcode: dir ? abi.Opcode.RELEASEDIR : abi.Opcode.RELEASE }), 'RELEASE at the end');
       const all = [...lookups].map(([nodeid, nlookup]) => ({ nodeid, nlookup }));
       for (let i = 0; i < all.length; i += 64) await c.batchForget(all.slice(i, i + 64));
+      // It serves on: the names the run left behind are all there to look up (and forgotten).
+      const again: Array<{ nodeid: bigint; nlookup: number }> = [];
+      for (const n of fs.readdirSync(share)) again.push({ nodeid: ok(await c.lookup(1n, n), `LOOKUP ${n} after the run`).nodeid, nlookup: 1 });
+      await c.batchForget(again);
       await settled(daemon.proc.pid!);
       assert.equal(fdCount(daemon.proc.pid!), before, `seed ${s}: descriptors left after ${all.length} node ids were forgotten and ${handles.size} handles released`);
 
-      // And it serves on: the names the run left behind are all there to look up.
-      for (const n of fs.readdirSync(share)) ok(await c.lookup(1n, n), `LOOKUP ${n} after the run`);
+      // And its own books agree: at exit it holds the root inode and no handle.
+      fe.close();
+      await daemon.stop();
+      const exit = daemon.logLine<{ inodes: number; handles: number }>('inode table at exit');
+      assert.deepEqual([exit.inodes, exit.handles], [1, 0], `seed ${s}: inodes and handles held at exit`);
     });
   }
 });
