@@ -29,6 +29,7 @@ import type { VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 import { rng } from '../support/random';
+import { leStruct as le } from '../support/structs';
 
 const REQUESTS = 5000;
 const LANES = 4;
@@ -93,14 +94,6 @@ describe('a guest sending random FUSE requests', function () {
       // opened, written and removed by one lane while another uses them.
       const NAMES = ['a', 'b', 'c', 'sub', 'sub2', '..', 'a/b'];
       const cname = (): Buffer => Buffer.from(`${pick(NAMES)}\0`);
-      const le = (bytes: number, fields: Array<[number, number | bigint, 4 | 8]>): Buffer => {
-        const b = Buffer.alloc(bytes);
-        for (const [at, v, w] of fields) {
-          if (w === 4) b.writeUInt32LE(Number(v) >>> 0, at);
-          else b.writeBigUInt64LE(BigInt(v), at);
-        }
-        return b;
-      };
       const O = abi.Opcode;
       const WELL_FORMED = [O.LOOKUP, O.UNLINK, O.RMDIR, O.MKDIR, O.MKNOD, O.CREATE, O.SYMLINK, O.LINK, O.RENAME, O.RENAME2, O.OPEN, O.OPENDIR, O.READ, O.READDIR, O.READDIRPLUS, O.WRITE, O.RELEASE, O.RELEASEDIR, O.FLUSH, O.FSYNC, O.FORGET, O.SETATTR];
       const wellFormed = (opcode: number): Buffer | null => {

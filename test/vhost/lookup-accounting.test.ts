@@ -18,6 +18,7 @@ import * as abi from '../../src/fuse/abi';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 import { rng } from '../support/random';
+import { leStruct as le } from '../support/structs';
 
 const OPERATIONS = 3000;
 const LANES = 4;
@@ -62,7 +63,7 @@ describe('lookup counts and handles after random namespace operations', function
         const dfh = ok(await cl.open(1n, 0, abi.Opcode.OPENDIR), 'OPENDIR /').fh;
         const listing = await cl.request(abi.Opcode.READDIRPLUS, 1n, le(40, [[0, dfh, 8], [16, 4096, 4]]), 4096);
         assert.equal(listing.error, 0, 'READDIRPLUS /');
-        const given = countDirentplus(listing.body);
+        const given = direntplusEntries(listing.body).map(([nodeid]) => nodeid);
         ok(await cl.release(dfh, { nodeid: 1n, opcode: abi.Opcode.RELEASEDIR }), 'RELEASEDIR /');
         await c.batchForget([{ nodeid: e.nodeid, nlookup: 1 }, ...given.map((nodeid) => ({ nodeid, nlookup: 1 }))]);
       }
@@ -201,20 +202,6 @@ function direntplusEntries(body: Buffer): Array<[bigint, number]> {
     at += abi.direntplusSize(d.dirent.name.length);
   }
   return out;
-}
-
-function countDirentplus(body: Buffer): bigint[] {
-  return direntplusEntries(body).map(([n]) => n);
-}
-
-/** A little-endian structure of `bytes` bytes with fields at offsets. */
-function le(bytes: number, fields: Array<[number, number | bigint, 4 | 8]>): Buffer {
-  const b = Buffer.alloc(bytes);
-  for (const [at, v, w] of fields) {
-    if (w === 4) b.writeUInt32LE(Number(v) >>> 0, at);
-    else b.writeBigUInt64LE(BigInt(v), at);
-  }
-  return b;
 }
 
 /** Waits until the daemon's descriptor count stops moving (FORGETs have no reply). */
