@@ -83,6 +83,14 @@ function makeShare(dir: string): string {
   return share;
 }
 
+/** Our daemon's own account of its save: its log line's figures, or why there is none. */
+function saveLine(d: Daemon): string {
+  const line = d.output().split('\n').find((l) => l.includes('"device state saved for migration"'));
+  if (!line) return 'no "device state saved for migration" line in its log';
+  const { ms, pathsFromPrecopy, pathsInUnchangedDirs, unchangedDirs } = JSON.parse(line) as Record<string, unknown>;
+  return `native save ${String(ms)} ms; paths from the precopy ${String(pathsFromPrecopy)}, of which ${String(pathsInUnchangedDirs)} in unchanged directories (${String(unchangedDirs)})`;
+}
+
 async function connect(kind: DaemonKind, args: string[], share: string, work: string, name: string): Promise<{ daemon: Daemon; fe: VhostUserFrontend; c: FuseClient }> {
   const daemon = startDaemon(kind, { sharedDir: share, socketPath: path.join(work, `${name}.sock`), replaceDefaultArgs: args });
   const fe = await daemon.connect();
@@ -128,6 +136,7 @@ async function oneRun(cfg: Config, share: string, work: string, round: number): 
     const t0 = process.hrtime.bigint();
     const state = await save(src.fe);
     const saveMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (cfg.kind === 'ts') process.stderr.write(`  virtiofsd-ts: ${saveLine(src.daemon)}\n`);
 
     dst = await connect(cfg.kind, cfg.args, share, work, `dst-${round}`);
     await dst.fe.stopQueues();

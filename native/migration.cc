@@ -9,7 +9,8 @@
 // source reads each inode's path from /proc/self/fd and checks that the path leads back to
 // the inode (during the precopy, on a thread of its own, MigrationPrep; at the switch-over,
 // on up to one thread per core, DescribeAll, only the paths whose link changed since are
-// walked again); the destination walks it one component at a time, never following a
+// walked again, and no link is read for an inode whose directories kept the timestamps the
+// precopy took before it checked the paths, UnchangedDirs); the destination walks it one component at a time, never following a
 // symlink or '..', so a stream cannot reach outside the share (from the inode's directory
 // when that came first, else from the share). With
 // --migration-verify-handles the source adds each inode's file handle, and the destination
@@ -32,13 +33,17 @@
 // type (F_RDLCK, F_WRLCK).
 #include "state.h"
 
+#include <linux/magic.h>
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 namespace vfsn {
 namespace {
@@ -49,6 +54,10 @@ constexpr uint32_t kByHandle = 1;  // stream flag: inodes are opened by file han
 constexpr size_t kMaxPath = 4096;
 constexpr size_t kMaxHandle = sizeof(file_handle) + MAX_HANDLE_SZ;
 constexpr size_t kMaxReason = 256;
+// Bytes of the stream's head, and of an inode and a handle besides their strings.
+constexpr size_t kHeadBytes = 4 + 6 * 4;
+constexpr size_t kInodeBytes = 8 + 8 + 4 + 3 * 4;
+constexpr size_t kHandleBytes = 8 + 8 + 4 + 4;
 
 struct Writer {
   std::vector<uint8_t> b;
@@ -59,6 +68,9 @@ struct Writer {
     for (int i = 0; i < 8; i++) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
   }
   void Bytes(const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
+  void Put32(size_t at, uint32_t v) {
+    for (int i = 0; i < 4; i++) b[at + i] = static_cast<uint8_t>(v >> (8 * i));
+  }
   void Str(const std::string& s) {
     U32(static_cast<uint32_t>(s.size()));
     Bytes(s);
@@ -202,8 +214,48 @@ const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const
   return same ? nullptr : "its path leads to another file";
 }
 
-// The preparation's thread: each inode's path, found and checked as the save would, one
-// inode pinned at a time, at a lower priority than the queues that serve the running guest.
+// A directory's mtime and ctime now, or false.
+bool StampOf(int fd, DirStamp* out) {
+  struct statx x;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MTIME | STATX_CTIME, &x) < 0) return false;
+  if ((x.stx_mask & (STATX_MTIME | STATX_CTIME)) != (STATX_MTIME | STATX_CTIME)) return false;
+  out->mtimeNs = x.stx_mtime.tv_sec * 1000000000LL + x.stx_mtime.tv_nsec;
+  out->ctimeNs = x.stx_ctime.tv_sec * 1000000000LL + x.stx_ctime.tv_nsec;
+  return true;
+}
+
+// How long ago a directory's last change must be for its timestamps to stand for its entries:
+// longer than the coarsest timestamp of the file systems below (1 s: ext4 with 128-byte
+// inodes, ext2, ext3), so that no change after the stamp can carry the stamp's own time.
+constexpr int64_t kSettledNs = 2000000000LL;
+
+// A directory's timestamps as the preparation takes them, when they can stand for its
+// entries: on a file system that sets a directory's mtime and ctime whenever an entry is made,
+// removed or renamed in it (ext2/3/4, XFS, btrfs, tmpfs, F2FS; not a network or FUSE file
+// system, whose times come from elsewhere), and last changed at least kSettledNs ago.
+bool DirStampOf(int fd, DirStamp* out) {
+  struct statfs f;
+  if (fstatfs(fd, &f) < 0) return false;
+  switch (static_cast<uint64_t>(f.f_type)) {
+    case EXT4_SUPER_MAGIC:
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+    case F2FS_SUPER_MAGIC:
+      break;
+    default:
+      return false;
+  }
+  timespec now;
+  if (!StampOf(fd, out) || clock_gettime(CLOCK_REALTIME, &now) < 0) return false;
+  int64_t nowNs = now.tv_sec * 1000000000LL + now.tv_nsec;
+  return nowNs - std::max(out->mtimeNs, out->ctimeNs) >= kSettledNs;
+}
+
+// The preparation's thread, at a lower priority than the queues that serve the running guest.
+// First every directory's timestamps, then each inode's path, found and checked as the save
+// would, one inode pinned at a time. In that order: an entry made, removed or renamed after a
+// path through it was checked moves its directory's timestamps away from the stamp.
 void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
   setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
   std::vector<uint64_t> ids;
@@ -212,13 +264,24 @@ void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
     for (auto& [id, n] : sh.byId)
       if (id != kRootId && !n.detached && !n.parked) ids.push_back(id);
   }
+  PreparedPaths& out = p->found;
+  DirStamp stamp;
+  if (DirStampOf(s->rootFd, &stamp)) out.dirStamps[kRootId] = stamp;
+  for (uint64_t id : ids) {
+    if (p->stop.load(std::memory_order_relaxed)) return;
+    uint32_t type = 0;
+    int fd = s->PinInode(id, &type);
+    if (fd < 0) continue;  // forgotten since
+    if (type == S_IFDIR && DirStampOf(fd, &stamp)) out.dirStamps[id] = stamp;
+    s->UnpinInode(id);
+  }
   for (uint64_t id : ids) {
     if (p->stop.load(std::memory_order_relaxed)) return;
     InodeKey key;
     int fd = s->PinInode(id, nullptr, &key);
-    if (fd < 0) continue;  // forgotten since
+    if (fd < 0) continue;
     std::string rel;
-    if (!PathBelowRoot(s, rootLink, fd, key, &rel)) p->paths[id] = std::move(rel);
+    if (!PathBelowRoot(s, rootLink, fd, key, &rel)) out.paths[id] = std::move(rel);
     s->UnpinInode(id);
   }
 }
@@ -230,6 +293,79 @@ struct SavedInode {
   const std::string* checked = nullptr;  // its path as the precopy found and checked it
   std::string rel, handle, why;          // handle: a parked inode's, from the start
   bool prepared = false;                 // the precopy's path served
+  bool unchanged = false;                // ... and its directories have not changed since
+};
+
+std::string DirOf(const std::string& rel) {
+  size_t slash = rel.rfind('/');
+  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+}
+
+// Which paths of the precopy still hold at the save without reading any inode's link: those
+// whose directories, from the share's root down, kept the timestamps the precopy took before
+// it checked a path (no entry made, removed or renamed in them since), or, for a directory
+// whose parent did change, whose entry in that parent still leads to the same directory.
+class UnchangedDirs {
+ public:
+  // Reads the timestamps of every directory stamped during the precopy: one statx each.
+  UnchangedDirs(FsState* s, const PreparedPaths& prep, const std::vector<SavedInode>& list) : s_(s) {
+    byPath_[""] = kRootId;
+    for (const SavedInode& e : list)
+      if (e.type == S_IFDIR && e.checked) byPath_[*e.checked] = e.id;
+    for (const auto& [rel, id] : byPath_) {
+      auto stamp = prep.dirStamps.find(id);
+      if (stamp == prep.dirStamps.end()) continue;
+      int fd = id == kRootId ? s->rootFd : s->PinInode(id);
+      if (fd < 0) continue;
+      DirStamp now;
+      if (StampOf(fd, &now) && now == stamp->second) unchanged_.insert(rel);
+      if (id != kRootId) s->UnpinInode(id);
+    }
+  }
+  size_t Count() const { return unchanged_.size(); }
+
+  // Whether the precopy's path of inode e still leads to it.
+  bool Holds(const SavedInode& e) {
+    if (!e.checked) return false;
+    if (e.type == S_IFDIR) return DirHolds(*e.checked);
+    std::string dir = DirOf(*e.checked);
+    return unchanged_.count(dir) != 0 && DirHolds(dir);
+  }
+
+ private:
+  // Whether the path rel still leads to the directory the precopy found there.
+  bool DirHolds(const std::string& rel) {
+    if (rel.empty()) return true;
+    auto known = holds_.find(rel);
+    if (known != holds_.end()) return known->second;
+    auto self = byPath_.find(rel);
+    std::string parent = DirOf(rel);
+    bool ok = self != byPath_.end() && DirHolds(parent) &&
+              (unchanged_.count(parent) != 0 || SameEntry(parent, rel.substr(parent.empty() ? 0 : parent.size() + 1), self->second));
+    holds_[rel] = ok;
+    return ok;
+  }
+
+  // Whether the entry `name` of the directory at path `parent` is the directory `id` (a look
+  // by name: the parent changed since the stamp, maybe elsewhere).
+  bool SameEntry(const std::string& parent, const std::string& name, uint64_t id) {
+    auto dir = byPath_.find(parent);
+    if (dir == byPath_.end()) return false;
+    InodeKey key;
+    int fd = s_->PinInode(id, nullptr, &key);
+    if (fd < 0) return false;
+    int dirFd = dir->second == kRootId ? s_->rootFd : s_->PinInode(dir->second);
+    double st[kStatxFields];
+    bool same = dirFd >= 0 && StatxInto(dirFd, name.c_str(), AT_SYMLINK_NOFOLLOW, st) == 0 && KeyOfStatx(st) == key;
+    if (dirFd >= 0 && dir->second != kRootId) s_->UnpinInode(dir->second);
+    s_->UnpinInode(id);
+    return same;
+  }
+
+  FsState* s_;
+  std::unordered_map<std::string, uint64_t> byPath_;  // the precopy's directories by path
+  std::unordered_set<std::string> unchanged_;         // ... whose timestamps held
+  std::unordered_map<std::string, bool> holds_;       // DirHolds' answers so far
 };
 
 // Fills in e's path below the share (or file handle), or why it has none. The inode is
@@ -245,7 +381,9 @@ void DescribeInode(FsState* s, const std::string& rootLink, bool byHandle, bool 
     if (e.handle.empty()) e.handle = HandleOf(fd);
     if (e.handle.empty()) e.why = std::string("it has no file handle: ") + strerror(errno);
   } else {
-    const char* w = PathBelowRoot(s, rootLink, fd, key, &e.rel, e.checked);
+    const char* w = nullptr;
+    if (e.unchanged) e.rel = *e.checked;
+    else w = PathBelowRoot(s, rootLink, fd, key, &e.rel, e.checked);
     e.prepared = !w && e.checked && *e.checked == e.rel;
     if (w) e.why = w;
     else if (e.rel.size() > kMaxPath) e.why = "its path is too long";
@@ -257,18 +395,35 @@ void DescribeInode(FsState* s, const std::string& rootLink, bool byHandle, bool 
   s->UnpinInode(e.id);
 }
 
+// The path the stream carries for e: none when it cannot be described, the precopy's when
+// its directories did not change (not copied).
+const std::string& PathToSave(const SavedInode& e) {
+  static const std::string kNone;
+  return !e.why.empty() ? kNone : e.unchanged && e.rel.empty() ? *e.checked : e.rel;
+}
+
 // Describes every inode of list on as many threads as the daemon may run on (at most 8, one
 // per 512 inodes): each is a few system calls, which on a host with many cores no longer
 // add up one after the other in the guest's downtime.
+// An inode whose precopy path stands (unchanged) needs nothing, unless its file handle goes too.
 void DescribeAll(FsState* s, const std::string& rootLink, bool byHandle, bool attachHandles, std::vector<SavedInode>& list) {
+  std::vector<SavedInode*> todo;
+  for (SavedInode& e : list) {
+    if (e.unchanged) {
+      e.prepared = true;
+      if (e.checked->size() > kMaxPath) e.why = "its path is too long";
+      if (!attachHandles || !e.why.empty()) continue;
+    }
+    todo.push_back(&e);
+  }
   cpu_set_t cpus;
   unsigned cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? static_cast<unsigned>(CPU_COUNT(&cpus)) : 1;
-  unsigned threads = std::min<unsigned>({std::max(cores, 1u), 8u, static_cast<unsigned>(list.size() / 512 + 1)});
+  unsigned threads = std::min<unsigned>({std::max(cores, 1u), 8u, static_cast<unsigned>(todo.size() / 512 + 1)});
   constexpr size_t kBatch = 64;
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t at; (at = next.fetch_add(kBatch)) < list.size();)
-      for (size_t i = at; i < std::min(at + kBatch, list.size()); i++) DescribeInode(s, rootLink, byHandle, attachHandles, list[i]);
+    for (size_t at; (at = next.fetch_add(kBatch)) < todo.size();)
+      for (size_t i = at; i < std::min(at + kBatch, todo.size()); i++) DescribeInode(s, rootLink, byHandle, attachHandles, *todo[i]);
   };
   std::vector<std::thread> helpers;
   for (unsigned i = 1; i < threads; i++) helpers.emplace_back(work);
@@ -294,12 +449,20 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   bool byHandle = info.Length() > 1 && info[1].ToBoolean();
   bool attachHandles = info.Length() > 2 && info[2].ToBoolean();
   // What the precopy found; whatever it did not reach is walked now.
-  std::unordered_map<uint64_t, std::string> checked = TakeMigrationPrep(s);
+  PreparedPaths prep = TakeMigrationPrep(s);
   std::string rootLink;
   if (!LinkOf(s, s->rootFd, &rootLink)) return ThrowType(env, "the share's own path cannot be read");
   // Each inode's path (or file handle) costs a few system calls, in the guest's downtime: the
-  // inodes are listed first, then described on several threads (DescribeAll).
+  // inodes are listed first, then described on several threads (DescribeAll). Memory is
+  // reserved once, for the list as for the stream: in a VM, the first touch of each page can
+  // cost more than what is written on it (11 µs a page fault on the machine of bench/results).
   std::vector<SavedInode> list;
+  size_t listed = 0;
+  for (InodeShard& sh : s->inodes) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    listed += sh.byId.size();
+  }
+  list.reserve(listed);
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [id, n] : sh.byId) {
@@ -309,30 +472,51 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       e.lookups = n.lookups;
       e.type = n.type;
       if (byHandle && n.parked) e.handle.assign(n.parked->bytes.begin(), n.parked->bytes.end());
-      auto c = checked.find(id);
-      if (c != checked.end()) e.checked = &c->second;
+      auto c = prep.paths.find(id);
+      if (c != prep.paths.end()) e.checked = &c->second;
       list.push_back(std::move(e));
     }
   }
+  // The inodes whose directories have not changed since the precopy need no system call.
+  UnchangedDirs dirs(s, prep, list);
+  uint32_t unchanged = 0;
+  for (SavedInode& e : list)
+    if ((e.unchanged = dirs.Holds(e))) unchanged++;
   DescribeAll(s, rootLink, byHandle, attachHandles, list);
-  Writer inodes, handles;
+  size_t handlesListed = 0;
+  for (HandleShard& sh : s->handles) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    handlesListed += sh.byFh.size();
+  }
+  size_t size = kHeadBytes + handlesListed * kHandleBytes;
+  for (const SavedInode& e : list) size += kInodeBytes + PathToSave(e).size() + e.handle.size() + e.why.size();
+  // The stream, written straight into the buffer handed to JS (locks may make it grow).
+  auto out = std::make_unique<Writer>();
+  out->b.reserve(size);
+  Writer& w = *out;
+  w.Bytes(std::string(kMagic, 4));
+  w.U32(kVersion);
+  w.U32(byHandle ? kByHandle : 0);
+  w.U32(s->sessionFlags.load());
+  w.U32(0);  // inodes, handles and lock owners: set at the end
+  w.U32(0);
+  w.U32(0);
   uint32_t nInodes = 0, nHandles = 0, described = 0, prepared = 0;
   Napi::Array lost = Napi::Array::New(env);
   for (SavedInode& e : list) {
     if (!e.why.empty()) {
-      e.rel.clear();
       e.handle.clear();
       lost.Set(lost.Length(), Lost(env, e.id, e.why));
     } else {
       described++;
       if (e.prepared) prepared++;
     }
-    inodes.U64(e.id);
-    inodes.U64(e.lookups);
-    inodes.U32(e.type);
-    inodes.Str(e.rel);
-    inodes.Str(e.handle);
-    inodes.Str(e.why);
+    w.U64(e.id);
+    w.U64(e.lookups);
+    w.U32(e.type);
+    w.Str(PathToSave(e));
+    w.Str(e.handle);
+    w.Str(e.why);
     nInodes++;
   }
   for (HandleShard& sh : s->handles) {
@@ -344,10 +528,10 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
         lost.Set(lost.Length(), Lost(env, h.nodeid, "a handle whose flags cannot be read"));
         continue;
       }
-      handles.U64(fh);
-      handles.U64(h.nodeid);
-      handles.U32(static_cast<uint32_t>(fl));
-      handles.U32(h.flock);
+      w.U64(fh);
+      w.U64(h.nodeid);
+      w.U32(static_cast<uint32_t>(fl));
+      w.U32(h.flock);
       nHandles++;
       if (h.flock) {
         flock(h.fd, LOCK_UN);
@@ -355,7 +539,6 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       }
     }
   }
-  Writer locks;
   uint32_t nLocks = 0;
   {
     std::lock_guard<std::mutex> g(s->locks.mu);
@@ -364,39 +547,33 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       for (auto& [owner, ranges] : owners) s->locks.carried[nodeid][owner] = ranges;
     for (auto& [nodeid, owners] : s->locks.carried) {
       for (auto& [owner, ranges] : owners) {
-        locks.U64(nodeid);
-        locks.U64(owner);
-        locks.U32(static_cast<uint32_t>(ranges.size()));
+        w.U64(nodeid);
+        w.U64(owner);
+        w.U32(static_cast<uint32_t>(ranges.size()));
         for (const LockRange& l : ranges) {
-          locks.U64(static_cast<uint64_t>(l.start));
-          locks.U64(static_cast<uint64_t>(l.end));
-          locks.U32(static_cast<uint32_t>(l.type));
+          w.U64(static_cast<uint64_t>(l.start));
+          w.U64(static_cast<uint64_t>(l.end));
+          w.U32(static_cast<uint32_t>(l.type));
         }
         nLocks++;
       }
     }
   }
   ReleaseAllLocks(s);
-  Writer head;
-  head.Bytes(std::string(kMagic, 4));
-  head.U32(kVersion);
-  head.U32(byHandle ? kByHandle : 0);
-  head.U32(s->sessionFlags.load());
-  head.U32(nInodes);
-  head.U32(nHandles);
-  head.U32(nLocks);
-  Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::New(env, head.b.size() + inodes.b.size() + handles.b.size() + locks.b.size());
-  uint8_t* d = data.Data();
-  for (const Writer* w : {&head, &inodes, &handles, &locks}) {
-    memcpy(d, w->b.data(), w->b.size());
-    d += w->b.size();
-  }
+  w.Put32(kHeadBytes - 12, nInodes);
+  w.Put32(kHeadBytes - 8, nHandles);
+  w.Put32(kHeadBytes - 4, nLocks);
+  Writer* owned = out.release();
+  Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::New(
+      env, owned->b.data(), owned->b.size(), [](Napi::Env, uint8_t*, Writer* done) { delete done; }, owned);
   Napi::Object r = Napi::Object::New(env);
   r.Set("data", data);
   r.Set("inodes", Napi::Number::New(env, described));
   r.Set("handles", Napi::Number::New(env, nHandles));
   r.Set("locks", Napi::Number::New(env, nLocks));
   r.Set("prepared", Napi::Number::New(env, prepared));
+  r.Set("unchanged", Napi::Number::New(env, unchanged));
+  r.Set("unchangedDirs", Napi::Number::New(env, static_cast<double>(dirs.Count())));
   r.Set("lost", lost);
   return r;
 }
@@ -421,7 +598,7 @@ Napi::Value StateMigrationPrepare(const Napi::CallbackInfo& info) {
 // for 100k inodes, are freed now rather than at the next save or session.
 Napi::Value StateMigrationUnprepare(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
-  return Napi::Number::New(info.Env(), static_cast<double>(TakeMigrationPrep(s).size()));
+  return Napi::Number::New(info.Env(), static_cast<double>(TakeMigrationPrep(s).paths.size()));
 }
 
 // stateResume(id) -> [{nodeid, reason}]: the source goes on after a save (the migration
@@ -646,7 +823,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-std::unordered_map<uint64_t, std::string> TakeMigrationPrep(FsState* s) {
+PreparedPaths TakeMigrationPrep(FsState* s) {
   std::unique_ptr<MigrationPrep> p;
   {
     std::lock_guard<std::mutex> g(s->prepMu);
@@ -655,7 +832,7 @@ std::unordered_map<uint64_t, std::string> TakeMigrationPrep(FsState* s) {
   if (!p) return {};
   p->stop.store(true, std::memory_order_relaxed);
   if (p->worker.joinable()) p->worker.join();
-  return std::move(p->paths);
+  return std::move(p->found);
 }
 
 void InitMigration(Napi::Env env, Napi::Object exports) {

@@ -187,17 +187,28 @@ inline std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(f
 // A live migration's preparation (migration.cc): from the moment QEMU turns dirty logging on
 // (the precopy, while the guest still runs), a thread finds each inode's path below the share
 // and checks that it leads back to the inode. The save, in the guest's downtime, then only
-// has to see that the kernel still names each inode as it did then.
+// has to see that the kernel still names each inode as it did then, and not even that for an
+// inode whose directories all have the timestamps they had before its path was checked.
+struct DirStamp {
+  int64_t mtimeNs, ctimeNs;
+  bool operator==(const DirStamp& o) const { return mtimeNs == o.mtimeNs && ctimeNs == o.ctimeNs; }
+};
+struct PreparedPaths {
+  // nodeid -> its path, checked during the precopy.
+  std::unordered_map<uint64_t, std::string> paths;
+  // nodeid of a directory (the root's included) -> its timestamps, taken before any path was
+  // checked, for the directories whose timestamps can be trusted to move (DirStampOf).
+  std::unordered_map<uint64_t, DirStamp> dirStamps;
+};
 struct MigrationPrep {
   std::thread worker;
   std::atomic<bool> stop{false};
-  // nodeid -> its path, checked during the precopy. Written by the worker alone, read once
-  // it was joined.
-  std::unordered_map<uint64_t, std::string> paths;
+  // Written by the worker alone, read once it was joined.
+  PreparedPaths found;
 };
 struct FsState;
-// Stops a preparation (joins its thread) and hands over the paths it found (migration.cc).
-std::unordered_map<uint64_t, std::string> TakeMigrationPrep(FsState* s);
+// Stops a preparation (joins its thread) and hands over what it found (migration.cc).
+PreparedPaths TakeMigrationPrep(FsState* s);
 
 struct FsState {
   InodeShard inodes[kShards];

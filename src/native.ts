@@ -251,9 +251,11 @@ export interface NativeAddon {
   /**
    * The state of every inode (by path, with file handles when attachHandles; or by file
    * handle), handle and lock; inodes it cannot describe travel with the reason and are in lost.
-   * Lets go of the host locks. Queues stopped.
+   * Lets go of the host locks. Queues stopped. prepared: paths the precopy found that served;
+   * unchanged: those of them taken without a look at the inode (its directories' timestamps
+   * held), unchangedDirs: the directories whose timestamps held.
    */
-  stateSave(id: number, byHandle: boolean, attachHandles: boolean): { data: Buffer; inodes: number; handles: number; locks: number; prepared: number; lost: LostInode[] };
+  stateSave(id: number, byHandle: boolean, attachHandles: boolean): { data: Buffer; inodes: number; handles: number; locks: number; prepared: number; unchanged: number; unchangedDirs: number; lost: LostInode[] };
   /** A migration's precopy began: a thread finds and checks every inode's path now, for the save to reuse (prepared). */
   stateMigrationPrepare(id: number): void;
   /** The migration was cancelled before its save: the preparation stops and what it found is dropped; returns the paths dropped. */

@@ -212,6 +212,56 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     });
   }
 
+  it('paths whose directories kept their timestamps since the precopy serve the save without a look at their files; a change on the host since is seen through them', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    const write = (rel: string, text: string): void => fs.writeFileSync(path.join(share, rel), text);
+    fs.mkdirSync(path.join(share, 'a'));
+    fs.mkdirSync(path.join(share, 'b', 'sub'), { recursive: true });
+    for (const rel of ['a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r']) write(rel, `${rel} as the guest saw it`);
+    // Settled: their last change is more than 2 s old when the precopy stamps them.
+    await new Promise((r) => setTimeout(r, 2200));
+    // Changed just before the precopy: its timestamps cannot stand for its entries.
+    fs.mkdirSync(path.join(share, 'fresh'));
+    write('fresh/x', 'fresh/x as the guest saw it');
+    const ids = new Map<string, bigint>();
+    for (const rel of ['a', 'b', 'b/sub', 'fresh', 'a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 'fresh/x']) {
+      const dir = path.dirname(rel);
+      ids.set(rel, ok(await c.lookup(dir === '.' ? 1n : ids.get(dir)!, path.basename(rel)), `LOOKUP ${rel}`).nodeid);
+    }
+    const logFd = await startPrecopy(src.fe, src.daemon);
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      // On the host, before the switch-over: a moved away and another a made in its place,
+      // with another f1; b/g renamed. b/sub and the root's r are left as they were.
+      fs.renameSync(path.join(share, 'a'), path.join(share, 'a.old'));
+      fs.mkdirSync(path.join(share, 'a'));
+      write('a/f1', 'an impostor');
+      fs.renameSync(path.join(share, 'b', 'g'), path.join(share, 'b', 'g2'));
+      const { state, check } = await save(src.fe);
+      assert.equal(check, 0n);
+      // Without a look: b and b/sub (their entries are the same, though the root and b changed),
+      // b/sub/h (b/sub unchanged) and fresh (its entry in the root is the same). By their links,
+      // as the precopy found them: r (the root changed) and fresh/x (fresh too new to stamp).
+      // Walked again: a, a/f1, a/f2 and b/g.
+      await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 10);
+      const saved = lines(src.daemon).find((l) => l.msg === 'device state saved for migration')!;
+      assert.deepEqual([saved.pathsFromPrecopy, saved.pathsInUnchangedDirs], [6, 4], JSON.stringify(saved));
+      dst = await destination(share);
+      assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
+      await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+      // Each node id is still the file the guest looked up, wherever it is now.
+      for (const rel of ['a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 'fresh/x']) {
+        const n = ids.get(rel)!;
+        const fh: bigint = ok(await dst.c.open(n, fs.constants.O_RDONLY), `OPEN ${rel}`).fh;
+        assert.equal(ok(await dst.c.read(fh, 0, 64, { nodeid: n }), `READ ${rel}`).toString(), `${rel} as the guest saw it`);
+      }
+      assert.equal(ok(await dst.c.getattr(ids.get('a')!), 'GETATTR a').attr.ino, BigInt(fs.statSync(path.join(share, 'a.old')).ino));
+    } finally {
+      native.close(logFd);
+    }
+  });
+
   it('a precopy cancelled (dirty logging off before any save) drops the paths it found; the next save walks them itself', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;

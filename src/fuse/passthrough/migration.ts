@@ -39,7 +39,9 @@ function describe(lost: LostInode[]): string {
 /**
  * The precopy began (dirty logging on), the guest still running: by path, each inode's path is
  * found and checked now, on a thread of its own, so that the save, in the guest's downtime,
- * only has to see that the kernel names each inode as it did then. By file handle there is
+ * only has to see that the kernel names each inode as it did then; or, where the timestamps of
+ * every directory on the path are those the precopy took before it checked the path (nothing
+ * made, removed or renamed in them since), not even that. By file handle there is
  * nothing to prepare; with --migration-confirm-paths the save walks every path itself.
  */
 export function prepareState(stateId: number, o: MigrationOptions): void {
@@ -60,7 +62,7 @@ export function saveState(stateId: number, o: MigrationOptions, log: Logger): Bu
   if (r.lost.length > 0) {
     log.warn({ lost: r.lost.length }, `${r.lost.length} inodes cannot be described for the destination, whose --migration-on-error decides: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, pathsFromPrecopy: r.prepared, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode, ms: Math.round(ms * 10) / 10 }, 'device state saved for migration');
+  log.info({ inodes: r.inodes, pathsFromPrecopy: r.prepared, pathsInUnchangedDirs: r.unchanged, unchangedDirs: r.unchangedDirs, handles: r.handles, lockOwners: r.locks, bytes: r.data.length, mode: o.mode, ms: Math.round(ms * 10) / 10 }, 'device state saved for migration');
   return r.data;
 }
 
