@@ -238,7 +238,8 @@ int OwnerFd(FsState* s, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
     return -EBADF;
   }
   auto ins = it->second.lockFds.emplace(owner, fd);
-  if (!ins.second) close(fd);  // another request of this owner won the race
+  if (ins.second) sh.lockFdsOpen++;
+  else close(fd);  // another request of this owner won the race
   return ins.first->second;
 }
 
@@ -405,6 +406,7 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
       if (l != it->second.lockFds.end()) {
         fd = l->second;
         it->second.lockFds.erase(l);
+        sh.lockFdsOpen--;
       }
     }
   }
@@ -445,10 +447,12 @@ int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t star
 void ReleaseAllLocks(FsState* s) {
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
+    if (sh.lockFdsOpen == 0) continue;
     for (auto& kv : sh.byId) {
       for (auto& l : kv.second.lockFds) close(l.second);
       kv.second.lockFds.clear();
     }
+    sh.lockFdsOpen = 0;
   }
   std::lock_guard<std::mutex> g(s->locks.mu);
   s->locks.held.clear();

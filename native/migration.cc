@@ -262,7 +262,7 @@ void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [id, n] : sh.byId)
-      if (id != kRootId && !n.detached && !n.parked) ids.push_back(id);
+      if (id != kRootId && !n.detached) ids.push_back(id);
   }
   PreparedPaths& out = p->found;
   DirStamp stamp;
@@ -286,14 +286,26 @@ void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
   }
 }
 
-// One inode of a save: what the shard held, then what DescribeInode found.
+// What DescribeInode found of an inode: its path below the share, its file handle (a parked
+// inode's, from the start, when inodes travel by handle), or why it cannot travel.
+struct Described {
+  std::string rel, handle, why;
+};
+
+// One inode of a save: what the shard held, then what was found. Kept small (a save may list
+// hundreds of thousands): what DescribeInode finds is apart, and an inode whose precopy path
+// stands as it is (unchanged) has none.
 struct SavedInode {
   uint64_t id = 0, lookups = 0;
   uint32_t type = 0;
-  const std::string* checked = nullptr;  // its path as the precopy found and checked it
-  std::string rel, handle, why;          // handle: a parked inode's, from the start
   bool prepared = false;                 // the precopy's path served
   bool unchanged = false;                // ... and its directories have not changed since
+  const std::string* checked = nullptr;  // its path as the precopy found and checked it
+  std::unique_ptr<Described> found;
+  Described& Found() {
+    if (!found) found = std::make_unique<Described>();
+    return *found;
+  }
 };
 
 std::string DirOf(const std::string& rel) {
@@ -371,36 +383,40 @@ class UnchangedDirs {
 // Fills in e's path below the share (or file handle), or why it has none. The inode is
 // pinned meanwhile (a parked one opened by its handle).
 void DescribeInode(FsState* s, const std::string& rootLink, bool byHandle, bool attachHandles, SavedInode& e) {
+  Described& d = e.Found();
   InodeKey key;
   int fd = s->PinInode(e.id, nullptr, &key);
   if (fd < 0) {
-    e.why = "its file is gone";
+    d.why = "its file is gone";
     return;
   }
   if (byHandle) {
-    if (e.handle.empty()) e.handle = HandleOf(fd);
-    if (e.handle.empty()) e.why = std::string("it has no file handle: ") + strerror(errno);
+    if (d.handle.empty()) d.handle = HandleOf(fd);
+    if (d.handle.empty()) d.why = std::string("it has no file handle: ") + strerror(errno);
   } else {
     const char* w = nullptr;
-    if (e.unchanged) e.rel = *e.checked;
-    else w = PathBelowRoot(s, rootLink, fd, key, &e.rel, e.checked);
-    e.prepared = !w && e.checked && *e.checked == e.rel;
-    if (w) e.why = w;
-    else if (e.rel.size() > kMaxPath) e.why = "its path is too long";
-    if (e.why.empty() && attachHandles) {
-      e.handle = HandleOf(fd);
-      if (e.handle.empty()) e.why = std::string("it has no file handle: ") + strerror(errno);
+    if (e.unchanged) d.rel = *e.checked;
+    else w = PathBelowRoot(s, rootLink, fd, key, &d.rel, e.checked);
+    e.prepared = !w && e.checked && *e.checked == d.rel;
+    if (w) d.why = w;
+    else if (d.rel.size() > kMaxPath) d.why = "its path is too long";
+    if (d.why.empty() && attachHandles) {
+      d.handle = HandleOf(fd);
+      if (d.handle.empty()) d.why = std::string("it has no file handle: ") + strerror(errno);
     }
   }
   s->UnpinInode(e.id);
 }
 
-// The path the stream carries for e: none when it cannot be described, the precopy's when
-// its directories did not change (not copied).
+// What the stream carries for e: why it cannot travel (empty: it can), and if it can, its
+// path (the precopy's, not copied, when its directories did not change) and file handle.
+const std::string kNone;
+const std::string& WhyNot(const SavedInode& e) { return e.found ? e.found->why : kNone; }
 const std::string& PathToSave(const SavedInode& e) {
-  static const std::string kNone;
-  return !e.why.empty() ? kNone : e.unchanged && e.rel.empty() ? *e.checked : e.rel;
+  if (!e.found) return e.unchanged ? *e.checked : kNone;
+  return e.found->why.empty() ? e.found->rel : kNone;
 }
+const std::string& HandleToSave(const SavedInode& e) { return e.found && e.found->why.empty() ? e.found->handle : kNone; }
 
 // Describes every inode of list on as many threads as the daemon may run on (at most 8, one
 // per 512 inodes): each is a few system calls, which on a host with many cores no longer
@@ -411,8 +427,8 @@ void DescribeAll(FsState* s, const std::string& rootLink, bool byHandle, bool at
   for (SavedInode& e : list) {
     if (e.unchanged) {
       e.prepared = true;
-      if (e.checked->size() > kMaxPath) e.why = "its path is too long";
-      if (!attachHandles || !e.why.empty()) continue;
+      if (e.checked->size() > kMaxPath) e.Found().why = "its path is too long";
+      if (!attachHandles || e.found) continue;
     }
     todo.push_back(&e);
   }
@@ -471,7 +487,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       e.id = id;
       e.lookups = n.lookups;
       e.type = n.type;
-      if (byHandle && n.parked) e.handle.assign(n.parked->bytes.begin(), n.parked->bytes.end());
+      if (byHandle && n.parked) e.Found().handle.assign(n.parked->bytes.begin(), n.parked->bytes.end());
       auto c = prep.paths.find(id);
       if (c != prep.paths.end()) e.checked = &c->second;
       list.push_back(std::move(e));
@@ -489,7 +505,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
     handlesListed += sh.byFh.size();
   }
   size_t size = kHeadBytes + handlesListed * kHandleBytes;
-  for (const SavedInode& e : list) size += kInodeBytes + PathToSave(e).size() + e.handle.size() + e.why.size();
+  for (const SavedInode& e : list) size += kInodeBytes + PathToSave(e).size() + HandleToSave(e).size() + WhyNot(e).size();
   // The stream, written straight into the buffer handed to JS (locks may make it grow).
   auto out = std::make_unique<Writer>();
   out->b.reserve(size);
@@ -504,9 +520,8 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   uint32_t nInodes = 0, nHandles = 0, described = 0, prepared = 0;
   Napi::Array lost = Napi::Array::New(env);
   for (SavedInode& e : list) {
-    if (!e.why.empty()) {
-      e.handle.clear();
-      lost.Set(lost.Length(), Lost(env, e.id, e.why));
+    if (!WhyNot(e).empty()) {
+      lost.Set(lost.Length(), Lost(env, e.id, WhyNot(e)));
     } else {
       described++;
       if (e.prepared) prepared++;
@@ -515,8 +530,8 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
     w.U64(e.lookups);
     w.U32(e.type);
     w.Str(PathToSave(e));
-    w.Str(e.handle);
-    w.Str(e.why);
+    w.Str(HandleToSave(e));
+    w.Str(WhyNot(e));
     nInodes++;
   }
   for (HandleShard& sh : s->handles) {

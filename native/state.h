@@ -112,11 +112,15 @@ struct InodeShard {
   std::atomic<int64_t> openFds{0};
   // Inodes of this shard kept as file handles.
   std::atomic<int64_t> parkedCount{0};
+  // Lock owners' descriptors (Inode::lockFds) open in this shard, under mu: a shard without
+  // any is skipped when all locks go (ReleaseAllLocks), without a look at each inode.
+  int64_t lockFdsOpen = 0;
 
   // Closes an inode's descriptors and forgets its counts. Called with mu held.
   void Close(Inode& n) {
     if (n.fd >= 0) openFds.fetch_sub(1, std::memory_order_relaxed);
     if (n.parked) parkedCount.fetch_sub(1, std::memory_order_relaxed);
+    lockFdsOpen -= static_cast<int64_t>(n.lockFds.size());
     n.CloseAll();
   }
 
