@@ -74,6 +74,9 @@ struct Inode {
   };
   std::unique_ptr<OpenState> lastOpen;
   std::unique_ptr<FileHandleBytes> parked;  // set: a file-handle inode
+  // Put back by a migration's destination under a node id of another shard than its key's
+  // (ForeignInodes): found by key there, not in its shard's byKey.
+  bool foreign = false;
   void CloseAll() {
     if (fd >= 0) close(fd);
     fd = -1;
@@ -103,8 +106,21 @@ struct Handle {
   bool flockCarried = false;
 };
 
+// The inodes a migration's destination put back (FsState::RefAt) under node ids whose shard is
+// not their key's. A node id's shard is its key's when Ref hands it out, so that a lookup
+// finds the inode under its shard's lock; but the source's keys differ from the destination's
+// (another mount namespace, other mount ids), so on a destination most are elsewhere, and a
+// lookup of such a file must still find the node id the guest holds. Empty but after a load.
+// Its mutex is taken after a shard's, never before.
+struct ForeignInodes {
+  std::mutex mu;
+  std::unordered_map<InodeKey, uint64_t, KeyHash> byKey;
+  std::atomic<bool> any{false};
+};
+
 struct InodeShard {
   std::mutex mu;
+  ForeignInodes* foreign = nullptr;  // the state's (FsState::foreign)
   std::unordered_map<uint64_t, Inode> byId;
   std::unordered_map<InodeKey, uint64_t, KeyHash> byKey;
   uint64_t nextSeq = 1;
@@ -130,7 +146,12 @@ struct InodeShard {
     if (n.pins > 0 || it->first == kRootId) return;
     if (n.lookups > 0 && !n.detached) return;
     Close(n);
-    if (!n.detached) byKey.erase(n.key);
+    if (n.foreign && !n.detached) {
+      std::lock_guard<std::mutex> g(foreign->mu);
+      foreign->byKey.erase(n.key);
+    } else if (!n.detached) {
+      byKey.erase(n.key);
+    }
     byId.erase(it);
   }
 };
@@ -215,6 +236,10 @@ struct FsState;
 PreparedPaths TakeMigrationPrep(FsState* s);
 
 struct FsState {
+  FsState() {
+    for (InodeShard& sh : inodes) sh.foreign = &foreign;
+  }
+  ForeignInodes foreign;
   InodeShard inodes[kShards];
   LockTable locks;
   HandleShard handles[kShards];
@@ -332,6 +357,25 @@ struct FsState {
       close(fd);
       return kRootId;
     }
+    if (foreign.any.load(std::memory_order_acquire)) {
+      uint64_t id = 0;
+      {
+        std::lock_guard<std::mutex> g(foreign.mu);
+        auto f = foreign.byKey.find(k);
+        if (f != foreign.byKey.end()) id = f->second;
+      }
+      if (id != 0) {
+        InodeShard& sh = ShardOf(id);
+        std::lock_guard<std::mutex> g(sh.mu);
+        auto it = sh.byId.find(id);
+        // Gone meanwhile: the lookup makes a new inode, as for any file.
+        if (it != sh.byId.end() && !it->second.detached && it->second.key == k) {
+          it->second.lookups++;
+          close(fd);
+          return id;
+        }
+      }
+    }
     uint64_t shard = KeyHash()(k) & kShardMask;
     InodeShard& sh = inodes[shard];
     std::lock_guard<std::mutex> g(sh.mu);
@@ -350,14 +394,29 @@ struct FsState {
   // puts back the inodes of the source (migration.cc): false (fd closed) when the id or the
   // file is taken already or the id is not one Ref could have given.
   bool RefAt(uint64_t id, int fd, const InodeKey& k, uint32_t type, uint64_t lookups) {
+    InodeShard& keyShard = inodes[KeyHash()(k) & kShardMask];
+    bool elsewhere = &keyShard != &ShardOf(id);
+    bool taken = false;
+    if (elsewhere) {
+      std::lock_guard<std::mutex> g(keyShard.mu);
+      taken = keyShard.byKey.count(k) != 0;
+    }
     InodeShard& sh = ShardOf(id);
     std::lock_guard<std::mutex> g(sh.mu);
-    if ((id >> kShardBits) == 0 || sh.byId.count(id) || sh.byKey.count(k) || (hasRoot && k == rootKey)) {
+    if (taken || (id >> kShardBits) == 0 || sh.byId.count(id) || (!elsewhere && sh.byKey.count(k)) || (hasRoot && k == rootKey)) {
       close(fd);
       return false;
     }
+    if (elsewhere) {
+      std::lock_guard<std::mutex> f(foreign.mu);
+      if (!foreign.byKey.emplace(k, id).second) {
+        close(fd);
+        return false;
+      }
+      foreign.any.store(true, std::memory_order_release);
+    }
     if (sh.nextSeq <= (id >> kShardBits)) sh.nextSeq = (id >> kShardBits) + 1;
-    AddInodeLocked(sh, id, fd, k, type, lookups);
+    AddInodeLocked(sh, id, fd, k, type, lookups, elsewhere);
     return true;
   }
 
@@ -415,6 +474,11 @@ struct FsState {
       }
       sh.byKey.clear();
     }
+    {
+      std::lock_guard<std::mutex> f(foreign.mu);
+      foreign.byKey.clear();
+      foreign.any.store(false, std::memory_order_release);
+    }
     for (HandleShard& sh : handles) {
       std::lock_guard<std::mutex> g(sh.mu);
       for (auto it = sh.byFh.begin(); it != sh.byFh.end();) {
@@ -431,9 +495,9 @@ struct FsState {
   }
 
   // A new inode in shard sh (mu held), kept as a file handle when over the fd budget.
-  void AddInodeLocked(InodeShard& sh, uint64_t id, int fd, const InodeKey& k, uint32_t type, uint64_t lookups) {
-    Inode& n = sh.byId[id] = Inode{fd, k, type, lookups, 0, false, {}, {}, {}};
-    sh.byKey[k] = id;
+  void AddInodeLocked(InodeShard& sh, uint64_t id, int fd, const InodeKey& k, uint32_t type, uint64_t lookups, bool foreignKey = false) {
+    Inode& n = sh.byId[id] = Inode{fd, k, type, lookups, 0, false, {}, {}, {}, foreignKey};
+    if (!foreignKey) sh.byKey[k] = id;
     n.parked = ParkIfOverBudget(fd, k);
     if (n.parked) {
       close(fd);

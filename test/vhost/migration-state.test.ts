@@ -163,6 +163,11 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       // The session: writeback, so a write-only open can be read from.
       const wo = ok(await dc.open(g, fs.constants.O_WRONLY), 'OPEN g write-only').fh;
       assert.equal(ok(await dc.read(wo, 0, 10, { nodeid: g }), 'READ through a write-only handle').toString(), 'g\n');
+      // A name the guest looks up again is the node id it had.
+      assert.equal(ok(await dc.lookup(1n, 'g'), 'LOOKUP g on the destination').nodeid, g, 'g looked up again');
+      assert.equal(ok(await dc.lookup(d, 'f'), 'LOOKUP f on the destination').nodeid, f, 'f looked up again');
+      await dc.forget(g, 1);
+      await dc.forget(f, 1);
       // A new name gets an id of its own, not one of the source's.
       fs.writeFileSync(path.join(share, 'new'), '');
       const fresh = ok(await dc.lookup(1n, 'new'), 'LOOKUP new').nodeid;
