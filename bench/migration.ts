@@ -91,6 +91,12 @@ function saveLine(d: Daemon): string {
   return `native save ${String(ms)} ms; paths from the precopy ${String(pathsFromPrecopy)}, of which ${String(pathsInUnchangedDirs)} in unchanged directories (${String(unchangedDirs)})`;
 }
 
+/** Our daemon's own account of its load. */
+function loadLine(d: Daemon): string {
+  const line = d.output().split('\n').find((l) => l.includes('"device state loaded from migration"'));
+  return line ? `native load ${String((JSON.parse(line) as Record<string, unknown>).ms)} ms` : 'no "device state loaded from migration" line in its log';
+}
+
 async function connect(kind: DaemonKind, args: string[], share: string, work: string, name: string): Promise<{ daemon: Daemon; fe: VhostUserFrontend; c: FuseClient }> {
   const daemon = startDaemon(kind, { sharedDir: share, socketPath: path.join(work, `${name}.sock`), replaceDefaultArgs: args });
   const fe = await daemon.connect();
@@ -143,6 +149,7 @@ async function oneRun(cfg: Config, share: string, work: string, round: number): 
     const t1 = process.hrtime.bigint();
     await load(dst.fe, state);
     const loadMs = Number(process.hrtime.bigint() - t1) / 1e6;
+    if (cfg.kind === 'ts') process.stderr.write(`  virtiofsd-ts: ${loadLine(dst.daemon)}\n`);
     // The guest goes on at the destination with what it had.
     await dst.fe.startQueues(dst.fe.queues.map(() => 0));
     const last = opened[opened.length - 1];

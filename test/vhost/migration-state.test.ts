@@ -267,6 +267,37 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     }
   });
 
+  it('thousands of inodes are saved (on several threads) and put back: each node id is its own file, found again by a lookup', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    // 2,600 inodes: the save describes them on more than one thread (one per 512).
+    const dirs = Array.from({ length: 1300 }, (_, i) => `d${i}`);
+    for (const d of dirs) {
+      fs.mkdirSync(path.join(share, d));
+      fs.writeFileSync(path.join(share, d, 'f'), d);
+    }
+    const ids = new Map<string, bigint>();
+    for (const d of dirs) {
+      const dn = ok(await c.lookup(1n, d), `LOOKUP ${d}`).nodeid;
+      ids.set(d, dn);
+      ids.set(`${d}/f`, ok(await c.lookup(dn, 'f'), `LOOKUP ${d}/f`).nodeid);
+    }
+    const { state, check } = await save(src.fe);
+    assert.equal(check, 0n);
+    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 2600);
+    dst = await destination(share);
+    assert.equal(await load(dst.fe, state), 0n, dst.daemon.output().slice(-2000));
+    await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+    for (const [rel, n] of ids) {
+      const ino: bigint = ok(await dst.c.getattr(n), `GETATTR ${rel}`).attr.ino;
+      assert.equal(ino, BigInt(fs.statSync(path.join(share, rel)).ino), `node id ${n} is ${rel}`);
+    }
+    for (const d of dirs.filter((_, i) => i % 50 === 0)) {
+      assert.equal(ok(await dst.c.lookup(1n, d), `LOOKUP ${d} again`).nodeid, ids.get(d));
+      assert.equal(ok(await dst.c.lookup(ids.get(d)!, 'f'), `LOOKUP ${d}/f again`).nodeid, ids.get(`${d}/f`));
+    }
+  });
+
   it('a precopy cancelled (dirty logging off before any save) drops the paths it found; the next save walks them itself', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;

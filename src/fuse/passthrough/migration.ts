@@ -68,7 +68,9 @@ export function saveState(stateId: number, o: MigrationOptions, log: Logger): Bu
 
 /** The destination's half: puts the state back, or throws (nothing kept) when it may not. */
 export function loadState(stateId: number, data: Buffer, o: MigrationOptions, log: Logger): void {
+  const started = process.hrtime.bigint();
   const r = native.stateLoad(stateId, data);
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (r.lost.length > 0) {
     if (o.onError === 'abort') {
       native.stateClear(stateId);
@@ -76,7 +78,7 @@ export function loadState(stateId: number, data: Buffer, o: MigrationOptions, lo
     }
     log.warn({ lost: r.lost.length }, `${r.lost.length} inodes or handles of the source are missing here; the guest gets errors on them: ${describe(r.lost)}`);
   }
-  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: data.length }, 'device state loaded from migration');
+  log.info({ inodes: r.inodes, handles: r.handles, lockOwners: r.locks, bytes: data.length, ms: Math.round(ms * 10) / 10 }, 'device state loaded from migration');
 }
 
 /** The source goes on after a save (the migration failed): it takes back the locks it let go of. */
