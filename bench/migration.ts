@@ -83,18 +83,27 @@ function makeShare(dir: string): string {
   return share;
 }
 
-/** Our daemon's own account of its save: its log line's figures, or why there is none. */
-function saveLine(d: Daemon): string {
-  const line = d.output().split('\n').find((l) => l.includes('"device state saved for migration"'));
-  if (!line) return 'no "device state saved for migration" line in its log';
-  const { ms, pathsFromPrecopy, pathsInUnchangedDirs, unchangedDirs } = JSON.parse(line) as Record<string, unknown>;
-  return `native save ${String(ms)} ms; paths from the precopy ${String(pathsFromPrecopy)}, of which ${String(pathsInUnchangedDirs)} in unchanged directories (${String(unchangedDirs)})`;
+/** A line of our daemon's log (its output reaches us a moment after its reply), or null. */
+async function logLine(d: Daemon, msg: string): Promise<Record<string, unknown> | null> {
+  for (const end = Date.now() + 2000; ; ) {
+    const line = d.output().split('\n').find((l) => l.includes(`"msg":"${msg}"`));
+    if (line) return JSON.parse(line) as Record<string, unknown>;
+    if (Date.now() > end) return null;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Our daemon's own account of its save: its log line's figures. */
+async function saveLine(d: Daemon): Promise<string> {
+  const l = await logLine(d, 'device state saved for migration');
+  if (!l) return 'no "device state saved for migration" line in its log';
+  return `native save ${String(l.ms)} ms; paths from the precopy ${String(l.pathsFromPrecopy)}, of which ${String(l.pathsInUnchangedDirs)} in unchanged directories (${String(l.unchangedDirs)})`;
 }
 
 /** Our daemon's own account of its load. */
-function loadLine(d: Daemon): string {
-  const line = d.output().split('\n').find((l) => l.includes('"device state loaded from migration"'));
-  return line ? `native load ${String((JSON.parse(line) as Record<string, unknown>).ms)} ms` : 'no "device state loaded from migration" line in its log';
+async function loadLine(d: Daemon): Promise<string> {
+  const l = await logLine(d, 'device state loaded from migration');
+  return l ? `native load ${String(l.ms)} ms` : 'no "device state loaded from migration" line in its log';
 }
 
 async function connect(kind: DaemonKind, args: string[], share: string, work: string, name: string): Promise<{ daemon: Daemon; fe: VhostUserFrontend; c: FuseClient }> {
@@ -142,14 +151,14 @@ async function oneRun(cfg: Config, share: string, work: string, round: number): 
     const t0 = process.hrtime.bigint();
     const state = await save(src.fe);
     const saveMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (cfg.kind === 'ts') process.stderr.write(`  virtiofsd-ts: ${saveLine(src.daemon)}\n`);
+    if (cfg.kind === 'ts') process.stderr.write(`  virtiofsd-ts: ${await saveLine(src.daemon)}\n`);
 
     dst = await connect(cfg.kind, cfg.args, share, work, `dst-${round}`);
     await dst.fe.stopQueues();
     const t1 = process.hrtime.bigint();
     await load(dst.fe, state);
     const loadMs = Number(process.hrtime.bigint() - t1) / 1e6;
-    if (cfg.kind === 'ts') process.stderr.write(`  virtiofsd-ts: ${loadLine(dst.daemon)}\n`);
+    if (cfg.kind === 'ts') process.stderr.write(`  virtiofsd-ts: ${await loadLine(dst.daemon)}\n`);
     // The guest goes on at the destination with what it had.
     await dst.fe.startQueues(dst.fe.queues.map(() => 0));
     const last = opened[opened.length - 1];
