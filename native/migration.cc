@@ -43,7 +43,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <unordered_set>
 
 namespace vfsn {
 namespace {
@@ -270,7 +269,7 @@ void PrepareWorker(FsState* s, MigrationPrep* p, std::string rootLink) {
   for (uint64_t id : ids) {
     if (p->stop.load(std::memory_order_relaxed)) return;
     uint32_t type = 0;
-    int fd = s->PinInode(id, &type);
+    int fd = s->PinInode(id, &type, &stamp.key);
     if (fd < 0) continue;  // forgotten since
     if (type == S_IFDIR && DirStampOf(fd, &stamp)) out.dirStamps[id] = stamp;
     s->UnpinInode(id);
@@ -315,69 +314,71 @@ std::string DirOf(const std::string& rel) {
 
 // Which paths of the precopy still hold at the save without reading any inode's link: those
 // whose directories, from the share's root down, kept the timestamps the precopy took before
-// it checked a path (no entry made, removed or renamed in them since), or, for a directory
-// whose parent did change, whose entry in that parent still leads to the same directory.
+// it checked a path. The directories are those the path leads through now, one statx by
+// name each (memoized per path): the root unchanged since its stamp means its entries lead
+// where they led when the path was checked, so its next component led to that same
+// directory then, which, unchanged too, vouches for its own entries, and so on down to the
+// inode's own entry. A change anywhere along the path (a directory moved, swapped for
+// another, an entry renamed) makes its directory's timestamps move, and everything below it
+// goes back to the link reads; a directory the guest does not hold, or that the precopy could
+// not stamp, likewise.
 class UnchangedDirs {
  public:
-  // Reads the timestamps of every directory stamped during the precopy: one statx each.
-  UnchangedDirs(FsState* s, const PreparedPaths& prep, const std::vector<SavedInode>& list) : s_(s) {
-    byPath_[""] = kRootId;
-    for (const SavedInode& e : list)
-      if (e.type == S_IFDIR && e.checked) byPath_[*e.checked] = e.id;
-    for (const auto& [rel, id] : byPath_) {
-      auto stamp = prep.dirStamps.find(id);
-      if (stamp == prep.dirStamps.end()) continue;
-      int fd = id == kRootId ? s->rootFd : s->PinInode(id);
-      if (fd < 0) continue;
-      DirStamp now;
-      if (StampOf(fd, &now) && now == stamp->second) unchanged_.insert(rel);
-      if (id != kRootId) s->UnpinInode(id);
-    }
+  UnchangedDirs(FsState* s, const PreparedPaths& prep) : s_(s), prep_(prep) {
+    for (const auto& [id, stamp] : prep.dirStamps)
+      if (id != kRootId) byKey_[stamp.key] = id;
+    auto root = prep.dirStamps.find(kRootId);
+    DirStamp now;
+    rootFixed_ = root != prep.dirStamps.end() && StampOf(s->rootFd, &now) && now == root->second;
   }
-  size_t Count() const { return unchanged_.size(); }
+  // The directories found unchanged, the root's included.
+  size_t Count() const {
+    size_t n = rootFixed_ ? 1 : 0;
+    for (const auto& [rel, id] : fixed_) n += id != 0;
+    return n;
+  }
 
   // Whether the precopy's path of inode e still leads to it.
-  bool Holds(const SavedInode& e) {
-    if (!e.checked) return false;
-    if (e.type == S_IFDIR) return DirHolds(*e.checked);
-    std::string dir = DirOf(*e.checked);
-    return unchanged_.count(dir) != 0 && DirHolds(dir);
-  }
+  bool Holds(const SavedInode& e) { return e.checked && Fixed(DirOf(*e.checked)) != 0; }
 
  private:
-  // Whether the path rel still leads to the directory the precopy found there.
-  bool DirHolds(const std::string& rel) {
-    if (rel.empty()) return true;
-    auto known = holds_.find(rel);
-    if (known != holds_.end()) return known->second;
-    auto self = byPath_.find(rel);
+  // The directory that the path rel leads to now, when it and every directory above it kept
+  // their stamps (so rel led there when the precopy checked paths through it); else 0.
+  uint64_t Fixed(const std::string& rel) {
+    if (rel.empty()) return rootFixed_ ? kRootId : 0;
+    auto known = fixed_.find(rel);
+    if (known != fixed_.end()) return known->second;
     std::string parent = DirOf(rel);
-    bool ok = self != byPath_.end() && DirHolds(parent) &&
-              (unchanged_.count(parent) != 0 || SameEntry(parent, rel.substr(parent.empty() ? 0 : parent.size() + 1), self->second));
-    holds_[rel] = ok;
-    return ok;
+    uint64_t parentId = Fixed(parent);
+    uint64_t id = parentId == 0 ? 0 : Entry(parentId, rel.substr(parent.empty() ? 0 : parent.size() + 1));
+    fixed_[rel] = id;
+    return id;
   }
 
-  // Whether the entry `name` of the directory at path `parent` is the directory `id` (a look
-  // by name: the parent changed since the stamp, maybe elsewhere).
-  bool SameEntry(const std::string& parent, const std::string& name, uint64_t id) {
-    auto dir = byPath_.find(parent);
-    if (dir == byPath_.end()) return false;
-    InodeKey key;
-    int fd = s_->PinInode(id, nullptr, &key);
-    if (fd < 0) return false;
-    int dirFd = dir->second == kRootId ? s_->rootFd : s_->PinInode(dir->second);
-    double st[kStatxFields];
-    bool same = dirFd >= 0 && StatxInto(dirFd, name.c_str(), AT_SYMLINK_NOFOLLOW, st) == 0 && KeyOfStatx(st) == key;
-    if (dirFd >= 0 && dir->second != kRootId) s_->UnpinInode(dir->second);
-    s_->UnpinInode(id);
-    return same;
+  // The stamped directory that the entry `name` of directory parentId names now, if its
+  // timestamps are still the stamp's; else 0.
+  uint64_t Entry(uint64_t parentId, const std::string& name) {
+    int fd = parentId == kRootId ? s_->rootFd : s_->PinInode(parentId);
+    if (fd < 0) return 0;
+    struct statx x;
+    bool found = statx(fd, name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID | STATX_MTIME | STATX_CTIME, &x) == 0;
+    if (parentId != kRootId) s_->UnpinInode(parentId);
+    if (!found) return 0;
+    // As the inode table keys it (KeyOfStatx).
+    InodeKey key{x.stx_dev_major, x.stx_dev_minor, static_cast<uint64_t>(static_cast<double>(x.stx_ino)), static_cast<uint64_t>(static_cast<double>(x.stx_mnt_id))};
+    auto dir = byKey_.find(key);
+    if (dir == byKey_.end()) return 0;
+    DirStamp now;
+    now.mtimeNs = x.stx_mtime.tv_sec * 1000000000LL + x.stx_mtime.tv_nsec;
+    now.ctimeNs = x.stx_ctime.tv_sec * 1000000000LL + x.stx_ctime.tv_nsec;
+    return now == prep_.dirStamps.at(dir->second) ? dir->second : 0;
   }
 
   FsState* s_;
-  std::unordered_map<std::string, uint64_t> byPath_;  // the precopy's directories by path
-  std::unordered_set<std::string> unchanged_;         // ... whose timestamps held
-  std::unordered_map<std::string, bool> holds_;       // DirHolds' answers so far
+  const PreparedPaths& prep_;
+  bool rootFixed_ = false;
+  std::unordered_map<InodeKey, uint64_t, KeyHash> byKey_;  // the stamped directories
+  std::unordered_map<std::string, uint64_t> fixed_;         // Fixed's answers so far
 };
 
 // Fills in e's path below the share (or file handle), or why it has none. The inode is
@@ -501,7 +502,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
     }
   }
   // The inodes whose directories have not changed since the precopy need no system call.
-  UnchangedDirs dirs(s, prep, list);
+  UnchangedDirs dirs(s, prep);
   uint32_t unchanged = 0;
   for (SavedInode& e : list)
     if ((e.unchanged = dirs.Holds(e))) unchanged++;

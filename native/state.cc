@@ -17,9 +17,11 @@
 //
 // Both tables are split into kShards shards, each with its own mutex, so queues working on
 // different files do not contend. The low bits of a nodeid name its shard, chosen from the
-// inode's key, so a lookup by key and a lookup by nodeid land in the same shard; handles
-// are spread round-robin the same way. Lock order: at most one shard lock is held at a time,
-// except in Clear(), which takes them in index order. No system call runs under a lock
+// inode's key, so a lookup by key and a lookup by nodeid land in the same shard (but for
+// inodes a migration's destination put back under the source's ids: ForeignInodes in
+// state.h); handles are spread round-robin the same way. Lock order: at most one shard lock
+// is held at a time, except in Clear(), which takes them in index order; ForeignInodes'
+// mutex is taken alone or under a shard lock, never the other way round. No system call runs under a lock
 // except close() of an entry being dropped.
 #include "state.h"
 

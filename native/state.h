@@ -149,6 +149,8 @@ struct InodeShard {
     if (n.foreign && !n.detached) {
       std::lock_guard<std::mutex> g(foreign->mu);
       foreign->byKey.erase(n.key);
+      // The last one gone: lookups no longer take foreign->mu.
+      if (foreign->byKey.empty()) foreign->any.store(false, std::memory_order_release);
     } else if (!n.detached) {
       byKey.erase(n.key);
     }
@@ -215,7 +217,9 @@ inline std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(f
 // has to see that the kernel still names each inode as it did then, and not even that for an
 // inode whose directories all have the timestamps they had before its path was checked.
 struct DirStamp {
-  int64_t mtimeNs, ctimeNs;
+  int64_t mtimeNs = 0, ctimeNs = 0;
+  InodeKey key{};  // the directory's, as the inode table keys it
+  // The same timestamps (whatever the key).
   bool operator==(const DirStamp& o) const { return mtimeNs == o.mtimeNs && ctimeNs == o.ctimeNs; }
 };
 struct PreparedPaths {
@@ -407,13 +411,14 @@ struct FsState {
       close(fd);
       return false;
     }
-    if (elsewhere) {
+    {
+      // The file may have come already under an id of another shard.
       std::lock_guard<std::mutex> f(foreign.mu);
-      if (!foreign.byKey.emplace(k, id).second) {
+      if (foreign.byKey.count(k) || (elsewhere && !foreign.byKey.emplace(k, id).second)) {
         close(fd);
         return false;
       }
-      foreign.any.store(true, std::memory_order_release);
+      if (elsewhere) foreign.any.store(true, std::memory_order_release);
     }
     if (sh.nextSeq <= (id >> kShardBits)) sh.nextSeq = (id >> kShardBits) + 1;
     AddInodeLocked(sh, id, fd, k, type, lookups, elsewhere);

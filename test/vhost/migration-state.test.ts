@@ -221,47 +221,51 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
     const write = (rel: string, text: string): void => fs.writeFileSync(path.join(share, rel), text);
-    fs.mkdirSync(path.join(share, 'a'));
-    fs.mkdirSync(path.join(share, 'b', 'sub'), { recursive: true });
-    for (const rel of ['a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r']) write(rel, `${rel} as the guest saw it`);
+    for (const d of ['a', 'b/sub', 'c', 's/app/lib', 's/app.new/lib']) fs.mkdirSync(path.join(share, d), { recursive: true });
+    for (const rel of ['a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 's/app/lib/x', 's/app.new/lib/x']) write(rel, `${rel} as the guest saw it`);
     // Settled: their last change is more than 2 s old when the precopy stamps them.
     await new Promise((r) => setTimeout(r, 2200));
-    // Changed just before the precopy: its timestamps cannot stand for its entries.
-    fs.mkdirSync(path.join(share, 'fresh'));
-    write('fresh/x', 'fresh/x as the guest saw it');
+    // Changed just before the precopy (c) and made then (fresh): their timestamps cannot
+    // stand for their entries.
+    fs.mkdirSync(path.join(share, 'c', 'fresh'));
+    write('c/fresh/x', 'c/fresh/x as the guest saw it');
     const ids = new Map<string, bigint>();
-    for (const rel of ['a', 'b', 'b/sub', 'fresh', 'a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 'fresh/x']) {
+    const rels = ['a', 'b', 'b/sub', 'c', 'c/fresh', 's', 's/app', 's/app/lib', 's/app.new', 's/app.new/lib'];
+    rels.push('a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 'c/fresh/x', 's/app/lib/x');
+    for (const rel of rels) {
       const dir = path.dirname(rel);
       ids.set(rel, ok(await c.lookup(dir === '.' ? 1n : ids.get(dir)!, path.basename(rel)), `LOOKUP ${rel}`).nodeid);
     }
     const logFd = await startPrecopy(src.fe, src.daemon);
     try {
       await new Promise((r) => setTimeout(r, 1000));
-      // On the host, before the switch-over: a moved away and another a made in its place,
-      // with another f1; b/g renamed. b/sub and the root's r are left as they were.
-      fs.renameSync(path.join(share, 'a'), path.join(share, 'a.old'));
-      fs.mkdirSync(path.join(share, 'a'));
+      // On the host, before the switch-over: a/f1 renamed and another a/f1 made in its
+      // place; b/g renamed; s/app swapped for s/app.new (a release directory's deploy).
+      fs.renameSync(path.join(share, 'a', 'f1'), path.join(share, 'a', 'f1.moved'));
       write('a/f1', 'an impostor');
       fs.renameSync(path.join(share, 'b', 'g'), path.join(share, 'b', 'g2'));
+      fs.renameSync(path.join(share, 's', 'app'), path.join(share, 's', 'app.old'));
+      fs.renameSync(path.join(share, 's', 'app.new'), path.join(share, 's', 'app'));
       const { state, check } = await save(src.fe);
       assert.equal(check, 0n);
-      // Without a look: b and b/sub (their entries are the same, though the root and b changed),
-      // b/sub/h (b/sub unchanged) and fresh (its entry in the root is the same). By their links,
-      // as the precopy found them: r (the root changed) and fresh/x (fresh too new to stamp).
-      // Walked again: a, a/f1, a/f2 and b/g.
-      await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 10);
+      // Without a look: a, b, c, r and s (the root kept its stamps). By their links, as the
+      // precopy found them: a/f2, b/sub, b/sub/h (a and b changed), c/fresh and c/fresh/x (c too
+      // new to stamp). Walked again: a/f1, b/g and the five below s.
+      await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 17);
       const saved = lines(src.daemon).find((l) => l.msg === 'device state saved for migration')!;
-      assert.deepEqual([saved.pathsFromPrecopy, saved.pathsInUnchangedDirs], [6, 4], JSON.stringify(saved));
+      assert.deepEqual([saved.pathsFromPrecopy, saved.pathsInUnchangedDirs], [10, 5], JSON.stringify(saved));
       dst = await destination(share);
       assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
       await dst.fe.startQueues(dst.fe.queues.map(() => 0));
       // Each node id is still the file the guest looked up, wherever it is now.
-      for (const rel of ['a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 'fresh/x']) {
+      for (const rel of ['a/f1', 'a/f2', 'b/g', 'b/sub/h', 'r', 'c/fresh/x', 's/app/lib/x']) {
         const n = ids.get(rel)!;
         const fh: bigint = ok(await dst.c.open(n, fs.constants.O_RDONLY), `OPEN ${rel}`).fh;
         assert.equal(ok(await dst.c.read(fh, 0, 64, { nodeid: n }), `READ ${rel}`).toString(), `${rel} as the guest saw it`);
       }
-      assert.equal(ok(await dst.c.getattr(ids.get('a')!), 'GETATTR a').attr.ino, BigInt(fs.statSync(path.join(share, 'a.old')).ino));
+      for (const [rel, now] of [['s/app', 's/app.old'], ['s/app.new', 's/app'], ['s/app/lib', 's/app.old/lib']]) {
+        assert.equal(ok(await dst.c.getattr(ids.get(rel)!), `GETATTR ${rel}`).attr.ino, BigInt(fs.statSync(path.join(share, now)).ino), `${rel} is now ${now}`);
+      }
     } finally {
       native.close(logFd);
     }
