@@ -83,13 +83,15 @@ function makeShare(dir: string): string {
   return share;
 }
 
-/** A line of our daemon's log (its output reaches us a moment after its reply), or null. */
+/** Daemon.logLine, waited for: the output reaches us a moment after the daemon's reply. Null if none came. */
 async function logLine(d: Daemon, msg: string): Promise<Record<string, unknown> | null> {
   for (const end = Date.now() + 2000; ; ) {
-    const line = d.output().split('\n').find((l) => l.includes(`"msg":"${msg}"`));
-    if (line) return JSON.parse(line) as Record<string, unknown>;
-    if (Date.now() > end) return null;
-    await new Promise((r) => setTimeout(r, 20));
+    try {
+      return d.logLine<Record<string, unknown>>(msg);
+    } catch {
+      if (Date.now() > end) return null;
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 }
 

@@ -10,9 +10,9 @@
 // the inode (during the precopy, on a thread of its own, MigrationPrep; at the switch-over,
 // on up to one thread per core, DescribeAll, only the paths whose link changed since are
 // walked again, and no link is read for an inode whose directories kept the timestamps the
-// precopy took before it checked the paths, UnchangedDirs); the destination walks it one component at a time, never following a
-// symlink or '..', so a stream cannot reach outside the share (from the inode's directory
-// when that came first, else from the share). With
+// precopy took before it checked the paths, UnchangedDirs); the destination walks it one
+// component at a time, never following a symlink or '..', so a stream cannot reach outside
+// the share (from the inode's directory when that came first, else from the share). With
 // --migration-verify-handles the source adds each inode's file handle, and the destination
 // checks that the path led to that very inode. Or they travel as file handles (file-handles:
 // the same files on both sides, CAP_DAC_READ_SEARCH on the destination), which also carries
@@ -213,14 +213,19 @@ const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const
   return same ? nullptr : "its path leads to another file";
 }
 
+// A directory's mtime and ctime from attributes in StatxInto's layout, or false.
+bool StampOfStatx(const double* st, DirStamp* out) {
+  uint32_t mask = static_cast<uint32_t>(st[0]);
+  if ((mask & (STATX_MTIME | STATX_CTIME)) != (STATX_MTIME | STATX_CTIME)) return false;
+  out->mtimeNs = static_cast<int64_t>(st[15]) * 1000000000LL + static_cast<int64_t>(st[16]);
+  out->ctimeNs = static_cast<int64_t>(st[17]) * 1000000000LL + static_cast<int64_t>(st[18]);
+  return true;
+}
+
 // A directory's mtime and ctime now, or false.
 bool StampOf(int fd, DirStamp* out) {
-  struct statx x;
-  if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MTIME | STATX_CTIME, &x) < 0) return false;
-  if ((x.stx_mask & (STATX_MTIME | STATX_CTIME)) != (STATX_MTIME | STATX_CTIME)) return false;
-  out->mtimeNs = x.stx_mtime.tv_sec * 1000000000LL + x.stx_mtime.tv_nsec;
-  out->ctimeNs = x.stx_ctime.tv_sec * 1000000000LL + x.stx_ctime.tv_nsec;
-  return true;
+  double st[kStatxFields];
+  return StatxInto(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, st) == 0 && StampOfStatx(st, out);
 }
 
 // How long ago a directory's last change must be for its timestamps to stand for its entries:
@@ -360,17 +365,13 @@ class UnchangedDirs {
   uint64_t Entry(uint64_t parentId, const std::string& name) {
     int fd = parentId == kRootId ? s_->rootFd : s_->PinInode(parentId);
     if (fd < 0) return 0;
-    struct statx x;
-    bool found = statx(fd, name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID | STATX_MTIME | STATX_CTIME, &x) == 0;
+    double st[kStatxFields];
+    bool found = StatxInto(fd, name.c_str(), AT_SYMLINK_NOFOLLOW, st) == 0;
     if (parentId != kRootId) s_->UnpinInode(parentId);
     if (!found) return 0;
-    // As the inode table keys it (KeyOfStatx).
-    InodeKey key{x.stx_dev_major, x.stx_dev_minor, static_cast<uint64_t>(static_cast<double>(x.stx_ino)), static_cast<uint64_t>(static_cast<double>(x.stx_mnt_id))};
-    auto dir = byKey_.find(key);
-    if (dir == byKey_.end()) return 0;
+    auto dir = byKey_.find(KeyOfStatx(st));
     DirStamp now;
-    now.mtimeNs = x.stx_mtime.tv_sec * 1000000000LL + x.stx_mtime.tv_nsec;
-    now.ctimeNs = x.stx_ctime.tv_sec * 1000000000LL + x.stx_ctime.tv_nsec;
+    if (dir == byKey_.end() || !StampOfStatx(st, &now)) return 0;
     return now == prep_.dirStamps.at(dir->second) ? dir->second : 0;
   }
 
