@@ -23,7 +23,8 @@
  * whose label contains TEXT), --daemons=LABEL,... (only these configurations, in this order,
  * e.g. for a profile), --ts-args="ARG ..." (appended to virtiofsd-ts's arguments, e.g.
  * --poll-max-us=0 to compare), --driver=js (every row through the JS front end, as before
- * the native driver).
+ * the native driver), --queue-memory=N,... (the request queue counts of the table of our
+ * peak RSS by number of queues; default 1,2,4,8,16; empty: no table).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -45,6 +46,7 @@ const ONLY = arg('only');
 const DAEMONS = arg('daemons')?.split(',');
 const TS_ARGS = arg('ts-args')?.split(' ').filter((a) => a !== '') ?? [];
 const JS_DRIVER = arg('driver') === 'js';
+const QUEUE_MEMORY = (arg('queue-memory') ?? '1,2,4,8,16').split(',').filter((q) => q !== '').map(Number);
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FILE_SIZE = 64 * MiB;
@@ -427,6 +429,33 @@ function fail(message: string): never {
 }
 
 
+/**
+ * Our daemon's peak RSS with `queues` request queues, each of which served requests: 4 KiB
+ * READs and GETATTRs (the fast path) and ACCESSes (JS) on every queue at once, 400 each.
+ */
+async function queueMemory(queues: number, rowFiles: string): Promise<ReturnType<typeof memoryMiB>> {
+  const s = await setUp({ label: `virtiofsd-ts ${queues}q`, kind: 'ts', args: ['--cache=never'], queues, versus: null }, rowFiles);
+  let m: ReturnType<typeof memoryMiB>;
+  try {
+    await Promise.all(
+      s.clients.map(async (c, i) => {
+        for (let k = 0; k < 400; k++) {
+          ok(await c.read(s.big.fh, ((i * 400 + k) % 16384) * 4 * KiB, 4 * KiB, { nodeid: s.big.nodeid, borrowBody: true }), 'READ');
+          ok(await c.getattr(s.big.nodeid), 'GETATTR');
+          ok(await c.access(s.big.nodeid), 'ACCESS');
+        }
+      }),
+    );
+    m = memoryMiB(s.pid);
+  } finally {
+    await tearDown(s);
+  }
+  const perQueue = s.daemon.exitReport<{ requestsPerQueue?: Record<string, number> }>()?.requestsPerQueue ?? {};
+  const busy = Object.entries(perQueue).filter(([q, n]) => q !== '0' && n >= 1200).length;
+  if (busy !== queues) throw new Error(`${busy} of ${queues} request queues served the requests: ${JSON.stringify(perQueue)}`);
+  return m;
+}
+
 function fmt(x: number): string {
   if (!Number.isFinite(x)) return '-';
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
@@ -453,6 +482,11 @@ async function main(): Promise<void> {
   }
   const rss = new Map(subjects.map((s) => [s.config.label, memoryMiB(s.pid)]));
   for (const s of subjects) await tearDown(s);
+  const byQueues = new Map<number, ReturnType<typeof memoryMiB>>();
+  for (const q of QUEUE_MEMORY) {
+    byQueues.set(q, await queueMemory(q, rowFiles));
+    process.stderr.write(`peak RSS with ${q} request queues: ${fmt(byQueues.get(q)!.peak)} MiB\n`);
+  }
   fs.rmSync(rowFiles, { recursive: true, force: true });
 
   const med = (r: Row, label: string, f: (x: Sample) => number): number => medianOf(samples.get(`${r.label}|${label}`), f);
@@ -483,6 +517,14 @@ async function main(): Promise<void> {
   lines.push('| daemon | peak RSS (MiB) | at the end: private (RssAnon) | program files (RssFile) | guest memory (RssShmem) |');
   lines.push('| --- | ---: | ---: | ---: | ---: |');
   for (const [label, m] of rss) lines.push(`| ${label} | ${fmt(m.peak)} | ${fmt(m.anon)} | ${fmt(m.file)} | ${fmt(m.shmem)} |`);
+  if (byQueues.size > 0) {
+    lines.push('');
+    lines.push(`Our daemon's peak RSS by number of request queues (a daemon of its own for each, 400 READs, GETATTRs and ACCESSes on every queue at once; the Rust and the C virtiofsd serve one request queue):`);
+    lines.push('');
+    lines.push('| request queues | peak RSS (MiB) | at the end: private (RssAnon) | program files (RssFile) | guest memory (RssShmem) |');
+    lines.push('| ---: | ---: | ---: | ---: | ---: |');
+    for (const [q, m] of byQueues) lines.push(`| ${q} | ${fmt(m.peak)} | ${fmt(m.anon)} | ${fmt(m.file)} | ${fmt(m.shmem)} |`);
+  }
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
   const dir = path.join(REPO_ROOT, 'bench', 'results');

@@ -6,8 +6,10 @@
 // later); OPEN, FLUSH and RELEASE, which every open() and close() sends; SETATTR (touch,
 // chmod, truncate); CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME and RENAME2
 // (an editor's save); listing a directory: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, and
-// READLINK (ls -l of a symlink); and with --xattr GETXATTR, which Linux sends before every
-// write it caches. Attached to a queue as its ChainServer (chainserver.h) by the device
+// READLINK (ls -l of a symlink); with --xattr GETXATTR, which Linux sends before every write
+// it caches; and the requests that may take long in the kernel, so that they block only
+// their own queue's thread (or a pool thread) and never the JS thread the queues share:
+// FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_FILE_RANGE, LSEEK and STATFS. Attached to a queue as its ChainServer (chainserver.h) by the device
 // (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
@@ -32,7 +34,10 @@ namespace {
 // include/uapi/linux/fuse.h
 constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4, kOpReadlink = 5, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpRename = 12, kOpLink = 13, kOpOpen = 14, kOpRead = 15,
                    kOpWrite = 16, kOpRelease = 18, kOpGetxattr = 22, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
-                   kOpCreate = 35, kOpReaddirplus = 44, kOpRename2 = 45;
+                   kOpCreate = 35, kOpReaddirplus = 44, kOpRename2 = 45, kOpStatfs = 17, kOpFsync = 20, kOpFsyncdir = 30,
+                   kOpFallocate = 43, kOpLseek = 46, kOpCopyFileRange = 47, kOpSyncfs = 50;
+// fuse_fsync_in.fsync_flags
+constexpr uint32_t kFsyncFdatasync = 1;
 // fuse_open_out.open_flags
 constexpr uint32_t kFopenKeepCache = 1 << 1;
 // fuse_release_in.release_flags
@@ -44,12 +49,13 @@ constexpr uint64_t kRootNodeId = 1;
 // fuse_release_in and fuse_flush_in (fh, then lock_owner at 16), fuse_create_in, fuse_open_in
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
                    kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8, kSetattrInSize = 88,
-                   kRenameInSize = 8, kRename2InSize = 16, kLinkInSize = 8, kGetxattrInSize = 8;
+                   kRenameInSize = 8, kRename2InSize = 16, kLinkInSize = 8, kGetxattrInSize = 8, kFsyncInSize = 16,
+                   kFallocateInSize = 32, kLseekInSize = 24, kCopyFileRangeInSize = 56;
 // The largest integer a JS number holds exactly: larger sizes and times go to JS, whose
 // answer for them is its own.
 constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
-constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kGetxattrOutSize = 8, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
+constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kGetxattrOutSize = 8, kLseekOutSize = 8, kStatfsOutSize = 80, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
@@ -227,6 +233,19 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeReadlink(c, s);
       case kOpGetxattr:
         return ServeGetxattr(c, s, len);
+      case kOpFsync:
+      case kOpFsyncdir:
+        return ServeFsync(c, s, len, opcode == kOpFsyncdir);
+      case kOpSyncfs:
+        return ServeSyncfs(c, s);
+      case kOpFallocate:
+        return ServeFallocate(c, s, len);
+      case kOpCopyFileRange:
+        return ServeCopyRange(c, s, len);
+      case kOpLseek:
+        return ServeLseek(c, s, len);
+      case kOpStatfs:
+        return ServeStatfs(c, s);
       default:
         return kDeclined;
     }
@@ -563,6 +582,102 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, r, 0);
   }
 
+  // FSYNC and FSYNCDIR of a handle: on the I/O pool when there is one (which replies), else
+  // on this queue's thread.
+  Result ServeFsync(const ChainView& c, FsState* s, uint32_t len, bool dir) {
+    if (len < kInHeaderSize + kFsyncInSize || c.prefetched < kInHeaderSize + kFsyncInSize || c.writableLen < kOutHeaderSize)
+      return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    uint64_t fh = Load64(a);
+    bool datasync = Load32(a + 8) & kFsyncFdatasync;
+    (dir ? fsyncdirs_ : fsyncs_)++;
+    if (pool_) {
+      SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, kOutHeaderSize, &headerPairs_);
+      header_.clear();
+      if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) return kDeclined;
+      int64_t r;
+      if (!SyncOrQueue(s, fh, datasync, std::vector<iovec>(header_), c.table, c.ring, c.head, Load64(c.prefetch + 8), &r))
+        return kPooled;
+      return Reply(c, static_cast<int32_t>(r), 0);
+    }
+    return Reply(c, SyncHandle(s, fh, datasync), 0);
+  }
+
+  // SYNCFS: the file system holding the node (fuse_syncfs_in is only padding).
+  Result ServeSyncfs(const ChainView& c, FsState* s) {
+    if (c.writableLen < kOutHeaderSize) return kDeclined;
+    syncfses_++;
+    return Reply(c, SyncfsNode(s, Load64(c.prefetch + 16)), 0);
+  }
+
+  // FALLOCATE (not on a read-only share, which JS refuses). Offsets and lengths beyond what
+  // a JS number holds exactly go to JS.
+  Result ServeFallocate(const ChainView& c, FsState* s, uint32_t len) {
+    if (readOnly_ || len < kInHeaderSize + kFallocateInSize || c.prefetched < kInHeaderSize + kFallocateInSize ||
+        c.writableLen < kOutHeaderSize)
+      return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    uint64_t offset = Load64(a + 8), length = Load64(a + 16);
+    if (offset >= kMaxExactInJs || length >= kMaxExactInJs) return kDeclined;
+    fallocates_++;
+    return Reply(c, FallocateHandle(s, Load64(a), static_cast<int>(Load32(a + 24)), static_cast<int64_t>(offset),
+                                    static_cast<int64_t>(length)),
+                 0);
+  }
+
+  // COPY_FILE_RANGE (not on a read-only share): the bytes copied as fuse_write_out. Offsets,
+  // lengths and flags beyond what JS passes on exactly go to JS.
+  Result ServeCopyRange(const ChainView& c, FsState* s, uint32_t len) {
+    if (readOnly_ || len < kInHeaderSize + kCopyFileRangeInSize || c.prefetched < kInHeaderSize + kCopyFileRangeInSize ||
+        c.writableLen < kOutHeaderSize + kWriteOutSize)
+      return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    uint64_t offIn = Load64(a + 8), offOut = Load64(a + 32), length = Load64(a + 40), flags = Load64(a + 48);
+    if (offIn >= kMaxExactInJs || offOut >= kMaxExactInJs || length > UINT32_MAX || flags > UINT32_MAX) return kDeclined;
+    copyRanges_++;
+    int64_t r = CopyRangeHandles(s, Load64(a), static_cast<int64_t>(offIn), Load64(a + 24), static_cast<int64_t>(offOut), length,
+                                 static_cast<unsigned>(flags));
+    if (r < 0) return Reply(c, static_cast<int32_t>(r), 0);
+    Store32(reply_ + kOutHeaderSize, static_cast<uint32_t>(r));
+    Store32(reply_ + kOutHeaderSize + 4, 0);
+    return Reply(c, 0, kWriteOutSize);
+  }
+
+  // LSEEK (SEEK_DATA and SEEK_HOLE: Linux answers the others itself): the offset found.
+  Result ServeLseek(const ChainView& c, FsState* s, uint32_t len) {
+    if (len < kInHeaderSize + kLseekInSize || c.prefetched < kInHeaderSize + kLseekInSize ||
+        c.writableLen < kOutHeaderSize + kLseekOutSize)
+      return kDeclined;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    uint64_t offset = Load64(a + 8);
+    if (offset >= kMaxExactInJs) return kDeclined;
+    lseeks_++;
+    int64_t r = SeekHandle(s, Load64(a), static_cast<int64_t>(offset), static_cast<int>(Load32(a + 16)));
+    if (r < 0) return Reply(c, static_cast<int32_t>(r), 0);
+    Store64(reply_ + kOutHeaderSize, static_cast<uint64_t>(r));
+    return Reply(c, 0, kLseekOutSize);
+  }
+
+  // STATFS: the file system holding the node, as fuse_kstatfs.
+  Result ServeStatfs(const ChainView& c, FsState* s) {
+    if (c.writableLen < kOutHeaderSize + kStatfsOutSize) return kDeclined;
+    struct statfs st;
+    int r = StatfsNode(s, Load64(c.prefetch + 16), &st);
+    statfses_++;
+    if (r < 0) return Reply(c, r, 0);
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kStatfsOutSize);
+    Store64(b, st.f_blocks);
+    Store64(b + 8, st.f_bfree);
+    Store64(b + 16, st.f_bavail);
+    Store64(b + 24, st.f_files);
+    Store64(b + 32, st.f_ffree);
+    Store32(b + 40, static_cast<uint32_t>(st.f_bsize));
+    Store32(b + 44, static_cast<uint32_t>(st.f_namelen));
+    Store32(b + 48, static_cast<uint32_t>(st.f_frsize));
+    return Reply(c, 0, kStatfsOutSize);
+  }
+
   // fuse_entry_out for nodeid (generation 0, the policy's timeouts) at b, which is zeroed.
   void EncodeEntry(uint8_t* b, uint64_t nodeid, const double* st) const {
     Store64(b, nodeid);
@@ -640,7 +755,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         {kOpReaddir, readdirs_}, {kOpReaddirplus, readdirpluses_}, {kOpReleasedir, releasedirs_},
         {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}, {kOpSetattr, setattrs_},
         {kOpRename, renames_}, {kOpRename2, rename2s_}, {kOpLink, links_}, {kOpReadlink, readlinks_},
-        {kOpGetxattr, getxattrs_}};
+        {kOpGetxattr, getxattrs_}, {kOpFsync, fsyncs_}, {kOpFsyncdir, fsyncdirs_}, {kOpSyncfs, syncfses_},
+        {kOpFallocate, fallocates_}, {kOpCopyFileRange, copyRanges_}, {kOpLseek, lseeks_}, {kOpStatfs, statfses_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
@@ -653,7 +769,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
            creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0,
            setattrs_ = 0, renames_ = 0, rename2s_ = 0, links_ = 0, readlinks_ = 0,
-           getxattrs_ = 0;
+           getxattrs_ = 0, fsyncs_ = 0, fsyncdirs_ = 0, syncfses_ = 0, fallocates_ = 0, copyRanges_ = 0, lseeks_ = 0, statfses_ = 0;
   uint64_t makes_[3] = {0, 0, 0};  // by MakeKind
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.

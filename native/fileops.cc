@@ -81,6 +81,36 @@ void PutEntry(uint8_t* p, uint64_t nodeid, const double* st, const double* timeo
 
 }  // namespace
 
+int SyncHandle(FsState* s, uint64_t fh, bool datasync) {
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return h.fd();
+  return (datasync ? fdatasync(h.fd()) : fsync(h.fd())) < 0 ? -errno : 0;
+}
+
+int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length) {
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return h.fd();
+  return fallocate(h.fd(), mode, offset, length) < 0 ? -errno : 0;
+}
+
+int64_t SeekHandle(FsState* s, uint64_t fh, int64_t offset, int whence) {
+  HandlePin h(s, fh);
+  if (h.fd() < 0) return h.fd();
+  off_t r = lseek(h.fd(), offset, whence);
+  return r < 0 ? -errno : r;
+}
+
+int64_t CopyRangeHandles(FsState* s, uint64_t fhIn, int64_t offIn, uint64_t fhOut, int64_t offOut, uint64_t length,
+                         unsigned flags) {
+  HandlePin a(s, fhIn);
+  if (a.fd() < 0) return a.fd();
+  HandlePin b(s, fhOut);
+  if (b.fd() < 0) return b.fd();
+  loff_t i = offIn, o = offOut;
+  ssize_t r = copy_file_range(a.fd(), &i, b.fd(), &o, static_cast<size_t>(length), flags);
+  return r < 0 ? -errno : r;
+}
+
 int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, size_t cap, bool plus, const double* timeouts) {
   size_t pos = 0;
   HandlePin h(s, fh);
@@ -155,10 +185,7 @@ Napi::Value HandleFsync(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
   if (!ArgU64(info, 1, &fh)) return ThrowType(info.Env(), "handleFsync(id, fh, datasync)");
-  HandlePin h(s, fh);
-  if (h.fd() < 0) return Num(info, h.fd());
-  int r = info[2].ToBoolean() ? fdatasync(h.fd()) : fsync(h.fd());
-  return Num(info, r < 0 ? -errno : 0);
+  return Num(info, SyncHandle(s, fh, info[2].ToBoolean()));
 }
 
 // handleFallocate(id, fh, mode, offset, length) -> 0 or -errno.
@@ -168,9 +195,7 @@ Napi::Value HandleFallocate(const Napi::CallbackInfo& info) {
   int64_t mode, off, len;
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &mode) || !ArgInt(info, 3, &off) || !ArgInt(info, 4, &len))
     return ThrowType(info.Env(), "handleFallocate(id, fh, mode, offset, length)");
-  HandlePin h(s, fh);
-  if (h.fd() < 0) return Num(info, h.fd());
-  return Num(info, fallocate(h.fd(), static_cast<int>(mode), off, len) < 0 ? -errno : 0);
+  return Num(info, FallocateHandle(s, fh, static_cast<int>(mode), off, len));
 }
 
 // handleLseek(id, fh, offset, whence) -> the resulting offset or -errno (SEEK_DATA/HOLE).
@@ -180,10 +205,7 @@ Napi::Value HandleLseek(const Napi::CallbackInfo& info) {
   int64_t off, whence;
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &off) || !ArgInt(info, 3, &whence))
     return ThrowType(info.Env(), "handleLseek(id, fh, offset, whence)");
-  HandlePin h(s, fh);
-  if (h.fd() < 0) return Num(info, h.fd());
-  off_t r = lseek(h.fd(), off, static_cast<int>(whence));
-  return Num(info, r < 0 ? -errno : static_cast<double>(r));
+  return Num(info, static_cast<double>(SeekHandle(s, fh, off, static_cast<int>(whence))));
 }
 
 // handleCopyRange(id, fhIn, offIn, fhOut, offOut, length, flags) -> bytes copied or -errno.
@@ -194,13 +216,7 @@ Napi::Value HandleCopyRange(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &fin) || !ArgInt(info, 2, &oin) || !ArgU64(info, 3, &fout) || !ArgInt(info, 4, &oout) ||
       !ArgInt(info, 5, &len) || !ArgInt(info, 6, &flags))
     return ThrowType(info.Env(), "handleCopyRange(id, fhIn, offIn, fhOut, offOut, length, flags)");
-  HandlePin a(s, fin);
-  if (a.fd() < 0) return Num(info, a.fd());
-  HandlePin b(s, fout);
-  if (b.fd() < 0) return Num(info, b.fd());
-  loff_t i = oin, o = oout;
-  ssize_t r = copy_file_range(a.fd(), &i, b.fd(), &o, static_cast<size_t>(len), static_cast<unsigned>(flags));
-  return Num(info, r < 0 ? -errno : static_cast<double>(r));
+  return Num(info, static_cast<double>(CopyRangeHandles(s, fin, oin, fout, oout, static_cast<uint64_t>(len), static_cast<unsigned>(flags))));
 }
 
 // handleFlock(id, fh, op) -> 0 or -errno; op is LOCK_SH/LOCK_EX/LOCK_UN, always non-blocking.

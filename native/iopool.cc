@@ -261,6 +261,28 @@ bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& d
   return false;
 }
 
+bool SyncOrQueue(FsState* s, uint64_t fh, bool datasync, std::vector<iovec>&& header, int64_t table,
+                 std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique, int64_t* result) {
+  auto job = std::make_unique<IoJob>();
+  job->fd = s->PinHandle(fh);
+  if (job->fd < 0) {
+    *result = job->fd;
+    return true;
+  }
+  job->kind = datasync ? IoKind::kFdatasync : IoKind::kFsync;
+  job->state = s;
+  job->fh = fh;
+  job->pos = job->moved = 0;
+  job->header = std::move(header);
+  job->keep = KeepGuestMemory(table);
+  job->ring = std::move(ring);
+  job->head = head;
+  job->unique = unique;
+  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
+  Pool().Submit(job.release());
+  return false;
+}
+
 namespace {
 
 // The arguments every queued call shares: (..., ring, head, unique) at info[i..i+2].
@@ -270,13 +292,6 @@ bool ArgCompletion(const Napi::CallbackInfo& info, size_t i, std::shared_ptr<Use
   *head = static_cast<uint32_t>(h);
   *ring = UsedRingOf(info[i]);
   return *ring != nullptr;
-}
-
-// Hands a prepared job (handle pinned) to the pool.
-Napi::Value Queue(const Napi::CallbackInfo& info, IoJob* job) {
-  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
-  Pool().Submit(job);
-  return info.Env().Undefined();
 }
 
 // handleReadvQueued / handleWritevQueued(id, fh, position, table, pairs, count, headerCount,
@@ -314,22 +329,22 @@ Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
 // (the pool replies) or -errno (the caller replies). pairs: the reply header's ranges.
 Napi::Value HandleFsyncQueued(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
-  auto job = std::make_unique<IoJob>();
+  uint64_t fh, unique;
   int64_t table;
+  std::shared_ptr<UsedRing> ring;
+  uint32_t head;
   const double* pairs;
   size_t n;
-  if (!ArgU64(info, 1, &job->fh) || !ArgInt(info, 3, &table) || !ArgCompletion(info, 6, &job->ring, &job->head, &job->unique))
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 3, &table) || !ArgCompletion(info, 6, &ring, &head, &unique))
     return ThrowType(info.Env(), "handleFsyncQueued(id, fh, datasync, table, pairs, count, ring, head, unique)");
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
-  int e = GuestIovecs(table, pairs, n, &job->header);
+  std::vector<iovec> header;
+  int e = GuestIovecs(table, pairs, n, &header);
   if (e) return Num(info, -e);
-  job->fd = s->PinHandle(job->fh);
-  if (job->fd < 0) return Num(info, job->fd);
-  job->kind = info[2].ToBoolean() ? IoKind::kFdatasync : IoKind::kFsync;
-  job->state = s;
-  job->pos = job->moved = 0;
-  job->keep = KeepGuestMemory(table);
-  return Queue(info, job.release());
+  int64_t result;
+  if (SyncOrQueue(s, fh, info[2].ToBoolean(), std::move(header), table, std::move(ring), head, unique, &result))
+    return Num(info, static_cast<double>(result));
+  return info.Env().Undefined();
 }
 
 // ioPoolSetSize(n): how many threads the pool may start (--thread-pool-size).

@@ -1,6 +1,6 @@
 // What the I/O pool (iopool.cc) offers native callers that prepare a request without JS
-// (fastpath.cc): a READ or WRITE tried at once and otherwise run and replied on the pool,
-// and the FUSE reply header both write into guest memory.
+// (fastpath.cc): a READ or WRITE tried at once and otherwise run and replied on the pool, an
+// FSYNC run and replied there, and the FUSE reply header both write into guest memory.
 #pragma once
 
 #include "state.h"
@@ -25,5 +25,12 @@ uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64
 bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& data, std::vector<iovec>&& header, bool write,
                      bool killSuidgid, int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique,
                      int64_t* result);
+
+// An FSYNC (fdatasync with datasync) of handle fh run and replied on the pool, as
+// TransferOrQueue's queued half: true when it could not be queued, *result the -errno (an
+// unknown handle) for the caller to reply; else false: the pool replies into header and puts
+// chain `head` on ring.
+bool SyncOrQueue(FsState* s, uint64_t fh, bool datasync, std::vector<iovec>&& header, int64_t table,
+                 std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique, int64_t* result);
 
 }  // namespace vfsn

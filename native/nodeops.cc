@@ -331,10 +331,9 @@ Napi::Value NodeStatfs(const Napi::CallbackInfo& info) {
   double* out = OutArg(info, 2, 8);
   if (!out) return info.Env().Undefined();
   if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeStatfs(id, nodeid, out)");
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
   struct statfs st;
-  if (fstatfs(p.fd(), &st) < 0) return Num(info, -errno);
+  int r = StatfsNode(s, nodeid, &st);
+  if (r < 0) return Num(info, r);
   out[0] = static_cast<double>(st.f_blocks);
   out[1] = static_cast<double>(st.f_bfree);
   out[2] = static_cast<double>(st.f_bavail);
@@ -351,21 +350,31 @@ Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
   if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeSyncfs(id, nodeid)");
-  // syncfs() refuses O_PATH descriptors: use the inode opened for reading if it is a file
-  // or a directory, else the shared directory.
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  InodePin root(s, kRootId);
-  int src = (p.type() == S_IFREG || p.type() == S_IFDIR) ? p.fd() : root.fd();
-  int fd = Reopen(s, src, O_RDONLY | O_NONBLOCK);
-  if (fd < 0) return Num(info, fd);
-  int r = syncfs(fd);
-  int e = errno;
-  close(fd);
-  return Num(info, r < 0 ? -e : 0);
+  return Num(info, SyncfsNode(s, nodeid));
 }
 
 }  // namespace
+
+int StatfsNode(FsState* s, uint64_t nodeid, struct statfs* out) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  return fstatfs(p.fd(), out) < 0 ? -errno : 0;
+}
+
+int SyncfsNode(FsState* s, uint64_t nodeid) {
+  // syncfs() refuses O_PATH descriptors: use the inode opened for reading if it is a file
+  // or a directory, else the shared directory.
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  InodePin root(s, kRootId);
+  int src = (p.type() == S_IFREG || p.type() == S_IFDIR) ? p.fd() : root.fd();
+  int fd = Reopen(s, src, O_RDONLY | O_NONBLOCK);
+  if (fd < 0) return fd;
+  int r = syncfs(fd);
+  int e = errno;
+  close(fd);
+  return r < 0 ? -e : 0;
+}
 
 int OpenPath(int dirfd, const std::string& name) {
   int fd;

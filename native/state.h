@@ -5,6 +5,7 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -691,6 +692,22 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner);
 //   the end) of nodeid, taken without waiting and recorded as a SETLK's: 0 or -errno
 //   (fileops.cc; a migration puts the guest's locks back with it);
 int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end);
+// - fsync (fdatasync with datasync) of handle fh's descriptor: 0 or -errno (FSYNC and
+//   FSYNCDIR; fileops.cc);
+int SyncHandle(FsState* s, uint64_t fh, bool datasync);
+// - fallocate(mode, offset, length) on handle fh: 0 or -errno (fileops.cc);
+int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length);
+// - lseek(offset, whence) on handle fh (SEEK_DATA, SEEK_HOLE): the offset or -errno
+//   (fileops.cc);
+int64_t SeekHandle(FsState* s, uint64_t fh, int64_t offset, int whence);
+// - copy_file_range of length bytes from handle fhIn at offIn to fhOut at offOut: the bytes
+//   copied or -errno (fileops.cc);
+int64_t CopyRangeHandles(FsState* s, uint64_t fhIn, int64_t offIn, uint64_t fhOut, int64_t offOut, uint64_t length,
+                         unsigned flags);
+// - the statfs of the file system holding nodeid into out: 0 or -errno (nodeops.cc);
+int StatfsNode(FsState* s, uint64_t nodeid, struct statfs* out);
+// - syncfs of the file system holding nodeid: 0 or -errno (nodeops.cc);
+int SyncfsNode(FsState* s, uint64_t nodeid);
 // - every POSIX lock the daemon holds for the guest let go of, the lock table emptied
 //   (fileops.cc; a migration's source, for the destination to take them).
 void ReleaseAllLocks(FsState* s);

@@ -117,7 +117,6 @@ export async function runDaemon(
         flock: opts.flock,
         threadPool: opts.threadPoolSize > 0,
       },
-      logLevel: opts.logLevel,
       pollMaxNs: opts.pollMaxUs * 1000,
       migration: {
         mode: opts.migrationMode ?? 'find-paths',

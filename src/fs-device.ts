@@ -1,15 +1,15 @@
 /**
  * The virtio-fs device: ties the vhost-user backend to the FUSE server. It says how many
- * queues there are and where each runs (the hiprio queue and the first request queue on the
- * main thread, every further request queue on a worker of its own), and it is the module
- * every queue thread loads to build its ChainHandler: a FuseServer over a PassthroughFs
- * whose state (inodes, handles) is the one native FsState all threads share, and in front
- * of it the native FUSE fast path (native/fastpath.cc), which serves plain READs, WRITEs,
- * GETATTRs, SETATTRs, LOOKUPs, FORGETs, OPENs, FLUSHes, RELEASEs, CREATEs, MKNODs, MKDIRs,
- * SYMLINKs, LINKs, UNLINKs, RMDIRs, RENAMEs, READLINKs, GETXATTRs (with --xattr) and the
- * requests that list a directory before they reach JS.
+ * queues there are and builds each queue's ChainHandler: a FuseServer over a PassthroughFs
+ * whose state (inodes, handles, locks) is the one native FsState all queues share, and in
+ * front of it the native FUSE fast path (native/fastpath.cc), which the queue's own kick
+ * thread runs. That serves plain READs, WRITEs, GETATTRs, SETATTRs, LOOKUPs, FORGETs, OPENs,
+ * FLUSHes, RELEASEs, CREATEs, MKNODs, MKDIRs, SYMLINKs, LINKs, UNLINKs, RMDIRs, RENAMEs,
+ * READLINKs, GETXATTRs (with --xattr), the requests that list a directory, and those that
+ * may block in the kernel (FSYNC, FALLOCATE, COPY_FILE_RANGE, ...); the rest comes to the
+ * JS server, on the main thread every queue's JS side shares.
  */
-import type { Logger, LogLevel } from './log';
+import type { Logger } from './log';
 import { native } from './native';
 import { cachePolicy } from './cache/policy';
 import { opcodeName } from './fuse/abi';
@@ -17,7 +17,7 @@ import { FuseServer } from './fuse/server';
 import { PassthroughFs, type PassthroughOptions } from './fuse/passthrough';
 import { loadState, prepareState, resumeState, saveState, unprepareState, type MigrationOptions } from './fuse/passthrough/migration';
 import type { DeviceSpec } from './vhost/backend';
-import { LocalQueueHost, WorkerQueueHost, type HandlerSpec, type QueueHost } from './vhost/queue-host';
+import { MainThreadQueueHost, type QueueHost } from './vhost/queue-host';
 import type { ChainHandler } from './vhost/queue-runner';
 
 /** Request queues we accept; the guest's num-request-queues must not exceed it. */
@@ -27,16 +27,18 @@ const FS_DEVICE_FEATURES = 0n;
 
 export interface FsDeviceOptions {
   passthrough: PassthroughOptions;
-  logLevel: LogLevel;
   /** --poll-max-us in ns: how long a queue thread may spin for the next request. */
   pollMaxNs: number;
   /** --migration-*: how a live migration describes inodes, and what it does with those it cannot. */
   migration: MigrationOptions;
 }
 
-/** Builds the per-thread handler (HandlerSpec.module points at this file). */
-export function createHandler(options: unknown, log: Logger): ChainHandler {
-  const o = options as FsDeviceOptions;
+/**
+ * Builds a queue's handler: a FUSE server in JS and the native fast path its kick thread
+ * serves. Each queue has its own (the fast path keeps scratch buffers for the thread that
+ * serves it); all of them reach one file-system state through its native id.
+ */
+function createHandler(o: FsDeviceOptions, log: Logger): ChainHandler {
   const p = o.passthrough;
   const fs = new PassthroughFs(p, log);
   const server = new FuseServer(fs, log);
@@ -74,17 +76,16 @@ export function createHandler(options: unknown, log: Logger): ChainHandler {
 }
 
 export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
-  const spec: HandlerSpec = { module: __filename, options };
   return {
     maxQueues: 1 + MAX_REQUEST_QUEUES,
     deviceFeatures: FS_DEVICE_FEATURES,
     shmemSizes: [],
-    // Request queues only: the hiprio queue (FORGETs, interrupts) shares the main thread
-    // with queue 1 and the socket, and nothing there is worth spinning for.
+    // Request queues only: the hiprio queue carries FORGETs and interrupts, and nothing
+    // there is worth spinning for.
     pollMaxNs: (index: number) => (index === 0 ? 0 : options.pollMaxNs),
     createQueueHost(index: number): QueueHost {
-      if (index <= 1) return new LocalQueueHost(spec, log.child({ queue: index }), index);
-      return new WorkerQueueHost(spec, options.logLevel, log, index);
+      const queueLog = log.child({ queue: index });
+      return new MainThreadQueueHost(() => createHandler(options, queueLog), queueLog, index);
     },
     // The shared native state is the whole device state: the queue threads keep none.
     migration: {

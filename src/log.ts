@@ -1,11 +1,10 @@
 /**
- * Logging: pino, synchronous so that lines from queue workers and the main thread interleave
- * whole and nothing is lost when the process exits. By default JSON lines to stderr, which
+ * Logging: pino, synchronous so that nothing is lost when the process exits. By default JSON lines to stderr, which
  * libvirt and users read; with --syslog, syslog messages to /dev/log instead (RFC 3164, as
  * glibc's syslog() sends them: facility user, the level as severity, the message text and
  * then the line's other fields as JSON). The syslog socket is connected once, before the
- * sandbox hides /dev/log, and its descriptor is named in the environment, so the queue
- * workers and the process started again in the sandbox log to it too. Levels follow the
+ * sandbox hides /dev/log, and its descriptor is named in the environment, so the process
+ * started again in the sandbox logs to it too. Levels follow the
  * Rust virtiofsd's --log-level names.
  */
 import * as fs from 'node:fs';
@@ -29,8 +28,8 @@ export function createLogger(level: LogLevel = 'info', bindings: Record<string, 
 }
 
 /**
- * --syslog: connects to the system logger; every logger this process, its workers and its
- * restarts create from now on writes there. Returns why it could not, or null.
+ * --syslog: connects to the system logger; every logger this process and its restarts
+ * create from now on writes there. Returns why it could not, or null.
  */
 export function openSyslog(): string | null {
   try {

@@ -398,6 +398,14 @@ export class FuseClient {
     return { error: reply.error, value: null, reply };
   }
 
+  /** ACCESS of nodeid with mask (R_OK, W_OK, X_OK; 0: that it exists): a request only JS serves. */
+  async access(nodeid: bigint | number = abi.FUSE_ROOT_ID, mask = 0): Promise<FuseResult<null>> {
+    const args = Buffer.alloc(abi.ACCESS_IN_SIZE);
+    abi.encodeAccessIn(args, 0, { mask });
+    const reply = await this.request(abi.Opcode.ACCESS, nodeid, args, 0);
+    return { error: reply.error, value: null, reply };
+  }
+
   async statfs(nodeid: bigint | number = abi.FUSE_ROOT_ID): Promise<FuseResult<abi.StatfsOut>> {
     const reply = await this.request(abi.Opcode.STATFS, nodeid, Buffer.alloc(0), abi.STATFS_OUT_SIZE);
     return this.result(reply, abi.STATFS_OUT_SIZE, abi.decodeStatfsOut);

@@ -9,7 +9,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { createLogger } from '../../src/log';
 import { native } from '../../src/native';
 import { VhostUserBackend, RECV_TIMEOUT_MS } from '../../src/vhost/backend';
-import { LocalQueueHost } from '../../src/vhost/queue-host';
+import { MainThreadQueueHost } from '../../src/vhost/queue-host';
 import type { ChainHandler } from '../../src/vhost/queue-runner';
 
 /** The handler every queue gets: requests are taken and never completed. */
@@ -31,8 +31,7 @@ async function main(): Promise<void> {
     w.start();
   });
   native.close(lfd);
-  const spec = { module: __filename, options: null };
-  const backend = new VhostUserBackend(conn, { maxQueues: 2, deviceFeatures: 0n, shmemSizes: [], createQueueHost: (i) => new LocalQueueHost(spec, log, i) }, log);
+  const backend = new VhostUserBackend(conn, { maxQueues: 2, deviceFeatures: 0n, shmemSizes: [], createQueueHost: (i) => new MainThreadQueueHost(createHandler, log, i) }, log);
   backend.start();
   await backend.finished;
   process.exit(0);

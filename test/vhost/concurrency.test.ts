@@ -1,8 +1,10 @@
 /**
- * Concurrency inside one queue. With --thread-pool-size=0 (the Rust virtiofsd's meaning)
- * every request runs on its queue's thread, in order; with a pool, a request that blocks (an
- * fsync of 128 MiB of dirty data here) holds back none behind it, and completions reach the
- * used ring out of order.
+ * Concurrency inside one queue, and between queues. With --thread-pool-size=0 (the Rust
+ * virtiofsd's meaning) every request runs on its queue's thread, in order; with a pool, a
+ * request that blocks (an fsync of 128 MiB of dirty data here) holds back none behind it,
+ * and completions reach the used ring out of order. Whatever the pool, a request blocking
+ * one queue holds back nothing on another, not even a request the JS thread that all queues
+ * share serves.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -12,7 +14,12 @@ import * as abi from '../../src/fuse/abi';
 import { startDaemon } from '../frontend/daemons';
 import { FuseClient, ok } from '../frontend/fuse-client';
 
-async function fsyncThenGetattr(pool: number): Promise<string[]> {
+/**
+ * An FSYNC of 128 MiB of dirty data on queue 1, and while it runs a GETATTR on queue
+ * `otherQueue` (and an ACCESS there, which JS serves, when that is not queue 1): the order in
+ * which they completed.
+ */
+async function fsyncThenGetattr(pool: number, otherQueue = 1): Promise<string[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
   fs.mkdirSync(path.join(dir, 'share'));
   fs.writeFileSync(path.join(dir, 'share', 'dirty'), '');
@@ -23,8 +30,9 @@ async function fsyncThenGetattr(pool: number): Promise<string[]> {
   });
   const fe = await daemon.connect();
   try {
-    await fe.negotiate({ memory: { size: 32 << 20 } });
+    await fe.negotiate({ memory: { size: 32 << 20 }, requestQueues: otherQueue });
     const c = new FuseClient(fe, { timeoutMs: 60000 });
+    const other = new FuseClient(fe, { timeoutMs: 60000, queue: otherQueue });
     ok(await c.init(), 'INIT');
     const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
     const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
@@ -37,11 +45,20 @@ async function fsyncThenGetattr(pool: number): Promise<string[]> {
       assert.equal(r.error, 0);
       order.push('fsync');
     });
-    const getattr = c.getattr(e.nodeid).then((r) => {
+    const getattr = other.getattr(e.nodeid).then((r) => {
       assert.equal(r.error, 0);
       order.push('getattr');
     });
-    await Promise.all([fsync, getattr]);
+    const access =
+      otherQueue === 1
+        ? Promise.resolve()
+        : getattr
+            .then(() => other.access(e.nodeid, fs.constants.R_OK))
+            .then((r) => {
+              assert.equal(r.error, 0);
+              order.push('access');
+            });
+    await Promise.all([fsync, getattr, access]);
     ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
     return order;
   } finally {
@@ -51,7 +68,7 @@ async function fsyncThenGetattr(pool: number): Promise<string[]> {
   }
 }
 
-describe('virtiofsd-ts: a request that blocks and the one behind it, on one queue', function () {
+describe('virtiofsd-ts: a request that blocks and the one behind it, on one queue and on another', function () {
   this.timeout(120000);
 
   it('--thread-pool-size=0: on the queue thread, in order (the Rust virtiofsd default)', async () => {
@@ -60,5 +77,9 @@ describe('virtiofsd-ts: a request that blocks and the one behind it, on one queu
 
   it('--thread-pool-size=4: the GETATTR behind an fsync completes first', async () => {
     assert.deepEqual(await fsyncThenGetattr(4), ['getattr', 'fsync']);
+  });
+
+  it('--thread-pool-size=0, two request queues: a GETATTR and an ACCESS (served by JS) on queue 2 complete while an fsync blocks queue 1', async () => {
+    assert.deepEqual(await fsyncThenGetattr(0, 2), ['getattr', 'access', 'fsync']);
   });
 });
