@@ -1,7 +1,11 @@
-// Blocking file operations off the calling thread for callers without a virtqueue (the
-// filesystem's unit tests; a request whose reply buffer cannot hold its header): READ, WRITE,
-// FSYNC as N-API async work on libuv's thread pool, each returning a Promise. Requests that
-// come on a virtqueue go to the I/O pool instead (iopool.cc), which replies on the ring itself.
+// Blocking file operations off the calling thread, as N-API async work on libuv's thread
+// pool, each returning a Promise: READ, WRITE, FSYNC for callers without a virtqueue (the
+// filesystem's unit tests; a request whose reply buffer cannot hold its header), whose
+// requests on a virtqueue go to the I/O pool instead (iopool.cc), which replies on the ring
+// itself; and FSYNC without the pool, FALLOCATE, COPY_FILE_RANGE and SYNCFS whenever the JS
+// server serves them, so that none of them blocks the JS thread every queue shares. (The
+// fast path serves them on the queue's kick thread; JS gets them only while the ring is
+// JS's, or when the fast path declines them.)
 //
 // A READ or WRITE is first tried on the calling thread without blocking (TryTransferNow,
 // state.cc: RWF_NOWAIT); only what would block goes to the pool.
@@ -13,6 +17,8 @@
 // mapped even if the front end changes the memory table meanwhile). The pin is dropped when
 // the work object is destroyed, back on the queue's thread.
 #include "state.h"
+
+#include <functional>
 
 namespace vfsn {
 namespace {
@@ -82,6 +88,62 @@ class FsyncWork : public HandleWork {
   bool datasync_;
 };
 
+// One fused operation (it pins what it uses itself) run on libuv's pool: its result.
+class FusedWork : public Napi::AsyncWorker {
+ public:
+  FusedWork(Napi::Env env, std::function<int64_t()> op)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), op_(std::move(op)) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  void Execute() override { result_ = op_(); }
+
+ protected:
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(result_))); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<int64_t()> op_;
+  int64_t result_ = 0;
+};
+
+Napi::Value QueueFused(const Napi::CallbackInfo& info, std::function<int64_t()> op) {
+  auto* w = new FusedWork(info.Env(), std::move(op));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// handleFallocateAsync(id, fh, mode, offset, length) -> Promise<0 or -errno>
+Napi::Value HandleFallocateAsync(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fh;
+  int64_t mode, off, len;
+  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &mode) || !ArgInt(info, 3, &off) || !ArgInt(info, 4, &len))
+    return ThrowType(info.Env(), "handleFallocateAsync(id, fh, mode, offset, length)");
+  return QueueFused(info, [=] { return static_cast<int64_t>(FallocateHandle(s, fh, static_cast<int>(mode), off, len)); });
+}
+
+// handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags) -> Promise<bytes or -errno>
+Napi::Value HandleCopyRangeAsync(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t fin, fout;
+  int64_t oin, oout, len, flags;
+  if (!ArgU64(info, 1, &fin) || !ArgInt(info, 2, &oin) || !ArgU64(info, 3, &fout) || !ArgInt(info, 4, &oout) ||
+      !ArgInt(info, 5, &len) || !ArgInt(info, 6, &flags))
+    return ThrowType(info.Env(), "handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags)");
+  return QueueFused(info, [=] {
+    return CopyRangeHandles(s, fin, oin, fout, oout, static_cast<uint64_t>(len), static_cast<unsigned>(flags));
+  });
+}
+
+// nodeSyncfsAsync(id, nodeid) -> Promise<0 or -errno>
+Napi::Value NodeSyncfsAsync(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  if (!ArgU64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeSyncfsAsync(id, nodeid)");
+  return QueueFused(info, [=] { return static_cast<int64_t>(SyncfsNode(s, nodeid)); });
+}
+
 // handleReadvAsync / handleWritevAsync(id, fh, position, table, pairs, count, killSuidgid?)
 //   -> bytes or -errno when done at once, else Promise<bytes or -errno>
 template <bool kWrite>
@@ -128,6 +190,9 @@ void InitAsyncOps(Napi::Env env, Napi::Object exports) {
   exports.Set("handleReadvAsync", Napi::Function::New(env, HandleRwAsync<false>));
   exports.Set("handleWritevAsync", Napi::Function::New(env, HandleRwAsync<true>));
   exports.Set("handleFsyncAsync", Napi::Function::New(env, HandleFsyncAsync));
+  exports.Set("handleFallocateAsync", Napi::Function::New(env, HandleFallocateAsync));
+  exports.Set("handleCopyRangeAsync", Napi::Function::New(env, HandleCopyRangeAsync));
+  exports.Set("nodeSyncfsAsync", Napi::Function::New(env, NodeSyncfsAsync));
 }
 
 }  // namespace vfsn

@@ -1,7 +1,8 @@
 // Event descriptors: eventfd kick/call notifiers, and FdWatcher, which waits for a
 // descriptor to become readable on the libuv loop of the JS thread that created it.
-// Each queue worker watches its own kick fd on its own loop, so no queue waits on
-// another queue's thread.
+// A queue without a kick thread (its kick fd is not an eventfd, or at trace level there is
+// no fast path) is watched this way on the main thread's loop; the others are served by
+// their kick threads (kickthread.cc).
 #include "chainserver.h"
 
 #include <fcntl.h>

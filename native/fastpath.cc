@@ -9,7 +9,9 @@
 // READLINK (ls -l of a symlink); with --xattr GETXATTR, which Linux sends before every write
 // it caches; and the requests that may take long in the kernel, so that they block only
 // their own queue's thread (or a pool thread) and never the JS thread the queues share:
-// FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_FILE_RANGE, LSEEK and STATFS. Attached to a queue as its ChainServer (chainserver.h) by the device
+// FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_FILE_RANGE, LSEEK and STATFS. While the ring is
+// JS's (JS pops, and offers each chain here on its own thread), those that block for long
+// go to JS instead, which runs them on libuv's pool (asyncops.cc). Attached to a queue as its ChainServer (chainserver.h) by the device
 // (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
@@ -27,6 +29,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 namespace vfsn {
 namespace {
@@ -583,29 +586,31 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   }
 
   // FSYNC and FSYNCDIR of a handle: on the I/O pool when there is one (which replies), else
-  // on this queue's thread.
+  // on this queue's kick thread.
   Result ServeFsync(const ChainView& c, FsState* s, uint32_t len, bool dir) {
-    if (len < kInHeaderSize + kFsyncInSize || c.prefetched < kInHeaderSize + kFsyncInSize || c.writableLen < kOutHeaderSize)
+    if (len < kInHeaderSize + kFsyncInSize || c.prefetched < kInHeaderSize + kFsyncInSize || c.writableLen < kOutHeaderSize ||
+        (!pool_ && OnJsThread()))
       return kDeclined;
     const uint8_t* a = c.prefetch + kInHeaderSize;
     uint64_t fh = Load64(a);
     bool datasync = Load32(a + 8) & kFsyncFdatasync;
-    (dir ? fsyncdirs_ : fsyncs_)++;
     if (pool_) {
       SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, kOutHeaderSize, &headerPairs_);
       header_.clear();
       if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) return kDeclined;
+      (dir ? fsyncdirs_ : fsyncs_)++;
       int64_t r;
       if (!SyncOrQueue(s, fh, datasync, std::vector<iovec>(header_), c.table, c.ring, c.head, Load64(c.prefetch + 8), &r))
         return kPooled;
       return Reply(c, static_cast<int32_t>(r), 0);
     }
+    (dir ? fsyncdirs_ : fsyncs_)++;
     return Reply(c, SyncHandle(s, fh, datasync), 0);
   }
 
   // SYNCFS: the file system holding the node (fuse_syncfs_in is only padding).
   Result ServeSyncfs(const ChainView& c, FsState* s) {
-    if (c.writableLen < kOutHeaderSize) return kDeclined;
+    if (c.writableLen < kOutHeaderSize || OnJsThread()) return kDeclined;
     syncfses_++;
     return Reply(c, SyncfsNode(s, Load64(c.prefetch + 16)), 0);
   }
@@ -614,7 +619,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // a JS number holds exactly go to JS.
   Result ServeFallocate(const ChainView& c, FsState* s, uint32_t len) {
     if (readOnly_ || len < kInHeaderSize + kFallocateInSize || c.prefetched < kInHeaderSize + kFallocateInSize ||
-        c.writableLen < kOutHeaderSize)
+        c.writableLen < kOutHeaderSize || OnJsThread())
       return kDeclined;
     const uint8_t* a = c.prefetch + kInHeaderSize;
     uint64_t offset = Load64(a + 8), length = Load64(a + 16);
@@ -629,7 +634,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // lengths and flags beyond what JS passes on exactly go to JS.
   Result ServeCopyRange(const ChainView& c, FsState* s, uint32_t len) {
     if (readOnly_ || len < kInHeaderSize + kCopyFileRangeInSize || c.prefetched < kInHeaderSize + kCopyFileRangeInSize ||
-        c.writableLen < kOutHeaderSize + kWriteOutSize)
+        c.writableLen < kOutHeaderSize + kWriteOutSize || OnJsThread())
       return kDeclined;
     const uint8_t* a = c.prefetch + kInHeaderSize;
     uint64_t offIn = Load64(a + 8), offOut = Load64(a + 32), length = Load64(a + 40), flags = Load64(a + 48);
@@ -658,11 +663,17 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kLseekOutSize);
   }
 
-  // STATFS: the file system holding the node, as fuse_kstatfs.
+  // STATFS: the file system holding the node, as fuse_kstatfs. Counts beyond what a JS
+  // number holds exactly (some network file systems report 2^64 - 1 free inodes) go to JS,
+  // whose answer for them is its own.
   Result ServeStatfs(const ChainView& c, FsState* s) {
     if (c.writableLen < kOutHeaderSize + kStatfsOutSize) return kDeclined;
     struct statfs st;
     int r = StatfsNode(s, Load64(c.prefetch + 16), &st);
+    if (r == 0) {
+      for (uint64_t n : {st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree})
+        if (n >= static_cast<uint64_t>(kMaxExactInJs)) return kDeclined;
+    }
     statfses_++;
     if (r < 0) return Reply(c, r, 0);
     uint8_t* b = reply_ + kOutHeaderSize;
@@ -762,7 +773,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return o;
   }
 
+  // Whether this call came from JS's pop() (the ring is JS's) rather than the kick thread.
+  bool OnJsThread() const { return std::this_thread::get_id() == jsThread_; }
+
   int64_t state_ = 0;
+  // The JS thread, where this object was made.
+  std::thread::id jsThread_ = std::this_thread::get_id();
   bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;

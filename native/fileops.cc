@@ -180,24 +180,6 @@ Napi::Value HandleReaddir(const Napi::CallbackInfo& info) {
   return Num(info, static_cast<double>(ReadDirectory(s, fh, offset, out.Data(), out.Length(), info[4].ToBoolean(), tmo.Data())));
 }
 
-// handleFsync(id, fh, datasync) -> 0 or -errno (FSYNC and FSYNCDIR).
-Napi::Value HandleFsync(const Napi::CallbackInfo& info) {
-  STATE_OR_THROW(s);
-  uint64_t fh;
-  if (!ArgU64(info, 1, &fh)) return ThrowType(info.Env(), "handleFsync(id, fh, datasync)");
-  return Num(info, SyncHandle(s, fh, info[2].ToBoolean()));
-}
-
-// handleFallocate(id, fh, mode, offset, length) -> 0 or -errno.
-Napi::Value HandleFallocate(const Napi::CallbackInfo& info) {
-  STATE_OR_THROW(s);
-  uint64_t fh;
-  int64_t mode, off, len;
-  if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &mode) || !ArgInt(info, 3, &off) || !ArgInt(info, 4, &len))
-    return ThrowType(info.Env(), "handleFallocate(id, fh, mode, offset, length)");
-  return Num(info, FallocateHandle(s, fh, static_cast<int>(mode), off, len));
-}
-
 // handleLseek(id, fh, offset, whence) -> the resulting offset or -errno (SEEK_DATA/HOLE).
 Napi::Value HandleLseek(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -206,17 +188,6 @@ Napi::Value HandleLseek(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &off) || !ArgInt(info, 3, &whence))
     return ThrowType(info.Env(), "handleLseek(id, fh, offset, whence)");
   return Num(info, static_cast<double>(SeekHandle(s, fh, off, static_cast<int>(whence))));
-}
-
-// handleCopyRange(id, fhIn, offIn, fhOut, offOut, length, flags) -> bytes copied or -errno.
-Napi::Value HandleCopyRange(const Napi::CallbackInfo& info) {
-  STATE_OR_THROW(s);
-  uint64_t fin, fout;
-  int64_t oin, oout, len, flags;
-  if (!ArgU64(info, 1, &fin) || !ArgInt(info, 2, &oin) || !ArgU64(info, 3, &fout) || !ArgInt(info, 4, &oout) ||
-      !ArgInt(info, 5, &len) || !ArgInt(info, 6, &flags))
-    return ThrowType(info.Env(), "handleCopyRange(id, fhIn, offIn, fhOut, offOut, length, flags)");
-  return Num(info, static_cast<double>(CopyRangeHandles(s, fin, oin, fout, oout, static_cast<uint64_t>(len), static_cast<unsigned>(flags))));
 }
 
 // handleFlock(id, fh, op) -> 0 or -errno; op is LOCK_SH/LOCK_EX/LOCK_UN, always non-blocking.
@@ -477,10 +448,7 @@ void ReleaseAllLocks(FsState* s) {
 
 void InitFileOps(Napi::Env env, Napi::Object exports) {
   exports.Set("handleReaddir", Napi::Function::New(env, HandleReaddir));
-  exports.Set("handleFsync", Napi::Function::New(env, HandleFsync));
-  exports.Set("handleFallocate", Napi::Function::New(env, HandleFallocate));
   exports.Set("handleLseek", Napi::Function::New(env, HandleLseek));
-  exports.Set("handleCopyRange", Napi::Function::New(env, HandleCopyRange));
   exports.Set("handleFlock", Napi::Function::New(env, HandleFlock));
   exports.Set("nodeSetlk", Napi::Function::New(env, NodeSetlk));
   exports.Set("nodeGetlk", Napi::Function::New(env, NodeGetlk));

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <memory>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -41,7 +42,8 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "KickThread",
                        {InstanceMethod("start", &KickThread::Start), InstanceMethod("release", &KickThread::Release),
-                        InstanceMethod("close", &KickThread::Close), InstanceMethod("jsOwns", &KickThread::JsOwns)});
+                        InstanceMethod("close", &KickThread::Close), InstanceMethod("closeAsync", &KickThread::CloseAsync),
+                        InstanceMethod("jsOwns", &KickThread::JsOwns)});
   }
 
   explicit KickThread(const Napi::CallbackInfo& info) : Napi::ObjectWrap<KickThread>(info) {
@@ -88,6 +90,7 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
     Ref();  // the thread calls back into this object until close()
     jsOwns_.store(false, std::memory_order_release);
     stop_.store(false, std::memory_order_release);
+    exited_.store(false, std::memory_order_release);
     PokeEventfd(wakeFd_);  // the driver may have kicked before the ring was enabled
     thread_ = std::thread([this] { Run(); });
     return info.Env().Undefined();
@@ -111,6 +114,23 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
     return info.Env().Undefined();
   }
 
+  // closeAsync() -> Promise: the same without blocking this thread, whose loop serves the
+  // other queues and the socket meanwhile: the thread is told to stop, and the Promise
+  // resolves once it has ended the request it was serving (an fsync, say) and exited.
+  Napi::Value CloseAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto d = Napi::Promise::Deferred::New(env);
+    if (!thread_.joinable() || closing_) {
+      Shutdown(true);
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    closing_ = std::make_unique<Napi::Promise::Deferred>(d);
+    stop_.store(true, std::memory_order_release);
+    PokeEventfd(wakeFd_);
+    return d.Promise();
+  }
+
   void Shutdown(bool unref) {
     if (thread_.joinable()) {
       stop_.store(true, std::memory_order_release);
@@ -126,6 +146,13 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   }
 
   void Run() {
+    RunUntilStopped();
+    // For closeAsync(): JS joins the thread, which is about to return.
+    exited_.store(true, std::memory_order_release);
+    uv_async_send(async_);
+  }
+
+  void RunUntilStopped() {
     pollfd p[2] = {{kickFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
     while (!stop_.load(std::memory_order_acquire)) {
       int r = poll(p, 2, -1);
@@ -167,7 +194,16 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
 
   static void OnAsync(uv_async_t* h) {
     auto* self = static_cast<KickThread*>(h->data);
-    if (!self || !self->jsOwns_.load(std::memory_order_acquire)) return;
+    if (!self) return;
+    if (self->closing_) {
+      if (!self->exited_.load(std::memory_order_acquire)) return;
+      Napi::HandleScope scope(self->Env());
+      std::unique_ptr<Napi::Promise::Deferred> d = std::move(self->closing_);
+      self->Shutdown(true);
+      d->Resolve(self->Env().Undefined());
+      return;
+    }
+    if (!self->jsOwns_.load(std::memory_order_acquire)) return;
     MakeCallback(self->Env(), self->ctx_, self->cb_, 0, nullptr);
   }
 
@@ -181,6 +217,9 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   std::thread thread_;
   std::atomic<bool> jsOwns_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> exited_{false};
+  // The Promise of a closeAsync() in progress.
+  std::unique_ptr<Napi::Promise::Deferred> closing_;
 };
 
 }  // namespace

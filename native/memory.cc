@@ -2,7 +2,7 @@
 // translation of guest ranges into iovecs for the kernel, and memfd/mmap helpers for our
 // own test front end.
 //
-// A memory table lives here, not in any one JS thread, so every queue worker sees the same
+// A memory table lives here, not in any one thread, so every queue's threads see the same
 // regions. A change (SET_MEM_TABLE, ADD/REM_MEM_REG) maps the new regions first and then
 // swaps in a new immutable region list; nothing is unmapped while anyone still holds it.
 // Two kinds of readers:

@@ -345,14 +345,6 @@ Napi::Value NodeStatfs(const Napi::CallbackInfo& info) {
   return Num(info, 0);
 }
 
-// nodeSyncfs(id, nodeid) -> 0 or -errno: syncs the file system holding the inode.
-Napi::Value NodeSyncfs(const Napi::CallbackInfo& info) {
-  STATE_OR_THROW(s);
-  uint64_t nodeid;
-  if (!U64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeSyncfs(id, nodeid)");
-  return Num(info, SyncfsNode(s, nodeid));
-}
-
 }  // namespace
 
 int StatfsNode(FsState* s, uint64_t nodeid, struct statfs* out) {
@@ -618,7 +610,6 @@ void InitNodeOps(Napi::Env env, Napi::Object exports) {
   exports.Set("nodeSetxattr", Napi::Function::New(env, NodeSetxattr));
   exports.Set("nodeRemovexattr", Napi::Function::New(env, NodeRemovexattr));
   exports.Set("nodeStatfs", Napi::Function::New(env, NodeStatfs));
-  exports.Set("nodeSyncfs", Napi::Function::New(env, NodeSyncfs));
 }
 
 }  // namespace vfsn

@@ -1,7 +1,8 @@
-// File-system state shared by every queue worker: the inode table and the handle table.
+// File-system state shared by every queue's threads: the inode table and the handle table.
 //
-// Node workers share no heap, so these tables live here, in the process, and every worker
-// reaches the same table through its numeric id (a slot of a fixed array: one atomic load,
+// Each queue's kick thread, the I/O pool's threads and the JS thread all serve requests, so
+// these tables live here, in the process, and every thread reaches the same table through
+// its numeric id (a slot of a fixed array: one atomic load,
 // no lock, no reference count). The tables own the host file descriptors they hold, and JS
 // never sees an inode's or a handle's descriptor: each operation below takes a nodeid or an
 // fh, pins the entry, makes its system call and unpins it, all in one call. A FORGET,

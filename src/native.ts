@@ -94,6 +94,8 @@ export declare class KickThread {
   jsOwns(): boolean;
   /** Stops and joins the thread; call before closing the kick fd. */
   close(): void;
+  /** The same without blocking this thread: resolves once the thread has ended its request and exited. */
+  closeAsync(): Promise<void>;
 }
 
 /**
@@ -319,14 +321,10 @@ export interface NativeAddon {
   nodeRemovexattr(id: number, nodeid: number, name: Buffer | string): number;
   /** out: blocks, bfree, bavail, files, ffree, bsize, namelen, frsize. */
   nodeStatfs(id: number, nodeid: number, out: Float64Array): number;
-  nodeSyncfs(id: number, nodeid: number): number;
   // fileops.cc
   /** Bytes of fuse_dirent (or fuse_direntplus) records written into out; 0 at the end. */
   handleReaddir(id: number, fh: number, offset: bigint, out: Buffer, plus: boolean, timeouts: Float64Array): number;
-  handleFsync(id: number, fh: number, datasync: boolean): number;
-  handleFallocate(id: number, fh: number, mode: number, offset: number, length: number): number;
   handleLseek(id: number, fh: number, offset: number, whence: number): number;
-  handleCopyRange(id: number, fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number): number;
   /** LOCK_SH / LOCK_EX / LOCK_UN, never waiting (-EWOULDBLOCK). */
   handleFlock(id: number, fh: number, op: number): number;
   /**
@@ -339,10 +337,14 @@ export interface NativeAddon {
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;
   /** killSuidgid: written without CAP_FSETID, so that setuid/setgid go (FUSE_WRITE_KILL_SUIDGID). */
   handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number, killSuidgid?: boolean): number;
-  // asyncops.cc: the same on libuv's thread pool (--thread-pool-size > 0)
+  // asyncops.cc: on libuv's thread pool (READ and WRITE with --thread-pool-size > 0 off a virtqueue; FSYNC off a virtqueue or without the pool)
   handleReadvAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number): number | Promise<number>;
   handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number, killSuidgid?: boolean): number | Promise<number>;
   handleFsyncAsync(id: number, fh: number, datasync: boolean): Promise<number>;
+  // ... and always there when JS serves them, so that they never block the JS thread
+  handleFallocateAsync(id: number, fh: number, mode: number, offset: number, length: number): Promise<number>;
+  handleCopyRangeAsync(id: number, fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number): Promise<number>;
+  nodeSyncfsAsync(id: number, nodeid: number): Promise<number>;
   // iopool.cc: the same on the I/O pool, which replies on the ring itself (undefined), unless
   // finished at once (bytes or -errno). pairs: count pairs, the last headerCount the header's.
   handleReadvQueued(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number,

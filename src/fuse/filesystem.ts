@@ -164,8 +164,8 @@ function nosys(): never {
  * One method per FUSE opcode. Every method of this base answers ENOSYS (the kernel then
  * stops asking for most of them), so a subclass overrides what it supports and this class
  * on its own is the null filesystem used to fuzz the server. Methods that may block (read,
- * write, fsync) may return a Promise: the request then completes when it settles, and the
- * queue goes on meanwhile.
+ * write, fsync, fallocate, copyFileRange, syncfs) may return a Promise: the request then
+ * completes when it settles, and the queue goes on meanwhile.
  */
 export class NullFilesystem {
   /** Whether READ, WRITE and FSYNC may be handed to the I/O pool with Context.reply. */
@@ -290,16 +290,16 @@ export class NullFilesystem {
   removexattr(_ctx: Context, _nodeid: number, _name: Buffer): void {
     nosys();
   }
-  fallocate(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _length: number, _mode: number): void {
+  fallocate(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _length: number, _mode: number): void | Promise<void> {
     nosys();
   }
   lseek(_ctx: Context, _nodeid: number, _fh: number, _offset: number, _whence: number): number {
     return nosys();
   }
-  copyFileRange(_ctx: Context, _fhIn: number, _offIn: number, _fhOut: number, _offOut: number, _len: number, _flags: number): number {
+  copyFileRange(_ctx: Context, _fhIn: number, _offIn: number, _fhOut: number, _offOut: number, _len: number, _flags: number): number | Promise<number> {
     return nosys();
   }
-  syncfs(_ctx: Context, _nodeid: number): void {
+  syncfs(_ctx: Context, _nodeid: number): void | Promise<void> {
     nosys();
   }
   /** GETLK: the first lock that would conflict with `lock`, or one of type F_UNLCK. */

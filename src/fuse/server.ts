@@ -326,8 +326,8 @@ export class FuseServer {
         return this.ok(t, u, 0);
       case O.FALLOCATE: {
         const f = abi.decodeFallocateIn(a, 0);
-        fs.fallocate(ctx, nodeid, Number(f.fh), Number(f.offset), Number(f.length), f.mode);
-        return this.ok(t, u, 0);
+        const r = fs.fallocate(ctx, nodeid, Number(f.fh), Number(f.offset), Number(f.length), f.mode);
+        return r instanceof Promise ? r.then(() => this.ok(t, u, 0)) : this.ok(t, u, 0);
       }
       case O.LSEEK: {
         const l = abi.decodeLseekIn(a, 0);
@@ -338,12 +338,16 @@ export class FuseServer {
       case O.COPY_FILE_RANGE: {
         const c = abi.decodeCopyFileRangeIn(a, 0);
         const n = fs.copyFileRange(ctx, Number(c.fhIn), Number(c.offIn), Number(c.fhOut), Number(c.offOut), Number(c.len), Number(c.flags));
-        abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: n });
-        return this.ok(t, u, abi.WRITE_OUT_SIZE);
+        const done = (copied: number): number => {
+          abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: copied });
+          return this.ok(t, u, abi.WRITE_OUT_SIZE);
+        };
+        return typeof n === 'number' ? done(n) : n.then(done);
       }
-      case O.SYNCFS:
-        fs.syncfs(ctx, nodeid);
-        return this.ok(t, u, 0);
+      case O.SYNCFS: {
+        const r = fs.syncfs(ctx, nodeid);
+        return r instanceof Promise ? r.then(() => this.ok(t, u, 0)) : this.ok(t, u, 0);
+      }
       case O.GETLK: {
         const l = abi.decodeLkIn(a, 0);
         const r = fs.getlk(ctx, nodeid, Number(l.fh), l.owner, l.lk);

@@ -520,7 +520,7 @@ export class VhostUserBackend {
     const fd = noFd ? -1 : fds[0];
     if (req === FrontendReq.SET_VRING_CALL) {
       // The old fd is closed only once the queue's thread has switched to the new one: a
-      // worker may be signalling it right now, and a signal to a closed fd is a lost call.
+      // queue's thread may be signalling it right now, and a signal to a closed fd is a lost call.
       const old = v.callFd;
       v.callFd = fd;
       if (v.running) await v.host!.setCallFd(fd);

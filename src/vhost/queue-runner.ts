@@ -1,8 +1,10 @@
 /**
  * The loop that serves one virtqueue: wait for a kick, pop chains, hand each to the device's
  * ChainHandler, put completions on the used ring and notify the driver. It knows nothing of
- * FUSE. It runs in whatever thread hosts the queue (see queue-host.ts), and handlers may
- * complete out of order (a Promise) so that a slow request does not hold back the others.
+ * FUSE. It runs on the main thread (see queue-host.ts), with every other queue's; the
+ * queue's kick thread serves it natively while the device's native server takes every chain,
+ * and hands it here for the rest. Handlers may complete out of order (a Promise) so that a
+ * slow request does not hold back the others.
  */
 import { native, REPLIED_BY_POOL, type NativeChainServer, type PoolReplied } from '../native';
 import type { Logger } from '../log';
@@ -30,7 +32,7 @@ export interface ChainHandler {
   readonly nativeServer?: NativeChainServer;
 }
 
-/** Everything a thread needs to run a queue; plain data so it can cross to a worker. */
+/** Everything needed to run a queue, as plain data. */
 export interface QueueConfig {
   index: number;
   size: number;
@@ -50,8 +52,8 @@ const memories = new Map<number, GuestMemory>();
 /**
  * How long process() serves one ring before it lets the thread's event loop run, when
  * chains keep arriving (native/chainserver.h's kServeBudgetNs is the same for the native
- * kick loop): without it a guest that keeps the first request queue busy would starve the
- * hiprio queue and the vhost-user socket, which share its thread.
+ * kick loop): without it a guest that keeps one request queue busy would starve the hiprio
+ * queue, the other queues' JS sides and the vhost-user socket, which share the thread.
  */
 const SERVE_BUDGET_NS = 500_000n;
 function memoryFor(tableId: number): GuestMemory {
@@ -148,7 +150,9 @@ export class QueueRunner {
     // kick thread ends the kick it is serving first.
     this.watcher?.close();
     this.watcher = null;
-    this.kickThread?.close();
+    // Without blocking this thread: the kick thread may be in the middle of an fsync, and
+    // the other queues and the socket are served here meanwhile.
+    await this.kickThread?.closeAsync();
     if (this.inflight > 0) {
       const idle = new Promise<void>((resolve) => (this.idle = resolve));
       this.handler.cancel?.();
@@ -192,7 +196,7 @@ export class QueueRunner {
         const spinCaughtOne = this.inflight === 0 && vq.pollAvail();
         if (!spinCaughtOne && vq.enableNotification()) break;
         // More chains came, while spinning or as notifications were enabled. Once the loop
-        // has run its time, the event loop gets a turn first (the hiprio queue and the
+        // has run its time, the event loop gets a turn first (the other queues and the
         // vhost-user socket share this thread), and they are served after it.
         if (process.hrtime.bigint() - start >= SERVE_BUDGET_NS) return yieldNow();
       }

@@ -324,12 +324,12 @@ describe('passthrough filesystem, operation by operation', function () {
   });
 
   describe('OPEN, CREATE, READ, WRITE, FLUSH, RELEASE, FSYNC', () => {
-    it('writes and reads through guest memory, without a JS copy', () => {
+    it('writes and reads through guest memory, without a JS copy', async () => {
       const c = env.fs.create(ROOT, 1, b('data'), fs.constants.O_RDWR, 0o644);
       env.mem.view.write('0123456789', 4096, 'latin1');
       assert.equal(env.fs.write(ROOT, c.entry.nodeid, c.open.fh, 100, ranges(env, 4096, 10), 0), 10);
-      env.fs.fsync(ROOT, c.entry.nodeid, c.open.fh, false);
-      env.fs.fsync(ROOT, c.entry.nodeid, c.open.fh, true);
+      await env.fs.fsync(ROOT, c.entry.nodeid, c.open.fh, false);
+      await env.fs.fsync(ROOT, c.entry.nodeid, c.open.fh, true);
       assert.equal(env.fs.read(ROOT, c.entry.nodeid, c.open.fh, 103, 4, ranges(env, 8192, 4)), 4);
       assert.equal(env.mem.view.toString('latin1', 8192, 8196), '3456');
       assert.equal(env.fs.read(ROOT, c.entry.nodeid, c.open.fh, 1000, 4, ranges(env, 8192, 4)), 0, 'EOF');
@@ -430,7 +430,7 @@ describe('passthrough filesystem, operation by operation', function () {
   });
 
   describe('STATFS, ACCESS, SYNCFS', () => {
-    it('reports the host file system; checks access as the caller would be checked', () => {
+    it('reports the host file system; checks access as the caller would be checked', async () => {
       const s = env.fs.statfs(ROOT, 1);
       assert.ok(s.bsize > 0 && s.blocks > 0 && s.namelen === 255);
       const f = lookup(env, 'file');
@@ -439,7 +439,7 @@ describe('passthrough filesystem, operation by operation', function () {
       env.fs.access(USER, f.nodeid, 0);
       assert.equal(errOf(() => env.fs.access(USER, f.nodeid, 4)), E.EACCES);
       assert.equal(errOf(() => env.fs.access(ROOT, f.nodeid, 1)), E.EACCES, 'root cannot execute a file nobody may execute');
-      env.fs.syncfs(ROOT, 1);
+      await env.fs.syncfs(ROOT, 1);
     });
   });
 
@@ -472,19 +472,19 @@ describe('passthrough filesystem, operation by operation', function () {
   });
 
   describe('FALLOCATE, LSEEK, COPY_FILE_RANGE, TMPFILE', () => {
-    it('preallocates with KEEP_SIZE, punches holes, finds data and holes', () => {
+    it('preallocates with KEEP_SIZE, punches holes, finds data and holes', async () => {
       const c = env.fs.create(ROOT, 1, b('sparse'), fs.constants.O_RDWR, 0o644);
       const { nodeid } = c.entry;
       const fh = c.open.fh;
       const FALLOC_FL_KEEP_SIZE = 1;
       const FALLOC_FL_PUNCH_HOLE = 2;
-      env.fs.fallocate(ROOT, nodeid, fh, 0, 1 << 20, 0);
+      await env.fs.fallocate(ROOT, nodeid, fh, 0, 1 << 20, 0);
       assert.equal(env.fs.getattr(ROOT, nodeid, null).attr.size, 1 << 20);
-      env.fs.fallocate(ROOT, nodeid, fh, 1 << 20, 1 << 20, FALLOC_FL_KEEP_SIZE);
+      await env.fs.fallocate(ROOT, nodeid, fh, 1 << 20, 1 << 20, FALLOC_FL_KEEP_SIZE);
       const a = env.fs.getattr(ROOT, nodeid, null).attr;
       assert.equal(a.size, 1 << 20, 'KEEP_SIZE keeps the size');
       assert.ok(a.blocks * 512 >= 2 << 20, 'but allocates the blocks');
-      env.fs.fallocate(ROOT, nodeid, fh, 0, 512 << 10, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+      await env.fs.fallocate(ROOT, nodeid, fh, 0, 512 << 10, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
       env.mem.view.fill(7, 0, 4096);
       env.fs.write(ROOT, nodeid, fh, 768 << 10, ranges(env, 0, 4096), 0);
       const SEEK_DATA = 3;
@@ -494,10 +494,10 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.equal(errOf(() => env.fs.lseek(ROOT, nodeid, fh, 2 << 20, SEEK_DATA)), E.ENXIO);
     });
 
-    it('copies a range between files on the host', () => {
+    it('copies a range between files on the host', async () => {
       const src = env.fs.open(ROOT, lookup(env, 'file').nodeid, fs.constants.O_RDONLY);
       const dst = env.fs.create(ROOT, 1, b('copy'), fs.constants.O_WRONLY, 0o644);
-      assert.equal(env.fs.copyFileRange(ROOT, src.fh, 6, dst.open.fh, 0, 100, 0), 6);
+      assert.equal(await env.fs.copyFileRange(ROOT, src.fh, 6, dst.open.fh, 0, 100, 0), 6);
       assert.equal(fs.readFileSync(path.join(env.dir, 'copy'), 'utf8'), 'world\n');
     });
 

@@ -1,7 +1,7 @@
 /**
  * The passthrough filesystem: serves a host directory through the Filesystem interface.
  * Inodes are O_PATH descriptors held in the shared native inode table (native/state.cc),
- * keyed by (device, inode, mount id), so every queue worker sees the same nodeids, lookup
+ * keyed by (device, inode, mount id), so every queue sees the same nodeids, lookup
  * counts, open handles and locks. This class names inodes and handles only by nodeid and
  * fh; the native calls pin the entry around each system call (native/nodeops.cc for inodes,
  * native/fileops.cc for handles). Names are resolved one component at a time with openat and
@@ -32,7 +32,7 @@ export const ROOT_ID = 1;
 const XATTR_SIZE_MAX = 65536;
 const ACL_ACCESS = Buffer.from('system.posix_acl_access');
 
-/** Options shared by every worker's instance; the native ids make them one filesystem. */
+/** Options shared by every queue's instance; the native ids make them one filesystem. */
 export interface PassthroughOptions {
   /** Native FsState id (inodes, handles, locks). */
   stateId: number;
@@ -323,26 +323,27 @@ export class PassthroughFs extends NullFilesystem {
       check(r);
       return;
     }
-    if (this.opts.threadPool) return native.handleFsyncAsync(this.id, fh, datasync).then((r) => void check(r));
-    check(native.handleFsync(this.id, fh, datasync));
+    // Off the JS thread, which every queue shares (the fast path serves an FSYNC on the
+    // queue's own thread; JS gets one only while the ring is JS's).
+    return native.handleFsyncAsync(this.id, fh, datasync).then((r) => void check(r));
   }
 
-  override fallocate(_ctx: Context, _nodeid: number, fh: number, offset: number, length: number, mode: number): void {
+  override fallocate(_ctx: Context, _nodeid: number, fh: number, offset: number, length: number, mode: number): Promise<void> {
     this.writable();
-    check(native.handleFallocate(this.id, fh, mode, offset, length));
+    return native.handleFallocateAsync(this.id, fh, mode, offset, length).then((r) => void check(r));
   }
 
   override lseek(_ctx: Context, _nodeid: number, fh: number, offset: number, whence: number): number {
     return check(native.handleLseek(this.id, fh, offset, whence));
   }
 
-  override copyFileRange(_ctx: Context, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): number {
+  override copyFileRange(_ctx: Context, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): Promise<number> {
     this.writable();
-    return check(native.handleCopyRange(this.id, fhIn, offIn, fhOut, offOut, len, flags));
+    return native.handleCopyRangeAsync(this.id, fhIn, offIn, fhOut, offOut, len, flags).then(check);
   }
 
-  override syncfs(_ctx: Context, nodeid: number): void {
-    check(native.nodeSyncfs(this.id, nodeid));
+  override syncfs(_ctx: Context, nodeid: number): Promise<void> {
+    return native.nodeSyncfsAsync(this.id, nodeid).then((r) => void check(r));
   }
 
   // ---- directories -------------------------------------------------------------------
