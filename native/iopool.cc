@@ -233,6 +233,25 @@ uint32_t WriteFuseReply(const std::vector<iovec>& header, ReplyBody body, uint64
   return len;
 }
 
+namespace {
+
+// Hands job (its handle pinned, its kind and transfer set) to the pool, with where its reply
+// goes: the ring's count of requests out on the pool grows until the pool completes it.
+void Submit(std::unique_ptr<IoJob> job, FsState* s, uint64_t fh, std::vector<iovec>&& header, int64_t table,
+            std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique) {
+  job->state = s;
+  job->fh = fh;
+  job->header = std::move(header);
+  job->keep = KeepGuestMemory(table);
+  job->ring = std::move(ring);
+  job->head = head;
+  job->unique = unique;
+  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
+  Pool().Submit(job.release());
+}
+
+}  // namespace
+
 bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& data, std::vector<iovec>&& header, bool write,
                      bool killSuidgid, int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique,
                      int64_t* result) {
@@ -247,17 +266,9 @@ bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& d
   }
   job->killSuidgid = killSuidgid;
   job->kind = write ? IoKind::kWrite : IoKind::kRead;
-  job->state = s;
-  job->fh = fh;
   job->pos = pos;
   job->data = data;
-  job->header = std::move(header);
-  job->keep = KeepGuestMemory(table);
-  job->ring = std::move(ring);
-  job->head = head;
-  job->unique = unique;
-  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
-  Pool().Submit(job.release());
+  Submit(std::move(job), s, fh, std::move(header), table, std::move(ring), head, unique);
   return false;
 }
 
@@ -270,16 +281,8 @@ bool SyncOrQueue(FsState* s, uint64_t fh, bool datasync, std::vector<iovec>&& he
     return true;
   }
   job->kind = datasync ? IoKind::kFdatasync : IoKind::kFsync;
-  job->state = s;
-  job->fh = fh;
   job->pos = job->moved = 0;
-  job->header = std::move(header);
-  job->keep = KeepGuestMemory(table);
-  job->ring = std::move(ring);
-  job->head = head;
-  job->unique = unique;
-  job->ring->pending.fetch_add(1, std::memory_order_acq_rel);
-  Pool().Submit(job.release());
+  Submit(std::move(job), s, fh, std::move(header), table, std::move(ring), head, unique);
   return false;
 }
 
