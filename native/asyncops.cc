@@ -88,7 +88,10 @@ class FsyncWork : public HandleWork {
   bool datasync_;
 };
 
-// One fused operation (it pins what it uses itself) run on libuv's pool: its result.
+// One fused operation run on libuv's pool: its result. It pins the handle or inode it uses
+// there, for the length of the call (ids are never reused, so one released meanwhile is
+// EBADF or ESTALE, never another file's); the file-system state outlives it, as a queue stops
+// only once its requests in flight completed (src/vhost/queue-runner.ts).
 class FusedWork : public Napi::AsyncWorker {
  public:
   FusedWork(Napi::Env env, std::function<int64_t()> op)

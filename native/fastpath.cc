@@ -663,17 +663,13 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kLseekOutSize);
   }
 
-  // STATFS: the file system holding the node, as fuse_kstatfs. Counts beyond what a JS
-  // number holds exactly (some network file systems report 2^64 - 1 free inodes) go to JS,
-  // whose answer for them is its own.
+  // STATFS: the file system holding the node, as fuse_kstatfs. Counts are sent exactly as
+  // the host has them (JS, which carries them as doubles, rounds those past 2^53, and fails
+  // on a count near 2^64, as some network file systems report free inodes: EIO).
   Result ServeStatfs(const ChainView& c, FsState* s) {
     if (c.writableLen < kOutHeaderSize + kStatfsOutSize) return kDeclined;
     struct statfs st;
     int r = StatfsNode(s, Load64(c.prefetch + 16), &st);
-    if (r == 0) {
-      for (uint64_t n : {st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree})
-        if (n >= static_cast<uint64_t>(kMaxExactInJs)) return kDeclined;
-    }
     statfses_++;
     if (r < 0) return Reply(c, r, 0);
     uint8_t* b = reply_ + kOutHeaderSize;

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <memory>
+#include <vector>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -120,12 +121,14 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   Napi::Value CloseAsync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto d = Napi::Promise::Deferred::New(env);
-    if (!thread_.joinable() || closing_) {
+    // Not running, or already out of its loop (poll failed): nothing to wait for.
+    if (!thread_.joinable() || (closing_.empty() && exited_.load(std::memory_order_acquire))) {
       Shutdown(true);
       d.Resolve(env.Undefined());
       return d.Promise();
     }
-    closing_ = std::make_unique<Napi::Promise::Deferred>(d);
+    // A second caller waits for the same end.
+    closing_.push_back(d);
     stop_.store(true, std::memory_order_release);
     PokeEventfd(wakeFd_);
     return d.Promise();
@@ -195,12 +198,17 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   static void OnAsync(uv_async_t* h) {
     auto* self = static_cast<KickThread*>(h->data);
     if (!self) return;
-    if (self->closing_) {
+    if (!self->closing_.empty()) {
       if (!self->exited_.load(std::memory_order_acquire)) return;
-      Napi::HandleScope scope(self->Env());
-      std::unique_ptr<Napi::Promise::Deferred> d = std::move(self->closing_);
+      Napi::Env env = self->Env();
+      Napi::HandleScope scope(env);
+      // In a callback scope, so that what awaits the Promise runs when this returns rather
+      // than at whatever callback comes next.
+      Napi::CallbackScope callback(env, self->ctx_);
+      std::vector<Napi::Promise::Deferred> waiting = std::move(self->closing_);
+      self->closing_.clear();
       self->Shutdown(true);
-      d->Resolve(self->Env().Undefined());
+      for (auto& d : waiting) d.Resolve(env.Undefined());
       return;
     }
     if (!self->jsOwns_.load(std::memory_order_acquire)) return;
@@ -218,8 +226,8 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   std::atomic<bool> jsOwns_{false};
   std::atomic<bool> stop_{false};
   std::atomic<bool> exited_{false};
-  // The Promise of a closeAsync() in progress.
-  std::unique_ptr<Napi::Promise::Deferred> closing_;
+  // The Promises of the closeAsync() calls in progress.
+  std::vector<Napi::Promise::Deferred> closing_;
 };
 
 }  // namespace

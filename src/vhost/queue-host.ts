@@ -49,6 +49,7 @@ export class MainThreadQueueHost implements QueueHost {
   private native = 0;
   private nativeKicks = 0;
   private polls: PollCounts = { ...NO_POLLS };
+  private stopping: Promise<number> | null = null;
 
   constructor(
     private readonly createHandler: HandlerFactory,
@@ -64,16 +65,25 @@ export class MainThreadQueueHost implements QueueHost {
   }
 
   async stop(): Promise<number> {
+    // A stop already under way (the connection closing while a GET_VRING_BASE waits for a
+    // long request): wait for the same end, so nothing is torn down under the queue's thread.
+    if (this.stopping) return this.stopping;
     const r = this.runner;
     if (!r) throw new Error(`queue ${this.index} is not running`);
     this.runner = null;
-    const base = await r.stop();
-    this.total += r.served;
-    this.pooled += r.pooled;
-    this.native += r.servedNatively;
-    this.nativeKicks += r.kicksServedNatively;
-    this.polls = addPolls(this.polls, r.pollStats());
-    return base;
+    this.stopping = r.stop().then((base) => {
+      this.total += r.served;
+      this.pooled += r.pooled;
+      this.native += r.servedNatively;
+      this.nativeKicks += r.kicksServedNatively;
+      this.polls = addPolls(this.polls, r.pollStats());
+      return base;
+    });
+    try {
+      return await this.stopping;
+    } finally {
+      this.stopping = null;
+    }
   }
 
   async setCallFd(fd: number): Promise<void> {
@@ -93,6 +103,6 @@ export class MainThreadQueueHost implements QueueHost {
   }
 
   async close(): Promise<void> {
-    if (this.runner) await this.stop();
+    if (this.runner || this.stopping) await this.stop();
   }
 }
