@@ -109,9 +109,13 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
     return Napi::Boolean::New(info.Env(), jsOwns_.load(std::memory_order_acquire));
   }
 
-  // close(): stops the thread, waiting for the kick it serves to end.
+  // close(): stops the thread, waiting for the kick it serves to end (and settles a
+  // closeAsync() that was waiting for the same).
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Shutdown(true);
+    std::vector<Napi::Promise::Deferred> waiting = std::move(closing_);
+    closing_.clear();
+    for (auto& d : waiting) d.Resolve(info.Env().Undefined());
     return info.Env().Undefined();
   }
 
