@@ -10,12 +10,13 @@
 // A READ or WRITE is first tried on the calling thread without blocking (TryTransferNow,
 // state.cc: RWF_NOWAIT); only what would block goes to the pool.
 //
-// Everything that must stay valid while the system call runs on a pool thread is taken on
-// the calling (queue) thread first: the handle is pinned (state.h: it cannot be closed and its
+// For a READ or WRITE, everything that must stay valid while the system call runs on a pool
+// thread is taken on the calling (queue) thread first: the handle is pinned (state.h: it cannot be closed and its
 // number reused meanwhile), the guest ranges are translated into iovecs, and the thread's
 // snapshot of guest memory is held (memory.cc: the mappings the iovecs point into stay
 // mapped even if the front end changes the memory table meanwhile). The pin is dropped when
-// the work object is destroyed, back on the queue's thread.
+// the work object is destroyed, back on the queue's thread. The other operations are one
+// fused call each (FusedWork), which pins what it uses on the pool thread for its length.
 #include "state.h"
 
 #include <functional>
@@ -74,18 +75,6 @@ class RwWork : public HandleWork {
   int64_t moved_;
   std::vector<iovec> iov_;
   std::shared_ptr<const void> keep_;
-};
-
-class FsyncWork : public HandleWork {
- public:
-  FsyncWork(Napi::Env env, FsState* s, uint64_t fh, bool datasync)
-      : HandleWork(env, s, fh, s->PinHandle(fh)), datasync_(datasync) {}
-  void Execute() override {
-    if (ready()) result_ = (datasync_ ? fdatasync(fd_) : fsync(fd_)) < 0 ? -errno : 0;
-  }
-
- private:
-  bool datasync_;
 };
 
 // One fused operation run on libuv's pool: its result. It pins the handle or inode it uses
@@ -181,10 +170,8 @@ Napi::Value HandleFsyncAsync(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
   if (!ArgU64(info, 1, &fh)) return ThrowType(info.Env(), "handleFsyncAsync(id, fh, datasync)");
-  auto* w = new FsyncWork(info.Env(), s, fh, info[2].ToBoolean());
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  bool datasync = info[2].ToBoolean();
+  return QueueFused(info, [=] { return static_cast<int64_t>(SyncHandle(s, fh, datasync)); });
 }
 
 }  // namespace
