@@ -431,7 +431,7 @@ function fail(message: string): never {
 
 /**
  * Our daemon's peak RSS with `queues` request queues, each of which served requests: 4 KiB
- * READs and GETATTRs (the fast path) and ACCESSes (JS) on every queue at once, 400 each.
+ * READs and GETATTRs (the fast path) and IOCTLs (JS) on every queue at once, 400 each.
  */
 async function queueMemory(queues: number, rowFiles: string): Promise<ReturnType<typeof memoryMiB>> {
   const s = await setUp({ label: `virtiofsd-ts ${queues}q`, kind: 'ts', args: ['--cache=never'], queues, versus: null }, rowFiles);
@@ -442,7 +442,7 @@ async function queueMemory(queues: number, rowFiles: string): Promise<ReturnType
         for (let k = 0; k < 400; k++) {
           ok(await c.read(s.big.fh, ((i * 400 + k) % 16384) * 4 * KiB, 4 * KiB, { nodeid: s.big.nodeid, borrowBody: true }), 'READ');
           ok(await c.getattr(s.big.nodeid), 'GETATTR');
-          ok(await c.access(s.big.nodeid), 'ACCESS');
+          ok(await c.ioctl(s.big.nodeid), 'IOCTL');
         }
       }),
     );
@@ -519,7 +519,7 @@ async function main(): Promise<void> {
   for (const [label, m] of rss) lines.push(`| ${label} | ${fmt(m.peak)} | ${fmt(m.anon)} | ${fmt(m.file)} | ${fmt(m.shmem)} |`);
   if (byQueues.size > 0) {
     lines.push('');
-    lines.push(`Our daemon's peak RSS by number of request queues (a daemon of its own for each, 400 READs, GETATTRs and ACCESSes on every queue at once; the Rust and the C virtiofsd serve one request queue):`);
+    lines.push(`Our daemon's peak RSS by number of request queues (a daemon of its own for each, 400 READs, GETATTRs and IOCTLs (which JS serves) on every queue at once; the Rust and the C virtiofsd serve one request queue):`);
     lines.push('');
     lines.push('| request queues | peak RSS (MiB) | at the end: private (RssAnon) | program files (RssFile) | guest memory (RssShmem) |');
     lines.push('| ---: | ---: | ---: | ---: | ---: |');

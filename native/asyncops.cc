@@ -4,8 +4,8 @@
 // requests on a virtqueue go to the I/O pool instead (iopool.cc), which replies on the ring
 // itself; and FSYNC without the pool, FALLOCATE, COPY_FILE_RANGE and SYNCFS whenever the JS
 // server serves them, so that none of them blocks the JS thread every queue shares. (The
-// fast path serves them on the queue's kick thread; JS gets them only while the ring is
-// JS's, or when the fast path declines them.)
+// fast path serves them on the queue's kick thread; JS gets them when a queue has no kick
+// thread, at trace level, or when the fast path declines them.)
 //
 // A READ or WRITE is first tried on the calling thread without blocking (TryTransferNow,
 // state.cc: RWF_NOWAIT); only what would block goes to the pool.

@@ -45,15 +45,26 @@ class KickServer {
     // The ring was served to empty and notifications are enabled again: nothing is left.
     kDone,
     // JS must run its loop: a chain declined (left on the ring), a broken ring, no server,
-    // or requests of JS's own in flight.
+    // or requests of JS's own in flight. After HandOffDeclined(): a broken ring only.
     kToJs,
     // Chains keep coming but the loop has run its time (kServeBudgetNs): a watcher on a JS
     // thread's loop (events.cc) kicks itself and returns to the event loop, so what else
     // that thread serves gets its turn first; a kick thread (kickthread.cc), which serves
     // nothing else, goes on.
     kYield,
+    // Only after HandOffDeclined(): a declined chain was popped and queued for JS (the
+    // caller wakes JS and calls again; the ring stays the caller's).
+    kHandedOff,
   };
   virtual Outcome ServeKick() = 0;
+  // From now on ServeKick runs on a thread of its own (a kick thread) and keeps the ring:
+  // a chain the server declines is popped and queued for JS to take (kHandedOff), and a
+  // broken ring is reported there too (kToJs, then nothing more is served). Called on the
+  // JS thread before that thread starts; for the life of the ring.
+  virtual void HandOffDeclined() = 0;
+  // The kick thread stopped serving the ring for a reason of its own (its kick descriptor
+  // failed): JS learns of it as of a broken ring, from takeHandedOff(), with why.
+  virtual void HandOffEnded(const char* why) = 0;
 };
 
 // How long a queue thread serves one ring without returning to its event loop (the JS loop

@@ -9,9 +9,12 @@
 // READLINK (ls -l of a symlink); with --xattr GETXATTR, which Linux sends before every write
 // it caches; and the requests that may take long in the kernel, so that they block only
 // their own queue's thread (or a pool thread) and never the JS thread the queues share:
-// FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_FILE_RANGE, LSEEK and STATFS. While the ring is
-// JS's (JS pops, and offers each chain here on its own thread), those that block for long
-// go to JS instead, which runs them on libuv's pool (asyncops.cc). Attached to a queue as its ChainServer (chainserver.h) by the device
+// FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_FILE_RANGE, LSEEK and STATFS; and ACCESS (a
+// shell's every executable test), GETLK, SETLK, and SETLKW unless it must wait (POSIX and
+// flock locks are on by default), which would otherwise all queue for the one JS thread.
+// When a queue has no kick thread (JS pops, and offers each chain here on its own thread),
+// those that block for long go to JS instead, which runs them on libuv's pool
+// (asyncops.cc). Attached to a queue as its ChainServer (chainserver.h) by the device
 // (src/fs-device.ts), one per queue thread, the hiprio queue included (FORGETs come there).
 //
 // It serves only the plain case, and declines everything else to the FUSE server in JS,
@@ -25,6 +28,8 @@
 #include "iopool.h"
 
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cmath>
@@ -38,7 +43,10 @@ namespace {
 constexpr uint32_t kOpLookup = 1, kOpForget = 2, kOpGetattr = 3, kOpSetattr = 4, kOpReadlink = 5, kOpSymlink = 6, kOpMknod = 8, kOpMkdir = 9, kOpUnlink = 10, kOpRmdir = 11, kOpRename = 12, kOpLink = 13, kOpOpen = 14, kOpRead = 15,
                    kOpWrite = 16, kOpRelease = 18, kOpGetxattr = 22, kOpFlush = 25, kOpOpendir = 27, kOpReaddir = 28, kOpReleasedir = 29,
                    kOpCreate = 35, kOpReaddirplus = 44, kOpRename2 = 45, kOpStatfs = 17, kOpFsync = 20, kOpFsyncdir = 30,
-                   kOpFallocate = 43, kOpLseek = 46, kOpCopyFileRange = 47, kOpSyncfs = 50;
+                   kOpFallocate = 43, kOpLseek = 46, kOpCopyFileRange = 47, kOpSyncfs = 50, kOpGetlk = 31, kOpSetlk = 32,
+                   kOpSetlkw = 33, kOpAccess = 34;
+// fuse_lk_in.lk_flags
+constexpr uint32_t kLkFlock = 1;
 // fuse_fsync_in.fsync_flags
 constexpr uint32_t kFsyncFdatasync = 1;
 // fuse_open_out.open_flags
@@ -53,13 +61,15 @@ constexpr uint64_t kRootNodeId = 1;
 constexpr uint32_t kInHeaderSize = 40, kRwInSize = 40, kArgsEnd = kInHeaderSize + kRwInSize, kForgetInSize = 8, kCloseInSize = 24,
                    kCreateInSize = 16, kOpenInSize = 8, kMknodInSize = 16, kMkdirInSize = 8, kSetattrInSize = 88,
                    kRenameInSize = 8, kRename2InSize = 16, kLinkInSize = 8, kGetxattrInSize = 8, kFsyncInSize = 16,
-                   kFallocateInSize = 32, kLseekInSize = 24, kCopyFileRangeInSize = 56;
+                   kFallocateInSize = 32, kLseekInSize = 24, kCopyFileRangeInSize = 56, kLkInSize = 48, kAccessInSize = 8;
 // The largest integer a JS number holds exactly: larger sizes and times go to JS, whose
 // answer for them is its own.
 constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kGetxattrOutSize = 8, kLseekOutSize = 8, kStatfsOutSize = 80, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
-                   kOpenOutSize = 16;
+                   kOpenOutSize = 16, kLkOutSize = 24;
+// Fields of a statx result (common.h, StatxField in src/native.ts).
+constexpr size_t kModeField = 4, kUidField = 6, kGidField = 7;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
 // The largest extended attribute value JS reads (XATTR_SIZE_MAX in src/fuse/passthrough).
@@ -146,9 +156,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return DefineClass(env, "FuseFastPath", {InstanceMethod("counts", &FuseFastPath::Counts)});
   }
 
-  // new FuseFastPath({stateId, readOnly, pool, posixLock, xattr, entryTimeout, attrTimeout,
+  // new FuseFastPath({stateId, readOnly, pool, posixLock, flock, xattr, entryTimeout, attrTimeout,
   // negativeTimeout, fileOpenFlags, dirOpenFlags, keepCacheIfUnchanged, allowDirectIo}): pool
-  // is --thread-pool-size > 0, posixLock whether POSIX locks are served, xattr whether
+  // is --thread-pool-size > 0, posixLock and flock whether POSIX and flock() locks are served, xattr whether
   // extended attributes are (--xattr); the timeouts (in
   // seconds), the FOPEN_* flags of a file and of a directory opened and whether an unchanged
   // file keeps the guest's cache at an open are the cache policy's.
@@ -166,7 +176,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         !num("dirOpenFlags", &dopen) || dopen > UINT32_MAX ||
         !StateById(static_cast<int64_t>(id))) {
       ThrowType(info.Env(),
-                "new FuseFastPath({stateId, readOnly, pool, posixLock, xattr, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
+                "new FuseFastPath({stateId, readOnly, pool, posixLock, flock, xattr, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
                 "dirOpenFlags, keepCacheIfUnchanged, allowDirectIo})");
       return;
     }
@@ -178,6 +188,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
     pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
     posixLock_ = o.As<Napi::Object>().Get("posixLock").ToBoolean();
+    flock_ = o.As<Napi::Object>().Get("flock").ToBoolean();
     xattr_ = o.As<Napi::Object>().Get("xattr").ToBoolean();
     entryTimeout_ = Timeout::Of(entry);
     attrTimeout_ = Timeout::Of(attr);
@@ -249,6 +260,13 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         return ServeLseek(c, s, len);
       case kOpStatfs:
         return ServeStatfs(c, s);
+      case kOpGetlk:
+        return ServeGetlk(c, s, len);
+      case kOpSetlk:
+      case kOpSetlkw:
+        return ServeSetlk(c, s, len, opcode == kOpSetlkw);
+      case kOpAccess:
+        return ServeAccess(c, s, len);
       default:
         return kDeclined;
     }
@@ -273,11 +291,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       SlicePairs(c.pairs, c.nr, kArgsEnd, size, &data_);
     else
       SlicePairs(writable, c.nw, kOutHeaderSize, size, &data_);
-    SlicePairs(writable, c.nw, 0, replyLen, &headerPairs_);
-    header_.clear();
     std::vector<iovec>* iov;
-    if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_) ||
-        ThreadGuestIovecs(c.table, data_.data(), data_.size() / 2, &iov))
+    if (!ReplyIovecs(c, replyLen) || ThreadGuestIovecs(c.table, data_.data(), data_.size() / 2, &iov))
       return kDeclined;  // cannot happen for a walked chain; JS would answer EFAULT
     (write ? writes_ : reads_)++;
     int64_t r;
@@ -595,9 +610,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     uint64_t fh = Load64(a);
     bool datasync = Load32(a + 8) & kFsyncFdatasync;
     if (pool_) {
-      SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, kOutHeaderSize, &headerPairs_);
-      header_.clear();
-      if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) return kDeclined;
+      if (!ReplyIovecs(c, kOutHeaderSize)) return kDeclined;
       (dir ? fsyncdirs_ : fsyncs_)++;
       int64_t r;
       if (!SyncOrQueue(s, fh, datasync, std::vector<iovec>(header_), c.table, c.ring, c.head, Load64(c.prefetch + 8), &r))
@@ -685,6 +698,98 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kStatfsOutSize);
   }
 
+  // The fuse_lk_in of a lock request the fast path can serve as JS would (a handle a JS number
+  // holds, a range within int64), or nullptr.
+  const uint8_t* LockArgs(const ChainView& c, uint32_t len) const {
+    if (len < kInHeaderSize + kLkInSize || c.prefetched < kInHeaderSize + kLkInSize || c.writableLen < kOutHeaderSize)
+      return nullptr;
+    const uint8_t* a = c.prefetch + kInHeaderSize;
+    if (Load64(a) >= static_cast<uint64_t>(kMaxExactInJs) || Load64(a + 16) > INT64_MAX || Load64(a + 24) > INT64_MAX) return nullptr;
+    return a;
+  }
+
+  // GETLK (with POSIX locks on): the first lock of another owner in the way, as fuse_lk_out.
+  Result ServeGetlk(const ChainView& c, FsState* s, uint32_t len) {
+    const uint8_t* a = LockArgs(c, len);
+    if (!a || !posixLock_ || c.writableLen < kOutHeaderSize + kLkOutSize) return kDeclined;
+    struct flock fl;
+    int r = GetlkNode(s, Load64(c.prefetch + 16), Load64(a), Load64(a + 8), static_cast<int>(Load32(a + 32)),
+                      static_cast<int64_t>(Load64(a + 16)), static_cast<int64_t>(Load64(a + 24)), &fl);
+    // A lock in the way that starts or ends past 2^53: JS, which carries them as doubles,
+    // answers with them rounded; it looks again (a GETLK changes nothing).
+    if (r == 0 && fl.l_type != F_UNLCK &&
+        (fl.l_start >= kMaxExactInJs || (fl.l_len != 0 && fl.l_start + fl.l_len - 1 >= kMaxExactInJs)))
+      return kDeclined;
+    getlks_++;
+    if (r < 0) return Reply(c, r, 0);
+    uint8_t* b = reply_ + kOutHeaderSize;
+    memset(b, 0, kLkOutSize);
+    Store32(b + 16, static_cast<uint32_t>(static_cast<int32_t>(fl.l_type)));
+    if (fl.l_type != F_UNLCK) {
+      // l_len 0: to the end of the file, which FUSE says with OFFSET_MAX.
+      int64_t end = fl.l_len == 0 ? INT64_MAX : fl.l_start + fl.l_len - 1;
+      Store64(b, static_cast<uint64_t>(fl.l_start));
+      Store64(b + 8, static_cast<uint64_t>(end));
+      Store32(b + 20, fl.l_pid > 0 ? static_cast<uint32_t>(fl.l_pid) : 0);  // OFD locks report -1
+    }
+    return Reply(c, 0, kLkOutSize);
+  }
+
+  // SETLK, and a SETLKW whose lock is free: the lock taken (or dropped) without waiting, an
+  // flock() lock with FUSE_LK_FLOCK (each only when its kind is served); an error (EINVAL,
+  // EBADF, ...) answered as JS would. A SETLKW whose lock is taken goes to JS, which checks
+  // for a deadlock and waits holding no thread (src/fuse/passthrough/locks.ts); so its
+  // attempt here is a plain SETLK's, which records no wait.
+  Result ServeSetlk(const ChainView& c, FsState* s, uint32_t len, bool wait) {
+    const uint8_t* a = LockArgs(c, len);
+    if (!a) return kDeclined;
+    bool flock = Load32(a + 40) & kLkFlock;
+    if (flock ? !flock_ : !posixLock_) return kDeclined;
+    uint32_t type = Load32(a + 32);
+    int r;
+    if (flock) {
+      r = FlockHandle(s, Load64(a), type == F_UNLCK ? LOCK_UN : type == F_WRLCK ? LOCK_EX : LOCK_SH);
+    } else if (type != F_RDLCK && type != F_WRLCK && type != F_UNLCK) {
+      r = -EINVAL;
+    } else {
+      r = SetlkNode(s, Load64(c.prefetch + 16), Load64(a), Load64(a + 8), static_cast<int>(type), static_cast<int64_t>(Load64(a + 16)),
+                    static_cast<int64_t>(Load64(a + 24)), 0);
+    }
+    bool busy = r == -EAGAIN || r == -EWOULDBLOCK || r == -EACCES;
+    if (wait && busy) return kDeclined;
+    (wait ? setlkws_ : setlks_)++;
+    return Reply(c, busy ? -EAGAIN : r, 0);
+  }
+
+  // ACCESS: whether the caller (the request's uid and gid) may read, write or execute the
+  // node, judged from its mode as JS judges it (src/fuse/passthrough/attrs.ts checkAccess).
+  Result ServeAccess(const ChainView& c, FsState* s, uint32_t len) {
+    if (len < kInHeaderSize + kAccessInSize || c.prefetched < kInHeaderSize + kAccessInSize || c.writableLen < kOutHeaderSize)
+      return kDeclined;
+    const uint8_t* p = c.prefetch;
+    uint32_t mask = Load32(p + kInHeaderSize), uid = Load32(p + 24), gid = Load32(p + 28);
+    double st[kStatxFields];
+    int r = StatxNode(s, Load64(p + 16), st);
+    accesses_++;
+    if (r < 0) return Reply(c, r, 0);
+    if ((mask & W_OK) && readOnly_) return Reply(c, -EROFS, 0);
+    return Reply(c, AccessError(uid, gid, st, mask), 0);
+  }
+
+  static int AccessError(uint32_t uid, uint32_t gid, const double* st, uint32_t mask) {
+    uint32_t mode = static_cast<uint32_t>(st[kModeField]);
+    if (mask == 0) return 0;
+    if (uid == 0) {
+      // root may read and write anything; it may execute only what someone may execute.
+      return (mask & X_OK) && (mode & S_IFMT) != S_IFDIR && (mode & 0111) == 0 ? -EACCES : 0;
+    }
+    uint32_t bits = static_cast<double>(uid) == st[kUidField]   ? (mode >> 6) & 7
+                    : static_cast<double>(gid) == st[kGidField] ? (mode >> 3) & 7
+                                                                : mode & 7;
+    uint32_t want = mask & (R_OK | W_OK | X_OK);
+    return (bits & want) == want ? 0 : -EACCES;
+  }
+
   // fuse_entry_out for nodeid (generation 0, the policy's timeouts) at b, which is zeroed.
   void EncodeEntry(uint8_t* b, uint64_t nodeid, const double* st) const {
     Store64(b, nodeid);
@@ -724,6 +829,15 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, r, 0);
   }
 
+  // header_: the iovecs of the first len bytes of the chain's reply buffer (the reply header
+  // and what follows it in the reply); false when they are not guest memory, which cannot
+  // happen for a walked chain.
+  bool ReplyIovecs(const ChainView& c, uint64_t len) {
+    SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, len, &headerPairs_);
+    header_.clear();
+    return GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_) == 0;
+  }
+
   // Writes fuse_out_header (error: 0 or -errno) and, without an error, the bodyLen bytes
   // built at reply_ + kOutHeaderSize into the chain's reply buffer, and completes the chain.
   // The caller checked that the reply fits.
@@ -742,11 +856,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     Store32(buf, len);
     Store32(buf + 4, static_cast<uint32_t>(error));
     Store64(buf + 8, Load64(c.prefetch + 8));
-    SlicePairs(c.pairs + 2 * c.nr, c.nw, 0, len, &headerPairs_);
-    header_.clear();
     // Cannot fail for a walked chain; were it to, the request is already served, so the
     // chain still goes back (empty) rather than to JS.
-    if (GuestIovecs(c.table, headerPairs_.data(), headerPairs_.size() / 2, &header_)) len = 0;
+    if (!ReplyIovecs(c, len)) len = 0;
     CopyToIovecs(header_, buf, len);
     c.ring->Complete(c.head, len);
     return kCompleted;
@@ -763,25 +875,28 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         {kOpMknod, makes_[0]}, {kOpMkdir, makes_[1]}, {kOpSymlink, makes_[2]}, {kOpSetattr, setattrs_},
         {kOpRename, renames_}, {kOpRename2, rename2s_}, {kOpLink, links_}, {kOpReadlink, readlinks_},
         {kOpGetxattr, getxattrs_}, {kOpFsync, fsyncs_}, {kOpFsyncdir, fsyncdirs_}, {kOpSyncfs, syncfses_},
-        {kOpFallocate, fallocates_}, {kOpCopyFileRange, copyRanges_}, {kOpLseek, lseeks_}, {kOpStatfs, statfses_}};
+        {kOpFallocate, fallocates_}, {kOpCopyFileRange, copyRanges_}, {kOpLseek, lseeks_}, {kOpStatfs, statfses_},
+        {kOpGetlk, getlks_}, {kOpSetlk, setlks_}, {kOpSetlkw, setlkws_}, {kOpAccess, accesses_}};
     for (const auto& [op, n] : counts)
       if (n > 0) o.Set(op, Napi::Number::New(info.Env(), static_cast<double>(n)));
     return o;
   }
 
-  // Whether this call came from JS's pop() (the ring is JS's) rather than the kick thread.
+  // Whether this call came from JS's pop() (a queue without a kick thread, whose ring JS's
+  // loop serves) rather than a kick thread.
   bool OnJsThread() const { return std::this_thread::get_id() == jsThread_; }
 
   int64_t state_ = 0;
   // The JS thread, where this object was made.
   std::thread::id jsThread_ = std::this_thread::get_id();
-  bool readOnly_ = false, pool_ = false, posixLock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false;
+  bool readOnly_ = false, pool_ = false, posixLock_ = false, flock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,
            creates_ = 0, opens_ = 0, opendirs_ = 0, readdirs_ = 0, readdirpluses_ = 0, releasedirs_ = 0,
            setattrs_ = 0, renames_ = 0, rename2s_ = 0, links_ = 0, readlinks_ = 0,
-           getxattrs_ = 0, fsyncs_ = 0, fsyncdirs_ = 0, syncfses_ = 0, fallocates_ = 0, copyRanges_ = 0, lseeks_ = 0, statfses_ = 0;
+           getxattrs_ = 0, fsyncs_ = 0, fsyncdirs_ = 0, syncfses_ = 0, fallocates_ = 0, copyRanges_ = 0, lseeks_ = 0, statfses_ = 0,
+           getlks_ = 0, setlks_ = 0, setlkws_ = 0, accesses_ = 0;
   uint64_t makes_[3] = {0, 0, 0};  // by MakeKind
   // Scratch, reused: the data's and the reply header's guest ranges, the header's iovecs,
   // a metadata reply as it is built.

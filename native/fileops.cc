@@ -201,7 +201,8 @@ Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
 
 // The open file description that carries owner's POSIX locks on the inode of nodeid,
 // opened on first use; -errno on failure. hfd: a handle of the file, whose access mode is
-// used when the file cannot be opened read-write.
+// used when the file cannot be opened read-write. Called with locks.mu held, which keeps
+// the descriptor open while the caller uses it (UnlockOwner closes it under locks.mu).
 int OwnerFd(FsState* s, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
   InodeShard& sh = s->ShardOf(nodeid);
   {
@@ -304,10 +305,7 @@ bool Deadlocks(LockTable& t, uint64_t owner, const LockWait& w) {
   return false;
 }
 
-// nodeSetlk(id, nodeid, fh, owner, type, start, end, mode) -> 0, -EAGAIN when another owner
-// holds a conflicting lock, -EDEADLK when waiting for it would never end, or -errno. Never
-// waits. mode 0: SETLK; 1: an attempt of a SETLKW (the owner is then recorded as waiting);
-// 2: the SETLKW was given up (only forgets that the owner waits).
+// nodeSetlk(id, nodeid, fh, owner, type, start, end, mode) -> SetlkNode (state.h).
 Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, fh, owner;
@@ -315,37 +313,11 @@ Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &fh) || !ArgU64(info, 3, &owner) || !ArgInt(info, 4, &type) ||
       !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end) || !ArgInt(info, 7, &mode))
     return ThrowType(info.Env(), "nodeSetlk(id, nodeid, fh, owner, type, start, end, mode)");
-  LockTable& t = s->locks;
-  if (mode == 2) {
-    std::lock_guard<std::mutex> g(t.mu);
-    t.waiting.erase(owner);
-    return Num(info, 0);
-  }
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  HandlePin h(s, fh);
-  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
-  if (fd < 0) return Num(info, fd);
-  std::lock_guard<std::mutex> g(t.mu);
-  int r = SetlkLocked(t, fd, nodeid, owner, static_cast<int>(type), start, EndOf(end));
-  if (r == 0) {
-    t.waiting.erase(owner);
-    return Num(info, 0);
-  }
-  int e = -r;
-  if (e == EAGAIN && mode == 1) {
-    LockWait w{nodeid, start, EndOf(end), static_cast<int>(type)};
-    if (Deadlocks(t, owner, w)) {
-      t.waiting.erase(owner);
-      return Num(info, -EDEADLK);
-    }
-    t.waiting[owner] = w;
-  }
-  return Num(info, -e);
+  return Num(info, SetlkNode(s, nodeid, fh, owner, static_cast<int>(type), start, end, static_cast<int>(mode)));
 }
 
 // nodeGetlk(id, nodeid, fh, owner, type, start, end, out[4]) -> 0 or -errno; out = [type,
-// start, end, pid] of a conflicting lock, or type F_UNLCK when there is none.
+// start, end, pid] of a conflicting lock, or type F_UNLCK when there is none (GetlkNode).
 Napi::Value NodeGetlk(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, fh, owner;
@@ -355,14 +327,9 @@ Napi::Value NodeGetlk(const Napi::CallbackInfo& info) {
     return ThrowType(info.Env(), "nodeGetlk(id, nodeid, fh, owner, type, start, end, out)");
   Napi::Float64Array out = info[7].As<Napi::Float64Array>();
   if (out.ElementLength() < 4) return ThrowType(info.Env(), "out: Float64Array(4)");
-  InodePin p(s, nodeid);
-  if (p.fd() < 0) return Num(info, p.fd());
-  HandlePin h(s, fh);
-  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
-  if (fd < 0) return Num(info, fd);
   struct flock fl;
-  ToFlock(&fl, type, start, end);
-  if (fcntl(fd, F_OFD_GETLK, &fl) < 0) return Num(info, -errno);
+  int r = GetlkNode(s, nodeid, fh, owner, static_cast<int>(type), start, end, &fl);
+  if (r < 0) return Num(info, r);
   out[0] = fl.l_type;
   out[1] = static_cast<double>(fl.l_start);
   out[2] = fl.l_len == 0 ? static_cast<double>(kOffsetMax) : static_cast<double>(fl.l_start + fl.l_len - 1);
@@ -383,7 +350,9 @@ Napi::Value NodeUnlockOwner(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
-  int fd = -1;
+  // Under locks.mu: no SETLK or GETLK of the owner is using the descriptor as it closes, and
+  // none takes a lock between the close and the table's forgetting of the owner's.
+  std::lock_guard<std::mutex> locks(s->locks.mu);
   {
     InodeShard& sh = s->ShardOf(nodeid);
     std::lock_guard<std::mutex> g(sh.mu);
@@ -391,14 +360,12 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
     if (it != sh.byId.end()) {
       auto l = it->second.lockFds.find(owner);
       if (l != it->second.lockFds.end()) {
-        fd = l->second;
+        close(l->second);
         it->second.lockFds.erase(l);
         sh.lockFdsOpen--;
       }
     }
   }
-  if (fd >= 0) close(fd);
-  std::lock_guard<std::mutex> g(s->locks.mu);
   auto it = s->locks.held.find(nodeid);
   if (it != s->locks.held.end()) {
     it->second.erase(owner);
@@ -409,29 +376,77 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
 int FlockHandle(FsState* s, uint64_t fh, int op) {
   HandlePin h(s, fh);
   if (h.fd() < 0) return h.fd();
+  // The lock and the record of it (remembered for a migration, which takes the lock again
+  // on the destination's descriptor) under the shard's mutex, so that two requests on one
+  // handle from two queues leave the record as the host has the lock. It never waits.
+  HandleShard& sh = s->HandleShardOf(fh);
+  std::lock_guard<std::mutex> g(sh.mu);
   int r;
   do {
     r = flock(h.fd(), op | LOCK_NB);
   } while (r < 0 && errno == EINTR);
   if (r < 0) return -errno;
-  // Remembered for a migration, which takes the lock again on the destination's descriptor.
-  HandleShard& sh = s->HandleShardOf(fh);
-  std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byFh.find(fh);
   if (it != sh.byFh.end()) it->second.flock = static_cast<uint8_t>(op & (LOCK_SH | LOCK_EX));
   return 0;
 }
 
+int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, int mode) {
+  LockTable& t = s->locks;
+  if (mode == 2) {
+    std::lock_guard<std::mutex> g(t.mu);
+    t.waiting.erase(owner);
+    return 0;
+  }
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  HandlePin h(s, fh);
+  // locks.mu before the owner's descriptor is looked up (UnlockOwner closes it under it).
+  std::lock_guard<std::mutex> g(t.mu);
+  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
+  if (fd < 0) return fd;
+  int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
+  if (r == 0) {
+    t.waiting.erase(owner);
+    return 0;
+  }
+  if (mode == 1) {
+    if (r == -EAGAIN) {
+      LockWait w{nodeid, start, EndOf(end), type};
+      if (Deadlocks(t, owner, w)) {
+        t.waiting.erase(owner);
+        return -EDEADLK;
+      }
+      t.waiting[owner] = w;
+      return r;
+    }
+    t.waiting.erase(owner);  // an error that ends the wait
+  }
+  return r;
+}
+
+int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, struct flock* fl) {
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return p.fd();
+  HandlePin h(s, fh);
+  std::lock_guard<std::mutex> g(s->locks.mu);
+  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
+  if (fd < 0) return fd;
+  ToFlock(fl, type, start, end);
+  return fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
+}
+
 int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
+  std::lock_guard<std::mutex> g(s->locks.mu);
   int fd = OwnerFd(s, nodeid, p.fd(), -1, owner);
   if (fd < 0) return fd;
-  std::lock_guard<std::mutex> g(s->locks.mu);
   return SetlkLocked(s->locks, fd, nodeid, owner, type, start, end);
 }
 
 void ReleaseAllLocks(FsState* s) {
+  std::lock_guard<std::mutex> locks(s->locks.mu);
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
     if (sh.lockFdsOpen == 0) continue;
@@ -441,7 +456,6 @@ void ReleaseAllLocks(FsState* s) {
     }
     sh.lockFdsOpen = 0;
   }
-  std::lock_guard<std::mutex> g(s->locks.mu);
   s->locks.held.clear();
   s->locks.waiting.clear();
 }

@@ -1,10 +1,12 @@
 // A queue's kick thread: a native thread that waits for the queue's kicks and serves them
 // (KickServer::ServeKick, vring.cc: pop, the FUSE fast path, poll, re-arm) without going
 // through the JS thread's event loop, whose every round costs a few microseconds of its own
-// (Node's immediate check, a callback scope, the garbage that leaves). The ring has one
-// owner at a time: this thread, or JS once the fast path declined a chain; JS is woken with
-// a uv_async on its own loop, serves the ring with its own loop (src/vhost/queue-runner.ts)
-// and hands it back with release() once it has nothing of its own in flight.
+// (Node's immediate check, a callback scope, the garbage that leaves). The ring is this
+// thread's alone: a chain the fast path declines is popped and queued for JS
+// (Vring::HandOffDeclined), JS is woken with a uv_async on its own loop and takes the queued
+// chains (src/vhost/queue-runner.ts), and the thread goes on serving the ring meanwhile. So
+// a request JS serves for a long time (a SETLKW that waits) holds back nothing behind it,
+// and the main thread never runs what the fast path serves.
 #include "chainserver.h"
 
 #include <fcntl.h>
@@ -36,15 +38,15 @@ Napi::Value IsEventfd(const Napi::CallbackInfo& info) {
 }
 
 // new KickThread(kickFd, vring, callback): start() runs the thread; callback() runs on this
-// JS thread whenever the ring is JS's to serve (jsOwns()); release() gives it back to the
-// thread; close() stops and joins the thread (before the kick fd is closed).
+// JS thread when chains were queued for JS (vring.takeHandedOff()) or the thread stopped
+// serving (a broken ring, which takeHandedOff() then reports); close() stops and joins the
+// thread (before the kick fd is closed).
 class KickThread : public Napi::ObjectWrap<KickThread> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "KickThread",
-                       {InstanceMethod("start", &KickThread::Start), InstanceMethod("release", &KickThread::Release),
-                        InstanceMethod("close", &KickThread::Close), InstanceMethod("closeAsync", &KickThread::CloseAsync),
-                        InstanceMethod("jsOwns", &KickThread::JsOwns)});
+                       {InstanceMethod("start", &KickThread::Start), InstanceMethod("close", &KickThread::Close),
+                        InstanceMethod("closeAsync", &KickThread::CloseAsync)});
   }
 
   explicit KickThread(const Napi::CallbackInfo& info) : Napi::ObjectWrap<KickThread>(info) {
@@ -76,7 +78,8 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   }
 
  private:
-  // start(): the thread owns the ring from now on and serves what is already on it.
+  // start(): the thread owns the ring from now on (for good: chains it declines go to JS's
+  // queue) and serves what is already on it.
   Napi::Value Start(const Napi::CallbackInfo& info) {
     if (thread_.joinable() || wakeFd_ < 0) return info.Env().Undefined();
     uv_loop_t* loop = nullptr;
@@ -89,24 +92,12 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
     }
     async_->data = this;
     Ref();  // the thread calls back into this object until close()
-    jsOwns_.store(false, std::memory_order_release);
+    kick_->HandOffDeclined();
     stop_.store(false, std::memory_order_release);
     exited_.store(false, std::memory_order_release);
     PokeEventfd(wakeFd_);  // the driver may have kicked before the ring was enabled
     thread_ = std::thread([this] { Run(); });
     return info.Env().Undefined();
-  }
-
-  // release(): JS is done with the ring; the thread serves it again, starting with a look at
-  // it (a chain may have come since JS last looked, its kick forwarded to JS).
-  Napi::Value Release(const Napi::CallbackInfo& info) {
-    jsOwns_.store(false, std::memory_order_release);
-    PokeEventfd(wakeFd_);
-    return info.Env().Undefined();
-  }
-
-  Napi::Value JsOwns(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), jsOwns_.load(std::memory_order_acquire));
   }
 
   // close(): stops the thread, waiting for the kick it serves to end (and settles a
@@ -153,49 +144,47 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   }
 
   void Run() {
-    RunUntilStopped();
-    // For closeAsync(): JS joins the thread, which is about to return.
+    // Out of the loop without being told to stop: JS fails the queue, with the reason.
+    const char* why = RunUntilStopped();
+    if (why) kick_->HandOffEnded(why);
+    // For closeAsync(): JS joins the thread, which is about to return; or else JS learns of
+    // a broken ring.
     exited_.store(true, std::memory_order_release);
     uv_async_send(async_);
   }
 
-  void RunUntilStopped() {
+  // Serves kicks until told to stop (nullptr), or until it cannot go on: why not.
+  const char* RunUntilStopped() {
     pollfd p[2] = {{kickFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
     while (!stop_.load(std::memory_order_acquire)) {
       int r = poll(p, 2, -1);
       if (r < 0) {
         if (errno == EINTR) continue;
-        break;
+        return "the kick thread's poll() failed";
       }
       if (stop_.load(std::memory_order_acquire)) break;
       if (p[1].revents & POLLIN) DrainEventfd(wakeFd_);
       if (p[0].revents & POLLIN) DrainEventfd(kickFd_);
-      if (p[0].revents & (POLLERR | POLLNVAL | POLLHUP)) {
-        // Not a descriptor to wait on any more: JS's loop takes the queue over.
-        jsOwns_.store(true, std::memory_order_release);
-        uv_async_send(async_);
-        p[0].fd = -1;
-        continue;
-      }
-      Serve();
+      // Not a descriptor to wait on any more (the backend closes it only after the queue
+      // stopped): nothing more can come.
+      if (p[0].revents & (POLLERR | POLLNVAL | POLLHUP)) return "the kick descriptor failed";
+      // A broken ring: the vring reports it to JS itself.
+      if (!Serve()) return nullptr;
     }
+    return nullptr;
   }
 
-  void Serve() {
+  // Serves what the ring holds; false when the thread must stop serving it (a broken ring,
+  // which JS learns from takeHandedOff() once Run() has woken it).
+  bool Serve() {
     for (;;) {
-      if (jsOwns_.load(std::memory_order_acquire)) {
-        uv_async_send(async_);
-        return;
-      }
       KickServer::Outcome o = kick_->ServeKick();
-      if (o == KickServer::kDone) return;
-      if (o == KickServer::kToJs) {
-        jsOwns_.store(true, std::memory_order_release);
-        uv_async_send(async_);
-        return;
-      }
+      if (o == KickServer::kDone) return true;
+      if (o == KickServer::kToJs) return false;
+      // A chain queued for JS: wake it and go on (the wake-ups coalesce until JS runs).
+      if (o == KickServer::kHandedOff) uv_async_send(async_);
       // kYield: chains keep coming; nothing else runs on this thread, so go on serving.
-      if (stop_.load(std::memory_order_acquire)) return;
+      if (stop_.load(std::memory_order_acquire)) return true;
     }
   }
 
@@ -215,7 +204,6 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
       for (auto& d : waiting) d.Resolve(env.Undefined());
       return;
     }
-    if (!self->jsOwns_.load(std::memory_order_acquire)) return;
     MakeCallback(self->Env(), self->ctx_, self->cb_, 0, nullptr);
   }
 
@@ -227,7 +215,6 @@ class KickThread : public Napi::ObjectWrap<KickThread> {
   napi_async_context ctx_ = nullptr;
   uv_async_t* async_ = nullptr;
   std::thread thread_;
-  std::atomic<bool> jsOwns_{false};
   std::atomic<bool> stop_{false};
   std::atomic<bool> exited_{false};
   // The Promises of the closeAsync() calls in progress.

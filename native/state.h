@@ -184,6 +184,8 @@ struct LockWait {
   int type;
 };
 struct LockTable {
+  // Also keeps a lock owner's descriptor (Inode::lockFds) open while a lock request uses it:
+  // taken before an inode shard's mu, never after.
   std::mutex mu;
   // nodeid -> owner -> granted ranges
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> held;
@@ -692,6 +694,16 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner);
 //   the end) of nodeid, taken without waiting and recorded as a SETLK's: 0 or -errno
 //   (fileops.cc; a migration puts the guest's locks back with it);
 int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end);
+// - SETLK and the attempts of a SETLKW: owner's POSIX lock of type (F_RDLCK, F_WRLCK,
+//   F_UNLCK) on [start, end] of nodeid, through a descriptor of owner's own (fh: a handle of
+//   the file, whose access mode serves when the file cannot be opened read-write), never
+//   waiting: 0, -EAGAIN while another owner holds a conflicting lock, -EDEADLK when waiting
+//   for it would never end, or -errno. mode 0: SETLK; 1: an attempt of a SETLKW (the owner is
+//   recorded as waiting, for the deadlock check); 2: the SETLKW was given up (fileops.cc);
+int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, int mode);
+// - GETLK: the first lock of another owner that conflicts with type on [start, end], in *fl
+//   (l_type F_UNLCK when there is none): 0 or -errno (fileops.cc);
+int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, struct flock* fl);
 // - fsync (fdatasync with datasync) of handle fh's descriptor: 0 or -errno (FSYNC and
 //   FSYNCDIR; fileops.cc);
 int SyncHandle(FsState* s, uint64_t fh, bool datasync);

@@ -43,8 +43,8 @@ struct UsedRing {
   // Requests taken by the pool whose completion has not reached the ring yet.
   std::atomic<uint32_t> pending{0};
   // For dirty-page logging (dirtylog.h): the used ring's guest-physical address, and each
-  // chain's writable (gpa, len) pairs, kept from its pop to its completion (the queue's
-  // thread writes a head's entry while the head is its own; completion reads it after).
+  // chain's writable (gpa, len) pairs, kept from its pop to its completion (written by the
+  // queue's thread at the pop and read at the completion, both under mu).
   uint64_t usedGpa = 0;
   std::vector<std::vector<double>> writableOf;
 

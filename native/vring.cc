@@ -1,6 +1,8 @@
 // The device side of a split virtqueue (virtio 1.2, 2.7), INDIRECT_DESC and EVENT_IDX
-// included, in native code: one Vring object per served queue, used only by the JS thread
-// that hosts the queue (src/vhost/virtqueue.ts wraps it).
+// included, in native code: one Vring object per served queue, made by the JS thread that
+// hosts the queue (src/vhost/virtqueue.ts wraps it) and served by it or, once a kick thread
+// has the ring (HandOffDeclined, below), by that thread, JS then only taking the chains
+// queued for it and completing them.
 //
 // It does per request what would otherwise take a dozen JS buffer reads and N-API calls:
 // pop() reads avail.idx with acquire ordering, walks the chain with every check on what
@@ -20,6 +22,12 @@
 // the queue's kick watcher then runs the whole loop here (ServeKick) and wakes JS only for
 // a chain the server declines.
 //
+// With a kick thread (kickthread.cc, HandOffDeclined) the ring is that thread's alone: it
+// pops every chain, and one the server declines is copied into a queue that JS empties with
+// takeHandedOff() (same out/prefetch layout as pop()). JS then only completes chains, which
+// goes through the UsedRing's mutex; pop(), sync() and the rest that touch the avail side
+// are the kick thread's.
+//
 // The used ring's state lives in a UsedRing (usedring.h) that the I/O pool shares: a request
 // finished on a pool thread goes on the used ring from there, under the ring's mutex.
 //
@@ -35,6 +43,8 @@
 
 #include <atomic>
 #include <cstdarg>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <vector>
 #include <cstdio>
@@ -70,7 +80,8 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
                         InstanceMethod("pending", &Vring::PendingOnPool), InstanceMethod("close", &Vring::Close),
                         InstanceMethod("setChainServer", &Vring::SetChainServer),
                         InstanceMethod("chainServerStats", &Vring::ChainServerStats),
-                        InstanceMethod("setJsBusy", &Vring::SetJsBusy)});
+                        InstanceMethod("setJsBusy", &Vring::SetJsBusy),
+                        InstanceMethod("takeHandedOff", &Vring::TakeHandedOff)});
   }
 
   // new Vring(tableId, size, descUaddr, availUaddr, usedUaddr, base, eventIdx, callFd,
@@ -227,7 +238,12 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
     }
     size_t nw = w.size() / 2;
     if (nr + nw > outCap_) return Fail("descriptor chain from head %u is too long", head);
-    ring_->RememberWritable(head, w);
+    {
+      // Under the mutex: a guest may make a head available again while it is in flight, and
+      // its completion (the pool's, JS's) reads the entry.
+      std::lock_guard<std::mutex> g(ring_->mu);
+      ring_->RememberWritable(head, w);
+    }
     memcpy(pairs + 2 * nr, w.data(), w.size() * sizeof(double));
     out_[kOutReadable] = static_cast<double>(nr);
     out_[kOutWritable] = static_cast<double>(nw);
@@ -259,11 +275,24 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   }
 
   // sync() -> 0, or kBroken (reason in error()): picks up a changed memory table.
-  Napi::Value Sync(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), SyncMemory()); }
+  Napi::Value Sync(const Napi::CallbackInfo& info) {
+    // With a kick thread the rings are its to translate (a completion refreshes the UsedRing).
+    return Napi::Number::New(info.Env(), handOff_ ? 0 : SyncMemory());
+  }
+
+  // For the calls that work the avail side, which is the kick thread's once it has the ring.
+  bool KickThreadOwns(const Napi::CallbackInfo& info, const char* call) {
+    if (!handOff_) return false;
+    ThrowType(info.Env(), (std::string(call) + ": a kick thread serves this ring (takeHandedOff)").c_str());
+    return true;
+  }
 
   // pop() -> head, kEmpty, or kBroken. On a head, out and prefetch describe the chain.
   // Chains the attached ChainServer serves are not returned: pop() goes on to the next.
-  Napi::Value Pop(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), PopServing()); }
+  Napi::Value Pop(const Napi::CallbackInfo& info) {
+    if (KickThreadOwns(info, "pop()")) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), PopServing());
+  }
 
   int PopServing() {
     if (brokenInKick_) {
@@ -296,32 +325,31 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   // The kick watcher's native loop (KickServer, chainserver.h): the JS loop of
   // src/vhost/queue-runner.ts (pop, poll, enable notifications), run here while the server
   // takes every chain. A chain it declines goes back on the ring for JS's pop(); a broken
-  // ring is reported by JS's next pop().
+  // ring is reported by JS's next pop(). On a kick thread (HandOffDeclined) a declined chain
+  // is queued for JS instead, and a broken ring reported by takeHandedOff().
   Outcome ServeKick() override {
-    if (!server_ || jsBusy_) return kToJs;
+    if (!server_) return handOff_ ? Broken("no chain server") : kToJs;
+    if (!handOff_ && jsBusy_) return kToJs;
     int64_t start = NowNs();
     for (;;) {
       int r = PopServing();
       if (r >= 0) {
+        if (handOff_) return QueueForJs(static_cast<uint32_t>(r)) ? kHandedOff : Broken(nullptr);
         lastAvail_--;  // declined: nothing was consumed, JS pops it again
         return kToJs;
       }
-      if (r == kBroken) {
-        brokenInKick_ = true;
-        return kToJs;
-      }
+      if (r == kBroken) return Broken(nullptr);
       r = PollOnce();
       if (r == 0) {
         r = Rearm();
         if (r == 1) {
-          kicksServed_++;
+          // A kick that handed JS a chain did not go without JS.
+          if (!handedThisKick_) kicksServed_++;
+          handedThisKick_ = false;
           return kDone;
         }
       }
-      if (r == kBroken) {
-        brokenInKick_ = true;
-        return kToJs;
-      }
+      if (r == kBroken) return Broken(nullptr);
       // More chains came, while spinning or as notifications were enabled: serve them, unless
       // the loop has run its time; then they are served after the yield.
       if (NowNs() - start >= kServeBudgetNs) {
@@ -329,6 +357,76 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
         return kYield;
       }
     }
+  }
+
+  // The ring is found broken (the reason in error_), or the loop cannot serve it: reported
+  // by JS's next pop(), or after a hand-off by takeHandedOff() once the chains queued before
+  // it are taken.
+  Outcome Broken(const char* why) {
+    if (why && error_.empty()) error_ = why;
+    if (!handOff_) {
+      brokenInKick_ = true;
+      return kToJs;
+    }
+    std::lock_guard<std::mutex> g(handedMu_);
+    handedBroken_ = true;
+    return kToJs;
+  }
+
+  void HandOffEnded(const char* why) override {
+    if (handOff_) Broken(why);
+  }
+
+  void HandOffDeclined() override {
+    if (handOff_) return;
+    // The kick thread walks into buffers of its own; JS's (the constructor's) receive the
+    // chains it takes.
+    jsOut_ = out_;
+    jsPrefetch_ = prefetch_;
+    kickOut_.assign(kOutPairs + 2 * outCap_, 0);
+    kickPrefetch_.assign(prefetchCap_, 0);
+    out_ = kickOut_.data();
+    prefetch_ = kickPrefetch_.data();
+    handOff_ = true;
+  }
+
+  // On the kick thread: the chain Walk() just described, copied for JS.
+  // False (the ring broken) when the queue already holds as many chains as the ring has
+  // entries: a driver that makes heads available again while they are in flight.
+  bool QueueForJs(uint32_t head) {
+    {
+      std::lock_guard<std::mutex> g(handedMu_);
+      if (handed_.size() >= size_) {
+        Fail("%zu chains wait for JS in a queue of %u: the driver reuses heads in flight", handed_.size(), size_);
+        return false;
+      }
+    }
+    HandedChain h;
+    h.head = head;
+    for (size_t k = 0; k < kOutPairs; k++) h.meta[k] = out_[k];
+    size_t pairs = 2 * (static_cast<size_t>(out_[kOutReadable]) + static_cast<size_t>(out_[kOutWritable]));
+    h.pairs.assign(out_ + kOutPairs, out_ + kOutPairs + pairs);
+    h.prefetch.assign(prefetch_, prefetch_ + static_cast<size_t>(out_[kOutPrefetched]));
+    handedThisKick_ = true;
+    std::lock_guard<std::mutex> g(handedMu_);
+    handed_.push_back(std::move(h));
+    return true;
+  }
+
+  // takeHandedOff() -> head (out and prefetch describe it, as after pop()), kEmpty, or
+  // kBroken once the queued chains are taken and the kick thread found the ring broken.
+  Napi::Value TakeHandedOff(const Napi::CallbackInfo& info) {
+    HandedChain h;
+    {
+      std::lock_guard<std::mutex> g(handedMu_);
+      if (handed_.empty()) return Napi::Number::New(info.Env(), handedBroken_ ? kBroken : kEmpty);
+      h = std::move(handed_.front());
+      handed_.pop_front();
+    }
+    for (size_t k = 0; k < kOutPairs; k++) jsOut_[k] = h.meta[k];
+    memcpy(jsOut_ + kOutPairs, h.pairs.data(), h.pairs.size() * sizeof(double));
+    memcpy(jsPrefetch_, h.prefetch.data(), h.prefetch.size());
+    return Napi::Number::New(info.Env(), h.head);
   }
 
   // setJsBusy(busy): JS has requests of its own in flight (their completions need its event
@@ -363,6 +461,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
 
   // push(head, len): a used element, visible to the driver after flush().
   Napi::Value Push(const Napi::CallbackInfo& info) {
+    if (KickThreadOwns(info, "push()")) return info.Env().Undefined();
     int64_t head, len;
     if (!ArgInt(info, 0, &head) || !ArgInt(info, 1, &len)) return ThrowType(info.Env(), "push(head, len)");
     if (SyncMemory() == 0) {
@@ -374,6 +473,7 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
 
   // flush() -> true when the driver wants an interrupt (the caller signals it).
   Napi::Value Flush(const Napi::CallbackInfo& info) {
+    if (KickThreadOwns(info, "flush()")) return info.Env().Undefined();
     if (SyncMemory() != 0) return Napi::Boolean::New(info.Env(), false);
     std::lock_guard<std::mutex> g(ring_->mu);
     return Napi::Boolean::New(info.Env(), ring_->PublishLocked());
@@ -384,14 +484,18 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   Napi::Value Complete(const Napi::CallbackInfo& info) {
     int64_t head, len;
     if (!ArgInt(info, 0, &head) || !ArgInt(info, 1, &len)) return ThrowType(info.Env(), "complete(head, len)");
-    if (SyncMemory() != 0) return Napi::Number::New(info.Env(), 0);
+    // With a kick thread this object's rings are that thread's; the UsedRing refreshes its own.
+    if (!handOff_ && SyncMemory() != 0) return Napi::Number::New(info.Env(), 0);
     return Napi::Number::New(info.Env(), ring_->Complete(static_cast<uint32_t>(head), static_cast<uint32_t>(len)) ? 1 : 0);
   }
 
   // enableNotification() -> 1 when the ring is empty (safe to sleep until the next kick), 0
   // when chains arrived meanwhile, kBroken. With EVENT_IDX it asks for a kick at the next
   // avail index; without, it clears NO_NOTIFY.
-  Napi::Value EnableNotification(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Rearm()); }
+  Napi::Value EnableNotification(const Napi::CallbackInfo& info) {
+    if (KickThreadOwns(info, "enableNotification()")) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), Rearm());
+  }
 
   int Rearm() {
     if (SyncMemory() != 0) return kBroken;
@@ -424,7 +528,10 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   // (4 µs, doubling up to the maximum) while the next chain keeps arriving within the
   // maximum, and halves when one takes longer (to 0 below 4 µs): one late chain (a pause
   // of the driver's) does not undo it, a guest gone idle closes it in a few gaps.
-  Napi::Value PollAvail(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), PollOnce()); }
+  Napi::Value PollAvail(const Napi::CallbackInfo& info) {
+    if (KickThreadOwns(info, "pollAvail()")) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), PollOnce());
+  }
 
   int PollOnce() {
     if (pollNs_ == 0 || idleSince_ == 0) return 0;
@@ -564,6 +671,25 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   // Whether JS has requests in flight (setJsBusy); a ring found broken in ServeKick, for
   // JS's next pop() to report.
   bool jsBusy_ = false, brokenInKick_ = false;
+  // With a kick thread (HandOffDeclined, set before it starts): the buffers it walks into,
+  // JS's own (the constructor's, for takeHandedOff), and the chains queued for JS with
+  // whether the ring was found broken after them, under handedMu_.
+  struct HandedChain {
+    uint32_t head = 0;
+    double meta[kOutPairs] = {};
+    std::vector<double> pairs;
+    std::vector<uint8_t> prefetch;
+  };
+  bool handOff_ = false;
+  std::vector<double> kickOut_;
+  std::vector<uint8_t> kickPrefetch_;
+  double* jsOut_ = nullptr;
+  uint8_t* jsPrefetch_ = nullptr;
+  std::mutex handedMu_;
+  std::deque<HandedChain> handed_;
+  bool handedBroken_ = false;
+  // Whether the kick being served handed JS a chain (it is then not one served without JS).
+  bool handedThisKick_ = false;
   // Walk()'s scratch for the writable pairs, appended to out_ after the readable ones.
   std::vector<double> writable_;
   std::string error_;

@@ -5,9 +5,10 @@
  * front of it the native FUSE fast path (native/fastpath.cc), which the queue's own kick
  * thread runs. That serves plain READs, WRITEs, GETATTRs, SETATTRs, LOOKUPs, FORGETs, OPENs,
  * FLUSHes, RELEASEs, CREATEs, MKNODs, MKDIRs, SYMLINKs, LINKs, UNLINKs, RMDIRs, RENAMEs,
- * READLINKs, GETXATTRs (with --xattr), the requests that list a directory, and those that
- * may block in the kernel (FSYNC, FALLOCATE, COPY_FILE_RANGE, ...); the rest comes to the
- * JS server, on the main thread every queue's JS side shares.
+ * READLINKs, GETXATTRs (with --xattr), ACCESSes, lock requests that need not wait, the
+ * requests that list a directory, and those that may block in the kernel (FSYNC, FALLOCATE,
+ * COPY_FILE_RANGE, ...); the rest comes to the JS server, on the main thread every queue's
+ * JS side shares.
  */
 import type { Logger } from './log';
 import { native } from './native';
@@ -52,6 +53,7 @@ function createHandler(o: FsDeviceOptions, log: Logger): ChainHandler {
         readOnly: p.readonly,
         pool: p.threadPool,
         posixLock: p.posixLock,
+        flock: p.flock,
         // Mapped names (--xattrmap) are JS's to translate.
         xattr: p.xattr && !p.xattrMap,
         entryTimeout: policy.entryTimeout,

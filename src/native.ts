@@ -84,14 +84,13 @@ export declare class FdWatcher {
 /**
  * A queue's kick thread (native/kickthread.cc): a native thread that waits for the queue's
  * kicks and serves them through the vring's chain server without this thread's event loop.
- * When a chain is left for JS, the ring becomes JS's (jsOwns()) and callback runs on this
- * thread; JS gives the ring back with release().
+ * The ring stays the thread's: a chain the server declines is queued for JS, and callback
+ * runs on this thread to take it (vring.takeHandedOff()); also when the thread found the
+ * ring broken, which takeHandedOff() then reports.
  */
 export declare class KickThread {
   constructor(kickFd: number, vring: Vring, callback: () => void);
   start(): void;
-  release(): void;
-  jsOwns(): boolean;
   /** Stops and joins the thread; call before closing the kick fd. */
   close(): void;
   /** The same without blocking this thread: resolves once the thread has ended its request and exited. */
@@ -128,10 +127,15 @@ export declare class Vring {
   close(): void;
   /** The native server pop() offers each chain to first; pop() returns only what it declines. */
   setChainServer(server: NativeChainServer | null): void;
-  /** [chains the attached server served, of which it handed the I/O pool, kicks served without JS] */
+  /** [chains the attached server served, of which it handed the I/O pool, kicks served without handing JS a chain, yields] */
   chainServerStats(): [number, number, number, number];
-  /** JS has requests of its own in flight: kicks go to JS (no native loop, no spin). */
+  /** JS has requests of its own in flight: kicks go to JS (no native loop, no spin). Not with a kick thread. */
   setJsBusy(busy: boolean): void;
+  /**
+   * With a kick thread: the next chain it declined and queued for JS, described in `out` and
+   * `prefetch` as by pop(); -1 none, -2 the ring is broken (after the queued chains).
+   */
+  takeHandedOff(): number;
 }
 
 declare const chainServerBrand: unique symbol;
@@ -152,6 +156,8 @@ export interface FuseFastPathOptions {
   pool: boolean;
   /** POSIX locks are served (FLUSH drops the closing owner's). */
   posixLock: boolean;
+  /** flock() locks are served (SETLK and SETLKW with FUSE_LK_FLOCK). */
+  flock: boolean;
   /** Extended attributes are served (--xattr): GETXATTR is served natively too. */
   xattr: boolean;
   /** The cache policy's timeouts, in seconds (src/cache/policy.ts). */

@@ -61,8 +61,12 @@ export class GuestMemory {
     else this.pieces(gpa, n, (buf, off, len, done) => buf.copy(dst, dstOff + done, off, off + len));
   }
 
-  /** Copies n bytes of src into guest memory at gpa. */
+  /**
+   * Copies n bytes of src into guest memory at gpa, through the table as it is now: a reply
+   * may come long after its request was taken (a lock wait), the table changed meanwhile.
+   */
   copyIn(gpa: number, src: Buffer, srcOff: number, n: number): void {
+    this.refresh();
     const p = this.within(gpa, n);
     if (p) src.copy(p.buf, p.off, srcOff, srcOff + n);
     else this.pieces(gpa, n, (buf, off, len, done) => src.copy(buf, off, srcOff + done, srcOff + done + len));

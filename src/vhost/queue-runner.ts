@@ -1,10 +1,12 @@
 /**
  * The loop that serves one virtqueue: wait for a kick, pop chains, hand each to the device's
  * ChainHandler, put completions on the used ring and notify the driver. It knows nothing of
- * FUSE. It runs on the main thread (see queue-host.ts), with every other queue's; the
- * queue's kick thread serves it natively while the device's native server takes every chain,
- * and hands it here for the rest. Handlers may complete out of order (a Promise) so that a
- * slow request does not hold back the others.
+ * FUSE. It runs on the main thread (see queue-host.ts), with every other queue's. With a
+ * native server and an eventfd to wait on, the queue's kick thread owns the ring: it serves
+ * what the server takes and queues the rest for this thread, which only takes those chains
+ * (takeHandedOff) and completes them. Otherwise this thread's loop pops the ring itself.
+ * Handlers may complete out of order (a Promise) so that a slow request does not hold back
+ * the others.
  */
 import { native, REPLIED_BY_POOL, type NativeChainServer, type PoolReplied } from '../native';
 import type { Logger } from '../log';
@@ -71,6 +73,8 @@ export class QueueRunner {
   /** With a native server: the thread that serves the kicks (native/kickthread.cc). */
   private kickThread: InstanceType<typeof native.KickThread> | null = null;
   private inflight = 0;
+  /** A takeHandedOff() loop yielded and runs again at the next turn of the event loop. */
+  private drainScheduled = false;
   private idle: (() => void) | null = null;
   private stopped = false;
   /** Requests handle() served, and of those how many the I/O pool completed (REPLIED_BY_POOL). */
@@ -106,7 +110,7 @@ export class QueueRunner {
     return this.vq?.chainServerStats().served ?? 0;
   }
 
-  /** Kicks served to the end natively: JS never ran for them. */
+  /** Kicks served to the end natively: none of their chains reached JS. */
   get kicksServedNatively(): number {
     return this.vq?.chainServerStats().kicks ?? 0;
   }
@@ -128,7 +132,7 @@ export class QueueRunner {
     if (server) this.vq.setChainServer(server);
     if (server && native.isEventfd(this.cfg.kickFd)) {
       // The kick thread looks at the ring as it starts (the driver may have kicked already).
-      this.kickThread = new native.KickThread(this.cfg.kickFd, this.vq.native, () => this.process());
+      this.kickThread = new native.KickThread(this.cfg.kickFd, this.vq.native, () => this.takeHandedOff(true));
       this.kickThread.start();
       return;
     }
@@ -152,7 +156,12 @@ export class QueueRunner {
     this.watcher = null;
     // Without blocking this thread: the kick thread may be in the middle of an fsync, and
     // the other queues and the socket are served here meanwhile.
-    await this.kickThread?.closeAsync();
+    if (this.kickThread) {
+      await this.kickThread.closeAsync();
+      // Chains it popped and queued for JS count in the avail index the stop reports: they
+      // are served (a lock wait among them cancelled below) before it is.
+      this.takeHandedOff(false);
+    }
     if (this.inflight > 0) {
       const idle = new Promise<void>((resolve) => (this.idle = resolve));
       this.handler.cancel?.();
@@ -163,12 +172,41 @@ export class QueueRunner {
     return this.vq ? this.vq.lastAvail : this.cfg.base;
   }
 
+  /**
+   * With a kick thread: serves the chains it queued for JS. A guest whose requests keep
+   * coming here gets the serve budget (withBudget), then the event loop's turn; a stop
+   * serves whatever is left at once.
+   */
+  private takeHandedOff(withBudget: boolean): void {
+    const vq = this.vq;
+    if (!vq || this.broken) return;
+    // One loop at a time: the wake-ups that come while a yield is pending find its turn.
+    if (withBudget && this.drainScheduled) return;
+    try {
+      vq.mem.refresh();
+      const start = process.hrtime.bigint();
+      let chain: DescriptorChain | null;
+      while ((chain = vq.takeHandedOff()) !== null) {
+        this.dispatch(chain);
+        if (withBudget && process.hrtime.bigint() - start >= SERVE_BUDGET_NS) {
+          this.yields++;
+          this.drainScheduled = true;
+          setImmediate(() => {
+            this.drainScheduled = false;
+            this.takeHandedOff(true);
+          });
+          return;
+        }
+      }
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  /** Without a kick thread: serves the ring on this thread's loop, from a kick or a yield. */
   private process(): void {
     const vq = this.vq;
     if (!vq || this.stopped || this.broken) return;
-    // With a kick thread, the ring is this thread's only while the thread says so.
-    const kt = this.kickThread;
-    if (kt && !kt.jsOwns()) return;
     try {
       vq.syncMemory();
       const start = process.hrtime.bigint();
@@ -185,12 +223,6 @@ export class QueueRunner {
           if (process.hrtime.bigint() - start >= SERVE_BUDGET_NS) return yieldNow();
         }
         if (this.stopped) break;
-        // Nothing of ours in flight: the kick thread takes the ring back (and spins for the
-        // next chain itself).
-        if (kt && this.inflight === 0) {
-          kt.release();
-          return;
-        }
         // Spin briefly for the next chain rather than sleep, unless requests of ours are
         // waiting on other threads (their completions need this thread's event loop).
         const spinCaughtOne = this.inflight === 0 && vq.pollAvail();
@@ -223,7 +255,9 @@ export class QueueRunner {
       this.complete(chain.head, r);
       return;
     }
-    if (this.inflight++ === 0) this.vq!.setJsBusy(true);
+    // The native watcher on this thread must leave kicks to this loop meanwhile (a kick
+    // thread does not care: it keeps the ring).
+    if (this.inflight++ === 0 && !this.kickThread) this.vq!.setJsBusy(true);
     r.then(
       (len) => this.completeAsync(chain.head, len),
       (e: unknown) => {
@@ -244,10 +278,8 @@ export class QueueRunner {
   }
 
   private completeAsync(head: number, len: number): void {
-    if (--this.inflight === 0) this.vq?.setJsBusy(false);
+    if (--this.inflight === 0 && !this.kickThread) this.vq?.setJsBusy(false);
     if (!this.broken) this.complete(head, len);
-    // The last request of ours is done: the kick thread takes the ring back.
-    if (this.inflight === 0 && !this.stopped && !this.broken) this.kickThread?.release();
     if (this.inflight === 0 && this.idle) {
       const done = this.idle;
       this.idle = null;

@@ -121,7 +121,19 @@ export class Virtqueue {
 
   /** Pops the next available chain (one the native server declined), or null when the ring is empty. */
   pop(): DescriptorChain | null {
-    const head = this.ring.pop();
+    return this.chainAt(this.ring.pop());
+  }
+
+  /**
+   * With a kick thread, which pops every chain itself: the next one it declined and queued
+   * for JS, or null when there is none.
+   */
+  takeHandedOff(): DescriptorChain | null {
+    return this.chainAt(this.ring.takeHandedOff());
+  }
+
+  /** The chain `out` and `prefetch` describe, after a pop or take that returned head. */
+  private chainAt(head: number): DescriptorChain | null {
     if (head === EMPTY) return null;
     this.check(head);
     const o = this.out;

@@ -398,12 +398,23 @@ export class FuseClient {
     return { error: reply.error, value: null, reply };
   }
 
-  /** ACCESS of nodeid with mask (R_OK, W_OK, X_OK; 0: that it exists): a request only JS serves. */
+  /** ACCESS of nodeid with mask (R_OK, W_OK, X_OK; 0: that it exists). */
   async access(nodeid: bigint | number = abi.FUSE_ROOT_ID, mask = 0): Promise<FuseResult<null>> {
     const args = Buffer.alloc(abi.ACCESS_IN_SIZE);
     abi.encodeAccessIn(args, 0, { mask });
     const reply = await this.request(abi.Opcode.ACCESS, nodeid, args, 0);
     return { error: reply.error, value: null, reply };
+  }
+
+  /**
+   * IOCTL of nodeid: a request only the FUSE server in JS serves, which answers ENOTTY (no
+   * ioctl is passed through to host files). error is 0 for that answer, and the errno of
+   * any other.
+   */
+  async ioctl(nodeid: bigint | number = abi.FUSE_ROOT_ID): Promise<FuseResult<null>> {
+    const reply = await this.request(abi.Opcode.IOCTL, nodeid, Buffer.alloc(abi.IOCTL_IN_SIZE), 0);
+    const { ENOTTY, EPROTO } = osConstants.errno;
+    return { error: reply.error === -ENOTTY ? 0 : reply.error || -EPROTO, value: null, reply };
   }
 
   async statfs(nodeid: bigint | number = abi.FUSE_ROOT_ID): Promise<FuseResult<abi.StatfsOut>> {

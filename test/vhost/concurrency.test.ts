@@ -4,7 +4,8 @@
  * request that blocks (an fsync of 128 MiB of dirty data here) holds back none behind it,
  * and completions reach the used ring out of order. Whatever the pool, a request blocking
  * one queue holds back nothing on another, not even a request the JS thread that all queues
- * share serves, and not when JS serves the blocking one itself.
+ * share serves, and not when JS serves the blocking one itself; and a lock wait JS serves
+ * holds back nothing behind it on its own queue, whose kick thread serves on.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -16,7 +17,7 @@ import { FuseClient, ok } from '../frontend/fuse-client';
 
 /**
  * An FSYNC of 128 MiB of dirty data on queue 1, and while it runs a GETATTR on queue
- * `otherQueue` (and an ACCESS there, which JS serves, when that is not queue 1): the order in
+ * `otherQueue` (and an IOCTL there, which JS serves, when that is not queue 1): the order in
  * which they completed.
  */
 async function fsyncThenGetattr(pool: number, otherQueue = 1, extraArgs: string[] = [], stopQueue1 = false): Promise<string[]> {
@@ -67,16 +68,16 @@ async function fsyncThenGetattr(pool: number, otherQueue = 1, extraArgs: string[
       assert.equal(r.error, 0);
       order.push('getattr');
     });
-    const access =
+    const ioctl =
       otherQueue === 1
         ? Promise.resolve()
         : getattr
-            .then(() => other.access(e.nodeid, fs.constants.R_OK))
+            .then(() => other.ioctl(e.nodeid))
             .then((r) => {
               assert.equal(r.error, 0);
-              order.push('access');
+              order.push('ioctl');
             });
-    await Promise.all([fsync, getattr, access, stopped]);
+    await Promise.all([fsync, getattr, ioctl, stopped]);
     // The stop's reply follows the fsync's at once, not at whatever event came next.
     if (stopQueue1) assert.ok(stoppedAt - fsyncAt < 1_000_000_000n && fsyncAt - stoppedAt < 1_000_000_000n, `fsync done at ${fsyncAt}, stop answered at ${stoppedAt}`);
     if (!stopQueue1) ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
@@ -88,13 +89,29 @@ async function fsyncThenGetattr(pool: number, otherQueue = 1, extraArgs: string[
   }
 }
 
+/** A write lock of [0, 0] on `fh` for `owner` (fuse_lk_in). */
+function lk(fh: bigint, owner: bigint): Buffer {
+  const x = Buffer.alloc(abi.LK_IN_SIZE);
+  abi.encodeLkIn(x, 0, { fh, owner, lk: { start: 0n, end: 0n, type: 1 /* F_WRLCK */, pid: 1 }, lkFlags: 0 });
+  return x;
+}
+
+/** The share's file `lock` opened twice (a and b), and its lock taken by owner 1 through a. */
+async function lockTaken(c: FuseClient): Promise<{ l: abi.EntryOut; a: bigint; b: bigint }> {
+  const l = ok(await c.lookup(1n, 'lock'), 'LOOKUP lock');
+  const a = ok(await c.open(l.nodeid, fs.constants.O_RDWR), 'OPEN a').fh;
+  const b = ok(await c.open(l.nodeid, fs.constants.O_RDWR), 'OPEN b').fh;
+  assert.equal((await c.request(abi.Opcode.SETLK, l.nodeid, lk(a, 1n), 0)).error, 0, 'owner 1 takes the lock');
+  return { l, a, b };
+}
+
 /**
- * Two request queues, no pool. On queue 1 a SETLKW waits for a lock another owner holds, so
- * JS holds queue 1's ring; an FSYNC of 128 MiB of dirty data comes next on queue 1, then an
- * ACCESS on queue 2, then the FLUSH that frees the lock. Returns the order of completion and
- * the exit report.
+ * Two request queues, no pool. On queue 1 a SETLKW waits for a lock another owner holds (JS
+ * serves it); an FSYNC of 128 MiB of dirty data comes next on queue 1, then a GETATTR on
+ * queue 1 and an IOCTL (JS's) on queue 2, then the FLUSH that frees the lock. Returns the order of
+ * completion and the exit report.
  */
-async function fsyncWhileJsHoldsTheRing(): Promise<{ order: string[]; fsyncMs: number; report: { nativeOpcodesPerQueue: Record<string, Record<string, number>>; opcodesPerQueue: Record<string, Record<string, number>> } }> {
+async function fsyncWhileSetlkwWaits(): Promise<{ order: string[]; fsyncMs: number; report: { nativeOpcodesPerQueue: Record<string, Record<string, number>>; opcodesPerQueue: Record<string, Record<string, number>> } }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
   fs.mkdirSync(path.join(dir, 'share'));
   fs.writeFileSync(path.join(dir, 'share', 'dirty'), '');
@@ -110,15 +127,7 @@ async function fsyncWhileJsHoldsTheRing(): Promise<{ order: string[]; fsyncMs: n
     const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
     const chunk = Buffer.alloc(1 << 20, 0xab);
     for (let i = 0; i < 128; i++) ok(await c.write(o.fh, i * chunk.length, chunk, { nodeid: e.nodeid }), 'WRITE');
-    const l = ok(await c.lookup(1n, 'lock'), 'LOOKUP lock');
-    const a = ok(await c.open(l.nodeid, fs.constants.O_RDWR), 'OPEN a').fh;
-    const b = ok(await c.open(l.nodeid, fs.constants.O_RDWR), 'OPEN b').fh;
-    const lk = (fh: bigint, owner: bigint): Buffer => {
-      const x = Buffer.alloc(abi.LK_IN_SIZE);
-      abi.encodeLkIn(x, 0, { fh, owner, lk: { start: 0n, end: 0n, type: 1 /* F_WRLCK */, pid: 1 }, lkFlags: 0 });
-      return x;
-    };
-    assert.equal((await c.request(abi.Opcode.SETLK, l.nodeid, lk(a, 1n), 0)).error, 0, 'owner 1 takes the lock');
+    const { l, a, b } = await lockTaken(c);
     const order: string[] = [];
     const setlkw = c.request(abi.Opcode.SETLKW, l.nodeid, lk(b, 2n), 0).then((r) => {
       assert.equal(r.error, 0);
@@ -135,15 +144,60 @@ async function fsyncWhileJsHoldsTheRing(): Promise<{ order: string[]; fsyncMs: n
       fsyncMs = Date.now() - fsyncSent;
     });
     await new Promise((r) => setTimeout(r, 5));
-    ok(await other.access(l.nodeid, fs.constants.R_OK), 'ACCESS');
-    order.push('access');
+    const getattr = c.getattr(l.nodeid).then((r) => {
+      ok(r, 'GETATTR');
+      order.push('getattr');
+    });
+    ok(await other.ioctl(l.nodeid), 'IOCTL');
+    order.push('ioctl');
     const flush = Buffer.alloc(abi.FLUSH_IN_SIZE);
     abi.encodeFlushIn(flush, 0, { fh: BigInt(a), lockOwner: 1n });
     assert.equal((await other.request(abi.Opcode.FLUSH, l.nodeid, flush, 0)).error, 0, 'FLUSH of owner 1');
-    await Promise.all([setlkw, fsync]);
+    await Promise.all([setlkw, fsync, getattr]);
     fe.close();
     await daemon.stop();
     return { order, fsyncMs, report: daemon.exitReport() };
+  } finally {
+    fe.close();
+    await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Two request queues. A SETLKW waits on queue 1 (JS serves it; queue 1's kick thread popped
+ * it and goes on), a GETATTR behind it is served; then 16 IOCTLs (JS's too) go on queue 1
+ * and the front end stops queue 1 at once, while they may still be queued for JS. Returns
+ * the replies of those the stop's index covers, and the indices when the stop's reply came.
+ */
+async function stopWhileSetlkwWaits(): Promise<{ setlkwError: number; base: number; availBefore: number; availIdx: number; usedIdx: number; getattrError: number; ioctlErrors: number[] }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
+  fs.mkdirSync(path.join(dir, 'share'));
+  fs.writeFileSync(path.join(dir, 'share', 'lock'), 'x');
+  const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--thread-pool-size=0'] });
+  const fe = await daemon.connect();
+  try {
+    await fe.negotiate({ memory: { size: 32 << 20 }, requestQueues: 2 });
+    const c = new FuseClient(fe, { timeoutMs: 20000 });
+    ok(await c.init(), 'INIT');
+    const { l, b } = await lockTaken(c);
+    let setlkwError = -1;
+    const setlkw = c.request(abi.Opcode.SETLKW, l.nodeid, lk(b, 2n), 0).then((r) => (setlkwError = r.error));
+    await new Promise((r) => setTimeout(r, 20));
+    const getattrError = (await c.getattr(l.nodeid)).error;
+    assert.equal(setlkwError, -1, 'the SETLKW still waits');
+    const q = fe.queue(1).vq;
+    const availBefore = q.availIdx;
+    // Those past the stop's index stay on the ring unanswered until the front end closes.
+    const ioctls = Array.from({ length: 16 }, () => c.request(abi.Opcode.IOCTL, l.nodeid, Buffer.alloc(32), 0).then((r) => r.error, () => 1));
+    let usedIdx = -1;
+    const base = await fe.getVringBase(1).then((x) => {
+      usedIdx = q.readUsedIdx();
+      return x;
+    });
+    await setlkw;
+    const covered = (base - availBefore + 0x10000) % 0x10000;
+    return { setlkwError, base, availBefore, availIdx: q.availIdx, usedIdx, getattrError, ioctlErrors: await Promise.all(ioctls.slice(0, covered)) };
   } finally {
     fe.close();
     await daemon.stop();
@@ -162,31 +216,53 @@ describe('virtiofsd-ts: a request that blocks and the one behind it, on one queu
     assert.deepEqual(await fsyncThenGetattr(4), ['getattr', 'fsync']);
   });
 
-  it('--thread-pool-size=0, two request queues: a GETATTR and an ACCESS (served by JS) on queue 2 complete while an fsync blocks queue 1', async () => {
-    assert.deepEqual(await fsyncThenGetattr(0, 2), ['getattr', 'access', 'fsync']);
+  it('--thread-pool-size=0, two request queues: a GETATTR and an IOCTL (served by JS) on queue 2 complete while an fsync blocks queue 1', async () => {
+    assert.deepEqual(await fsyncThenGetattr(0, 2), ['getattr', 'ioctl', 'fsync']);
   });
 
   it('--thread-pool-size=0, two request queues, every request through JS (--log-level=trace): the fsync does not hold the JS thread', async () => {
-    assert.deepEqual(await fsyncThenGetattr(0, 2, ['--log-level=trace']), ['getattr', 'access', 'fsync']);
+    assert.deepEqual(await fsyncThenGetattr(0, 2, ['--log-level=trace']), ['getattr', 'ioctl', 'fsync']);
   });
 
-  it('--thread-pool-size=0, two request queues: an fsync that comes while JS holds queue 1\'s ring (a SETLKW waits there) runs off the JS thread', async () => {
-    const { order, fsyncMs, report } = await fsyncWhileJsHoldsTheRing();
-    // An ACCESS takes about a millisecond: only an fsync that lasts longer tells anything.
-    assert.ok(fsyncMs > 20 || order[0] === 'access', `the fsync of 128 MiB took only ${fsyncMs} ms here: too quick to show whether it held the JS thread`);
-    assert.equal(order[0], 'access', `the ACCESS on queue 2 waited for the fsync (${fsyncMs} ms): ${order}`);
-    assert.deepEqual([...order].sort(), ['access', 'fsync', 'setlkw']);
-    // JS served the fsync (the fast path declines it on the JS thread), and the SETLKW.
+  it('--thread-pool-size=0, two request queues: while a SETLKW waits on queue 1, queue 1\'s kick thread serves what comes behind it (an fsync, then a GETATTR), off the JS thread', async () => {
+    const { order, fsyncMs, report } = await fsyncWhileSetlkwWaits();
+    // An IOCTL takes about a millisecond: only an fsync that lasts longer tells anything.
+    assert.ok(fsyncMs > 20 || order[0] === 'ioctl', `the fsync of 128 MiB took only ${fsyncMs} ms here: too quick to show whether it held the JS thread`);
+    assert.equal(order[0], 'ioctl', `the IOCTL on queue 2 waited for the fsync (${fsyncMs} ms): ${order}`);
+    // The GETATTR waits for the fsync before it on queue 1's thread; the SETLKW completes once
+    // queue 2's FLUSH frees the lock, which may be before the fsync ends.
+    assert.deepEqual([...order].sort(), ['fsync', 'getattr', 'ioctl', 'setlkw']);
+    assert.ok(order.indexOf('fsync') < order.indexOf('getattr'), `${order}`);
+    // The fast path served the fsync and the GETATTR on queue 1's kick thread, though JS had
+    // the SETLKW in flight there; JS served only the SETLKW.
+    assert.equal(report.nativeOpcodesPerQueue['1']?.FSYNC, 1, JSON.stringify(report));
+    assert.equal(report.nativeOpcodesPerQueue['1']?.GETATTR, 1, JSON.stringify(report));
     assert.equal(report.opcodesPerQueue['1']?.FSYNC, 1, JSON.stringify(report));
-    assert.equal(report.nativeOpcodesPerQueue['1']?.FSYNC ?? 0, 0, JSON.stringify(report));
     assert.equal(report.opcodesPerQueue['1']?.SETLKW, 1, JSON.stringify(report));
+    assert.equal(report.nativeOpcodesPerQueue['1']?.SETLKW ?? 0, 0, JSON.stringify(report));
+  });
+
+  it('queue 1 stopped while a SETLKW waits there and IOCTLs may be queued for JS: the wait is given up (EINTR), the IOCTLs taken served, and the stop answered with every chain up to its index on the used ring', async () => {
+    // Three rounds: whether the IOCTLs are still queued for JS when the stop comes is a race.
+    let taken = 0;
+    for (let round = 0; round < 3; round++) {
+      const r = await stopWhileSetlkwWaits();
+      taken += r.ioctlErrors.length;
+      assert.equal(r.getattrError, 0, 'the GETATTR behind the SETLKW');
+      assert.equal(r.setlkwError, -4 /* -EINTR: the guest sends it again */, JSON.stringify(r));
+      // The stop may come before the kick thread took every IOCTL: those stay on the ring.
+      assert.ok((r.availIdx - r.base + 0x10000) % 0x10000 <= 16, JSON.stringify(r));
+      assert.equal(r.usedIdx, r.base, `the stop was answered before every chain up to its index was on the used ring: ${JSON.stringify(r)}`);
+      assert.deepEqual(r.ioctlErrors, new Array(r.ioctlErrors.length).fill(-25 /* -ENOTTY */), JSON.stringify(r));
+    }
+    assert.ok(taken > 0, 'in no round did the kick thread take an IOCTL before the stop: nothing was checked');
   });
 
   it('--thread-pool-size=0, two request queues: queue 1 stopped while its fsync runs; queue 2 is served meanwhile, and the stop is answered after the fsync', async () => {
     // The fsync's reply (on the used ring) and the stop's (on the socket) reach the front end
     // at about the same time, in either order.
     const order = await fsyncThenGetattr(0, 2, [], true);
-    assert.deepEqual(order.slice(0, 2), ['getattr', 'access']);
+    assert.deepEqual(order.slice(0, 2), ['getattr', 'ioctl']);
     assert.deepEqual(order.slice(2).sort(), ['fsync', 'stopped']);
   });
 });

@@ -31,9 +31,9 @@ describe('virtiofsd-ts: a busy first request queue leaves its thread its other w
   // Several requests in flight, each replaced as soon as it is answered: the ring never runs
   // dry while the daemon serves, whatever its polling window does (on a busy host the window
   // closes, and a load of one request at a time would let the loop sleep between requests,
-  // which proves nothing). READ is served by the native kick loop, ACCESS by the JS loop.
+  // which proves nothing). READ is served by the native kick loop, IOCTL by the JS server.
   const DEPTH = 8;
-  for (const op of ['READ', 'ACCESS'] as const) {
+  for (const op of ['READ', 'IOCTL'] as const) {
     for (const pool of [0, 4]) {
       it(`answers vhost-user messages and hiprio FORGETs promptly while ${op}s follow each other on queue 1 (--thread-pool-size=${pool})`, async () => {
         env = await connectDaemon('vfs-fair-', ['--cache=never', `--thread-pool-size=${pool}`], { timeoutMs: 30000 });
@@ -48,7 +48,7 @@ describe('virtiofsd-ts: a busy first request queue leaves its thread its other w
         const loop = async (lane: number): Promise<void> => {
           for (let i = lane; !stop; i += DEPTH) {
             if (op === 'READ') ok(await c.read(fh, (i % 256) * 4096, 4096, { nodeid: e.nodeid, borrowBody: true }), 'READ');
-            else ok(await c.access(), 'ACCESS');
+            else ok(await c.ioctl(), 'IOCTL');
             served++;
           }
         };

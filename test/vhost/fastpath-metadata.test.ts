@@ -680,7 +680,8 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     await disconnectDaemon(env);
     const r = env.daemon.exitReport<Report>();
     env = null;
-    // LOOKUP, 2 OPENs, 2 FLUSHes and 2 RELEASEs natively; SETLKs in JS.
-    assert.equal(sum(r.nativePerQueue), 7, JSON.stringify(r));
+    // LOOKUP, 2 OPENs, 2 FLUSHes, 2 RELEASEs and the 7 SETLKs natively.
+    assert.equal(sum(r.nativePerQueue), 14, JSON.stringify(r));
+    assert.equal(r.nativeOpcodesPerQueue?.['1']?.SETLK, 7, JSON.stringify(r));
   });
 });

@@ -61,9 +61,8 @@ const args = (...fields: Array<[number, bigint]>): Buffer => {
 async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: Record<string, number> }> {
   const seen: Seen[] = [];
   const plain: Record<string, number> = {};
-  // The requests the fast path declines are sent last: JS, which answers one, holds the ring
-  // until its loop finds it empty, and a request that came meanwhile would be JS's to pop
-  // (and, for the ones that block, to serve).
+  // The requests the fast path declines are sent last, so that the counts of what each path
+  // served stay simple to state (the kick thread serves on while JS answers one).
   const declined: Array<() => Promise<unknown>> = [];
   const send = (name: keyof typeof abi.Opcode, label: string, nodeid: bigint, a: Buffer, room: number, isPlain = true): Promise<Buffer> => {
     if (isPlain) return sendNow(name, label, nodeid, a, room, true);

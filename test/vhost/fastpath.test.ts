@@ -137,7 +137,7 @@ for (const pool of [0, 4]) {
       assert.equal(opcodeCount(r, 'WRITE'), 2);
     });
 
-    it('serves kicks without JS while every chain is one it serves; an ACCESS among them goes back on the ring for JS', async () => {
+    it('serves kicks without JS while every chain is one it serves; an IOCTL among them goes to JS, and the kick thread serves on', async () => {
       // --poll-max-us=0: every request the daemon sees comes with a kick.
       env = await launch(['--cache=never', `--thread-pool-size=${pool}`, '--poll-max-us=0']);
       const { c, share } = env;
@@ -164,26 +164,26 @@ for (const pool of [0, 4]) {
       }
       const oneKicks = q.kicks - kicksBefore;
       // Bursts sent together (one kick each) with requests only JS serves between the READs
-      // and WRITEs: the first ACCESS ends the native loop, and JS's loop serves the rest.
+      // and WRITEs: the kick thread queues each IOCTL for JS and serves the rest.
       const bursts = 10;
       for (let b = 0; b < bursts; b++) {
         const data = pattern(512, 100 + b);
         const [r1, a1, w, a2, r2] = await Promise.all([
           c.read(f.fh, b * 4096, 4096, { nodeid: f.nodeid }),
-          c.access(),
+          c.ioctl(),
           c.write(f.fh, b * 4096, data, { nodeid: f.nodeid }),
-          c.access(),
+          c.ioctl(),
           c.read(f.fh, 60000, 100, { nodeid: f.nodeid }),
         ]);
         assert.deepEqual(ok(r1, 'READ in a burst'), host.subarray(b * 4096, (b + 1) * 4096));
-        ok(a1, 'ACCESS in a burst');
+        ok(a1, 'IOCTL in a burst');
         assert.equal(ok(w, 'WRITE in a burst').size, 512);
-        ok(a2, 'second ACCESS in a burst');
+        ok(a2, 'second IOCTL in a burst');
         assert.deepEqual(ok(r2, 'READ at the end of a burst'), host.subarray(60000, 60100));
         data.copy(host, b * 4096);
       }
       assert.deepEqual(fs.readFileSync(path.join(share, 'f')), host, 'the file holds every WRITE');
-      // JS has handed the ring back: one-at-a-time READs are served without JS again.
+      // One-at-a-time READs are served without JS again.
       const kicksBeforeAgain = q.kicks;
       for (let i = 0; i < one; i++) {
         await asleep();
@@ -194,7 +194,7 @@ for (const pool of [0, 4]) {
       env = null;
       const reads = 2 * one + 2 * bursts;
       assert.equal(opcodeCount(r, 'READ'), reads, JSON.stringify(r));
-      assert.equal(opcodeCount(r, 'ACCESS'), 2 * bursts, JSON.stringify(r));
+      assert.equal(opcodeCount(r, 'IOCTL'), 2 * bursts, JSON.stringify(r));
       assert.equal(sum(r.nativePerQueue), reads + bursts + 2, `every READ and WRITE (and the LOOKUP and the OPEN) natively: ${JSON.stringify(r)}`);
       // The kicks of the one-at-a-time READs needed no JS (allowing for a few that came while
       // JS still had a request of its own in flight).
@@ -202,7 +202,7 @@ for (const pool of [0, 4]) {
       assert.ok(sum(r.nativeKicksPerQueue) >= one + oneKicks / 2, `${oneKicks} + ${one} kicks for the READs; served natively: ${JSON.stringify(r)}`);
     });
 
-    it('with a FIFO as kick descriptor (QEMU without eventfd): kicks are served from the event loop, natively, and ACCESS by JS', async () => {
+    it('with a FIFO as kick descriptor (QEMU without eventfd): kicks are served from the event loop, natively, and IOCTL by JS', async () => {
       // --poll-max-us=0: every request the daemon sees comes with a kick, 8 bytes in the FIFO.
       env = await connectDaemon('vfs-fast-', ['--cache=never', `--thread-pool-size=${pool}`, '--poll-max-us=0'], { timeoutMs: 30000 }, undefined, { kick: 'fifo' });
       const { c, share } = env;
@@ -214,15 +214,15 @@ for (const pool of [0, 4]) {
       for (let i = 0; i < one; i++) {
         assert.deepEqual(ok(await c.read(f.fh, i * 1024, 1024, { nodeid: f.nodeid }), `READ ${i}`), host.subarray(i * 1024, (i + 1) * 1024));
       }
-      // 16 at once, an ACCESS among them (JS's), then one at a time again.
+      // 16 at once, an IOCTL among them (JS's), then one at a time again.
       const data = pattern(4096, 9);
       const [reads, st, writes] = await Promise.all([
         Promise.all(Array.from({ length: 8 }, (_, i) => c.read(f.fh, i * 4096, 4096, { nodeid: f.nodeid }))),
-        c.access(),
+        c.ioctl(),
         Promise.all(Array.from({ length: 7 }, (_, i) => c.write(f.fh, 32768 + i * 4096, data, { nodeid: f.nodeid }))),
       ]);
       reads.forEach((r, i) => assert.deepEqual(ok(r, `READ ${i} in the burst`), host.subarray(i * 4096, (i + 1) * 4096)));
-      ok(st, 'ACCESS in the burst');
+      ok(st, 'IOCTL in the burst');
       writes.forEach((w, i) => {
         assert.equal(ok(w, `WRITE ${i} in the burst`).size, 4096);
         data.copy(host, 32768 + i * 4096);
@@ -234,7 +234,7 @@ for (const pool of [0, 4]) {
       assert.ok(q.kicks >= one, `${q.kicks} kicks written to the FIFO`);
       const r = await finish(env);
       env = null;
-      assert.equal(opcodeCount(r, 'ACCESS'), 1, JSON.stringify(r));
+      assert.equal(opcodeCount(r, 'IOCTL'), 1, JSON.stringify(r));
       assert.equal(sum(r.nativePerQueue), 2 * one + 15 + 2, `every READ and WRITE (and the LOOKUP and the OPEN) natively: ${JSON.stringify(r)}`);
     });
 

@@ -324,7 +324,7 @@ export class PassthroughFs extends NullFilesystem {
       return;
     }
     // Off the JS thread, which every queue shares (the fast path serves an FSYNC on the
-    // queue's own thread; JS gets one only while the ring is JS's).
+    // queue's own thread; JS gets one when a queue has no kick thread, or at trace level).
     return native.handleFsyncAsync(this.id, fh, datasync).then((r) => void check(r));
   }
 
