@@ -125,9 +125,10 @@ export class QueueRunner {
     mem.refresh();
     this.vq = new Virtqueue(mem, this.cfg.size, this.cfg.addrs, this.cfg.base, this.cfg.eventIdx, this.cfg.callFd);
     this.vq.setPolling(this.cfg.pollMaxNs);
-    // With a native server, a kick is served in native code (pop, poll, sleep) and comes to
-    // process() only when a chain is left for handle(): on a thread of its own that waits
-    // for the kicks, or else (a kick fd that is not an eventfd) on this thread's loop.
+    // With a native server, a kick is served in native code (pop, poll, sleep), and only what
+    // the server declines reaches JS: queued for takeHandedOff() by a thread of its own that
+    // waits for the kicks, or else (a kick fd that is not an eventfd) left on the ring for
+    // process(), served on this thread's loop.
     const server = this.handler.nativeServer;
     if (server) this.vq.setChainServer(server);
     if (server && native.isEventfd(this.cfg.kickFd)) {

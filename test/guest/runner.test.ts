@@ -4,7 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
-import { COMBINATIONS, comboMissing, listCases, parseConsole, qemuAbortedAtBoot, runCases, type GuestRun } from './runner';
+import { COMBINATIONS, comboMissing, listCases, parseConsole, guestFailedAtBoot, runCases, type GuestRun } from './runner';
 
 describe('@guest guest test runner', function () {
   this.timeout(400_000);
@@ -57,11 +57,14 @@ describe('@guest guest test runner', function () {
     assert.equal(r.get('e')!.status, 'not-run');
   });
 
-  it('tells a boot QEMU aborted before any case from a case that failed', () => {
+  it('tells a guest that failed at boot (QEMU aborted, an RCU stall) before any case from a case that failed', () => {
     const run = (text: string): GuestRun => ({ results: new Map(), guestStatus: 125, console: text, daemonOutput: '', daemonExit: 'exit 0', seconds: 4, daemonCpuPerCase: new Map() });
     const assertion = "qemu-system-x86_64: hw/pci/msix.c:228: msix_table_mmio_write: Assertion `addr + size <= dev->msix_entries_nr * PCI_MSIX_ENTRY_SIZE' failed.";
-    assert.match(qemuAbortedAtBoot(run(['run-guest: booting', assertion, 'run-guest: error: no VFS-EXIT line'].join('\n'))) ?? '', /msix_table_mmio_write/);
-    assert.equal(qemuAbortedAtBoot(run(['VFS-CASE-BEGIN a', assertion].join('\n'))), null, 'a case had started: its result stands');
-    assert.equal(qemuAbortedAtBoot(run('run-guest: error: no VFS-EXIT line: the guest kernel panicked')), null);
+    assert.match(guestFailedAtBoot(run(['run-guest: booting', assertion, 'run-guest: error: no VFS-EXIT line'].join('\n'))) ?? '', /msix_table_mmio_write/);
+    assert.equal(guestFailedAtBoot(run(['VFS-CASE-BEGIN a', assertion].join('\n'))), null, 'a case had started: its result stands');
+    assert.equal(guestFailedAtBoot(run('run-guest: error: no VFS-EXIT line: the guest kernel panicked')), null);
+    const stall = '[   22.457450] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:';
+    assert.match(guestFailedAtBoot(run(['run-guest: booting', stall, '[   65.229878] reboot: Power down'].join('\n'))) ?? '', /rcu_preempt detected stalls/);
+    assert.equal(guestFailedAtBoot(run(['VFS-CASE-BEGIN a', stall].join('\n'))), null, 'a case had started: its result stands');
   });
 });
