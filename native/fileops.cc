@@ -353,6 +353,7 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
   // Under locks.mu: no SETLK or GETLK of the owner is using the descriptor as it closes, and
   // none takes a lock between the close and the table's forgetting of the owner's.
   std::lock_guard<std::mutex> locks(s->locks.mu);
+  int fd = -1;
   {
     InodeShard& sh = s->ShardOf(nodeid);
     std::lock_guard<std::mutex> g(sh.mu);
@@ -360,12 +361,14 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
     if (it != sh.byId.end()) {
       auto l = it->second.lockFds.find(owner);
       if (l != it->second.lockFds.end()) {
-        close(l->second);
+        fd = l->second;
         it->second.lockFds.erase(l);
         sh.lockFdsOpen--;
       }
     }
   }
+  // Outside the shard's mutex (on a network file system a close talks to the server).
+  if (fd >= 0) close(fd);
   auto it = s->locks.held.find(nodeid);
   if (it != s->locks.held.end()) {
     it->second.erase(owner);

@@ -22,8 +22,12 @@
 // inodes a migration's destination put back under the source's ids: ForeignInodes in
 // state.h); handles are spread round-robin the same way. Lock order: at most one shard lock
 // is held at a time, except in Clear(), which takes them in index order; ForeignInodes'
-// mutex is taken alone or under a shard lock, never the other way round. No system call runs under a lock
-// except close() of an entry being dropped.
+// mutex is taken alone or under a shard lock, never the other way round. The lock table's
+// mutex (locks.mu, fileops.cc) is taken before a shard lock, never under one. No system call
+// runs under a shard lock except close() of an entry being dropped and, under a handle
+// shard's, the flock(LOCK_NB) of FlockHandle with the record of it. Under locks.mu run the
+// lock requests' own calls: a lock owner's first open of the file, F_OFD_SETLK and
+// F_OFD_GETLK (non-blocking), and the close of its descriptor at a FLUSH.
 #include "state.h"
 
 #include <fcntl.h>

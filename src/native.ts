@@ -145,9 +145,9 @@ export interface NativeChainServer {
 }
 
 /**
- * The FUSE fast path (native/fastpath.cc): READ, WRITE, GETATTR, LOOKUP, FORGET, FLUSH,
- * RELEASE, UNLINK and RMDIR served natively as the virtqueue pops them; anything unusual is
- * declined to the FUSE server in JS.
+ * The FUSE fast path (native/fastpath.cc): READ, WRITE and the commonest metadata, lock and
+ * sync requests (the list is in its header comment) served natively as the virtqueue pops
+ * them; anything unusual is declined to the FUSE server in JS.
  */
 export interface FuseFastPathOptions {
   stateId: number;

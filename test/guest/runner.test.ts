@@ -63,8 +63,10 @@ describe('@guest guest test runner', function () {
     assert.match(guestFailedAtBoot(run(['run-guest: booting', assertion, 'run-guest: error: no VFS-EXIT line'].join('\n'))) ?? '', /msix_table_mmio_write/);
     assert.equal(guestFailedAtBoot(run(['VFS-CASE-BEGIN a', assertion].join('\n'))), null, 'a case had started: its result stands');
     assert.equal(guestFailedAtBoot(run('run-guest: error: no VFS-EXIT line: the guest kernel panicked')), null);
-    const stall = '[   22.457450] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:';
-    assert.match(guestFailedAtBoot(run(['run-guest: booting', stall, '[   65.229878] reboot: Power down'].join('\n'))) ?? '', /rcu_preempt detected stalls/);
+    const stall = ['[   22.457450] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:', "[   22.481970] rcu: rcu_preempt kthread timer wakeup didn't happen for 5256 jiffies! g-1127 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402"].join('\n');
+    assert.match(guestFailedAtBoot(run(['run-guest: booting', stall, '[   65.229878] reboot: Power down'].join('\n'))) ?? '', /timer wakeup didn't happen/);
     assert.equal(guestFailedAtBoot(run(['VFS-CASE-BEGIN a', stall].join('\n'))), null, 'a case had started: its result stands');
+    assert.equal(guestFailedAtBoot({ ...run(['run-guest: booting', stall].join('\n')), daemonExit: 'signal SIGSEGV' }), null, 'the daemon crashed: its failure stands');
+    assert.equal(guestFailedAtBoot(run('[   30.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:')), null, 'another kind of stall');
   });
 });

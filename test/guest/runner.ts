@@ -175,14 +175,19 @@ export function parseConsole(text: string, cases: string[]): Map<string, CaseRes
  * machine's, not of the daemon's; the reason, or null. Seen in CI runs with 4 vCPUs under TCG
  * on 2 host cores: QEMU's own assertion killing it ("hw/pci/msix.c:228:
  * msix_table_mmio_write: Assertion ... failed" while Linux set up the device's MSI-X
- * vectors), and the guest kernel reporting an RCU stall ("rcu_preempt kthread timer wakeup
- * didn't happen": an emulated CPU's timer not run for seconds), after which the guest lost
- * its console output and powered off without a case's result. A daemon that leaves a
- * request unanswered shows otherwise: the case starts and runs into its timeout.
+ * vectors), and the guest kernel's RCU thread never woken by its timer ("rcu_preempt
+ * kthread timer wakeup didn't happen": an emulated CPU's timer not run for seconds), after
+ * which the guest lost its console output and powered off without a case's result. Never
+ * when the daemon did not exit cleanly (a crash or a hang is the daemon's, whatever the
+ * guest did), nor for a stall of another kind. A daemon that leaves a request unanswered
+ * shows otherwise: the case starts and runs into its timeout.
  */
 export function guestFailedAtBoot(run: GuestRun): string | null {
+  if (run.daemonExit !== 'exit 0') return null;
   if (run.console.split('\n').some((l) => CASE_BEGIN.test(l.replace(/\r$/, '')))) return null;
-  const m = /^qemu-system-\S+: (.*Assertion .* failed\.)$/m.exec(run.console) ?? /(rcu: INFO: rcu_\w+ detected stalls on CPUs\/tasks)/.exec(run.console);
+  const m =
+    /^qemu-system-\S+: (.*Assertion .* failed\.)$/m.exec(run.console) ??
+    /(rcu: rcu_\w+ kthread timer wakeup didn't happen for \d+ jiffies)/.exec(run.console);
   return m ? m[1] : null;
 }
 
@@ -196,7 +201,8 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
   const first = await runCasesOnce(o);
   const aborted = guestFailedAtBoot(first);
   if (aborted === null || (o.share !== undefined && o.prepare !== undefined)) return first;
-  process.stderr.write(`      (the guest failed before any case ran: ${aborted}; booting again)\n`);
+  const tail = first.console.split('\n').slice(-8).join('\n        ');
+  process.stderr.write(`      (the guest failed before any case ran: ${aborted}; the daemon exited cleanly; booting again. Its console ended:\n        ${tail})\n`);
   const second = await runCasesOnce(o);
   return { ...second, seconds: first.seconds + second.seconds };
 }

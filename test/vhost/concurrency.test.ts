@@ -1,6 +1,7 @@
 /**
  * Concurrency inside one queue, and between queues. With --thread-pool-size=0 (the Rust
- * virtiofsd's meaning) every request runs on its queue's thread, in order; with a pool, a
+ * virtiofsd's meaning) every request the fast path serves runs on its queue's thread, in
+ * order; with a pool, a
  * request that blocks (an fsync of 128 MiB of dirty data here) holds back none behind it,
  * and completions reach the used ring out of order. Whatever the pool, a request blocking
  * one queue holds back nothing on another, not even a request the JS thread that all queues
