@@ -68,8 +68,6 @@ constexpr int64_t kMaxExactInJs = int64_t{1} << 53;
 // fuse_out_header, fuse_write_out, fuse_attr, fuse_attr_out, fuse_entry_out, fuse_open_out
 constexpr uint32_t kOutHeaderSize = 16, kWriteOutSize = 8, kGetxattrOutSize = 8, kLseekOutSize = 8, kStatfsOutSize = 80, kAttrSize = 88, kAttrOutSize = 16 + kAttrSize, kEntryOutSize = 40 + kAttrSize,
                    kOpenOutSize = 16, kLkOutSize = 24;
-// Fields of a statx result (common.h, StatxField in src/native.ts).
-constexpr size_t kModeField = 4, kUidField = 6, kGidField = 7;
 // The longest name a request may carry (NAME_MAX).
 constexpr size_t kNameMax = 255;
 // The largest extended attribute value JS reads (XATTR_SIZE_MAX in src/fuse/passthrough).
@@ -762,32 +760,13 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   }
 
   // ACCESS: whether the caller (the request's uid and gid) may read, write or execute the
-  // node, judged from its mode as JS judges it (src/fuse/passthrough/attrs.ts checkAccess).
+  // node (AccessNode, which JS's ACCESS calls too).
   Result ServeAccess(const ChainView& c, FsState* s, uint32_t len) {
     if (len < kInHeaderSize + kAccessInSize || c.prefetched < kInHeaderSize + kAccessInSize || c.writableLen < kOutHeaderSize)
       return kDeclined;
     const uint8_t* p = c.prefetch;
-    uint32_t mask = Load32(p + kInHeaderSize), uid = Load32(p + 24), gid = Load32(p + 28);
-    double st[kStatxFields];
-    int r = StatxNode(s, Load64(p + 16), st);
     accesses_++;
-    if (r < 0) return Reply(c, r, 0);
-    if ((mask & W_OK) && readOnly_) return Reply(c, -EROFS, 0);
-    return Reply(c, AccessError(uid, gid, st, mask), 0);
-  }
-
-  static int AccessError(uint32_t uid, uint32_t gid, const double* st, uint32_t mask) {
-    uint32_t mode = static_cast<uint32_t>(st[kModeField]);
-    if (mask == 0) return 0;
-    if (uid == 0) {
-      // root may read and write anything; it may execute only what someone may execute.
-      return (mask & X_OK) && (mode & S_IFMT) != S_IFDIR && (mode & 0111) == 0 ? -EACCES : 0;
-    }
-    uint32_t bits = static_cast<double>(uid) == st[kUidField]   ? (mode >> 6) & 7
-                    : static_cast<double>(gid) == st[kGidField] ? (mode >> 3) & 7
-                                                                : mode & 7;
-    uint32_t want = mask & (R_OK | W_OK | X_OK);
-    return (bits & want) == want ? 0 : -EACCES;
+    return Reply(c, AccessNode(s, Load64(p + 16), Load32(p + 24), Load32(p + 28), Load32(p + kInHeaderSize), readOnly_), 0);
   }
 
   // fuse_entry_out for nodeid (generation 0, the policy's timeouts) at b, which is zeroed.

@@ -201,9 +201,12 @@ Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
 
 // The open file description that carries owner's POSIX locks on the inode of nodeid,
 // opened on first use; -errno on failure. hfd: a handle of the file, whose access mode is
-// used when the file cannot be opened read-write. Called with locks.mu held, which keeps
-// the descriptor open while the caller uses it (UnlockOwner closes it under locks.mu).
-int OwnerFd(FsState* s, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
+// used when the file cannot be opened read-write. Called with locks.mu held through held,
+// which keeps the descriptor open while the caller uses it (UnlockOwner closes it under
+// locks.mu). The first use opens the file with locks.mu released (on a network file system
+// an open talks to the server; every queue's lock requests and FLUSHes wait for locks.mu)
+// and looks again once it is held again: returns with it held in any case.
+int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
   InodeShard& sh = s->ShardOf(nodeid);
   {
     std::lock_guard<std::mutex> g(sh.mu);
@@ -212,13 +215,16 @@ int OwnerFd(FsState* s, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
     auto l = it->second.lockFds.find(owner);
     if (l != it->second.lockFds.end()) return l->second;
   }
+  held.unlock();
   std::string p = std::to_string(pathFd);
   int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int mode = hfd >= 0 ? fcntl(hfd, F_GETFL) & O_ACCMODE : O_RDONLY;
     fd = openat(s->procFd, p.c_str(), mode | O_CLOEXEC | O_NONBLOCK);
   }
-  if (fd < 0) return -errno;
+  int e = errno;
+  held.lock();
+  if (fd < 0) return -e;
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byId.find(nodeid);
   if (it == sh.byId.end()) {
@@ -227,7 +233,7 @@ int OwnerFd(FsState* s, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
   }
   auto ins = it->second.lockFds.emplace(owner, fd);
   if (ins.second) sh.lockFdsOpen++;
-  else close(fd);  // another request of this owner won the race
+  else close(fd);  // another request of this owner opened one meanwhile
   return ins.first->second;
 }
 
@@ -405,8 +411,8 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   if (p.fd() < 0) return p.fd();
   HandlePin h(s, fh);
   // locks.mu before the owner's descriptor is looked up (UnlockOwner closes it under it).
-  std::lock_guard<std::mutex> g(t.mu);
-  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
+  std::unique_lock<std::mutex> g(t.mu);
+  int fd = OwnerFd(s, g, nodeid, p.fd(), h.fd(), owner);
   if (fd < 0) return fd;
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
   if (r == 0) {
@@ -432,8 +438,8 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   HandlePin h(s, fh);
-  std::lock_guard<std::mutex> g(s->locks.mu);
-  int fd = OwnerFd(s, nodeid, p.fd(), h.fd(), owner);
+  std::unique_lock<std::mutex> g(s->locks.mu);
+  int fd = OwnerFd(s, g, nodeid, p.fd(), h.fd(), owner);
   if (fd < 0) return fd;
   ToFlock(fl, type, start, end);
   return fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
@@ -442,8 +448,8 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
 int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
-  std::lock_guard<std::mutex> g(s->locks.mu);
-  int fd = OwnerFd(s, nodeid, p.fd(), -1, owner);
+  std::unique_lock<std::mutex> g(s->locks.mu);
+  int fd = OwnerFd(s, g, nodeid, p.fd(), -1, owner);
   if (fd < 0) return fd;
   return SetlkLocked(s->locks, fd, nodeid, owner, type, start, end);
 }

@@ -26,8 +26,8 @@
 // mutex (locks.mu, fileops.cc) is taken before a shard lock, never under one. No system call
 // runs under a shard lock except close() of an entry being dropped and, under a handle
 // shard's, the flock(LOCK_NB) of FlockHandle with the record of it. Under locks.mu run the
-// lock requests' own calls: a lock owner's first open of the file, F_OFD_SETLK and
-// F_OFD_GETLK (non-blocking), and the close of its descriptor at a FLUSH.
+// lock requests' own calls: F_OFD_SETLK and F_OFD_GETLK (non-blocking), and the close of a
+// lock owner's descriptor at a FLUSH; its first open of the file runs with locks.mu released.
 #include "state.h"
 
 #include <fcntl.h>
@@ -134,6 +134,25 @@ int StatxNode(FsState* s, uint64_t nodeid, double* out) {
   int r = StatxInto(p.fd(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, out);
   if (r == 0) OwnerToGuest(s, out);
   return r;
+}
+
+int AccessNode(FsState* s, uint64_t nodeid, uint32_t uid, uint32_t gid, uint32_t mask, bool readOnly) {
+  double st[kStatxFields];
+  int r = StatxNode(s, nodeid, st);
+  if (r < 0) return r;
+  if ((mask & W_OK) && readOnly) return -EROFS;
+  uint32_t mode = static_cast<uint32_t>(st[4]);
+  if (mask == 0) return 0;
+  if (uid == 0) {
+    // root may read and write anything; it may execute only what someone may execute.
+    return (mask & X_OK) && (mode & S_IFMT) != S_IFDIR && (mode & 0111) == 0 ? -EACCES : 0;
+  }
+  // The owner as the guest sees it (OwnerToGuest), against the caller's ids.
+  uint32_t bits = static_cast<double>(uid) == st[6]   ? (mode >> 6) & 7
+                  : static_cast<double>(gid) == st[7] ? (mode >> 3) & 7
+                                                      : mode & 7;
+  uint32_t want = mask & (R_OK | W_OK | X_OK);
+  return (bits & want) == want ? 0 : -EACCES;
 }
 
 int64_t LookupName(FsState* s, uint64_t parent, const char* name, double* out) {
@@ -435,6 +454,17 @@ Napi::Value NodeStatx(const Napi::CallbackInfo& info) {
   return Num(info, StatxNode(s, nodeid, out));
 }
 
+// nodeAccess(id, nodeid, uid, gid, mask, readOnly) -> 0 or -errno (AccessNode).
+Napi::Value NodeAccess(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  int64_t uid, gid, mask;
+  if (!ArgU64(info, 1, &nodeid) || !ArgInt(info, 2, &uid) || !ArgInt(info, 3, &gid) || !ArgInt(info, 4, &mask))
+    return ThrowType(info.Env(), "nodeAccess(id, nodeid, uid, gid, mask, readOnly)");
+  return Num(info, AccessNode(s, nodeid, static_cast<uint32_t>(uid), static_cast<uint32_t>(gid), static_cast<uint32_t>(mask),
+                              info[5].ToBoolean()));
+}
+
 // nodeLookup(id, parent, name, out) -> nodeid or -errno (LookupName). The name must be one
 // component (checked by the caller; a '/' here is refused too).
 Napi::Value NodeLookup(const Napi::CallbackInfo& info) {
@@ -570,6 +600,7 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("inodeForget", Napi::Function::New(env, InodeForget));
   exports.Set("inodeLookups", Napi::Function::New(env, InodeLookups));
   exports.Set("nodeStatx", Napi::Function::New(env, NodeStatx));
+  exports.Set("nodeAccess", Napi::Function::New(env, NodeAccess));
   exports.Set("nodeLookup", Napi::Function::New(env, NodeLookup));
   exports.Set("nodeOpen", Napi::Function::New(env, NodeOpen));
   exports.Set("nodeUnchangedSinceLastOpen", Napi::Function::New(env, NodeUnchangedSinceLastOpen));

@@ -613,6 +613,10 @@ int64_t RegisterInode(FsState* s, int fd, double* out);
 // The operations both JS (state.cc's wrappers) and the native fast path (fastpath.cc) serve:
 // - the inode's attributes into out (never following a link): 0 or -errno;
 int StatxNode(FsState* s, uint64_t nodeid, double* out);
+// - ACCESS: whether the caller uid/gid may do mask (R_OK | W_OK | X_OK; 0: the node exists),
+//   judged from the node's mode and owner as the guest sees them; W_OK on a read-only share
+//   is EROFS: 0 or -errno;
+int AccessNode(FsState* s, uint64_t nodeid, uint32_t uid, uint32_t gid, uint32_t mask, bool readOnly);
 // - the owner in attributes st (StatxField order) as the guest sees it (--translate-*);
 void OwnerToGuest(const FsState* s, double* st);
 // - the inode (a regular file or a directory) opened for I/O with flags (host open flags;

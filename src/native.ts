@@ -294,6 +294,8 @@ export interface NativeAddon {
   inodeLookups(id: number, nodeid: number | bigint): number;
   /** 0 or -errno; out is a Float64Array(STATX_FIELDS). */
   nodeStatx(id: number, nodeid: number | bigint, out: Float64Array): number;
+  /** ACCESS: 0 when uid/gid may do mask (R_OK|W_OK|X_OK; 0: exists), else -EACCES, -EROFS, -errno. */
+  nodeAccess(id: number, nodeid: number, uid: number, gid: number, mask: number, readonly: boolean): number;
   /** nodeid (one lookup taken) or -errno; out gets the attributes. */
   nodeLookup(id: number, parent: number | bigint, name: string | Buffer, out: Float64Array): number;
   /** fh or -errno; O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped. */

@@ -1,11 +1,11 @@
 /**
  * Attributes for the passthrough filesystem: fuse_attr fields from the native statx layout
- * (StatxField in src/native.ts), and the ACCESS check. virtio-fs guests check permissions
- * themselves from these attributes (the mount uses default_permissions); ACCESS is answered
- * for the callers that still ask, from the same mode bits.
+ * (StatxField in src/native.ts). virtio-fs guests check permissions themselves from these
+ * attributes (the mount uses default_permissions); ACCESS, for the callers that still ask, is
+ * judged natively from the same mode bits (AccessNode in native/state.cc).
  */
 import { StatxField } from '../../native';
-import { E, FsError, type Attributes, type Context } from '../filesystem';
+import type { Attributes } from '../filesystem';
 
 /** The kernel's new_encode_dev(): the dev_t layout FUSE attributes carry. */
 export function encodeDev(major: number, minor: number): number {
@@ -36,26 +36,4 @@ export function attrsOf(st: Float64Array): Attributes {
     blksize: st[StatxField.blksize],
     flags: st[StatxField.attrFlags],
   };
-}
-
-const R_OK = 4;
-const W_OK = 2;
-const X_OK = 1;
-const S_IFDIR = 0o040000;
-
-/** ACCESS: throws EACCES unless the caller may do `mask` (R_OK|W_OK|X_OK; 0 = exists). */
-export function checkAccess(ctx: Context, st: Float64Array, mask: number): void {
-  const mode = st[StatxField.mode];
-  if (mask === 0) return;
-  if (ctx.uid === 0) {
-    // root may read and write anything; it may execute only what someone may execute.
-    if (mask & X_OK && (mode & 0o170000) !== S_IFDIR && (mode & 0o111) === 0) throw new FsError(E.EACCES);
-    return;
-  }
-  let bits: number;
-  if (ctx.uid === st[StatxField.uid]) bits = (mode >> 6) & 7;
-  else if (ctx.gid === st[StatxField.gid]) bits = (mode >> 3) & 7;
-  else bits = mode & 7;
-  const want = mask & (R_OK | W_OK | X_OK);
-  if ((bits & want) !== want) throw new FsError(E.EACCES);
 }

@@ -20,7 +20,7 @@ import {
   check, E, FsError, NullFilesystem, type AttrReply, type Context, type CreateReply, type Entry, type InitReply,
   type Lock, type OpenReply, type SetattrRequest, type StatfsReply, type StatxReply, type XattrReply,
 } from '../filesystem';
-import { attrsOf, checkAccess } from './attrs';
+import { attrsOf } from './attrs';
 import { getLock, LockWaits } from './locks';
 import type { Logger } from '../../log';
 import { XattrMap, type MappedName, type XattrRule } from './xattrmap';
@@ -248,9 +248,7 @@ export class PassthroughFs extends NullFilesystem {
   }
 
   override access(ctx: Context, nodeid: number, mask: number): void {
-    check(native.nodeStatx(this.id, nodeid, this.st));
-    if (mask & 2 && this.opts.readonly) throw new FsError(E.EROFS);
-    checkAccess(ctx, this.st, mask);
+    check(native.nodeAccess(this.id, nodeid, ctx.uid, ctx.gid, mask, this.opts.readonly));
   }
 
   override statfs(_ctx: Context, nodeid: number): StatfsReply {
