@@ -1,6 +1,7 @@
 /**
  * Test helper: our daemon on a fresh share in a temp directory, connected through our
- * vhost-user front end (64 MiB of guest memory) and past FUSE INIT, ready for requests.
+ * vhost-user front end (64 MiB of guest memory) and past FUSE INIT, ready for requests;
+ * connectEachTest() for a describe() whose tests each connect their own.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -46,8 +47,32 @@ export async function connectDaemon(
   return { dir, share, daemon, fe, c };
 }
 
-/** Closes the connection, waits for the daemon to exit and removes the temp directory. */
+/**
+ * For a describe(): a connectDaemon that also remembers the daemon, and an afterEach that
+ * disconnects those a test left connected (one that failed midway, or that needs none of
+ * its own clean-up).
+ */
+export function connectEachTest(): typeof connectDaemon {
+  const connected: ConnectedDaemon[] = [];
+  afterEach(async () => {
+    for (const env of connected.splice(0)) await disconnectDaemon(env).catch(() => undefined);
+  });
+  return async (...args) => {
+    const env = await connectDaemon(...args);
+    connected.push(env);
+    return env;
+  };
+}
+
+const disconnected = new WeakSet<ConnectedDaemon>();
+
+/**
+ * Closes the connection, waits for the daemon to exit and removes the temp directory; once
+ * (a second call does nothing).
+ */
 export async function disconnectDaemon(env: ConnectedDaemon): Promise<void> {
+  if (disconnected.has(env)) return;
+  disconnected.add(env);
   env.fe.close();
   await env.daemon.stop();
   fs.rmSync(env.dir, { recursive: true, force: true });

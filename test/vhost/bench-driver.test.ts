@@ -9,18 +9,14 @@ import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { driveRepeated, type RepeatedRequest } from '../../bench/ring-driver';
 import { ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { connectEachTest, type ConnectedDaemon } from '../support/connected';
 
 describe('the benchmark ring driver', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   async function withFile(queues: number): Promise<{ env: ConnectedDaemon; nodeid: bigint; fh: bigint }> {
-    env = await connectDaemon('vfs-driver-', ['--cache=never'], {}, undefined, { requestQueues: queues });
+    const env = await connect('vfs-driver-', ['--cache=never'], {}, undefined, { requestQueues: queues });
     fs.writeFileSync(path.join(env.share, 'f'), Buffer.alloc(1 << 20, 7));
     const e = ok(await env.c.lookup(1n, 'f'), 'LOOKUP');
     const o = ok(await env.c.open(e.nodeid, fs.constants.O_RDONLY), 'OPEN');

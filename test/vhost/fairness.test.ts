@@ -11,7 +11,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 interface Report {
   pollsPerQueue?: Record<string, { yields: number }>;
@@ -22,11 +22,7 @@ const msSince = (t: bigint): number => Number(process.hrtime.bigint() - t) / 1e6
 
 describe('virtiofsd-ts: a busy first request queue leaves its thread its other work', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   // Several requests in flight, each replaced as soon as it is answered: the ring never runs
   // dry while the daemon serves, whatever its polling window does (on a busy host the window
@@ -36,7 +32,7 @@ describe('virtiofsd-ts: a busy first request queue leaves its thread its other w
   for (const op of ['READ', 'IOCTL'] as const) {
     for (const pool of [0, 4]) {
       it(`answers vhost-user messages and hiprio FORGETs promptly while ${op}s follow each other on queue 1 (--thread-pool-size=${pool})`, async () => {
-        env = await connectDaemon('vfs-fair-', ['--cache=never', `--thread-pool-size=${pool}`], { timeoutMs: 30000 });
+        const env = await connect('vfs-fair-', ['--cache=never', `--thread-pool-size=${pool}`], { timeoutMs: 30000 });
         const { c, fe, share } = env;
         fs.writeFileSync(path.join(share, 'f'), Buffer.alloc(1 << 20, 7));
         const e = ok(await c.lookup(1n, 'f'), 'LOOKUP');
@@ -85,7 +81,6 @@ describe('virtiofsd-ts: a busy first request queue leaves its thread its other w
         // And the loop did stop for its thread's event loop while the chains kept coming.
         await disconnectDaemon(env);
         const report = env.daemon.exitReport<Report>();
-        env = null;
         assert.ok((report.pollsPerQueue?.['1']?.yields ?? 0) > 0, `no yields: ${JSON.stringify(report.pollsPerQueue)}`);
       });
     }

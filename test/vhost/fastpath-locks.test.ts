@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { FuseClient, ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest, type ConnectedDaemon } from '../support/connected';
 
 interface Report {
   opcodesPerQueue?: Record<string, Record<string, number>>;
@@ -153,26 +153,21 @@ async function exercise(env: ConnectedDaemon, readonly: boolean): Promise<{ seen
 describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', function () {
   this.timeout(60000);
   let dir = '';
-  let env: ConnectedDaemon | null = null;
+  const connect = connectEachTest();
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fastlocks-'));
   });
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   /** Runs exercise() through a new daemon with `args` on a new copy of the share. */
   async function run(name: string, daemonArgs: string[]): Promise<{ seen: Seen[]; plain: Record<string, number>; report: Report }> {
     const share = path.join(dir, name);
     fs.mkdirSync(share);
     populate(share);
-    env = await connectDaemon('vfs-fastlocks-', ['--sandbox=none', '--cache=never', ...daemonArgs], {}, share);
+    const env = await connect('vfs-fastlocks-', ['--sandbox=none', '--cache=never', ...daemonArgs], {}, share);
     const out = await exercise(env, daemonArgs.includes('--readonly'));
     await disconnectDaemon(env);
     const report = env.daemon.exitReport<Report>();
-    env = null;
     return { ...out, report };
   }
 
@@ -180,7 +175,7 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
     const share = path.join(dir, 'off');
     fs.mkdirSync(share);
     populate(share);
-    env = await connectDaemon('vfs-fastlocks-', ['--sandbox=none', '-o', 'no_posix_lock,no_flock'], {}, share);
+    const env = await connect('vfs-fastlocks-', ['--sandbox=none', '-o', 'no_posix_lock,no_flock'], {}, share);
     const c = env.c;
     const l = ok(await c.lookup(1n, 'l'), 'LOOKUP l').nodeid;
     const fh = BigInt(ok(await c.open(l, fs.constants.O_RDWR), 'OPEN').fh);
@@ -190,7 +185,6 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
     }
     await disconnectDaemon(env);
     const report = env.daemon.exitReport<Report>();
-    env = null;
     for (const op of ['GETLK', 'SETLK', 'SETLKW']) assert.equal(report.nativeOpcodesPerQueue?.['1']?.[op] ?? 0, 0, JSON.stringify(report));
     assert.equal(report.opcodesPerQueue?.['1']?.SETLK, 2, JSON.stringify(report));
   });

@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok, type FuseClient } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 interface Report {
   opcodesPerQueue?: Record<string, Record<string, number>>;
@@ -418,25 +418,20 @@ const CACHE_MODES = ['never', 'metadata', 'auto', 'always'];
 describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEASE', function () {
   this.timeout(60000);
   let dir = '';
-  let env: ConnectedDaemon | null = null;
+  const connect = connectEachTest();
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fastmeta-'));
   });
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   /** Runs exercise() on the share through a new daemon with `args`; returns its replies and exit report. */
   async function run(share: string, args: string[]): Promise<{ seen: Seen[]; plain: number; forgets: number; report: Report }> {
     // No sandbox: node ids are chosen from the inode's key, mount ID included, and each
     // sandbox mounts the share anew, so two sandboxed runs could number the same files apart.
-    env = await connectDaemon('vfs-fastmeta-', ['--sandbox=none', ...args], {}, share);
+    const env = await connect('vfs-fastmeta-', ['--sandbox=none', ...args], {}, share);
     const out = await exercise(env.c);
     await disconnectDaemon(env);
     const report = env.daemon.exitReport<Report>();
-    env = null;
     return { ...out, report };
   }
 
@@ -542,7 +537,7 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
   }
 
   it('CREATE in a writeback session, served natively: the guest can read what it opened write-only, and its own appends land where it says', async () => {
-    env = await connectDaemon('vfs-fastmeta-', ['--cache=always', '--writeback']);
+    const env = await connect('vfs-fastmeta-', ['--cache=always', '--writeback']);
     const { c, share } = env;
     assert.ok(BigInt(c.initOut!.flags) & abi.InitFlags.WRITEBACK_CACHE, 'a writeback session');
     const args = Buffer.alloc(abi.CREATE_IN_SIZE);
@@ -562,12 +557,11 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     ok(await c.release(fh, { nodeid }), 'RELEASE');
     await disconnectDaemon(env);
     const rep = env.daemon.exitReport<Report>();
-    env = null;
     assert.equal(sum(rep.nativePerQueue), 5, `CREATE, two WRITEs, READ, RELEASE natively: ${JSON.stringify(rep)}`);
   });
 
   it("keeps the guest inside the share: a symlink is looked up, not followed; '..' at the root is the root", async () => {
-    env = await connectDaemon('vfs-fastmeta-', ['--cache=never']);
+    const env = await connect('vfs-fastmeta-', ['--cache=never']);
     const { c, share } = env;
     populate(share);
     const l = ok(await c.lookup(1n, 'l'), 'LOOKUP l');
@@ -581,7 +575,6 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     assert.equal(ok(await c.lookup(d.nodeid, '..'), "LOOKUP d/'..'").nodeid, 1n);
     await disconnectDaemon(env);
     const r = env.daemon.exitReport<Report>();
-    env = null;
     assert.equal(sum(r.nativePerQueue), 5, JSON.stringify(r));
   });
 
@@ -590,7 +583,7 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     fs.mkdirSync(share);
     fs.writeFileSync(path.join(share, 'f'), 'f');
     const xattrs = async (args: string[], setUp = false): Promise<{ seen: Seen[]; plain: number; report: Report }> => {
-      env = await connectDaemon('vfs-fastmeta-', args, {}, share);
+      const env = await connect('vfs-fastmeta-', args, {}, share);
       const { c } = env;
       const seen: Seen[] = [];
       let plain = 0;
@@ -625,7 +618,6 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
       await send('no room for the size', f, get(0, 'user.a'), 4, false);
       await disconnectDaemon(env);
       const report = env.daemon.exitReport<Report>();
-      env = null;
       return { seen, plain, report };
     };
     const fast = await xattrs(['--cache=auto', '--xattr'], true);
@@ -647,7 +639,7 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
   });
 
   it('FLUSH drops the closing owner\'s POSIX locks and RELEASE with FLOCK_UNLOCK the handle\'s flock, served natively', async () => {
-    env = await connectDaemon('vfs-fastmeta-', ['--cache=never']);
+    const env = await connect('vfs-fastmeta-', ['--cache=never']);
     const { c, share } = env;
     fs.writeFileSync(path.join(share, 'f'), 'x'.repeat(100));
     const e = ok(await c.lookup(1n, 'f'), 'LOOKUP');
@@ -679,7 +671,6 @@ describe('virtiofsd-ts FUSE fast path: GETATTR, LOOKUP, FORGET, FLUSH and RELEAS
     assert.equal(await close(abi.Opcode.RELEASE, b, abi.ReleaseFlags.FLOCK_UNLOCK, 5n), 0);
     await disconnectDaemon(env);
     const r = env.daemon.exitReport<Report>();
-    env = null;
     // LOOKUP, 2 OPENs, 2 FLUSHes, 2 RELEASEs and the 7 SETLKs natively.
     assert.equal(sum(r.nativePerQueue), 14, JSON.stringify(r));
     assert.equal(r.nativeOpcodesPerQueue?.['1']?.SETLK, 7, JSON.stringify(r));

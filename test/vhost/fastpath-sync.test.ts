@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok, type FuseClient } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 interface Report {
   opcodesPerQueue?: Record<string, Record<string, number>>;
@@ -141,26 +141,21 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: Record<st
 describe('virtiofsd-ts FUSE fast path: FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_FILE_RANGE, LSEEK and STATFS', function () {
   this.timeout(60000);
   let dir = '';
-  let env: ConnectedDaemon | null = null;
+  const connect = connectEachTest();
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fastsync-'));
   });
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   /** Runs exercise() through a new daemon with `args` on a new copy of the share. */
   async function run(name: string, daemonArgs: string[]): Promise<{ seen: Seen[]; plain: Record<string, number>; report: Report; share: string }> {
     const share = path.join(dir, name);
     fs.mkdirSync(share);
     populate(share);
-    env = await connectDaemon('vfs-fastsync-', ['--sandbox=none', '--cache=never', ...daemonArgs], {}, share);
+    const env = await connect('vfs-fastsync-', ['--sandbox=none', '--cache=never', ...daemonArgs], {}, share);
     const out = await exercise(env.c);
     await disconnectDaemon(env);
     const report = env.daemon.exitReport<Report>();
-    env = null;
     return { ...out, report, share };
   }
 

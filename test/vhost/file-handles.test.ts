@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ok, type FuseClient } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest, type ConnectedDaemon } from '../support/connected';
 
 const FILES = 600;
 const LIMIT = ['prlimit', '--nofile=200:200'];
@@ -51,20 +51,15 @@ const inodeTable = (env: ConnectedDaemon): InodeTable => env.daemon.logLine<Inod
 
 describe('virtiofsd-ts keeps inodes as file handles past its descriptor budget (--inode-file-handles)', function () {
   this.timeout(120000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   it('with never, a front end holding 600 inodes under a limit of 200 descriptors gets EMFILE', async () => {
     const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fh-share-'));
     fill(share);
-    env = await connectDaemon('vfs-fh-', ['--inode-file-handles=never'], {}, share, {}, LIMIT);
+    const env = await connect('vfs-fh-', ['--inode-file-handles=never'], {}, share, {}, LIMIT);
     const errors = await holdAndUse(env.c);
     assert.ok(errors.length > 0 && errors.every((e) => e === -os.constants.errno.EMFILE), `LOOKUP errors: ${JSON.stringify(errors.slice(0, 5))}`);
     await disconnectDaemon(env);
-    env = null;
     fs.rmSync(share, { recursive: true, force: true });
   });
 
@@ -72,7 +67,7 @@ describe('virtiofsd-ts keeps inodes as file handles past its descriptor budget (
     it(`with ${mode}, the 600 inodes stay usable: GETATTR, OPEN, READ, RELEASE of each`, async () => {
       const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fh-share-'));
       fill(share);
-      env = await connectDaemon('vfs-fh-', [...extra], {}, share, {}, LIMIT);
+      const env = await connect('vfs-fh-', [...extra], {}, share, {}, LIMIT);
       assert.deepEqual(await holdAndUse(env.c), [], 'no LOOKUP failed');
       // A directory kept as a file handle still resolves names.
       const d = ok(await env.c.lookup(1n, 'd'), 'LOOKUP d again').nodeid;
@@ -83,7 +78,6 @@ describe('virtiofsd-ts keeps inodes as file handles past its descriptor budget (
       const r = await env.c.getattr(gone);
       await disconnectDaemon(env);
       const t = inodeTable(env);
-      env = null;
       if (mode.startsWith('mandatory')) {
         assert.equal(r.error, -os.constants.errno.ESTALE, 'GETATTR of a parked inode whose file is gone');
         assert.ok(t.inodesEverAsFileHandles! >= FILES + 1, JSON.stringify(t));

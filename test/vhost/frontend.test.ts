@@ -241,7 +241,7 @@ describe('vhost-user front end against virtiofsd-ts and the reference daemons', 
     if (kind === 'ts') it(`${kind}: a stop in the middle of a burst loses and repeats no request`, async function () {
       const env = makeEnv();
       try {
-        // Ours serves request queue 2 on a worker thread, concurrently with the connection
+        // Ours serves request queue 2 on its kick thread, concurrently with the connection
         // on the main thread, so the stop can land between two chains of the burst.
         const queues = kind === 'ts' ? 2 : 1;
         const c0 = await launch(env, kind, { queueSize: 16, indirect: false, requestQueues: queues });

@@ -27,7 +27,7 @@ import { Flags, FrontendReq } from '../../src/vhost/messages';
 import { startDaemon, type Daemon } from '../frontend/daemons';
 import type { VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { connectEachTest } from '../support/connected';
 import { rng } from '../support/random';
 import { leStruct as le } from '../support/structs';
 
@@ -53,11 +53,7 @@ function snapshot(dir: string): string[] {
 
 describe('a guest sending random FUSE requests', function () {
   this.timeout(180000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const [label, args, seed, queues] of [
     ['defaults', ['--cache=never'], 1, 1],
@@ -70,7 +66,7 @@ describe('a guest sending random FUSE requests', function () {
       const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
       const u64 = (): bigint => (BigInt(Math.floor(rand() * 2 ** 32)) << 32n) | BigInt(Math.floor(rand() * 2 ** 32));
 
-      env = await connectDaemon('vfs-fuzz-', [...args], {}, undefined, { requestQueues: queues });
+      const env = await connect('vfs-fuzz-', [...args], {}, undefined, { requestQueues: queues });
       const { share, dir, fe, c } = env;
       // Beside the share, outside it: a canary, reachable from inside only through a symlink.
       const outside = path.join(dir, 'outside');

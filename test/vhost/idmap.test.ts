@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok } from '../frontend/fuse-client';
 import { createAs } from '../support/create-as';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 const MAPS = [
   '--translate-uid=map:1000:2000:10',
@@ -39,15 +39,11 @@ function chownArgs(uid: number, gid: number): Buffer {
 
 describe('virtiofsd-ts translates user and group IDs (--translate-uid, --translate-gid)', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const [how, extra] of [['the fast path', []], ['JS (trace level)', ['--log-level=trace']]] as const) {
     it(`shows host owners as guest IDs and makes guest IDs host IDs, through ${how}`, async () => {
-      env = await connectDaemon('vfs-idmap-', [...MAPS, ...extra]);
+      const env = await connect('vfs-idmap-', [...MAPS, ...extra]);
       const { c, share } = env;
       fs.chmodSync(share, 0o1777); // guest users create here
       const files: Record<string, [number, number]> = { mapped: [2005, 3005], root: [0, 0], unmapped: [42, 43], squashed: [7003, 7004], tochown: [0, 0] };
@@ -98,7 +94,6 @@ describe('virtiofsd-ts translates user and group IDs (--translate-uid, --transla
 
       await disconnectDaemon(env);
       const report = env.daemon.exitReport<{ nativeOpcodesPerQueue?: Record<string, Record<string, number>> }>();
-      env = null;
       const native = report.nativeOpcodesPerQueue?.['1'] ?? {};
       if (extra.length === 0) for (const op of ['LOOKUP', 'GETATTR', 'READDIRPLUS', 'CREATE', 'SETATTR']) assert.ok(native[op] > 0, `${op} natively: ${JSON.stringify(native)}`);
       else assert.deepEqual(native, {}, 'all in JS');

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 const { O_WRONLY, O_TRUNC, O_CREAT } = fs.constants;
 const SUID_SGID_X = 0o6755;
@@ -38,15 +38,11 @@ const CONFIGS = [
 
 describe('virtiofsd-ts clears setuid and setgid when the guest says the caller lacks CAP_FSETID', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const cfg of CONFIGS) {
     it(`with --killpriv-v2, through the ${cfg.name}: WRITE, truncating OPEN and CREATE, SETATTR of the size`, async () => {
-      env = await connectDaemon('vfs-killpriv-', ['--cache=auto', '--killpriv-v2', ...cfg.args]);
+      const env = await connect('vfs-killpriv-', ['--cache=auto', '--killpriv-v2', ...cfg.args]);
       const { c, share } = env;
       assert.ok(c.initOut && BigInt(c.initOut.flags >>> 0) & abi.InitFlags.HANDLE_KILLPRIV_V2, 'HANDLE_KILLPRIV_V2 offered');
       for (const name of ['w', 'w1m', 'keep', 'o', 'o-keep', 'c', 't', 't-keep']) {
@@ -112,7 +108,6 @@ describe('virtiofsd-ts clears setuid and setgid when the guest says the caller l
 
       await disconnectDaemon(env);
       const report = env.daemon.exitReport<Report>();
-      env = null;
       // Every request but INIT natively, or none.
       assert.equal(sum(report.requestsPerQueue), 22, JSON.stringify(report));
       assert.equal(sum(report.nativePerQueue), cfg.native ? 21 : 0, `where they were served: ${JSON.stringify(report)}`);
@@ -123,7 +118,7 @@ describe('virtiofsd-ts clears setuid and setgid when the guest says the caller l
   }
 
   it('without --killpriv-v2 the capability is not offered, and a WRITE with the flag (what Linux sends for a direct write) still clears the bits', async () => {
-    env = await connectDaemon('vfs-killpriv-', ['--cache=never']);
+    const env = await connect('vfs-killpriv-', ['--cache=never']);
     const { c, share } = env;
     assert.ok(c.initOut, 'INIT done');
     assert.equal(BigInt(c.initOut.flags >>> 0) & abi.InitFlags.HANDLE_KILLPRIV_V2, 0n, 'not offered');

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { FuseClient, ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { connectEachTest } from '../support/connected';
 import { rng } from '../support/random';
 import { leStruct as le } from '../support/structs';
 
@@ -30,11 +30,7 @@ function fdCount(pid: number): number {
 
 describe('lookup counts and handles after random namespace operations', function () {
   this.timeout(180000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const [label, args, seed, queues] of [
     ['one queue', ['--cache=never'], 21, 1],
@@ -46,14 +42,14 @@ describe('lookup counts and handles after random namespace operations', function
       const s = Number(process.env.ACCOUNTING_SEED ?? seed);
       const rand = rng(s);
       const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
-      env = await connectDaemon('vfs-acct-', [...args], {}, undefined, { requestQueues: queues });
+      const env = await connect('vfs-acct-', [...args], {}, undefined, { requestQueues: queues });
       const { share, fe, c, daemon } = env;
       fs.mkdirSync(path.join(share, 'd'));
       fs.writeFileSync(path.join(share, 'd', 'a'), 'a\n');
       fs.writeFileSync(path.join(share, 'b'), 'b\n');
       const clients = Array.from({ length: queues }, (_, i) => new FuseClient(fe, { queue: i + 1, timeoutMs: 30000 }));
 
-      // Whatever the daemon opens once and keeps (worker threads' descriptors, the pool's),
+      // Whatever the daemon opens once and keeps (the kick threads' eventfds, the pool's),
       // opened before the count is taken: one of each kind of operation, all given back.
       for (const cl of clients) {
         const e = ok(await cl.lookup(1n, 'b'), 'LOOKUP b');

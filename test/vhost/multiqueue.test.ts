@@ -1,6 +1,6 @@
 /**
  * State shared by the queues of virtiofsd-ts, through its socket with two request queues
- * (queue 1 on the main thread, queue 2 on a worker): one nodeid for a name whatever queue
+ * (each queue with a kick thread of its own, their JS sides on the main thread): one nodeid for a name whatever queue
  * looked it up, with every lookup counted and FORGET on the hiprio queue honoured; handles
  * usable from any queue; one set of locks; and renames on one queue racing lookups and reads
  * on the other.

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok, type FuseClient } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 const ACL_FLAGS = abi.InitFlags.POSIX_ACL | abi.InitFlags.DONT_MASK | abi.InitFlags.SETXATTR_EXT;
@@ -85,15 +85,11 @@ const CONFIGS = [
 
 describe('virtiofsd-ts with --posix-acl', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const cfg of CONFIGS) {
     it(`through the ${cfg.name}: umask applied on the host unless a default ACL replaces it, ACLs inherited, setgid cleared for a caller outside the group`, async () => {
-      env = await connectDaemon('vfs-acl-', ['--cache=never', '--posix-acl', ...cfg.args]);
+      const env = await connect('vfs-acl-', ['--cache=never', '--posix-acl', ...cfg.args]);
       const { c, share } = env;
       assert.ok(c.initOut, 'INIT done');
       assert.equal(BigInt(c.initOut.flags >>> 0) & ACL_FLAGS, ACL_FLAGS, 'POSIX_ACL, DONT_MASK and SETXATTR_EXT answered');
@@ -143,7 +139,6 @@ describe('virtiofsd-ts with --posix-acl', function () {
 
       await disconnectDaemon(env);
       const report = env.daemon.exitReport<Report>();
-      env = null;
       const served = report.nativeOpcodesPerQueue?.['1'] ?? {};
       for (const op of ['MKDIR', 'CREATE', 'MKNOD']) {
         if (cfg.native) assert.ok((served[op] ?? 0) > 0, `${op} natively: ${JSON.stringify(served)}`);
@@ -153,7 +148,7 @@ describe('virtiofsd-ts with --posix-acl', function () {
   }
 
   it('without --posix-acl none of the three is answered and SETXATTR keeps the 8-byte layout', async () => {
-    env = await connectDaemon('vfs-acl-', ['--cache=never', '--xattr']);
+    const env = await connect('vfs-acl-', ['--cache=never', '--xattr']);
     const { c, share } = env;
     assert.ok(c.initOut);
     assert.equal(BigInt(c.initOut.flags >>> 0) & ACL_FLAGS, 0n);
@@ -168,13 +163,12 @@ describe('virtiofsd-ts with --posix-acl', function () {
 
   it('with a guest that does not offer all three, the daemon says so and serves without ACLs', async () => {
     const offered = Number(BigInt(0x7bfffffb) & ~abi.InitFlags.SETXATTR_EXT);
-    env = await connectDaemon('vfs-acl-', ['--cache=never', '--posix-acl'], {}, undefined, {}, undefined, { flags: offered });
+    const env = await connect('vfs-acl-', ['--cache=never', '--posix-acl'], {}, undefined, {}, undefined, { flags: offered });
     const { c } = env;
     assert.ok(c.initOut);
     assert.equal(BigInt(c.initOut.flags >>> 0) & ACL_FLAGS, 0n, 'nothing of the three');
     await disconnectDaemon(env);
     const line = env.daemon.logLine<{ level: number }>('POSIX ACLs not enabled: the guest kernel does not offer FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT');
     assert.ok(line.level >= 50, 'an error');
-    env = null;
   });
 });

@@ -15,7 +15,7 @@ import { CAPABILITIES } from '../../src/capabilities';
 import { APP_DIR } from '../../src/sandbox';
 import { startDaemon } from '../frontend/daemons';
 import { ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { connectEachTest, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
 
 const nsOf = (pid: number, ns: string): string => fs.readlinkSync(`/proc/${pid}/ns/${ns}`);
 /** The effective capabilities of a process, by name. */
@@ -27,11 +27,7 @@ function capsOf(pid: number): string[] {
 
 describe('virtiofsd-ts --sandbox', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const mode of ['namespace', 'chroot'] as const) {
     it(`${mode}: same PID, own mount namespace${mode === 'namespace' ? ' and network namespace' : ''}, a root with the share and nothing else of the host; the share served as usual`, async () => {
@@ -39,8 +35,9 @@ describe('virtiofsd-ts --sandbox', function () {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-sandbox-cfg-'));
       const config = path.join(dir, 'virtiofsd.toml');
       fs.writeFileSync(config, 'cache = "never"\n');
+      let env: ConnectedDaemon;
       try {
-        env = await connectDaemon('vfs-sandbox-', [`--sandbox=${mode}`, `--config=${config}`]);
+        env = await connect('vfs-sandbox-', [`--sandbox=${mode}`, `--config=${config}`]);
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }
@@ -90,12 +87,11 @@ describe('virtiofsd-ts --sandbox', function () {
       await disconnectDaemon(env);
       assert.equal(env.daemon.exited?.code, 0, env.daemon.describeExit());
       env.daemon.exitReport();
-      env = null;
     });
   }
 
   it('by default, as root: the namespace sandbox, as in the Rust virtiofsd', async () => {
-    env = await connectDaemon('vfs-sandbox-', []);
+    const env = await connect('vfs-sandbox-', []);
     const pid = env.daemon.proc.pid!;
     ok(await env.c.lookup(1n, '.'), 'LOOKUP');
     assert.notEqual(nsOf(pid, 'mnt'), nsOf(process.pid, 'mnt'));
@@ -104,7 +100,7 @@ describe('virtiofsd-ts --sandbox', function () {
   });
 
   it('--modcaps adds and removes capabilities, and a guest MKNOD of a device then gets EPERM', async () => {
-    env = await connectDaemon('vfs-sandbox-', ['--modcaps=+sys_admin:-mknod:-dac_read_search', '--inode-file-handles=never']);
+    const env = await connect('vfs-sandbox-', ['--modcaps=+sys_admin:-mknod:-dac_read_search', '--inode-file-handles=never']);
     const pid = env.daemon.proc.pid!;
     assert.deepEqual(capsOf(pid), ['chown', 'dac_override', 'fowner', 'fsetid', 'setfcap', 'setgid', 'setuid', 'sys_admin']);
     const a = Buffer.alloc(abi.MKNOD_IN_SIZE);
@@ -114,7 +110,7 @@ describe('virtiofsd-ts --sandbox', function () {
   });
 
   it('by default, without CAP_SYS_ADMIN (a container): serves without a sandbox and says so', async () => {
-    env = await connectDaemon('vfs-sandbox-', [], {}, undefined, {}, ['setpriv', '--bounding-set=-sys_admin', '--inh-caps=-sys_admin', '--']);
+    const env = await connect('vfs-sandbox-', [], {}, undefined, {}, ['setpriv', '--bounding-set=-sys_admin', '--inh-caps=-sys_admin', '--']);
     const pid = env.daemon.proc.pid!;
     ok(await env.c.lookup(1n, '.'), 'LOOKUP');
     assert.equal(nsOf(pid, 'mnt'), nsOf(process.pid, 'mnt'), 'no namespace');

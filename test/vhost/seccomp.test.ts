@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import { native } from '../../src/native';
 import { REPO_ROOT } from '../frontend/daemons';
 import { ok } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 /** x86_64 numbers of calls the filter must not allow. */
 const DENIED: Record<string, number> = {
@@ -23,14 +23,10 @@ const DENIED: Record<string, number> = {
 
 describe('virtiofsd-ts --seccomp', function () {
   this.timeout(600000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   it('kill: the daemon runs filtered, and the list leaves out mounting, tracing, modules, BPF, rebooting', async () => {
-    env = await connectDaemon('vfs-seccomp-', ['--seccomp=kill']);
+    const env = await connect('vfs-seccomp-', ['--seccomp=kill']);
     const pid = env.daemon.proc.pid!;
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     assert.match(status, /^Seccomp:\s+2$/m, 'filter mode');
@@ -38,7 +34,6 @@ describe('virtiofsd-ts --seccomp', function () {
     ok(await env.c.lookup(1n, '.'), 'LOOKUP');
     await disconnectDaemon(env);
     assert.equal(env.daemon.exited?.code, 0, env.daemon.describeExit());
-    env = null;
     const allowed = new Set(native.seccompAllowed());
     assert.ok(allowed.size > 100, `${allowed.size} calls allowed`);
     for (const [name, nr] of Object.entries(DENIED)) assert.ok(!allowed.has(nr), `${name} is allowed`);

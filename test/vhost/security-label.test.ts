@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok, type FuseClient } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 const { EINVAL, EPERM } = require('node:os').constants.errno as Record<string, number>;
 
@@ -75,14 +75,10 @@ const KINDS: Maker[] = ['CREATE', 'MKDIR', 'MKNOD', 'SYMLINK'];
 
 describe('virtiofsd-ts --security-label', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   it('offers FUSE_SECURITY_CTX and stores each new file, directory, fifo, symlink and O_TMPFILE file with the label the guest sent', async () => {
-    env = await connectDaemon('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label', '--xattr']);
+    const env = await connect('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label', '--xattr']);
     const { c, share } = env;
     assert.ok(BigInt(c.initOut!.flags2 >>> 0) & 1n, 'SECURITY_CTX in the INIT reply (flags2 bit 0)');
     for (const kind of KINDS) {
@@ -106,7 +102,7 @@ describe('virtiofsd-ts --security-label', function () {
   });
 
   it('with --xattrmap, the label is stored under the mapped name, and a file that cannot hold it is not made', async () => {
-    env = await connectDaemon('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label', '--xattrmap=:map:security.selinux:user.virtiofs.:']);
+    const env = await connect('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label', '--xattrmap=:map:security.selinux:user.virtiofs.:']);
     const { c, share } = env;
     const ext = secctxExtension([['security.selinux', LABEL]]);
     assert.equal(await make(c, 'CREATE', 'f', ext), 0);
@@ -134,18 +130,18 @@ describe('virtiofsd-ts --security-label', function () {
   });
 
   it('without the option (or for a guest that does not offer it): not offered, and a label sent anyway is not stored', async () => {
-    env = await connectDaemon('vfs-seclabel-', ['--sandbox=none', '--cache=never']);
+    const env = await connect('vfs-seclabel-', ['--sandbox=none', '--cache=never']);
     assert.equal(BigInt(env.c.initOut!.flags2 >>> 0) & 1n, 0n);
     assert.equal(await make(env.c, 'CREATE', 'f', secctxExtension([['security.selinux', LABEL]])), 0);
     assert.equal(hostXattr(path.join(env.share, 'f'), 'security.selinux'), null);
     await disconnectDaemon(env);
-    env = await connectDaemon('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label'], {}, undefined, {}, undefined, { flags2: 0xa });
-    assert.equal(BigInt(env.c.initOut!.flags2 >>> 0) & 1n, 0n);
-    assert.equal(env.daemon.logLine<{ level: number }>('security labels not enabled: the guest kernel does not offer FUSE_SECURITY_CTX').level, 50);
+    const old = await connect('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label'], {}, undefined, {}, undefined, { flags2: 0xa });
+    assert.equal(BigInt(old.c.initOut!.flags2 >>> 0) & 1n, 0n);
+    assert.equal(old.daemon.logLine<{ level: number }>('security labels not enabled: the guest kernel does not offer FUSE_SECURITY_CTX').level, 50);
   });
 
   it('malformed extensions get EINVAL and make nothing; the daemon serves on', async () => {
-    env = await connectDaemon('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label']);
+    const env = await connect('vfs-seclabel-', ['--sandbox=none', '--cache=never', '--security-label']);
     const { c, share } = env;
     const a = Buffer.alloc(abi.MKDIR_IN_SIZE);
     abi.encodeMkdirIn(a, 0, { mode: 0o755, umask: 0 });

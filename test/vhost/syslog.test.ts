@@ -1,7 +1,7 @@
 /**
- * --syslog: the daemon's log goes to the system logger at /dev/log instead of stderr, from
- * every thread (the queue workers too) and from inside the sandbox, whose root has no
- * /dev/log. The daemon runs in a mount namespace of its own whose /dev/log is a datagram
+ * --syslog: the daemon's log goes to the system logger at /dev/log instead of stderr, before
+ * and after the sandbox restart, the queues' FUSE sessions too, from inside the sandbox,
+ * whose root has no /dev/log. The daemon runs in a mount namespace of its own whose /dev/log is a datagram
  * socket this test reads, as a system logger would.
  */
 import { strict as assert } from 'node:assert';
@@ -76,7 +76,7 @@ describe('virtiofsd-ts --syslog', function () {
     assert.deepEqual([60, 40, 20, 10].map((l) => syslogMessage(line(l), at).slice(0, 4)), ['<10>', '<12>', '<15>', '<15>']);
   });
 
-  it('in the default sandbox, from the main thread and the queue workers: every line to /dev/log, none to stderr', async () => {
+  it('in the default sandbox, before and after its restart and from the FUSE session of a queue: every line to /dev/log, none to stderr', async () => {
     env = await connectDaemon('vfs-syslog-', ['--cache=never', '--syslog', '--log-level=debug'], {}, undefined, {}, privateDev(path.join(dir, 'log')));
     ok(await env.c.lookup(1n, '.'), 'LOOKUP');
     const pid = env.daemon.proc.pid!;
@@ -85,7 +85,7 @@ describe('virtiofsd-ts --syslog', function () {
     assert.ok(got.length > 0 && got.every((m) => /^<\d+>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d /.test(m) && m.includes(tag)), got.join('\n'));
     const find = (text: string): string | undefined => got.find((m) => m.includes(`${tag}${text}`));
     assert.match(find('running in the sandbox') ?? '', /^<14>/, 'info, from the process started again in the sandbox');
-    assert.match(find('FUSE session started') ?? '', /"queue":1/, 'from the queue\'s worker');
+    assert.match(find('FUSE session started') ?? '', /"queue":1/, 'from the queue\'s FUSE session');
     assert.match(find('entering the sandbox') ?? '', /^<15>/, 'debug, from before the restart');
     assert.doesNotMatch(env.daemon.output(), /"msg"/, 'nothing logged to stderr');
   });

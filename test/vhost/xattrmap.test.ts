@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { ok, type FuseClient } from '../frontend/fuse-client';
-import { connectDaemon, disconnectDaemon, type ConnectedDaemon } from '../support/connected';
+import { connectEachTest } from '../support/connected';
 
 const { EPERM, ENODATA, ERANGE } = require('node:os').constants.errno as Record<string, number>;
 
@@ -39,15 +39,11 @@ function hostNames(file: string): string[] {
 
 describe('virtiofsd-ts with --xattrmap', function () {
   this.timeout(60000);
-  let env: ConnectedDaemon | null = null;
-  afterEach(async () => {
-    if (env) await disconnectDaemon(env).catch(() => undefined);
-    env = null;
-  });
+  const connect = connectEachTest();
 
   for (const trace of [false, true]) {
     it(`map of trusted. to user.virtiofs. (${trace ? 'JS at trace level' : 'fast path running'}): stored names, listing, refusals`, async () => {
-      env = await connectDaemon('vfs-xattrmap-', ['--cache=never', '--xattrmap=:map:trusted.:user.virtiofs.:', ...(trace ? ['--log-level=trace'] : [])]);
+      const env = await connect('vfs-xattrmap-', ['--cache=never', '--xattrmap=:map:trusted.:user.virtiofs.:', ...(trace ? ['--log-level=trace'] : [])]);
       const { c, share } = env;
       const file = path.join(share, 'f');
       fs.writeFileSync(file, 'x');
@@ -86,7 +82,7 @@ describe('virtiofsd-ts with --xattrmap', function () {
   // privileged binary keep its privileges otherwise).
   for (const [how, extra] of [['fast path', []], ['JS', ['--log-level=trace']], ['the I/O pool', ['--thread-pool-size=2']]] as const) {
     it(`security.capability mapped elsewhere is removed by a WRITE, a truncation and a chown (${how})`, async () => {
-      env = await connectDaemon('vfs-xattrmap-', ['--sandbox=none', '--cache=never', '--xattrmap=:map:security.capability:user.virtiofs.:', ...extra]);
+      const env = await connect('vfs-xattrmap-', ['--sandbox=none', '--cache=never', '--xattrmap=:map:security.capability:user.virtiofs.:', ...extra]);
       const { c, share } = env;
       const file = path.join(share, 'bin');
       fs.writeFileSync(file, 'binary');
