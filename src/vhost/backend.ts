@@ -198,6 +198,7 @@ export class VhostUserBackend {
     try {
       reply = await this.dispatch(request as FrontendReq, payload, fds);
     } catch (e) {
+      if (this.closed) return;
       // Anything a request provokes is refused, never fatal; an error that is not one of
       // our validation or system errors is a bug on our side and is logged as such.
       const expected = e instanceof RequestError || e instanceof MessageError || e instanceof RangeError || isSystemError(e);
@@ -207,6 +208,9 @@ export class VhostUserBackend {
       if (needReply) this.ack(request, 1);
       return;
     }
+    // The connection closed while the request waited (SIGTERM during a queue's stop): its
+    // socket is gone, and so is whatever the request would have touched.
+    if (this.closed) return;
     if (reply) this.send(request, reply);
     else if (needReply) this.ack(request, 0);
   }
@@ -305,6 +309,7 @@ export class VhostUserBackend {
         const s = decodeVringState(p);
         const v = this.vring(s.index);
         if (v.running) await this.stopQueue(s.index);
+        if (this.closed) return null;
         v.enabled = false;
         // The ring is stopped: its kick descriptor is no longer ours to watch.
         if (v.kickFd >= 0) native.close(v.kickFd);
@@ -535,6 +540,10 @@ export class VhostUserBackend {
     // SET_VRING_KICK starts the ring (enabled at once without PROTOCOL_FEATURES).
     if (noFd) throw new RequestError('polling mode (kick without an eventfd) is not supported');
     if (v.running) await this.stopQueue(index);
+    if (this.closed) {
+      native.close(fd);
+      return null;
+    }
     if (v.kickFd >= 0) native.close(v.kickFd);
     v.kickFd = fd;
     if (!hasBit(this.ackedFeatures, VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) v.enabled = true;
@@ -544,7 +553,7 @@ export class VhostUserBackend {
 
   private async maybeStart(index: number): Promise<void> {
     const v = this.vrings[index];
-    if (v.running || !v.enabled || v.kickFd < 0 || !v.addrs || v.num === 0) return;
+    if (this.closed || v.running || !v.enabled || v.kickFd < 0 || !v.addrs || v.num === 0) return;
     v.host ??= this.device.createQueueHost(index);
     try {
       await v.host.start({
@@ -581,6 +590,7 @@ export class VhostUserBackend {
     for (let i = 0; i < this.vrings.length; i++) {
       const v = this.vrings[i];
       if (v.running) await this.stopQueue(i);
+      if (this.closed) return;
       for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
       this.vrings[i] = { ...this.freshVring(), host: v.host };
     }
@@ -632,7 +642,11 @@ export class VhostUserBackend {
     return { served, detail, polls, pooled, native, nativeDetail, nativeKicks };
   }
 
-  /** Stops every queue, releases every descriptor and ends the connection. */
+  /**
+   * Stops every queue, releases every descriptor and ends the connection. A request that was
+   * waiting meanwhile (for a queue to stop) does nothing more once it resumes: every step
+   * after an await in serve() looks at `closed`.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

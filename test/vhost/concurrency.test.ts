@@ -13,8 +13,24 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
-import { startDaemon } from '../frontend/daemons';
+import { native } from '../../src/native';
+import { startDaemon, type DaemonExit } from '../frontend/daemons';
 import { FuseClient, ok } from '../frontend/fuse-client';
+
+/** The share's file 'dirty' looked up, opened and written with 128 MiB (page-cached, not yet on disk). */
+async function dirtyFile(c: FuseClient): Promise<{ e: abi.EntryOut; o: abi.OpenOut }> {
+  const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
+  const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
+  const chunk = Buffer.alloc(1 << 20, 0xab);
+  for (let i = 0; i < 128; i++) ok(await c.write(o.fh, i * chunk.length, chunk, { nodeid: e.nodeid }), 'WRITE');
+  return { e, o };
+}
+
+function fsyncArgs(fh: number | bigint): Buffer {
+  const args = Buffer.alloc(abi.FSYNC_IN_SIZE);
+  abi.encodeFsyncIn(args, 0, { fh: BigInt(fh), fsyncFlags: 0 });
+  return args;
+}
 
 /**
  * An FSYNC of 128 MiB of dirty data on queue 1, and while it runs a GETATTR on queue
@@ -36,16 +52,11 @@ async function fsyncThenGetattr(pool: number, otherQueue = 1, extraArgs: string[
     const c = new FuseClient(fe, { timeoutMs: 60000 });
     const other = new FuseClient(fe, { timeoutMs: 60000, queue: otherQueue });
     ok(await c.init(), 'INIT');
-    const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
-    const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
-    const chunk = Buffer.alloc(1 << 20, 0xab);
-    for (let i = 0; i < 128; i++) ok(await c.write(o.fh, i * chunk.length, chunk, { nodeid: e.nodeid }), 'WRITE');
+    const { e, o } = await dirtyFile(c);
     const order: string[] = [];
-    const args = Buffer.alloc(abi.FSYNC_IN_SIZE);
-    abi.encodeFsyncIn(args, 0, { fh: BigInt(o.fh), fsyncFlags: 0 });
     let fsyncAt = 0n;
     let stoppedAt = 0n;
-    const fsync = c.request(abi.Opcode.FSYNC, e.nodeid, args, 0).then((r) => {
+    const fsync = c.request(abi.Opcode.FSYNC, e.nodeid, fsyncArgs(o.fh), 0).then((r) => {
       assert.equal(r.error, 0);
       order.push('fsync');
       fsyncAt = process.hrtime.bigint();
@@ -206,6 +217,50 @@ async function stopWhileSetlkwWaits(): Promise<{ setlkwError: number; base: numb
   }
 }
 
+/**
+ * SIGTERM while a SET_VRING_KICK (a new kick descriptor) or a GET_VRING_BASE of queue 1 waits
+ * for that queue to stop (an fsync of 128 MiB of dirty data runs there): how the daemon
+ * exited, and its log lines from the signal on.
+ */
+async function sigtermWhileStopWaits(request: 'SET_VRING_KICK' | 'GET_VRING_BASE'): Promise<{ exit: DaemonExit; output: string; afterSignal: Array<{ msg?: string; level?: number }>; errors: number }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
+  fs.mkdirSync(path.join(dir, 'share'));
+  fs.writeFileSync(path.join(dir, 'share', 'dirty'), '');
+  const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--thread-pool-size=0', '--log-level=debug'] });
+  const fe = await daemon.connect();
+  try {
+    await fe.negotiate({ memory: { size: 32 << 20 } });
+    const c = new FuseClient(fe, { timeoutMs: 60000 });
+    ok(await c.init(), 'INIT');
+    const { e, o } = await dirtyFile(c);
+    void c.request(abi.Opcode.FSYNC, e.nodeid, fsyncArgs(o.fh), 0).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 20));
+    // Either stops the queue first, which waits for the fsync.
+    if (request === 'SET_VRING_KICK') {
+      const kick = native.eventfdCreate();
+      await fe.setVringKick(1, kick);
+      native.close(kick);
+    } else {
+      void fe.getVringBase(1).catch(() => undefined);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    daemon.proc.kill('SIGTERM');
+    const exit = await daemon.waitExit(60000);
+    const lines = daemon
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg?: string; level?: number });
+    const signalled = lines.findIndex((l) => l.msg === 'exiting on signal');
+    assert.ok(signalled >= 0 && lines.some((l) => l.msg === 'connection closed'), daemon.describeExit());
+    return { exit, output: daemon.describeExit(), afterSignal: lines.slice(signalled + 1), errors: lines.filter((l) => (l.level ?? 0) >= 50).length };
+  } finally {
+    fe.close();
+    await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('virtiofsd-ts: a request that blocks and the one behind it, on one queue and on another', function () {
   this.timeout(120000);
 
@@ -258,6 +313,15 @@ describe('virtiofsd-ts: a request that blocks and the one behind it, on one queu
     }
     assert.ok(taken > 0, 'in no round did the kick thread take an IOCTL before the stop: nothing was checked');
   });
+
+  for (const request of ['SET_VRING_KICK', 'GET_VRING_BASE'] as const) {
+    it(`SIGTERM while a ${request} waits for its queue to stop (an fsync runs there): the daemon exits cleanly, with no error and starting no queue once the signal came`, async () => {
+      const r = await sigtermWhileStopWaits(request);
+      assert.equal(r.exit.code, 0, r.output);
+      assert.equal(r.errors, 0, r.output);
+      assert.deepEqual(r.afterSignal.filter((l) => l.msg === 'queue started'), [], r.output);
+    });
+  }
 
   it('--thread-pool-size=0, two request queues: queue 1 stopped while its fsync runs; queue 2 is served meanwhile, and the stop is answered after the fsync', async () => {
     // The fsync's reply (on the used ring) and the stop's (on the socket) reach the front end
