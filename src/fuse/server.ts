@@ -42,6 +42,38 @@ const MAX_OUT_BODY = 128 * 1024;
 
 /** The largest file offset (off_t); the kernel refuses a transfer beyond it with EINVAL. */
 const MAX_OFFSET = (1n << 63n) - 1n;
+/** The largest integer a JS number holds exactly (2^53 - 1). */
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * A node id or file handle the guest sent, as a JS number. Ours are small sequence numbers,
+ * so one past 2^53 names nothing we handed out: EBADF (a double would round it into another).
+ */
+function idOf(v: bigint): number {
+  if (v > MAX_SAFE) throw new FsError(E.EBADF);
+  return Number(v);
+}
+
+/**
+ * An offset, length, size or time the guest sent, as a JS number. The fast path serves the
+ * whole 64-bit range; such a request reaches JS with a value past 2^53 only when the fast
+ * path left it (or at --log-level=trace, where JS serves everything): EOVERFLOW, a value
+ * too large for the type JS carries it in, rather than a rounded one.
+ */
+function numberOf(v: bigint): number {
+  if (v > MAX_SAFE || v < -MAX_SAFE) throw new FsError(E.EOVERFLOW);
+  return Number(v);
+}
+
+/** A FORGET's count: past 2^53 it is more than any node holds, so all of them. */
+function lookupsOf(v: bigint): number {
+  return v > MAX_SAFE ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+
+/** A lock's range must lie in [0, OFFSET_MAX], as fcntl's does (the kernel never sends one past). */
+function checkLockRange(lk: abi.FileLock): void {
+  if (lk.start > MAX_OFFSET || lk.end > MAX_OFFSET) throw new FsError(E.EINVAL);
+}
 
 /** Our protocol version. */
 export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
@@ -49,6 +81,9 @@ export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
 /** Per-opcode request counters, for tests and the exit report. */
 export type OpcodeCounts = Map<number, number>;
 
+const FATTR_SIZE = 1 << 3;
+const FATTR_ATIME = 1 << 4;
+const FATTR_MTIME = 1 << 5;
 const FATTR_FH = 1 << 6;
 /** The requests that make a file, and may carry its security context (FUSE_SECURITY_CTX). */
 const CREATING: ReadonlySet<number> = new Set([abi.Opcode.CREATE, abi.Opcode.MKNOD, abi.Opcode.MKDIR, abi.Opcode.SYMLINK, abi.Opcode.TMPFILE]);
@@ -117,7 +152,8 @@ export class FuseServer {
 
   private dispatch(t: FuseTransfer, h: abi.InHeader, ctx: Context, a: Buffer): number | Promise<number> | PoolReplied {
     const fs = this.fs;
-    const nodeid = Number(h.nodeid);
+    // INIT carries no node; any other request naming one past 2^53 gets EBADF.
+    const nodeid = h.opcode === abi.Opcode.INIT ? 0 : idOf(h.nodeid);
     const u = h.unique;
     const O = abi.Opcode;
     if (h.totalExtlen > 0 && CREATING.has(h.opcode)) ctx.securityContext = abi.securityContextOf(a, h.totalExtlen) ?? undefined;
@@ -128,14 +164,14 @@ export class FuseServer {
         fs.destroy();
         return this.ok(t, u, 0);
       case O.FORGET:
-        fs.forget(nodeid, Number(abi.decodeForgetIn(a, 0).nlookup));
+        fs.forget(nodeid, lookupsOf(abi.decodeForgetIn(a, 0).nlookup));
         return 0;
       case O.BATCH_FORGET: {
         const { count } = abi.decodeBatchForgetIn(a, 0);
         if (abi.BATCH_FORGET_IN_SIZE + count * abi.FORGET_ONE_SIZE > a.length) throw new abi.FuseAbiError('BATCH_FORGET count past its buffer');
         for (let i = 0; i < count; i++) {
           const one = abi.decodeForgetOne(a, abi.BATCH_FORGET_IN_SIZE + i * abi.FORGET_ONE_SIZE);
-          fs.forget(Number(one.nodeid), Number(one.nlookup));
+          if (one.nodeid <= MAX_SAFE) fs.forget(Number(one.nodeid), lookupsOf(one.nlookup));
         }
         return 0;
       }
@@ -146,12 +182,12 @@ export class FuseServer {
         return this.entry(t, u, fs.lookup(ctx, nodeid, name(a, 0)));
       case O.GETATTR: {
         const g = a.length >= abi.GETATTR_IN_SIZE ? abi.decodeGetattrIn(a, 0) : { getattrFlags: 0, fh: 0n };
-        const fh = g.getattrFlags & abi.GetattrFlags.FH ? Number(g.fh) : null;
+        const fh = g.getattrFlags & abi.GetattrFlags.FH ? idOf(g.fh) : null;
         return this.attr(t, u, fs.getattr(ctx, nodeid, fh));
       }
       case O.STATX: {
         const x = abi.decodeStatxIn(a, 0);
-        const fh = x.getattrFlags & abi.GetattrFlags.FH ? Number(x.fh) : null;
+        const fh = x.getattrFlags & abi.GetattrFlags.FH ? idOf(x.fh) : null;
         const r = fs.statx(ctx, nodeid, fh, x.sxMask);
         const at = r.attr;
         const sx = (sec: number, nsec: number): abi.SxTime => ({ tvSec: BigInt(sec), tvNsec: nsec });
@@ -177,14 +213,14 @@ export class FuseServer {
           u,
           fs.setattr(ctx, nodeid, {
             valid: s.valid,
-            fh: s.valid & FATTR_FH ? Number(s.fh) : 0,
+            fh: s.valid & FATTR_FH ? idOf(s.fh) : 0,
             mode: s.mode,
             uid: s.uid,
             gid: s.gid,
-            size: Number(s.size),
-            atime: Number(s.atime),
+            size: s.valid & FATTR_SIZE ? numberOf(s.size) : 0,
+            atime: s.valid & FATTR_ATIME ? numberOf(s.atime) : 0,
             atimeNsec: s.atimensec,
-            mtime: Number(s.mtime),
+            mtime: s.valid & FATTR_MTIME ? numberOf(s.mtime) : 0,
             mtimeNsec: s.mtimensec,
           }),
         );
@@ -217,12 +253,12 @@ export class FuseServer {
         const at = two ? abi.RENAME2_IN_SIZE : abi.RENAME_IN_SIZE;
         const oldName = name(a, at);
         const newName = name(a, at + oldName.length + 1);
-        fs.rename(ctx, nodeid, oldName, Number(r.newdir), newName, r.flags);
+        fs.rename(ctx, nodeid, oldName, idOf(r.newdir), newName, r.flags);
         return this.ok(t, u, 0);
       }
       case O.LINK: {
         const l = abi.decodeLinkIn(a, 0);
-        return this.entry(t, u, fs.link(ctx, Number(l.oldnodeid), nodeid, name(a, abi.LINK_IN_SIZE)));
+        return this.entry(t, u, fs.link(ctx, idOf(l.oldnodeid), nodeid, name(a, abi.LINK_IN_SIZE)));
       }
       case O.OPEN:
       case O.OPENDIR: {
@@ -244,7 +280,7 @@ export class FuseServer {
         if (room < 0) return 0;
         const size = Math.min(r.size, room);
         this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE);
-        const n = fs.read(ctx, nodeid, Number(r.fh), Number(r.offset), size, t.writeRanges(abi.OUT_HEADER_SIZE, size));
+        const n = fs.read(ctx, nodeid, idOf(r.fh), numberOf(r.offset), size, t.writeRanges(abi.OUT_HEADER_SIZE, size));
         if (n === REPLIED_BY_POOL) return n;
         if (typeof n !== 'number') return n.then((got) => this.header(t, u, 0, got));
         return this.header(t, u, 0, n);
@@ -254,7 +290,7 @@ export class FuseServer {
         if (w.offset > MAX_OFFSET) return this.error(t, u, E.EINVAL, h.opcode);
         if (w.size > t.readableLeft) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${t.readableLeft} in the request`);
         this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE + abi.WRITE_OUT_SIZE);
-        const n = fs.write(ctx, nodeid, Number(w.fh), Number(w.offset), t.readRanges(w.size), w.writeFlags);
+        const n = fs.write(ctx, nodeid, idOf(w.fh), numberOf(w.offset), t.readRanges(w.size), w.writeFlags);
         if (n === REPLIED_BY_POOL) return n;
         const done = (wrote: number): number => {
           abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: wrote });
@@ -264,14 +300,14 @@ export class FuseServer {
       }
       case O.FLUSH: {
         const f = abi.decodeFlushIn(a, 0);
-        fs.flush(ctx, nodeid, Number(f.fh), f.lockOwner);
+        fs.flush(ctx, nodeid, idOf(f.fh), f.lockOwner);
         return this.ok(t, u, 0);
       }
       case O.RELEASE:
       case O.RELEASEDIR: {
         const r = abi.decodeReleaseIn(a, 0);
-        if (h.opcode === O.RELEASE) fs.release(ctx, nodeid, Number(r.fh), r.releaseFlags, r.lockOwner);
-        else fs.releasedir(ctx, nodeid, Number(r.fh));
+        if (h.opcode === O.RELEASE) fs.release(ctx, nodeid, idOf(r.fh), r.releaseFlags, r.lockOwner);
+        else fs.releasedir(ctx, nodeid, idOf(r.fh));
         return this.ok(t, u, 0);
       }
       case O.FSYNC:
@@ -279,7 +315,7 @@ export class FuseServer {
         const f = abi.decodeFsyncIn(a, 0);
         const datasync = (f.fsyncFlags & abi.FsyncFlags.FDATASYNC) !== 0;
         this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE);
-        const r = h.opcode === O.FSYNC ? fs.fsync(ctx, nodeid, Number(f.fh), datasync) : fs.fsyncdir(ctx, nodeid, Number(f.fh), datasync);
+        const r = h.opcode === O.FSYNC ? fs.fsync(ctx, nodeid, idOf(f.fh), datasync) : fs.fsyncdir(ctx, nodeid, idOf(f.fh), datasync);
         if (r === REPLIED_BY_POOL) return r;
         if (r instanceof Promise) return r.then(() => this.ok(t, u, 0));
         return this.ok(t, u, 0);
@@ -289,7 +325,7 @@ export class FuseServer {
         const r = abi.decodeReadIn(a, 0);
         const size = Math.max(0, Math.min(r.size, t.writableLen - abi.OUT_HEADER_SIZE, MAX_OUT_BODY));
         const out = this.outBuf.subarray(abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + size);
-        const n = fs.readdir(ctx, nodeid, Number(r.fh), r.offset, out, h.opcode === O.READDIRPLUS);
+        const n = fs.readdir(ctx, nodeid, idOf(r.fh), r.offset, out, h.opcode === O.READDIRPLUS);
         return this.ok(t, u, n);
       }
       case O.STATFS: {
@@ -326,18 +362,18 @@ export class FuseServer {
         return this.ok(t, u, 0);
       case O.FALLOCATE: {
         const f = abi.decodeFallocateIn(a, 0);
-        const r = fs.fallocate(ctx, nodeid, Number(f.fh), Number(f.offset), Number(f.length), f.mode);
+        const r = fs.fallocate(ctx, nodeid, idOf(f.fh), numberOf(f.offset), numberOf(f.length), f.mode);
         return r instanceof Promise ? r.then(() => this.ok(t, u, 0)) : this.ok(t, u, 0);
       }
       case O.LSEEK: {
         const l = abi.decodeLseekIn(a, 0);
-        const off = fs.lseek(ctx, nodeid, Number(l.fh), Number(l.offset), l.whence);
+        const off = fs.lseek(ctx, nodeid, idOf(l.fh), numberOf(l.offset), l.whence);
         abi.encodeLseekOut(this.outBuf, abi.OUT_HEADER_SIZE, { offset: BigInt(off) });
         return this.ok(t, u, abi.LSEEK_OUT_SIZE);
       }
       case O.COPY_FILE_RANGE: {
         const c = abi.decodeCopyFileRangeIn(a, 0);
-        const n = fs.copyFileRange(ctx, Number(c.fhIn), Number(c.offIn), Number(c.fhOut), Number(c.offOut), Number(c.len), Number(c.flags));
+        const n = fs.copyFileRange(ctx, idOf(c.fhIn), numberOf(c.offIn), idOf(c.fhOut), numberOf(c.offOut), numberOf(c.len), c.flags > MAX_SAFE ? -1 : Number(c.flags));
         const done = (copied: number): number => {
           abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: copied });
           return this.ok(t, u, abi.WRITE_OUT_SIZE);
@@ -350,7 +386,8 @@ export class FuseServer {
       }
       case O.GETLK: {
         const l = abi.decodeLkIn(a, 0);
-        const r = fs.getlk(ctx, nodeid, Number(l.fh), l.owner, l.lk);
+        checkLockRange(l.lk);
+        const r = fs.getlk(ctx, nodeid, idOf(l.fh), l.owner, l.lk);
         abi.encodeLkOut(this.outBuf, abi.OUT_HEADER_SIZE, { lk: r });
         return this.ok(t, u, abi.LK_OUT_SIZE);
       }
@@ -358,10 +395,11 @@ export class FuseServer {
       case O.SETLKW: {
         const l = abi.decodeLkIn(a, 0);
         const flock = (l.lkFlags & abi.LkFlags.FLOCK) !== 0;
+        if (!flock) checkLockRange(l.lk);
         if (this.log.isLevelEnabled('trace')) {
           this.log.trace({ op: abi.opcodeName(h.opcode), nodeid, owner: l.owner.toString(16), type: l.lk.type, start: String(l.lk.start), end: String(l.lk.end), flock }, 'lock request');
         }
-        const r = fs.setlk(ctx, nodeid, Number(l.fh), l.owner, l.lk, flock, h.opcode === O.SETLKW);
+        const r = fs.setlk(ctx, nodeid, idOf(l.fh), l.owner, l.lk, flock, h.opcode === O.SETLKW);
         if (r instanceof Promise) return r.then(() => this.ok(t, u, 0));
         return this.ok(t, u, 0);
       }

@@ -129,7 +129,10 @@ export class Daemon {
   readonly sharedDir: string;
   readonly commandLine: string;
   exited: DaemonExit | null = null;
+  /** virtiofsd-ts's log lines at level error or fatal, all of them (the output keeps the last 64 KiB). */
+  readonly errorLines: string[] = [];
   private out = '';
+  private partialLine = '';
   private readonly exitPromise: Promise<DaemonExit>;
 
   constructor(kind: DaemonKind, opts: DaemonOptions) {
@@ -157,7 +160,11 @@ export class Daemon {
     installExitHook();
     const echo = process.env.VIRTIOFSD_TEST_LOG === '1';
     const collect = (chunk: Buffer): void => {
-      this.out += chunk.toString('utf8');
+      const text = chunk.toString('utf8');
+      this.out += text;
+      const lines = (this.partialLine + text).split('\n');
+      this.partialLine = lines.pop() ?? '';
+      for (const l of lines) if (/^\{"level":(50|60),/.test(l)) this.errorLines.push(l);
       if (this.out.length > OUTPUT_LIMIT) this.out = this.out.slice(-OUTPUT_LIMIT);
       if (echo) process.stderr.write(`[${kind} virtiofsd] ${chunk.toString('utf8')}`);
     };

@@ -1,15 +1,21 @@
 /**
  * A guest that sends garbage: thousands of FUSE requests with random opcodes, node ids, file
  * handles, lengths and bodies (random bytes, or a structure with hostile names: "..", "a/b",
- * a name of 300 bytes, no NUL), on four lanes at once, against the real daemon through its
- * socket. Seeded, so a failure can be replayed (FUZZ_SEED=n). Every request must come back
- * (no hang) with a well-formed reply or none (a request too short for a header); the daemon
- * must live through it and serve a new session afterwards; and nothing outside the share may
+ * a name of 300 bytes, no NUL; lock requests of three owners on shared ranges), on four
+ * lanes at once, against the real daemon through its socket, in four configurations, one at
+ * --log-level=trace (every request served by JS, no fast path).
+ * Seeded, so a failure can be replayed (FUZZ_SEED=n). Every request must come back (no hang)
+ * with a well-formed reply or none (a request too short for a header), and be refused with
+ * an errno, never with an exception of ours (logged as "request failed"); the daemon must
+ * live through it and serve a new session afterwards; and nothing outside the share may
  * change: a canary directory beside it, reachable from inside only through a symlink, keeps
  * its file, its mode and its listing.
  *
- * Left out: SETLKW (it waits for a lock another owner holds, by design) and lengths that
- * would fill the host's disk (FALLOCATE and COPY_FILE_RANGE are kept under 1 MiB).
+ * A SETLKW may wait for a lock another owner holds, by design: it is not waited for in its
+ * lane; once the lanes are done the queues are stopped (as QEMU stops them), which gives up
+ * the waits that are left (EINTR), and every SETLKW must have come back by then, well-formed.
+ * Left out: lengths that would fill the host's disk (FALLOCATE and COPY_FILE_RANGE are kept
+ * under 1 MiB).
  *
  * And a front end that sends garbage: random vhost-user messages (codes, flags, sizes that
  * lie, payloads, descriptors of every kind), on a fresh connection or on a device already
@@ -59,6 +65,7 @@ describe('a guest sending random FUSE requests', function () {
     ['defaults', ['--cache=never'], 1, 1],
     ['cache always, writeback, an I/O pool, xattrs', ['--cache=always', '--writeback', '--thread-pool-size=4', '--xattr'], 2, 1],
     ['two request queues, two lanes on each', ['--cache=never', '--thread-pool-size=2'], 3, 2],
+    ['every request through JS (--log-level=trace)', ['--cache=never', '--log-level=trace'], 4, 1],
   ] as const) {
     it(`gets a well-formed reply to each, never reaches outside the share, and serves on (${label})`, async () => {
       const s = Number(process.env.FUZZ_SEED ?? seed);
@@ -84,14 +91,14 @@ describe('a guest sending random FUSE requests', function () {
       const nodeids: bigint[] = [1n, 0n];
       for (const n of ['f', 'd', 'l', 'abs', 'fifo']) nodeids.push(ok(await c.lookup(1n, n), `LOOKUP ${n}`).nodeid);
       const fhs: bigint[] = [0n, ok(await c.open(nodeids[2], 2), 'OPEN f').fh, ok(await c.opendir(nodeids[3]), 'OPENDIR d').fh];
-      const opcodes = Object.values(abi.Opcode).filter((v): v is number => typeof v === 'number' && v !== abi.Opcode.SETLKW);
+      const opcodes = Object.values(abi.Opcode).filter((v): v is number => typeof v === 'number');
 
       // Well-formed requests on a small namespace, so that they meet: made, renamed, linked,
       // opened, written and removed by one lane while another uses them.
       const NAMES = ['a', 'b', 'c', 'sub', 'sub2', '..', 'a/b'];
       const cname = (): Buffer => Buffer.from(`${pick(NAMES)}\0`);
       const O = abi.Opcode;
-      const WELL_FORMED = [O.LOOKUP, O.UNLINK, O.RMDIR, O.MKDIR, O.MKNOD, O.CREATE, O.SYMLINK, O.LINK, O.RENAME, O.RENAME2, O.OPEN, O.OPENDIR, O.READ, O.READDIR, O.READDIRPLUS, O.WRITE, O.RELEASE, O.RELEASEDIR, O.FLUSH, O.FSYNC, O.FORGET, O.SETATTR];
+      const WELL_FORMED = [O.LOOKUP, O.UNLINK, O.RMDIR, O.MKDIR, O.MKNOD, O.CREATE, O.SYMLINK, O.LINK, O.RENAME, O.RENAME2, O.OPEN, O.OPENDIR, O.READ, O.READDIR, O.READDIRPLUS, O.WRITE, O.RELEASE, O.RELEASEDIR, O.FLUSH, O.FSYNC, O.FORGET, O.SETATTR, O.GETLK, O.SETLK, O.SETLKW];
       const wellFormed = (opcode: number): Buffer | null => {
         const fh = pick(fhs);
         switch (opcode) {
@@ -123,6 +130,9 @@ describe('a guest sending random FUSE requests', function () {
             return le(24, [[0, fh, 8]]);
           case O.FORGET:
             return le(8, [[0, pick([1, 2, 1000]), 8]]);
+          case O.GETLK: case O.SETLK: case O.SETLKW:
+            // Three owners, overlapping ranges, POSIX or flock: locks that conflict, waits, deadlocks.
+            return le(48, [[0, fh, 8], [8, pick([1, 2, 3]), 8], [16, pick([0, 10, 100]), 8], [24, pick([9n, 99n, 0x7fffffffffffffffn]), 8], [32, pick([0, 1, 2]), 4], [40, rand() < 0.8 ? 0 : 1, 4]]);
           case O.SETATTR:
             return le(88, [[0, pick([1, 8, 8 | 64, 16 | 32, 2 | 4]), 4], [8, fh, 8], [16, pick([0, 10, 5000]), 8], [68, pick([0o644, 0o4755, 0o000]), 4], [76, pick([0, 1000]), 4], [80, pick([0, 1000]), 4]]);
           default:
@@ -152,7 +162,30 @@ describe('a guest sending random FUSE requests', function () {
       const mem = fe.memory!;
       let sent = 0;
       let unique = 1n << 40n;
-      const counts = { replies: 0, errors: 0, dropped: 0 };
+      const counts = { replies: 0, errors: 0, dropped: 0, setlkws: 0, setlkwsAtStop: 0 };
+      let stopping = false;
+      /** A reply must be well-formed: its unique, its lengths, an errno in range. */
+      const check = (opcode: number, u: bigint, used: { len: number }, wr: { buf: Buffer } | null, cap: number): void => {
+        if (opcode === abi.Opcode.SETLKW && stopping) counts.setlkwsAtStop++;
+        if (used.len === 0) {
+          counts.dropped++;
+        } else {
+          assert.ok(wr && used.len >= abi.OUT_HEADER_SIZE && used.len <= cap, `seed ${s}: ${abi.opcodeName(opcode)}: used length ${used.len} in ${cap} bytes of room`);
+          const h = abi.decodeOutHeader(wr.buf, 0);
+          assert.equal(h.unique, u, `seed ${s}: ${abi.opcodeName(opcode)}: the reply's unique`);
+          assert.equal(h.len, used.len, `seed ${s}: ${abi.opcodeName(opcode)}: out header length and used length`);
+          assert.ok(h.error <= 0 && h.error >= -4095, `seed ${s}: ${abi.opcodeName(opcode)}: error ${h.error}`);
+          if (h.error < 0) counts.errors++;
+          else counts.replies++;
+          // What the daemon hands out, the next requests use.
+          const entry = [abi.Opcode.LOOKUP, abi.Opcode.CREATE, abi.Opcode.MKDIR, abi.Opcode.MKNOD, abi.Opcode.SYMLINK, abi.Opcode.LINK];
+          if (h.error === 0 && entry.includes(opcode) && used.len >= abi.OUT_HEADER_SIZE + 8) nodeids.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE));
+          if (h.error === 0 && (opcode === abi.Opcode.OPEN || opcode === abi.Opcode.OPENDIR) && used.len >= abi.OUT_HEADER_SIZE + 8) fhs.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE));
+          if (h.error === 0 && opcode === abi.Opcode.CREATE && used.len >= abi.OUT_HEADER_SIZE + abi.ENTRY_OUT_SIZE + 8) fhs.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE + abi.ENTRY_OUT_SIZE));
+        }
+      };
+      // SETLKWs that may be waiting for a lock: checked once the queues have stopped.
+      const waiting: Array<Promise<void>> = [];
       const lane = async (k: number): Promise<void> => {
         const q = fe.queue(1 + (k % queues));
         while (sent < REQUESTS) {
@@ -178,36 +211,37 @@ describe('a guest sending random FUSE requests', function () {
           args.copy(rd.buf, abi.IN_HEADER_SIZE);
           const cap = structured ? pick([4096, 65536]) : pick([0, 16, 64, 256, 4096, 65536]);
           const wr = cap ? mem.alloc(cap, 64) : null;
-          const used = await q.submit([{ gpa: rd.gpa, len }], wr ? [{ gpa: wr.gpa, len: cap }] : [], {
+          const submitted = q.submit([{ gpa: rd.gpa, len }], wr ? [{ gpa: wr.gpa, len: cap }] : [], {
             label: `seed ${s}: request ${sent}, ${abi.opcodeName(opcode)} on node ${nodeid}`,
-            timeoutMs: 30000,
+            timeoutMs: opcode === abi.Opcode.SETLKW ? 120000 : 30000,
           });
-          if (used.len === 0) {
-            counts.dropped++;
+          const answered = submitted.then((used) => check(opcode, u, used, wr, cap));
+          const freed = answered.finally(() => {
+            mem.free(rd);
+            if (wr) mem.free(wr);
+          });
+          if (opcode === abi.Opcode.SETLKW) {
+            counts.setlkws++;
+            waiting.push(freed);
           } else {
-            assert.ok(wr && used.len >= abi.OUT_HEADER_SIZE && used.len <= cap, `seed ${s}: ${abi.opcodeName(opcode)}: used length ${used.len} in ${cap} bytes of room`);
-            const h = abi.decodeOutHeader(wr.buf, 0);
-            assert.equal(h.unique, u, `seed ${s}: ${abi.opcodeName(opcode)}: the reply's unique`);
-            assert.equal(h.len, used.len, `seed ${s}: ${abi.opcodeName(opcode)}: out header length and used length`);
-            assert.ok(h.error <= 0 && h.error >= -4095, `seed ${s}: ${abi.opcodeName(opcode)}: error ${h.error}`);
-            if (h.error < 0) counts.errors++;
-            else counts.replies++;
-            // What the daemon hands out, the next requests use.
-            const entry = [abi.Opcode.LOOKUP, abi.Opcode.CREATE, abi.Opcode.MKDIR, abi.Opcode.MKNOD, abi.Opcode.SYMLINK, abi.Opcode.LINK];
-            if (h.error === 0 && entry.includes(opcode) && used.len >= abi.OUT_HEADER_SIZE + 8) nodeids.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE));
-            if (h.error === 0 && (opcode === abi.Opcode.OPEN || opcode === abi.Opcode.OPENDIR) && used.len >= abi.OUT_HEADER_SIZE + 8) fhs.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE));
-            if (h.error === 0 && opcode === abi.Opcode.CREATE && used.len >= abi.OUT_HEADER_SIZE + abi.ENTRY_OUT_SIZE + 8) fhs.push(wr.buf.readBigUInt64LE(abi.OUT_HEADER_SIZE + abi.ENTRY_OUT_SIZE));
+            await freed;
           }
-          mem.free(rd);
-          if (wr) mem.free(wr);
         }
       };
       await Promise.all(Array.from({ length: LANES }, (_, k) => lane(k)));
+      // The SETLKWs still waiting are given up when their queue stops; then the queues run again.
+      stopping = true;
+      await fe.startQueues(await fe.stopQueues());
+      await Promise.all(waiting);
       if (process.env.FUZZ_VERBOSE) process.stderr.write(`seed ${s}: ${JSON.stringify(counts)}, ${nodeids.length} node ids and ${fhs.length} handles handed out\n`);
+      assert.ok(counts.setlkws > 0, `seed ${s}: no SETLKW sent: ${JSON.stringify(counts)}`);
       // Both kinds of answer happened: the run tried things that worked and things that did not.
       assert.ok(counts.replies > 100 && counts.errors > 1000, `seed ${s}: ${JSON.stringify(counts)}`);
 
       assert.equal(env.daemon.exited, null, `seed ${s}: the daemon died: ${env.daemon.describeExit()}`);
+      // Bad input is refused with an errno; an exception that is not one (logged as "request
+      // failed", answered EIO) is a bug of ours.
+      assert.deepEqual(env.daemon.errorLines.filter((l) => l.includes('"msg":"request failed"')), [], `seed ${s}`);
       assert.deepEqual(snapshot(outside), before, `seed ${s}: something outside the share changed`);
       assert.equal(fs.readFileSync(path.join(outside, 'canary'), 'utf8'), 'must not change');
       assert.deepEqual(fs.readdirSync(dir).sort(), parentBefore, `seed ${s}: the share's parent directory changed`);
