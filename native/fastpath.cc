@@ -626,30 +626,30 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, SyncfsNode(s, Load64(c.prefetch + 16)), 0);
   }
 
-  // FALLOCATE (not on a read-only share, which JS refuses). Offsets and lengths beyond what
-  // a JS number holds exactly go to JS.
+  // FALLOCATE (not on a read-only share, which JS refuses), whatever its offset and length:
+  // an XFS or btrfs file may reach 8 EiB (JS, which carries them as doubles, refuses those
+  // past 2^53 with EOVERFLOW).
   Result ServeFallocate(const ChainView& c, FsState* s, uint32_t len) {
     if (readOnly_ || len < kInHeaderSize + kFallocateInSize || c.prefetched < kInHeaderSize + kFallocateInSize ||
         c.writableLen < kOutHeaderSize || OnJsThread())
       return kDeclined;
     const uint8_t* a = c.prefetch + kInHeaderSize;
     uint64_t offset = Load64(a + 8), length = Load64(a + 16);
-    if (offset >= kMaxExactInJs || length >= kMaxExactInJs) return kDeclined;
     fallocates_++;
     return Reply(c, FallocateHandle(s, Load64(a), static_cast<int>(Load32(a + 24)), static_cast<int64_t>(offset),
                                     static_cast<int64_t>(length)),
                  0);
   }
 
-  // COPY_FILE_RANGE (not on a read-only share): the bytes copied as fuse_write_out. Offsets,
-  // lengths and flags beyond what JS passes on exactly go to JS.
+  // COPY_FILE_RANGE (not on a read-only share): the bytes copied as fuse_write_out, whatever
+  // the offsets. Lengths and flags past 32 bits go to JS.
   Result ServeCopyRange(const ChainView& c, FsState* s, uint32_t len) {
     if (readOnly_ || len < kInHeaderSize + kCopyFileRangeInSize || c.prefetched < kInHeaderSize + kCopyFileRangeInSize ||
         c.writableLen < kOutHeaderSize + kWriteOutSize || OnJsThread())
       return kDeclined;
     const uint8_t* a = c.prefetch + kInHeaderSize;
     uint64_t offIn = Load64(a + 8), offOut = Load64(a + 32), length = Load64(a + 40), flags = Load64(a + 48);
-    if (offIn >= kMaxExactInJs || offOut >= kMaxExactInJs || length > UINT32_MAX || flags > UINT32_MAX) return kDeclined;
+    if (length > UINT32_MAX || flags > UINT32_MAX) return kDeclined;
     copyRanges_++;
     int64_t r = CopyRangeHandles(s, Load64(a), static_cast<int64_t>(offIn), Load64(a + 24), static_cast<int64_t>(offOut), length,
                                  static_cast<unsigned>(flags));
@@ -659,14 +659,14 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, 0, kWriteOutSize);
   }
 
-  // LSEEK (SEEK_DATA and SEEK_HOLE: Linux answers the others itself): the offset found.
+  // LSEEK (SEEK_DATA and SEEK_HOLE: Linux answers the others itself): the offset found,
+  // exactly, from any offset.
   Result ServeLseek(const ChainView& c, FsState* s, uint32_t len) {
     if (len < kInHeaderSize + kLseekInSize || c.prefetched < kInHeaderSize + kLseekInSize ||
         c.writableLen < kOutHeaderSize + kLseekOutSize)
       return kDeclined;
     const uint8_t* a = c.prefetch + kInHeaderSize;
     uint64_t offset = Load64(a + 8);
-    if (offset >= kMaxExactInJs) return kDeclined;
     lseeks_++;
     int64_t r = SeekHandle(s, Load64(a), static_cast<int64_t>(offset), static_cast<int>(Load32(a + 16)));
     if (r < 0) return Reply(c, static_cast<int32_t>(r), 0);

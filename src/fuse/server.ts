@@ -55,10 +55,12 @@ function idOf(v: bigint): number {
 }
 
 /**
- * An offset, length, size or time the guest sent, as a JS number. The fast path serves the
- * whole 64-bit range; such a request reaches JS with a value past 2^53 only when the fast
- * path left it (or at --log-level=trace, where JS serves everything): EOVERFLOW, a value
- * too large for the type JS carries it in, rather than a rounded one.
+ * An offset, length, size or time the guest sent, as a JS number; past 2^53, EOVERFLOW (a
+ * value too large for the type JS carries it in) rather than a rounded one. The fast path
+ * serves READ, WRITE, FALLOCATE, LSEEK and COPY_FILE_RANGE offsets over the whole 64-bit
+ * range; what reaches JS with such a value: a SETATTR of a size or time past 2^53
+ * (attributes travel as doubles), a COPY_FILE_RANGE of 4 GiB or more, FALLOCATE and
+ * COPY_FILE_RANGE on a queue without a kick thread, and every request at --log-level=trace.
  */
 function numberOf(v: bigint): number {
   if (v > MAX_SAFE || v < -MAX_SAFE) throw new FsError(E.EOVERFLOW);
@@ -300,7 +302,8 @@ export class FuseServer {
       }
       case O.FLUSH: {
         const f = abi.decodeFlushIn(a, 0);
-        fs.flush(ctx, nodeid, idOf(f.fh), f.lockOwner);
+        // The handle is not used (the owner's locks on the node go), so any value will do.
+        fs.flush(ctx, nodeid, f.fh > MAX_SAFE ? 0 : Number(f.fh), f.lockOwner);
         return this.ok(t, u, 0);
       }
       case O.RELEASE:
