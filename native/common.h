@@ -181,7 +181,7 @@ bool ArgPairs(const Napi::CallbackInfo& info, size_t i, const double** pairs, si
 // order of StatxField (src/native.ts), the last being fuse_attr.flags (0 here; see
 // MarkSubmount in state.h). Returns 0 or -errno.
 constexpr size_t kStatxFields = 23;
-constexpr size_t kAttrFlagsField = 22;
+constexpr size_t kModeField = 4, kUidField = 6, kGidField = 7, kAttrFlagsField = 22;
 int StatxInto(int dirfd, const char* path, int flags, double* o);
 // info[i] as a Float64Array of at least kStatxFields, or nullptr with a pending exception.
 double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i);

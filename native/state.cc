@@ -141,16 +141,16 @@ int AccessNode(FsState* s, uint64_t nodeid, uint32_t uid, uint32_t gid, uint32_t
   int r = StatxNode(s, nodeid, st);
   if (r < 0) return r;
   if ((mask & W_OK) && readOnly) return -EROFS;
-  uint32_t mode = static_cast<uint32_t>(st[4]);
   if (mask == 0) return 0;
+  uint32_t mode = static_cast<uint32_t>(st[kModeField]);
   if (uid == 0) {
     // root may read and write anything; it may execute only what someone may execute.
     return (mask & X_OK) && (mode & S_IFMT) != S_IFDIR && (mode & 0111) == 0 ? -EACCES : 0;
   }
   // The owner as the guest sees it (OwnerToGuest), against the caller's ids.
-  uint32_t bits = static_cast<double>(uid) == st[6]   ? (mode >> 6) & 7
-                  : static_cast<double>(gid) == st[7] ? (mode >> 3) & 7
-                                                      : mode & 7;
+  uint32_t bits = static_cast<double>(uid) == st[kUidField]   ? (mode >> 6) & 7
+                  : static_cast<double>(gid) == st[kGidField] ? (mode >> 3) & 7
+                                                              : mode & 7;
   uint32_t want = mask & (R_OK | W_OK | X_OK);
   return (bits & want) == want ? 0 : -EACCES;
 }

@@ -166,7 +166,7 @@ export class Daemon {
       this.partialLine = lines.pop() ?? '';
       for (const l of lines) if (/^\{"level":(50|60),/.test(l)) this.errorLines.push(l);
       if (this.out.length > OUTPUT_LIMIT) this.out = this.out.slice(-OUTPUT_LIMIT);
-      if (echo) process.stderr.write(`[${kind} virtiofsd] ${chunk.toString('utf8')}`);
+      if (echo) process.stderr.write(`[${kind} virtiofsd] ${text}`);
     };
     this.proc.stdout?.on('data', collect);
     this.proc.stderr?.on('data', collect);
@@ -195,13 +195,17 @@ export class Daemon {
     return this.logLine<T>('connection closed');
   }
 
-  /** The first JSON log line with this message; throws with the output's tail if there is none. */
-  logLine<T extends object>(msg: string): T {
-    const line = this.out
+  /** The JSON log lines of the output (its last 64 KiB), parsed, in order. */
+  logLines<T extends { msg?: string }>(): T[] {
+    return this.out
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { msg?: string })
-      .find((l) => l.msg === msg);
+      .map((l) => JSON.parse(l) as T);
+  }
+
+  /** The first JSON log line with this message; throws with the output's tail if there is none. */
+  logLine<T extends object>(msg: string): T {
+    const line = this.logLines().find((l) => l.msg === msg);
     if (!line) throw new Error(`no '${msg}' line in the daemon's output:\n${this.out.slice(-2000)}`);
     return line as T;
   }

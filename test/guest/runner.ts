@@ -199,10 +199,10 @@ export function guestFailedAtBoot(run: GuestRun): string | null {
  */
 export async function runCases(o: RunOptions): Promise<GuestRun> {
   const first = await runCasesOnce(o);
-  const aborted = guestFailedAtBoot(first);
-  if (aborted === null || (o.share !== undefined && o.prepare !== undefined)) return first;
+  const failed = guestFailedAtBoot(first);
+  if (failed === null || (o.share !== undefined && o.prepare !== undefined)) return first;
   const tail = first.console.split('\n').slice(-8).join('\n        ');
-  process.stderr.write(`      (the guest failed before any case ran: ${aborted}; the daemon exited cleanly; booting again. Its console ended:\n        ${tail})\n`);
+  process.stderr.write(`      (the guest failed before any case ran: ${failed}; the daemon exited cleanly; booting again. Its console ended:\n        ${tail})\n`);
   const second = await runCasesOnce(o);
   return { ...second, seconds: first.seconds + second.seconds };
 }

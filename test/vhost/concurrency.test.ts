@@ -14,8 +14,35 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { native } from '../../src/native';
-import { startDaemon, type DaemonExit } from '../frontend/daemons';
+import { startDaemon, type Daemon, type DaemonExit } from '../frontend/daemons';
+import type { VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
+
+/**
+ * Runs body against our daemon (exactly `args`) on a new share holding `files`, connected
+ * with 32 MiB of guest memory and `queues` request queues, past INIT on queue 1; then
+ * closes the connection, stops the daemon and removes the share.
+ */
+async function onDaemon<T>(
+  o: { files: Record<string, string>; args: string[]; queues?: number; timeoutMs?: number },
+  body: (d: { daemon: Daemon; fe: VhostUserFrontend; c: FuseClient }) => Promise<T>,
+): Promise<T> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
+  fs.mkdirSync(path.join(dir, 'share'));
+  for (const [name, data] of Object.entries(o.files)) fs.writeFileSync(path.join(dir, 'share', name), data);
+  const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: o.args });
+  const fe = await daemon.connect();
+  try {
+    await fe.negotiate({ memory: { size: 32 << 20 }, requestQueues: o.queues ?? 1 });
+    const c = new FuseClient(fe, { timeoutMs: o.timeoutMs ?? 60000 });
+    ok(await c.init(), 'INIT');
+    return await body({ daemon, fe, c });
+  } finally {
+    fe.close();
+    await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /** The share's file 'dirty' looked up, opened and written with 128 MiB (page-cached, not yet on disk). */
 async function dirtyFile(c: FuseClient): Promise<{ e: abi.EntryOut; o: abi.OpenOut }> {
@@ -38,20 +65,8 @@ function fsyncArgs(fh: number | bigint): Buffer {
  * which they completed.
  */
 async function fsyncThenGetattr(pool: number, otherQueue = 1, extraArgs: string[] = [], stopQueue1 = false): Promise<string[]> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
-  fs.mkdirSync(path.join(dir, 'share'));
-  fs.writeFileSync(path.join(dir, 'share', 'dirty'), '');
-  const daemon = startDaemon('ts', {
-    sharedDir: path.join(dir, 'share'),
-    socketPath: path.join(dir, 'vfs.sock'),
-    replaceDefaultArgs: [`--thread-pool-size=${pool}`, ...extraArgs],
-  });
-  const fe = await daemon.connect();
-  try {
-    await fe.negotiate({ memory: { size: 32 << 20 }, requestQueues: otherQueue });
-    const c = new FuseClient(fe, { timeoutMs: 60000 });
+  return onDaemon({ files: { dirty: '' }, args: [`--thread-pool-size=${pool}`, ...extraArgs], queues: otherQueue }, async ({ fe, c }) => {
     const other = new FuseClient(fe, { timeoutMs: 60000, queue: otherQueue });
-    ok(await c.init(), 'INIT');
     const { e, o } = await dirtyFile(c);
     const order: string[] = [];
     let fsyncAt = 0n;
@@ -94,11 +109,7 @@ async function fsyncThenGetattr(pool: number, otherQueue = 1, extraArgs: string[
     if (stopQueue1) assert.ok(stoppedAt - fsyncAt < 1_000_000_000n && fsyncAt - stoppedAt < 1_000_000_000n, `fsync done at ${fsyncAt}, stop answered at ${stoppedAt}`);
     if (!stopQueue1) ok(await c.release(o.fh, { nodeid: e.nodeid }), 'RELEASE');
     return order;
-  } finally {
-    fe.close();
-    await daemon.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** A write lock of [0, 0] on `fh` for `owner` (fuse_lk_in). */
@@ -124,21 +135,9 @@ async function lockTaken(c: FuseClient): Promise<{ l: abi.EntryOut; a: bigint; b
  * completion and the exit report.
  */
 async function fsyncWhileSetlkwWaits(): Promise<{ order: string[]; fsyncMs: number; report: { nativeOpcodesPerQueue: Record<string, Record<string, number>>; opcodesPerQueue: Record<string, Record<string, number>> } }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
-  fs.mkdirSync(path.join(dir, 'share'));
-  fs.writeFileSync(path.join(dir, 'share', 'dirty'), '');
-  fs.writeFileSync(path.join(dir, 'share', 'lock'), 'x');
-  const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--thread-pool-size=0'] });
-  const fe = await daemon.connect();
-  try {
-    await fe.negotiate({ memory: { size: 32 << 20 }, requestQueues: 2 });
-    const c = new FuseClient(fe, { timeoutMs: 60000 });
+  return onDaemon({ files: { dirty: '', lock: 'x' }, args: ['--thread-pool-size=0'], queues: 2 }, async ({ daemon, fe, c }) => {
     const other = new FuseClient(fe, { timeoutMs: 60000, queue: 2 });
-    ok(await c.init(), 'INIT');
-    const e = ok(await c.lookup(1n, 'dirty'), 'LOOKUP');
-    const o = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN');
-    const chunk = Buffer.alloc(1 << 20, 0xab);
-    for (let i = 0; i < 128; i++) ok(await c.write(o.fh, i * chunk.length, chunk, { nodeid: e.nodeid }), 'WRITE');
+    const { e, o } = await dirtyFile(c);
     const { l, a, b } = await lockTaken(c);
     const order: string[] = [];
     const setlkw = c.request(abi.Opcode.SETLKW, l.nodeid, lk(b, 2n), 0).then((r) => {
@@ -146,11 +145,9 @@ async function fsyncWhileSetlkwWaits(): Promise<{ order: string[]; fsyncMs: numb
       order.push('setlkw');
     });
     await new Promise((r) => setTimeout(r, 20));
-    const args = Buffer.alloc(abi.FSYNC_IN_SIZE);
-    abi.encodeFsyncIn(args, 0, { fh: BigInt(o.fh), fsyncFlags: 0 });
     const fsyncSent = Date.now();
     let fsyncMs = 0;
-    const fsync = c.request(abi.Opcode.FSYNC, e.nodeid, args, 0).then((r) => {
+    const fsync = c.request(abi.Opcode.FSYNC, e.nodeid, fsyncArgs(o.fh), 0).then((r) => {
       assert.equal(r.error, 0);
       order.push('fsync');
       fsyncMs = Date.now() - fsyncSent;
@@ -169,11 +166,7 @@ async function fsyncWhileSetlkwWaits(): Promise<{ order: string[]; fsyncMs: numb
     fe.close();
     await daemon.stop();
     return { order, fsyncMs, report: daemon.exitReport() };
-  } finally {
-    fe.close();
-    await daemon.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /**
@@ -183,15 +176,7 @@ async function fsyncWhileSetlkwWaits(): Promise<{ order: string[]; fsyncMs: numb
  * the replies of those the stop's index covers, and the indices when the stop's reply came.
  */
 async function stopWhileSetlkwWaits(): Promise<{ setlkwError: number; base: number; availBefore: number; availIdx: number; usedIdx: number; getattrError: number; ioctlErrors: number[] }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
-  fs.mkdirSync(path.join(dir, 'share'));
-  fs.writeFileSync(path.join(dir, 'share', 'lock'), 'x');
-  const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--thread-pool-size=0'] });
-  const fe = await daemon.connect();
-  try {
-    await fe.negotiate({ memory: { size: 32 << 20 }, requestQueues: 2 });
-    const c = new FuseClient(fe, { timeoutMs: 20000 });
-    ok(await c.init(), 'INIT');
+  return onDaemon({ files: { lock: 'x' }, args: ['--thread-pool-size=0'], queues: 2, timeoutMs: 20000 }, async ({ fe, c }) => {
     const { l, b } = await lockTaken(c);
     let setlkwError = -1;
     const setlkw = c.request(abi.Opcode.SETLKW, l.nodeid, lk(b, 2n), 0).then((r) => (setlkwError = r.error));
@@ -210,11 +195,7 @@ async function stopWhileSetlkwWaits(): Promise<{ setlkwError: number; base: numb
     await setlkw;
     const covered = (base - availBefore + 0x10000) % 0x10000;
     return { setlkwError, base, availBefore, availIdx: q.availIdx, usedIdx, getattrError, ioctlErrors: await Promise.all(ioctls.slice(0, covered)) };
-  } finally {
-    fe.close();
-    await daemon.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 interface LogLine {
@@ -229,15 +210,7 @@ interface LogLine {
  * exited, and its log lines from the signal on.
  */
 async function sigtermWhileStopWaits(request: 'SET_VRING_KICK' | 'GET_VRING_BASE'): Promise<{ exit: DaemonExit; output: string; beforeSignal: LogLine[]; afterSignal: LogLine[]; errors: string[] }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-conc-'));
-  fs.mkdirSync(path.join(dir, 'share'));
-  fs.writeFileSync(path.join(dir, 'share', 'dirty'), '');
-  const daemon = startDaemon('ts', { sharedDir: path.join(dir, 'share'), socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: ['--thread-pool-size=0', '--log-level=debug'] });
-  const fe = await daemon.connect();
-  try {
-    await fe.negotiate({ memory: { size: 32 << 20 } });
-    const c = new FuseClient(fe, { timeoutMs: 60000 });
-    ok(await c.init(), 'INIT');
+  return onDaemon({ files: { dirty: '' }, args: ['--thread-pool-size=0', '--log-level=debug'] }, async ({ daemon, fe, c }) => {
     const { e, o } = await dirtyFile(c);
     void c.request(abi.Opcode.FSYNC, e.nodeid, fsyncArgs(o.fh), 0).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 20));
@@ -252,19 +225,11 @@ async function sigtermWhileStopWaits(request: 'SET_VRING_KICK' | 'GET_VRING_BASE
     await new Promise((r) => setTimeout(r, 20));
     daemon.proc.kill('SIGTERM');
     const exit = await daemon.waitExit(60000);
-    const lines = daemon
-      .output()
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as LogLine);
+    const lines = daemon.logLines<LogLine>();
     const signalled = lines.findIndex((l) => l.msg === 'exiting on signal');
     assert.ok(signalled >= 0 && lines.some((l) => l.msg === 'connection closed'), daemon.describeExit());
     return { exit, output: daemon.describeExit(), beforeSignal: lines.slice(0, signalled), afterSignal: lines.slice(signalled + 1), errors: daemon.errorLines };
-  } finally {
-    fe.close();
-    await daemon.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 describe('virtiofsd-ts: a request that blocks and the one behind it, on one queue and on another', function () {
