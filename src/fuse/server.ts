@@ -376,7 +376,10 @@ export class FuseServer {
       }
       case O.COPY_FILE_RANGE: {
         const c = abi.decodeCopyFileRangeIn(a, 0);
-        const n = fs.copyFileRange(ctx, idOf(c.fhIn), numberOf(c.offIn), idOf(c.fhOut), numberOf(c.offOut), numberOf(c.len), c.flags > MAX_SAFE ? -1 : Number(c.flags));
+        // No flag is defined (copy_file_range(2) refuses any): past 32 bits the native call
+        // would see only the low ones.
+        if (c.flags > 0xffffffffn) throw new FsError(E.EINVAL);
+        const n = fs.copyFileRange(ctx, idOf(c.fhIn), numberOf(c.offIn), idOf(c.fhOut), numberOf(c.offOut), numberOf(c.len), Number(c.flags));
         const done = (copied: number): number => {
           abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: copied });
           return this.ok(t, u, abi.WRITE_OUT_SIZE);

@@ -136,6 +136,7 @@ async function exercise(c: FuseClient): Promise<{ seen: Seen[]; plain: Record<st
   await copy('from an unknown handle', UNKNOWN_FH, 0n, gh, 0n, 100n);
   await copy('to an unknown handle', fh, 0n, UNKNOWN_FH, 0n, 100n);
   await copy('with unknown flags', fh, 0n, gh, 0n, 100n, 1n);
+  await copy('with a flag past 32 bits', fh, 0n, gh, 0n, 100n, 1n << 32n, false);
   await copy('of 2^40 bytes, from past the end of f', fh, 8n << 20n, gh, 0n, 1n << 40n, 0n, false);
   await copy('with no room for the reply', fh, 0n, gh, 0n, 100n, 0n, false, abi.WRITE_OUT_SIZE - 1);
 
@@ -195,6 +196,7 @@ describe('virtiofsd-ts FUSE fast path: FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_
     assert.equal(u32('COPY_FILE_RANGE of 4 KiB from f at 1 MiB to g at 10'), 4096);
     assert.equal(u32('COPY_FILE_RANGE past the end of f'), 0);
     assert.equal(u32('COPY_FILE_RANGE from f at 2^60'), 0, 'nothing there');
+    assert.equal(reply('COPY_FILE_RANGE with a flag past 32 bits').error, -os.constants.errno.EINVAL, 'not taken for no flag');
     assert.equal(reply('LSEEK SEEK_DATA from 2^60').error, -os.constants.errno.ENXIO, 'no data past the end');
     assert.ok(reply('FALLOCATE at 2^63 - 1').error < 0, 'past the largest offset');
     assert.equal(reply('FALLOCATE of an unknown handle').error, -os.constants.errno.EBADF);
