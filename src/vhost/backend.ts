@@ -539,7 +539,14 @@ export class VhostUserBackend {
     }
     // SET_VRING_KICK starts the ring (enabled at once without PROTOCOL_FEATURES).
     if (noFd) throw new RequestError('polling mode (kick without an eventfd) is not supported');
-    if (v.running) await this.stopQueue(index);
+    if (v.running) {
+      try {
+        await this.stopQueue(index);
+      } catch (e) {
+        native.close(fd);
+        throw e;
+      }
+    }
     if (this.closed) {
       native.close(fd);
       return null;
@@ -579,10 +586,17 @@ export class VhostUserBackend {
     }
   }
 
+  /**
+   * A stop that fails still leaves the queue stopped (its host dropped the runner first), so
+   * that a later request may start it again instead of stopping it twice.
+   */
   private async stopQueue(index: number): Promise<void> {
     const v = this.vrings[index];
-    v.base = await v.host!.stop();
-    v.running = false;
+    try {
+      v.base = await v.host!.stop();
+    } finally {
+      v.running = false;
+    }
     this.log.debug({ queue: index, base: v.base }, 'queue stopped');
   }
 
