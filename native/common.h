@@ -106,6 +106,23 @@ std::shared_ptr<const void> KeepGuestMemory(int64_t tableId);
 bool TakeGuestSnapshot(int64_t tableId, std::shared_ptr<const void>* keep, uint32_t* generation);
 // The table's generation now (one atomic load); UINT32_MAX when the table is gone.
 uint32_t GuestGeneration(int64_t tableId);
+
+// The memory a request's host iovecs point into, for a request that translates more than
+// once and moves its data later (on a pool thread): Take() before the first GuestIovecs,
+// Unchanged() after the last. Each GuestIovecs looks at the table afresh, so a table replaced
+// by the JS thread in between (SET_MEM_TABLE, ADD_MEM_REG) could leave some iovecs in a
+// snapshot that this thread no longer holds, unmapped at the queue's next look at the table;
+// when nothing changed, keep holds every mapping they point into.
+struct GuestMemoryPin {
+  int64_t table = 0;
+  uint32_t generation = 0;
+  std::shared_ptr<const void> keep;
+  bool Take(int64_t tableId) {
+    table = tableId;
+    return TakeGuestSnapshot(tableId, &keep, &generation);
+  }
+  bool Unchanged() const { return keep && GuestGeneration(table) == generation; }
+};
 // The host address of [addr, addr + len) when it lies inside one region of the snapshot,
 // addr being a front-end virtual address (byUaddr) or a guest-physical one; else nullptr.
 uint8_t* SnapshotPtr(const void* snapshot, uint64_t addr, uint64_t len, bool byUaddr);

@@ -289,14 +289,21 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       SlicePairs(c.pairs, c.nr, kArgsEnd, size, &data_);
     else
       SlicePairs(writable, c.nw, kOutHeaderSize, size, &data_);
+    // The header's and the data's iovecs come from one snapshot of guest memory, which the
+    // pool's job holds until its reply is written (GuestMemoryPin). A table replaced while
+    // they were translated (the JS thread applying SET_MEM_TABLE) declines the chain: JS
+    // serves it against the new table. A walked chain is otherwise always in guest memory.
+    GuestMemoryPin mem;
     std::vector<iovec>* iov;
-    if (!ReplyIovecs(c, replyLen) || ThreadGuestIovecs(c.table, data_.data(), data_.size() / 2, &iov))
-      return kDeclined;  // cannot happen for a walked chain; JS would answer EFAULT
+    if (!mem.Take(c.table) || !ReplyIovecs(c, replyLen) || ThreadGuestIovecs(c.table, data_.data(), data_.size() / 2, &iov) ||
+        !mem.Unchanged())
+      return kDeclined;
     (write ? writes_ : reads_)++;
     int64_t r;
     auto pos = static_cast<int64_t>(offset);
     if (pool_) {
-      if (!TransferOrQueue(s, fh, pos, *iov, std::vector<iovec>(header_), write, kill, c.table, c.ring, c.head, unique, &r))
+      if (!TransferOrQueue(s, fh, pos, *iov, std::vector<iovec>(header_), write, kill, std::move(mem.keep), c.ring, c.head, unique,
+                           &r))
         return kPooled;
     } else {
       HandlePin pin(s, fh);
@@ -608,10 +615,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     uint64_t fh = Load64(a);
     bool datasync = Load32(a + 8) & kFsyncFdatasync;
     if (pool_) {
-      if (!ReplyIovecs(c, kOutHeaderSize)) return kDeclined;
+      GuestMemoryPin mem;  // as ServeTransfer's: the pool writes the reply into header_
+      if (!mem.Take(c.table) || !ReplyIovecs(c, kOutHeaderSize) || !mem.Unchanged()) return kDeclined;
       (dir ? fsyncdirs_ : fsyncs_)++;
       int64_t r;
-      if (!SyncOrQueue(s, fh, datasync, std::vector<iovec>(header_), c.table, c.ring, c.head, Load64(c.prefetch + 8), &r))
+      if (!SyncOrQueue(s, fh, datasync, std::vector<iovec>(header_), std::move(mem.keep), c.ring, c.head, Load64(c.prefetch + 8),
+                       &r))
         return kPooled;
       return Reply(c, static_cast<int32_t>(r), 0);
     }

@@ -237,12 +237,12 @@ namespace {
 
 // Hands job (its handle pinned, its kind and transfer set) to the pool, with where its reply
 // goes: the ring's count of requests out on the pool grows until the pool completes it.
-void Submit(std::unique_ptr<IoJob> job, FsState* s, uint64_t fh, std::vector<iovec>&& header, int64_t table,
+void Submit(std::unique_ptr<IoJob> job, FsState* s, uint64_t fh, std::vector<iovec>&& header, std::shared_ptr<const void> memory,
             std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique) {
   job->state = s;
   job->fh = fh;
   job->header = std::move(header);
-  job->keep = KeepGuestMemory(table);
+  job->keep = std::move(memory);
   job->ring = std::move(ring);
   job->head = head;
   job->unique = unique;
@@ -253,8 +253,8 @@ void Submit(std::unique_ptr<IoJob> job, FsState* s, uint64_t fh, std::vector<iov
 }  // namespace
 
 bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& data, std::vector<iovec>&& header, bool write,
-                     bool killSuidgid, int64_t table, std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique,
-                     int64_t* result) {
+                     bool killSuidgid, std::shared_ptr<const void> memory, std::shared_ptr<UsedRing> ring, uint32_t head,
+                     uint64_t unique, int64_t* result) {
   auto job = std::make_unique<IoJob>();
   {
     FsetidDropped f(killSuidgid);
@@ -268,11 +268,11 @@ bool TransferOrQueue(FsState* s, uint64_t fh, int64_t pos, std::vector<iovec>& d
   job->kind = write ? IoKind::kWrite : IoKind::kRead;
   job->pos = pos;
   job->data = data;
-  Submit(std::move(job), s, fh, std::move(header), table, std::move(ring), head, unique);
+  Submit(std::move(job), s, fh, std::move(header), std::move(memory), std::move(ring), head, unique);
   return false;
 }
 
-bool SyncOrQueue(FsState* s, uint64_t fh, bool datasync, std::vector<iovec>&& header, int64_t table,
+bool SyncOrQueue(FsState* s, uint64_t fh, bool datasync, std::vector<iovec>&& header, std::shared_ptr<const void> memory,
                  std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique, int64_t* result) {
   auto job = std::make_unique<IoJob>();
   job->fd = s->PinHandle(fh);
@@ -282,7 +282,7 @@ bool SyncOrQueue(FsState* s, uint64_t fh, bool datasync, std::vector<iovec>&& he
   }
   job->kind = datasync ? IoKind::kFdatasync : IoKind::kFsync;
   job->pos = job->moved = 0;
-  Submit(std::move(job), s, fh, std::move(header), table, std::move(ring), head, unique);
+  Submit(std::move(job), s, fh, std::move(header), std::move(memory), std::move(ring), head, unique);
   return false;
 }
 
@@ -316,14 +316,17 @@ Napi::Value HandleRwQueued(const Napi::CallbackInfo& info) {
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
   if (hcount < 1 || static_cast<size_t>(hcount) > n) return ThrowType(info.Env(), "headerCount outside the pairs");
   size_t ndata = n - static_cast<size_t>(hcount);
+  // On the JS thread, which alone changes the table: the pin cannot go stale here.
+  GuestMemoryPin mem;
+  if (!mem.Take(table)) return Num(info, -EFAULT);
   std::vector<iovec> header;
   int e = GuestIovecs(table, pairs + 2 * ndata, static_cast<size_t>(hcount), &header);
   std::vector<iovec>* iov;
   if (!e) e = ThreadGuestIovecs(table, pairs, ndata, &iov);
   if (e) return Num(info, -e);
   int64_t result;
-  if (TransferOrQueue(s, fh, pos, *iov, std::move(header), kWrite, kWrite && info[10].ToBoolean(), table, std::move(ring), head,
-                      unique, &result))
+  if (TransferOrQueue(s, fh, pos, *iov, std::move(header), kWrite, kWrite && info[10].ToBoolean(), std::move(mem.keep),
+                      std::move(ring), head, unique, &result))
     return Num(info, static_cast<double>(result));
   return info.Env().Undefined();
 }
@@ -341,11 +344,13 @@ Napi::Value HandleFsyncQueued(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 3, &table) || !ArgCompletion(info, 6, &ring, &head, &unique))
     return ThrowType(info.Env(), "handleFsyncQueued(id, fh, datasync, table, pairs, count, ring, head, unique)");
   if (!ArgPairs(info, 4, &pairs, &n)) return info.Env().Undefined();
+  GuestMemoryPin mem;
+  if (!mem.Take(table)) return Num(info, -EFAULT);
   std::vector<iovec> header;
   int e = GuestIovecs(table, pairs, n, &header);
   if (e) return Num(info, -e);
   int64_t result;
-  if (SyncOrQueue(s, fh, info[2].ToBoolean(), std::move(header), table, std::move(ring), head, unique, &result))
+  if (SyncOrQueue(s, fh, info[2].ToBoolean(), std::move(header), std::move(mem.keep), std::move(ring), head, unique, &result))
     return Num(info, static_cast<double>(result));
   return info.Env().Undefined();
 }

@@ -26,6 +26,13 @@ namespace vfsn {
 inline uint64_t AvailRingBytes(uint32_t size) { return 6 + 2ull * size; }
 inline uint64_t UsedRingBytes(uint32_t size) { return 6 + 8ull * size; }
 
+// Whether the rings' host addresses have the alignment virtio asks of the guest's (desc 16,
+// avail 2, used 4; desc may be null): the index loads and stores are atomic accesses.
+inline bool HostAligned(const uint8_t* desc, const uint8_t* avail, const uint8_t* used) {
+  return reinterpret_cast<uintptr_t>(desc) % 16 == 0 && reinterpret_cast<uintptr_t>(avail) % 2 == 0 &&
+         reinterpret_cast<uintptr_t>(used) % 4 == 0;
+}
+
 struct UsedRing {
   std::mutex mu;
   int64_t table = 0;                  // the memory table the ring addresses go through
@@ -122,7 +129,7 @@ struct UsedRing {
     if (!TakeGuestSnapshot(table, &keep, &g)) return false;
     uint8_t* a = SnapshotPtr(keep.get(), availUaddr, AvailRingBytes(size), true);
     uint8_t* u = SnapshotPtr(keep.get(), usedUaddr, UsedRingBytes(size), true);
-    if (!a || !u) return false;
+    if (!a || !u || !HostAligned(nullptr, a, u)) return false;
     SetRingsLocked(a, u, std::move(keep), g);
     return true;
   }

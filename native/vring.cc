@@ -164,6 +164,9 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
     if (!d) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", descUaddr_, uint64_t{kDescSize} * size_, true);
     if (!a) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", availUaddr_, AvailRingBytes(size_), true);
     if (!u) return OutsideMemory(keep.get(), "ring outside guest memory: front-end address", usedUaddr_, UsedRingBytes(size_), true);
+    // A region's mmap offset may be any number: aligned front-end addresses can still land
+    // on misaligned host addresses, where the atomic index accesses are undefined.
+    if (!HostAligned(d, a, u)) return Fail("ring misaligned in host memory (a region's mmap offset)");
     desc_ = d;
     avail_ = a;
     used_ = u;

@@ -157,6 +157,44 @@ describe('virtiofsd-ts --thread-pool-size: replies written by the I/O pool', fun
     ok(await c.getattr(e.nodeid), 'GETATTR');
   });
 
+  it('memory tables sent again and again while READs that missed the page cache go to the pool: every READ right, the daemon alive', async () => {
+    // Each SET_MEM_TABLE maps the regions afresh and unmaps the old mappings once nothing
+    // holds them. A READ's header and data are translated on the queue's thread and moved on
+    // a pool thread: the job must hold the very mappings they point into, even when a table
+    // arrives between the translations (GuestMemoryPin), or the pool writes into memory that
+    // is no longer mapped (SIGSEGV) or has been mapped again for something else.
+    env = await launch(4);
+    const { c, fe } = env;
+    const size = 16 << 20;
+    const content = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 4) content.writeUInt32LE(i, i);
+    const file = path.join(env.share, 'big');
+    fs.writeFileSync(file, content);
+    const e = ok(await c.lookup(1n, 'big'), 'LOOKUP');
+    const o = ok(await c.open(e.nodeid, fs.constants.O_RDONLY), 'OPEN');
+    const mem = fe.memory!;
+    let reads = 0;
+    for (let round = 0; round < 30; round++) {
+      evict(file);
+      const pending = [];
+      for (let k = 0; k < 48; k++) {
+        const at = (((round * 7919 + k * 104729) % (size / 4096)) * 4096) | 0;
+        pending.push(c.read(o.fh, at, 4096, { nodeid: e.nodeid }).then((r) => ({ r, at })));
+      }
+      for (let t = 0; t < 12; t++) await fe.setMemTable(mem.describe(), mem.regionFds());
+      for (const { r, at } of await Promise.all(pending)) {
+        assert.ok(ok(r, 'READ').equals(content.subarray(at, at + 4096)), `READ at ${at} in round ${round}`);
+        reads++;
+      }
+    }
+    assert.equal(reads, 30 * 48);
+    ok(await c.getattr(e.nodeid), 'GETATTR at the end');
+    const { daemon } = env;
+    await cleanup(env);
+    env = null;
+    assert.deepEqual(daemon.errorLines, [], 'no error line');
+  });
+
   it('stopping the queues waits for an fsync out on the pool; its reply is on the ring before GET_VRING_BASE answers', async () => {
     env = await launch(4);
     const { c, fe } = env;
