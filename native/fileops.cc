@@ -205,8 +205,12 @@ Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
 // which keeps the descriptor open while the caller uses it (UnlockOwner closes it under
 // locks.mu). The first use opens the file with locks.mu released (on a network file system
 // an open talks to the server; every queue's lock requests and FLUSHes wait for locks.mu)
-// and looks again once it is held again: returns with it held in any case.
-int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, int pathFd, int hfd, uint64_t owner) {
+// and looks again once it is held again: returns with it held in any case. Only a regular
+// file or a directory is opened (ENOLCK for anything else): opening a device node runs its
+// host driver, a FIFO's open blocks or wakes a writer, and the guest's kernel keeps the
+// locks of its special files itself (it sends no lock request for them).
+int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, const InodePin& node, int hfd, uint64_t owner) {
+  if (node.type() != S_IFREG && node.type() != S_IFDIR) return -ENOLCK;
   InodeShard& sh = s->ShardOf(nodeid);
   {
     std::lock_guard<std::mutex> g(sh.mu);
@@ -216,11 +220,11 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, int
     if (l != it->second.lockFds.end()) return l->second;
   }
   held.unlock();
-  std::string p = std::to_string(pathFd);
-  int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  std::string p = std::to_string(node.fd());
+  int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     int mode = hfd >= 0 ? fcntl(hfd, F_GETFL) & O_ACCMODE : O_RDONLY;
-    fd = openat(s->procFd, p.c_str(), mode | O_CLOEXEC | O_NONBLOCK);
+    fd = openat(s->procFd, p.c_str(), mode | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   }
   int e = errno;
   held.lock();
@@ -412,7 +416,7 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   HandlePin h(s, fh);
   // locks.mu before the owner's descriptor is looked up (UnlockOwner closes it under it).
   std::unique_lock<std::mutex> g(t.mu);
-  int fd = OwnerFd(s, g, nodeid, p.fd(), h.fd(), owner);
+  int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
   if (fd < 0) return fd;
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
   if (r == 0) {
@@ -439,7 +443,7 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   if (p.fd() < 0) return p.fd();
   HandlePin h(s, fh);
   std::unique_lock<std::mutex> g(s->locks.mu);
-  int fd = OwnerFd(s, g, nodeid, p.fd(), h.fd(), owner);
+  int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
   if (fd < 0) return fd;
   ToFlock(fl, type, start, end);
   return fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
@@ -449,7 +453,7 @@ int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t star
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   std::unique_lock<std::mutex> g(s->locks.mu);
-  int fd = OwnerFd(s, g, nodeid, p.fd(), -1, owner);
+  int fd = OwnerFd(s, g, nodeid, p, -1, owner);
   if (fd < 0) return fd;
   return SetlkLocked(s->locks, fd, nodeid, owner, type, start, end);
 }

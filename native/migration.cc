@@ -190,6 +190,22 @@ bool LinkBelowRoot(const std::string& rootLink, std::string link, std::string* r
   return true;
 }
 
+// Whether rel, walked from the share's root, leads to the file of fd, whose /proc/self/fd link
+// is link. A link is only text: for a file outside the share's subtree but on its file
+// system (beside the directory the share is bind-mounted from, or hidden under a mount point)
+// the kernel writes the path from the file system's root, which can read like one below
+// the share. A removed file (" (deleted)") has no path to walk: its link is all there is.
+bool SameFileAt(FsState* s, int fd, std::string link, const std::string& rel) {
+  if (StripDeleted(&link)) return true;
+  int at = WalkFromRoot(s, rel);
+  if (at < 0) return false;
+  InodeKey a, b;
+  uint32_t ta, tb;
+  bool same = KeyOf(at, &a, &ta) && KeyOf(fd, &b, &tb) && a == b;
+  close(at);
+  return same;
+}
+
 // The path below the share of the inode with key `key` (its descriptor fd), or why there is
 // none. checked: the path found for it and checked during the precopy, if any.
 const char* PathBelowRoot(FsState* s, const std::string& rootLink, int fd, const InodeKey& key, std::string* rel, const std::string* checked = nullptr) {
@@ -777,10 +793,10 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
         fd = open_by_handle_at(mountFd, fh, O_PATH | O_CLOEXEC);
         if (fd < 0) fd = -errno;
       }
-      std::string link;
+      std::string link, rel;
       if (fd < 0) {
         why = std::string("its file handle opens nothing here: ") + strerror(-fd);
-      } else if (!LinkOf(s, fd, &link) || !LinkBelowRoot(rootLink, link, nullptr)) {
+      } else if (!LinkOf(s, fd, &link) || !LinkBelowRoot(rootLink, link, &rel) || !SameFileAt(s, fd, link, rel)) {
         // A handle names a file anywhere on the file system: only the share's are ours.
         why = "its file handle names a file outside the share";
       }
@@ -817,7 +833,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       InodePin p(s, h.nodeid);
       // As OpenNode: O_NOFOLLOW (a CREATE's handle has it) would refuse the /proc link itself.
       int flags = static_cast<int>(h.flags) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_NOFOLLOW);
-      if (p.fd() >= 0 && (p.type() == S_IFREG || p.type() == S_IFDIR))
+      if (p.fd() >= 0 && (p.type() == S_IFREG || p.type() == S_IFDIR) && !(flags & kRefusedOpenFlags))
         fd = Reopen(s, p.fd(), p.type() == S_IFDIR ? flags | O_DIRECTORY : flags);
     }
     if (fd < 0) {

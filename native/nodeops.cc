@@ -387,6 +387,7 @@ int Reopen(FsState* s, int pathFd, int flags) {
 }
 
 int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid) {
+  if (flags & kRefusedOpenFlags) return -EINVAL;
   flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   int fd;
   {
@@ -432,7 +433,7 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
 
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
                    double* out, bool killSuidgid, uint32_t umask) {
-  if (name[0] == '\0' || strchr(name, '/')) return -EINVAL;
+  if (name[0] == '\0' || strchr(name, '/') || (flags & kRefusedOpenFlags)) return -EINVAL;
   InodePin p(s, parent);
   if (p.fd() < 0) return p.fd();
   if (p.type() != S_IFDIR) return -ENOTDIR;

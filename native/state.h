@@ -23,6 +23,9 @@ constexpr uint64_t kRootId = 1;
 constexpr unsigned kShardBits = 4;
 constexpr uint64_t kShards = 1u << kShardBits;
 constexpr uint64_t kShardMask = kShards - 1;
+// Node ids and handles stay below this (JS carries them as doubles, exact to 2^53); Ref and
+// InsertHandle count up from 1, so only a migration stream could bring a larger one.
+constexpr uint64_t kMaxStateId = 1ull << 53;
 
 // FsState::sessionFlags (SessionFlags in src/cache/policy.ts): FUSE_WRITEBACK_CACHE,
 // FUSE_SUBMOUNTS, FUSE_SETXATTR_EXT and FUSE_POSIX_ACL (with FUSE_DONT_MASK) negotiated.
@@ -399,7 +402,9 @@ struct FsState {
 
   // Takes ownership of fd as inode id with its lookup count, as a migration's destination
   // puts back the inodes of the source (migration.cc): false (fd closed) when the id or the
-  // file is taken already or the id is not one Ref could have given.
+  // file is taken already or the id is not one Ref could have given (sequence 0, or past
+  // kMaxStateId: a stream's id near 2^64 would run the shard's sequence past its end, and the
+  // next Ref would wrap around to ids in use, the root's among them).
   bool RefAt(uint64_t id, int fd, const InodeKey& k, uint32_t type, uint64_t lookups) {
     InodeShard& keyShard = inodes[KeyHash()(k) & kShardMask];
     bool elsewhere = &keyShard != &ShardOf(id);
@@ -410,7 +415,7 @@ struct FsState {
     }
     InodeShard& sh = ShardOf(id);
     std::lock_guard<std::mutex> g(sh.mu);
-    if (taken || (id >> kShardBits) == 0 || sh.byId.count(id) || (!elsewhere && sh.byKey.count(k)) || (hasRoot && k == rootKey)) {
+    if (taken || (id >> kShardBits) == 0 || id >= kMaxStateId || sh.byId.count(id) || (!elsewhere && sh.byKey.count(k)) || (hasRoot && k == rootKey)) {
       close(fd);
       return false;
     }
@@ -439,11 +444,11 @@ struct FsState {
 
   // Takes ownership of fd as handle fh (a migration's destination, migration.cc), with the
   // flock() lock it holds: false (fd closed) when fh is taken or not one InsertHandle could
-  // have given.
+  // have given (as RefAt's ids).
   bool InsertHandleAt(uint64_t fh, int fd, uint64_t nodeid, uint8_t flockHeld = 0) {
     HandleShard& sh = HandleShardOf(fh);
     std::lock_guard<std::mutex> g(sh.mu);
-    if ((fh >> kShardBits) == 0 || sh.byFh.count(fh)) {
+    if ((fh >> kShardBits) == 0 || fh >= kMaxStateId || sh.byFh.count(fh)) {
       close(fd);
       return false;
     }

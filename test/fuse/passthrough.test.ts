@@ -107,6 +107,22 @@ function listDir(env: Env, nodeid: number, plus: boolean, chunk = 4096): Array<{
   return out;
 }
 
+/** This process's descriptors open on `target` for I/O (O_PATH ones left out). */
+function openForIo(target: string): number[] {
+  const O_PATH = 0o10000000;
+  const out: number[] = [];
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) !== target) continue;
+      const flags = /flags:\s+([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'));
+      if (flags && (parseInt(flags[1], 8) & O_PATH) === 0) out.push(Number(fd));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
 describe('passthrough filesystem, operation by operation', function () {
   this.timeout(10000);
   let env: Env;
@@ -392,6 +408,19 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.ok(fs.readFileSync(file).equals(expected));
     });
 
+    it('O_PATH or O_TMPFILE among OPEN\'s or CREATE\'s flags: EINVAL, nothing opened or made', () => {
+      const O_PATH = 0o10000000;
+      const O_TMPFILE = 0o20000000 | fs.constants.O_DIRECTORY;
+      const f = lookup(env, 'file');
+      assert.equal(errOf(() => env.fs.open(ROOT, f.nodeid, O_PATH)), E.EINVAL, 'OPEN with O_PATH');
+      assert.equal(errOf(() => env.fs.open(ROOT, lookup(env, 'dir').nodeid, O_TMPFILE | fs.constants.O_RDWR)), E.EINVAL, 'OPEN of a directory with O_TMPFILE');
+      // O_PATH drops O_CREAT and O_EXCL: the existing name was "created" once.
+      assert.equal(errOf(() => env.fs.create(ROOT, 1, b('file'), O_PATH | fs.constants.O_EXCL, 0o644)), E.EINVAL, 'CREATE of an existing name with O_PATH');
+      assert.equal(errOf(() => env.fs.create(ROOT, 1, b('new'), O_PATH, 0o644)), E.EINVAL, 'CREATE with O_PATH');
+      assert.equal(fs.existsSync(path.join(env.dir, 'new')), false);
+      assert.deepEqual(fs.readdirSync(path.join(env.dir, 'dir')), ['inner'], 'no file made in the directory');
+    });
+
     it('an open handle survives the unlink of its name', () => {
       const f = lookup(env, 'file');
       const o = env.fs.open(ROOT, f.nodeid, fs.constants.O_RDONLY);
@@ -517,6 +546,20 @@ describe('passthrough filesystem, operation by operation', function () {
     const F_WRLCK = 1;
     const F_UNLCK = 2;
     const whole = (type: number) => ({ start: 0n, end: (1n << 63n) - 1n, type, pid: 0 });
+
+    it('a lock request on a FIFO or a device node: ENOLCK, and the node is never opened', () => {
+      // The guest's kernel keeps its special files' locks itself; opening one here would run
+      // a host driver's open, or wake a FIFO's writer.
+      execFileSync('mkfifo', [path.join(env.dir, 'fifo')]);
+      execFileSync('mknod', [path.join(env.dir, 'null'), 'c', '1', '3']);
+      for (const name of ['fifo', 'null']) {
+        const n = lookup(env, name);
+        const lk = { start: 0n, end: 0n, type: F_RDLCK, pid: 1 };
+        assert.equal(errOf(() => env.fs.setlk(ROOT, n.nodeid, 0, 0x1n, lk, false, false)), E.ENOLCK, `SETLK of ${name}`);
+        assert.equal(errOf(() => env.fs.getlk(ROOT, n.nodeid, 0, 0x1n, lk)), E.ENOLCK, `GETLK of ${name}`);
+        assert.deepEqual(openForIo(path.join(env.dir, name)), [], `descriptors open on ${name} (besides its node's O_PATH one)`);
+      }
+    });
 
     it('POSIX locks conflict between owners, not within one, and go at the owner\'s FLUSH', async () => {
       const f = lookup(env, 'file');

@@ -9,6 +9,7 @@
  * stream that names paths outside the share, through a symlink or '..', reaches nothing there.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -377,6 +378,34 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     await logged(dst.daemon, (l) => /cannot be put back.*names a file outside the share/.test(String(l.msg)));
   });
 
+  it('a file handle naming a file hidden under the share\'s mount point opens nothing, though its path reads like one in the share', async () => {
+    // The destination's share is a bind mount of another directory; the handle names a file
+    // of the directory mounted over, on the same file system. Its /proc/self/fd link is the
+    // path from the file system's root, which starts with the share's path.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-mighidden-'));
+    const share = path.join(dir, 'share');
+    fs.mkdirSync(share);
+    fs.mkdirSync(path.join(dir, 'other'));
+    fs.writeFileSync(path.join(share, 'hidden'), 'under the mount point');
+    let mounted = false;
+    try {
+      src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--sandbox=none', '--migration-mode=file-handles'], {}, share, NEGOTIATE);
+      ok(await src.c.lookup(1n, 'hidden'), 'LOOKUP hidden');
+      const { state, check } = await save(src.fe);
+      assert.equal(check, 0n);
+      execFileSync('mount', ['--bind', path.join(dir, 'other'), share]);
+      mounted = true;
+      dst = await destination(share, ['--sandbox=none']);
+      assert.equal(await load(dst.fe, state), 1n, 'refused');
+      await logged(dst.daemon, (l) => /cannot be put back.*names a file outside the share/.test(String(l.msg)));
+    } finally {
+      if (dst) await stopDestination(dst);
+      dst = null;
+      if (mounted) execFileSync('umount', [share]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('--migration-verify-handles: a file replaced under its name before the destination opens it is refused', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never', '--migration-verify-handles'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
@@ -504,6 +533,48 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       }
     } finally {
       fs.rmSync(outside, { recursive: true, force: true });
+      fs.rmSync(share, { recursive: true, force: true });
+    }
+  });
+
+  it('a stream\'s node id or handle past 2^53 is refused: the ids the destination hands out later do not wrap around onto the root or a live one', async () => {
+    // An id near 2^64 would set its shard's sequence near 2^60, and the next id of that
+    // shard (sequence << 4) would wrap to a small one: node id 1, the root, among them.
+    const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-migshare-'));
+    for (const n of ['a', 'b']) fs.writeFileSync(path.join(share, n), n);
+    for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(share, `f${i}`), String(i));
+    const str = (b: Buffer): Buffer => Buffer.concat([Buffer.from(Uint32Array.of(b.length).buffer), b]);
+    const inode = (id: bigint, p: string): Buffer => {
+      const ino = Buffer.alloc(20);
+      ino.writeBigUInt64LE(id, 0);
+      ino.writeBigUInt64LE(1n, 8);
+      ino.writeUInt32LE(fs.constants.S_IFREG, 16);
+      return Buffer.concat([ino, str(Buffer.from(p)), str(Buffer.alloc(0)), str(Buffer.alloc(0))]);
+    };
+    const head = Buffer.alloc(28);
+    head.write('VTSM', 0);
+    head.writeUInt32LE(1, 4); // version
+    head.writeUInt32LE(2, 16); // inodes
+    head.writeUInt32LE(1, 20); // handles
+    const b = (5n << 4n) | 3n;
+    const hd = Buffer.alloc(24);
+    hd.writeBigUInt64LE(0xfffffffffffffff2n, 0);
+    hd.writeBigUInt64LE(b, 8);
+    hd.writeUInt32LE(fs.constants.O_RDONLY, 16);
+    try {
+      dst = await destination(share, ['--migration-on-error=guest-error']);
+      assert.equal(await load(dst.fe, Buffer.concat([head, inode(0xfffffffffffffff1n, 'a'), inode(b, 'b'), hd])), 0n);
+      await logged(dst.daemon, (l) => l.level === 40 && /2 inodes or handles of the source are missing here/.test(String(l.msg)));
+      await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+      const ids = new Set<bigint>([b]);
+      for (let i = 0; i < 100; i++) {
+        const id = BigInt(ok(await dst.c.lookup(1n, `f${i}`), `LOOKUP f${i}`).nodeid);
+        assert.ok(id > 1n && id < 1n << 53n && !ids.has(id), `f${i} got node id ${id}`);
+        ids.add(id);
+      }
+      assert.equal(ok(await dst.c.getattr(1n), 'GETATTR of the root').attr.mode & fs.constants.S_IFMT, fs.constants.S_IFDIR);
+      assert.equal(ok(await dst.c.getattr(b), 'GETATTR b').attr.size, 1n);
+    } finally {
       fs.rmSync(share, { recursive: true, force: true });
     }
   });
