@@ -87,6 +87,16 @@ std::unique_ptr<FileHandleBytes> FsState::ParkIfOverBudget(int fd, const InodeKe
   return mountFd.load(std::memory_order_acquire) >= 0 ? std::move(h) : nullptr;
 }
 
+bool FsState::SameFileHandle(int fd, const FileHandleBytes& h) {
+  std::vector<unsigned char> b(sizeof(file_handle) + MAX_HANDLE_SZ);
+  auto* fh = reinterpret_cast<file_handle*>(b.data());
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mnt;
+  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return true;
+  b.resize(sizeof(file_handle) + fh->handle_bytes);
+  return b == h.bytes;
+}
+
 int FsState::Unpark(const FileHandleBytes& h) {
   auto* fh = reinterpret_cast<file_handle*>(const_cast<unsigned char*>(h.bytes.data()));
   int fd;

@@ -300,6 +300,8 @@ struct FsState {
   std::unique_ptr<FileHandleBytes> ParkIfOverBudget(int fd, const InodeKey& k);
   // The O_PATH descriptor of a parked inode, or -errno (ESTALE: the file is gone).
   int Unpark(const FileHandleBytes& h);
+  // Whether fd's file handle is h (true when fd's cannot be had: nothing to tell them apart).
+  static bool SameFileHandle(int fd, const FileHandleBytes& h);
 
   InodeShard& ShardOf(uint64_t nodeid) { return inodes[nodeid & kShardMask]; }
   HandleShard& HandleShardOf(uint64_t fh) { return handles[fh & kShardMask]; }
@@ -391,9 +393,21 @@ struct FsState {
     std::lock_guard<std::mutex> g(sh.mu);
     auto kit = sh.byKey.find(k);
     if (kit != sh.byKey.end()) {
-      sh.byId[kit->second].lookups++;
-      close(fd);
-      return kit->second;
+      auto it = sh.byId.find(kit->second);
+      Inode& n = it->second;
+      // A parked inode holds no descriptor, so its file may have gone and its inode number
+      // been given to a new file: the same key, another file (its file handle differs). The
+      // guest's old node id names a file that is gone: it is dropped (EBADF from now on, its
+      // FORGET ignored), and the key is the new file's.
+      if (n.parked && n.fd < 0 && !SameFileHandle(fd, *n.parked)) {
+        sh.byKey.erase(kit);
+        n.detached = true;  // its lookups no longer keep it; it goes at its next unpin or now
+        sh.MaybeDrop(it);
+      } else {
+        n.lookups++;
+        close(fd);
+        return kit->second;
+      }
     }
     uint64_t id = (sh.nextSeq++ << kShardBits) | shard;
     AddInodeLocked(sh, id, fd, k, type, 1);

@@ -7,6 +7,7 @@
  * end holds 600 inodes at once, as a guest does after `ls -lR` of a large tree.
  */
 import { strict as assert } from 'node:assert';
+import * as abi from '../../src/fuse/abi';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -59,6 +60,30 @@ describe('virtiofsd-ts keeps inodes as file handles past its descriptor budget (
     const env = await connect('vfs-fh-', ['--inode-file-handles=never'], {}, share, {}, LIMIT);
     const errors = await holdAndUse(env.c);
     assert.ok(errors.length > 0 && errors.every((e) => e === -os.constants.errno.EMFILE), `LOOKUP errors: ${JSON.stringify(errors.slice(0, 5))}`);
+    await disconnectDaemon(env);
+    fs.rmSync(share, { recursive: true, force: true });
+  });
+
+  it('a parked inode whose file was removed and whose inode number went to a new file: the new file gets a node id of its own', async () => {
+    // ext4 gives a freed inode number to the next file made in the same group at once; the
+    // key (device, inode number) is the same, the file handle is not.
+    const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fh-share-'));
+    fs.writeFileSync(path.join(share, 'old'), 'old');
+    const env = await connect('vfs-fh-', ['--inode-file-handles=mandatory'], {}, share);
+    const { c } = env;
+    const old = ok(await c.lookup(1n, 'old'), 'LOOKUP old');
+    // The guest removes it but keeps its lookup (an open file's inode, or one not forgotten yet).
+    assert.equal((await c.request(abi.Opcode.UNLINK, 1n, Buffer.from('old\0'), 0)).error, 0, 'UNLINK old');
+    const args = Buffer.alloc(abi.CREATE_IN_SIZE);
+    abi.encodeCreateIn(args, 0, { flags: fs.constants.O_RDWR | fs.constants.O_CREAT, mode: 0o100644, umask: 0, openFlags: 0 });
+    const r = await c.request(abi.Opcode.CREATE, 1n, Buffer.concat([args, Buffer.from('new\0')]), abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+    assert.equal(r.error, 0, 'CREATE new');
+    const created = abi.decodeEntryOut(r.body, 0);
+    assert.equal(created.attr.ino, old.attr.ino, 'the file system gave the new file the removed one\'s inode number (what this test needs)');
+    assert.notEqual(created.nodeid, old.nodeid, 'a node id of its own');
+    assert.equal(ok(await c.getattr(created.nodeid), 'GETATTR new').attr.size, 0n);
+    assert.equal(ok(await c.lookup(1n, 'new'), 'LOOKUP new').nodeid, created.nodeid);
+    assert.notEqual((await c.getattr(old.nodeid)).error, 0, 'the removed file\'s node id is stale');
     await disconnectDaemon(env);
     fs.rmSync(share, { recursive: true, force: true });
   });
