@@ -320,6 +320,29 @@ describe('virtiofsd-ts against a hostile front end', function () {
       await assertAlive(env);
     });
 
+    it('refuses to start a ring that lands misaligned in host memory (a region mapped at an odd offset of its file)', async () => {
+      // The ring's guest addresses are aligned; the host's are not, and its index loads and
+      // stores are atomic accesses (undefined on odd addresses; a fault on arm64).
+      env = await launch();
+      const fe = env.fe;
+      await fe.stopQueues();
+      const [r] = fe.memory!.describe();
+      const odd = native.memfdCreate('odd', Number(r.memorySize) + 4096);
+      try {
+        assert.equal(await rawAck(fe, FrontendReq.SET_MEM_TABLE, encodeMemoryTable([{ ...r, mmapOffset: 1 }]), [odd]), 0n, 'the table itself is fine');
+        const q = fe.queue(1);
+        await fe.setVringNum(1, q.vq.size);
+        await fe.setVringBase(1, 0);
+        await fe.setVringAddr(1, q.vq.ringUaddrs());
+        await fe.setVringKick(1, q.kickFd);
+        await assert.rejects(fe.setVringEnable(1, true, true), /REPLY_ACK/);
+      } finally {
+        native.close(odd);
+      }
+      await waitForLog(env.daemon, /queue 1 cannot start: ring misaligned in host memory/);
+      await assertAlive(env);
+    });
+
     it('breaks only the queue whose avail index runs further ahead than the queue size', async () => {
       env = await launch();
       const q = env.fe.queue(1);
