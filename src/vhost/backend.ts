@@ -11,7 +11,7 @@
  * malformed ring breaks only its queue. Nothing the front end sends can crash the process.
  */
 import * as net from 'node:net';
-import { native } from '../native';
+import { native, STATX_FIELDS, StatxField } from '../native';
 import type { Logger } from '../log';
 import {
   bit, checkShape, decodeDeviceStateFd, decodeLog, DEVICE_STATE_NO_FD, PHASE_STOPPED, TransferDirection, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
@@ -21,6 +21,12 @@ import {
 } from './messages';
 import type { QueueHost } from './queue-host';
 import { MAX_QUEUE_SIZE, NO_POLLS, type PollCounts, type RingAddresses } from './virtqueue';
+
+// fstat of a device-state descriptor: its file type (statx of "" with AT_EMPTY_PATH).
+const AT_EMPTY_PATH = 0x1000;
+const S_IFMT = 0o170000;
+const S_IFIFO = 0o010000;
+const S_IFSOCK = 0o140000;
 
 /** What the device behind this backend offers and how its queues are hosted. */
 export interface DeviceSpec {
@@ -89,6 +95,10 @@ export class VhostUserBackend {
   private logMapped = false;
   /** The device-state transfer under way (SET_DEVICE_STATE_FD): null when it worked, else why not. */
   private stateTransfer: Promise<string | null> | null = null;
+  /** The pipe of the device-state transfer under way, if any (destroyed when replaced or closed). */
+  private statePipe: net.Socket | null = null;
+  /** LOAD transfers not ended yet: no queue may start meanwhile (a load replaces the state they serve). */
+  private loadsUnderWay = 0;
   /** A save happened and no queue has started since (migration.resume() is owed if one does). */
   private savedSinceStart = false;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
@@ -370,10 +380,26 @@ export class VhostUserBackend {
     if (direction !== TransferDirection.SAVE && direction !== TransferDirection.LOAD) return refuse(`transfer direction ${direction}`);
     const running = this.vrings.findIndex((v) => v.running);
     if (running >= 0) return refuse(`queue ${running} is running`);
-    // A new transfer replaces one the front end gave up on (its pipe is closed then).
+    // net.Socket takes a pipe or a socket; anything else would throw from its constructor.
+    const st = new Float64Array(STATX_FIELDS);
+    const type = native.statx(fd, '', AT_EMPTY_PATH, st) === 0 ? st[StatxField.mode] & S_IFMT : -1;
+    if (type !== S_IFIFO && type !== S_IFSOCK) return refuse('the descriptor is not a pipe or a socket');
+    // A new transfer replaces one the front end gave up on.
+    this.statePipe?.destroy();
     if (direction === TransferDirection.SAVE) this.savedSinceStart = true;
     this.stateTransfer = direction === TransferDirection.SAVE ? this.sendState(fd, m.save) : this.receiveState(fd, m.load);
     return u64(DEVICE_STATE_NO_FD);
+  }
+
+  /** The transfer's pipe, or why it cannot be had (the descriptor is closed then). */
+  private openStatePipe(fd: number, writable: boolean): net.Socket | string {
+    try {
+      this.statePipe = new net.Socket({ fd, readable: !writable, writable });
+      return this.statePipe;
+    } catch (e) {
+      native.close(fd);
+      return `the device state's pipe cannot be used: ${(e as Error).message}`;
+    }
   }
 
   private async sendState(fd: number, save: () => Buffer): Promise<string | null> {
@@ -385,7 +411,9 @@ export class VhostUserBackend {
       return (e as Error).message;
     }
     return new Promise((resolve) => {
-      const pipe = new net.Socket({ fd, readable: false, writable: true });
+      const pipe = this.openStatePipe(fd, true);
+      if (typeof pipe === 'string') return resolve(pipe);
+      pipe.on('close', () => resolve('the transfer was given up'));
       pipe.on('error', (e) => {
         pipe.destroy();
         resolve(`writing the device state failed: ${e.message}`);
@@ -399,8 +427,12 @@ export class VhostUserBackend {
   }
 
   private receiveState(fd: number, load: (state: Buffer) => void): Promise<string | null> {
-    return new Promise((resolve) => {
-      const pipe = new net.Socket({ fd, readable: true, writable: false });
+    this.loadsUnderWay++;
+    const received = new Promise<string | null>((resolve) => {
+      const pipe = this.openStatePipe(fd, false);
+      if (typeof pipe === 'string') return resolve(pipe);
+      // A pipe replaced by a newer transfer, or destroyed by close(), ends this one.
+      pipe.on('close', () => resolve('the transfer was given up'));
       const parts: Buffer[] = [];
       let size = 0;
       pipe.on('data', (b: Buffer) => {
@@ -426,6 +458,7 @@ export class VhostUserBackend {
         }
       });
     });
+    return received.finally(() => this.loadsUnderWay--);
   }
 
   /** CHECK_DEVICE_STATE: waits for the transfer to end; the reply is a u64, 0 when it worked. */
@@ -561,6 +594,7 @@ export class VhostUserBackend {
   private async maybeStart(index: number): Promise<void> {
     const v = this.vrings[index];
     if (this.closed || v.running || !v.enabled || v.kickFd < 0 || !v.addrs || v.num === 0) return;
+    if (this.loadsUnderWay > 0) throw new RequestError(`queue ${index} cannot start while a device state is being loaded`);
     v.host ??= this.device.createQueueHost(index);
     try {
       await v.host.start({
@@ -682,6 +716,7 @@ export class VhostUserBackend {
       for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
     }
     if (this.backendFd >= 0) native.close(this.backendFd);
+    this.statePipe?.destroy();
     native.close(this.fd);
     native.dirtyLogReset(this.memTableId);
     native.memTableDestroy(this.memTableId);

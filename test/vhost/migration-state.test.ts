@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../../src/native';
 import * as abi from '../../src/fuse/abi';
-import { bit, ProtocolFeature, TransferDirection } from '../../src/vhost/messages';
+import { bit, encodeDeviceStateFd, FrontendReq, ProtocolFeature, TransferDirection } from '../../src/vhost/messages';
 import { startDaemon, type Daemon } from '../frontend/daemons';
 import { defaultProtocolMask, type VhostUserFrontend } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
@@ -639,9 +639,21 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       native.close(r.ours);
       assert.equal(r.reply & 0xffn, 1n, `direction ${direction} phase ${phase} refused`);
     }
+    // A descriptor that is neither a pipe nor a socket (net.Socket threw on it, an unhandled
+    // rejection that ended the process): refused, for both directions.
+    for (const direction of [TransferDirection.SAVE, TransferDirection.LOAD]) {
+      for (const fd of [native.eventfdCreate(), fs.openSync(path.join(src.share, 'plain-file'), 'w')]) {
+        try {
+          const r = await src.fe.request(FrontendReq.SET_DEVICE_STATE_FD, encodeDeviceStateFd({ direction, phase: 0 }), { hasReply: true, fds: [fd] });
+          assert.equal(r!.readBigUInt64LE(0) & 0xffn, 1n, `direction ${direction}: a descriptor that is not a pipe refused`);
+        } finally {
+          native.close(fd);
+        }
+      }
+    }
     await src.fe.startQueues(src.fe.queues.map((q) => q.vq.availIdx));
     ok(await src.c.statfs(), 'STATFS');
-    for (const why of ['queue 0 is running', 'migration phase 1', 'transfer direction 2']) {
+    for (const why of ['queue 0 is running', 'migration phase 1', 'transfer direction 2', 'not a pipe or a socket']) {
       await logged(src.daemon, (l) => l.request === 'SET_DEVICE_STATE_FD' && String(l.msg).includes(why));
     }
     await logged(src.daemon, (l) => l.request === 'CHECK_DEVICE_STATE' && /no device-state transfer/.test(String(l.msg)));
