@@ -26,6 +26,7 @@ namespace {
 
 constexpr int O_PATH_ = 010000000;
 constexpr size_t kFhSlot = kStatxFields;  // out[23]: the fh of CREATE and TMPFILE
+constexpr size_t kCreatedSlot = kStatxFields + 1;  // out[24] of nodeCreate: 1 when the file was made, 0 when it existed
 
 // This thread's fsuid/fsgid set to the caller's for the scope (root daemons only): the
 // guest's IDs as host IDs (--translate-uid/-gid). error() is -EPERM for an ID the guest may
@@ -121,23 +122,26 @@ Napi::Value NodeMake(const Napi::CallbackInfo& info) {
                                                 static_cast<uint32_t>(gid), out, OptionalU32(info, 10))));
 }
 
-// nodeCreate(id, parent, name, flags, mode, uid, gid, out[24], killSuidgid?, umask?) -> nodeid or
-// -errno; out[23] gets the fh of the opened file. An existing name is opened only if it is a
-// regular file (and not at all with O_EXCL); it is never followed if it is a symlink.
+// nodeCreate(id, parent, name, flags, mode, uid, gid, out[25], killSuidgid?, umask?) -> nodeid or
+// -errno; out[23] gets the fh of the opened file, out[24] 1 when the file was made (0: the
+// name existed). An existing name is opened only if it is a regular file (and not at all with
+// O_EXCL), as the caller; it is never followed if it is a symlink.
 Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;
   int64_t flags, mode, uid, gid;
   std::string name;
   int err;
-  double* out = OutArg(info, 7, kStatxFields + 1);
+  double* out = OutArg(info, 7, kCreatedSlot + 1);
   if (!out || !NameArg(info, 2, &name, &err)) return info.Env().Undefined();
   if (!U64(info, 1, &parent) || !I64(info, 3, &flags) || !I64(info, 4, &mode) || !I64(info, 5, &uid) || !I64(info, 6, &gid))
     return ThrowType(info.Env(), "nodeCreate(id, parent, name, flags, mode, uid, gid, out)");
   if (err) return Num(info, -err);
-  return Num(info, static_cast<double>(CreateName(s, parent, name.c_str(), static_cast<int>(flags), static_cast<uint32_t>(mode),
-                                                  static_cast<uint32_t>(uid), static_cast<uint32_t>(gid), out,
-                                                  info[8].ToBoolean(), OptionalU32(info, 9))));
+  bool created = false;
+  int64_t r = CreateName(s, parent, name.c_str(), static_cast<int>(flags), static_cast<uint32_t>(mode), static_cast<uint32_t>(uid),
+                         static_cast<uint32_t>(gid), out, info[8].ToBoolean(), OptionalU32(info, 9), &created);
+  out[kCreatedSlot] = created ? 1 : 0;
+  return Num(info, static_cast<double>(r));
 }
 
 // nodeTmpfile(id, parent, flags, mode, uid, gid, out[24], umask?) -> nodeid or -errno;
@@ -432,46 +436,54 @@ int64_t MakeNode(FsState* s, uint64_t parent, const char* name, MakeKind kind, u
 }
 
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
-                   double* out, bool killSuidgid, uint32_t umask) {
+                   double* out, bool killSuidgid, uint32_t umask, bool* created) {
+  if (created) *created = false;
   if (name[0] == '\0' || strchr(name, '/') || (flags & kRefusedOpenFlags)) return -EINVAL;
   InodePin p(s, parent);
   if (p.fd() < 0) return p.fd();
   if (p.type() != S_IFDIR) return -ENOTDIR;
   int oflags = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  int fd;
+  int fd, pathFd = -1;
   {
+    // The open of a name that exists runs as the caller too: the guest sends CREATE for a
+    // name it believes missing (a negative entry it cached while another guest or the host
+    // made the file), so its kernel checked no permission on that file. As the daemon, the
+    // open (O_TRUNC included) would ignore the file's mode and owner.
     Creds c(s, uid, gid);
     if (c.error()) return c.error();
-    ThreadUmask m(PosixAclSession(s), umask);
-    if (m.error()) return m.error();
-    do {
-      fd = openat(p.fd(), name, oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
-    } while (fd < 0 && errno == EINTR);
+    {
+      ThreadUmask m(PosixAclSession(s), umask);
+      if (m.error()) return m.error();
+      do {
+        fd = openat(p.fd(), name, oflags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
+      } while (fd < 0 && errno == EINTR);
+    }
+    if (fd < 0) {
+      if (errno != EEXIST || (flags & O_EXCL)) return -errno;
+      // The name exists: open what it names only if that is a regular file.
+      pathFd = OpenPath(p.fd(), name);
+      if (pathFd < 0) return pathFd;
+      struct stat st;
+      if (fstat(pathFd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : S_ISLNK(st.st_mode) ? ELOOP : EEXIST;
+        close(pathFd);
+        return -e;
+      }
+      FsetidDropped f(killSuidgid && (oflags & O_TRUNC));
+      fd = f.error() ? f.error() : Reopen(s, pathFd, oflags);
+      if (fd < 0) {
+        close(pathFd);
+        return fd;
+      }
+    }
   }
-  int pathFd;
-  if (fd >= 0) {
+  if (pathFd < 0) {
     pathFd = Reopen(s, fd, O_PATH_);
     if (pathFd < 0) {
       close(fd);
       return pathFd;
     }
-  } else {
-    if (errno != EEXIST || (flags & O_EXCL)) return -errno;
-    // The name exists: open what it names only if that is a regular file.
-    pathFd = OpenPath(p.fd(), name);
-    if (pathFd < 0) return pathFd;
-    struct stat st;
-    if (fstat(pathFd, &st) < 0 || !S_ISREG(st.st_mode)) {
-      int e = S_ISDIR(st.st_mode) ? EISDIR : S_ISLNK(st.st_mode) ? ELOOP : EEXIST;
-      close(pathFd);
-      return -e;
-    }
-    FsetidDropped f(killSuidgid && (oflags & O_TRUNC));
-    fd = f.error() ? f.error() : Reopen(s, pathFd, oflags);
-    if (fd < 0) {
-      close(pathFd);
-      return fd;
-    }
+    if (created) *created = true;
   }
   return RegisterOpened(s, pathFd, fd, out);
 }

@@ -663,9 +663,10 @@ void MarkSubmount(FsState* s, int parentFd, const char* name, double* st, double
 //   into out and the new handle's fh into out[kStatxFields] (nodeops.cc); killSuidgid as
 //   for OpenNode, when an existing file is opened with O_TRUNC; umask is the caller's, applied
 //   by the host kernel in a POSIX ACL session (ThreadUmask) and ignored otherwise (the guest
-//   masked the mode);
+//   masked the mode); *created (if given) says whether the file was made or existed (opened as
+//   the caller then);
 int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uint32_t mode, uint32_t uid, uint32_t gid,
-                   double* out, bool killSuidgid = false, uint32_t umask = 0);
+                   double* out, bool killSuidgid = false, uint32_t umask = 0, bool* created = nullptr);
 // - name (one plain component) made in parent as uid/gid: a node of mode (any S_IFMT, rdev
 //   for a device) with kMknod, a directory with kMkdir, a symlink to target with kSymlink;
 //   the nodeid (one lookup reference taken) or -errno, attributes into out (nodeops.cc);

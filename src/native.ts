@@ -191,8 +191,12 @@ export enum StatxField {
   btimeNsec, mntId, attrFlags,
 }
 export const STATX_FIELDS = 23;
-/** out[FH_SLOT] receives the fh of nodeCreate and nodeTmpfile (out: Float64Array(STATX_FIELDS + 1)). */
+/**
+ * out[FH_SLOT] receives the fh of nodeCreate and nodeTmpfile, out[CREATED_SLOT] nodeCreate's 1
+ * when it made the file, 0 when the name existed (out: Float64Array(STATX_FIELDS + 2)).
+ */
 export const FH_SLOT = STATX_FIELDS;
+export const CREATED_SLOT = STATX_FIELDS + 1;
 
 /** An inode (or a handle of one) a migration could not carry, and why. */
 export interface LostInode {

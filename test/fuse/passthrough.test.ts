@@ -408,6 +408,20 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.ok(fs.readFileSync(file).equals(expected));
     });
 
+    it('CREATE of a name that exists opens it as the caller: a user cannot truncate another\'s file it may not write', () => {
+      // The guest sends CREATE for a name it cached as missing; its kernel checked nothing.
+      fs.chmodSync(env.dir, 0o755);
+      fs.writeFileSync(path.join(env.dir, 'private'), 'root only');
+      fs.chmodSync(path.join(env.dir, 'private'), 0o600);
+      assert.equal(errOf(() => env.fs.create(USER, 1, b('private'), fs.constants.O_RDWR | fs.constants.O_TRUNC, 0o644)), E.EACCES);
+      assert.equal(fs.readFileSync(path.join(env.dir, 'private'), 'utf8'), 'root only', 'not truncated');
+      fs.chmodSync(path.join(env.dir, 'private'), 0o666);
+      const opened = env.fs.create(USER, 1, b('private'), fs.constants.O_RDWR | fs.constants.O_TRUNC, 0o644);
+      assert.equal(fs.statSync(path.join(env.dir, 'private')).size, 0, 'truncated once the caller may write it');
+      assert.equal(fs.statSync(path.join(env.dir, 'private')).uid, 0, 'still root\'s file');
+      env.fs.release(USER, opened.entry.nodeid, opened.open.fh, 0, 0n);
+    });
+
     it('O_PATH or O_TMPFILE among OPEN\'s or CREATE\'s flags: EINVAL, nothing opened or made', () => {
       const O_PATH = 0o10000000;
       const O_TMPFILE = 0o20000000 | fs.constants.O_DIRECTORY;

@@ -13,7 +13,7 @@
  * every change with EROFS. Beyond it: POSIX and flock locks held on the host (locks.ts).
  */
 import { constants as fsc } from 'node:fs';
-import { FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
+import { CREATED_SLOT, FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
 import { cachePolicy, hostOpenFlags, SessionFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
 import { FopenFlags, InitFlags, OpenInFlags, ReleaseFlags, SetxattrFlags, WriteFlags } from '../abi';
 import {
@@ -86,7 +86,7 @@ export function createSharedState(sharedDir: string): number {
 
 export class PassthroughFs extends NullFilesystem {
   /** Attributes of the last inode a native call described (plus the fh slot of CREATE). */
-  private readonly st = new Float64Array(STATX_FIELDS + 1);
+  private readonly st = new Float64Array(STATX_FIELDS + 2);
   private readonly policy: CachePolicy;
   private readonly timeouts: Float64Array;
   private readonly id: number;
@@ -275,6 +275,9 @@ export class PassthroughFs extends NullFilesystem {
     const kill = (openInFlags & OpenInFlags.KILL_SUIDGID) !== 0;
     const nodeid = check(native.nodeCreate(this.id, parent, name, this.openFlags(flags) | (flags & fsc.O_EXCL), mode, ctx.uid, ctx.gid, this.st, kill, umask));
     const fh = this.st[FH_SLOT];
+    // A name that existed is opened, not made: its label is not the new file's to set, and a
+    // failure to set one must not remove it.
+    if (this.st[CREATED_SLOT] !== 1) return { entry: this.entry(nodeid), open: { fh, openFlags: this.policy.fileOpenFlags } };
     return { entry: this.labelled(ctx, parent, name, nodeid, false, fh), open: { fh, openFlags: this.policy.fileOpenFlags } };
   }
 
