@@ -62,11 +62,29 @@ async function run(opts: Options, stage: 'start' | 'userns' | 'sandbox' = 'start
     }
   }
   const log = createLogger(opts.logLevel);
+  if (stage === 'start') dropSupplementaryGroups(log);
   try {
     return await runDaemon(opts, log, stage, socket);
   } catch (e) {
     log.fatal({ err: e }, (e as Error).message);
     return 1;
+  }
+}
+
+/**
+ * A root daemon acts as each guest user by switching only its thread's fsuid and fsgid
+ * (native/nodeops.cc, Creds), so its own supplementary groups would count in every check the
+ * host makes for that user: a guest user could create files in a setgid directory of one of
+ * those groups, or write where only the group may (CVE-2022-0358). They are dropped at
+ * start, as the Rust virtiofsd does. A daemon that is not root never switches, and keeps its
+ * groups.
+ */
+function dropSupplementaryGroups(log: ReturnType<typeof createLogger>): void {
+  if (process.geteuid?.() !== 0 || (process.getgroups?.() ?? []).length === 0) return;
+  try {
+    process.setgroups!([]);
+  } catch (e) {
+    log.warn({ err: e, groups: process.getgroups!() }, 'cannot drop the supplementary groups: guest users act with them');
   }
 }
 

@@ -90,6 +90,26 @@ describe('virtiofsd-ts --sandbox', function () {
     });
   }
 
+  it('started as root with supplementary groups, it drops them: a guest user\'s file operations do not carry them', async () => {
+    // A setgid directory of one of the daemon's groups, writable by that group only: a guest
+    // user outside the group must not be able to make a file there (CVE-2022-0358).
+    const share = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-groups-'));
+    fs.chmodSync(share, 0o755);
+    fs.mkdirSync(path.join(share, 'team'));
+    fs.chownSync(path.join(share, 'team'), 0, 4321);
+    fs.chmodSync(path.join(share, 'team'), 0o2770);
+    const env = await connect('vfs-groups-', ['--sandbox=none'], { uid: 1000, gid: 1000 }, share, {}, ['setpriv', '--groups=4321,4322']);
+    const groups = /^Groups:[ \t]*(.*)$/m.exec(fs.readFileSync(`/proc/${env.daemon.proc.pid}/status`, 'utf8'));
+    assert.equal(groups?.[1].trim(), '', `the daemon's supplementary groups: ${groups?.[1]}`);
+    const team = ok(await env.c.lookup(1n, 'team'), 'LOOKUP team').nodeid;
+    const args = Buffer.alloc(abi.MKDIR_IN_SIZE);
+    abi.encodeMkdirIn(args, 0, { mode: 0o755, umask: 0 });
+    const r = await env.c.request(abi.Opcode.MKDIR, team, Buffer.concat([args, Buffer.from('mine\0')]), abi.ENTRY_OUT_SIZE);
+    assert.equal(r.error, -os.constants.errno.EACCES, 'MKDIR as a user outside the group');
+    assert.equal(fs.existsSync(path.join(share, 'team', 'mine')), false);
+    fs.rmSync(share, { recursive: true, force: true });
+  });
+
   it('by default, as root: the namespace sandbox, as in the Rust virtiofsd', async () => {
     const env = await connect('vfs-sandbox-', []);
     const pid = env.daemon.proc.pid!;
