@@ -291,7 +291,11 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
   }
 
   // pop() -> head, kEmpty, or kBroken. On a head, out and prefetch describe the chain.
-  // Chains the attached ChainServer serves are not returned: pop() goes on to the next.
+  // Chains the attached ChainServer serves are not returned: pop() goes on to the next, for
+  // at most kServeBudgetNs: then it answers kEmpty with chains still there, so that its
+  // caller looks at its own budget and at a stop (a guest that makes chains available as
+  // fast as they are served would otherwise keep it here for good, and a queue's stop, the
+  // GET_VRING_BASE waiting for it, and SIGTERM with them, would never end).
   Napi::Value Pop(const Napi::CallbackInfo& info) {
     if (KickThreadOwns(info, "pop()")) return info.Env().Undefined();
     return Napi::Number::New(info.Env(), PopServing());
@@ -302,7 +306,13 @@ class Vring : public Napi::ObjectWrap<Vring>, public KickServer {
       brokenInKick_ = false;
       return kBroken;
     }
-    for (;;) {
+    int64_t start = 0;
+    for (uint32_t n = 0;; n++) {
+      if (n % 16 == 15) {
+        int64_t now = NowNs();
+        if (start == 0) start = now;
+        else if (now - start >= kServeBudgetNs) return kEmpty;
+      }
       int r = SyncMemory();
       if (r == 0) r = Pending();
       if (r == 0) {
