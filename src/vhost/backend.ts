@@ -556,6 +556,13 @@ export class VhostUserBackend {
     }
     const v = this.vrings[index];
     const fd = noFd ? -1 : fds[0];
+    // The call and error notifiers are written by queue and pool threads under the used
+    // ring's mutex: a pipe the front end stops reading would block that write, then every
+    // thread of the queue and the JS thread behind it. Linux front ends send eventfds.
+    if (fd >= 0 && req !== FrontendReq.SET_VRING_KICK && !native.isEventfd(fd)) {
+      native.close(fd);
+      throw new RequestError(`${FrontendReq[req]}: queue ${index}'s notifier is not an eventfd`);
+    }
     if (req === FrontendReq.SET_VRING_CALL) {
       // The old fd is closed only once the queue's thread has switched to the new one: a
       // queue's thread may be signalling it right now, and a signal to a closed fd is a lost call.
@@ -566,8 +573,13 @@ export class VhostUserBackend {
       return null;
     }
     if (req === FrontendReq.SET_VRING_ERR) {
-      if (v.errFd >= 0) native.close(v.errFd);
+      // As the call fd: the running queue takes the new one before the old is closed (its
+      // number could otherwise be reused by the next descriptor received, and a broken ring
+      // reported into that).
+      const old = v.errFd;
       v.errFd = fd;
+      if (v.running) await v.host!.setErrFd(fd);
+      if (old >= 0) native.close(old);
       return null;
     }
     // SET_VRING_KICK starts the ring (enabled at once without PROTOCOL_FEATURES).

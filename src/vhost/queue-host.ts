@@ -32,6 +32,7 @@ export interface QueueHost {
   /** Stops the queue after its in-flight requests; resolves to the next avail index. */
   stop(): Promise<number>;
   setCallFd(fd: number): Promise<void>;
+  setErrFd(fd: number): Promise<void>;
   /** Requests served so far on this queue, and the handler's own counts (per opcode). */
   stats(): Promise<QueueStats>;
   close(): Promise<void>;
@@ -88,6 +89,10 @@ export class MainThreadQueueHost implements QueueHost {
 
   async setCallFd(fd: number): Promise<void> {
     this.runner?.setCallFd(fd);
+  }
+
+  async setErrFd(fd: number): Promise<void> {
+    this.runner?.setErrFd(fd);
   }
 
   async stats(): Promise<QueueStats> {

@@ -148,6 +148,11 @@ export class QueueRunner {
     this.vq?.setCallFd(fd);
   }
 
+  /** The error eventfd a broken ring is reported on from now on. */
+  setErrFd(fd: number): void {
+    this.cfg = { ...this.cfg, errFd: fd };
+  }
+
   /** Stops taking new chains, waits for those in flight, and returns the next avail index. */
   async stop(): Promise<number> {
     this.stopped = true;

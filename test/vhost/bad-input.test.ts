@@ -8,6 +8,7 @@
  * and where only a queue broke, a restart of the queues brings the device back.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -340,6 +341,44 @@ describe('virtiofsd-ts against a hostile front end', function () {
         native.close(odd);
       }
       await waitForLog(env.daemon, /queue 1 cannot start: ring misaligned in host memory/);
+      await assertAlive(env);
+    });
+
+    it('refuses a call notifier that is not an eventfd (a FIFO whose writes could block the queue)', async () => {
+      env = await launch();
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-fifo-'));
+      execFileSync('mkfifo', [path.join(dir, 'call')]);
+      const rd = fs.openSync(path.join(dir, 'call'), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      const wr = fs.openSync(path.join(dir, 'call'), fs.constants.O_WRONLY);
+      try {
+        const index = Buffer.alloc(8);
+        index.writeBigUInt64LE(1n);
+        assert.notEqual(await rawAck(env.fe, FrontendReq.SET_VRING_CALL, index, [wr]), 0n);
+      } finally {
+        fs.closeSync(wr);
+        fs.closeSync(rd);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await waitForLog(env.daemon, /SET_VRING_CALL: queue 1's notifier is not an eventfd/);
+      await assertAlive(env);
+      await assertServes(env);
+    });
+
+    it('a new error eventfd sent while the queue runs is the one a broken ring is reported on', async () => {
+      env = await launch();
+      const q = env.fe.queue(1);
+      const err = native.eventfdCreate();
+      try {
+        await env.fe.setVringErr(1, err);
+        await env.fe.getFeatures(); // the SET_VRING_ERR has been served
+        q.vq.setAvailIdxRaw(q.vq.availIdx + q.vq.size + 3);
+        q.kickNow();
+        assert.ok(native.pollReadable(err, 3000), 'the new error eventfd was not signalled');
+        assert.ok(native.eventfdRead(err) > 0);
+      } finally {
+        native.close(err);
+      }
+      await waitForLog(env.daemon, /entries ahead of/);
       await assertAlive(env);
     });
 

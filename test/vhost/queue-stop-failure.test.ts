@@ -35,6 +35,9 @@ class FailingStopHost implements QueueHost {
   setCallFd(fd: number): Promise<void> {
     return this.inner.setCallFd(fd);
   }
+  setErrFd(fd: number): Promise<void> {
+    return this.inner.setErrFd(fd);
+  }
   stats(): Promise<QueueStats> {
     return this.inner.stats();
   }
