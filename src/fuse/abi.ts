@@ -134,6 +134,7 @@ export enum Opcode {
 
 /** Name of an opcode for logs, `UNKNOWN(n)` for values fuse.h does not define. */
 export function opcodeName(opcode: number): string {
+  if (opcode === -1) return 'UNKNOWN'; // server.ts' UNKNOWN_OPCODES: every opcode not in the enum
   return Opcode[opcode] ?? `UNKNOWN(${opcode})`;
 }
 

@@ -82,6 +82,8 @@ export const OUR_MINOR = abi.FUSE_KERNEL_MINOR_VERSION;
 
 /** Per-opcode request counters, for tests and the exit report. */
 export type OpcodeCounts = Map<number, number>;
+/** The key under which OpcodeCounts counts every opcode it does not know. */
+export const UNKNOWN_OPCODES = -1;
 
 const FATTR_SIZE = 1 << 3;
 const FATTR_ATIME = 1 << 4;
@@ -118,7 +120,10 @@ export class FuseServer {
     }
     t.read(this.inBuf, 0, abi.IN_HEADER_SIZE);
     const h = abi.decodeInHeader(this.inBuf, 0);
-    this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
+    // Opcodes this server does not know share one count: a guest sending every u32 would
+    // otherwise grow the map without bound.
+    const counted = abi.Opcode[h.opcode] !== undefined ? h.opcode : UNKNOWN_OPCODES;
+    this.counts.set(counted, (this.counts.get(counted) ?? 0) + 1);
     const ctx: Context = { uid: h.uid, gid: h.gid, pid: h.pid };
     if (h.len < abi.IN_HEADER_SIZE || h.len > t.readableLen) {
       this.log.warn({ opcode: h.opcode, len: h.len, have: t.readableLen }, 'FUSE request length disagrees with its buffer');

@@ -515,6 +515,20 @@ describe('virtiofsd-ts against a hostile front end', function () {
   });
 
   describe('malformed FUSE requests (the queue stays healthy)', () => {
+    it('opcodes it does not know get ENOSYS and share one count (a guest sending every u32 grows nothing)', async () => {
+      env = await launch();
+      ok(await env.client.init(), 'INIT');
+      for (const opcode of [4096, 70000, 0xfffffff0, 4097]) {
+        assert.equal((await env.client.request(opcode, 1n, Buffer.alloc(0), 0)).error, -os.constants.errno.ENOSYS, `opcode ${opcode}`);
+      }
+      const daemon = env.daemon;
+      await teardown(env);
+      env = null;
+      const perQueue = daemon.exitReport<{ opcodesPerQueue: Record<string, Record<string, number>> }>().opcodesPerQueue;
+      assert.equal(perQueue['1'].UNKNOWN, 4, JSON.stringify(perQueue));
+      assert.deepEqual(Object.keys(perQueue['1']).filter((k) => k.startsWith('UNKNOWN(')), [], 'no count per unknown opcode');
+    });
+
     it('a request shorter than its header is dropped, a length that disagrees gets EINVAL', async () => {
       env = await launch();
       const mem = env.fe.memory!;
