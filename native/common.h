@@ -197,8 +197,14 @@ bool ArgPairs(const Napi::CallbackInfo& info, size_t i, const double** pairs, si
 // statx with the fields the FUSE attributes need, written into o[0..kStatxFields) in the
 // order of StatxField (src/native.ts), the last being fuse_attr.flags (0 here; see
 // MarkSubmount in state.h). Returns 0 or -errno.
-constexpr size_t kStatxFields = 23;
-constexpr size_t kModeField = 4, kUidField = 6, kGidField = 7, kAttrFlagsField = 22;
+// The inode number is also there exactly, as two 32-bit halves (kInoHighField, kInoLowField):
+// as a double (field 3) it is rounded past 2^53, where overlayfs (xino), network file systems
+// and others put theirs, and two files would share one key (ExactIno).
+constexpr size_t kStatxFields = 25;
+constexpr size_t kModeField = 4, kUidField = 6, kGidField = 7, kAttrFlagsField = 22, kInoHighField = 23, kInoLowField = 24;
+inline uint64_t ExactIno(const double* st) {
+  return (static_cast<uint64_t>(st[kInoHighField]) << 32) | static_cast<uint64_t>(st[kInoLowField]);
+}
 int StatxInto(int dirfd, const char* path, int flags, double* o);
 // info[i] as a Float64Array of at least kStatxFields, or nullptr with a pending exception.
 double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i);

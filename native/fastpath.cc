@@ -100,7 +100,7 @@ void EncodeAttr(const double* st, uint8_t* o) {
   auto i64 = [](double v) { return static_cast<uint64_t>(static_cast<int64_t>(v)); };
   auto u32 = [](double v) { return static_cast<uint32_t>(v); };
   uint32_t major = u32(st[8]), minor = u32(st[9]);
-  Store64(o, u64(st[3]));        // ino
+  Store64(o, ExactIno(st));      // ino
   Store64(o + 8, u64(st[10]));   // size
   Store64(o + 16, u64(st[11]));  // blocks
   Store64(o + 24, i64(st[13]));  // atime

@@ -61,7 +61,7 @@ void PutEntry(uint8_t* p, uint64_t nodeid, const double* st, const double* timeo
   Put32(p + 32, static_cast<uint32_t>(timeouts[1]));
   Put32(p + 36, static_cast<uint32_t>(timeouts[3]));
   uint8_t* a = p + 40;  // fuse_attr
-  Put64(a, static_cast<uint64_t>(st[3]));
+  Put64(a, ExactIno(st));
   Put64(a + 8, static_cast<uint64_t>(st[10]));
   Put64(a + 16, static_cast<uint64_t>(st[11]));
   Put64(a + 24, static_cast<uint64_t>(static_cast<int64_t>(st[13])));
@@ -146,7 +146,7 @@ int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, siz
             if (nodeid > 0) {
               MarkSubmount(s, h.fd(), d->d_name, st, dirSt);
               PutEntry(p, static_cast<uint64_t>(nodeid), st, timeouts);
-              ino = static_cast<uint64_t>(st[3]);
+              ino = ExactIno(st);
             }
           }
         }

@@ -37,6 +37,8 @@ int StatxInto(int dirfd, const char* path, int flags, double* o) {
   o[20] = st.stx_btime.tv_nsec;
   o[21] = static_cast<double>(st.stx_mnt_id);
   o[kAttrFlagsField] = 0;
+  o[kInoHighField] = static_cast<double>(st.stx_ino >> 32);
+  o[kInoLowField] = static_cast<double>(st.stx_ino & 0xffffffffu);
   return 0;
 }
 
@@ -44,7 +46,7 @@ double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i) {
   Napi::Value v = info[i];
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       v.As<Napi::TypedArray>().ElementLength() < kStatxFields) {
-    ThrowType(info.Env(), "out must be a Float64Array of 23");
+    ThrowType(info.Env(), "out must be a Float64Array of 25");
     return nullptr;
   }
   return v.As<Napi::Float64Array>().Data();
@@ -83,7 +85,7 @@ Napi::Value OpenAt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd < 0 ? -errno : fd);
 }
 
-// statx(dirfd, path, flags, out: Float64Array(22)) -> 0 or -errno.
+// statx(dirfd, path, flags, out: Float64Array(25)) -> 0 or -errno.
 Napi::Value Statx(const Napi::CallbackInfo& info) {
   int64_t dirfd, flags;
   std::string path;

@@ -25,8 +25,8 @@ namespace vfsn {
 namespace {
 
 constexpr int O_PATH_ = 010000000;
-constexpr size_t kFhSlot = kStatxFields;  // out[23]: the fh of CREATE and TMPFILE
-constexpr size_t kCreatedSlot = kStatxFields + 1;  // out[24] of nodeCreate: 1 when the file was made, 0 when it existed
+constexpr size_t kFhSlot = kStatxFields;  // the fh of CREATE and TMPFILE, after the statx fields
+constexpr size_t kCreatedSlot = kStatxFields + 1;  // nodeCreate's 1 when the file was made, 0 when it existed
 
 // This thread's fsuid/fsgid set to the caller's for the scope (root daemons only): the
 // guest's IDs as host IDs (--translate-uid/-gid). error() is -EPERM for an ID the guest may
@@ -122,9 +122,9 @@ Napi::Value NodeMake(const Napi::CallbackInfo& info) {
                                                 static_cast<uint32_t>(gid), out, OptionalU32(info, 10))));
 }
 
-// nodeCreate(id, parent, name, flags, mode, uid, gid, out[25], killSuidgid?, umask?) -> nodeid or
-// -errno; out[23] gets the fh of the opened file, out[24] 1 when the file was made (0: the
-// name existed). An existing name is opened only if it is a regular file (and not at all with
+// nodeCreate(id, parent, name, flags, mode, uid, gid, out, killSuidgid?, umask?) -> nodeid or
+// -errno; out[kFhSlot] gets the fh of the opened file, out[kCreatedSlot] 1 when the file was
+// made (0: the name existed). An existing name is opened only if it is a regular file (and not at all with
 // O_EXCL), as the caller; it is never followed if it is a symlink.
 Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -144,8 +144,8 @@ Napi::Value NodeCreate(const Napi::CallbackInfo& info) {
   return Num(info, static_cast<double>(r));
 }
 
-// nodeTmpfile(id, parent, flags, mode, uid, gid, out[24], umask?) -> nodeid or -errno;
-// out[23] = fh.
+// nodeTmpfile(id, parent, flags, mode, uid, gid, out, umask?) -> nodeid or -errno;
+// out[kFhSlot] = fh.
 Napi::Value NodeTmpfile(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t parent;

@@ -621,8 +621,7 @@ inline Napi::Value Num(const Napi::CallbackInfo& info, double v) { return Napi::
 
 // The attributes' key fields (out[1], out[2], out[3], out[21]) as an inode key.
 inline InodeKey KeyOfStatx(const double* st) {
-  return InodeKey{static_cast<uint32_t>(st[1]), static_cast<uint32_t>(st[2]), static_cast<uint64_t>(st[3]),
-                  static_cast<uint64_t>(st[21])};
+  return InodeKey{static_cast<uint32_t>(st[1]), static_cast<uint32_t>(st[2]), ExactIno(st), static_cast<uint64_t>(st[21])};
 }
 
 // Takes fd (an O_PATH descriptor of a new or known inode), reads its attributes into out

@@ -189,8 +189,14 @@ export enum StatxField {
   mask, devMajor, devMinor, ino, mode, nlink, uid, gid, rdevMajor, rdevMinor, size, blocks,
   blksize, atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, btimeSec,
   btimeNsec, mntId, attrFlags,
+  /** The inode number's halves, exact (ino is rounded past 2^53): exactIno(). */
+  inoHigh, inoLow,
 }
-export const STATX_FIELDS = 23;
+export const STATX_FIELDS = 25;
+/** The inode number of a statx array, exact. */
+export function exactIno(st: Float64Array): bigint {
+  return (BigInt(st[StatxField.inoHigh]) << 32n) | BigInt(st[StatxField.inoLow]);
+}
 /**
  * out[FH_SLOT] receives the fh of nodeCreate and nodeTmpfile, out[CREATED_SLOT] nodeCreate's 1
  * when it made the file, 0 when the name existed (out: Float64Array(STATX_FIELDS + 2)).
@@ -290,8 +296,8 @@ export interface NativeAddon {
   stateSetMappedCapability(id: number, hostName: string): void;
   /** [inodes kept as file handles, inode descriptors open, inodes ever kept as file handles]. */
   stateInodeFds(id: number): [number, number, number];
-  inodeSetRoot(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;
-  inodeRef(id: number, fd: number, devMajor: number, devMinor: number, ino: number, mntId: number): number;
+  inodeSetRoot(id: number, fd: number, devMajor: number, devMinor: number, ino: number | bigint, mntId: number): number;
+  inodeRef(id: number, fd: number, devMajor: number, devMinor: number, ino: number | bigint, mntId: number): number;
   inodeAcquire(id: number, nodeid: number | bigint): number;
   inodeRelease(id: number, nodeid: number | bigint): void;
   inodeForget(id: number, nodeid: number | bigint, nlookup: number | bigint): void;

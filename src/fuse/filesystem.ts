@@ -54,7 +54,7 @@ export function check(r: number): number {
 
 /** Attributes of an inode, as fuse_attr needs them (u64 fields as JS numbers). */
 export interface Attributes {
-  ino: number;
+  ino: bigint;
   size: number;
   blocks: number;
   atime: number;

@@ -205,7 +205,7 @@ export class FuseServer {
           flags: 0,
           stat: {
             mask: r.mask, blksize: at.blksize, attributes: 0n, nlink: at.nlink, uid: at.uid, gid: at.gid, mode: at.mode & 0xffff,
-            ino: BigInt(at.ino), size: BigInt(at.size), blocks: BigInt(at.blocks), attributesMask: 0n,
+            ino: at.ino, size: BigInt(at.size), blocks: BigInt(at.blocks), attributesMask: 0n,
             atime: sx(at.atime, at.atimeNsec), btime: sx(r.btime, r.btimeNsec), ctime: sx(at.ctime, at.ctimeNsec), mtime: sx(at.mtime, at.mtimeNsec),
             rdevMajor: (at.rdev >>> 8) & 0xfff, rdevMinor: (at.rdev & 0xff) | ((at.rdev >>> 12) & 0xfff00),
             devMajor: r.devMajor, devMinor: r.devMinor,
@@ -578,7 +578,7 @@ function encodeEntry(o: Buffer, b: number, e: Entry): void {
 }
 
 function writeAttr(b: Buffer, off: number, a: Attributes): void {
-  writeU64(b, off, a.ino);
+  b.writeBigUInt64LE(a.ino, off);
   writeU64(b, off + 8, a.size);
   writeU64(b, off + 16, a.blocks);
   writeI64(b, off + 24, a.atime);

@@ -173,7 +173,7 @@ describe('passthrough filesystem, operation by operation', function () {
     it('finds names, with attributes, and counts lookups until FORGET', () => {
       const e = lookup(env, 'file');
       assert.equal(e.attr.size, 12);
-      assert.equal(e.attr.ino, fs.statSync(path.join(env.dir, 'file')).ino);
+      assert.equal(e.attr.ino, BigInt(fs.statSync(path.join(env.dir, 'file')).ino));
       assert.equal(lookup(env, 'file').nodeid, e.nodeid);
       assert.equal(native.inodeLookups(env.stateId, e.nodeid), 2);
       env.fs.forget(e.nodeid, 2);

@@ -4,7 +4,7 @@
  * attributes (the mount uses default_permissions); ACCESS, for the callers that still ask, is
  * judged natively from the same mode bits (AccessNode in native/state.cc).
  */
-import { StatxField } from '../../native';
+import { exactIno, StatxField } from '../../native';
 import type { Attributes } from '../filesystem';
 
 /** The kernel's new_encode_dev(): the dev_t layout FUSE attributes carry. */
@@ -19,7 +19,7 @@ export function decodeDev(dev: number): { major: number; minor: number } {
 
 export function attrsOf(st: Float64Array): Attributes {
   return {
-    ino: st[StatxField.ino],
+    ino: exactIno(st),
     size: st[StatxField.size],
     blocks: st[StatxField.blocks],
     atime: st[StatxField.atimeSec],

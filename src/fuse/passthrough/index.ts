@@ -13,7 +13,7 @@
  * every change with EROFS. Beyond it: POSIX and flock locks held on the host (locks.ts).
  */
 import { constants as fsc } from 'node:fs';
-import { CREATED_SLOT, FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
+import { CREATED_SLOT, exactIno, FH_SLOT, guestIo, native, REPLIED_BY_POOL, StatxField, STATX_FIELDS, type GuestRanges, type PoolReplied } from '../../native';
 import { cachePolicy, hostOpenFlags, SessionFlags, sessionFlagsOf, type CacheOptions, type CachePolicy } from '../../cache/policy';
 import { FopenFlags, InitFlags, OpenInFlags, ReleaseFlags, SetxattrFlags, WriteFlags } from '../abi';
 import {
@@ -80,7 +80,7 @@ export function createSharedState(sharedDir: string): number {
   }
   const st = new Float64Array(STATX_FIELDS);
   check(native.statx(fd, '', AT_EMPTY_PATH, st));
-  native.inodeSetRoot(id, fd, st[StatxField.devMajor], st[StatxField.devMinor], st[StatxField.ino], st[StatxField.mntId]);
+  native.inodeSetRoot(id, fd, st[StatxField.devMajor], st[StatxField.devMinor], exactIno(st), st[StatxField.mntId]);
   return id;
 }
 
