@@ -237,13 +237,12 @@ export class VhostUserBackend {
         // that the front end's migration fails instead (QEMU waits for this reply then).
         if (logAll && !this.logMapped) throw new RequestError('VHOST_F_LOG_ALL without a dirty log (SET_LOG_BASE)');
         if (logAll !== hasBit(this.ackedFeatures, VHOST_F_LOG_ALL)) {
+          // Only a front end that may ask for the device state will (DEVICE_STATE negotiated).
+          // Prepared before logging goes on, so that a failing prepare() leaves both off.
+          if (logAll && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.prepare();
           native.dirtyLogEnable(this.memTableId, logAll);
           this.log.info(logAll ? 'dirty-page logging on (migration started)' : 'dirty-page logging off');
-          // Only a front end that may ask for the device state will (DEVICE_STATE negotiated).
-          if (hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) {
-            if (logAll) this.device.migration?.prepare();
-            else this.device.migration?.unprepare();
-          }
+          if (!logAll && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.unprepare();
         }
         this.ackedFeatures = f;
         // Without PROTOCOL_FEATURES, rings are enabled as soon as they start.
@@ -654,6 +653,8 @@ export class VhostUserBackend {
       for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
       this.vrings[i] = { ...this.freshVring(), host: v.host };
     }
+    // A reset during a precopy ends it: what it prepared goes too.
+    if (hasBit(this.ackedFeatures, VHOST_F_LOG_ALL) && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.unprepare();
     this.ackedFeatures = 0n;
     native.dirtyLogEnable(this.memTableId, false);
     this.status = 0;

@@ -324,6 +324,22 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     }
   });
 
+  it('a device reset during a precopy drops the paths it found', async () => {
+    src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
+    const { c, share } = src;
+    for (const f of ['a', 'b']) fs.writeFileSync(path.join(share, f), `file ${f}`);
+    for (const f of ['a', 'b']) ok(await c.lookup(1n, f), `LOOKUP ${f}`);
+    const logFd = await startPrecopy(src.fe, src.daemon);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      await src.fe.stopQueues();
+      await src.fe.resetDevice();
+      await logged(src.daemon, (l) => l.msg === 'migration cancelled: the paths found during its precopy are dropped' && l.paths === 2);
+    } finally {
+      native.close(logFd);
+    }
+  });
+
   it('a file removed while the guest holds it open: the destination refuses it (abort, the default); the source serves on', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
