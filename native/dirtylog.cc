@@ -20,6 +20,7 @@ std::atomic<int> gDirtyLogging{0};
 namespace {
 
 constexpr uint64_t kLogPage = 4096;  // VHOST_LOG_PAGE
+constexpr size_t kMaxLogAreas = 1024;  // dirty logs one connection may map (DirtyLogMap)
 
 struct LogArea {
   void* map = MAP_FAILED;
@@ -72,6 +73,13 @@ Napi::Value DirtyLogMap(const Napi::CallbackInfo& info) {
   struct stat st;
   if (fstat(static_cast<int>(fd), &st) < 0) return ThrowErrno(env, errno, "fstat");
   if (S_ISREG(st.st_mode) && st.st_size < size + offset) return ThrowErrno(env, EINVAL, "dirty log beyond the end of its file");
+  {
+    // Every log ever mapped stays mapped until the connection ends (a thread may still be
+    // writing into a replaced one): a front end sending logs without end would exhaust the
+    // process's mappings. QEMU sends one per migration attempt, a few more if memory changes.
+    std::lock_guard<std::mutex> g(t->mu);
+    if (t->all.size() >= kMaxLogAreas) return ThrowErrno(env, EMFILE, "dirty logs mapped on this connection");
+  }
   // mmap wants a page-aligned offset: map from the page it starts in.
   uint64_t pageOff = static_cast<uint64_t>(offset) & ~(uint64_t{4095});
   size_t len = static_cast<size_t>(size + (offset - pageOff));

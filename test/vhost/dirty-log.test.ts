@@ -112,4 +112,16 @@ describe('dirty-page logging (migration)', function () {
     await assert.rejects(env.fe.setFeatures(env.fe.ackedFeatures | (1n << VHOST_F_LOG_ALL), true), /REPLY_ACK 1/);
     ok(await env.c.getattr(1n), 'GETATTR after the refusals');
   });
+
+  it('maps at most 1024 logs on one connection (each stays mapped until it ends), then refuses, and goes on serving', async () => {
+    env = await connectDaemon('vfs-dirty-', ['--cache=never']);
+    logFd = native.memfdCreate('dirty-log', PAGE);
+    for (let i = 0; i < 1024; i++) assert.equal(await env.fe.setLogBase(logFd, PAGE), 0n, `log ${i} mapped`);
+    assert.equal(await env.fe.setLogBase(logFd, PAGE), 1n, 'the 1025th refused');
+    for (let waited = 0; !/dirty logs mapped on this connection/.test(env.daemon.output()); waited += 20) {
+      assert.ok(waited < 3000, 'the refusal was logged');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    ok(await env.c.getattr(1n), 'GETATTR after the refusal');
+  });
 });
