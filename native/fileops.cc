@@ -90,7 +90,9 @@ int SyncHandle(FsState* s, uint64_t fh, bool datasync) {
 int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length) {
   HandlePin h(s, fh);
   if (h.fd() < 0) return h.fd();
-  return fallocate(h.fd(), mode, offset, length) < 0 ? -errno : 0;
+  if (fallocate(h.fd(), mode, offset, length) < 0) return -errno;
+  s->DropMappedCapability(h.fd());  // a change of the file's contents, as a write
+  return 0;
 }
 
 int64_t SeekHandle(FsState* s, uint64_t fh, int64_t offset, int whence) {
@@ -108,7 +110,9 @@ int64_t CopyRangeHandles(FsState* s, uint64_t fhIn, int64_t offIn, uint64_t fhOu
   if (b.fd() < 0) return b.fd();
   loff_t i = offIn, o = offOut;
   ssize_t r = copy_file_range(a.fd(), &i, b.fd(), &o, static_cast<size_t>(length), flags);
-  return r < 0 ? -errno : r;
+  if (r < 0) return -errno;
+  if (r > 0) s->DropMappedCapability(b.fd());  // the destination was written
+  return r;
 }
 
 int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, size_t cap, bool plus, const double* timeouts) {

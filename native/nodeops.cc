@@ -405,6 +405,7 @@ int64_t OpenNode(FsState* s, uint64_t nodeid, int flags, bool killSuidgid) {
     FsetidDropped f(killSuidgid && (flags & O_TRUNC));
     fd = f.error() ? f.error() : Reopen(s, p.fd(), flags);
     if (fd < 0) return fd;
+    if (flags & O_TRUNC) s->DropMappedCapability(fd);  // as for any truncation
   }
   return static_cast<int64_t>(s->InsertHandle(fd, nodeid));
 }
@@ -475,6 +476,7 @@ int64_t CreateName(FsState* s, uint64_t parent, const char* name, int flags, uin
         close(pathFd);
         return fd;
       }
+      if (oflags & O_TRUNC) s->DropMappedCapability(fd);
     }
   }
   if (pathFd < 0) {

@@ -112,6 +112,22 @@ describe('virtiofsd-ts with --xattrmap', function () {
       capped();
       assert.equal(await setattr({ valid: abi.FattrFlags.MODE, mode: 0o755 }), 0);
       assert.deepEqual(hostNames(file), ['user.other', 'user.virtiofs.security.capability'], 'a chmod keeps it, as on the host');
+      // What `cp` over the binary sends: an OPEN that truncates, then FALLOCATE or COPY_FILE_RANGE.
+      const t = ok(await c.open(n, fs.constants.O_WRONLY | fs.constants.O_TRUNC), 'OPEN O_TRUNC').fh;
+      assert.deepEqual(hostNames(file), ['user.other'], 'after an OPEN that truncates');
+      capped();
+      const fa = Buffer.alloc(abi.FALLOCATE_IN_SIZE);
+      abi.encodeFallocateIn(fa, 0, { fh: t, offset: 0n, length: 4096n, mode: 0 });
+      assert.equal((await c.request(abi.Opcode.FALLOCATE, n, fa, 0)).error, 0, 'FALLOCATE');
+      assert.deepEqual(hostNames(file), ['user.other'], 'after a FALLOCATE');
+      capped();
+      fs.writeFileSync(path.join(share, 'src'), 'new contents');
+      const srcNode = ok(await c.lookup(1n, 'src'), 'LOOKUP src').nodeid;
+      const srcFh = ok(await c.open(srcNode, fs.constants.O_RDONLY), 'OPEN src').fh;
+      const cr = Buffer.alloc(abi.COPY_FILE_RANGE_IN_SIZE);
+      abi.encodeCopyFileRangeIn(cr, 0, { fhIn: srcFh, offIn: 0n, nodeidOut: n, fhOut: t, offOut: 0n, len: 12n, flags: 0n });
+      assert.equal((await c.request(abi.Opcode.COPY_FILE_RANGE, srcNode, cr, abi.WRITE_OUT_SIZE)).error, 0, 'COPY_FILE_RANGE');
+      assert.deepEqual(hostNames(file), ['user.other'], 'after a COPY_FILE_RANGE into it');
     });
   }
 });
