@@ -113,13 +113,9 @@ struct Reader {
 
 // The struct file_handle of the inode behind descriptor fd, or "" (errno set).
 std::string HandleOf(int fd) {
-  std::string b(kMaxHandle, '\0');
-  auto* fh = reinterpret_cast<file_handle*>(b.data());
-  fh->handle_bytes = MAX_HANDLE_SZ;
-  int mnt;
-  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return {};
-  b.resize(sizeof(file_handle) + fh->handle_bytes);
-  return b;
+  FileHandleBytes h;
+  if (!ReadFileHandle(fd, &h)) return {};
+  return std::string(h.bytes.begin(), h.bytes.end());
 }
 
 // What descriptor fd's /proc/self/fd link names: the file's path as the kernel sees it.

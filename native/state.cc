@@ -58,15 +58,21 @@ FsState* StateArg(const Napi::CallbackInfo& info) {
   return ArgInt(info, 0, &id) ? StateById(id) : nullptr;
 }
 
+bool ReadFileHandle(int fd, FileHandleBytes* out) {
+  out->bytes.resize(sizeof(file_handle) + MAX_HANDLE_SZ);
+  auto* fh = reinterpret_cast<file_handle*>(out->bytes.data());
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mnt;
+  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return false;
+  out->bytes.resize(sizeof(file_handle) + fh->handle_bytes);
+  return true;
+}
+
 std::unique_ptr<FileHandleBytes> FsState::ParkIfOverBudget(int fd, const InodeKey& k) {
   if (OpenInodeFds() < inodeFdBudget || k.mntId != rootKey.mntId || mountFd.load(std::memory_order_acquire) == -2) return nullptr;
   auto h = std::make_unique<FileHandleBytes>();
-  h->bytes.resize(sizeof(file_handle) + MAX_HANDLE_SZ);
+  if (!ReadFileHandle(fd, h.get())) return nullptr;
   auto* fh = reinterpret_cast<file_handle*>(h->bytes.data());
-  fh->handle_bytes = MAX_HANDLE_SZ;
-  int mnt;
-  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return nullptr;
-  h->bytes.resize(sizeof(file_handle) + fh->handle_bytes);
   if (mountFd.load(std::memory_order_acquire) == -1) {
     std::lock_guard<std::mutex> g(mountMu);
     if (mountFd.load() == -1) {
@@ -88,13 +94,8 @@ std::unique_ptr<FileHandleBytes> FsState::ParkIfOverBudget(int fd, const InodeKe
 }
 
 bool FsState::SameFileHandle(int fd, const FileHandleBytes& h) {
-  std::vector<unsigned char> b(sizeof(file_handle) + MAX_HANDLE_SZ);
-  auto* fh = reinterpret_cast<file_handle*>(b.data());
-  fh->handle_bytes = MAX_HANDLE_SZ;
-  int mnt;
-  if (name_to_handle_at(fd, "", fh, &mnt, AT_EMPTY_PATH) < 0) return true;
-  b.resize(sizeof(file_handle) + fh->handle_bytes);
-  return b == h.bytes;
+  FileHandleBytes now;
+  return !ReadFileHandle(fd, &now) || now.bytes == h.bytes;
 }
 
 int FsState::Unpark(const FileHandleBytes& h) {

@@ -55,6 +55,9 @@ struct KeyHash {
 struct FileHandleBytes {
   std::vector<unsigned char> bytes;  // struct file_handle, f_handle included
 };
+// fd's file handle (name_to_handle_at) into *out; false (errno set) when its file system
+// gives none.
+bool ReadFileHandle(int fd, FileHandleBytes* out);
 
 struct Inode {
   int fd;  // -1 while parked and unpinned

@@ -10,6 +10,7 @@
  * refused GET_* request, which owes a reply no refusal can give, closes the connection; a
  * malformed ring breaks only its queue. Nothing the front end sends can crash the process.
  */
+import { constants as fsConstants } from 'node:fs';
 import * as net from 'node:net';
 import { native, STATX_FIELDS, StatxField } from '../native';
 import type { Logger } from '../log';
@@ -22,11 +23,8 @@ import {
 import type { QueueHost } from './queue-host';
 import { MAX_QUEUE_SIZE, NO_POLLS, type PollCounts, type RingAddresses } from './virtqueue';
 
-// fstat of a device-state descriptor: its file type (statx of "" with AT_EMPTY_PATH).
+// fstat of a device-state descriptor: statx of "" with AT_EMPTY_PATH.
 const AT_EMPTY_PATH = 0x1000;
-const S_IFMT = 0o170000;
-const S_IFIFO = 0o010000;
-const S_IFSOCK = 0o140000;
 
 /** What the device behind this backend offers and how its queues are hosted. */
 export interface DeviceSpec {
@@ -237,12 +235,11 @@ export class VhostUserBackend {
         // that the front end's migration fails instead (QEMU waits for this reply then).
         if (logAll && !this.logMapped) throw new RequestError('VHOST_F_LOG_ALL without a dirty log (SET_LOG_BASE)');
         if (logAll !== hasBit(this.ackedFeatures, VHOST_F_LOG_ALL)) {
-          // Only a front end that may ask for the device state will (DEVICE_STATE negotiated).
           // Prepared before logging goes on, so that a failing prepare() leaves both off.
-          if (logAll && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.prepare();
+          if (logAll) this.stateMigration()?.prepare();
           native.dirtyLogEnable(this.memTableId, logAll);
           this.log.info(logAll ? 'dirty-page logging on (migration started)' : 'dirty-page logging off');
-          if (!logAll && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.unprepare();
+          if (!logAll) this.stateMigration()?.unprepare();
         }
         this.ackedFeatures = f;
         // Without PROTOCOL_FEATURES, rings are enabled as soon as they start.
@@ -372,8 +369,8 @@ export class VhostUserBackend {
       this.log.warn({ request: 'SET_DEVICE_STATE_FD' }, `refused request: ${why}`);
       return u64(1n | DEVICE_STATE_NO_FD);
     };
-    const m = this.device.migration;
-    if (!m || !hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) return refuse('DEVICE_STATE was not negotiated');
+    const m = this.stateMigration();
+    if (!m) return refuse('DEVICE_STATE was not negotiated');
     const { direction, phase } = decodeDeviceStateFd(p);
     if (phase !== PHASE_STOPPED) return refuse(`migration phase ${phase} (only 0, stopped, is defined)`);
     if (direction !== TransferDirection.SAVE && direction !== TransferDirection.LOAD) return refuse(`transfer direction ${direction}`);
@@ -381,6 +378,7 @@ export class VhostUserBackend {
     if (running >= 0) return refuse(`queue ${running} is running`);
     // net.Socket takes a pipe or a socket; anything else would throw from its constructor.
     const st = new Float64Array(STATX_FIELDS);
+    const { S_IFMT, S_IFIFO, S_IFSOCK } = fsConstants;
     const type = native.statx(fd, '', AT_EMPTY_PATH, st) === 0 ? st[StatxField.mode] & S_IFMT : -1;
     if (type !== S_IFIFO && type !== S_IFSOCK) return refuse('the descriptor is not a pipe or a socket');
     // A new transfer replaces one the front end gave up on.
@@ -388,6 +386,14 @@ export class VhostUserBackend {
     if (direction === TransferDirection.SAVE) this.savedSinceStart = true;
     this.stateTransfer = direction === TransferDirection.SAVE ? this.sendState(fd, m.save) : this.receiveState(fd, m.load);
     return u64(DEVICE_STATE_NO_FD);
+  }
+
+  /**
+   * The device's migration, when the front end negotiated DEVICE_STATE (only a front end
+   * that may ask for the device state will, so only then is a precopy prepared for it).
+   */
+  private stateMigration(): DeviceSpec['migration'] {
+    return hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE) ? this.device.migration : undefined;
   }
 
   /** The transfer's pipe, or why it cannot be had (the descriptor is closed then). */
@@ -654,7 +660,7 @@ export class VhostUserBackend {
       this.vrings[i] = { ...this.freshVring(), host: v.host };
     }
     // A reset during a precopy ends it: what it prepared goes too.
-    if (hasBit(this.ackedFeatures, VHOST_F_LOG_ALL) && hasBit(this.ackedProtocol, ProtocolFeature.DEVICE_STATE)) this.device.migration?.unprepare();
+    if (hasBit(this.ackedFeatures, VHOST_F_LOG_ALL)) this.stateMigration()?.unprepare();
     this.ackedFeatures = 0n;
     native.dirtyLogEnable(this.memTableId, false);
     this.status = 0;
