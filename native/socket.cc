@@ -142,7 +142,8 @@ int ReadFull(int fd, uint8_t* p, size_t n) {
   return 0;
 }
 
-// vhostRecv(fd, maxPayload) -> null at EOF, else
+// vhostRecv(fd, maxPayload): one whole message from a blocking socket (the test front end;
+// the daemon's socket is non-blocking and goes through recvSome) -> null at EOF, else
 //   {request, flags, size, payload: Buffer|null, fds: number[], truncatedFds: boolean}
 // payload is null when size > maxPayload (the caller drops the connection: the stream can
 // no longer be trusted). Descriptors are received close-on-exec.
@@ -209,6 +210,48 @@ Napi::Value VhostRecv(const Napi::CallbackInfo& info) {
   return res;
 }
 
+// recvSome(fd, buf, offset, length) -> {bytes, fds: number[], truncatedFds}: one
+// non-blocking recvmsg into buf[offset, offset + length). bytes is 0 at EOF and -1 when
+// nothing is there yet. The daemon reads a message's header and then its payload with
+// this, never past the message's end, so that descriptors sent with the next message
+// are not taken for this one's (src/vhost/message-reader.ts assembles the pieces).
+Napi::Value RecvSome(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, offset, length;
+  if (!ArgInt(info, 0, &fd) || !info[1].IsBuffer() || !ArgInt(info, 2, &offset) || !ArgInt(info, 3, &length))
+    return ThrowType(env, "recvSome(fd, buf, offset, length)");
+  Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+  if (offset < 0 || length <= 0 || static_cast<uint64_t>(offset) + static_cast<uint64_t>(length) > buf.Length())
+    return ThrowRange(env, "recvSome: range outside the buffer");
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  iovec iov{buf.Data() + offset, static_cast<size_t>(length)};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof(ctrl);
+  ssize_t r;
+  do {
+    r = recvmsg(static_cast<int>(fd), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) r = -1;
+  else if (r < 0) return ThrowErrno(env, errno, "recvmsg");
+  Napi::Array jfds = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); r >= 0 && c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
+      for (size_t i = 0; i < count; i++) jfds.Set(n++, p[i]);
+    }
+  }
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("bytes", Napi::Number::New(env, static_cast<double>(r)));
+  res.Set("fds", jfds);
+  res.Set("truncatedFds", Napi::Boolean::New(env, r >= 0 && (msg.msg_flags & MSG_CTRUNC) != 0));
+  return res;
+}
+
 // vhostSend(fd, data: Buffer, fds?: number[]): writes the whole buffer, the descriptors
 // riding on the first byte.
 Napi::Value VhostSend(const Napi::CallbackInfo& info) {
@@ -264,6 +307,7 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("unixDatagram", Napi::Function::New(env, UnixDatagram));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
   exports.Set("vhostRecv", Napi::Function::New(env, VhostRecv));
+  exports.Set("recvSome", Napi::Function::New(env, RecvSome));
   exports.Set("vhostSend", Napi::Function::New(env, VhostSend));
   exports.Set("shutdownSocket", Napi::Function::New(env, ShutdownSocket));
 }

@@ -235,6 +235,8 @@ export interface NativeAddon {
   unixDatagram(path: string, bind?: boolean): number;
   socketPair(): [number, number];
   vhostRecv(fd: number, maxPayload: number): ReceivedMessage | null;
+  /** One non-blocking recvmsg into buf[offset, offset + length): bytes 0 at EOF, -1 if none yet. */
+  recvSome(fd: number, buf: Buffer, offset: number, length: number): { bytes: number; fds: number[]; truncatedFds: boolean };
   vhostSend(fd: number, data: Buffer, fds?: number[]): void;
   shutdownSocket(fd: number): void;
   // events.cc

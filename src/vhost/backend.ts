@@ -22,6 +22,7 @@ import {
 } from './messages';
 import type { QueueHost } from './queue-host';
 import { MAX_QUEUE_SIZE, NO_POLLS, type PollCounts, type RingAddresses } from './virtqueue';
+import { MessageReader } from './message-reader';
 
 // fstat of a device-state descriptor: statx of "" with AT_EMPTY_PATH.
 const AT_EMPTY_PATH = 0x1000;
@@ -100,6 +101,8 @@ export class VhostUserBackend {
   /** A save happened and no queue has started since (migration.resume() is owed if one does). */
   private savedSinceStart = false;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
+  /** Keeps the part of a message that has arrived (a front end may write one in pieces). */
+  private readonly reader: MessageReader;
   private closed = false;
   private done!: () => void;
   readonly finished: Promise<void>;
@@ -111,6 +114,7 @@ export class VhostUserBackend {
   ) {
     this.vrings = Array.from({ length: device.maxQueues }, () => this.freshVring());
     this.memTableId = native.memTableCreate();
+    this.reader = new MessageReader(fd, MAX_PAYLOAD);
     this.finished = new Promise((r) => (this.done = r));
   }
 
@@ -157,14 +161,15 @@ export class VhostUserBackend {
     this.watcher?.stop();
     try {
       while (!this.closed) {
-        const msg = native.vhostRecv(this.fd, MAX_PAYLOAD);
-        if (msg === null) {
-          this.log.info('front end closed the connection');
+        const msg = this.reader.next();
+        if (msg === 'incomplete') break;
+        if (msg === 'closed') {
+          if (this.reader.midMessage) this.log.warn('front end closed the connection in the middle of a message');
+          else this.log.info('front end closed the connection');
           await this.close();
           return;
         }
         await this.serve(msg);
-        if (!native.pollReadable(this.fd, 0)) break;
       }
     } catch (e) {
       this.log.error({ err: e }, 'vhost-user connection failed; closing it');
@@ -736,6 +741,7 @@ export class VhostUserBackend {
     }
     if (this.backendFd >= 0) native.close(this.backendFd);
     this.statePipe?.destroy();
+    this.reader.dispose();
     native.close(this.fd);
     native.dirtyLogReset(this.memTableId);
     native.memTableDestroy(this.memTableId);

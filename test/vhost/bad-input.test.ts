@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
 import { native } from '../../src/native';
-import { encodeMemoryTable, encodeVringState, Flags, FrontendReq, type MemoryRegion } from '../../src/vhost/messages';
+import { encodeHeader, encodeMemoryTable, encodeVringState, Flags, FrontendReq, type MemoryRegion } from '../../src/vhost/messages';
 import { Daemon, startDaemon } from '../frontend/daemons';
 import { VhostUserFrontend, type FrontendQueue, type NegotiateOptions } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
@@ -74,6 +74,10 @@ async function rawAck(fe: VhostUserFrontend, request: number, payload: Buffer, f
   assert.equal(m.request, request);
   assert.equal(m.flags, Flags.VERSION | Flags.REPLY);
   return m.payload.readBigUInt64LE(0);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** The daemon closed the connection: EOF, or a reset when it left our bytes unread. */
@@ -201,6 +205,48 @@ describe('virtiofsd-ts against a hostile front end', function () {
       await waitForLog(env.daemon, /GET_VRING_BASE refused, and it owes a reply/);
       const exit = await env.daemon.waitExit(5000);
       assert.equal(exit.signal, null, env.daemon.describeExit());
+    });
+
+    it('serves a message written in pieces: its header in two writes, its payload later, its descriptor on the first byte', async () => {
+      env = await launch();
+      const q = env.fe.queue(1);
+      const err = native.eventfdCreate();
+      try {
+        const payload = Buffer.alloc(8);
+        payload.writeBigUInt64LE(1n);
+        const msg = Buffer.concat([encodeHeader({ request: FrontendReq.SET_VRING_ERR, flags: Flags.VERSION | Flags.NEED_REPLY, size: 8 }, 0), payload]);
+        env.fe.sendBytes(msg.subarray(0, 5), [err]);
+        await sleep(50);
+        // The queues serve while the rest of the message has not come.
+        await assertServes(env);
+        env.fe.sendBytes(msg.subarray(5, 12));
+        await sleep(50);
+        env.fe.sendBytes(msg.subarray(12));
+        const m = await env.fe.recv(3000, 'the REPLY_ACK to SET_VRING_ERR');
+        assert.ok(m && m.payload, 'the daemon replied instead of closing the connection');
+        assert.equal(m.request, FrontendReq.SET_VRING_ERR);
+        assert.equal(m.payload.readBigUInt64LE(0), 0n);
+        // The descriptor that came with the first piece is queue 1's error notifier now.
+        q.vq.setAvailIdxRaw(q.vq.availIdx + q.vq.size + 3);
+        q.kickNow();
+        assert.ok(native.pollReadable(err, 3000), 'the error eventfd of the pieced message was not signalled');
+      } finally {
+        native.close(err);
+      }
+      await assertAlive(env);
+    });
+
+    it('a front end that closes in the middle of a message: logged, and the daemon ends cleanly', async () => {
+      env = await launch();
+      const err = native.eventfdCreate();
+      const header = encodeHeader({ request: FrontendReq.SET_VRING_ERR, flags: Flags.VERSION, size: 8 }, 0);
+      env.fe.sendBytes(header, [err]);
+      native.close(err);
+      await sleep(50);
+      env.fe.close();
+      await waitForLog(env.daemon, /closed the connection in the middle of a message/);
+      const exit = await env.daemon.waitExit(5000);
+      assert.equal(exit.code, 0, env.daemon.describeExit());
     });
 
     it('closes the connection on bad version bits in the header', async () => {
