@@ -213,16 +213,23 @@ Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
 // file or a directory is opened (ENOLCK for anything else): opening a device node runs its
 // host driver, a FIFO's open blocks or wakes a writer, and the guest's kernel keeps the
 // locks of its special files itself (it sends no lock request for them).
+// The descriptor owner's POSIX locks on nodeid ride on, if it has one: the descriptor, -1 when
+// it has none (it holds no lock on the file), -EBADF when the inode is gone. Called with
+// locks.mu held.
+int FoundOwnerFd(FsState* s, uint64_t nodeid, uint64_t owner) {
+  InodeShard& sh = s->ShardOf(nodeid);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.byId.find(nodeid);
+  if (it == sh.byId.end()) return -EBADF;
+  auto l = it->second.lockFds.find(owner);
+  return l != it->second.lockFds.end() ? l->second : -1;
+}
+
 int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, const InodePin& node, int hfd, uint64_t owner) {
   if (node.type() != S_IFREG && node.type() != S_IFDIR) return -ENOLCK;
   InodeShard& sh = s->ShardOf(nodeid);
-  {
-    std::lock_guard<std::mutex> g(sh.mu);
-    auto it = sh.byId.find(nodeid);
-    if (it == sh.byId.end()) return -EBADF;
-    auto l = it->second.lockFds.find(owner);
-    if (l != it->second.lockFds.end()) return l->second;
-  }
+  int found = FoundOwnerFd(s, nodeid, owner);
+  if (found != -1) return found;
   held.unlock();
   std::string p = std::to_string(node.fd());
   int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -420,6 +427,14 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   HandlePin h(s, fh);
   // locks.mu before the owner's descriptor is looked up (UnlockOwner closes it under it).
   std::unique_lock<std::mutex> g(t.mu);
+  if (type == F_UNLCK && (p.type() == S_IFREG || p.type() == S_IFDIR)) {
+    // An owner without a descriptor holds nothing here to unlock: no file is opened for it.
+    int found = FoundOwnerFd(s, nodeid, owner);
+    if (found < 0) {
+      if (found == -1) t.waiting.erase(owner);
+      return found == -1 ? 0 : found;
+    }
+  }
   int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
   if (fd < 0) return fd;
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
@@ -445,9 +460,16 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
 int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, struct flock* fl) {
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
+  if (p.type() != S_IFREG && p.type() != S_IFDIR) return -ENOLCK;
   HandlePin h(s, fh);
   std::unique_lock<std::mutex> g(s->locks.mu);
-  int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
+  int fd = FoundOwnerFd(s, nodeid, owner);
+  if (fd == -1) {
+    // An owner without a descriptor holds no lock on the file, so any description that holds
+    // none asks the same question: the handle's, when it is one of this file. A descriptor
+    // opened just to ask would stay open until the owner's FLUSH.
+    fd = h.fd() >= 0 && h.nodeid() == nodeid ? h.fd() : OwnerFd(s, g, nodeid, p, h.fd(), owner);
+  }
   if (fd < 0) return fd;
   ToFlock(fl, type, start, end);
   return fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;

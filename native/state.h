@@ -581,17 +581,20 @@ class InodePin {
 
 class HandlePin {
  public:
-  HandlePin(FsState* s, uint64_t fh) : s_(s), fh_(fh), fd_(s->PinHandle(fh)) {}
+  HandlePin(FsState* s, uint64_t fh) : s_(s), fh_(fh), fd_(s->PinHandle(fh, nullptr, &nodeid_)) {}
   ~HandlePin() {
     if (fd_ >= 0) s_->UnpinHandle(fh_);
   }
   int fd() const { return fd_; }
+  // The node id the handle was opened on (0 when fd() < 0).
+  uint64_t nodeid() const { return nodeid_; }
   HandlePin(const HandlePin&) = delete;
   HandlePin& operator=(const HandlePin&) = delete;
 
  private:
   FsState* s_;
   uint64_t fh_;
+  uint64_t nodeid_ = 0;
   int fd_;
 };
 

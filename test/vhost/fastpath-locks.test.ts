@@ -189,6 +189,42 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
     assert.equal(report.opcodesPerQueue?.['1']?.SETLK, 2, JSON.stringify(report));
   });
 
+  for (const extra of [[], ['--log-level=trace']]) {
+    it(`opens no descriptor for an owner that only asks (GETLK) or unlocks what it never locked${extra.length ? ' (served in JS)' : ''}`, async () => {
+      const share = path.join(dir, 'fds');
+      fs.mkdirSync(share);
+      populate(share);
+      const env = await connect('vfs-fastlocks-', ['--sandbox=none', '--cache=never', ...extra], {}, share);
+      const c = env.c;
+      const pid = env.daemon.proc.pid!;
+      const fdCount = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+      const l = ok(await c.lookup(1n, 'l'), 'LOOKUP l').nodeid;
+      const f = ok(await c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
+      const fh = BigInt(ok(await c.open(l, fs.constants.O_RDWR), 'OPEN l').fh);
+      const fhOfF = BigInt(ok(await c.open(f, fs.constants.O_RDONLY), 'OPEN f').fh);
+      const getlk = async (owner: bigint, handle = fh): Promise<abi.FileLock> => {
+        const r = await c.request(abi.Opcode.GETLK, l, lkIn(handle, owner, F_WRLCK, 0n, 99n), abi.LK_OUT_SIZE);
+        assert.equal(r.error, 0, `GETLK of owner ${owner}`);
+        return abi.decodeLkOut(r.body, 0).lk;
+      };
+      const setlk = async (owner: bigint, type: number): Promise<number> => (await c.request(abi.Opcode.SETLK, l, lkIn(fh, owner, type, 0n, 99n), 0)).error;
+      const before = fdCount();
+      for (let owner = 100n; owner < 150n; owner++) assert.equal((await getlk(owner)).type, F_UNLCK);
+      for (let owner = 200n; owner < 250n; owner++) assert.equal(await setlk(owner, F_UNLCK), 0);
+      assert.equal(fdCount(), before, '100 owners that held no lock left descriptors open');
+      // A lock is one descriptor, and others still see it through their GETLK.
+      assert.equal(await setlk(1n, F_WRLCK), 0);
+      assert.equal(fdCount(), before + 1);
+      assert.deepEqual(await getlk(2n), { start: 0n, end: 99n, type: F_WRLCK, pid: 0 });
+      assert.equal((await getlk(1n)).type, F_UNLCK, 'an owner does not conflict with itself');
+      // A GETLK naming a handle of another file still asks about this one.
+      assert.deepEqual(await getlk(3n, fhOfF), { start: 0n, end: 99n, type: F_WRLCK, pid: 0 });
+      assert.equal(await setlk(1n, F_UNLCK), 0);
+      assert.equal((await getlk(2n)).type, F_UNLCK);
+      await disconnectDaemon(env);
+    });
+  }
+
   for (const extra of [[], ['--readonly']]) {
     it(`answers byte for byte as the FUSE server in JS${extra.length ? ` (${extra.join(' ')})` : ''}, and serves all but what must wait or is malformed`, async () => {
       const fast = await run('fast', extra);
