@@ -211,11 +211,15 @@ double* ArgStatxOut(const Napi::CallbackInfo& info, size_t i);
 // info[i] as a path (string or Buffer); false with a pending exception.
 bool PathArg(const Napi::CallbackInfo& info, size_t i, std::string* out);
 
+// O_PATH, spelled out: the flag's value is the kernel's ABI, whatever the C library headers
+// in use declare.
+constexpr int O_PATH_ = 010000000;
+
 // Open flags a guest's OPEN or CREATE may not carry (EINVAL): O_PATH would make the
 // "opened" file a path descriptor (and drop O_CREAT and O_EXCL), __O_TMPFILE an unnamed file
 // made as the daemon rather than the caller (FUSE_TMPFILE is the request for that). Linux's
 // virtio-fs never sends either.
-constexpr int kRefusedOpenFlags = 010000000 /* O_PATH */ | 020000000 /* __O_TMPFILE */;
+constexpr int kRefusedOpenFlags = O_PATH_ | 020000000 /* __O_TMPFILE */;
 
 // Memory tables (one per connection) live in this many slots, ids 1..kMaxMemTables
 // (memory.cc); per-table state elsewhere (dirtylog.cc) is sized by it too.

@@ -29,7 +29,6 @@
 namespace vfsn {
 namespace {
 
-constexpr int O_PATH_ = 010000000;
 constexpr int64_t kOffsetMax = 0x7fffffffffffffffll;
 
 struct LinuxDirent64 {

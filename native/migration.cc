@@ -186,18 +186,18 @@ bool LinkBelowRoot(const std::string& rootLink, std::string link, std::string* r
   return true;
 }
 
-// Whether rel, walked from the share's root, leads to the file of fd, whose /proc/self/fd link
-// is link. A link is only text: for a file outside the share's subtree but on its file
+// Whether rel, walked from the share's root, leads to the file with key (whose /proc/self/fd
+// link is link). A link is only text: for a file outside the share's subtree but on its file
 // system (beside the directory the share is bind-mounted from, or hidden under a mount point)
 // the kernel writes the path from the file system's root, which can read like one below
 // the share. A removed file (" (deleted)") has no path to walk: its link is all there is.
-bool SameFileAt(FsState* s, int fd, std::string link, const std::string& rel) {
+bool SameFileAt(FsState* s, const InodeKey& key, std::string link, const std::string& rel) {
   if (StripDeleted(&link)) return true;
   int at = WalkFromRoot(s, rel);
   if (at < 0) return false;
-  InodeKey a, b;
-  uint32_t ta, tb;
-  bool same = KeyOf(at, &a, &ta) && KeyOf(fd, &b, &tb) && a == b;
+  InodeKey a;
+  uint32_t ta;
+  bool same = KeyOf(at, &a, &ta) && a == key;
   close(at);
   return same;
 }
@@ -777,6 +777,9 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
     const In& x = ins[i];
     int fd = -ENOENT;
     std::string& why = whyNot[i];
+    InodeKey k;
+    uint32_t type = 0;
+    bool keyed = false;  // k and type are fd's (one statx for the checks below)
     if (!x.why.empty()) {
       why = "on the source: " + x.why;
     } else if (flags & kByHandle) {
@@ -792,7 +795,9 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       std::string link, rel;
       if (fd < 0) {
         why = std::string("its file handle opens nothing here: ") + strerror(-fd);
-      } else if (!LinkOf(s, fd, &link) || !LinkBelowRoot(rootLink, link, &rel) || !SameFileAt(s, fd, link, rel)) {
+      } else if (!(keyed = KeyOf(fd, &k, &type))) {
+        why = "its file cannot be looked at here";
+      } else if (!LinkOf(s, fd, &link) || !LinkBelowRoot(rootLink, link, &rel) || !SameFileAt(s, k, link, rel)) {
         // A handle names a file anywhere on the file system: only the share's are ours.
         why = "its file handle names a file outside the share";
       }
@@ -801,9 +806,8 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       if (fd < 0) why = "its path is not in the share here";
       else if (!x.handle.empty() && HandleOf(fd) != x.handle) why = "its path leads to another file here (file handles differ)";
     }
-    InodeKey k;
-    uint32_t type = 0;
-    if (why.empty() && (!KeyOf(fd, &k, &type) || type != x.type)) why = "its path names a file of another type here";
+    if (why.empty() && !keyed) keyed = KeyOf(fd, &k, &type);
+    if (why.empty() && (!keyed || type != x.type)) why = "its path names a file of another type here";
     if (!why.empty()) {
       if (fd >= 0) close(fd);
     } else if (!s->RefAt(x.id, fd, k, type, x.lookups)) {

@@ -24,7 +24,6 @@
 namespace vfsn {
 namespace {
 
-constexpr int O_PATH_ = 010000000;
 constexpr size_t kFhSlot = kStatxFields;  // the fh of CREATE and TMPFILE, after the statx fields
 constexpr size_t kCreatedSlot = kStatxFields + 1;  // nodeCreate's 1 when the file was made, 0 when it existed
 

@@ -45,7 +45,6 @@ namespace {
 constexpr int kMaxStates = 64;
 std::atomic<FsState*> gStates[kMaxStates];
 std::mutex gRegistryMu;
-constexpr int O_PATH_ = 010000000;
 }  // namespace
 
 FsState* StateById(int64_t id) {

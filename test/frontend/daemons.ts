@@ -132,7 +132,6 @@ export class Daemon {
   /** virtiofsd-ts's log lines at level error or fatal, all of them (the output keeps the last 64 KiB). */
   readonly errorLines: string[] = [];
   private out = '';
-  private partialLine = '';
   private readonly exitPromise: Promise<DaemonExit>;
 
   constructor(kind: DaemonKind, opts: DaemonOptions) {
@@ -159,17 +158,22 @@ export class Daemon {
     live.add(this.proc);
     installExitHook();
     const echo = process.env.VIRTIOFSD_TEST_LOG === '1';
-    const collect = (chunk: Buffer): void => {
-      const text = chunk.toString('utf8');
-      this.out += text;
-      const lines = (this.partialLine + text).split('\n');
-      this.partialLine = lines.pop() ?? '';
-      for (const l of lines) if (/^\{"level":(50|60),/.test(l)) this.errorLines.push(l);
-      if (this.out.length > OUTPUT_LIMIT) this.out = this.out.slice(-OUTPUT_LIMIT);
-      if (echo) process.stderr.write(`[${kind} virtiofsd] ${text}`);
+    // Each stream has its own unfinished last line: a chunk of one arriving in the middle of
+    // a line of the other must not split that line.
+    const collector = (): ((chunk: Buffer) => void) => {
+      let partialLine = '';
+      return (chunk: Buffer): void => {
+        const text = chunk.toString('utf8');
+        this.out += text;
+        const lines = (partialLine + text).split('\n');
+        partialLine = lines.pop() ?? '';
+        for (const l of lines) if (/^\{"level":(50|60),/.test(l)) this.errorLines.push(l);
+        if (this.out.length > OUTPUT_LIMIT) this.out = this.out.slice(-OUTPUT_LIMIT);
+        if (echo) process.stderr.write(`[${kind} virtiofsd] ${text}`);
+      };
     };
-    this.proc.stdout?.on('data', collect);
-    this.proc.stderr?.on('data', collect);
+    this.proc.stdout?.on('data', collector());
+    this.proc.stderr?.on('data', collector());
     this.exitPromise = new Promise((resolve) => {
       this.proc.on('error', (e) => {
         this.out += `\nspawn error: ${e.message}`;
