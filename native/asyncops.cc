@@ -105,26 +105,28 @@ Napi::Value QueueFused(const Napi::CallbackInfo& info, std::function<int64_t()> 
   return p;
 }
 
-// handleFallocateAsync(id, fh, mode, offset, length) -> Promise<0 or -errno>
+// handleFallocateAsync(id, fh, mode, offset, length, killSuidgid?) -> Promise<0 or -errno>
 Napi::Value HandleFallocateAsync(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fh;
   int64_t mode, off, len;
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &mode) || !ArgInt(info, 3, &off) || !ArgInt(info, 4, &len))
-    return ThrowType(info.Env(), "handleFallocateAsync(id, fh, mode, offset, length)");
-  return QueueFused(info, [=] { return static_cast<int64_t>(FallocateHandle(s, fh, static_cast<int>(mode), off, len)); });
+    return ThrowType(info.Env(), "handleFallocateAsync(id, fh, mode, offset, length, killSuidgid?)");
+  bool kill = info[5].ToBoolean();
+  return QueueFused(info, [=] { return static_cast<int64_t>(FallocateHandle(s, fh, static_cast<int>(mode), off, len, kill)); });
 }
 
-// handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags) -> Promise<bytes or -errno>
+// handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags, killSuidgid?) -> Promise<bytes or -errno>
 Napi::Value HandleCopyRangeAsync(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t fin, fout;
   int64_t oin, oout, len, flags;
   if (!ArgU64(info, 1, &fin) || !ArgInt(info, 2, &oin) || !ArgU64(info, 3, &fout) || !ArgInt(info, 4, &oout) ||
       !ArgInt(info, 5, &len) || !ArgInt(info, 6, &flags))
-    return ThrowType(info.Env(), "handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags)");
+    return ThrowType(info.Env(), "handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags, killSuidgid?)");
+  bool kill = info[7].ToBoolean();
   return QueueFused(info, [=] {
-    return CopyRangeHandles(s, fin, oin, fout, oout, static_cast<uint64_t>(len), static_cast<unsigned>(flags));
+    return CopyRangeHandles(s, fin, oin, fout, oout, static_cast<uint64_t>(len), static_cast<unsigned>(flags), kill);
   });
 }
 

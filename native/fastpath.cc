@@ -174,7 +174,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
         !num("dirOpenFlags", &dopen) || dopen > UINT32_MAX ||
         !StateById(static_cast<int64_t>(id))) {
       ThrowType(info.Env(),
-                "new FuseFastPath({stateId, readOnly, pool, posixLock, flock, xattr, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
+                "new FuseFastPath({stateId, readOnly, pool, posixLock, flock, xattr, killprivV2, entryTimeout, attrTimeout, negativeTimeout, fileOpenFlags, "
                 "dirOpenFlags, keepCacheIfUnchanged, allowDirectIo})");
       return;
     }
@@ -188,6 +188,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     posixLock_ = o.As<Napi::Object>().Get("posixLock").ToBoolean();
     flock_ = o.As<Napi::Object>().Get("flock").ToBoolean();
     xattr_ = o.As<Napi::Object>().Get("xattr").ToBoolean();
+    killprivV2_ = o.As<Napi::Object>().Get("killprivV2").ToBoolean();
     entryTimeout_ = Timeout::Of(entry);
     attrTimeout_ = Timeout::Of(attr);
     negativeTimeout_ = Timeout::Of(negative);
@@ -635,6 +636,12 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     return Reply(c, SyncfsNode(s, Load64(c.prefetch + 16)), 0);
   }
 
+  // Whether a FALLOCATE or COPY_FILE_RANGE runs without CAP_FSETID: with FUSE_HANDLE_KILLPRIV_V2
+  // the guest leaves clearing setuid and setgid to us, and these two requests carry no flag
+  // saying whether the caller may keep them; a caller other than root is taken to lack
+  // CAP_FSETID (what a local fallocate or copy_file_range by that user would do).
+  bool KillsSuidgid(const ChainView& c) const { return killprivV2_ && Load32(c.prefetch + 24) != 0; }
+
   // FALLOCATE (not on a read-only share, which JS refuses), whatever its offset and length:
   // an XFS or btrfs file may reach 8 EiB (JS, which carries them as doubles, refuses those
   // past 2^53 with EOVERFLOW).
@@ -646,7 +653,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     uint64_t offset = Load64(a + 8), length = Load64(a + 16);
     fallocates_++;
     return Reply(c, FallocateHandle(s, Load64(a), static_cast<int>(Load32(a + 24)), static_cast<int64_t>(offset),
-                                    static_cast<int64_t>(length)),
+                                    static_cast<int64_t>(length), KillsSuidgid(c)),
                  0);
   }
 
@@ -661,7 +668,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     if (length > UINT32_MAX || flags > UINT32_MAX) return kDeclined;
     copyRanges_++;
     int64_t r = CopyRangeHandles(s, Load64(a), static_cast<int64_t>(offIn), Load64(a + 24), static_cast<int64_t>(offOut), length,
-                                 static_cast<unsigned>(flags));
+                                 static_cast<unsigned>(flags), KillsSuidgid(c));
     if (r < 0) return Reply(c, static_cast<int32_t>(r), 0);
     Store32(reply_ + kOutHeaderSize, static_cast<uint32_t>(r));
     Store32(reply_ + kOutHeaderSize + 4, 0);
@@ -877,7 +884,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   int64_t state_ = 0;
   // The JS thread, where this object was made.
   std::thread::id jsThread_ = std::this_thread::get_id();
-  bool readOnly_ = false, pool_ = false, posixLock_ = false, flock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false;
+  bool readOnly_ = false, pool_ = false, posixLock_ = false, flock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false,
+       killprivV2_ = false;
   Timeout entryTimeout_, attrTimeout_, negativeTimeout_;
   uint32_t fileOpenFlags_ = 0, dirOpenFlags_ = 0;
   uint64_t reads_ = 0, writes_ = 0, getattrs_ = 0, lookups_ = 0, forgets_ = 0, flushes_ = 0, releases_ = 0, unlinks_ = 0, rmdirs_ = 0,

@@ -86,9 +86,10 @@ int SyncHandle(FsState* s, uint64_t fh, bool datasync) {
   return (datasync ? fdatasync(h.fd()) : fsync(h.fd())) < 0 ? -errno : 0;
 }
 
-int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length) {
+int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length, bool killSuidgid) {
   HandlePin h(s, fh);
   if (h.fd() < 0) return h.fd();
+  FsetidDropped f(killSuidgid);
   if (fallocate(h.fd(), mode, offset, length) < 0) return -errno;
   s->DropMappedCapability(h.fd());  // a change of the file's contents, as a write
   return 0;
@@ -102,11 +103,12 @@ int64_t SeekHandle(FsState* s, uint64_t fh, int64_t offset, int whence) {
 }
 
 int64_t CopyRangeHandles(FsState* s, uint64_t fhIn, int64_t offIn, uint64_t fhOut, int64_t offOut, uint64_t length,
-                         unsigned flags) {
+                         unsigned flags, bool killSuidgid) {
   HandlePin a(s, fhIn);
   if (a.fd() < 0) return a.fd();
   HandlePin b(s, fhOut);
   if (b.fd() < 0) return b.fd();
+  FsetidDropped f(killSuidgid);
   loff_t i = offIn, o = offOut;
   ssize_t r = copy_file_range(a.fd(), &i, b.fd(), &o, static_cast<size_t>(length), flags);
   if (r < 0) return -errno;

@@ -736,15 +736,16 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
 // - fsync (fdatasync with datasync) of handle fh's descriptor: 0 or -errno (FSYNC and
 //   FSYNCDIR; fileops.cc);
 int SyncHandle(FsState* s, uint64_t fh, bool datasync);
-// - fallocate(mode, offset, length) on handle fh: 0 or -errno (fileops.cc);
-int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length);
+// - fallocate(mode, offset, length) on handle fh: 0 or -errno (fileops.cc); killSuidgid:
+//   without CAP_FSETID, so that the host clears setuid and setgid (FsetidDropped);
+int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t length, bool killSuidgid);
 // - lseek(offset, whence) on handle fh (SEEK_DATA, SEEK_HOLE): the offset or -errno
 //   (fileops.cc);
 int64_t SeekHandle(FsState* s, uint64_t fh, int64_t offset, int whence);
 // - copy_file_range of length bytes from handle fhIn at offIn to fhOut at offOut: the bytes
-//   copied or -errno (fileops.cc);
+//   copied or -errno (fileops.cc); killSuidgid as for FallocateHandle;
 int64_t CopyRangeHandles(FsState* s, uint64_t fhIn, int64_t offIn, uint64_t fhOut, int64_t offOut, uint64_t length,
-                         unsigned flags);
+                         unsigned flags, bool killSuidgid);
 // - the statfs of the file system holding nodeid into out: 0 or -errno (nodeops.cc);
 int StatfsNode(FsState* s, uint64_t nodeid, struct statfs* out);
 // - syncfs of the file system holding nodeid: 0 or -errno (nodeops.cc);

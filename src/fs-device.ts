@@ -56,6 +56,7 @@ function createHandler(o: FsDeviceOptions, log: Logger): ChainHandler {
         flock: p.flock,
         // Mapped names (--xattrmap) are JS's to translate.
         xattr: p.xattr && !p.xattrMap,
+        killprivV2: p.killprivV2,
         entryTimeout: policy.entryTimeout,
         attrTimeout: policy.attrTimeout,
         negativeTimeout: policy.negativeTimeout,

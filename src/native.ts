@@ -160,6 +160,8 @@ export interface FuseFastPathOptions {
   flock: boolean;
   /** Extended attributes are served (--xattr): GETXATTR is served natively too. */
   xattr: boolean;
+  /** --killpriv-v2: a FALLOCATE or COPY_FILE_RANGE of a caller other than root runs without CAP_FSETID. */
+  killprivV2: boolean;
   /** The cache policy's timeouts, in seconds (src/cache/policy.ts). */
   entryTimeout: number;
   attrTimeout: number;
@@ -362,8 +364,8 @@ export interface NativeAddon {
   handleWritevAsync(id: number, fh: number, position: number, table: number, pairs: Float64Array, count: number, killSuidgid?: boolean): number | Promise<number>;
   handleFsyncAsync(id: number, fh: number, datasync: boolean): Promise<number>;
   // ... and always there when JS serves them, so that they never block the JS thread
-  handleFallocateAsync(id: number, fh: number, mode: number, offset: number, length: number): Promise<number>;
-  handleCopyRangeAsync(id: number, fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number): Promise<number>;
+  handleFallocateAsync(id: number, fh: number, mode: number, offset: number, length: number, killSuidgid?: boolean): Promise<number>;
+  handleCopyRangeAsync(id: number, fhIn: number, offIn: number, fhOut: number, offOut: number, length: number, flags: number, killSuidgid?: boolean): Promise<number>;
   nodeSyncfsAsync(id: number, nodeid: number): Promise<number>;
   // iopool.cc: the same on the I/O pool, which replies on the ring itself (undefined), unless
   // finished at once (bytes or -errno). pairs: count pairs, the last headerCount the header's.

@@ -12,7 +12,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as abi from '../../src/fuse/abi';
-import { ok } from '../frontend/fuse-client';
+import { FuseClient, ok } from '../frontend/fuse-client';
 import { disconnectDaemon, connectEachTest } from '../support/connected';
 
 const { O_WRONLY, O_TRUNC, O_CREAT } = fs.constants;
@@ -115,6 +115,54 @@ describe('virtiofsd-ts clears setuid and setgid when the guest says the caller l
       // RWF_NOWAIT writes), which dropped the capability itself.
       if (cfg.pooled) assert.ok(sum(report.pooledPerQueue) >= 1, `some WRITEs finished on the pool: ${JSON.stringify(report)}`);
     });
+  }
+
+  // FALLOCATE and COPY_FILE_RANGE carry no KILL_SUIDGID flag: with HANDLE_KILLPRIV_V2 the
+  // guest (Linux 6.1 on: file_modified() in fuse_file_fallocate and copy_file_range) leaves
+  // the clearing to us, so a caller other than root clears the bits; root keeps them.
+  for (const cfg of [CONFIGS[0], CONFIGS[2]]) {
+    for (const killpriv of [true, false]) {
+      it(`${killpriv ? 'with' : 'without'} --killpriv-v2, through the ${cfg.name}: FALLOCATE and COPY_FILE_RANGE by a user ${killpriv ? 'clear' : 'leave'} the bits${killpriv ? ', by root keep them' : ' (the guest clears them itself)'}`, async () => {
+        const env = await connect('vfs-killpriv-', ['--cache=never', ...(killpriv ? ['--killpriv-v2'] : []), ...cfg.args]);
+        const { c, share } = env;
+        const user = new FuseClient(env.fe, { timeoutMs: 10000, uid: 1000, gid: 1000 });
+        fs.writeFileSync(path.join(share, 'src'), 'copied bytes');
+        for (const name of ['fa', 'fa-root', 'cp', 'cp-root']) {
+          fs.writeFileSync(path.join(share, name), 'contents');
+          fs.chmodSync(path.join(share, name), SUID_SGID_X);
+        }
+        const opened = async (name: string, flags: number): Promise<{ nodeid: bigint; fh: bigint }> => {
+          const nodeid = ok(await c.lookup(1n, name), `LOOKUP ${name}`).nodeid;
+          return { nodeid, fh: BigInt(ok(await c.open(nodeid, flags), `OPEN ${name}`).fh) };
+        };
+        const fallocate = async (client: FuseClient, name: string): Promise<void> => {
+          const f = await opened(name, O_WRONLY);
+          const a = Buffer.alloc(abi.FALLOCATE_IN_SIZE);
+          abi.encodeFallocateIn(a, 0, { fh: f.fh, offset: 0n, length: 65536n, mode: 0 });
+          assert.equal((await client.request(abi.Opcode.FALLOCATE, f.nodeid, a, 0)).error, 0, `FALLOCATE ${name}`);
+          assert.equal(fs.statSync(path.join(share, name)).size, 65536);
+        };
+        const copy = async (client: FuseClient, name: string): Promise<void> => {
+          const from = await opened('src', fs.constants.O_RDONLY);
+          const to = await opened(name, O_WRONLY);
+          const a = Buffer.alloc(abi.COPY_FILE_RANGE_IN_SIZE);
+          abi.encodeCopyFileRangeIn(a, 0, { fhIn: from.fh, offIn: 0n, nodeidOut: to.nodeid, fhOut: to.fh, offOut: 0n, len: 12n, flags: 0n });
+          const r = await client.request(abi.Opcode.COPY_FILE_RANGE, from.nodeid, a, abi.WRITE_OUT_SIZE);
+          assert.equal(r.error, 0, `COPY_FILE_RANGE into ${name}`);
+          assert.equal(fs.readFileSync(path.join(share, name), 'utf8'), 'copied bytes');
+        };
+        await fallocate(user, 'fa');
+        await fallocate(c, 'fa-root');
+        await copy(user, 'cp');
+        await copy(c, 'cp-root');
+        const cleared = killpriv ? '755' : '6755';
+        const modes = Object.fromEntries(['fa', 'cp', 'fa-root', 'cp-root'].map((n) => [n, modeOf(share, n)]));
+        assert.deepEqual(modes, { fa: cleared, cp: cleared, 'fa-root': '6755', 'cp-root': '6755' }, 'by a user: fa (FALLOCATE), cp (COPY_FILE_RANGE into it); by root: the others');
+        await disconnectDaemon(env);
+        const report = env.daemon.exitReport<Report>();
+        assert.equal(sum(report.nativePerQueue) > 0, cfg.native, `where they were served: ${JSON.stringify(report)}`);
+      });
+    }
   }
 
   it('without --killpriv-v2 the capability is not offered, and a WRITE with the flag (what Linux sends for a direct write) still clears the bits', async () => {

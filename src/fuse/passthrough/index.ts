@@ -329,18 +329,29 @@ export class PassthroughFs extends NullFilesystem {
     return native.handleFsyncAsync(this.id, fh, datasync).then((r) => void check(r));
   }
 
-  override fallocate(_ctx: Context, _nodeid: number, fh: number, offset: number, length: number, mode: number): Promise<void> {
+  override fallocate(ctx: Context, _nodeid: number, fh: number, offset: number, length: number, mode: number): Promise<void> {
     this.writable();
-    return native.handleFallocateAsync(this.id, fh, mode, offset, length).then((r) => void check(r));
+    return native.handleFallocateAsync(this.id, fh, mode, offset, length, this.killsSuidgid(ctx)).then((r) => void check(r));
   }
 
   override lseek(_ctx: Context, _nodeid: number, fh: number, offset: number, whence: number): number {
     return check(native.handleLseek(this.id, fh, offset, whence));
   }
 
-  override copyFileRange(_ctx: Context, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): Promise<number> {
+  override copyFileRange(ctx: Context, fhIn: number, offIn: number, fhOut: number, offOut: number, len: number, flags: number): Promise<number> {
     this.writable();
-    return native.handleCopyRangeAsync(this.id, fhIn, offIn, fhOut, offOut, len, flags).then(check);
+    return native.handleCopyRangeAsync(this.id, fhIn, offIn, fhOut, offOut, len, flags, this.killsSuidgid(ctx)).then(check);
+  }
+
+  /**
+   * Whether a FALLOCATE or COPY_FILE_RANGE runs without CAP_FSETID. With
+   * FUSE_HANDLE_KILLPRIV_V2 the guest leaves clearing setuid and setgid to us, and these two
+   * requests carry no flag telling whether the caller may keep them: a caller other than
+   * root is taken to lack CAP_FSETID, as a local fallocate by that user would (the fast
+   * path's KillsSuidgid decides the same).
+   */
+  private killsSuidgid(ctx: Context): boolean {
+    return this.opts.killprivV2 && ctx.uid !== 0;
   }
 
   override syncfs(_ctx: Context, nodeid: number): Promise<void> {
