@@ -323,8 +323,9 @@ Napi::Value MmapShared(const Napi::CallbackInfo& info) {
   int64_t fd, size, off = 0;
   if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &size) || size <= 0 ||
       static_cast<uint64_t>(size) > kChunk * 4 || (info.Length() > 2 && !ArgInt(info, 2, &off)))
-    return ThrowType(env, "mmapShared(fd, size, offset?)");
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+    return ThrowType(env, "mmapShared(fd, size, offset?, readOnly?)");
+  int prot = info.Length() > 3 && info[3].ToBoolean() ? PROT_READ : PROT_READ | PROT_WRITE;
+  void* p = mmap(nullptr, size, prot, MAP_SHARED, fd, off);
   if (p == MAP_FAILED) return ThrowErrno(env, errno, "mmap");
   return Napi::Buffer<uint8_t>::New(
       env, static_cast<uint8_t*>(p), size,

@@ -129,6 +129,32 @@ void CloseAll(const std::vector<int>& fds) {
   for (int f : fds) close(f);
 }
 
+// One recvmsg into [p, p + n), with the descriptors riding on those bytes appended to *fds
+// (close-on-exec): the bytes read, 0 at EOF, or -1 with errno (EINTR retried).
+ssize_t RecvWithFds(int fd, uint8_t* p, size_t n, int flags, std::vector<int>* fds, bool* truncated) {
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  iovec iov{p, n};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof(ctrl);
+  ssize_t r;
+  do {
+    r = recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const int* d = reinterpret_cast<const int*>(CMSG_DATA(c));
+      for (size_t i = 0; i < count; i++) fds->push_back(d[i]);
+    }
+  }
+  *truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  return r;
+}
+
 // Reads exactly n bytes (after the first recvmsg). Returns 0, or errno; EPROTO on EOF.
 int ReadFull(int fd, uint8_t* p, size_t n) {
   while (n > 0) {
@@ -153,28 +179,11 @@ Napi::Value VhostRecv(const Napi::CallbackInfo& info) {
   if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &maxPayload))
     return ThrowType(env, "vhostRecv(fd, maxPayload)");
   uint8_t hdr[kHeader];
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  iovec iov{hdr, kHeader};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctrl;
-  msg.msg_controllen = sizeof(ctrl);
-  ssize_t r;
-  do {
-    r = recvmsg(static_cast<int>(fd), &msg, MSG_CMSG_CLOEXEC);
-  } while (r < 0 && errno == EINTR);
+  std::vector<int> fds;
+  bool truncated = false;
+  ssize_t r = RecvWithFds(static_cast<int>(fd), hdr, kHeader, 0, &fds, &truncated);
   if (r < 0) return ThrowErrno(env, errno, "recvmsg");
   if (r == 0) return env.Null();
-  std::vector<int> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
-      for (size_t i = 0; i < n; i++) fds.push_back(p[i]);
-    }
-  }
-  bool truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
   if (static_cast<size_t>(r) < kHeader) {
     int e = ReadFull(static_cast<int>(fd), hdr + r, kHeader - static_cast<size_t>(r));
     if (e) {
@@ -223,32 +232,16 @@ Napi::Value RecvSome(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
   if (offset < 0 || length <= 0 || static_cast<uint64_t>(offset) + static_cast<uint64_t>(length) > buf.Length())
     return ThrowRange(env, "recvSome: range outside the buffer");
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  iovec iov{buf.Data() + offset, static_cast<size_t>(length)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctrl;
-  msg.msg_controllen = sizeof(ctrl);
-  ssize_t r;
-  do {
-    r = recvmsg(static_cast<int>(fd), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) r = -1;
-  else if (r < 0) return ThrowErrno(env, errno, "recvmsg");
-  Napi::Array jfds = Napi::Array::New(env);
-  uint32_t n = 0;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); r >= 0 && c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
-      for (size_t i = 0; i < count; i++) jfds.Set(n++, p[i]);
-    }
-  }
+  std::vector<int> fds;
+  bool truncated = false;
+  ssize_t r = RecvWithFds(static_cast<int>(fd), buf.Data() + offset, static_cast<size_t>(length), MSG_DONTWAIT, &fds, &truncated);
+  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return ThrowErrno(env, errno, "recvmsg");
+  Napi::Array jfds = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) jfds.Set(static_cast<uint32_t>(i), fds[i]);
   Napi::Object res = Napi::Object::New(env);
-  res.Set("bytes", Napi::Number::New(env, static_cast<double>(r)));
+  res.Set("bytes", Napi::Number::New(env, r < 0 ? -1 : static_cast<double>(r)));
   res.Set("fds", jfds);
-  res.Set("truncatedFds", Napi::Boolean::New(env, r >= 0 && (msg.msg_flags & MSG_CTRUNC) != 0));
+  res.Set("truncatedFds", Napi::Boolean::New(env, truncated));
   return res;
 }
 

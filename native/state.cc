@@ -497,6 +497,19 @@ Napi::Value NodeOpen(const Napi::CallbackInfo& info) {
   return Num(info, static_cast<double>(OpenNode(s, nodeid, static_cast<int>(flags), info[3].ToBoolean())));
 }
 
+// nodeOpenFile(id, nodeid, writable) -> a descriptor of the regular file nodeid (O_RDWR or
+// O_RDONLY), which the caller closes, or -errno: EINVAL for anything but a regular file. For
+// the DAX window (src/dax/window.ts), which sends it to the front end to map.
+Napi::Value NodeOpenFile(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  uint64_t nodeid;
+  if (!ArgU64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeOpenFile(id, nodeid, writable)");
+  InodePin p(s, nodeid);
+  if (p.fd() < 0) return Num(info, p.fd());
+  if (p.type() != S_IFREG) return Num(info, -EINVAL);
+  return Num(info, Reopen(s, p.fd(), (info[2].ToBoolean() ? O_RDWR : O_RDONLY) | O_NOCTTY | O_NONBLOCK));
+}
+
 // nodeUnchangedSinceLastOpen(id, nodeid) -> boolean (UnchangedSinceLastOpen).
 Napi::Value NodeUnchangedSinceLastOpen(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
@@ -613,6 +626,7 @@ void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("nodeAccess", Napi::Function::New(env, NodeAccess));
   exports.Set("nodeLookup", Napi::Function::New(env, NodeLookup));
   exports.Set("nodeOpen", Napi::Function::New(env, NodeOpen));
+  exports.Set("nodeOpenFile", Napi::Function::New(env, NodeOpenFile));
   exports.Set("nodeUnchangedSinceLastOpen", Napi::Function::New(env, NodeUnchangedSinceLastOpen));
   exports.Set("handleInsert", Napi::Function::New(env, HandleInsert));
   exports.Set("handleAcquire", Napi::Function::New(env, HandleAcquire));

@@ -3,6 +3,7 @@
  * end connection with the virtio-fs device, and exits when it closes, as the Rust virtiofsd
  * does (libvirt and QEMU expect that). SIGTERM/SIGINT/SIGHUP end it at once, cleanly.
  */
+import { DaxWindow, parseDaxWindowSize } from './dax/window';
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { native, STATX_FIELDS, StatxField } from './native';
 import type { Logger } from './log';
@@ -116,6 +117,7 @@ export async function runDaemon(
         posixLock: opts.posixLock,
         flock: opts.flock,
         threadPool: opts.threadPoolSize > 0,
+        dax: opts.daxWindowSize ? new DaxWindow(parseDaxWindowSize(opts.daxWindowSize), log.child({ dax: true })) : undefined,
       },
       pollMaxNs: opts.pollMaxUs * 1000,
       migration: {

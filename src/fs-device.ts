@@ -82,7 +82,10 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
   return {
     maxQueues: 1 + MAX_REQUEST_QUEUES,
     deviceFeatures: FS_DEVICE_FEATURES,
-    shmemSizes: [],
+    // Region 0 is the DAX window (Linux's VIRTIO_FS_SHMCAP_ID_CACHE).
+    shmemSizes: options.passthrough.dax ? [options.passthrough.dax.size] : [],
+    onBackendChannel: (fd: number, replyAck: boolean) => options.passthrough.dax?.setChannel(fd, replyAck),
+    onReset: () => options.passthrough.dax?.reset(),
     // Request queues only: the hiprio queue carries FORGETs and interrupts, and nothing
     // there is worth spinning for.
     pollMaxNs: (index: number) => (index === 0 ? 0 : options.pollMaxNs),
@@ -94,7 +97,13 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     migration: {
       prepare: () => prepareState(options.passthrough.stateId, options.migration),
       unprepare: () => unprepareState(options.passthrough.stateId, log),
-      save: () => saveState(options.passthrough.stateId, options.migration, log),
+      save: () => {
+        // The guest's mappings of the window live in the source's front end; the destination's
+        // window starts empty, and the guest would read zeros where it mapped files.
+        const dax = options.passthrough.dax;
+        if (dax && dax.mappings > 0) throw new Error(`${dax.mappings} DAX mapping(s) are live, and a migration does not carry them`);
+        return saveState(options.passthrough.stateId, options.migration, log);
+      },
       load: (state: Buffer) => loadState(options.passthrough.stateId, state, options.migration, log),
       resume: () => resumeState(options.passthrough.stateId, log),
     },

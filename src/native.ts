@@ -222,7 +222,8 @@ export interface NativeAddon {
   memTableGeneration(id: number): number;
   memTableViews(id: number): MemoryViews;
   memfdCreate(name: string, size: number): number;
-  mmapShared(fd: number, size: number, offset?: number): Buffer;
+  /** A shared mapping of fd (readOnly: PROT_READ only; a write through it kills the process). */
+  mmapShared(fd: number, size: number, offset?: number, readOnly?: boolean): Buffer;
   // dirtylog.cc: the dirty-page log of a memory table's connection (live migration)
   /** Maps the log the front end shares (the caller keeps and closes fd); throws a system error. */
   dirtyLogMap(table: number, fd: number, size: number, offset: number): void;
@@ -314,6 +315,8 @@ export interface NativeAddon {
   nodeLookup(id: number, parent: number | bigint, name: string | Buffer, out: Float64Array): number;
   /** fh or -errno; O_CREAT, O_EXCL, O_NOCTTY and O_NOFOLLOW are dropped. */
   /** killSuidgid: a truncating open clears setuid/setgid (FUSE_OPEN_KILL_SUIDGID). */
+  /** A descriptor of regular file nodeid, read-write or read-only (the caller closes it), or -errno. */
+  nodeOpenFile(id: number, nodeid: number, writable: boolean): number;
   nodeOpen(id: number, nodeid: number | bigint, flags: number, killSuidgid?: boolean): number;
   /**
    * Cache auto's KEEP_CACHE: whether the file's size, mtime and ctime are what the previous

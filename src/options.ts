@@ -4,6 +4,7 @@
  * virtiofsd), plus an optional TOML file (--config) whose keys are the long option names.
  * Command-line values override the file. Everything is validated with one zod schema.
  */
+import { parseDaxWindowSize } from './dax/window';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parse as parseToml } from 'smol-toml';
@@ -82,6 +83,7 @@ export const OptionsSchema = z
     announceSubmounts: z.boolean().default(true),
     inodeFileHandles: z.enum(['never', 'prefer', 'mandatory']).default('prefer'),
     killprivV2: z.boolean().default(false),
+    daxWindowSize: z.string().optional().superRefine(parsedBy(parseDaxWindowSize)),
     logLevel: z.enum(logLevels).default('info'),
     syslog: z.boolean().default(false),
     rlimitNofile: z.number().int().min(0).optional(),
@@ -144,7 +146,7 @@ const LONG: Record<string, 'string' | 'boolean'> = {
   writeback: 'boolean', 'allow-direct-io': 'boolean', xattr: 'boolean', 'posix-acl': 'boolean',
   xattrmap: 'string', 'security-label': 'boolean', sandbox: 'string', seccomp: 'string', modcaps: 'string',
   readonly: 'boolean', 'announce-submounts': 'boolean', 'no-announce-submounts': 'boolean',
-  'inode-file-handles': 'string', 'killpriv-v2': 'boolean', 'log-level': 'string', syslog: 'boolean',
+  'inode-file-handles': 'string', 'killpriv-v2': 'boolean', 'dax-window-size': 'string', 'log-level': 'string', syslog: 'boolean',
   'rlimit-nofile': 'string', 'preserve-noatime': 'boolean', 'uid-map': 'string', 'gid-map': 'string',
   'translate-uid': 'string', 'translate-gid': 'string', 'migration-mode': 'string',
   'migration-on-error': 'string', 'migration-verify-handles': 'boolean', 'migration-confirm-paths': 'boolean',
@@ -281,6 +283,8 @@ A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci 
   --translate-uid=MAP, --translate-gid=MAP
                             translate IDs (map:G:H:N, guest:, host:, squash-*, forbid-guest:)
   --killpriv-v2             let the daemon clear setuid/setgid (FUSE_HANDLE_KILLPRIV_V2)
+  --dax-window-size=SIZE    offer a DAX window of SIZE (e.g. 1G; a multiple of 2M) to a front
+                            end that supports vhost-user shared memory (default none)
   --announce-submounts      mark host mounts inside the share (default; --no-announce-submounts)
   --inode-file-handles=MODE never|prefer|mandatory, default prefer
   --rlimit-nofile=N         open file limit to raise to (default min(1000000, nr_open))

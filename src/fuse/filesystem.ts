@@ -122,6 +122,8 @@ export interface InitReply {
   maxWrite: number;
   maxPages: number;
   timeGran: number;
+  /** log2 of the alignment DAX mappings must have (sent with InitFlags.MAP_ALIGNMENT); 0 without a window. */
+  mapAlignment?: number;
 }
 
 /** SETATTR: what to change (FATTR_* bits in valid) and the new values. */
@@ -301,6 +303,14 @@ export class NullFilesystem {
   }
   syncfs(_ctx: Context, _nodeid: number): void | Promise<void> {
     nosys();
+  }
+  /** SETUPMAPPING: len bytes of nodeid's file from foffset at moffset of the DAX window. */
+  setupMapping(_ctx: Context, _nodeid: number, _foffset: number, _len: number, _moffset: number, _write: boolean): Promise<void> {
+    return nosys();
+  }
+  /** REMOVEMAPPING: the mappings in these ranges of the DAX window go. */
+  removeMapping(_ctx: Context, _ranges: Array<{ moffset: number; len: number }>): Promise<void> {
+    return nosys();
   }
   /** GETLK: the first lock that would conflict with `lock`, or one of type F_UNLCK. */
   getlk(_ctx: Context, _nodeid: number, _fh: number, _owner: bigint, _lock: Lock): Lock {

@@ -391,6 +391,24 @@ export class FuseServer {
         };
         return typeof n === 'number' ? done(n) : n.then(done);
       }
+      case O.SETUPMAPPING: {
+        const m = abi.decodeSetupmappingIn(a, 0);
+        // Linux sends fh -1 (the file is the request's node); flags: READ 2, WRITE 1.
+        const write = (m.flags & abi.SetupmappingFlags.WRITE) !== 0n;
+        return fs.setupMapping(ctx, nodeid, numberOf(m.foffset), numberOf(m.len), numberOf(m.moffset), write).then(() => this.ok(t, u, 0));
+      }
+      case O.REMOVEMAPPING: {
+        const { count } = abi.decodeRemovemappingIn(a, 0);
+        if (count === 0 || count > abi.FUSE_REMOVEMAPPING_MAX_ENTRY || a.length < abi.REMOVEMAPPING_IN_SIZE + count * abi.REMOVEMAPPING_ONE_SIZE) {
+          throw new FsError(E.EINVAL);
+        }
+        const ranges = [];
+        for (let i = 0; i < count; i++) {
+          const r = abi.decodeRemovemappingOne(a, abi.REMOVEMAPPING_IN_SIZE + i * abi.REMOVEMAPPING_ONE_SIZE);
+          ranges.push({ moffset: numberOf(r.moffset), len: numberOf(r.len) });
+        }
+        return fs.removeMapping(ctx, ranges).then(() => this.ok(t, u, 0));
+      }
       case O.SYNCFS: {
         const r = fs.syncfs(ctx, nodeid);
         return r instanceof Promise ? r.then(() => this.ok(t, u, 0)) : this.ok(t, u, 0);
@@ -451,7 +469,7 @@ export class FuseServer {
       maxWrite: want.maxWrite,
       timeGran: want.timeGran,
       maxPages: want.maxPages,
-      mapAlignment: 0,
+      mapAlignment: want.mapAlignment ?? 0,
       flags2,
       maxStackDepth: 0,
     });

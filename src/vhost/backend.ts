@@ -42,8 +42,11 @@ export interface DeviceSpec {
   pollMaxNs?(index: number): number;
   /** Creates the host of queue `index` (called once per queue per connection). */
   createQueueHost(index: number): QueueHost;
-  /** Called when the backend channel arrives (SET_BACKEND_REQ_FD) or goes (-1). */
-  onBackendChannel?(fd: number): void;
+  /**
+   * Called when the backend channel arrives (SET_BACKEND_REQ_FD) or is about to be closed
+   * (-1); replyAck: the front end answers requests that ask for it (REPLY_ACK negotiated).
+   */
+  onBackendChannel?(fd: number, replyAck: boolean): void;
   /** Called on RESET_OWNER/RESET_DEVICE after the queues have stopped. */
   onReset?(): void;
   /**
@@ -283,9 +286,12 @@ export class VhostUserBackend {
         return null;
       case FrontendReq.SET_BACKEND_REQ_FD:
         this.requireProtocol(ProtocolFeature.BACKEND_REQ, fds);
-        if (this.backendFd >= 0) native.close(this.backendFd);
+        if (this.backendFd >= 0) {
+          this.device.onBackendChannel?.(-1, false);
+          native.close(this.backendFd);
+        }
         this.backendFd = fds[0];
-        this.device.onBackendChannel?.(this.backendFd);
+        this.device.onBackendChannel?.(this.backendFd, hasBit(this.ackedProtocol, ProtocolFeature.REPLY_ACK));
         return null;
       case FrontendReq.SET_VRING_NUM: {
         const s = decodeVringState(p);
@@ -739,7 +745,12 @@ export class VhostUserBackend {
       await v.host?.close().catch(() => undefined);
       for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
     }
-    if (this.backendFd >= 0) native.close(this.backendFd);
+    if (this.backendFd >= 0) {
+      this.device.onBackendChannel?.(-1, false);
+      native.close(this.backendFd);
+    }
+    // The front end's mappings of the shared-memory regions end with the connection.
+    this.device.onReset?.();
     this.statePipe?.destroy();
     this.reader.dispose();
     native.close(this.fd);

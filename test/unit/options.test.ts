@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { optionsWithoutEffect, parseNamespaceIdMap, parseOptions, sandboxMode, UsageError } from '../../src/options';
 import { keptCapabilities } from '../../src/capabilities';
+import { parseDaxWindowSize } from '../../src/dax/window';
 import { ANCHOR_BIN_DIR } from '../frontend/daemons';
 import { BIN } from '../support/daemon';
 
@@ -115,6 +116,21 @@ describe('options', () => {
   it('takes --poll-max-us, 0 turning polling off', () => {
     assert.equal(parseOptions(['--poll-max-us=0']).pollMaxUs, 0);
     assert.equal(parseOptions(['--poll-max-us', '200']).pollMaxUs, 200);
+  });
+
+  it('takes --dax-window-size in bytes or with a binary suffix, a multiple of 2 MiB up to 1 TiB, from a config file too', () => {
+    assert.equal(parseDaxWindowSize('1G'), 2 ** 30);
+    assert.equal(parseDaxWindowSize('64M'), 64 * 2 ** 20);
+    assert.equal(parseDaxWindowSize(String(4 * 2 ** 20)), 4 * 2 ** 20);
+    assert.equal(parseDaxWindowSize('1T'), 2 ** 40);
+    assert.equal(parseOptions(['--dax-window-size=512M']).daxWindowSize, '512M');
+    assert.throws(() => parseOptions(['--dax-window-size=3M']), /multiple of 2 MiB/);
+    assert.throws(() => parseOptions(['--dax-window-size=2T']), /larger than 1 TiB/);
+    assert.throws(() => parseOptions(['--dax-window-size=lots']), /not a size/);
+    const dir = mkdtempSync(path.join(tmpdir(), 'vfsd-conf-'));
+    const f = path.join(dir, 'c.toml');
+    writeFileSync(f, 'dax_window_size = "2G"\n');
+    assert.equal(parseOptions([`--config=${f}`]).daxWindowSize, '2G');
   });
 
   it('reads a TOML config file; the command line wins', () => {

@@ -23,6 +23,7 @@ import {
 import { attrsOf } from './attrs';
 import { getLock, LockWaits } from './locks';
 import type { Logger } from '../../log';
+import { DaxError, DAX_ALIGNMENT_SHIFT, type DaxWindow } from '../../dax/window';
 import { XattrMap, type MappedName, type XattrRule } from './xattrmap';
 
 const O_PATH = 0o10000000;
@@ -68,6 +69,8 @@ export interface PassthroughOptions {
   flock: boolean;
   /** --thread-pool-size > 0: READ, WRITE and FSYNC run on the thread pool (native/asyncops.cc). */
   threadPool: boolean;
+  /** --dax-window-size: the DAX window SETUPMAPPING and REMOVEMAPPING manage (src/dax/window.ts); one for every queue. */
+  dax?: DaxWindow;
 }
 
 /** Creates the shared state and registers the shared directory as nodeid 1. */
@@ -144,6 +147,13 @@ export class PassthroughFs extends NullFilesystem {
     }
     // Every queue thread opens files the way the session's writeback cache needs.
     native.stateSession(this.id, sessionFlagsOf(flags & offered));
+    if (this.opts.dax) {
+      // Linux mounts with -o dax only where the device has a window; MAP_ALIGNMENT tells it
+      // the 2 MiB ranges the window is managed in.
+      flags |= InitFlags.MAP_ALIGNMENT;
+      this.opts.dax.sessionStart().catch((e: unknown) => this.log?.warn({ err: e }, 'DAX: the last session\'s mappings could not all be removed'));
+      return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1, mapAlignment: DAX_ALIGNMENT_SHIFT };
+    }
     return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
   }
 
@@ -354,6 +364,30 @@ export class PassthroughFs extends NullFilesystem {
     return this.opts.killprivV2 && ctx.uid !== 0;
   }
 
+  override async setupMapping(_ctx: Context, nodeid: number, foffset: number, len: number, moffset: number, write: boolean): Promise<void> {
+    const dax = this.opts.dax;
+    if (!dax) throw new FsError(E.ENOSYS);
+    if (write) this.writable();
+    const fd = check(native.nodeOpenFile(this.id, nodeid, write));
+    try {
+      await dax.map(fd, foffset, len, moffset, write);
+    } catch (e) {
+      throw daxFailure(e, this.log);
+    } finally {
+      native.close(fd);
+    }
+  }
+
+  override async removeMapping(_ctx: Context, ranges: Array<{ moffset: number; len: number }>): Promise<void> {
+    const dax = this.opts.dax;
+    if (!dax) throw new FsError(E.ENOSYS);
+    try {
+      for (const r of ranges) await dax.remove(r.moffset, r.len);
+    } catch (e) {
+      throw daxFailure(e, this.log);
+    }
+  }
+
   override syncfs(_ctx: Context, nodeid: number): Promise<void> {
     return native.nodeSyncfsAsync(this.id, nodeid).then((r) => void check(r));
   }
@@ -508,6 +542,13 @@ function isDotDot(name: Buffer): boolean {
 }
 
 /** A name from the guest: one path component, not empty, no '/' (NUL was cut by the decoder). */
+/** A DAX window's refusal as the guest's errno (logged: the guest only sees the number). */
+function daxFailure(e: unknown, log?: Logger): unknown {
+  if (!(e instanceof DaxError)) return e;
+  log?.warn(`DAX: ${e.message}`);
+  return new FsError(e.errno);
+}
+
 export function checkName(name: Buffer): void {
   if (name.length === 0) throw new FsError(E.EINVAL, 'empty name');
   if (name.length > 255) throw new FsError(E.ENAMETOOLONG);

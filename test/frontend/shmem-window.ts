@@ -1,0 +1,86 @@
+/**
+ * The front end's side of a vhost-user shared-memory region (protocol feature SHMEM), for
+ * the test front end: what QEMU's SHMEM series does with the backend's BACKEND_SHMEM_MAP and
+ * BACKEND_SHMEM_UNMAP (../shared/docs/PROTOCOL.md, DAX). A map puts the descriptor's range
+ * into the region with mmap (read-only unless the write flag is set, so a read-only
+ * descriptor maps and a write through a read mapping would fault); it fails over a live
+ * mapping or past the region's end. An unmap must cover whole mappings. A device reset drops
+ * them all (clear()). Every request is recorded for the tests to look at.
+ */
+import { native } from '../../src/native';
+import { BackendReq, decodeShmemMap, SHMEM_MAP_F_WRITE, SHMEM_MAP_SIZE, type ShmemMap } from '../../src/vhost/messages';
+import type { BackendHandler } from './frontend';
+
+export interface WindowMapping {
+  shmOffset: number;
+  len: number;
+  fdOffset: number;
+  write: boolean;
+  /** The mapped bytes (shared with the file). */
+  bytes: Buffer;
+}
+
+export interface SeenRequest extends ShmemMap {
+  request: 'MAP' | 'UNMAP';
+  /** 0 when the front end did it. */
+  result: number;
+}
+
+export class ShmemWindow {
+  readonly mappings = new Map<number, WindowMapping>();
+  readonly seen: SeenRequest[] = [];
+  /** The next this many maps fail (a front end out of address space, say). */
+  refuseNext = 0;
+
+  constructor(readonly size: number) {}
+
+  /** For NegotiateOptions.backendHandler. */
+  readonly handler: BackendHandler = (m) => {
+    const fds = m.fds;
+    try {
+      if (m.request !== BackendReq.SHMEM_MAP && m.request !== BackendReq.SHMEM_UNMAP) return 1;
+      if (m.payload === null || m.payload.length !== SHMEM_MAP_SIZE) return 1;
+      const req = decodeShmemMap(m.payload);
+      const result = m.request === BackendReq.SHMEM_MAP ? this.map(req, fds) : this.unmap(req);
+      this.seen.push({ request: m.request === BackendReq.SHMEM_MAP ? 'MAP' : 'UNMAP', ...req, result });
+      return result;
+    } finally {
+      for (const fd of fds) native.close(fd);
+    }
+  };
+
+  /** The device was reset: every mapping goes. */
+  clear(): void {
+    this.mappings.clear();
+  }
+
+  private overlapping(start: number, len: number): WindowMapping[] {
+    return [...this.mappings.values()].filter((w) => w.shmOffset < start + len && start < w.shmOffset + w.len);
+  }
+
+  private map(r: ShmemMap, fds: number[]): number {
+    if (r.shmid !== 0 || fds.length !== 1 || r.len === 0 || r.shmOffset + r.len > this.size) return 1;
+    if (this.overlapping(r.shmOffset, r.len).length > 0) return 1;
+    if (this.refuseNext > 0) {
+      this.refuseNext--;
+      return 1;
+    }
+    const write = (r.flags & SHMEM_MAP_F_WRITE) !== 0;
+    let bytes: Buffer;
+    try {
+      bytes = native.mmapShared(fds[0], r.len, r.fdOffset, !write);
+    } catch {
+      return 1;
+    }
+    this.mappings.set(r.shmOffset, { shmOffset: r.shmOffset, len: r.len, fdOffset: r.fdOffset, write, bytes });
+    return 0;
+  }
+
+  private unmap(r: ShmemMap): number {
+    if (r.shmid !== 0 || r.shmOffset + r.len > this.size) return 1;
+    const hit = this.overlapping(r.shmOffset, r.len);
+    if (hit.some((w) => w.shmOffset < r.shmOffset || w.shmOffset + w.len > r.shmOffset + r.len)) return 1;
+    for (const w of hit) this.mappings.delete(w.shmOffset);
+    return 0;
+  }
+}
