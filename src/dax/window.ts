@@ -63,6 +63,8 @@ export class DaxWindow {
   private reader: MessageReader | null = null;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
   private pending: Pending | null = null;
+  /** Why the channel can no longer be used (a reply that never came could still come late). */
+  private broken: string | null = null;
   /** Requests to the front end, one after the other. */
   private queue: Promise<unknown> = Promise.resolve();
   private mapped = 0;
@@ -91,6 +93,7 @@ export class DaxWindow {
     this.failPending();
     this.channel = fd;
     this.replyAck = replyAck;
+    this.broken = null;
     if (fd < 0) return;
     this.reader = new MessageReader(fd, 8);
     this.watcher = new native.FdWatcher(fd, false, () => this.onReadable());
@@ -164,11 +167,16 @@ export class DaxWindow {
     const run = async (): Promise<boolean> => {
       if (this.channel < 0) throw new DaxError(95, 'no backend channel (the front end did not negotiate BACKEND_REQ)');
       if (!this.replyAck) throw new DaxError(95, 'REPLY_ACK was not negotiated: the front end could not say whether it mapped');
+      if (this.broken) throw new DaxError(5, `the backend channel is out of use: ${this.broken}`);
       const payload = encodeShmemMap(body);
       const msg = encodeHeader({ request, flags: Flags.VERSION | Flags.NEED_REPLY, size: payload.length }, 0);
       const answer = new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => {
-          this.log.warn({ request: BackendReq[request] }, `the front end did not answer within ${REPLY_TIMEOUT_MS} ms`);
+          // Its answer could still come, and be taken for the next request's: the channel is
+          // given up until the front end sends a new one.
+          this.broken = `${BackendReq[request]} unanswered after ${REPLY_TIMEOUT_MS} ms`;
+          this.log.error(`DAX: the front end did not answer ${BackendReq[request]} within ${REPLY_TIMEOUT_MS} ms; no more mappings on this channel`);
+          this.watcher?.stop();
           this.pending = null;
           resolve(false);
         }, REPLY_TIMEOUT_MS);
@@ -193,6 +201,7 @@ export class DaxWindow {
       if (r === undefined || r === 'incomplete') return;
       if (r === 'closed') {
         this.log.warn('the front end closed the backend channel');
+        this.broken = 'the front end closed it';
         this.watcher?.stop();
         this.failPending();
         return;

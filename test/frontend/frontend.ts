@@ -553,8 +553,8 @@ export class FrontendQueue {
 
 // ---- backend channel (SET_BACKEND_REQ_FD) ----------------------------------------------
 
-/** Handles a backend request; returns the u64 reply (0 = success) sent if NEED_REPLY. */
-export type BackendHandler = (m: ReceivedMessage) => bigint | number;
+/** Handles a backend request; returns the u64 reply (0 = success) sent if NEED_REPLY, or null to send none. */
+export type BackendHandler = (m: ReceivedMessage) => bigint | number | null;
 
 /**
  * Our end of the backend request channel (SET_BACKEND_REQ_FD). Polled every millisecond
@@ -590,7 +590,7 @@ class BackendChannel {
       }
       this.messages.push(m);
       const result = this.handler(m);
-      if (m.flags & Flags.NEED_REPLY) {
+      if (result !== null && m.flags & Flags.NEED_REPLY) {
         const b = encodeHeader({ request: m.request, flags: Flags.VERSION | Flags.REPLY, size: 8 });
         b.writeBigUInt64LE(BigInt(result), HEADER_SIZE);
         native.vhostSend(this.fd, b);

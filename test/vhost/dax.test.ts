@@ -190,6 +190,28 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     ok(await plain.c.getattr(g), 'GETATTR still served');
   });
 
+  it('a front end that never answers: EIO after 5 s while everything else is served, then the channel is given up', async () => {
+    const { env, win } = await withWindow();
+    fs.writeFileSync(path.join(env.share, 'f'), patterned());
+    const f = ok(await env.c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
+    win.silent = true;
+    const started = Date.now();
+    const waiting = setup(env, f, 0, 2 * MiB, 0, READ);
+    // The main thread does not wait with it: vhost-user requests and FUSE requests go on.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok((await env.fe.getFeatures()) > 0n);
+    ok(await env.c.getattr(f), 'GETATTR while the map waits');
+    ok(await env.c.statfs(1n), 'STATFS while the map waits');
+    assert.equal(await waiting, -EIO);
+    assert.ok(Date.now() - started >= 4500, `answered after ${Date.now() - started} ms`);
+    // Its answer could still come late and be taken for another's: no more requests on it.
+    win.silent = false;
+    const seen = win.seen.length;
+    assert.equal(await setup(env, f, 0, 2 * MiB, 2 * MiB, READ), -EIO);
+    assert.equal(win.seen.length, seen, 'nothing more sent on the channel');
+    assert.ok(env.daemon.errorLines.some((l) => /did not answer SHMEM_MAP/.test(l)), env.daemon.output());
+  });
+
   it('without --dax-window-size: no SHMEM, and SETUPMAPPING gets ENOSYS', async () => {
     const win = new ShmemWindow(WINDOW);
     const env = await connect('vfs-dax-', ['--sandbox=none'], {}, undefined, {
