@@ -90,6 +90,7 @@ int FallocateHandle(FsState* s, uint64_t fh, int mode, int64_t offset, int64_t l
   HandlePin h(s, fh);
   if (h.fd() < 0) return h.fd();
   FsetidDropped f(killSuidgid);
+  if (f.error()) return f.error();
   if (fallocate(h.fd(), mode, offset, length) < 0) return -errno;
   s->DropMappedCapability(h.fd());  // a change of the file's contents, as a write
   return 0;
@@ -109,6 +110,7 @@ int64_t CopyRangeHandles(FsState* s, uint64_t fhIn, int64_t offIn, uint64_t fhOu
   HandlePin b(s, fhOut);
   if (b.fd() < 0) return b.fd();
   FsetidDropped f(killSuidgid);
+  if (f.error()) return f.error();
   loff_t i = offIn, o = offOut;
   ssize_t r = copy_file_range(a.fd(), &i, b.fd(), &o, static_cast<size_t>(length), flags);
   if (r < 0) return -errno;

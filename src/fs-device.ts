@@ -10,6 +10,7 @@
  * COPY_FILE_RANGE, ...); the rest comes to the JS server, on the main thread every queue's
  * JS side shares.
  */
+import { hasBit, ProtocolFeature } from './vhost/messages';
 import type { Logger } from './log';
 import { native } from './native';
 import { cachePolicy } from './cache/policy';
@@ -67,7 +68,11 @@ function createHandler(o: FsDeviceOptions, log: Logger): ChainHandler {
       });
   return {
     handle: (chain) => server.handle(chain),
-    cancel: () => server.cancelWaits(),
+    cancel: () => {
+      server.cancelWaits();
+      // A stop waits for the queue's requests, and the front end reads no map answer meanwhile.
+      o.passthrough.dax?.abandonWaits();
+    },
     stats: () => {
       const counts = new Map(server.counts);
       for (const [op, n] of Object.entries(fast?.counts() ?? {})) counts.set(Number(op), (counts.get(Number(op)) ?? 0) + n);
@@ -84,7 +89,8 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     deviceFeatures: FS_DEVICE_FEATURES,
     // Region 0 is the DAX window (Linux's VIRTIO_FS_SHMCAP_ID_CACHE).
     shmemSizes: options.passthrough.dax ? [options.passthrough.dax.size] : [],
-    onBackendChannel: (fd: number, replyAck: boolean) => options.passthrough.dax?.setChannel(fd, replyAck),
+    onBackendChannel: (fd: number, acked: bigint) =>
+      options.passthrough.dax?.setChannel(fd, hasBit(acked, ProtocolFeature.REPLY_ACK), hasBit(acked, ProtocolFeature.SHMEM)),
     onReset: () => options.passthrough.dax?.reset(),
     // Request queues only: the hiprio queue carries FORGETs and interrupts, and nothing
     // there is worth spinning for.

@@ -14,9 +14,12 @@
  * connection empties the table (the front end drops its mappings then); a new FUSE session
  * on the same device unmaps whatever the last one left.
  *
- * Requests on the backend channel go one at a time, their replies read as the socket turns
- * readable (never blocking the JS thread: the front end may be waiting for a reply of ours on
- * the main channel before it reads the backend channel).
+ * Operations (a map with the unmaps before it, a removal, a new session's clean-up) run one
+ * at a time, each reading the table when its turn comes. Answers are read as the socket
+ * turns readable, never blocking the JS thread: the front end may be waiting for a reply of
+ * ours on the main channel before it reads the backend channel. A caller stops waiting after
+ * 5 s or when its queue stops (EIO for the guest), but the answer, which comes in order,
+ * still updates the table when it arrives.
  */
 
 import type { Logger } from '../log';
@@ -49,10 +52,14 @@ interface Mapping {
   write: boolean;
 }
 
-interface Pending {
+/** A request sent to the front end whose answer has not come. */
+interface Awaited {
   request: BackendReq;
-  resolve: (ok: boolean) => void;
-  timer: NodeJS.Timeout;
+  /** Settles the caller's wait; null once it gave up waiting (timeout, stop). */
+  settle: ((ok: boolean) => void) | null;
+  /** Applied to the table when the answer comes, even after the caller gave up. */
+  onAnswer: (ok: boolean) => void;
+  timer: NodeJS.Timeout | null;
 }
 
 export class DaxWindow {
@@ -60,13 +67,18 @@ export class DaxWindow {
   private readonly byChunk: Array<Mapping | undefined>;
   private channel = -1;
   private replyAck = false;
+  private shmem = false;
   private reader: MessageReader | null = null;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
-  private pending: Pending | null = null;
-  /** Why the channel can no longer be used (a reply that never came could still come late). */
+  /**
+   * Requests sent and not answered, oldest first. Answers come in order on the stream, so
+   * the oldest is the one an answer is for, also when its caller stopped waiting for it.
+   */
+  private readonly awaited: Awaited[] = [];
+  /** Why the channel can no longer be used (its stream cannot be followed any more). */
   private broken: string | null = null;
-  /** Requests to the front end, one after the other. */
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Whole operations (map, remove, a session's clean-up), one after the other. */
+  private ops: Promise<unknown> = Promise.resolve();
   private mapped = 0;
 
   constructor(
@@ -77,22 +89,24 @@ export class DaxWindow {
     this.byChunk = new Array<Mapping | undefined>(size / DAX_CHUNK);
   }
 
-  /** Ranges mapped now. */
+  /** Ranges mapped now (as far as the front end's answers tell). */
   get mappings(): number {
     return this.mapped;
   }
 
   /**
-   * The backend channel arrived (fd) or is about to be closed (-1); replyAck: REPLY_ACK was
-   * negotiated, without which the front end's answer cannot be known.
+   * The backend channel arrived (fd) or is about to be closed (-1). replyAck: REPLY_ACK was
+   * negotiated, without which the front end's answer cannot be known; shmem: so was SHMEM,
+   * without which the front end knows no map request.
    */
-  setChannel(fd: number, replyAck: boolean): void {
+  setChannel(fd: number, replyAck: boolean, shmem: boolean): void {
     this.watcher?.close();
     this.watcher = null;
     this.reader = null;
-    this.failPending();
+    this.forgetAwaited();
     this.channel = fd;
     this.replyAck = replyAck;
+    this.shmem = shmem;
     this.broken = null;
     if (fd < 0) return;
     this.reader = new MessageReader(fd, 8);
@@ -106,43 +120,59 @@ export class DaxWindow {
     this.mapped = 0;
   }
 
+  /**
+   * A queue is stopping: callers waiting for an answer get EIO now (the front end may be
+   * waiting for our reply to its stop before it reads the backend channel). Their answers,
+   * when they come, still update the table.
+   */
+  abandonWaits(): void {
+    for (const a of this.awaited) this.giveUp(a);
+  }
+
   /** A new FUSE session (INIT): what the last one mapped goes. */
-  async sessionStart(): Promise<void> {
-    if (this.mapped === 0) return;
-    const all: Mapping[] = [...new Set(this.byChunk.filter((m): m is Mapping => m !== undefined))];
-    for (const m of all) await this.unmap(m).catch(() => undefined);
+  sessionStart(): Promise<void> {
+    return this.exclusive(async () => {
+      const all = [...new Set(this.byChunk.filter((m): m is Mapping => m !== undefined))];
+      for (const m of all) await this.unmap(m).catch(() => undefined);
+      // Whatever the front end answered, the new session starts from an empty window.
+      this.reset();
+    });
   }
 
   /**
    * FUSE_SETUPMAPPING: len bytes of the file behind fd from foffset, at moffset of the window.
    * The caller keeps fd (the front end receives its own copy) and closes it afterwards.
    */
-  async map(fd: number, foffset: number, len: number, moffset: number, write: boolean): Promise<void> {
+  map(fd: number, foffset: number, len: number, moffset: number, write: boolean): Promise<void> {
     const [chunk, chunks] = this.chunksOf(moffset, len);
     if (foffset % DAX_CHUNK !== 0) throw new DaxError(22, `file offset ${foffset} is not 2 MiB-aligned`);
-    // Whole mappings in the way go first: the front end maps nothing over a live one.
-    const inTheWay = new Set<Mapping>();
-    for (let i = chunk; i < chunk + chunks; i++) {
-      const m = this.byChunk[i];
-      if (m) inTheWay.add(m);
-    }
-    for (const m of inTheWay) await this.unmap(m);
-    const ok = await this.send(BackendReq.SHMEM_MAP, { shmid: 0, fdOffset: foffset, shmOffset: moffset, len, flags: write ? SHMEM_MAP_F_WRITE : 0 }, [fd]);
-    if (!ok) throw new DaxError(5, `the front end refused to map ${len} bytes at ${moffset} of the window`);
-    const m: Mapping = { chunk, chunks, write };
-    for (let i = chunk; i < chunk + chunks; i++) this.byChunk[i] = m;
-    this.mapped++;
+    this.checkUsable();
+    return this.exclusive(async () => {
+      // Whole mappings in the way go first: the front end maps nothing over a live one.
+      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m);
+      const m: Mapping = { chunk, chunks, write };
+      const ok = await this.send(BackendReq.SHMEM_MAP, { shmid: 0, fdOffset: foffset, shmOffset: moffset, len, flags: write ? SHMEM_MAP_F_WRITE : 0 }, [fd], (done) => {
+        // Recorded when the front end says so, also after the guest was answered EIO: then
+        // the table still shows what the front end holds, and a later map there unmaps it.
+        if (done) this.record(m);
+      });
+      if (!ok) throw new DaxError(5, `the front end did not map ${len} bytes at ${moffset} of the window`);
+    });
   }
 
   /** FUSE_REMOVEMAPPING of one range: every mapping in it goes (whole). */
-  async remove(moffset: number, len: number): Promise<void> {
+  remove(moffset: number, len: number): Promise<void> {
     const [chunk, chunks] = this.chunksOf(moffset, len);
-    const found = new Set<Mapping>();
-    for (let i = chunk; i < chunk + chunks; i++) {
-      const m = this.byChunk[i];
-      if (m) found.add(m);
-    }
-    for (const m of found) await this.unmap(m);
+    this.checkUsable();
+    return this.exclusive(async () => {
+      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m);
+    });
+  }
+
+  private checkUsable(): void {
+    if (this.channel < 0) throw new DaxError(95, 'no backend channel (the front end did not negotiate BACKEND_REQ)');
+    if (!this.shmem) throw new DaxError(95, 'the front end did not negotiate SHMEM');
+    if (!this.replyAck) throw new DaxError(95, 'REPLY_ACK was not negotiated: the front end could not say whether it mapped');
   }
 
   private chunksOf(moffset: number, len: number): [number, number] {
@@ -153,78 +183,128 @@ export class DaxWindow {
     return [moffset / DAX_CHUNK, len / DAX_CHUNK];
   }
 
-  private async unmap(m: Mapping): Promise<void> {
-    if (this.byChunk[m.chunk] !== m) return;
-    const ok = await this.send(BackendReq.SHMEM_UNMAP, { shmid: 0, fdOffset: 0, shmOffset: m.chunk * DAX_CHUNK, len: m.chunks * DAX_CHUNK, flags: 0 });
-    if (!ok) throw new DaxError(5, `the front end refused to unmap ${m.chunks * DAX_CHUNK} bytes at ${m.chunk * DAX_CHUNK} of the window`);
+  private mappingsIn(chunk: number, chunks: number): Mapping[] {
+    const found = new Set<Mapping>();
+    for (let i = chunk; i < chunk + chunks; i++) {
+      const m = this.byChunk[i];
+      if (m) found.add(m);
+    }
+    return [...found];
+  }
+
+  private record(m: Mapping): void {
+    for (const old of this.mappingsIn(m.chunk, m.chunks)) this.drop(old);
+    for (let i = m.chunk; i < m.chunk + m.chunks; i++) this.byChunk[i] = m;
+    this.mapped++;
+  }
+
+  private drop(m: Mapping): void {
     if (this.byChunk[m.chunk] !== m) return;
     for (let i = m.chunk; i < m.chunk + m.chunks; i++) this.byChunk[i] = undefined;
     this.mapped--;
   }
 
-  /** Sends one request and waits for the front end's answer: true when it did it. */
-  private send(request: BackendReq, body: Parameters<typeof encodeShmemMap>[0], fds: number[] = []): Promise<boolean> {
-    const run = async (): Promise<boolean> => {
-      if (this.channel < 0) throw new DaxError(95, 'no backend channel (the front end did not negotiate BACKEND_REQ)');
-      if (!this.replyAck) throw new DaxError(95, 'REPLY_ACK was not negotiated: the front end could not say whether it mapped');
-      if (this.broken) throw new DaxError(5, `the backend channel is out of use: ${this.broken}`);
-      const payload = encodeShmemMap(body);
-      const msg = encodeHeader({ request, flags: Flags.VERSION | Flags.NEED_REPLY, size: payload.length }, 0);
-      const answer = new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          // Its answer could still come, and be taken for the next request's: the channel is
-          // given up until the front end sends a new one.
-          this.broken = `${BackendReq[request]} unanswered after ${REPLY_TIMEOUT_MS} ms`;
-          this.log.error(`DAX: the front end did not answer ${BackendReq[request]} within ${REPLY_TIMEOUT_MS} ms; no more mappings on this channel`);
-          this.watcher?.stop();
-          this.pending = null;
-          resolve(false);
-        }, REPLY_TIMEOUT_MS);
-        this.pending = { request, resolve, timer };
-      });
+  private async unmap(m: Mapping): Promise<void> {
+    // A refusal means the front end has no such mapping (it unmaps exact mappings only): the
+    // entry goes either way, so a range it lost track of is not dead for good.
+    const ok = await this.send(BackendReq.SHMEM_UNMAP, { shmid: 0, fdOffset: 0, shmOffset: m.chunk * DAX_CHUNK, len: m.chunks * DAX_CHUNK, flags: 0 }, [], (answered) => {
+      void answered;
+      this.drop(m);
+    });
+    if (!ok && this.byChunk[m.chunk] === m) throw new DaxError(5, `the front end did not answer the unmap of ${m.chunks * DAX_CHUNK} bytes at ${m.chunk * DAX_CHUNK}`);
+  }
+
+  /** Runs op after every operation before it (each reads the table, then changes it). */
+  private exclusive(op: () => Promise<void>): Promise<void> {
+    const next = this.ops.then(op, op);
+    this.ops = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Sends one request; resolves true when the front end did it, false when it refused, did
+   * not answer in time, or the wait was given up. onAnswer runs when the answer comes (true:
+   * done), whenever that is.
+   */
+  private send(request: BackendReq, body: Parameters<typeof encodeShmemMap>[0], fds: number[], onAnswer: (ok: boolean) => void): Promise<boolean> {
+    if (this.broken) return Promise.reject(new DaxError(5, `the backend channel is out of use: ${this.broken}`));
+    this.checkUsable();
+    const payload = encodeShmemMap(body);
+    const msg = encodeHeader({ request, flags: Flags.VERSION | Flags.NEED_REPLY, size: payload.length }, 0);
+    return new Promise<boolean>((resolve, reject) => {
+      const a: Awaited = { request, settle: resolve, onAnswer, timer: null };
       try {
         native.vhostSend(this.channel, Buffer.concat([msg, payload]), fds);
       } catch (e) {
-        this.failPending();
-        throw new DaxError(5, `backend channel: ${(e as Error).message}`);
+        reject(new DaxError(5, `backend channel: ${(e as Error).message}`));
+        return;
       }
-      return answer;
-    };
-    const next = this.queue.then(run, run);
-    this.queue = next.catch(() => undefined);
-    return next;
+      a.timer = setTimeout(() => {
+        this.log.warn(`DAX: the front end did not answer ${BackendReq[request]} within ${REPLY_TIMEOUT_MS} ms; the guest gets EIO (a late answer still counts)`);
+        this.giveUp(a);
+      }, REPLY_TIMEOUT_MS);
+      this.awaited.push(a);
+    });
+  }
+
+  private giveUp(a: Awaited): void {
+    if (a.timer) clearTimeout(a.timer);
+    a.timer = null;
+    const settle = a.settle;
+    a.settle = null;
+    settle?.(false);
   }
 
   private onReadable(): void {
     for (;;) {
-      const r = this.reader?.next();
+      let r: ReturnType<MessageReader['next']> | undefined;
+      try {
+        r = this.reader?.next();
+      } catch (e) {
+        // A socket error (the front end went away with our request unread): as a close.
+        this.log.warn({ err: e }, 'DAX: the backend channel failed');
+        r = 'closed';
+      }
       if (r === undefined || r === 'incomplete') return;
       if (r === 'closed') {
-        this.log.warn('the front end closed the backend channel');
-        this.broken = 'the front end closed it';
-        this.watcher?.stop();
-        this.failPending();
+        this.log.warn('DAX: the front end closed the backend channel');
+        this.giveUpChannel('the front end closed it');
         return;
       }
       for (const fd of r.fds) native.close(fd);
-      const p = this.pending;
-      const good = p !== null && r.request === p.request && r.flags === (Flags.VERSION | Flags.REPLY) && r.payload !== null && r.payload.length === 8;
+      const a = this.awaited[0];
+      const good = a !== undefined && r.request === a.request && r.flags === (Flags.VERSION | Flags.REPLY) && r.payload !== null && r.payload.length === 8;
       if (!good) {
-        this.log.warn({ request: r.request, flags: r.flags }, 'unexpected message on the backend channel; ignored');
-        continue;
+        // Not the answer the oldest request waits for: the stream cannot be followed.
+        this.log.error({ request: r.request, flags: r.flags, size: r.size }, 'DAX: unexpected message on the backend channel; no more mappings on it');
+        this.giveUpChannel('an unexpected message came on it');
+        return;
       }
-      clearTimeout(p.timer);
-      this.pending = null;
-      p.resolve(r.payload!.readBigUInt64LE(0) === 0n);
+      this.awaited.shift();
+      const done = r.payload!.readBigUInt64LE(0) === 0n;
+      a.onAnswer(done);
+      if (a.timer) clearTimeout(a.timer);
+      a.settle?.(done);
     }
   }
 
-  private failPending(): void {
-    const p = this.pending;
-    if (!p) return;
-    clearTimeout(p.timer);
-    this.pending = null;
-    p.resolve(false);
+  /** The channel cannot be used any more: waits end, and what the front end holds is unknown. */
+  private giveUpChannel(why: string): void {
+    this.broken = why;
+    this.watcher?.stop();
+    this.forgetAwaited();
+  }
+
+  /**
+   * Requests that will never be answered: their callers get EIO. A map whose outcome is
+   * unknown is recorded as done (a later map there unmaps it first, and a refused unmap
+   * drops it); an unmap's entry goes.
+   */
+  private forgetAwaited(): void {
+    for (const a of this.awaited.splice(0)) {
+      a.onAnswer(true);
+      this.giveUp(a);
+    }
   }
 }
 
@@ -234,6 +314,7 @@ export function parseDaxWindowSize(s: string): number {
   if (!m) throw new Error(`--dax-window-size: ${s} is not a size (e.g. 1G, 512M)`);
   const scale = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
   const n = Number(m[1]) * scale;
+  if (n === 0) throw new Error('--dax-window-size: 0 is no window (leave the option out)');
   if (n % DAX_CHUNK !== 0) throw new Error(`--dax-window-size: ${s} is not a multiple of 2 MiB`);
   if (n > MAX_DAX_WINDOW) throw new Error(`--dax-window-size: ${s} is larger than 1 TiB`);
   return n;

@@ -44,9 +44,9 @@ export interface DeviceSpec {
   createQueueHost(index: number): QueueHost;
   /**
    * Called when the backend channel arrives (SET_BACKEND_REQ_FD) or is about to be closed
-   * (-1); replyAck: the front end answers requests that ask for it (REPLY_ACK negotiated).
+   * (-1), with the protocol features negotiated.
    */
-  onBackendChannel?(fd: number, replyAck: boolean): void;
+  onBackendChannel?(fd: number, ackedProtocol: bigint): void;
   /** Called on RESET_OWNER/RESET_DEVICE after the queues have stopped. */
   onReset?(): void;
   /**
@@ -287,11 +287,11 @@ export class VhostUserBackend {
       case FrontendReq.SET_BACKEND_REQ_FD:
         this.requireProtocol(ProtocolFeature.BACKEND_REQ, fds);
         if (this.backendFd >= 0) {
-          this.device.onBackendChannel?.(-1, false);
+          this.device.onBackendChannel?.(-1, 0n);
           native.close(this.backendFd);
         }
         this.backendFd = fds[0];
-        this.device.onBackendChannel?.(this.backendFd, hasBit(this.ackedProtocol, ProtocolFeature.REPLY_ACK));
+        this.device.onBackendChannel?.(this.backendFd, this.ackedProtocol);
         return null;
       case FrontendReq.SET_VRING_NUM: {
         const s = decodeVringState(p);
@@ -746,7 +746,7 @@ export class VhostUserBackend {
       for (const fd of [v.kickFd, v.callFd, v.errFd]) if (fd >= 0) native.close(fd);
     }
     if (this.backendFd >= 0) {
-      this.device.onBackendChannel?.(-1, false);
+      this.device.onBackendChannel?.(-1, 0n);
       native.close(this.backendFd);
     }
     // The front end's mappings of the shared-memory regions end with the connection.

@@ -784,6 +784,12 @@ export class VhostUserFrontend {
     native.vhostSend(this.fd, b, fds);
   }
 
+  /** Writes bytes on the backend channel, as our end of it (late answers, garbage). */
+  backendSend(data: Buffer, fds: number[] = []): void {
+    if (!this.backend) throw new VhostUserError('no backend channel');
+    native.vhostSend(this.backend.fd, data, fds);
+  }
+
   /** Sends arbitrary bytes (truncated headers and the like). */
   sendBytes(data: Buffer, fds: number[] = []): void {
     this.checkOpen();

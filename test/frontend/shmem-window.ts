@@ -4,11 +4,11 @@
  * BACKEND_SHMEM_UNMAP (../shared/docs/PROTOCOL.md, DAX). A map puts the descriptor's range
  * into the region with mmap (read-only unless the write flag is set, so a read-only
  * descriptor maps and a write through a read mapping would fault); it fails over a live
- * mapping or past the region's end. An unmap must cover whole mappings. A device reset drops
+ * mapping or past the region's end. An unmap must name exactly one mapping. A device reset drops
  * them all (clear()). Every request is recorded for the tests to look at.
  */
 import { native } from '../../src/native';
-import { BackendReq, decodeShmemMap, SHMEM_MAP_F_WRITE, SHMEM_MAP_SIZE, type ShmemMap } from '../../src/vhost/messages';
+import { BackendReq, decodeShmemMap, encodeHeader, Flags, HEADER_SIZE, SHMEM_MAP_F_WRITE, SHMEM_MAP_SIZE, type ShmemMap } from '../../src/vhost/messages';
 import type { BackendHandler } from './frontend';
 
 export interface WindowMapping {
@@ -31,8 +31,9 @@ export class ShmemWindow {
   readonly seen: SeenRequest[] = [];
   /** The next this many maps fail (a front end out of address space, say). */
   refuseNext = 0;
-  /** Requests are recorded and done, but never answered (a front end that hangs). */
+  /** Requests are recorded and done, but not answered until lateAnswers() (a front end that hangs). */
   silent = false;
+  private held: Array<{ request: number; result: number }> = [];
 
   constructor(readonly size: number) {}
 
@@ -45,11 +46,24 @@ export class ShmemWindow {
       const req = decodeShmemMap(m.payload);
       const result = m.request === BackendReq.SHMEM_MAP ? this.map(req, fds) : this.unmap(req);
       this.seen.push({ request: m.request === BackendReq.SHMEM_MAP ? 'MAP' : 'UNMAP', ...req, result });
-      return this.silent ? null : result;
+      if (!this.silent) return result;
+      this.held.push({ request: m.request, result });
+      return null;
     } finally {
       for (const fd of fds) native.close(fd);
     }
   };
+
+  /** The answers held back while silent, as the bytes the front end would have sent. */
+  lateAnswers(): Buffer {
+    const out = this.held.map(({ request, result }) => {
+      const b = encodeHeader({ request, flags: Flags.VERSION | Flags.REPLY, size: 8 });
+      b.writeBigUInt64LE(BigInt(result), HEADER_SIZE);
+      return b;
+    });
+    this.held = [];
+    return Buffer.concat(out);
+  }
 
   /** The device was reset: every mapping goes. */
   clear(): void {
@@ -78,11 +92,11 @@ export class ShmemWindow {
     return 0;
   }
 
+  /** As QEMU's series: the range must be exactly one mapping's (EFAULT otherwise). */
   private unmap(r: ShmemMap): number {
-    if (r.shmid !== 0 || r.shmOffset + r.len > this.size) return 1;
-    const hit = this.overlapping(r.shmOffset, r.len);
-    if (hit.some((w) => w.shmOffset < r.shmOffset || w.shmOffset + w.len > r.shmOffset + r.len)) return 1;
-    for (const w of hit) this.mappings.delete(w.shmOffset);
+    const w = this.mappings.get(r.shmOffset);
+    if (r.shmid !== 0 || !w || w.len !== r.len) return 1;
+    this.mappings.delete(r.shmOffset);
     return 0;
   }
 }

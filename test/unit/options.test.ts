@@ -125,6 +125,7 @@ describe('options', () => {
     assert.equal(parseDaxWindowSize('1T'), 2 ** 40);
     assert.equal(parseOptions(['--dax-window-size=512M']).daxWindowSize, '512M');
     assert.throws(() => parseOptions(['--dax-window-size=3M']), /multiple of 2 MiB/);
+    assert.throws(() => parseOptions(['--dax-window-size=0']), /no window/);
     assert.throws(() => parseOptions(['--dax-window-size=2T']), /larger than 1 TiB/);
     assert.throws(() => parseOptions(['--dax-window-size=lots']), /not a size/);
     const dir = mkdtempSync(path.join(tmpdir(), 'vfsd-conf-'));

@@ -26,6 +26,7 @@ interface Report {
   requestsPerQueue?: Record<string, number>;
   nativePerQueue?: Record<string, number>;
   pooledPerQueue?: Record<string, number>;
+  nativeOpcodesPerQueue?: Record<string, Record<string, number>>;
 }
 const sum = (r: Record<string, number> | undefined): number => Object.values(r ?? {}).reduce((a, b) => a + b, 0);
 
@@ -160,7 +161,9 @@ describe('virtiofsd-ts clears setuid and setgid when the guest says the caller l
         assert.deepEqual(modes, { fa: cleared, cp: cleared, 'fa-root': '6755', 'cp-root': '6755' }, 'by a user: fa (FALLOCATE), cp (COPY_FILE_RANGE into it); by root: the others');
         await disconnectDaemon(env);
         const report = env.daemon.exitReport<Report>();
-        assert.equal(sum(report.nativePerQueue) > 0, cfg.native, `where they were served: ${JSON.stringify(report)}`);
+        for (const op of ['FALLOCATE', 'COPY_FILE_RANGE']) {
+          assert.equal(report.nativeOpcodesPerQueue?.['1']?.[op] ?? 0, cfg.native ? 2 : 0, `${op}: where they were served: ${JSON.stringify(report)}`);
+        }
       });
     }
   }
