@@ -52,15 +52,21 @@ interface Mapping {
   write: boolean;
 }
 
+/** What became of a request: the front end did it, refused it, or will never say. */
+type Outcome = 'done' | 'refused' | 'unknown';
+
 /** A request sent to the front end whose answer has not come. */
 interface Awaited {
   request: BackendReq;
-  /** Settles the caller's wait; null once it gave up waiting (timeout, stop). */
-  settle: ((ok: boolean) => void) | null;
-  /** Applied to the table when the answer comes, even after the caller gave up. */
-  onAnswer: (ok: boolean) => void;
+  /** Settles the caller's wait (failed: no answer in time, or a stop); null once it gave up. */
+  settle: ((result: Outcome | 'failed') => void) | null;
+  /** Applied to the table when the outcome is known, even after the caller gave up (abandoned). */
+  onAnswer: (outcome: Outcome, abandoned: boolean) => void;
   timer: NodeJS.Timeout | null;
 }
+
+/** Requests sent and not answered at most; past it the guest gets EIO without a send. */
+const MAX_AWAITED = 64;
 
 export class DaxWindow {
   /** The mapping covering each chunk of the window, if any. */
@@ -79,6 +85,8 @@ export class DaxWindow {
   private broken: string | null = null;
   /** Whole operations (map, remove, a session's clean-up), one after the other. */
   private ops: Promise<unknown> = Promise.resolve();
+  /** Counts abandonWaits(): an operation queued before the last one sends nothing. */
+  private epoch = 0;
   private mapped = 0;
 
   constructor(
@@ -102,6 +110,7 @@ export class DaxWindow {
   setChannel(fd: number, replyAck: boolean, shmem: boolean): void {
     this.watcher?.close();
     this.watcher = null;
+    this.reader?.dispose();
     this.reader = null;
     this.forgetAwaited();
     this.channel = fd;
@@ -121,21 +130,23 @@ export class DaxWindow {
   }
 
   /**
-   * A queue is stopping: callers waiting for an answer get EIO now (the front end may be
-   * waiting for our reply to its stop before it reads the backend channel). Their answers,
-   * when they come, still update the table.
+   * A queue is stopping: callers waiting for an answer get EIO now, and operations queued
+   * behind them send nothing (the front end may read no backend message until the stop is
+   * over). Answers that come later still update the table.
    */
   abandonWaits(): void {
+    this.epoch++;
     for (const a of this.awaited) this.giveUp(a);
   }
 
-  /** A new FUSE session (INIT): what the last one mapped goes. */
+  /**
+   * A new FUSE session (INIT): what the last one mapped goes. An entry whose unmap is not
+   * answered stays until its answer comes (the front end may still hold the range).
+   */
   sessionStart(): Promise<void> {
+    const epoch = this.epoch;
     return this.exclusive(async () => {
-      const all = [...new Set(this.byChunk.filter((m): m is Mapping => m !== undefined))];
-      for (const m of all) await this.unmap(m).catch(() => undefined);
-      // Whatever the front end answered, the new session starts from an empty window.
-      this.reset();
+      for (const m of this.mappingsIn(0, this.byChunk.length)) await this.unmap(m, epoch).catch(() => undefined);
     });
   }
 
@@ -147,16 +158,20 @@ export class DaxWindow {
     const [chunk, chunks] = this.chunksOf(moffset, len);
     if (foffset % DAX_CHUNK !== 0) throw new DaxError(22, `file offset ${foffset} is not 2 MiB-aligned`);
     this.checkUsable();
+    const epoch = this.epoch;
     return this.exclusive(async () => {
       // Whole mappings in the way go first: the front end maps nothing over a live one.
-      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m);
-      const m: Mapping = { chunk, chunks, write };
-      const ok = await this.send(BackendReq.SHMEM_MAP, { shmid: 0, fdOffset: foffset, shmOffset: moffset, len, flags: write ? SHMEM_MAP_F_WRITE : 0 }, [fd], (done) => {
-        // Recorded when the front end says so, also after the guest was answered EIO: then
-        // the table still shows what the front end holds, and a later map there unmaps it.
-        if (done) this.record(m);
-      });
-      if (!ok) throw new DaxError(5, `the front end did not map ${len} bytes at ${moffset} of the window`);
+      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m, epoch);
+      const body = { shmid: 0, fdOffset: foffset, shmOffset: moffset, len, flags: write ? SHMEM_MAP_F_WRITE : 0 };
+      let result = await this.sendMap(body, fd, { chunk, chunks, write }, epoch);
+      if (result === 'refused' && this.mappingsIn(chunk, chunks).length === 0) {
+        // Refused with nothing of ours in the way: the front end holds a mapping there that
+        // the table lost (an answer that never came). Exactly this range is what Linux maps
+        // and unmaps, so unmap it and try once more.
+        const cleared = await this.send(BackendReq.SHMEM_UNMAP, { ...body, fdOffset: 0, flags: 0 }, [], () => undefined, epoch);
+        if (cleared === 'done') result = await this.sendMap(body, fd, { chunk, chunks, write }, epoch);
+      }
+      if (result !== 'done') throw new DaxError(5, `the front end did not map ${len} bytes at ${moffset} of the window`);
     });
   }
 
@@ -164,9 +179,21 @@ export class DaxWindow {
   remove(moffset: number, len: number): Promise<void> {
     const [chunk, chunks] = this.chunksOf(moffset, len);
     this.checkUsable();
+    const epoch = this.epoch;
     return this.exclusive(async () => {
-      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m);
+      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m, epoch);
     });
+  }
+
+  private sendMap(body: Parameters<typeof encodeShmemMap>[0], fd: number, m: Mapping, epoch: number): Promise<Outcome | 'failed'> {
+    return this.send(BackendReq.SHMEM_MAP, body, [fd], (outcome, abandoned) => {
+      // Recorded when the front end did it (or may have), also after the guest was answered
+      // EIO, so that the table shows what the front end holds.
+      if (outcome === 'refused') return;
+      this.record(m);
+      // The guest was told it failed and will not use or remove the range: it goes again.
+      if (abandoned && outcome === 'done') void this.exclusive(() => this.unmap(m, this.epoch)).catch(() => undefined);
+    }, epoch);
   }
 
   private checkUsable(): void {
@@ -204,14 +231,14 @@ export class DaxWindow {
     this.mapped--;
   }
 
-  private async unmap(m: Mapping): Promise<void> {
+  private async unmap(m: Mapping, epoch: number): Promise<void> {
+    if (this.byChunk[m.chunk] !== m) return;
     // A refusal means the front end has no such mapping (it unmaps exact mappings only): the
-    // entry goes either way, so a range it lost track of is not dead for good.
-    const ok = await this.send(BackendReq.SHMEM_UNMAP, { shmid: 0, fdOffset: 0, shmOffset: m.chunk * DAX_CHUNK, len: m.chunks * DAX_CHUNK, flags: 0 }, [], (answered) => {
-      void answered;
-      this.drop(m);
-    });
-    if (!ok && this.byChunk[m.chunk] === m) throw new DaxError(5, `the front end did not answer the unmap of ${m.chunks * DAX_CHUNK} bytes at ${m.chunk * DAX_CHUNK}`);
+    // entry goes then too. It stays while the outcome is unknown.
+    const result = await this.send(BackendReq.SHMEM_UNMAP, { shmid: 0, fdOffset: 0, shmOffset: m.chunk * DAX_CHUNK, len: m.chunks * DAX_CHUNK, flags: 0 }, [], (outcome) => {
+      if (outcome !== 'unknown') this.drop(m);
+    }, epoch);
+    if (result === 'failed' && this.byChunk[m.chunk] === m) throw new DaxError(5, `the front end did not answer the unmap of ${m.chunks * DAX_CHUNK} bytes at ${m.chunk * DAX_CHUNK}`);
   }
 
   /** Runs op after every operation before it (each reads the table, then changes it). */
@@ -222,16 +249,18 @@ export class DaxWindow {
   }
 
   /**
-   * Sends one request; resolves true when the front end did it, false when it refused, did
-   * not answer in time, or the wait was given up. onAnswer runs when the answer comes (true:
-   * done), whenever that is.
+   * Sends one request; resolves with what the front end answered, or failed when it did not
+   * answer in time or the wait was given up. onAnswer runs once the outcome is known,
+   * whenever that is. Nothing is sent for an operation queued before the last abandonWaits().
    */
-  private send(request: BackendReq, body: Parameters<typeof encodeShmemMap>[0], fds: number[], onAnswer: (ok: boolean) => void): Promise<boolean> {
+  private send(request: BackendReq, body: Parameters<typeof encodeShmemMap>[0], fds: number[], onAnswer: Awaited['onAnswer'], epoch: number): Promise<Outcome | 'failed'> {
+    if (epoch !== this.epoch) return Promise.reject(new DaxError(5, 'a queue stopped while the request waited its turn'));
     if (this.broken) return Promise.reject(new DaxError(5, `the backend channel is out of use: ${this.broken}`));
+    if (this.awaited.length >= MAX_AWAITED) return Promise.reject(new DaxError(5, `${MAX_AWAITED} requests to the front end are unanswered`));
     this.checkUsable();
     const payload = encodeShmemMap(body);
     const msg = encodeHeader({ request, flags: Flags.VERSION | Flags.NEED_REPLY, size: payload.length }, 0);
-    return new Promise<boolean>((resolve, reject) => {
+    return new Promise<Outcome | 'failed'>((resolve, reject) => {
       const a: Awaited = { request, settle: resolve, onAnswer, timer: null };
       try {
         native.vhostSend(this.channel, Buffer.concat([msg, payload]), fds);
@@ -252,7 +281,7 @@ export class DaxWindow {
     a.timer = null;
     const settle = a.settle;
     a.settle = null;
-    settle?.(false);
+    settle?.('failed');
   }
 
   private onReadable(): void {
@@ -282,9 +311,9 @@ export class DaxWindow {
       }
       this.awaited.shift();
       const done = r.payload!.readBigUInt64LE(0) === 0n;
-      a.onAnswer(done);
       if (a.timer) clearTimeout(a.timer);
-      a.settle?.(done);
+      a.onAnswer(done ? 'done' : 'refused', a.settle === null);
+      a.settle?.(done ? 'done' : 'refused');
     }
   }
 
@@ -297,12 +326,11 @@ export class DaxWindow {
 
   /**
    * Requests that will never be answered: their callers get EIO. A map whose outcome is
-   * unknown is recorded as done (a later map there unmaps it first, and a refused unmap
-   * drops it); an unmap's entry goes.
+   * unknown counts as done (a later map there unmaps it first); an unmap's entry stays.
    */
   private forgetAwaited(): void {
     for (const a of this.awaited.splice(0)) {
-      a.onAnswer(true);
+      a.onAnswer('unknown', a.settle === null);
       this.giveUp(a);
     }
   }

@@ -65,6 +65,11 @@ export class ShmemWindow {
     return Buffer.concat(out);
   }
 
+  /** A mapping the backend did not ask for here (one whose answer it lost, say). */
+  inject(shmOffset: number, len: number): void {
+    this.mappings.set(shmOffset, { shmOffset, len, fdOffset: 0, write: false, bytes: Buffer.alloc(0) });
+  }
+
   /** The device was reset: every mapping goes. */
   clear(): void {
     this.mappings.clear();
