@@ -161,9 +161,17 @@ export class DaxWindow {
     const epoch = this.epoch;
     return this.exclusive(async () => {
       // Whole mappings in the way go first: the front end maps nothing over a live one.
-      for (const m of this.mappingsIn(chunk, chunks)) await this.unmap(m, epoch);
+      const inTheWay = this.mappingsIn(chunk, chunks);
+      for (const m of inTheWay) await this.unmap(m, epoch);
       const body = { shmid: 0, fdOffset: foffset, shmOffset: moffset, len, flags: write ? SHMEM_MAP_F_WRITE : 0 };
       let result = await this.sendMap(body, fd, { chunk, chunks, write }, epoch);
+      const old = inTheWay.length === 1 ? inTheWay[0] : undefined;
+      if (result === 'refused' && write && old && !old.write && old.chunk === chunk && old.chunks === chunks) {
+        // A refused upgrade: Linux keeps reading through the range it had mapped for reading,
+        // which is gone now. Map it for reading again (the guest still gets EIO).
+        await this.sendMap({ ...body, flags: 0 }, fd, { chunk, chunks, write: false }, epoch);
+        throw new DaxError(5, `the front end did not map ${len} bytes at ${moffset} of the window for writing; mapped for reading again`);
+      }
       if (result === 'refused' && this.mappingsIn(chunk, chunks).length === 0) {
         // Refused with nothing of ours in the way: the front end holds a mapping there that
         // the table lost (an answer that never came). Exactly this range is what Linux maps

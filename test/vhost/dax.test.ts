@@ -243,6 +243,20 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     assert.deepEqual(win.seen.map((x) => `${x.request} ${x.shmOffset / MiB} ${x.result}`), ['MAP 4 0', 'UNMAP 4 0', 'MAP 4 0']);
   });
 
+  it('a refused upgrade for writing leaves the range mapped for reading, as Linux still reads through it', async () => {
+    const { env, win } = await withWindow();
+    fs.writeFileSync(path.join(env.share, 'f'), patterned());
+    const f = ok(await env.c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
+    assert.equal(await setup(env, f, 0, 2 * MiB, 2 * MiB, READ), 0);
+    win.refuseNext = 1;
+    assert.equal(await setup(env, f, 0, 2 * MiB, 2 * MiB, READ | WRITE), -EIO);
+    assert.deepEqual(win.seen.map((x) => `${x.request} ${x.flags} ${x.result}`), ['MAP 0 0', 'UNMAP 0 0', 'MAP 1 1', 'MAP 0 0']);
+    assert.equal(win.mappings.get(2 * MiB)?.write, false);
+    // The daemon knows it is mapped: a later upgrade unmaps it first.
+    assert.equal(await setup(env, f, 0, 2 * MiB, 2 * MiB, READ | WRITE), 0);
+    assert.equal(win.mappings.get(2 * MiB)?.write, true);
+  });
+
   it('a range the front end holds without the daemon knowing (a lost answer) is unmapped and mapped again', async () => {
     const { env, win } = await withWindow();
     fs.writeFileSync(path.join(env.share, 'f'), patterned());
