@@ -206,17 +206,7 @@ Napi::Value HandleFlock(const Napi::CallbackInfo& info) {
   return Num(info, FlockHandle(s, fh, static_cast<int>(op)));
 }
 
-// The open file description that carries owner's POSIX locks on the inode of nodeid,
-// opened on first use; -errno on failure. hfd: a handle of the file, whose access mode is
-// used when the file cannot be opened read-write. Called with locks.mu held through held,
-// which keeps the descriptor open while the caller uses it (UnlockOwner closes it under
-// locks.mu). The first use opens the file with locks.mu released (on a network file system
-// an open talks to the server; every queue's lock requests and FLUSHes wait for locks.mu)
-// and looks again once it is held again: returns with it held in any case. Only a regular
-// file or a directory is opened (ENOLCK for anything else): opening a device node runs its
-// host driver, a FIFO's open blocks or wakes a writer, and the guest's kernel keeps the
-// locks of its special files itself (it sends no lock request for them).
-// The descriptor owner's POSIX locks on nodeid ride on, if it has one: the descriptor, -1 when
+// The descriptor that owner's POSIX locks on nodeid ride on, if it has one: the descriptor, -1 when
 // it has none (it holds no lock on the file), -EBADF when the inode is gone. Called with
 // locks.mu held.
 int FoundOwnerFd(FsState* s, uint64_t nodeid, uint64_t owner) {
@@ -228,6 +218,16 @@ int FoundOwnerFd(FsState* s, uint64_t nodeid, uint64_t owner) {
   return l != it->second.lockFds.end() ? l->second : -1;
 }
 
+// The open file description that carries owner's POSIX locks on the inode of nodeid,
+// opened on first use; -errno on failure. hfd: a handle of the file, whose access mode is
+// used when the file cannot be opened read-write. Called with locks.mu held through held,
+// which keeps the descriptor open while the caller uses it (UnlockOwner closes it under
+// locks.mu). The first use opens the file with locks.mu released (on a network file system
+// an open talks to the server; every queue's lock requests and FLUSHes wait for locks.mu)
+// and looks again once it is held again: returns with it held in any case. Only a regular
+// file or a directory is opened (ENOLCK for anything else): opening a device node runs its
+// host driver, a FIFO's open blocks or wakes a writer, and the guest's kernel keeps the
+// locks of its special files itself (it sends no lock request for them).
 int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, const InodePin& node, int hfd, uint64_t owner) {
   if (node.type() != S_IFREG && node.type() != S_IFDIR) return -ENOLCK;
   InodeShard& sh = s->ShardOf(nodeid);
@@ -430,13 +430,10 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   HandlePin h(s, fh);
   // locks.mu before the owner's descriptor is looked up (UnlockOwner closes it under it).
   std::unique_lock<std::mutex> g(t.mu);
-  if (type == F_UNLCK && (p.type() == S_IFREG || p.type() == S_IFDIR)) {
+  if (type == F_UNLCK && (p.type() == S_IFREG || p.type() == S_IFDIR) && FoundOwnerFd(s, nodeid, owner) == -1) {
     // An owner without a descriptor holds nothing here to unlock: no file is opened for it.
-    int found = FoundOwnerFd(s, nodeid, owner);
-    if (found < 0) {
-      if (found == -1) t.waiting.erase(owner);
-      return found == -1 ? 0 : found;
-    }
+    t.waiting.erase(owner);
+    return 0;
   }
   int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
   if (fd < 0) return fd;

@@ -1,7 +1,8 @@
 // Unix stream sockets that carry file descriptors (SCM_RIGHTS): the vhost-user channel.
-// Node's net module cannot pass descriptors on a plain socket, so framing of one
-// vhost-user message (12-byte header with its fds, then the payload) is done here.
-// See docs/interop/vhost-user.rst, "Message Specification".
+// Node's net module cannot pass descriptors on a plain socket, so the sends and receives
+// with descriptors are done here; src/vhost/message-reader.ts frames the messages (12-byte
+// header with its fds, then the payload). See docs/interop/vhost-user.rst, "Message
+// Specification".
 #include "common.h"
 
 #include <fcntl.h>
@@ -16,7 +17,6 @@ namespace vfsn {
 namespace {
 
 constexpr int kMaxFds = 8;     // vhost-user never sends more than 8 descriptors
-constexpr size_t kHeader = 12;
 
 bool FillAddr(Napi::Env env, Napi::Value v, sockaddr_un* sa) {
   if (!v.IsString()) {
@@ -125,10 +125,6 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return a;
 }
 
-void CloseAll(const std::vector<int>& fds) {
-  for (int f : fds) close(f);
-}
-
 // One recvmsg into [p, p + n), with the descriptors riding on those bytes appended to *fds
 // (close-on-exec): the bytes read, 0 at EOF, or -1 with errno (EINTR retried).
 ssize_t RecvWithFds(int fd, uint8_t* p, size_t n, int flags, std::vector<int>* fds, bool* truncated) {
@@ -155,75 +151,11 @@ ssize_t RecvWithFds(int fd, uint8_t* p, size_t n, int flags, std::vector<int>* f
   return r;
 }
 
-// Reads exactly n bytes (after the first recvmsg). Returns 0, or errno; EPROTO on EOF.
-int ReadFull(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = recv(fd, p, n, MSG_WAITALL);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return errno;
-    if (r == 0) return EPROTO;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return 0;
-}
-
-// vhostRecv(fd, maxPayload): one whole message from a blocking socket (the test front end;
-// the daemon's socket is non-blocking and goes through recvSome) -> null at EOF, else
-//   {request, flags, size, payload: Buffer|null, fds: number[], truncatedFds: boolean}
-// payload is null when size > maxPayload (the caller drops the connection: the stream can
-// no longer be trusted). Descriptors are received close-on-exec.
-Napi::Value VhostRecv(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t fd, maxPayload;
-  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &maxPayload))
-    return ThrowType(env, "vhostRecv(fd, maxPayload)");
-  uint8_t hdr[kHeader];
-  std::vector<int> fds;
-  bool truncated = false;
-  ssize_t r = RecvWithFds(static_cast<int>(fd), hdr, kHeader, 0, &fds, &truncated);
-  if (r < 0) return ThrowErrno(env, errno, "recvmsg");
-  if (r == 0) return env.Null();
-  if (static_cast<size_t>(r) < kHeader) {
-    int e = ReadFull(static_cast<int>(fd), hdr + r, kHeader - static_cast<size_t>(r));
-    if (e) {
-      CloseAll(fds);
-      return ThrowErrno(env, e, "recv");
-    }
-  }
-  uint32_t request, flags, size;
-  memcpy(&request, hdr, 4);
-  memcpy(&flags, hdr + 4, 4);
-  memcpy(&size, hdr + 8, 4);
-  Napi::Object res = Napi::Object::New(env);
-  res.Set("request", Napi::Number::New(env, request));
-  res.Set("flags", Napi::Number::New(env, flags));
-  res.Set("size", Napi::Number::New(env, size));
-  res.Set("truncatedFds", Napi::Boolean::New(env, truncated));
-  Napi::Array jfds = Napi::Array::New(env, fds.size());
-  for (size_t i = 0; i < fds.size(); i++) jfds.Set(static_cast<uint32_t>(i), fds[i]);
-  res.Set("fds", jfds);
-  if (static_cast<int64_t>(size) > maxPayload) {
-    res.Set("payload", env.Null());
-    return res;
-  }
-  Napi::Buffer<uint8_t> payload = Napi::Buffer<uint8_t>::New(env, size);
-  if (size > 0) {
-    int e = ReadFull(static_cast<int>(fd), payload.Data(), size);
-    if (e) {
-      CloseAll(fds);
-      return ThrowErrno(env, e, "recv");
-    }
-  }
-  res.Set("payload", payload);
-  return res;
-}
-
 // recvSome(fd, buf, offset, length) -> {bytes, fds: number[], truncatedFds}: one
 // non-blocking recvmsg into buf[offset, offset + length). bytes is 0 at EOF and -1 when
-// nothing is there yet. The daemon reads a message's header and then its payload with
-// this, never past the message's end, so that descriptors sent with the next message
-// are not taken for this one's (src/vhost/message-reader.ts assembles the pieces).
+// nothing is there yet. A message's header and then its payload are read with this, never
+// past the message's end, so that descriptors sent with the next message are not taken
+// for this one's (src/vhost/message-reader.ts assembles the pieces).
 Napi::Value RecvSome(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd, offset, length;
@@ -299,7 +231,6 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
   exports.Set("unixDatagram", Napi::Function::New(env, UnixDatagram));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
-  exports.Set("vhostRecv", Napi::Function::New(env, VhostRecv));
   exports.Set("recvSome", Napi::Function::New(env, RecvSome));
   exports.Set("vhostSend", Napi::Function::New(env, VhostSend));
   exports.Set("shutdownSocket", Napi::Function::New(env, ShutdownSocket));

@@ -34,16 +34,6 @@ export interface MemoryViews {
   regions: RegionView[];
 }
 
-export interface ReceivedMessage {
-  request: number;
-  flags: number;
-  size: number;
-  /** null when size exceeded the caller's maximum: the stream is no longer trustworthy. */
-  payload: Buffer | null;
-  fds: number[];
-  truncatedFds: boolean;
-}
-
 /** Guest memory for one I/O: memory table `table`, ranges as (gpa, length) pairs. */
 export interface GuestRanges {
   table: number;
@@ -237,7 +227,6 @@ export interface NativeAddon {
   unixConnect(path: string): number;
   unixDatagram(path: string, bind?: boolean): number;
   socketPair(): [number, number];
-  vhostRecv(fd: number, maxPayload: number): ReceivedMessage | null;
   /** One non-blocking recvmsg into buf[offset, offset + length): bytes 0 at EOF, -1 if none yet. */
   recvSome(fd: number, buf: Buffer, offset: number, length: number): { bytes: number; fds: number[]; truncatedFds: boolean };
   vhostSend(fd: number, data: Buffer, fds?: number[]): void;

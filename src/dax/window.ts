@@ -22,10 +22,13 @@
  * still updates the table when it arrives.
  */
 
+import { constants } from 'node:os';
 import type { Logger } from '../log';
 import { native } from '../native';
 import { MessageReader } from '../vhost/message-reader';
 import { BackendReq, encodeHeader, encodeShmemMap, Flags, SHMEM_MAP_F_WRITE } from '../vhost/messages';
+
+const { EINVAL, EIO, EOPNOTSUPP } = constants.errno;
 
 /** log2 of the alignment asked of the guest (FUSE_MAP_ALIGNMENT): 2 MiB, what Linux maps. */
 export const DAX_ALIGNMENT_SHIFT = 21;
@@ -156,7 +159,7 @@ export class DaxWindow {
    */
   map(fd: number, foffset: number, len: number, moffset: number, write: boolean): Promise<void> {
     const [chunk, chunks] = this.chunksOf(moffset, len);
-    if (foffset % DAX_CHUNK !== 0) throw new DaxError(22, `file offset ${foffset} is not 2 MiB-aligned`);
+    if (foffset % DAX_CHUNK !== 0) throw new DaxError(EINVAL, `file offset ${foffset} is not 2 MiB-aligned`);
     this.checkUsable();
     const epoch = this.epoch;
     return this.exclusive(async () => {
@@ -170,7 +173,7 @@ export class DaxWindow {
         // A refused upgrade: Linux keeps reading through the range it had mapped for reading,
         // which is gone now. Map it for reading again (the guest still gets EIO).
         await this.sendMap({ ...body, flags: 0 }, fd, { chunk, chunks, write: false }, epoch);
-        throw new DaxError(5, `the front end did not map ${len} bytes at ${moffset} of the window for writing; mapped for reading again`);
+        throw new DaxError(EIO, `the front end did not map ${len} bytes at ${moffset} of the window for writing; mapped for reading again`);
       }
       if (result === 'refused' && this.mappingsIn(chunk, chunks).length === 0) {
         // Refused with nothing of ours in the way: the front end holds a mapping there that
@@ -179,7 +182,7 @@ export class DaxWindow {
         const cleared = await this.send(BackendReq.SHMEM_UNMAP, { ...body, fdOffset: 0, flags: 0 }, [], () => undefined, epoch);
         if (cleared === 'done') result = await this.sendMap(body, fd, { chunk, chunks, write }, epoch);
       }
-      if (result !== 'done') throw new DaxError(5, `the front end did not map ${len} bytes at ${moffset} of the window`);
+      if (result !== 'done') throw new DaxError(EIO, `the front end did not map ${len} bytes at ${moffset} of the window`);
     });
   }
 
@@ -205,16 +208,16 @@ export class DaxWindow {
   }
 
   private checkUsable(): void {
-    if (this.channel < 0) throw new DaxError(95, 'no backend channel (the front end did not negotiate BACKEND_REQ)');
-    if (!this.shmem) throw new DaxError(95, 'the front end did not negotiate SHMEM');
-    if (!this.replyAck) throw new DaxError(95, 'REPLY_ACK was not negotiated: the front end could not say whether it mapped');
+    if (this.channel < 0) throw new DaxError(EOPNOTSUPP, 'no backend channel (the front end did not negotiate BACKEND_REQ)');
+    if (!this.shmem) throw new DaxError(EOPNOTSUPP, 'the front end did not negotiate SHMEM');
+    if (!this.replyAck) throw new DaxError(EOPNOTSUPP, 'REPLY_ACK was not negotiated: the front end could not say whether it mapped');
   }
 
   private chunksOf(moffset: number, len: number): [number, number] {
     if (len <= 0 || moffset % DAX_CHUNK !== 0 || len % DAX_CHUNK !== 0) {
-      throw new DaxError(22, `range of ${len} bytes at ${moffset} is not made of 2 MiB chunks`);
+      throw new DaxError(EINVAL, `range of ${len} bytes at ${moffset} is not made of 2 MiB chunks`);
     }
-    if (moffset + len > this.size) throw new DaxError(22, `range of ${len} bytes at ${moffset} runs past the ${this.size}-byte window`);
+    if (moffset + len > this.size) throw new DaxError(EINVAL, `range of ${len} bytes at ${moffset} runs past the ${this.size}-byte window`);
     return [moffset / DAX_CHUNK, len / DAX_CHUNK];
   }
 
@@ -246,7 +249,7 @@ export class DaxWindow {
     const result = await this.send(BackendReq.SHMEM_UNMAP, { shmid: 0, fdOffset: 0, shmOffset: m.chunk * DAX_CHUNK, len: m.chunks * DAX_CHUNK, flags: 0 }, [], (outcome) => {
       if (outcome !== 'unknown') this.drop(m);
     }, epoch);
-    if (result === 'failed' && this.byChunk[m.chunk] === m) throw new DaxError(5, `the front end did not answer the unmap of ${m.chunks * DAX_CHUNK} bytes at ${m.chunk * DAX_CHUNK}`);
+    if (result === 'failed' && this.byChunk[m.chunk] === m) throw new DaxError(EIO, `the front end did not answer the unmap of ${m.chunks * DAX_CHUNK} bytes at ${m.chunk * DAX_CHUNK}`);
   }
 
   /** Runs op after every operation before it (each reads the table, then changes it). */
@@ -262,9 +265,9 @@ export class DaxWindow {
    * whenever that is. Nothing is sent for an operation queued before the last abandonWaits().
    */
   private send(request: BackendReq, body: Parameters<typeof encodeShmemMap>[0], fds: number[], onAnswer: Awaited['onAnswer'], epoch: number): Promise<Outcome | 'failed'> {
-    if (epoch !== this.epoch) return Promise.reject(new DaxError(5, 'a queue stopped while the request waited its turn'));
-    if (this.broken) return Promise.reject(new DaxError(5, `the backend channel is out of use: ${this.broken}`));
-    if (this.awaited.length >= MAX_AWAITED) return Promise.reject(new DaxError(5, `${MAX_AWAITED} requests to the front end are unanswered`));
+    if (epoch !== this.epoch) return Promise.reject(new DaxError(EIO, 'a queue stopped while the request waited its turn'));
+    if (this.broken) return Promise.reject(new DaxError(EIO, `the backend channel is out of use: ${this.broken}`));
+    if (this.awaited.length >= MAX_AWAITED) return Promise.reject(new DaxError(EIO, `${MAX_AWAITED} requests to the front end are unanswered`));
     this.checkUsable();
     const payload = encodeShmemMap(body);
     const msg = encodeHeader({ request, flags: Flags.VERSION | Flags.NEED_REPLY, size: payload.length }, 0);
@@ -273,7 +276,7 @@ export class DaxWindow {
       try {
         native.vhostSend(this.channel, Buffer.concat([msg, payload]), fds);
       } catch (e) {
-        reject(new DaxError(5, `backend channel: ${(e as Error).message}`));
+        reject(new DaxError(EIO, `backend channel: ${(e as Error).message}`));
         return;
       }
       a.timer = setTimeout(() => {

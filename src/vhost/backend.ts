@@ -18,7 +18,7 @@ import {
   bit, checkShape, decodeDeviceStateFd, decodeLog, DEVICE_STATE_NO_FD, PHASE_STOPPED, TransferDirection, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
   encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
   MAX_PAYLOAD, MessageError, ProtocolFeature, REQUEST_SHAPES, VirtioFeature, VRING_IDX_MASK,
-  VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessageLike,
+  VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessage,
 } from './messages';
 import type { QueueHost } from './queue-host';
 import { MAX_QUEUE_SIZE, NO_POLLS, type PollCounts, type RingAddresses } from './virtqueue';
@@ -47,7 +47,7 @@ export interface DeviceSpec {
    * (-1), with the protocol features negotiated.
    */
   onBackendChannel?(fd: number, ackedProtocol: bigint): void;
-  /** Called on RESET_OWNER/RESET_DEVICE after the queues have stopped. */
+  /** Called on RESET_OWNER/RESET_DEVICE after the queues have stopped, and when the connection ends. */
   onReset?(): void;
   /**
    * The device state a live migration carries (DEVICE_STATE), taken and put back while every
@@ -182,7 +182,7 @@ export class VhostUserBackend {
     if (!this.closed) this.watcher?.start();
   }
 
-  private async serve(msg: ReceivedMessageLike): Promise<void> {
+  private async serve(msg: ReceivedMessage): Promise<void> {
     const { request, flags, size, payload, fds } = msg;
     const name = FrontendReq[request] ?? `request ${request}`;
     if ((flags & Flags.VERSION_MASK) !== Flags.VERSION || (flags & Flags.REPLY) !== 0) {

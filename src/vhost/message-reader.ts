@@ -8,13 +8,13 @@
  */
 
 import { native } from '../native';
-import { HEADER_SIZE, MAX_FDS, type ReceivedMessageLike } from './messages';
+import { HEADER_SIZE, MAX_FDS, type ReceivedMessage } from './messages';
 
 /** What next() gives: a whole message, nothing yet, or the end of the stream. */
-export type ReadResult = ReceivedMessageLike | 'incomplete' | 'closed';
+export type ReadResult = ReceivedMessage | 'incomplete' | 'closed';
 
 export class MessageReader {
-  private header = Buffer.alloc(HEADER_SIZE);
+  private readonly header = Buffer.alloc(HEADER_SIZE);
   private headerBytes = 0;
   private payload: Buffer | null = null;
   private payloadBytes = 0;
@@ -74,8 +74,8 @@ export class MessageReader {
     return r.bytes;
   }
 
-  private take(payload: Buffer | null): ReceivedMessageLike {
-    const msg: ReceivedMessageLike = {
+  private take(payload: Buffer | null): ReceivedMessage {
+    const msg: ReceivedMessage = {
       request: this.header.readUInt32LE(0),
       flags: this.header.readUInt32LE(4),
       size: this.header.readUInt32LE(8),
@@ -88,7 +88,6 @@ export class MessageReader {
   }
 
   private reset(): void {
-    this.header = Buffer.alloc(HEADER_SIZE);
     this.headerBytes = 0;
     this.payload = null;
     this.payloadBytes = 0;

@@ -388,11 +388,12 @@ export function checkShape(request: number, size: number, nfds: number): string 
   return null;
 }
 
-/** A received message as the native layer hands it over (see native.vhostRecv). */
-export interface ReceivedMessageLike {
+/** A received message, as MessageReader assembles it (message-reader.ts). */
+export interface ReceivedMessage {
   request: number;
   flags: number;
   size: number;
+  /** null when size exceeded the reader's maximum: the stream is no longer trustworthy. */
   payload: Buffer | null;
   fds: number[];
   truncatedFds: boolean;

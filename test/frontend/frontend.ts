@@ -26,7 +26,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, type FdWatcher, type ReceivedMessage } from '../../src/native';
+import { native, type FdWatcher } from '../../src/native';
+import { MessageReader } from '../../src/vhost/message-reader';
 import {
   FrontendReq,
   Flags,
@@ -46,6 +47,7 @@ import {
   encodeMemoryTable,
   encodeMemRegMsg,
   type MemoryRegion,
+  type ReceivedMessage,
 } from '../../src/vhost/messages';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory';
 import { Virtqueue, type Segment, type UsedElem } from './vring';
@@ -558,32 +560,34 @@ export type BackendHandler = (m: ReceivedMessage) => bigint | number | null;
 
 /**
  * Our end of the backend request channel (SET_BACKEND_REQ_FD). Polled every millisecond
- * rather than watched with FdWatcher: uv_poll would make the socket non-blocking, and native
- * vhostRecv cannot then wait for a payload sent after its header (libvhost-user writes
- * them separately); see also WatchedEventfd on closing watched fds. The timer is unref'd.
+ * rather than watched with FdWatcher (see WatchedEventfd on closing watched fds); a message
+ * the backend writes in pieces is assembled by a MessageReader. The timer is unref'd.
  */
 class BackendChannel {
   readonly fd: number;
   readonly messages: ReceivedMessage[] = [];
   closedByPeer = false;
   private readonly timer: NodeJS.Timeout;
+  private readonly reader: MessageReader;
   private closed = false;
 
   constructor(fd: number, private readonly handler: BackendHandler) {
     this.fd = fd;
+    this.reader = new MessageReader(fd, MAX_REPLY);
     this.timer = setInterval(() => this.poll(), 1);
     this.timer.unref();
   }
 
   private poll(): void {
     while (!this.closed && native.pollReadable(this.fd, 0)) {
-      let m: ReceivedMessage | null;
+      let m: ReturnType<MessageReader['next']>;
       try {
-        m = native.vhostRecv(this.fd, MAX_REPLY);
+        m = this.reader.next();
       } catch {
-        m = null;
+        m = 'closed';
       }
-      if (m === null || m.payload === null) {
+      if (m === 'incomplete') return;
+      if (m === 'closed' || m.payload === null) {
         this.closedByPeer = true;
         this.close();
         return;
@@ -602,6 +606,7 @@ class BackendChannel {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.reader.dispose();
     native.close(this.fd);
   }
 }
@@ -723,6 +728,8 @@ export class VhostUserFrontend {
   /** Names of the requests sent, in order (for tests of the sequence). */
   readonly trace: string[] = [];
   private receiver: { fail: (e: Error) => void } | null = null;
+  /** Keeps what has arrived of a message the backend writes in pieces (libvhost-user does). */
+  private readonly reader: MessageReader;
   private lock: Promise<unknown> = Promise.resolve();
   private broken: string | null = null;
   private closed = false;
@@ -734,6 +741,7 @@ export class VhostUserFrontend {
 
   private constructor(fd: number, socketPath: string, replyTimeoutMs: number) {
     this.fd = fd;
+    this.reader = new MessageReader(fd, MAX_REPLY);
     this.socketPath = socketPath;
     this.replyTimeoutMs = replyTimeoutMs;
   }
@@ -797,12 +805,9 @@ export class VhostUserFrontend {
   }
 
   /**
-   * Receives one message; null when the backend closed the connection.
-   *
-   * The socket must stay blocking: vhostRecv reads the payload with MSG_WAITALL after the
-   * header, and a backend may write the two separately (libvhost-user does). An FdWatcher
-   * (uv_poll) would switch the descriptor to O_NONBLOCK, so instead we poll for at most
-   * 1 ms at a time and give the event loop a turn in between, until the timeout.
+   * Receives one message; null when the backend closed the connection. Polls for at most
+   * 1 ms at a time and gives the event loop a turn in between, until the timeout; a message
+   * that has partly arrived is kept until the rest comes.
    */
   recv(timeoutMs = this.replyTimeoutMs, what = 'a message'): Promise<ReceivedMessage | null> {
     this.checkOpen();
@@ -819,9 +824,10 @@ export class VhostUserFrontend {
       const step = (): void => {
         if (this.receiver !== me) return; // failed by close()
         try {
-          if (native.pollReadable(this.fd, 1)) {
+          const m = native.pollReadable(this.fd, 1) ? this.reader.next() : 'incomplete';
+          if (m !== 'incomplete') {
             this.receiver = null;
-            resolve(native.vhostRecv(this.fd, MAX_REPLY));
+            resolve(m === 'closed' ? null : m);
             return;
           }
         } catch (e) {
@@ -1215,6 +1221,7 @@ export class VhostUserFrontend {
     this.receiver?.fail(new VhostUserError(`front end for ${this.socketPath} closed while waiting for a message`));
     for (const q of this.queues) q.close();
     this.backend?.close();
+    this.reader.dispose();
     native.shutdownSocket(this.fd);
     native.close(this.fd);
     if (this.ownsMemory) this.memory?.close();

@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as abi from '../../src/fuse/abi';
 import { native } from '../../src/native';
 import { encodeHeader, encodeMemoryTable, encodeVringState, Flags, FrontendReq, type MemoryRegion } from '../../src/vhost/messages';
@@ -74,10 +75,6 @@ async function rawAck(fe: VhostUserFrontend, request: number, payload: Buffer, f
   assert.equal(m.request, request);
   assert.equal(m.flags, Flags.VERSION | Flags.REPLY);
   return m.payload.readBigUInt64LE(0);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** The daemon closed the connection: EOF, or a reset when it left our bytes unread. */

@@ -11,6 +11,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as abi from '../../src/fuse/abi';
 import { bit, decodeShmemConfig, FrontendReq, ProtocolFeature } from '../../src/vhost/messages';
 import { defaultProtocolMask } from '../frontend/frontend';
@@ -202,7 +203,7 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     const started = Date.now();
     const waiting = setup(env, f, 0, 2 * MiB, 0, READ);
     // The main thread does not wait with it: vhost-user requests and FUSE requests go on.
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     assert.ok((await env.fe.getFeatures()) > 0n);
     ok(await env.c.getattr(f), 'GETATTR while the map waits');
     ok(await env.c.statfs(1n), 'STATFS while the map waits');
@@ -212,7 +213,7 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     // use or remove the range: the daemon unmaps it, and the window is empty again.
     win.silent = false;
     env.fe.backendSend(win.lateAnswers());
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     assert.deepEqual(win.seen.map((x) => `${x.request} ${x.result}`), ['MAP 0', 'UNMAP 0']);
     assert.equal(win.mappings.size, 0);
     assert.equal(await setup(env, f, 0, 2 * MiB, 0, READ | WRITE), 0);
@@ -226,7 +227,7 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     win.silent = true;
     // Three maps in flight: the first is sent and waits, the other two wait their turn.
     const waiting = Promise.all([setup(env, f, 0, 2 * MiB, 4 * MiB, READ), setup(env, f, 0, 2 * MiB, 6 * MiB, READ), setup(env, f, 0, 2 * MiB, 8 * MiB, READ)]);
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     // QEMU stops the queues (a VM pause) and reads no backend message until they are stopped.
     const started = Date.now();
     const bases = await env.fe.stopQueues();
@@ -237,7 +238,7 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     win.silent = false;
     env.fe.backendSend(win.lateAnswers());
     await env.fe.startQueues(bases);
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     assert.equal(win.mappings.size, 0);
     assert.equal(await setup(env, f, 0, 2 * MiB, 4 * MiB, READ), 0);
     assert.deepEqual(win.seen.map((x) => `${x.request} ${x.shmOffset / MiB} ${x.result}`), ['MAP 4 0', 'UNMAP 4 0', 'MAP 4 0']);
@@ -283,7 +284,7 @@ describe('virtiofsd-ts DAX window (--dax-window-size) against a front end that m
     fs.writeFileSync(path.join(env.share, 'f'), patterned());
     const f = ok(await env.c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
     env.fe.backendSend(Buffer.from('garbage that is no vhost-user reply'));
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
     assert.equal(await setup(env, f, 0, 2 * MiB, 0, READ), -EIO);
     assert.equal(win.seen.length, 0, 'nothing sent on a channel that cannot be followed');
     assert.ok(env.daemon.errorLines.some((l) => /unexpected message on the backend channel/.test(l)), env.daemon.output());

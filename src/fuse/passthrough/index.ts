@@ -147,14 +147,14 @@ export class PassthroughFs extends NullFilesystem {
     }
     // Every queue thread opens files the way the session's writeback cache needs.
     native.stateSession(this.id, sessionFlagsOf(flags & offered));
-    if (this.opts.dax) {
+    const dax = this.opts.dax;
+    if (dax) {
       // Linux mounts with -o dax only where the device has a window; MAP_ALIGNMENT tells it
       // the 2 MiB ranges the window is managed in.
       flags |= InitFlags.MAP_ALIGNMENT;
-      this.opts.dax.sessionStart().catch((e: unknown) => this.log?.warn({ err: e }, 'DAX: the last session\'s mappings could not all be removed'));
-      return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1, mapAlignment: DAX_ALIGNMENT_SHIFT };
+      dax.sessionStart().catch((e: unknown) => this.log?.warn({ err: e }, 'DAX: the last session\'s mappings could not all be removed'));
     }
-    return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };
+    return { flags, maxWrite: 1 << 20, maxPages: 256, timeGran: 1, mapAlignment: dax ? DAX_ALIGNMENT_SHIFT : 0 };
   }
 
   override destroy(): void {
@@ -541,7 +541,6 @@ function isDotDot(name: Buffer): boolean {
   return name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
 }
 
-/** A name from the guest: one path component, not empty, no '/' (NUL was cut by the decoder). */
 /** A DAX window's refusal as the guest's errno (logged: the guest only sees the number). */
 function daxFailure(e: unknown, log?: Logger): unknown {
   if (!(e instanceof DaxError)) return e;
@@ -549,6 +548,7 @@ function daxFailure(e: unknown, log?: Logger): unknown {
   return new FsError(e.errno);
 }
 
+/** A name from the guest: one path component, not empty, no '/' (NUL was cut by the decoder). */
 export function checkName(name: Buffer): void {
   if (name.length === 0) throw new FsError(E.EINVAL, 'empty name');
   if (name.length > 255) throw new FsError(E.ENAMETOOLONG);
