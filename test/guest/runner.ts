@@ -112,6 +112,8 @@ export interface GuestRun {
   seconds: number;
   /** The daemon's CPU time (its process tree's) from each case's begin to its end, in seconds. */
   daemonCpuPerCase: Map<string, number>;
+  /** Why the first boot's results were thrown away and the guest booted again (emulationFault). */
+  rebooted?: string;
 }
 
 export interface RunOptions {
@@ -171,40 +173,50 @@ export function parseConsole(text: string, cases: string[]): Map<string, CaseRes
 }
 
 /**
- * A guest that failed before it started a case, for a reason of QEMU's or of the emulated
- * machine's, not of the daemon's; the reason, or null. Seen in CI runs with 4 vCPUs under TCG
- * on 2 host cores: QEMU's own assertion killing it ("hw/pci/msix.c:228:
- * msix_table_mmio_write: Assertion ... failed" while Linux set up the device's MSI-X
- * vectors), and the guest kernel's RCU thread never woken by its timer ("rcu_preempt
- * kthread timer wakeup didn't happen": an emulated CPU's timer not run for seconds), after
- * which the guest lost its console output and powered off without a case's result. Never
- * when the daemon did not exit cleanly (a crash or a hang is the daemon's, whatever the
- * guest did), nor for a stall of another kind. A daemon that leaves a request unanswered
- * shows otherwise: the case starts and runs into its timeout.
+ * A guest run spoiled by the emulated machine, not by the daemon: the reason, or null. Seen in
+ * CI runs with 4 vCPUs under TCG on 2 host cores, about one boot in fifty:
+ *  - QEMU's own assertion killing it before any case ran ("hw/pci/msix.c:228:
+ *    msix_table_mmio_write: Assertion ... failed", while Linux set up the device's MSI-X
+ *    vectors);
+ *  - an emulated CPU whose timer did not fire for seconds, at boot or in the middle of a case
+ *    ("rcu_preempt kthread timer wakeup didn't happen", "kthread starved"): that CPU sat idle
+ *    while a task on it waited, and the case ran into its time limit;
+ *  - the guest's serial console losing all of init's output (no VFS-INIT line, although the
+ *    kernel's own "reboot: Power down" came through, which only init's poweroff prints): the
+ *    cases ran and the daemon served them, but their results never reached the host.
+ * A daemon cannot cause any of these: not answering a request leaves the guest's task waiting
+ * for the reply, with its CPUs' timers running; the case then runs into its time limit with
+ * none of the lines above. Never when the daemon did not exit cleanly (a crash or a hang is the
+ * daemon's, whatever the guest did).
  */
-export function guestFailedAtBoot(run: GuestRun): string | null {
+export function emulationFault(run: GuestRun): string | null {
   if (run.daemonExit !== 'exit 0') return null;
-  if (run.console.split('\n').some((l) => CASE_BEGIN.test(l.replace(/\r$/, '')))) return null;
-  const m =
-    /^qemu-system-\S+: (.*Assertion .* failed\.)$/m.exec(run.console) ??
-    /(rcu: rcu_\w+ kthread timer wakeup didn't happen for \d+ jiffies)/.exec(run.console);
-  return m ? m[1] : null;
+  const lines = run.console.split('\n').map((l) => l.replace(/\r$/, ''));
+  const caseBegan = lines.some((l) => CASE_BEGIN.test(l));
+  const assertion = /^qemu-system-\S+: (.*Assertion .* failed\.)$/m.exec(run.console);
+  if (assertion && !caseBegan) return `QEMU aborted: ${assertion[1]}`;
+  const starved = /(rcu: rcu_\w+ kthread (?:timer wakeup didn't happen|starved) for \d+ jiffies)/.exec(run.console);
+  if (starved) return `an emulated CPU stalled: ${starved[1]}`;
+  if (!lines.some((l) => l.startsWith('VFS-INIT')) && lines.some((l) => /^\[\s*\d+\.\d+\] reboot: Power down$/.test(l))) {
+    return "the guest's console lost init's output (it powered off, but printed no VFS-INIT)";
+  }
+  return null;
 }
 
 /**
  * Boots one guest and runs the cases in it; never throws for what happens in the guest. A
- * guest that failed before the first case for a reason of QEMU's or the emulated machine's
- * (guestFailedAtBoot) is booted once more, with a fresh daemon, and that is said on stderr;
- * the second boot's results are the run's.
+ * run spoiled by the emulated machine (emulationFault) is booted once more, with a fresh
+ * daemon, and that is said on stderr and in the run (`rebooted`); the second boot's results
+ * are the run's, whatever they are.
  */
 export async function runCases(o: RunOptions): Promise<GuestRun> {
   const first = await runCasesOnce(o);
-  const failed = guestFailedAtBoot(first);
-  if (failed === null || (o.share !== undefined && o.prepare !== undefined)) return first;
-  const tail = first.console.split('\n').slice(-8).join('\n        ');
-  process.stderr.write(`      (the guest failed before any case ran: ${failed}; the daemon exited cleanly; booting again. Its console ended:\n        ${tail})\n`);
+  const fault = emulationFault(first);
+  if (fault === null || (o.share !== undefined && o.prepare !== undefined)) return first;
+  const tail = first.console.trim().split('\n').slice(-12).join('\n        ');
+  process.stderr.write(`      (${fault}; the daemon exited cleanly; booting the guest again. The first console ended:\n        ${tail})\n`);
   const second = await runCasesOnce(o);
-  return { ...second, seconds: first.seconds + second.seconds };
+  return { ...second, seconds: first.seconds + second.seconds, rebooted: fault };
 }
 
 async function runCasesOnce(o: RunOptions): Promise<GuestRun> {
@@ -380,6 +392,7 @@ export function explain(run: GuestRun, name: string): string {
   const tail = (s: string, n: number): string => s.trim().split('\n').slice(-n).join('\n');
   return [
     `case ${name}: ${r?.status} (${r?.reason})`,
+    ...(run.rebooted ? [`(this was the second boot: the first was spoiled by the emulation: ${run.rebooted})`] : []),
     '--- case output:',
     ...(r?.output.slice(-40) ?? []),
     `--- guest console (status ${run.guestStatus}), last lines:`,
