@@ -30,10 +30,12 @@ class HandleWork : public Napi::AsyncWorker {
   // -errno.
   HandleWork(Napi::Env env, FsState* s, uint64_t fh, int fd)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), fh_(fh), fd_(fd) {
+    HoldState(s_);
     if (fd_ < 0) result_ = fd_;
   }
   ~HandleWork() override {
     if (fd_ >= 0) s_->UnpinHandle(fh_);
+    ReleaseState(s_);
   }
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
@@ -79,12 +81,17 @@ class RwWork : public HandleWork {
 
 // One fused operation run on libuv's pool: its result. It pins the handle or inode it uses
 // there, for the length of the call (ids are never reused, so one released meanwhile is
-// EBADF or ESTALE, never another file's); the file-system state outlives it, as a queue stops
-// only once its requests in flight completed (src/vhost/queue-runner.ts).
+// EBADF or ESTALE, never another file's). It holds the file-system state until it is
+// destroyed, back on the JS thread: a daemon stops a queue only once its requests in flight
+// completed (src/vhost/queue-runner.ts), but a caller that destroys the state with one still
+// queued (a test that did not wait for an fsync) must not have it run on freed memory.
 class FusedWork : public Napi::AsyncWorker {
  public:
-  FusedWork(Napi::Env env, std::function<int64_t()> op)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), op_(std::move(op)) {}
+  FusedWork(Napi::Env env, FsState* s, std::function<int64_t()> op)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), op_(std::move(op)) {
+    HoldState(s_);
+  }
+  ~FusedWork() override { ReleaseState(s_); }
   Napi::Promise Promise() const { return deferred_.Promise(); }
   void Execute() override { result_ = op_(); }
 
@@ -94,12 +101,14 @@ class FusedWork : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
+  FsState* s_;
   std::function<int64_t()> op_;
   int64_t result_ = 0;
 };
 
-Napi::Value QueueFused(const Napi::CallbackInfo& info, std::function<int64_t()> op) {
-  auto* w = new FusedWork(info.Env(), std::move(op));
+// Queues op, which uses s, on libuv's pool: a Promise of its result.
+Napi::Value QueueFused(const Napi::CallbackInfo& info, FsState* s, std::function<int64_t()> op) {
+  auto* w = new FusedWork(info.Env(), s, std::move(op));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -113,7 +122,7 @@ Napi::Value HandleFallocateAsync(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &fh) || !ArgInt(info, 2, &mode) || !ArgInt(info, 3, &off) || !ArgInt(info, 4, &len))
     return ThrowType(info.Env(), "handleFallocateAsync(id, fh, mode, offset, length, killSuidgid?)");
   bool kill = info[5].ToBoolean();
-  return QueueFused(info, [=] { return static_cast<int64_t>(FallocateHandle(s, fh, static_cast<int>(mode), off, len, kill)); });
+  return QueueFused(info, s, [=] { return static_cast<int64_t>(FallocateHandle(s, fh, static_cast<int>(mode), off, len, kill)); });
 }
 
 // handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags, killSuidgid?) -> Promise<bytes or -errno>
@@ -125,7 +134,7 @@ Napi::Value HandleCopyRangeAsync(const Napi::CallbackInfo& info) {
       !ArgInt(info, 5, &len) || !ArgInt(info, 6, &flags))
     return ThrowType(info.Env(), "handleCopyRangeAsync(id, fhIn, offIn, fhOut, offOut, length, flags, killSuidgid?)");
   bool kill = info[7].ToBoolean();
-  return QueueFused(info, [=] {
+  return QueueFused(info, s, [=] {
     return CopyRangeHandles(s, fin, oin, fout, oout, static_cast<uint64_t>(len), static_cast<unsigned>(flags), kill);
   });
 }
@@ -135,7 +144,7 @@ Napi::Value NodeSyncfsAsync(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid;
   if (!ArgU64(info, 1, &nodeid)) return ThrowType(info.Env(), "nodeSyncfsAsync(id, nodeid)");
-  return QueueFused(info, [=] { return static_cast<int64_t>(SyncfsNode(s, nodeid)); });
+  return QueueFused(info, s, [=] { return static_cast<int64_t>(SyncfsNode(s, nodeid)); });
 }
 
 // handleReadvAsync / handleWritevAsync(id, fh, position, table, pairs, count, killSuidgid?)
@@ -173,7 +182,7 @@ Napi::Value HandleFsyncAsync(const Napi::CallbackInfo& info) {
   uint64_t fh;
   if (!ArgU64(info, 1, &fh)) return ThrowType(info.Env(), "handleFsyncAsync(id, fh, datasync)");
   bool datasync = info[2].ToBoolean();
-  return QueueFused(info, [=] { return static_cast<int64_t>(SyncHandle(s, fh, datasync)); });
+  return QueueFused(info, s, [=] { return static_cast<int64_t>(SyncHandle(s, fh, datasync)); });
 }
 
 }  // namespace

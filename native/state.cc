@@ -277,9 +277,13 @@ Napi::Value StateDestroy(const Napi::CallbackInfo& info) {
   int64_t id;
   if (!ArgInt(info, 0, &id)) return ThrowType(info.Env(), "stateDestroy(id)");
   std::lock_guard<std::mutex> g(gRegistryMu);
-  if (id >= 1 && id <= kMaxStates) delete gStates[id - 1].exchange(nullptr);
+  if (id >= 1 && id <= kMaxStates) ReleaseState(gStates[id - 1].exchange(nullptr));
   return info.Env().Undefined();
 }
+
+// statesAlive() -> states not yet deleted (a destroyed state lives on while operations
+// queued on libuv's pool hold it).
+Napi::Value StatesAlive(const Napi::CallbackInfo& info) { return Num(info, FsState::alive.load()); }
 
 // The ranges of one ID kind from JS: (kind, from, to, count) per range, kind as in
 // src/fuse/passthrough/idmap.ts (0 guest, 1 host, 2 squash-guest, 3 squash-host, 4 map,
@@ -609,6 +613,7 @@ Napi::Value HandleRw(const Napi::CallbackInfo& info) {
 void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("stateCreate", Napi::Function::New(env, StateCreate));
   exports.Set("stateDestroy", Napi::Function::New(env, StateDestroy));
+  exports.Set("statesAlive", Napi::Function::New(env, StatesAlive));
   exports.Set("stateClear", Napi::Function::New(env, StateClear));
   exports.Set("stateSetIdMaps", Napi::Function::New(env, StateSetIdMaps));
   exports.Set("stateSetInodeFdBudget", Napi::Function::New(env, StateSetInodeFdBudget));

@@ -251,7 +251,14 @@ PreparedPaths TakeMigrationPrep(FsState* s);
 struct FsState {
   FsState() {
     for (InodeShard& sh : inodes) sh.foreign = &foreign;
+    alive.fetch_add(1, std::memory_order_relaxed);
   }
+  // Holders of the state: the registry (until stateDestroy), and each operation queued on
+  // libuv's pool (asyncops.cc), which may still run after the daemon, or a test, destroyed
+  // the state; the last one to let go deletes it (ReleaseState).
+  std::atomic<int> holds{1};
+  // States not yet deleted, in this process (statesAlive(), for the tests).
+  static inline std::atomic<int> alive{0};
   ForeignInodes foreign;
   InodeShard inodes[kShards];
   LockTable locks;
@@ -546,6 +553,7 @@ struct FsState {
   }
 
   ~FsState() {
+    alive.fetch_sub(1, std::memory_order_relaxed);
     TakeMigrationPrep(this);
     for (InodeShard& sh : inodes)
       for (auto& kv : sh.byId) kv.second.CloseAll();
@@ -555,6 +563,13 @@ struct FsState {
     if (procFd >= 0) close(procFd);
   }
 };
+
+// One more holder of s, which must already be held (by the registry, or by the caller).
+inline void HoldState(FsState* s) { s->holds.fetch_add(1, std::memory_order_relaxed); }
+// A holder lets go; the last deletes the state.
+inline void ReleaseState(FsState* s) {
+  if (s && s->holds.fetch_sub(1, std::memory_order_acq_rel) == 1) delete s;
+}
 
 // Whether the session negotiated POSIX ACLs: new files are then made under the caller's umask
 // (ThreadUmask), since the guest no longer applies it.

@@ -279,6 +279,8 @@ export interface NativeAddon {
   // state.cc
   stateCreate(): number;
   stateDestroy(id: number): void;
+  /** States not yet deleted in this process: a destroyed state lives on while operations queued on libuv's pool hold it. */
+  statesAlive(): number;
   stateClear(id: number): void;
   /** --translate-uid/-gid ranges (idMapWire); before the first request. */
   stateSetIdMaps(id: number, uidRanges: Float64Array, gidRanges: Float64Array): void;

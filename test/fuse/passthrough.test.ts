@@ -455,7 +455,7 @@ describe('passthrough filesystem, operation by operation', function () {
       }
     });
 
-    it('READDIRPLUS looks each entry up (a lookup reference each), but not . and ..', () => {
+    it('READDIRPLUS looks each entry up (a lookup reference each), but not . and ..', async () => {
       const d = lookup(env, 'dir');
       const items = listDir(env, d.nodeid, true);
       const byName = new Map(items.map((x) => [x.name, x.nodeid]));
@@ -466,9 +466,37 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.equal(native.inodeLookups(env.stateId, inner), 1);
       assert.equal(env.fs.lookup(ROOT, d.nodeid, b('inner')).nodeid, inner);
       const { fh } = env.fs.opendir(ROOT, d.nodeid, 0);
-      env.fs.fsyncdir(ROOT, d.nodeid, fh, false);
+      await env.fs.fsyncdir(ROOT, d.nodeid, fh, false);
       env.fs.releasedir(ROOT, d.nodeid, fh);
       assert.equal(errOf(() => env.fs.opendir(ROOT, lookup(env, 'file').nodeid, 0)), E.ENOTDIR);
+    });
+  });
+
+  describe('the state and the operations queued on libuv\'s pool', () => {
+    it('a state destroyed while an FSYNC is queued lives until that FSYNC has completed', async () => {
+      // Seen in CI: a test that did not wait for its FSYNCDIR destroyed the state, the pool
+      // thread then ran the fsync against freed memory, and the process aborted.
+      const own = setup();
+      let destroyed = false;
+      try {
+        fs.writeFileSync(path.join(own.dir, 'f'), 'x');
+        const e = own.fs.lookup(ROOT, 1, b('f'));
+        const { fh } = own.fs.open(ROOT, e.nodeid, fs.constants.O_RDWR);
+        const before = native.statesAlive();
+        const pending = Promise.all([own.fs.fsync(ROOT, e.nodeid, fh, false), own.fs.syncfs(ROOT, 1)]);
+        native.stateDestroy(own.stateId);
+        destroyed = true;
+        assert.equal(native.statesAlive(), before, 'deleted under the queued operations');
+        await pending;
+        // Deleted by the last operation's clean-up, back on this thread.
+        await new Promise((r) => setImmediate(r));
+        assert.equal(native.statesAlive(), before - 1, 'not deleted once they completed');
+      } finally {
+        if (!destroyed) native.stateDestroy(own.stateId);
+        native.memTableDestroy(own.mem.table);
+        native.close(own.mem.fd);
+        fs.rmSync(own.dir, { recursive: true, force: true });
+      }
     });
   });
 
