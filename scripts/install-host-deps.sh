@@ -12,6 +12,8 @@
 #                       msync on one open file)
 #   debian-archive-keyring  verifies the private bookworm/trixie indexes (lib/common.sh)
 #   util-linux coreutils (setsid, runuser, timeout, mkfifo: normally already there)
+#   uidmap              newuidmap/newgidmap: --uid-map/--gid-map ranges beyond the user's own ID
+#                       (test/vhost/rootless.test.ts)
 # Recommends are not installed (no QEMU GUI).  Usage: scripts/install-host-deps.sh (as root).
 # A fast no-op when everything is installed: apt is not even started.  Otherwise it installs
 # with DEBIAN_FRONTEND=noninteractive, waits for another apt/dpkg run's lock (up to 10 min), and
@@ -28,7 +30,7 @@ case ${1:-} in
 esac
 
 PKGS=(qemu-system-x86 qemu-system-common busybox-static cpio gzip xz-utils
-      debian-archive-keyring util-linux coreutils fio stress-ng attr acl xfsprogs)
+      debian-archive-keyring util-linux uidmap coreutils fio stress-ng attr acl xfsprogs)
 
 missing=()
 for p in "${PKGS[@]}"; do

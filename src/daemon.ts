@@ -47,7 +47,7 @@ export async function runDaemon(
     throw new Error('either --socket-path or --fd is required');
   }
   for (const w of optionsWithoutEffect(opts)) if (stage === 'start') log.warn(w, 'option accepted for compatibility, without effect here');
-  if (stage === 'start' && (opts.uidMap !== undefined || opts.gidMap !== undefined)) {
+  if (stage === 'start' && (opts.uidMap.length > 0 || opts.gidMap.length > 0)) {
     // As in the Rust virtiofsd: for an unprivileged user, with the namespace sandbox.
     if (process.geteuid?.() === 0) {
       throw new Error('--uid-map/--gid-map are for a daemon started by an unprivileged user (as root, --translate-uid/--translate-gid translate IDs)');
@@ -120,6 +120,7 @@ export async function runDaemon(
         dax: opts.daxWindowSize ? new DaxWindow(parseDaxWindowSize(opts.daxWindowSize), log.child({ dax: true })) : undefined,
       },
       pollMaxNs: opts.pollMaxUs * 1000,
+      tag: opts.tag,
       migration: {
         mode: opts.migrationMode ?? 'find-paths',
         verifyHandles: opts.migrationVerifyHandles,

@@ -31,6 +31,8 @@ export interface FsDeviceOptions {
   passthrough: PassthroughOptions;
   /** --poll-max-us in ns: how long a queue thread may spin for the next request. */
   pollMaxNs: number;
+  /** --tag: the tag the device's config space gives (for front ends that ask the backend). */
+  tag?: string;
   /** --migration-*: how a live migration describes inodes, and what it does with those it cannot. */
   migration: MigrationOptions;
 }
@@ -83,6 +85,22 @@ function createHandler(o: FsDeviceOptions, log: Logger): ChainHandler {
   };
 }
 
+/**
+ * virtio-fs config space (struct virtio_fs_config): the tag, NUL-padded to 36 bytes, the
+ * number of request queues, and notify_buf_size (0: no notification queue). The queues are
+ * those the front end set up besides hiprio, since a front end that asks the backend for
+ * its config (QEMU's vhost-user-device-pci) sets up its queues first and the guest driver
+ * expects exactly as many; at least 1.
+ */
+export function fsConfigSpace(tag: string, queues: number): Buffer {
+  const b = Buffer.alloc(FS_CONFIG_SIZE);
+  b.write(tag, 0, FS_TAG_SIZE, 'utf8');
+  b.writeUInt32LE(Math.max(1, Math.min(queues - 1, MAX_REQUEST_QUEUES)), FS_TAG_SIZE);
+  return b;
+}
+const FS_TAG_SIZE = 36;
+const FS_CONFIG_SIZE = FS_TAG_SIZE + 4 + 4;
+
 export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
   return {
     maxQueues: 1 + MAX_REQUEST_QUEUES,
@@ -92,6 +110,7 @@ export function fsDevice(options: FsDeviceOptions, log: Logger): DeviceSpec {
     onBackendChannel: (fd: number, acked: bigint) =>
       options.passthrough.dax?.setChannel(fd, hasBit(acked, ProtocolFeature.REPLY_ACK), hasBit(acked, ProtocolFeature.SHMEM)),
     onReset: () => options.passthrough.dax?.reset(),
+    ...(options.tag === undefined ? {} : { configSpace: (queues: number) => fsConfigSpace(options.tag!, queues) }),
     // Request queues only: the hiprio queue carries FORGETs and interrupts, and nothing
     // there is worth spinning for.
     pollMaxNs: (index: number) => (index === 0 ? 0 : options.pollMaxNs),

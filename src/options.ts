@@ -34,6 +34,27 @@ export function parseNamespaceIdMap(text: string): NamespaceIdMap {
 }
 
 /**
+ * Parses all the ranges of one --uid-map or --gid-map (the option may be given several
+ * times, as for the Rust virtiofsd); throws when one is malformed or two overlap, inside the
+ * namespace or on the host, which the kernel would refuse.
+ */
+export function parseNamespaceIdMaps(texts: string[]): NamespaceIdMap[] {
+  const maps = texts.map(parseNamespaceIdMap);
+  for (let i = 0; i < maps.length; i++) {
+    for (let j = i + 1; j < maps.length; j++) {
+      const [a, b] = [maps[i], maps[j]];
+      const overlap = (x: number, y: number): boolean => x < y + b.count && y < x + a.count;
+      if (overlap(a.inside, b.inside)) throw new Error(`'${texts[i]}' and '${texts[j]}' map the same namespace IDs`);
+      if (overlap(a.outside, b.outside)) throw new Error(`'${texts[i]}' and '${texts[j]}' map the same host IDs`);
+    }
+  }
+  return maps;
+}
+
+/** A value that may be given once or several times: a TOML file may give one string. */
+const repeated = z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.string()).default([]));
+
+/**
  * A zod refinement from a parser: a value the parser refuses (throwing an Error) is a usage
  * error with its message; an absent optional value is fine.
  */
@@ -54,7 +75,8 @@ export const OptionsSchema = z
     socketPath: z.string().min(1).optional(),
     fd: z.number().int().min(0).optional(),
     socketGroup: z.string().optional(),
-    tag: z.string().max(36).optional(),
+    // The config space gives the tag 36 bytes (virtio_fs_config); the Rust virtiofsd's limit too.
+    tag: z.string().min(1).refine((t) => Buffer.byteLength(t) <= 36, 'a tag has at most 36 bytes').optional(),
     threadPoolSize: z.number().int().min(0).max(1024).default(0),
     pollMaxUs: z.number().int().min(0).max(10000).default(DEFAULT_POLL_MAX_US),
     cache: z.string().transform((s, ctx) => {
@@ -81,17 +103,18 @@ export const OptionsSchema = z
     modcaps: z.string().optional(),
     readonly: z.boolean().default(false),
     announceSubmounts: z.boolean().default(true),
-    inodeFileHandles: z.enum(['never', 'prefer', 'mandatory']).default('prefer'),
+    // fallback: the Rust virtiofsd's older name for prefer.
+    inodeFileHandles: z.enum(['never', 'prefer', 'mandatory', 'fallback']).transform((v) => (v === 'fallback' ? 'prefer' : v)).default('prefer'),
     killprivV2: z.boolean().default(false),
     daxWindowSize: z.string().optional().superRefine(parsedBy(parseDaxWindowSize)),
     logLevel: z.enum(logLevels).default('info'),
     syslog: z.boolean().default(false),
     rlimitNofile: z.number().int().min(0).optional(),
     preserveNoatime: z.boolean().default(false),
-    uidMap: z.string().optional().superRefine(parsedBy(parseNamespaceIdMap)),
-    gidMap: z.string().optional().superRefine(parsedBy(parseNamespaceIdMap)),
-    translateUid: z.array(z.string()).default([]).superRefine(parsedBy(parseIdMaps)),
-    translateGid: z.array(z.string()).default([]).superRefine(parsedBy(parseIdMaps)),
+    uidMap: repeated.superRefine(parsedBy(parseNamespaceIdMaps)),
+    gidMap: repeated.superRefine(parsedBy(parseNamespaceIdMaps)),
+    translateUid: repeated.superRefine(parsedBy(parseIdMaps)),
+    translateGid: repeated.superRefine(parsedBy(parseIdMaps)),
     migrationMode: z.enum(['find-paths', 'file-handles']).optional(),
     migrationOnError: z.enum(['abort', 'guest-error']).optional(),
     migrationVerifyHandles: z.boolean().default(false),
@@ -112,7 +135,7 @@ export type Options = z.infer<typeof OptionsSchema>;
 
 /** The sandbox for the options: --sandbox, or by default namespace for a root daemon (src/sandbox.ts). */
 export function sandboxMode(opts: Options): 'namespace' | 'chroot' | 'none' {
-  const userns = opts.uidMap !== undefined || opts.gidMap !== undefined;
+  const userns = opts.uidMap.length > 0 || opts.gidMap.length > 0;
   return opts.sandbox ?? (userns || process.geteuid?.() === 0 ? 'namespace' : 'none');
 }
 
@@ -146,14 +169,18 @@ const LONG: Record<string, 'string' | 'boolean'> = {
   writeback: 'boolean', 'allow-direct-io': 'boolean', xattr: 'boolean', 'posix-acl': 'boolean',
   xattrmap: 'string', 'security-label': 'boolean', sandbox: 'string', seccomp: 'string', modcaps: 'string',
   readonly: 'boolean', 'announce-submounts': 'boolean', 'no-announce-submounts': 'boolean',
-  'inode-file-handles': 'string', 'killpriv-v2': 'boolean', 'dax-window-size': 'string', 'log-level': 'string', syslog: 'boolean',
+  'inode-file-handles': 'string', 'killpriv-v2': 'boolean', 'no-killpriv-v2': 'boolean', 'dax-window-size': 'string', 'log-level': 'string', syslog: 'boolean',
   'rlimit-nofile': 'string', 'preserve-noatime': 'boolean', 'uid-map': 'string', 'gid-map': 'string',
   'translate-uid': 'string', 'translate-gid': 'string', 'migration-mode': 'string',
   'migration-on-error': 'string', 'migration-verify-handles': 'boolean', 'migration-confirm-paths': 'boolean',
   'print-capabilities': 'boolean', config: 'string', help: 'boolean', version: 'boolean',
-  // accepted for compatibility with the C virtiofsd: foreground is our only mode
-  foreground: 'boolean', debug: 'boolean',
+  // accepted for compatibility: foreground is our only mode; debug is -d, --log-level=debug;
+  // socket is the Rust virtiofsd's older name for socket-path
+  foreground: 'boolean', debug: 'boolean', socket: 'string',
 };
+
+/** Every long option name the command line takes. */
+export const LONG_OPTIONS: readonly string[] = Object.keys(LONG);
 
 const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const NUMERIC = new Set(['fd', 'thread-pool-size', 'poll-max-us', 'rlimit-nofile']);
@@ -203,6 +230,8 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
   for (const [name, type] of Object.entries(LONG)) optionDefs[name] = { type };
   optionDefs['translate-uid'].multiple = true;
   optionDefs['translate-gid'].multiple = true;
+  optionDefs['uid-map'].multiple = true;
+  optionDefs['gid-map'].multiple = true;
   optionDefs.o = { type: 'string', multiple: true, short: 'o' };
   optionDefs.foreground.short = 'f';
   optionDefs.debug.short = 'd';
@@ -224,6 +253,16 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
     }
     if (name === 'no-announce-submounts') {
       cli.announceSubmounts = false;
+      continue;
+    }
+    if (name === 'no-killpriv-v2') {
+      if (v['killpriv-v2'] === true) throw new UsageError('--killpriv-v2 and --no-killpriv-v2 contradict each other');
+      cli.killprivV2 = false;
+      continue;
+    }
+    if (name === 'socket') {
+      if (v['socket-path'] !== undefined) throw new UsageError('--socket is an older name of --socket-path: give one of them');
+      cli.socketPath = val;
       continue;
     }
     if (NUMERIC.has(name)) {
@@ -267,31 +306,47 @@ export function readConfigFile(path: string): Record<string, unknown> {
 export const USAGE = `Usage: virtiofsd-ts --socket-path=PATH | --fd=N  --shared-dir=DIR [options]
 
 A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci device.
+Options take their value as --name=VALUE or --name VALUE; the README says more of each.
 
+Where and how to serve
   --shared-dir=DIR          directory to share (or -o source=DIR)
-  --socket-path=PATH        vhost-user socket to listen on
+  --socket-path=PATH        vhost-user socket to listen on (--socket is an older name)
   --fd=N                    an already listening socket (as libvirt passes it)
   --socket-group=GROUP      group owner of the socket
+  --tag=TAG                 accepted; QEMU gives the tag (vhost-user-fs-pci's tag=)
+  --readonly                refuse every change (EROFS)
+  --announce-submounts      mark host mounts inside the share (default; --no-announce-submounts)
+  --inode-file-handles=MODE never|prefer|mandatory, default prefer (fallback = prefer)
+  --rlimit-nofile=N         open file limit to raise to (default min(1000000, nr_open); 0 keeps it)
+
+Caching and I/O
   --cache=MODE              never|metadata|auto|always (none = never), default auto
   --writeback               let the guest cache writes (FUSE writeback cache)
   --allow-direct-io         honour O_DIRECT from the guest
   --allow-mmap              allow shared mmap in cache=never
   --no-readdirplus          do not use READDIRPLUS
-  --xattr                   support extended attributes
-  --posix-acl               POSIX ACLs in the guest (implies --xattr)
-  --xattrmap=RULES          map xattr names between guest and host (implies --xattr)
-  --translate-uid=MAP, --translate-gid=MAP
-                            translate IDs (map:G:H:N, guest:, host:, squash-*, forbid-guest:)
-  --killpriv-v2             let the daemon clear setuid/setgid (FUSE_HANDLE_KILLPRIV_V2)
-  --dax-window-size=SIZE    offer a DAX window of SIZE (e.g. 1G; a multiple of 2M) to a front
-                            end that supports vhost-user shared memory (default none)
-  --announce-submounts      mark host mounts inside the share (default; --no-announce-submounts)
-  --inode-file-handles=MODE never|prefer|mandatory, default prefer
-  --rlimit-nofile=N         open file limit to raise to (default min(1000000, nr_open))
-  --readonly                refuse every change (EROFS)
+  --preserve-noatime        accepted; O_NOATIME from the guest is always kept
   --thread-pool-size=N      threads for blocking I/O, shared by all queues (0: on the queue's thread)
   --poll-max-us=N           spin up to N µs for the next request before sleeping (adaptive;
                             0: never spin), default 100
+  --dax-window-size=SIZE    offer a DAX window of SIZE (e.g. 1G; a multiple of 2M) to a front
+                            end that supports vhost-user shared memory (default none)
+
+Attributes, owners and permissions
+  --xattr                   support extended attributes
+  --posix-acl               POSIX ACLs in the guest (implies --xattr)
+  --xattrmap=RULES          map xattr names between guest and host (implies --xattr)
+  --security-label          store the label a SELinux guest gives each new file (implies --xattr)
+  --killpriv-v2             let the daemon clear setuid/setgid (FUSE_HANDLE_KILLPRIV_V2);
+                            off by default (--no-killpriv-v2)
+  --translate-uid=MAP, --translate-gid=MAP
+                            translate IDs (map:G:H:N, guest:, host:, squash-*, forbid-guest:);
+                            repeat for more ranges
+  --uid-map=:NS:HOST:N:, --gid-map=:NS:HOST:N:
+                            for a daemon started by an unprivileged user: run in a user
+                            namespace with these IDs (the user's own and one subordinate range)
+
+Isolation
   --sandbox=namespace|chroot|none
                             isolate the daemon's process from the host (default namespace
                             when run as root, falling back to none where namespaces are
@@ -299,10 +354,21 @@ A vhost-user-fs backend: serves DIR to a guest through QEMU's vhost-user-fs-pci 
   --modcaps=+CAP:-CAP...    change the capabilities kept in the sandbox
   --seccomp=none|kill|log|trap
                             system call filter in the sandbox (default none)
-  --log-level=LEVEL         error|warn|info|debug|trace|off (default info)
+
+Live migration
+  --migration-mode=MODE     find-paths (default) or file-handles: how inodes travel
+  --migration-on-error=WHAT abort (default) or guest-error: an inode the destination cannot open
+  --migration-verify-handles
+                            paths travel with file handles, checked at the destination
+  --migration-confirm-paths walk every path again at the switch-over
+
+Logging, configuration, information
+  --log-level=LEVEL         error|warn|info|debug|trace|off (default info; -d = debug)
+  --syslog                  log to the system logger instead of stderr
   --config=FILE             TOML file with any of these options (long names as keys)
   --print-capabilities      print the vhost-user backend capabilities as JSON and exit
   -o OPT[,OPT...]           C virtiofsd / libvirt style options (source=, cache=, xattr, ...)
+  -f                        accepted (the daemon always runs in the foreground)
   -h, --help                this help
   -V, --version             version
 `;

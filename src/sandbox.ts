@@ -24,7 +24,7 @@
 import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { native } from './native';
-import { parseNamespaceIdMap, sandboxMode, type Options } from './options';
+import { parseNamespaceIdMaps, sandboxMode, type NamespaceIdMap, type Options } from './options';
 import { CAPABILITIES, keptCapabilities } from './capabilities';
 import { syslogFd } from './log';
 
@@ -155,32 +155,48 @@ function ownCommand(): string[] {
 }
 
 /**
+ * util-linux unshare's options that map these --uid-map (or --gid-map) ranges, for a user
+ * whose own ID is `own`: a range of one ID that is the user's own becomes --map-user (mapped
+ * directly), any other range --map-users (through newuidmap, package uidmap, and the user's
+ * /etc/subuid entries). No range maps the user's own ID to 0. unshare (2.38) takes one of
+ * each, so the usual pair (:0:OWN:1: with the subordinate IDs from 1) works and a third
+ * range is refused: throws an Error saying so.
+ */
+export function unshareIdMapArgs(ranges: NamespaceIdMap[], own: number, kind: 'user' | 'group'): string[] {
+  if (ranges.length === 0) return [`--map-${kind}=0`];
+  const ownOne = ranges.filter((r) => r.count === 1 && r.outside === own);
+  const others = ranges.filter((r) => !(r.count === 1 && r.outside === own));
+  if (ownOne.length > 1 || others.length > 1) {
+    const option = kind === 'user' ? '--uid-map' : '--gid-map';
+    throw new Error(`${option}: at most two ranges, the ${kind}'s own ID (:ID:${own}:1:) and one range of subordinate IDs (util-linux unshare maps no more)`);
+  }
+  return [
+    ...ownOne.map((r) => `--map-${kind}=${r.inside}`),
+    ...others.map((r) => `--map-${kind}s=${r.outside},${r.inside},${r.count}`),
+  ];
+}
+
+/**
  * --uid-map/--gid-map, for a daemon started by an unprivileged user: starts the daemon again
  * (through util-linux's unshare, since a Node process has threads and a user namespace
  * wants a single-threaded caller) as root of a new user namespace with these IDs mapped,
- * where it then makes its sandbox like a root daemon. The user's own ID alone is mapped
- * directly; wider ranges need newuidmap/newgidmap (package uidmap) and /etc/subuid,
- * /etc/subgid entries. An ID not given is mapped from the user's own to 0. Returns only on
- * failure, saying why.
+ * where it then makes its sandbox like a root daemon (unshareIdMapArgs says how the ranges
+ * are mapped). Returns only on failure, saying why.
  */
 export function enterUserNamespaceAndRestart(opts: Options, listenFd: number, socket: SocketToRemove | null = null): string {
   const unshare = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
   if (!unshare) return '--uid-map/--gid-map need util-linux\'s unshare';
-  const me = { uid: process.geteuid!(), gid: process.getegid!() };
-  const map = (text: string | undefined, own: number, one: string, many: string): string => {
-    const m = text === undefined ? { inside: 0, outside: own, count: 1 } : parseNamespaceIdMap(text);
-    return m.count === 1 && m.outside === own ? `--${one}=${m.inside}` : `--${many}=${m.outside},${m.inside},${m.count}`;
-  };
-  const args = [
-    'unshare',
-    map(opts.uidMap, me.uid, 'map-user', 'map-users'),
-    map(opts.gidMap, me.gid, 'map-group', 'map-groups'),
-    '--keep-caps',
-    '--',
-    process.execPath,
-    ...ownCommand().slice(1),
-  ];
-  const failure = restartWith(unshare, args, 'userns', { uidMap: undefined, gidMap: undefined, sandbox: 'namespace' }, opts, listenFd, socket);
+  let maps: string[];
+  try {
+    maps = [
+      ...unshareIdMapArgs(parseNamespaceIdMaps(opts.uidMap), process.geteuid!(), 'user'),
+      ...unshareIdMapArgs(parseNamespaceIdMaps(opts.gidMap), process.getegid!(), 'group'),
+    ];
+  } catch (e) {
+    return (e as Error).message;
+  }
+  const args = ['unshare', ...maps, '--keep-caps', '--', process.execPath, ...ownCommand().slice(1)];
+  const failure = restartWith(unshare, args, 'userns', { uidMap: [], gidMap: [], sandbox: 'namespace' }, opts, listenFd, socket);
   return `cannot start again in a user namespace: ${failure}`;
 }
 

@@ -16,7 +16,7 @@ import { native, STATX_FIELDS, StatxField } from '../native';
 import type { Logger } from '../log';
 import {
   bit, checkShape, decodeDeviceStateFd, decodeLog, DEVICE_STATE_NO_FD, PHASE_STOPPED, TransferDirection, decodeMemoryTable, decodeMemRegMsg, decodeVringAddr, decodeVringState,
-  encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
+  decodeConfig, encodeConfig, encodeHeader, encodeShmemConfig, encodeVringState, Flags, FrontendReq, hasBit, HEADER_SIZE,
   MAX_PAYLOAD, MessageError, ProtocolFeature, REQUEST_SHAPES, VirtioFeature, VRING_IDX_MASK,
   VRING_NOFD_MASK, type MemoryRegion, type ReceivedMessage,
 } from './messages';
@@ -35,6 +35,13 @@ export interface DeviceSpec {
   deviceFeatures: bigint;
   /** Sizes of the shared-memory regions (DAX window), empty when none. */
   shmemSizes: number[];
+  /**
+   * The device's virtio config space, read-only, for a front end that asks the backend for
+   * it (GET_CONFIG; PROTOCOL_F_CONFIG is offered only with this method). `queues` is how
+   * many queues the front end has set up so far (the highest index it gave a descriptor or
+   * size for, plus one; 0 when none).
+   */
+  configSpace?(queues: number): Buffer;
   /**
    * Longest queue `index`'s thread spins for the next request once its ring is empty, in ns
    * (0, or no such method: it sleeps until the next kick at once). See Virtqueue.pollAvail.
@@ -144,6 +151,7 @@ export class VhostUserBackend {
       bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
       bit(ProtocolFeature.STATUS);
     if (this.device.shmemSizes.length > 0) f |= bit(ProtocolFeature.SHMEM);
+    if (this.device.configSpace) f |= bit(ProtocolFeature.CONFIG);
     if (this.device.migration) f |= bit(ProtocolFeature.DEVICE_STATE);
     return f;
   }
@@ -354,6 +362,23 @@ export class VhostUserBackend {
       case FrontendReq.GET_STATUS:
         this.requireProtocol(ProtocolFeature.STATUS);
         return u64(BigInt(this.status));
+      case FrontendReq.GET_CONFIG: {
+        // A refusal is a reply without config bytes, whose size the front end sees is wrong.
+        const refuse = (why: string): Buffer => {
+          this.log.warn({ request: 'GET_CONFIG' }, `refused request: ${why}`);
+          return encodeConfig({ offset: 0, size: 0, flags: 0 }, Buffer.alloc(0));
+        };
+        if (!this.device.configSpace || !hasBit(this.ackedProtocol, ProtocolFeature.CONFIG)) return refuse('protocol feature CONFIG was not negotiated');
+        let c;
+        try {
+          c = decodeConfig(p);
+        } catch (e) {
+          return refuse((e as Error).message);
+        }
+        return encodeConfig(c, this.device.configSpace(this.queuesSetUp()));
+      }
+      case FrontendReq.SET_CONFIG:
+        throw new RequestError('the config space is read-only');
       case FrontendReq.GET_SHMEM_CONFIG:
         this.requireProtocol(ProtocolFeature.SHMEM);
         return encodeShmemConfig(this.device.shmemSizes);
@@ -512,6 +537,15 @@ export class VhostUserBackend {
       closeFds(fds);
       throw new RequestError(`protocol feature ${feature} was not negotiated`);
     }
+  }
+
+  /** Queues the front end has set up: the highest index it gave a size or descriptor, plus one. */
+  private queuesSetUp(): number {
+    let n = 0;
+    this.vrings.forEach((v, i) => {
+      if (v.num > 0 || v.kickFd >= 0 || v.callFd >= 0) n = i + 1;
+    });
+    return n;
   }
 
   private vring(index: number): Vring {

@@ -299,6 +299,30 @@ export function decodeShmemMap(b: Buffer): ShmemMap {
   };
 }
 
+/** GET_CONFIG / SET_CONFIG: {offset u32, size u32, flags u32, payload[size]}; at most 256 bytes. */
+export const CONFIG_HEADER_SIZE = 12;
+export const MAX_CONFIG_SIZE = 256;
+export interface ConfigRequest {
+  offset: number;
+  size: number;
+  flags: number;
+}
+export function decodeConfig(b: Buffer): ConfigRequest {
+  if (b.length < CONFIG_HEADER_SIZE) throw new RangeError(`config message of ${b.length} bytes, shorter than its header`);
+  const c = { offset: b.readUInt32LE(0), size: b.readUInt32LE(4), flags: b.readUInt32LE(8) };
+  if (c.size > MAX_CONFIG_SIZE || c.offset > MAX_CONFIG_SIZE - c.size) throw new RangeError(`config range ${c.offset}+${c.size} past ${MAX_CONFIG_SIZE} bytes`);
+  return c;
+}
+/** The GET_CONFIG reply: the request's header and `size` bytes of `space` from `offset` (zeros past its end). */
+export function encodeConfig(c: ConfigRequest, space: Buffer): Buffer {
+  const b = Buffer.alloc(CONFIG_HEADER_SIZE + c.size);
+  b.writeUInt32LE(c.offset, 0);
+  b.writeUInt32LE(c.size, 4);
+  b.writeUInt32LE(c.flags, 8);
+  if (c.offset < space.length) space.copy(b, CONFIG_HEADER_SIZE, c.offset, Math.min(space.length, c.offset + c.size));
+  return b;
+}
+
 /** GET_SHMEM_CONFIG reply: {nregions u32, padding u32, memory_sizes u64[256]}. */
 export const SHMEM_CONFIG_SIZE = 8 + 256 * 8;
 export function encodeShmemConfig(sizes: number[]): Buffer {
@@ -371,6 +395,8 @@ export const REQUEST_SHAPES: Partial<Record<FrontendReq, RequestShape>> = {
   [FrontendReq.SET_STATUS]: { size: U64_SIZE, fds: 0, reply: false },
   [FrontendReq.GET_STATUS]: { size: 0, fds: 0, reply: true },
   [FrontendReq.GET_SHMEM_CONFIG]: { size: 0, fds: 0, reply: true },
+  [FrontendReq.GET_CONFIG]: { size: null, fds: 0, reply: true },
+  [FrontendReq.SET_CONFIG]: { size: null, fds: 0, reply: false },
   // Both answer with a u64 that can say no (an error code in its low byte).
   [FrontendReq.SET_DEVICE_STATE_FD]: { size: DEVICE_STATE_FD_SIZE, fds: 1, reply: true },
   [FrontendReq.CHECK_DEVICE_STATE]: { size: 0, fds: 0, reply: true },

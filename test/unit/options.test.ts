@@ -4,7 +4,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { optionsWithoutEffect, parseNamespaceIdMap, parseOptions, sandboxMode, UsageError } from '../../src/options';
+import { LONG_OPTIONS, optionsWithoutEffect, parseNamespaceIdMaps, parseOptions, sandboxMode, USAGE, UsageError } from '../../src/options';
+import { unshareIdMapArgs } from '../../src/sandbox';
 import { keptCapabilities } from '../../src/capabilities';
 import { parseDaxWindowSize } from '../../src/dax/window';
 import { ANCHOR_BIN_DIR } from '../frontend/daemons';
@@ -85,13 +86,42 @@ describe('options', () => {
   });
 
   it('--uid-map/--gid-map take the Rust virtiofsd form :namespace_id:host_id:count:', () => {
-    const o = parseOptions(['--socket-path=/s', '--shared-dir=/d', '--uid-map=:0:1000:1:', '--gid-map=:0:100000:65536:']);
-    assert.deepEqual(parseNamespaceIdMap(o.uidMap!), { inside: 0, outside: 1000, count: 1 });
-    assert.deepEqual(parseNamespaceIdMap(o.gidMap!), { inside: 0, outside: 100000, count: 65536 });
+    const o = parseOptions(['--socket-path=/s', '--shared-dir=/d', '--uid-map=:0:1000:1:', '--uid-map', ':1:100000:65536:', '--gid-map=:0:100000:65536:']);
+    assert.deepEqual(parseNamespaceIdMaps(o.uidMap), [{ inside: 0, outside: 1000, count: 1 }, { inside: 1, outside: 100000, count: 65536 }], 'every range given');
+    assert.deepEqual(parseNamespaceIdMaps(o.gidMap), [{ inside: 0, outside: 100000, count: 65536 }]);
     assert.equal(sandboxMode(o), 'namespace', 'a user namespace goes with the namespace sandbox');
+    assert.deepEqual(parseOptions(['--socket-path=/s', '--shared-dir=/d']).uidMap, []);
     for (const bad of ['0:1000:1', ':0:1000:0:', ':a:1:1:']) {
       assert.throws(() => parseOptions(['--socket-path=/s', '--shared-dir=/d', `--uid-map=${bad}`]), (e: Error) => e instanceof UsageError && /is not :namespace_id:host_id:count:/.test(e.message));
     }
+    const overlapping = (a: string, b: string, what: RegExp): void => {
+      assert.throws(() => parseOptions(['--socket-path=/s', '--shared-dir=/d', `--gid-map=${a}`, `--gid-map=${b}`]), (e: Error) => e instanceof UsageError && what.test(e.message));
+    };
+    overlapping(':0:1000:1:', ':0:100000:65536:', /map the same namespace IDs/);
+    overlapping(':0:100000:10:', ':10:100005:10:', /map the same host IDs/);
+    // How unshare is told: the own ID directly, the subordinate range through newuidmap.
+    const ranges = parseNamespaceIdMaps([':0:1000:1:', ':1:100000:65536:']);
+    assert.deepEqual(unshareIdMapArgs(ranges, 1000, 'user'), ['--map-user=0', '--map-users=100000,1,65536']);
+    assert.deepEqual(unshareIdMapArgs([], 1000, 'group'), ['--map-group=0']);
+    assert.deepEqual(unshareIdMapArgs(parseNamespaceIdMaps([':0:100000:65536:']), 1000, 'user'), ['--map-users=100000,0,65536']);
+    assert.throws(() => unshareIdMapArgs(parseNamespaceIdMaps([':0:100000:10:', ':10:200000:10:']), 1000, 'user'), /at most two ranges/);
+  });
+
+  it("takes the Rust virtiofsd's other spellings: --no-killpriv-v2, --socket, --inode-file-handles=fallback, -d, -f", () => {
+    const base = ['--shared-dir=/d'];
+    assert.equal(parseOptions([...base, '--socket-path=/s', '--no-killpriv-v2']).killprivV2, false);
+    assert.throws(() => parseOptions([...base, '--socket-path=/s', '--killpriv-v2', '--no-killpriv-v2']), /contradict/);
+    assert.equal(parseOptions([...base, '--socket=/old.sock']).socketPath, '/old.sock');
+    assert.throws(() => parseOptions([...base, '--socket=/a', '--socket-path=/b']), /older name of --socket-path/);
+    assert.equal(parseOptions([...base, '--socket-path=/s', '--inode-file-handles=fallback']).inodeFileHandles, 'prefer');
+    const o = parseOptions([...base, '--socket-path=/s', '-d', '-f']);
+    assert.equal(o.logLevel, 'debug');
+  });
+
+  it('--help names every option the daemon takes', () => {
+    const hidden = new Set(['foreground', 'debug', 'socket', 'no-killpriv-v2', 'no-announce-submounts', 'translate-gid', 'gid-map']);
+    for (const name of LONG_OPTIONS) if (!hidden.has(name)) assert.ok(USAGE.includes(`--${name}`), `--${name} is missing from --help`);
+    for (const alias of ['--no-killpriv-v2', '--no-announce-submounts', '--translate-gid', '--gid-map']) assert.ok(USAGE.includes(alias), alias);
   });
 
   it('refuses --posix-acl with ID translation, whose ACL entries would keep host IDs', () => {

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, startDaemon, type DaemonKind } from '../frontend/daemons';
-import { VhostUserFrontend, describeFeatures, type NegotiateOptions } from '../frontend/frontend';
+import { VhostUserFrontend, defaultProtocolMask, describeFeatures, type NegotiateOptions } from '../frontend/frontend';
 import { FuseClient, ok } from '../frontend/fuse-client';
 import { GuestMemory } from '../frontend/guest-memory';
 import { Virtqueue, VirtqDescFlags, DESC_SIZE, QueueFullError, vringNeedEvent } from '../frontend/vring';
@@ -291,6 +291,68 @@ describe('vhost-user front end against virtiofsd-ts and the reference daemons', 
       }
     });
   }
+
+  describe('--tag: the config space for front ends that ask the backend (GET_CONFIG)', () => {
+    let env: Env;
+    beforeEach(() => {
+      env = makeEnv();
+    });
+    afterEach(async () => {
+      await cleanup(env);
+    });
+    /** GET_CONFIG of virtio_fs_config's tag and num_request_queues: [tag, queues]. */
+    const readConfig = async (fe: VhostUserFrontend): Promise<[string, number]> => {
+      const req = Buffer.alloc(12 + 40);
+      req.writeUInt32LE(40, 4);
+      const r = await fe.requestReply(FrontendReq.GET_CONFIG, req);
+      assert.equal(r.length, 52, 'header and 40 bytes');
+      assert.deepEqual([r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt32LE(8)], [0, 40, 0], 'the header comes back');
+      const tag = r.subarray(12, 48);
+      return [tag.subarray(0, tag.indexOf(0) < 0 ? 36 : tag.indexOf(0)).toString(), r.readUInt32LE(48)];
+    };
+    const withConfig = defaultProtocolMask() | (1n << BigInt(ProtocolFeature.CONFIG));
+
+    // The C virtiofsd has no --tag.
+    for (const kind of ['ts', 'rust'] as const) {
+      it(`${kind}: offers CONFIG with --tag and answers GET_CONFIG with the tag and one request queue`, async () => {
+        env.daemon = startDaemon(kind, { sharedDir: env.shared, socketPath: env.socket, extraArgs: ['--tag=shared-docs'] });
+        const fe = (env.fe = await env.daemon.connect());
+        const n = await fe.negotiate({ protocolMask: withConfig });
+        assert.ok(hasBit(n.protocolFeatures, ProtocolFeature.CONFIG), 'CONFIG offered');
+        assert.deepEqual(await readConfig(fe), ['shared-docs', 1]);
+        await helloRoundTrip(new FuseClient(fe));
+        await closeAndExpectExit(env);
+      });
+
+      it(`${kind}: without --tag, does not offer CONFIG`, async () => {
+        const c = await launch(env, kind, { protocolMask: withConfig });
+        assert.ok(!hasBit(env.fe!.protocolFeatures, ProtocolFeature.CONFIG));
+        await helloRoundTrip(c);
+        await closeAndExpectExit(env);
+      });
+    }
+
+    it('ts: the number of request queues is how many the front end set up', async () => {
+      env.daemon = startDaemon('ts', { sharedDir: env.shared, socketPath: env.socket, extraArgs: ['--tag=t'] });
+      const fe = (env.fe = await env.daemon.connect());
+      await fe.negotiate({ protocolMask: withConfig, requestQueues: 3 });
+      assert.deepEqual(await readConfig(fe), ['t', 3]);
+      // A range past the 256 bytes a config space may have is refused with an empty reply.
+      const bad = Buffer.alloc(12);
+      bad.writeUInt32LE(250, 0);
+      bad.writeUInt32LE(40, 4);
+      assert.deepEqual([...(await fe.requestReply(FrontendReq.GET_CONFIG, bad))], Array(12).fill(0), 'a header without bytes');
+      assert.deepEqual([...(await fe.requestReply(FrontendReq.GET_CONFIG, Buffer.alloc(5)))], Array(12).fill(0), 'a message shorter than its header');
+      await helloRoundTrip(new FuseClient(fe));
+      await closeAndExpectExit(env);
+    });
+
+    it('ts: a tag longer than the 36 bytes of the config space is refused at start', async () => {
+      env.daemon = startDaemon('ts', { sharedDir: env.shared, socketPath: env.socket, extraArgs: [`--tag=${'x'.repeat(37)}`] });
+      assert.equal((await env.daemon.waitExit(10000)).code, 2, env.daemon.describeExit());
+      assert.match(env.daemon.output(), /a tag has at most 36 bytes/);
+    });
+  });
 
   describe('raw messages', () => {
     let env: Env;

@@ -16,6 +16,8 @@ import type { VhostUserFrontend } from '../frontend/frontend';
 import { createAs } from '../support/create-as';
 
 const NOBODY = 65534;
+/** The first of the subordinate IDs the tests give the user. */
+const SUB = 200000;
 
 /**
  * A copy of the package where any user can read it: the clone the tests run from may sit
@@ -94,6 +96,74 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     const exit = await daemon.waitExit(10000);
     assert.equal(exit.code, 0, daemon.describeExit());
     daemon.exitReport();
+  });
+
+  it('maps the user\'s own ID and a range of subordinate IDs, each option given twice as for the Rust virtiofsd', async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-rootless-'));
+    const share = path.join(dir, 'share');
+    fs.mkdirSync(share, { mode: 0o777 });
+    fs.chmodSync(share, 0o777);
+    fs.chownSync(dir, NOBODY, NOBODY);
+    fs.chmodSync(dir, 0o755);
+    fs.writeFileSync(path.join(share, 'subordinate'), '');
+    fs.chownSync(path.join(share, 'subordinate'), SUB + 41, SUB + 41);
+    // The user's subordinate IDs, as /etc/subuid and /etc/subgid would give them, seen only
+    // by this daemon (and the newuidmap it runs): bound over the host's files in a mount
+    // namespace of its own.
+    const subids = path.join(dir, 'subids');
+    fs.writeFileSync(subids, `${NOBODY}:${SUB}:65536\n`, { mode: 0o644 });
+    assert.ok(fs.existsSync('/etc/subuid') && fs.existsSync('/etc/subgid'), 'no /etc/subuid or /etc/subgid (Debian\'s login package makes them)');
+    const withSubids = [
+      'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c',
+      'mount --bind "$0" /etc/subuid && mount --bind "$0" /etc/subgid && exec "$@"', subids, ...AS_NOBODY,
+    ];
+    daemon = startDaemon('ts', {
+      sharedDir: share,
+      socketPath: path.join(dir, 'vfs.sock'),
+      replaceDefaultArgs: [
+        `--uid-map=:0:${NOBODY}:1:`, `--uid-map=:1:${SUB}:65536:`, `--gid-map=:0:${NOBODY}:1:`, `--gid-map=:1:${SUB}:65536:`,
+      ],
+      wrapper: withSubids,
+      appDir: publicCopyOfThePackage(dir),
+    });
+    fe = await daemon.connect();
+    await fe.negotiate({ memory: { size: 64 << 20 } });
+    const c = new FuseClient(fe, { timeoutMs: 60000 });
+    ok(await c.init(), 'INIT');
+    const pid = daemon.proc.pid!;
+    const lines = (f: string): string[][] => fs.readFileSync(`/proc/${pid}/${f}`, 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/));
+    const both = [['0', String(NOBODY), '1'], ['1', String(SUB), '65536']];
+    assert.deepEqual(lines('uid_map'), both);
+    assert.deepEqual(lines('gid_map'), both);
+
+    // Guest user 1000 is host user SUB + 999; a host file of SUB + 41 is guest user 42's.
+    const made = await createAs(c, 'user1000', 1000, 1000);
+    assert.equal(made.error, 0, 'CREATE as guest user 1000');
+    const st = fs.statSync(path.join(share, 'user1000'));
+    assert.deepEqual([st.uid, st.gid], [SUB + 999, SUB + 999]);
+    const attr = ok(await c.lookup(1n, 'subordinate'), 'LOOKUP subordinate').attr;
+    assert.deepEqual([attr.uid, attr.gid], [42, 42]);
+    assert.equal((await createAs(c, 'user70000', 70000, 70000)).error, -EINVAL, 'a guest user past the ranges: refused');
+
+    fe.close();
+    fe = null;
+    assert.equal((await daemon.waitExit(10000)).code, 0, daemon.describeExit());
+  });
+
+  it('refuses a third --uid-map range, saying why (unshare maps the own ID and one range)', async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-rootless-'));
+    fs.chownSync(dir, NOBODY, NOBODY);
+    fs.chmodSync(dir, 0o755);
+    daemon = startDaemon('ts', {
+      sharedDir: dir,
+      socketPath: path.join(dir, 'vfs.sock'),
+      replaceDefaultArgs: [`--uid-map=:0:${NOBODY}:1:`, `--uid-map=:1:${SUB}:10:`, `--uid-map=:20:${SUB + 100}:10:`],
+      wrapper: AS_NOBODY,
+      appDir: publicCopyOfThePackage(dir),
+    });
+    const exit = await daemon.waitExit(10000);
+    assert.equal(exit.code, 1, daemon.describeExit());
+    daemon.logLine(`--uid-map: at most two ranges, the user's own ID (:ID:${NOBODY}:1:) and one range of subordinate IDs (util-linux unshare maps no more)`);
   });
 
   it('as root, --uid-map is refused with a message (root translates IDs with --translate-uid)', async () => {
