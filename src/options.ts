@@ -299,7 +299,15 @@ export function readConfigFile(path: string): Record<string, unknown> {
     throw new UsageError(`config file ${path}: ${(e as Error).message}`);
   }
   const out: Record<string, unknown> = {};
-  for (const [k, val] of Object.entries(doc)) out[camel(k.replace(/_/g, '-'))] = val;
+  for (const [k, val] of Object.entries(doc)) {
+    const key = camel(k.replace(/_/g, '-'));
+    // The command line's other spellings, as keys too.
+    if (key === 'socket') out.socketPath = val;
+    else if (key === 'noKillprivV2' || key === 'noAnnounceSubmounts') {
+      if (typeof val !== 'boolean') throw new UsageError(`config file ${path}: ${k} must be true or false`);
+      out[key === 'noKillprivV2' ? 'killprivV2' : 'announceSubmounts'] = !val;
+    } else out[key] = val;
+  }
   return out;
 }
 
@@ -313,7 +321,8 @@ Where and how to serve
   --socket-path=PATH        vhost-user socket to listen on (--socket is an older name)
   --fd=N                    an already listening socket (as libvirt passes it)
   --socket-group=GROUP      group owner of the socket
-  --tag=TAG                 accepted; QEMU gives the tag (vhost-user-fs-pci's tag=)
+  --tag=TAG                 the tag for front ends that read it from the backend (GET_CONFIG;
+                            QEMU's vhost-user-fs-pci takes its own tag=)
   --readonly                refuse every change (EROFS)
   --announce-submounts      mark host mounts inside the share (default; --no-announce-submounts)
   --inode-file-handles=MODE never|prefer|mandatory, default prefer (fallback = prefer)

@@ -88,7 +88,9 @@ describe('@guest guest test runner', function () {
   });
 
   it('tells a run spoiled by the emulated machine (QEMU aborted, a CPU whose timer stalled, a console that lost init) from a daemon fault', () => {
-    const run = (text: string): GuestRun => ({ results: new Map(), guestStatus: 125, console: text, daemonOutput: '', daemonExit: 'exit 0', seconds: 4, daemonCpuPerCase: new Map() });
+    const run = (text: string, cases = ['a']): GuestRun => ({
+      results: parseConsole(text, cases), guestStatus: 125, console: text, daemonOutput: '{"level":30,"msg":"front end connected"}', daemonExit: 'exit 0', seconds: 4, daemonCpuPerCase: new Map(),
+    });
     const assertion = "qemu-system-x86_64: hw/pci/msix.c:228: msix_table_mmio_write: Assertion `addr + size <= dev->msix_entries_nr * PCI_MSIX_ENTRY_SIZE' failed.";
     assert.match(emulationFault(run(['run-guest: booting', assertion, 'run-guest: error: no VFS-EXIT line'].join('\n'))) ?? '', /msix_table_mmio_write/);
     assert.equal(emulationFault(run(['VFS-INIT kernel=6.12', 'VFS-CASE-BEGIN a', assertion].join('\n'))), null, 'QEMU aborted in a case: its result stands');
@@ -96,14 +98,23 @@ describe('@guest guest test runner', function () {
     const stall = [
       '[   22.457450] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:',
       "[   22.481970] rcu: rcu_preempt kthread timer wakeup didn't happen for 5256 jiffies! g-1127 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402",
-    ].join('\n');
-    assert.match(emulationFault(run(['run-guest: booting', stall, '[   65.229878] reboot: Power down'].join('\n'))) ?? '', /timer wakeup didn't happen/);
+    ];
+    assert.match(emulationFault(run(['run-guest: booting', ...stall, '[   65.229878] reboot: Power down'].join('\n'))) ?? '', /timer wakeup didn't happen/);
     // The CI run where it happened: the case began, CPU 2's timer stalled, the case timed out.
-    assert.match(emulationFault(run(['VFS-INIT kernel=6.12', 'VFS-MOUNTED', 'VFS-CASE-BEGIN a', stall, 'Killed', 'VFS-CASE-END a 124'].join('\n'))) ?? '', /timer wakeup/);
-    assert.match(emulationFault(run("[   22.4] rcu: rcu_preempt kthread starved for 5252 jiffies! g-1135 f0x0")) ?? '', /starved/);
-    assert.equal(emulationFault({ ...run(['run-guest: booting', stall].join('\n')), daemonExit: 'signal SIGSEGV' }), null, 'the daemon crashed: its failure stands');
-    assert.equal(emulationFault({ ...run(['run-guest: booting', stall].join('\n')), daemonExit: 'did not exit within 10 s of QEMU; killed' }), null, 'the daemon hung');
-    assert.equal(emulationFault(run('[   30.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:')), null, 'another kind of stall');
+    const timedOut = ['VFS-INIT kernel=6.12', 'VFS-MOUNTED', 'VFS-CASE-BEGIN a', ...stall, 'Killed', 'timed out after 60s', 'VFS-CASE-END a 124'];
+    assert.match(emulationFault(run(timedOut.join('\n'))) ?? '', /stalled in case a: .*timer wakeup/);
+    assert.match(emulationFault(run(['VFS-CASE-BEGIN a', "[   22.4] rcu: rcu_preempt kthread starved for 5252 jiffies! g-1135 f0x0"].join('\n'))) ?? '', /starved/);
+    assert.equal(emulationFault({ ...run(timedOut.join('\n')), daemonExit: 'signal SIGSEGV' }), null, 'the daemon crashed: its failure stands');
+    assert.equal(emulationFault({ ...run(timedOut.join('\n')), daemonExit: 'did not exit within 10 s of QEMU; killed' }), null, 'the daemon hung');
+    assert.equal(emulationFault({ ...run(timedOut.join('\n')), daemonOutput: '{"level":50,"msg":"request failed unexpectedly; refused"}' }), null, 'the daemon logged an error');
+    assert.equal(emulationFault(run(['VFS-CASE-BEGIN a', stall[0], 'VFS-CASE-END a 124'].join('\n'))), null, 'another kind of stall');
+    // A stall elsewhere excuses no failure: a case that failed on its own, or a timeout in
+    // another case than the stall's; and a run where every case passed is not booted again.
+    const two = (endA: number, endB: number): string[] => ['VFS-CASE-BEGIN a', ...stall, `VFS-CASE-END a ${endA}`, 'VFS-CASE-BEGIN b', 'FAIL: wrong data', `VFS-CASE-END b ${endB}`];
+    assert.equal(emulationFault(run(two(0, 1).join('\n'), ['a', 'b'])), null, 'b failed on its own');
+    assert.equal(emulationFault(run(two(0, 124).join('\n'), ['a', 'b'])), null, 'the stall was in a, which passed; b timed out');
+    assert.equal(emulationFault(run(two(0, 0).join('\n'), ['a', 'b'])), null, 'everything passed');
+    assert.match(emulationFault(run(two(124, 0).join('\n'), ['a', 'b'])) ?? '', /in case a/);
     // The other CI run: the console kept only the kernel's last line; the daemon served the case.
     const lost = ['run-guest: booting 6.12 guest', '[    5.243825] reboot: Power down', 'run-guest: error: no VFS-EXIT line: the guest init never started (QEMU exited with status 0) (7.0s)'];
     assert.match(emulationFault(run(lost.join('\n'))) ?? '', /console lost/);

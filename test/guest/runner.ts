@@ -112,7 +112,7 @@ export interface GuestRun {
   seconds: number;
   /** The daemon's CPU time (its process tree's) from each case's begin to its end, in seconds. */
   daemonCpuPerCase: Map<string, number>;
-  /** Why the first boot's results were thrown away and the guest booted again (emulationFault). */
+  /** Why the first boot's results were thrown away and the guest booted again (emulationFault), with its console's and daemon's last lines. */
   rebooted?: string;
 }
 
@@ -178,29 +178,51 @@ export function parseConsole(text: string, cases: string[]): Map<string, CaseRes
  *  - QEMU's own assertion killing it before any case ran ("hw/pci/msix.c:228:
  *    msix_table_mmio_write: Assertion ... failed", while Linux set up the device's MSI-X
  *    vectors);
- *  - an emulated CPU whose timer did not fire for seconds, at boot or in the middle of a case
- *    ("rcu_preempt kthread timer wakeup didn't happen", "kthread starved"): that CPU sat idle
- *    while a task on it waited, and the case ran into its time limit;
+ *  - an emulated CPU whose timer did not fire for seconds ("rcu_preempt kthread timer wakeup
+ *    didn't happen", "kthread starved"): that CPU sat idle while a task on it waited, and the
+ *    case it was in ran into its time limit;
  *  - the guest's serial console losing all of init's output (no VFS-INIT line, although the
  *    kernel's own "reboot: Power down" came through, which only init's poweroff prints): the
  *    cases ran and the daemon served them, but their results never reached the host.
- * A daemon cannot cause any of these: not answering a request leaves the guest's task waiting
- * for the reply, with its CPUs' timers running; the case then runs into its time limit with
- * none of the lines above. Never when the daemon did not exit cleanly (a crash or a hang is the
- * daemon's, whatever the guest did).
+ * Only a run that nothing else explains is excused: the daemon exited cleanly and logged no
+ * error, no case failed on its own (each case that did not pass timed out or never
+ * finished), and a stall happened before the first case or inside one that did not pass. A
+ * daemon that leaves a request unanswered makes a case time out, but with its CPUs' timers
+ * running and none of the lines above.
  */
 export function emulationFault(run: GuestRun): string | null {
-  if (run.daemonExit !== 'exit 0') return null;
+  if (run.daemonExit !== 'exit 0' || daemonLoggedError(run.daemonOutput)) return null;
+  const unfinished = [...run.results.values()].filter((r) => r.status !== 'pass' && r.status !== 'skip');
+  if (unfinished.length === 0 || unfinished.some((r) => r.status === 'fail')) return null;
   const lines = run.console.split('\n').map((l) => l.replace(/\r$/, ''));
-  const caseBegan = lines.some((l) => CASE_BEGIN.test(l));
-  const assertion = /^qemu-system-\S+: (.*Assertion .* failed\.)$/m.exec(run.console);
-  if (assertion && !caseBegan) return `QEMU aborted: ${assertion[1]}`;
-  const starved = /(rcu: rcu_\w+ kthread (?:timer wakeup didn't happen|starved) for \d+ jiffies)/.exec(run.console);
-  if (starved) return `an emulated CPU stalled: ${starved[1]}`;
-  if (!lines.some((l) => l.startsWith('VFS-INIT')) && lines.some((l) => /^\[\s*\d+\.\d+\] reboot: Power down$/.test(l))) {
+  let current: string | null = null;
+  let caseBegan = false;
+  for (const line of lines) {
+    const begin = CASE_BEGIN.exec(line);
+    const end = CASE_END.exec(line);
+    if (begin) {
+      current = begin[1];
+      caseBegan = true;
+    } else if (end) {
+      current = null;
+    }
+    const assertion = /^qemu-system-\S+: (.*Assertion .* failed\.)$/.exec(line);
+    if (assertion && !caseBegan) return `QEMU aborted: ${assertion[1]}`;
+    const starved = /(rcu: rcu_\w+ kthread (?:timer wakeup didn't happen|starved) for \d+ jiffies)/.exec(line);
+    const inCase = current === null ? null : run.results.get(current);
+    if (starved && (!caseBegan || (inCase && inCase.status !== 'pass' && inCase.status !== 'skip'))) {
+      return `an emulated CPU stalled${current ? ` in case ${current}` : ''}: ${starved[1]}`;
+    }
+  }
+  if (!lines.some((l) => l.startsWith('VFS-INIT')) && lines.some((l) => /\] reboot: Power down$/.test(l))) {
     return "the guest's console lost init's output (it powered off, but printed no VFS-INIT)";
   }
   return null;
+}
+
+/** Whether the daemon logged an error (a JSON line at pino's level 50 or above). */
+function daemonLoggedError(output: string): boolean {
+  return output.split('\n').some((l) => /^\{"level":(5\d|6\d),/.test(l));
 }
 
 /**
@@ -216,7 +238,12 @@ export async function runCases(o: RunOptions): Promise<GuestRun> {
   const tail = first.console.trim().split('\n').slice(-12).join('\n        ');
   process.stderr.write(`      (${fault}; the daemon exited cleanly; booting the guest again. The first console ended:\n        ${tail})\n`);
   const second = await runCasesOnce(o);
-  return { ...second, seconds: first.seconds + second.seconds, rebooted: fault };
+  const tailOf = (text: string): string => text.trim().split('\n').slice(-10).join('\n');
+  return {
+    ...second,
+    seconds: first.seconds + second.seconds,
+    rebooted: `${fault}\n--- the first boot's console ended:\n${tailOf(first.console)}\n--- its daemon (${first.daemonExit}) ended:\n${tailOf(first.daemonOutput)}`,
+  };
 }
 
 async function runCasesOnce(o: RunOptions): Promise<GuestRun> {

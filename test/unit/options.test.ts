@@ -105,6 +105,7 @@ describe('options', () => {
     assert.deepEqual(unshareIdMapArgs([], 1000, 'group'), ['--map-group=0']);
     assert.deepEqual(unshareIdMapArgs(parseNamespaceIdMaps([':0:100000:65536:']), 1000, 'user'), ['--map-users=100000,0,65536']);
     assert.throws(() => unshareIdMapArgs(parseNamespaceIdMaps([':0:100000:10:', ':10:200000:10:']), 1000, 'user'), /at most two ranges/);
+    assert.throws(() => unshareIdMapArgs(parseNamespaceIdMaps([':65536:1000:1:', ':0:100000:65536:']), 1000, 'user'), /would drop the last ID/);
   });
 
   it("takes the Rust virtiofsd's other spellings: --no-killpriv-v2, --socket, --inode-file-handles=fallback, -d, -f", () => {
@@ -173,6 +174,10 @@ describe('options', () => {
     assert.equal(o.cache, 'always');
     assert.equal(o.readonly, true);
     assert.equal(o.threadPoolSize, 4);
+    // Repeatable options as one string or a list; the command line's other spellings as keys.
+    writeFileSync(f, 'socket = "/old.sock"\nshared-dir = "/d"\nuid-map = ":0:1000:1:"\ngid-map = [":0:1000:1:", ":1:100000:65536:"]\nno-killpriv-v2 = true\nno_announce_submounts = true\n');
+    const p = parseOptions([`--config=${f}`]);
+    assert.deepEqual([p.socketPath, p.uidMap, p.gidMap, p.killprivV2, p.announceSubmounts], ['/old.sock', [':0:1000:1:'], [':0:1000:1:', ':1:100000:65536:'], false, false]);
   });
 
   it('reports which key of a config file is wrong', () => {
