@@ -108,14 +108,13 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     fs.writeFileSync(path.join(share, 'subordinate'), '');
     fs.chownSync(path.join(share, 'subordinate'), SUB + 41, SUB + 41);
     // The user's subordinate IDs, as /etc/subuid and /etc/subgid would give them, seen only
-    // by this daemon (and the newuidmap it runs): bound over the host's files in a mount
-    // namespace of its own.
-    const subids = path.join(dir, 'subids');
-    fs.writeFileSync(subids, `${NOBODY}:${SUB}:65536\n`, { mode: 0o644 });
-    assert.ok(fs.existsSync('/etc/subuid') && fs.existsSync('/etc/subgid'), 'no /etc/subuid or /etc/subgid (Debian\'s login package makes them)');
+    // by this daemon (and the newuidmap it runs): a copy of /etc with them, bound over the
+    // host's /etc in a mount namespace of its own.
+    const etc = path.join(dir, 'etc');
+    fs.cpSync('/etc', etc, { recursive: true, verbatimSymlinks: true });
+    for (const f of ['subuid', 'subgid']) fs.writeFileSync(path.join(etc, f), `${NOBODY}:${SUB}:65536\n`, { mode: 0o644 });
     const withSubids = [
-      'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c',
-      'mount --bind "$0" /etc/subuid && mount --bind "$0" /etc/subgid && exec "$@"', subids, ...AS_NOBODY,
+      'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /etc && exec "$@"', etc, ...AS_NOBODY,
     ];
     daemon = startDaemon('ts', {
       sharedDir: share,
