@@ -244,6 +244,8 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
     throw new UsageError((e as Error).message);
   }
   const v = parsed.values as Record<string, unknown>;
+  if (v['killpriv-v2'] === true && v['no-killpriv-v2'] === true) throw new UsageError('--killpriv-v2 and --no-killpriv-v2 contradict each other');
+  if (v.socket !== undefined && v['socket-path'] !== undefined) throw new UsageError('--socket is an older name of --socket-path: give one of them');
   const cli: Record<string, unknown> = {};
   for (const [name, val] of Object.entries(v)) {
     if (name === 'o' || name === 'help' || name === 'version' || name === 'foreground') continue;
@@ -251,20 +253,7 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
       cli.logLevel = 'debug';
       continue;
     }
-    if (name === 'no-announce-submounts') {
-      cli.announceSubmounts = false;
-      continue;
-    }
-    if (name === 'no-killpriv-v2') {
-      if (v['killpriv-v2'] === true) throw new UsageError('--killpriv-v2 and --no-killpriv-v2 contradict each other');
-      cli.killprivV2 = false;
-      continue;
-    }
-    if (name === 'socket') {
-      if (v['socket-path'] !== undefined) throw new UsageError('--socket is an older name of --socket-path: give one of them');
-      cli.socketPath = val;
-      continue;
-    }
+    if (applyAlias(cli, camel(name), val, `--${name}`)) continue;
     if (NUMERIC.has(name)) {
       const n = Number(val);
       if (!Number.isInteger(n)) throw new UsageError(`--${name} expects an integer, got '${String(val)}'`);
@@ -301,14 +290,28 @@ export function readConfigFile(path: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(doc)) {
     const key = camel(k.replace(/_/g, '-'));
-    // The command line's other spellings, as keys too.
-    if (key === 'socket') out.socketPath = val;
-    else if (key === 'noKillprivV2' || key === 'noAnnounceSubmounts') {
-      if (typeof val !== 'boolean') throw new UsageError(`config file ${path}: ${k} must be true or false`);
-      out[key === 'noKillprivV2' ? 'killprivV2' : 'announceSubmounts'] = !val;
-    } else out[key] = val;
+    if (!applyAlias(out, key, val, `config file ${path}: ${k}`)) out[key] = val;
   }
   return out;
+}
+
+/**
+ * Other spellings of options, on the command line and as config-file keys: the Rust
+ * virtiofsd's older name of --socket-path, and the --no- forms (by camel-case name).
+ */
+const ALIASES: Record<string, { sets: string; negates: boolean }> = {
+  socket: { sets: 'socketPath', negates: false },
+  noKillprivV2: { sets: 'killprivV2', negates: true },
+  noAnnounceSubmounts: { sets: 'announceSubmounts', negates: true },
+};
+
+/** Sets the option an alias stands for in out; false when key is no alias. `what` names it in an error. */
+function applyAlias(out: Record<string, unknown>, key: string, val: unknown, what: string): boolean {
+  const a = ALIASES[key];
+  if (!a) return false;
+  if (a.negates && typeof val !== 'boolean') throw new UsageError(`${what} must be true or false`);
+  out[a.sets] = a.negates ? !val : val;
+  return true;
 }
 
 export const USAGE = `Usage: virtiofsd-ts --socket-path=PATH | --fd=N  --shared-dir=DIR [options]

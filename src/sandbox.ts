@@ -164,16 +164,16 @@ function ownCommand(): string[] {
  */
 export function unshareIdMapArgs(ranges: NamespaceIdMap[], own: number, kind: 'user' | 'group'): string[] {
   if (ranges.length === 0) return [`--map-${kind}=0`];
-  const ownOne = ranges.filter((r) => r.count === 1 && r.outside === own);
-  const others = ranges.filter((r) => !(r.count === 1 && r.outside === own));
+  const isOwn = (r: NamespaceIdMap): boolean => r.count === 1 && r.outside === own;
+  const ownOne = ranges.filter(isOwn);
+  const others = ranges.filter((r) => !isOwn(r));
+  const option = kind === 'user' ? '--uid-map' : '--gid-map';
   if (ownOne.length > 1 || others.length > 1) {
-    const option = kind === 'user' ? '--uid-map' : '--gid-map';
     throw new Error(`${option}: at most two ranges, the ${kind}'s own ID (:ID:${own}:1:) and one range of subordinate IDs (util-linux unshare maps no more)`);
   }
   // unshare (2.38) takes an own ID just past the range's end for one inside it, and drops
   // the range's last ID.
   if (ownOne.length === 1 && others.length === 1 && ownOne[0].inside === others[0].inside + others[0].count) {
-    const option = kind === 'user' ? '--uid-map' : '--gid-map';
     throw new Error(`${option}: util-linux unshare would drop the last ID of the range just below the ${kind}'s own ID (${ownOne[0].inside}); give the own ID another place`);
   }
   return [

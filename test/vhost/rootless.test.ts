@@ -46,6 +46,9 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     daemon = null;
     dir = '';
   });
+  /** The daemon on share, started as the user (through wrapper) from a public copy of the package in dir. */
+  const startAsUser = (share: string, args: string[], wrapper = AS_NOBODY): Daemon =>
+    startDaemon('ts', { sharedDir: share, socketPath: path.join(dir, 'vfs.sock'), replaceDefaultArgs: args, wrapper, appDir: publicCopyOfThePackage(dir) });
 
   it("serves the share in a user namespace: the guest's root is the user, other IDs are not the daemon's to use", async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-rootless-'));
@@ -55,13 +58,7 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     fs.writeFileSync(path.join(share, 'roots'), 'root\'s');
     for (const p of [dir, share, path.join(share, 'mine')]) fs.chownSync(p, NOBODY, NOBODY);
     fs.chmodSync(dir, 0o755);
-    daemon = startDaemon('ts', {
-      sharedDir: share,
-      socketPath: path.join(dir, 'vfs.sock'),
-      replaceDefaultArgs: [`--uid-map=:0:${NOBODY}:1:`, `--gid-map=:0:${NOBODY}:1:`],
-      wrapper: AS_NOBODY,
-      appDir: publicCopyOfThePackage(dir),
-    });
+    daemon = startAsUser(share, [`--uid-map=:0:${NOBODY}:1:`, `--gid-map=:0:${NOBODY}:1:`]);
     fe = await daemon.connect();
     await fe.negotiate({ memory: { size: 64 << 20 } });
     const c = new FuseClient(fe, { timeoutMs: 60000 });
@@ -116,15 +113,11 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     const withSubids = [
       'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /etc && exec "$@"', etc, ...AS_NOBODY,
     ];
-    daemon = startDaemon('ts', {
-      sharedDir: share,
-      socketPath: path.join(dir, 'vfs.sock'),
-      replaceDefaultArgs: [
-        `--uid-map=:0:${NOBODY}:1:`, `--uid-map=:1:${SUB}:65536:`, `--gid-map=:0:${NOBODY}:1:`, `--gid-map=:1:${SUB}:65536:`,
-      ],
-      wrapper: withSubids,
-      appDir: publicCopyOfThePackage(dir),
-    });
+    daemon = startAsUser(
+      share,
+      [`--uid-map=:0:${NOBODY}:1:`, `--uid-map=:1:${SUB}:65536:`, `--gid-map=:0:${NOBODY}:1:`, `--gid-map=:1:${SUB}:65536:`],
+      withSubids,
+    );
     fe = await daemon.connect();
     await fe.negotiate({ memory: { size: 64 << 20 } });
     const c = new FuseClient(fe, { timeoutMs: 60000 });
@@ -153,13 +146,7 @@ describe('virtiofsd-ts started by an unprivileged user with --uid-map/--gid-map'
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-rootless-'));
     fs.chownSync(dir, NOBODY, NOBODY);
     fs.chmodSync(dir, 0o755);
-    daemon = startDaemon('ts', {
-      sharedDir: dir,
-      socketPath: path.join(dir, 'vfs.sock'),
-      replaceDefaultArgs: [`--uid-map=:0:${NOBODY}:1:`, `--uid-map=:1:${SUB}:10:`, `--uid-map=:20:${SUB + 100}:10:`],
-      wrapper: AS_NOBODY,
-      appDir: publicCopyOfThePackage(dir),
-    });
+    daemon = startAsUser(dir, [`--uid-map=:0:${NOBODY}:1:`, `--uid-map=:1:${SUB}:10:`, `--uid-map=:20:${SUB + 100}:10:`]);
     const exit = await daemon.waitExit(10000);
     assert.equal(exit.code, 1, daemon.describeExit());
     daemon.logLine(`--uid-map: at most two ranges, the user's own ID (:ID:${NOBODY}:1:) and one range of subordinate IDs (util-linux unshare maps no more)`);
