@@ -182,7 +182,9 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     dirOpenFlags_ = static_cast<uint32_t>(dopen);
     allowDirectIo_ = o.As<Napi::Object>().Get("allowDirectIo").ToBoolean();
     keepCacheIfUnchanged_ = o.As<Napi::Object>().Get("keepCacheIfUnchanged").ToBoolean();
-    state_ = static_cast<int64_t>(id);
+    // Held for the fast path's life: a kick thread may serve through it until its queue stops.
+    state_ = StateById(static_cast<int64_t>(id));
+    HoldState(state_);
     readOnly_ = o.As<Napi::Object>().Get("readOnly").ToBoolean();
     pool_ = o.As<Napi::Object>().Get("pool").ToBoolean();
     posixLock_ = o.As<Napi::Object>().Get("posixLock").ToBoolean();
@@ -195,14 +197,16 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     info.This().As<Napi::Object>().TypeTag(&kFastPathTag);
   }
 
+  ~FuseFastPath() override { ReleaseState(state_); }
+
   Result Serve(const ChainView& c) override {
     if (c.prefetched < kInHeaderSize) return kDeclined;
     const uint8_t* p = c.prefetch;
     uint32_t len = Load32(p), opcode = Load32(p + 4);
     if (len < kInHeaderSize || len > c.readableLen) return kDeclined;
     if (opcode != kOpWrite && len - kInHeaderSize > kMaxArgs) return kDeclined;
-    FsState* s = StateById(state_);
-    if (!s) return kDeclined;
+    FsState* s = state_;
+    if (s->destroyed.load(std::memory_order_acquire)) return kDeclined;
     switch (opcode) {
       case kOpRead:
       case kOpWrite:
@@ -881,7 +885,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
   // loop serves) rather than a kick thread.
   bool OnJsThread() const { return std::this_thread::get_id() == jsThread_; }
 
-  int64_t state_ = 0;
+  FsState* state_ = nullptr;  // held (HoldState) from construction to the destructor
   // The JS thread, where this object was made.
   std::thread::id jsThread_ = std::this_thread::get_id();
   bool readOnly_ = false, pool_ = false, posixLock_ = false, flock_ = false, allowDirectIo_ = false, keepCacheIfUnchanged_ = false, xattr_ = false,

@@ -33,8 +33,11 @@ namespace {
 enum class IoKind { kRead, kWrite, kFsync, kFdatasync };
 
 struct IoJob {
+  // A job queued holds the state (Submit): the daemon, or a test, may destroy it meanwhile.
+  ~IoJob() { ReleaseState(state); }
+
   IoKind kind;
-  FsState* state;
+  FsState* state = nullptr;
   uint64_t fh;
   int fd;  // pinned
   int64_t pos;
@@ -239,6 +242,7 @@ namespace {
 // goes: the ring's count of requests out on the pool grows until the pool completes it.
 void Submit(std::unique_ptr<IoJob> job, FsState* s, uint64_t fh, std::vector<iovec>&& header, std::shared_ptr<const void> memory,
             std::shared_ptr<UsedRing> ring, uint32_t head, uint64_t unique) {
+  HoldState(s);
   job->state = s;
   job->fh = fh;
   job->header = std::move(header);

@@ -277,12 +277,17 @@ Napi::Value StateDestroy(const Napi::CallbackInfo& info) {
   int64_t id;
   if (!ArgInt(info, 0, &id)) return ThrowType(info.Env(), "stateDestroy(id)");
   std::lock_guard<std::mutex> g(gRegistryMu);
-  if (id >= 1 && id <= kMaxStates) ReleaseState(gStates[id - 1].exchange(nullptr));
+  if (id < 1 || id > kMaxStates) return info.Env().Undefined();
+  FsState* s = gStates[id - 1].exchange(nullptr);
+  if (s) {
+    s->destroyed.store(true, std::memory_order_release);
+    ReleaseState(s);
+  }
   return info.Env().Undefined();
 }
 
 // statesAlive() -> states not yet deleted (a destroyed state lives on while operations
-// queued on libuv's pool hold it).
+// queued on a pool, or a fast path, hold it).
 Napi::Value StatesAlive(const Napi::CallbackInfo& info) { return Num(info, FsState::alive.load()); }
 
 // The ranges of one ID kind from JS: (kind, from, to, count) per range, kind as in

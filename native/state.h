@@ -253,10 +253,14 @@ struct FsState {
     for (InodeShard& sh : inodes) sh.foreign = &foreign;
     alive.fetch_add(1, std::memory_order_relaxed);
   }
-  // Holders of the state: the registry (until stateDestroy), and each operation queued on
-  // libuv's pool (asyncops.cc), which may still run after the daemon, or a test, destroyed
-  // the state; the last one to let go deletes it (ReleaseState).
+  // Holders of the state: the registry (until stateDestroy), each operation queued on
+  // libuv's pool (asyncops.cc) or on the I/O pool (iopool.cc), and each FUSE fast path (for
+  // as long as it lives: a kick thread may be serving through it), any of which may still
+  // run after the daemon, or a test, destroyed the state; the last one to let go deletes it
+  // (ReleaseState), on whatever thread that is.
   std::atomic<int> holds{1};
+  // stateDestroy ran: the fast path declines from then on, and JS no longer finds the state.
+  std::atomic<bool> destroyed{false};
   // States not yet deleted, in this process (statesAlive(), for the tests).
   static inline std::atomic<int> alive{0};
   ForeignInodes foreign;

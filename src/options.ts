@@ -247,13 +247,19 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
   if (v['killpriv-v2'] === true && v['no-killpriv-v2'] === true) throw new UsageError('--killpriv-v2 and --no-killpriv-v2 contradict each other');
   if (v.socket !== undefined && v['socket-path'] !== undefined) throw new UsageError('--socket is an older name of --socket-path: give one of them');
   const cli: Record<string, unknown> = {};
+  // Which long option set each key, for a -o that says otherwise.
+  const setBy = new Map<string, string>();
   for (const [name, val] of Object.entries(v)) {
     if (name === 'o' || name === 'help' || name === 'version' || name === 'foreground') continue;
     if (name === 'debug') {
       cli.logLevel = 'debug';
       continue;
     }
-    if (applyAlias(cli, camel(name), val, `--${name}`)) continue;
+    if (applyAlias(cli, camel(name), val, `--${name}`)) {
+      setBy.set(ALIASES[camel(name)].sets, `--${name}`);
+      continue;
+    }
+    setBy.set(camel(name), `--${name}`);
     if (NUMERIC.has(name)) {
       const n = Number(val);
       if (!Number.isInteger(n)) throw new UsageError(`--${name} expects an integer, got '${String(val)}'`);
@@ -262,8 +268,17 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
       cli[camel(name)] = val;
     }
   }
+  // Among -o options the last one wins (as in the C virtiofsd); one that says otherwise than a
+  // long option is refused rather than silently taking over.
+  const fromLong = new Map([...setBy].map(([key, option]) => [key, { option, value: cli[key] }]));
   for (const item of (v.o as string[] | undefined) ?? []) {
-    for (const part of item.split(',')) if (part) applyLegacy(cli, part);
+    for (const part of item.split(',')) {
+      if (!part) continue;
+      applyLegacy(cli, part);
+      for (const [key, { option, value }] of fromLong) {
+        if (cli[key] !== value) throw new UsageError(`-o ${part} contradicts ${option}`);
+      }
+    }
   }
   let raw: Record<string, unknown> = cli;
   if (typeof cli.config === 'string') raw = { ...readConfigFile(cli.config), ...cli };

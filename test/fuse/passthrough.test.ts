@@ -11,6 +11,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import * as abi from '../../src/fuse/abi';
 import { errnoOf, type Context, type Entry } from '../../src/fuse/filesystem';
 import { createSharedState, PassthroughFs, type PassthroughOptions } from '../../src/fuse/passthrough';
@@ -480,7 +482,7 @@ describe('passthrough filesystem, operation by operation', function () {
     });
   });
 
-  describe('the state and the operations queued on libuv\'s pool', () => {
+  describe('the state and what may outlive it: operations queued on libuv\'s pool, a FUSE fast path', () => {
     it('a state destroyed while an FSYNC is queued lives until that FSYNC has completed', async () => {
       // Seen in CI: a test that did not wait for its FSYNCDIR destroyed the state, the pool
       // thread then ran the fsync against freed memory, and the process aborted.
@@ -501,6 +503,35 @@ describe('passthrough filesystem, operation by operation', function () {
         assert.equal(native.statesAlive(), before - 1, 'not deleted once they completed');
       } finally {
         if (!destroyed) native.stateDestroy(own.stateId);
+        native.memTableDestroy(own.mem.table);
+        native.close(own.mem.fd);
+        fs.rmSync(own.dir, { recursive: true, force: true });
+      }
+    });
+
+    it('a FUSE fast path holds the state: destroyed under it, the state lives until the fast path is gone', async () => {
+      // A queue's kick thread serves through its fast path until the queue stops; the state
+      // must not go before it, whatever order a daemon or a test tears things down in.
+      const own = setup();
+      try {
+        const before = native.statesAlive();
+        let fast: object | undefined = new native.FuseFastPath({
+          stateId: own.stateId, readOnly: false, pool: false, posixLock: true, flock: true, xattr: false, killprivV2: false,
+          entryTimeout: 1, attrTimeout: 1, negativeTimeout: 0, fileOpenFlags: 0, dirOpenFlags: 0,
+          keepCacheIfUnchanged: false, allowDirectIo: false,
+        });
+        native.stateDestroy(own.stateId);
+        assert.equal(native.statesAlive(), before, 'deleted under the fast path');
+        assert.ok(fast);
+        fast = undefined;
+        v8.setFlagsFromString('--expose-gc');
+        const gc = vm.runInNewContext('gc') as () => void;
+        for (let i = 0; i < 50 && native.statesAlive() !== before - 1; i++) {
+          gc();
+          await new Promise((r) => setImmediate(r));
+        }
+        assert.equal(native.statesAlive(), before - 1, 'not deleted once the fast path was collected');
+      } finally {
         native.memTableDestroy(own.mem.table);
         native.close(own.mem.fd);
         fs.rmSync(own.dir, { recursive: true, force: true });

@@ -115,6 +115,13 @@ describe('options', () => {
     assert.equal(parseOptions([...base, '--socket=/old.sock']).socketPath, '/old.sock');
     assert.throws(() => parseOptions([...base, '--socket=/a', '--socket-path=/b']), /older name of --socket-path/);
     assert.equal(parseOptions([...base, '--socket-path=/s', '--inode-file-handles=fallback']).inodeFileHandles, 'prefer');
+    // An -o that says otherwise than a long option is refused; among -o options the last wins.
+    assert.throws(() => parseOptions([...base, '--socket-path=/s', '--no-killpriv-v2', '-o', 'killpriv_v2']), /-o killpriv_v2 contradicts --no-killpriv-v2/);
+    assert.throws(() => parseOptions([...base, '--socket-path=/s', '--cache=never', '-o', 'cache=always']), /contradicts --cache/);
+    assert.throws(() => parseOptions(['--shared-dir=/d', '--socket-path=/s', '-o', 'source=/other']), /contradicts --shared-dir/);
+    assert.equal(parseOptions([...base, '--socket-path=/s', '--killpriv-v2', '-o', 'killpriv_v2']).killprivV2, true, 'agreeing is fine');
+    assert.equal(parseOptions([...base, '--socket-path=/s', '-o', 'killpriv_v2,no_killpriv_v2']).killprivV2, false);
+    assert.equal(parseOptions(['--socket-path=/s', '-o', 'source=/d', '--xattr', '-o', 'no_flock']).flock, false, 'libvirt mixes the two syntaxes');
     const o = parseOptions([...base, '--socket-path=/s', '-d', '-f']);
     assert.equal(o.logLevel, 'debug');
   });
