@@ -28,10 +28,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO_ROOT, type DaemonKind } from '../test/frontend/daemons';
 import {
-  BENCH_CACHE_DIR, BENCH_DIR, COMBINATIONS, comboMissing, exitReport, explain, listCases, requestsOf, runCases,
+  BENCH_CACHE_DIR, BENCH_DIR, COMBINATIONS, comboMissing, exitReport, explain, listCases, requestsOf, runCases, type ExitReport,
 } from '../test/guest/runner';
 import { ratioChart } from './chart';
-import { medianOf, medianRoundRatio, turnOrder } from './rounds';
+import { medianOf, rangeOf, roundRatios, turnOrder, median } from './rounds';
 
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const ROUNDS = Number(arg('rounds') ?? 3);
@@ -62,6 +62,13 @@ const CACHE_CONFIGS: Config[] = (['never', 'auto', 'always'] as const).flatMap((
   { label: `virtiofsd-ts ${mode}`, kind: 'ts' as const, args: [`--cache=${mode}`], queues: 1 },
   { label: `rust ${mode}`, kind: 'rust' as const, args: [`--cache=${mode}`], queues: 1 },
 ]);
+
+/** The exit report's requests by opcode, summed over the queues, most first. */
+function opcodeTotals(report: ExitReport): Record<string, number> {
+  const totals = new Map<string, number>();
+  for (const q of Object.values(report.opcodesPerQueue)) for (const [op, n] of Object.entries(q)) totals.set(op, (totals.get(op) ?? 0) + n);
+  return Object.fromEntries([...totals].sort((a, b) => b[1] - a[1]));
+}
 
 const daemonArgs = (cfg: Config): string[] => (cfg.kind === 'ts' ? [...cfg.args, ...TS_ARGS] : cfg.args);
 
@@ -112,7 +119,10 @@ async function main(): Promise<void> {
       }
       // Where our daemon's requests went: per queue, the requests and the kicks (the exit report).
       const report = cfg.kind === 'ts' ? exitReport(run) : null;
-      if (report) process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  requests per queue: ${JSON.stringify(report.requestsPerQueue)}\n`);
+      if (report) {
+        process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  requests per queue: ${JSON.stringify(report.requestsPerQueue)}\n`);
+        process.stderr.write(`round ${round}/${ROUNDS}  ${cfg.label}  requests by opcode over the boot: ${JSON.stringify(opcodeTotals(report))}\n`);
+      }
       for (const job of jobs) {
         const r = run.results.get(job.name)!;
         const line = r.output.find((l) => l.startsWith(`FIO ${job.name} `));
@@ -136,19 +146,23 @@ async function main(): Promise<void> {
     '',
     `${new Date().toISOString().slice(0, 10)}; host: ${cpu.length} vCPUs (${cpu[0]?.model ?? '?'}), Linux ${os.release()}; ` +
       `guest: QEMU ${combo.qemu} + Linux ${combo.kernel}, 2 vCPUs, 512 MiB, cache=never; fio jobs of 8 s on 64 MiB files ` +
-      `(guest-tests/bench); median of ${ROUNDS} rounds, daemons taking turns (ours / Rust: the median of the rounds' ratios). The metadata row counts create + stat + remove per second.`,
+      `(guest-tests/bench); median of ${ROUNDS} rounds, daemons taking turns (ours / Rust: the median of the rounds' ratios). The metadata row counts create + stat + remove per second. ` +
+      "The rounds' columns give the lowest and the highest single round: where ours / Rust spans 1.0, the rounds do not tell the two daemons apart.",
     '',
-    '| job | daemon | IOPS (or ops/s) | MB/s | daemon CPU s over the job | ours / Rust |',
-    '| --- | --- | ---: | ---: | ---: | ---: |',
+    "| job | daemon | IOPS (or ops/s) | rounds' IOPS | MB/s | daemon CPU s over the job | ours / Rust | rounds' ours / Rust |",
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
+  const span = ([lo, hi]: [number, number], f: (x: number) => string): string => (Number.isFinite(lo) ? `${f(lo)}-${f(hi)}` : '');
   for (const job of jobs) {
     for (const cfg of CONFIGS) {
+      const figures = results.get(`${job.name}|${cfg.label}`);
       const iops = med(job.name, cfg.label, (x) => x.iops);
-      const ratio = cfg.kind === 'ts' ? medianRoundRatio(results.get(`${job.name}|${cfg.label}`), results.get(`${job.name}|rust`), (x) => x.iops) : NaN;
+      const ratios = cfg.kind === 'ts' ? roundRatios(figures, results.get(`${job.name}|rust`), (x) => x.iops) : [];
+      const ratio = ratios.length ? median(ratios) : NaN;
       lines.push(
-        `| ${job.name} | ${cfg.label} | ${fmt(iops)} | ${fmt((med(job.name, cfg.label, (x) => x.kibPerSec) * 1024) / 1e6)} | ` +
+        `| ${job.name} | ${cfg.label} | ${fmt(iops)} | ${span(rangeOf(figures, (x) => x.iops), fmt)} | ${fmt((med(job.name, cfg.label, (x) => x.kibPerSec) * 1024) / 1e6)} | ` +
           `${fmt2(med(job.name, cfg.label, (x) => x.daemonCpu))} | ` +
-          `${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} |`,
+          `${Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : ''} | ${span(rangeOf(ratios, (r) => r), (r) => `${r.toFixed(2)}x`)} |`,
       );
     }
   }

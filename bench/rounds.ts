@@ -15,12 +15,23 @@ export function turnOrder<T>(xs: T[], round: number): T[] {
   return xs.map((_, k) => xs[(k + round - 1) % xs.length]);
 }
 
-/** The median over the rounds both have a figure for of ours / theirs (f of each), NaN when none. */
-export function medianRoundRatio<T extends { round: number }>(ours: T[] | undefined, theirs: T[] | undefined, f: (x: T) => number): number {
+/** ours / theirs (f of each) for every round both have a figure for. */
+export function roundRatios<T extends { round: number }>(ours: T[] | undefined, theirs: T[] | undefined, f: (x: T) => number): number[] {
   const ratios: number[] = [];
   for (const x of ours ?? []) {
     const y = theirs?.find((t) => t.round === x.round);
     if (y) ratios.push(f(x) / f(y));
   }
-  return medianOf(ratios.filter(Number.isFinite), (r) => r);
+  return ratios.filter(Number.isFinite);
+}
+
+/** The median over the rounds both have a figure for of ours / theirs (f of each), NaN when none. */
+export function medianRoundRatio<T extends { round: number }>(ours: T[] | undefined, theirs: T[] | undefined, f: (x: T) => number): number {
+  return medianOf(roundRatios(ours, theirs, f), (r) => r);
+}
+
+/** The smallest and the largest of f over xs ([NaN, NaN] when there is none): how far rounds spread. */
+export function rangeOf<T>(xs: T[] | undefined, f: (x: T) => number): [number, number] {
+  const v = (xs ?? []).map(f).filter(Number.isFinite);
+  return v.length ? [Math.min(...v), Math.max(...v)] : [NaN, NaN];
 }

@@ -233,6 +233,8 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
   InodeShard& sh = s->ShardOf(nodeid);
   int found = FoundOwnerFd(s, nodeid, owner);
   if (found != -1) return found;
+  // As the kernel answers when its lock table is full: the guest may not fill the daemon's.
+  if (s->lockFdsTotal.load(std::memory_order_relaxed) >= s->lockFdBudget) return -ENOLCK;
   held.unlock();
   std::string p = std::to_string(node.fd());
   int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -242,7 +244,8 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
   }
   int e = errno;
   held.lock();
-  if (fd < 0) return -e;
+  // Not to be taken for a lock that someone holds (EACCES and EAGAIN say that of a lock).
+  if (fd < 0) return e == EACCES || e == EAGAIN ? -ENOLCK : -e;
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byId.find(nodeid);
   if (it == sh.byId.end()) {
@@ -250,8 +253,12 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
     return -EBADF;
   }
   auto ins = it->second.lockFds.emplace(owner, fd);
-  if (ins.second) sh.lockFdsOpen++;
-  else close(fd);  // another request of this owner opened one meanwhile
+  if (ins.second) {
+    sh.lockFdsOpen++;
+    s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    close(fd);  // another request of this owner opened one meanwhile
+  }
   return ins.first->second;
 }
 
@@ -265,6 +272,14 @@ void ToFlock(struct flock* fl, int64_t type, int64_t start, int64_t end) {
 
 inline int64_t EndOf(int64_t end) { return end < 0 ? kOffsetMax : end; }
 inline bool Overlap(int64_t a0, int64_t a1, int64_t b0, int64_t b1) { return a0 <= b1 && b0 <= a1; }
+
+// Drops the record of the handle owner's last lock on nodeid came through (locks.mu held).
+void ForgetVia(LockTable& t, uint64_t nodeid, uint64_t owner) {
+  auto v = t.via.find(nodeid);
+  if (v == t.via.end()) return;
+  v->second.erase(owner);
+  if (v->second.empty()) t.via.erase(v);
+}
 
 // Records a granted lock or unlock of [start, end] for owner (called with locks.mu held).
 void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
@@ -282,9 +297,17 @@ void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t
   if (next.empty()) {
     t.held[nodeid].erase(owner);
     if (t.held[nodeid].empty()) t.held.erase(nodeid);
+    ForgetVia(t, nodeid, owner);
   } else {
     mine = std::move(next);
   }
+  t.any.store(!t.held.empty(), std::memory_order_relaxed);
+}
+
+// Whether owner holds a lock on nodeid (called with locks.mu held).
+bool HoldsAny(const LockTable& t, uint64_t nodeid, uint64_t owner) {
+  auto it = t.held.find(nodeid);
+  return it != t.held.end() && it->second.count(owner) > 0;
 }
 
 // One attempt at owner's lock of [start, end] (inclusive) through its descriptor fd, recorded
@@ -373,10 +396,12 @@ Napi::Value NodeUnlockOwner(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
-  // Under locks.mu: no SETLK or GETLK of the owner is using the descriptor as it closes, and
-  // none takes a lock between the close and the table's forgetting of the owner's.
-  std::lock_guard<std::mutex> locks(s->locks.mu);
+namespace {
+
+// UnlockOwner's work, with locks.mu held: under it no SETLK or GETLK of the owner is using the
+// descriptor as it closes, and none takes a lock between the close and the table's
+// forgetting of the owner's.
+void UnlockOwnerLocked(FsState* s, uint64_t nodeid, uint64_t owner) {
   int fd = -1;
   {
     InodeShard& sh = s->ShardOf(nodeid);
@@ -388,16 +413,39 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
         fd = l->second;
         it->second.lockFds.erase(l);
         sh.lockFdsOpen--;
+        s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
       }
     }
   }
   // Outside the shard's mutex (on a network file system a close talks to the server).
   if (fd >= 0) close(fd);
-  auto it = s->locks.held.find(nodeid);
-  if (it != s->locks.held.end()) {
+  LockTable& t = s->locks;
+  auto it = t.held.find(nodeid);
+  if (it != t.held.end()) {
     it->second.erase(owner);
-    if (it->second.empty()) s->locks.held.erase(it);
+    if (it->second.empty()) t.held.erase(it);
   }
+  ForgetVia(t, nodeid, owner);
+  t.any.store(!t.held.empty(), std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
+  std::lock_guard<std::mutex> locks(s->locks.mu);
+  UnlockOwnerLocked(s, nodeid, owner);
+}
+
+void ReleaseLocksVia(FsState* s, uint64_t nodeid, uint64_t fh) {
+  LockTable& t = s->locks;
+  if (!t.any.load(std::memory_order_relaxed)) return;
+  std::lock_guard<std::mutex> locks(t.mu);
+  auto v = t.via.find(nodeid);
+  if (v == t.via.end()) return;
+  std::vector<uint64_t> owners;
+  for (const auto& [owner, lastFh] : v->second)
+    if (lastFh == fh) owners.push_back(owner);
+  for (uint64_t owner : owners) UnlockOwnerLocked(s, nodeid, owner);
 }
 
 int FlockHandle(FsState* s, uint64_t fh, int op) {
@@ -412,8 +460,14 @@ int FlockHandle(FsState* s, uint64_t fh, int op) {
   do {
     r = flock(h.fd(), op | LOCK_NB);
   } while (r < 0 && errno == EINTR);
-  if (r < 0) return -errno;
   auto it = sh.byFh.find(fh);
+  if (r < 0) {
+    int e = errno;
+    // Linux drops a lock the description held before it looks for conflicts with the new
+    // one: a conversion that fails leaves none.
+    if ((e == EWOULDBLOCK || e == EAGAIN) && it != sh.byFh.end()) it->second.flock = 0;
+    return -e;
+  }
   if (it != sh.byFh.end()) it->second.flock = static_cast<uint8_t>(op & (LOCK_SH | LOCK_EX));
   return 0;
 }
@@ -423,8 +477,11 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   if (mode == 2) {
     std::lock_guard<std::mutex> g(t.mu);
     t.waiting.erase(owner);
+    // The descriptor opened for the wait goes, unless the owner holds locks through it.
+    if (!HoldsAny(t, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
     return 0;
   }
+  if (start < 0 || EndOf(end) < start) return -EINVAL;
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   HandlePin h(s, fh);
@@ -440,8 +497,12 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
   if (r == 0) {
     t.waiting.erase(owner);
+    if (HoldsAny(t, nodeid, owner)) t.via[nodeid][owner] = fh;
     return 0;
   }
+  // Refused, and the owner holds nothing on the file: its descriptor goes (a SETLKW keeps it
+  // while it waits). Else every refused owner the guest makes up would keep one.
+  if (mode != 1 && !HoldsAny(t, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
   if (mode == 1) {
     if (r == -EAGAIN) {
       LockWait w{nodeid, start, EndOf(end), type};
@@ -461,18 +522,23 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   if (p.type() != S_IFREG && p.type() != S_IFDIR) return -ENOLCK;
+  if (start < 0 || EndOf(end) < start) return -EINVAL;
   HandlePin h(s, fh);
   std::unique_lock<std::mutex> g(s->locks.mu);
   int fd = FoundOwnerFd(s, nodeid, owner);
+  bool justToAsk = false;
   if (fd == -1) {
     // An owner without a descriptor holds no lock on the file, so any description that holds
-    // none asks the same question: the handle's, when it is one of this file. A descriptor
-    // opened just to ask would stay open until the owner's FLUSH.
-    fd = h.fd() >= 0 && h.nodeid() == nodeid ? h.fd() : OwnerFd(s, g, nodeid, p, h.fd(), owner);
+    // none asks the same question: the handle's, when it is one of this file; else one
+    // opened to ask, and closed once asked.
+    justToAsk = !(h.fd() >= 0 && h.nodeid() == nodeid);
+    fd = justToAsk ? OwnerFd(s, g, nodeid, p, h.fd(), owner) : h.fd();
   }
   if (fd < 0) return fd;
   ToFlock(fl, type, start, end);
-  return fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
+  int r = fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
+  if (justToAsk && !HoldsAny(s->locks, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
+  return r;
 }
 
 int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
@@ -493,9 +559,12 @@ void ReleaseAllLocks(FsState* s) {
       for (auto& l : kv.second.lockFds) close(l.second);
       kv.second.lockFds.clear();
     }
+    s->lockFdsTotal.fetch_sub(sh.lockFdsOpen, std::memory_order_relaxed);
     sh.lockFdsOpen = 0;
   }
   s->locks.held.clear();
+  s->locks.via.clear();
+  s->locks.any.store(false, std::memory_order_relaxed);
   s->locks.waiting.clear();
 }
 

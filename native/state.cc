@@ -197,12 +197,18 @@ void MarkSubmount(FsState* s, int parentFd, const char* name, double* st, double
 }
 
 int RemoveHandle(FsState* s, uint64_t fh) {
-  HandleShard& sh = s->HandleShardOf(fh);
-  std::lock_guard<std::mutex> g(sh.mu);
-  auto it = sh.byFh.find(fh);
-  if (it == sh.byFh.end() || it->second.released) return -EBADF;
-  it->second.released = true;
-  sh.MaybeDrop(it);
+  uint64_t nodeid;
+  {
+    HandleShard& sh = s->HandleShardOf(fh);
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byFh.find(fh);
+    if (it == sh.byFh.end() || it->second.released) return -EBADF;
+    it->second.released = true;
+    nodeid = it->second.nodeid;
+    sh.MaybeDrop(it);
+  }
+  // Locks of the guest's open file description (F_OFD_SETLK) end with it.
+  ReleaseLocksVia(s, nodeid, fh);
   return 0;
 }
 
@@ -356,6 +362,16 @@ Napi::Value StateSetInodeFdBudget(const Napi::CallbackInfo& info) {
   int64_t n;
   if (!ArgInt(info, 1, &n)) return ThrowType(info.Env(), "stateSetInodeFdBudget(id, n)");
   s->inodeFdBudget = n < 0 ? INT64_MAX : n;
+  return info.Env().Undefined();
+}
+
+// stateSetLockFdBudget(id, n): at most n lock owners' descriptors open at once (past it a
+// lock request that needs another gets ENOLCK); n < 0: no bound. Before the first request.
+Napi::Value StateSetLockFdBudget(const Napi::CallbackInfo& info) {
+  STATE_OR_THROW(s);
+  int64_t n;
+  if (!ArgInt(info, 1, &n)) return ThrowType(info.Env(), "stateSetLockFdBudget(id, n)");
+  s->lockFdBudget = n < 0 ? INT64_MAX : n;
   return info.Env().Undefined();
 }
 
@@ -618,6 +634,7 @@ Napi::Value HandleRw(const Napi::CallbackInfo& info) {
 void InitState(Napi::Env env, Napi::Object exports) {
   exports.Set("stateCreate", Napi::Function::New(env, StateCreate));
   exports.Set("stateDestroy", Napi::Function::New(env, StateDestroy));
+  exports.Set("stateSetLockFdBudget", Napi::Function::New(env, StateSetLockFdBudget));
   exports.Set("statesAlive", Napi::Function::New(env, StatesAlive));
   exports.Set("stateClear", Napi::Function::New(env, StateClear));
   exports.Set("stateSetIdMaps", Napi::Function::New(env, StateSetIdMaps));

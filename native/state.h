@@ -138,12 +138,14 @@ struct InodeShard {
   // Lock owners' descriptors (Inode::lockFds) open in this shard, under mu: a shard without
   // any is skipped when all locks go (ReleaseAllLocks), without a look at each inode.
   int64_t lockFdsOpen = 0;
+  std::atomic<int64_t>* lockFdsTotal = nullptr;  // the state's, over every shard
 
   // Closes an inode's descriptors and forgets its counts. Called with mu held.
   void Close(Inode& n) {
     if (n.fd >= 0) openFds.fetch_sub(1, std::memory_order_relaxed);
     if (n.parked) parkedCount.fetch_sub(1, std::memory_order_relaxed);
     lockFdsOpen -= static_cast<int64_t>(n.lockFds.size());
+    lockFdsTotal->fetch_sub(static_cast<int64_t>(n.lockFds.size()), std::memory_order_relaxed);
     n.CloseAll();
   }
 
@@ -196,6 +198,13 @@ struct LockTable {
   // nodeid -> owner -> granted ranges
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> held;
   std::unordered_map<uint64_t, LockWait> waiting;  // owner -> what it waits for
+  // nodeid -> owner -> the handle of the owner's last granted lock. At that handle's RELEASE
+  // an owner that still holds locks through it lets go of them (ReleaseLocksVia): a POSIX
+  // owner's went at its FLUSH, so what is left is an open file description's lock
+  // (F_OFD_SETLK in the guest), whose owner is the guest's file and which no FLUSH names.
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, uint64_t>> via;
+  // Whether held has anything, readable without mu: a RELEASE looks no further when not.
+  std::atomic<bool> any{false};
   // The locks a migration's save let go of (migration.cc), taken again if the source goes on.
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> carried;
 };
@@ -250,7 +259,10 @@ PreparedPaths TakeMigrationPrep(FsState* s);
 
 struct FsState {
   FsState() {
-    for (InodeShard& sh : inodes) sh.foreign = &foreign;
+    for (InodeShard& sh : inodes) {
+      sh.foreign = &foreign;
+      sh.lockFdsTotal = &lockFdsTotal;
+    }
     alive.fetch_add(1, std::memory_order_relaxed);
   }
   // Holders of the state: the registry (until stateDestroy), each operation queued on
@@ -292,6 +304,11 @@ struct FsState {
   // --inode-file-handles: once this many inode descriptors are open, new inodes of the
   // share's own mount are kept as file handles (Park); INT64_MAX: never (stateSetInodeFdBudget).
   int64_t inodeFdBudget = INT64_MAX;
+  // Lock owners' descriptors open, and how many may be (stateSetLockFdBudget): each owner
+  // that locks a file gets one, so past the budget a lock request gets ENOLCK rather than the
+  // guest filling the daemon's descriptor table.
+  std::atomic<int64_t> lockFdsTotal{0};
+  int64_t lockFdBudget = INT64_MAX;
   // A descriptor of the share's mount that open_by_handle_at takes (O_PATH ones are refused):
   // opened at the first Park; -1 before, -2 when file handles cannot be used here.
   std::atomic<int> mountFd{-1};
@@ -738,6 +755,9 @@ int64_t ReadDirectory(FsState* s, uint64_t fh, int64_t offset, uint8_t* out, siz
 // - owner closed a descriptor of the file (FLUSH): as POSIX wants, all its POSIX locks on
 //   the file go (fileops.cc).
 void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner);
+// RELEASE of handle fh of nodeid: the lock owners whose last granted lock came through fh
+// and that still hold locks on the file let go of them (LockTable::via).
+void ReleaseLocksVia(FsState* s, uint64_t nodeid, uint64_t fh);
 // - owner's POSIX lock of type (F_RDLCK, F_WRLCK) on [start, end] (inclusive, INT64_MAX: to
 //   the end) of nodeid, taken without waiting and recorded as a SETLK's: 0 or -errno
 //   (fileops.cc; a migration puts the guest's locks back with it);

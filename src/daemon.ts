@@ -74,6 +74,7 @@ export async function runDaemon(
   // --inode-file-handles: prefer keeps a descriptor per inode up to three quarters of the open
   // file limit, then file handles; mandatory keeps every inode as a file handle.
   native.stateSetInodeFdBudget(stateId, inodeFdBudget(opts.inodeFileHandles, nofile));
+  native.stateSetLockFdBudget(stateId, lockFdBudget(nofile));
   const xattrMap = opts.xattrmap === undefined ? undefined : parseXattrMap(opts.xattrmap);
   const mappedCapability = xattrMap && mappedCapabilityName(xattrMap);
   if (mappedCapability) native.stateSetMappedCapability(stateId, mappedCapability);
@@ -145,6 +146,15 @@ export async function runDaemon(
   log.info({ inodes, handles, inodesAsFileHandles: asHandles, inodeFdsOpen: fdsOpen, inodesEverAsFileHandles: everAsHandles }, 'inode table at exit');
   native.stateDestroy(stateId);
   return 0;
+}
+
+/**
+ * How many lock owners' descriptors may be open at once: an eighth of the open file limit
+ * (at least 64), beside the three quarters inodes may take, so that a guest taking locks
+ * under ever new owners cannot leave the daemon without descriptors to open files with.
+ */
+export function lockFdBudget(openFileLimit: number): number {
+  return Math.max(64, Math.floor(openFileLimit / 8));
 }
 
 /** How many inode descriptors stay open before inodes are kept as file handles (-1: always open). */

@@ -289,6 +289,8 @@ export interface NativeAddon {
   stateCounts(id: number): [number, number];
   /** Past n open inode descriptors new inodes are kept as file handles; n < 0: never. */
   stateSetInodeFdBudget(id: number, n: number): void;
+  /** At most n lock owners' descriptors open at once (then ENOLCK); n < 0: no bound. */
+  stateSetLockFdBudget(id: number, n: number): void;
   stateSetMappedCapability(id: number, hostName: string): void;
   /** [inodes kept as file handles, inode descriptors open, inodes ever kept as file handles]. */
   stateInodeFds(id: number): [number, number, number];

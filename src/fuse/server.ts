@@ -42,6 +42,8 @@ const MAX_OUT_BODY = 128 * 1024;
 
 /** The largest file offset (off_t); the kernel refuses a transfer beyond it with EINVAL. */
 const MAX_OFFSET = (1n << 63n) - 1n;
+/** The most one read, write or copy moves in Linux (INT_MAX rounded down to a page). */
+const MAX_RW_COUNT = 0x7ffff000;
 /** The largest integer a JS number holds exactly (2^53 - 1). */
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
@@ -384,7 +386,10 @@ export class FuseServer {
         // No flag is defined (copy_file_range(2) refuses any): past 32 bits the native call
         // would see only the low ones.
         if (c.flags > 0xffffffffn) throw new FsError(E.EINVAL);
-        const n = fs.copyFileRange(ctx, idOf(c.fhIn), numberOf(c.offIn), idOf(c.fhOut), numberOf(c.offOut), numberOf(c.len), Number(c.flags));
+        // At most what one call may move (Linux's MAX_RW_COUNT), so that the count fits the
+        // reply's 32 bits whatever the host file system copies at once.
+        const len = Math.min(numberOf(c.len), MAX_RW_COUNT);
+        const n = fs.copyFileRange(ctx, idOf(c.fhIn), numberOf(c.offIn), idOf(c.fhOut), numberOf(c.offOut), len, Number(c.flags));
         const done = (copied: number): number => {
           abi.encodeWriteOut(this.outBuf, abi.OUT_HEADER_SIZE, { size: copied });
           return this.ok(t, u, abi.WRITE_OUT_SIZE);

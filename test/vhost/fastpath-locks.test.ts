@@ -34,7 +34,7 @@ const F_RDLCK = 0;
 const F_WRLCK = 1;
 const F_UNLCK = 2;
 const OFFSET_MAX = (1n << 63n) - 1n;
-const { EAGAIN, EACCES, EINVAL, EROFS, EINTR, EDEADLK, ENOSYS } = os.constants.errno;
+const { EAGAIN, EACCES, EINVAL, EROFS, EINTR, EDEADLK, ENOSYS, ENOLCK } = os.constants.errno;
 
 /** The share: files of several modes (owned by 1000:1001 when root runs the test), a directory, and a file to lock. */
 function populate(share: string): void {
@@ -221,6 +221,65 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       assert.deepEqual(await getlk(3n, fhOfF), { start: 0n, end: 99n, type: F_WRLCK, pid: 0 });
       assert.equal(await setlk(1n, F_UNLCK), 0);
       assert.equal((await getlk(2n)).type, F_UNLCK);
+      await disconnectDaemon(env);
+    });
+  }
+
+  for (const extra of [[], ['--log-level=trace']]) {
+    it(`bounds what the guest's lock owners hold on the host: an open file description's lock ends with its handle, a refused owner keeps no descriptor, past the budget ENOLCK${extra.length ? ' (served in JS)' : ''}`, async () => {
+      const share = path.join(dir, 'bounds');
+      fs.mkdirSync(share);
+      populate(share);
+      // An open file limit of 1024: at most 128 lock owners' descriptors (src/daemon.ts lockFdBudget).
+      const env = await connect('vfs-fastlocks-', ['--sandbox=none', '--cache=never', ...extra], {}, share, {}, ['prlimit', '--nofile=1024:1024']);
+      const c = env.c;
+      const pid = env.daemon.proc.pid!;
+      const fdCount = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+      const l = ok(await c.lookup(1n, 'l'), 'LOOKUP l').nodeid;
+      const open = async (): Promise<bigint> => BigInt(ok(await c.open(l, fs.constants.O_RDWR), 'OPEN l').fh);
+      const setlk = async (fh: bigint, owner: bigint, type: number, start: bigint, end: bigint): Promise<number> =>
+        (await c.request(abi.Opcode.SETLK, l, lkIn(fh, owner, type, start, end), 0)).error;
+      const getlk = async (fh: bigint, owner: bigint, start: bigint, end: bigint): Promise<{ error: number; lk?: abi.FileLock }> => {
+        const r = await c.request(abi.Opcode.GETLK, l, lkIn(fh, owner, F_WRLCK, start, end), abi.LK_OUT_SIZE);
+        return r.error ? { error: r.error } : { error: 0, lk: abi.decodeLkOut(r.body, 0).lk };
+      };
+
+      // F_OFD_SETLK in the guest: the owner is the guest's open file, which no FLUSH names;
+      // its lock goes when the file's handle is released.
+      const a = await open();
+      const b = await open();
+      const ofdOwner = 0xabcdef01n;
+      assert.equal(await setlk(a, ofdOwner, F_WRLCK, 0n, 99n), 0);
+      assert.equal(await setlk(b, 7n, F_WRLCK, 0n, 9n), -EAGAIN);
+      assert.equal(ok(await c.release(a, { nodeid: l }), 'RELEASE a'), null);
+      assert.equal(await setlk(b, 7n, F_WRLCK, 0n, 9n), 0, 'the released handle\'s lock is gone');
+      // A RELEASE of another handle leaves the locks taken through this one.
+      const other = await open();
+      assert.equal(await setlk(b, 8n, F_RDLCK, 200n, 299n), 0);
+      ok(await c.release(other, { nodeid: l }), 'RELEASE other');
+      assert.deepEqual((await getlk(b, 9n, 200n, 299n)).lk, { start: 200n, end: 299n, type: F_RDLCK, pid: 0 });
+
+      // Owners the guest makes up, refused: no descriptor stays behind for any of them.
+      const before = fdCount();
+      for (let owner = 1000n; owner < 1100n; owner++) assert.equal(await setlk(b, owner, F_WRLCK, 0n, 9n), -EAGAIN);
+      assert.equal(fdCount(), before, '100 refused owners left descriptors open');
+
+      // Owners that each hold a lock: one descriptor each, up to the budget, then ENOLCK.
+      const results: number[] = [];
+      for (let owner = 2000n; owner < 2200n; owner++) results.push(await setlk(b, owner, F_RDLCK, 500n, 500n));
+      const granted = results.filter((r) => r === 0).length;
+      assert.ok(granted >= 120 && granted <= 128, `${granted} granted`);
+      assert.ok(results.slice(granted).every((r) => r === -ENOLCK), `then ENOLCK: ${results.slice(granted, granted + 5).join(',')}`);
+      assert.ok(fdCount() <= before + 128, `${fdCount() - before} descriptors more`);
+      // One owner's close (FLUSH) makes room for another.
+      const flush = Buffer.alloc(abi.FLUSH_IN_SIZE);
+      abi.encodeFlushIn(flush, 0, { fh: b, lockOwner: 2000n });
+      assert.equal((await c.request(abi.Opcode.FLUSH, l, flush, 0)).error, 0);
+      assert.equal(await setlk(b, 3000n, F_RDLCK, 500n, 500n), 0, 'room again after a FLUSH');
+
+      // A range that ends before it starts: EINVAL, as fcntl answers.
+      assert.equal(await setlk(b, 7n, F_RDLCK, 100n, 50n), -EINVAL);
+      assert.equal((await getlk(b, 9n, 100n, 50n)).error, -EINVAL);
       await disconnectDaemon(env);
     });
   }

@@ -160,6 +160,12 @@ describe('virtiofsd-ts --security-label', function () {
       assert.ok(!fs.existsSync(path.join(share, 'bad')), `${what}: nothing made`);
     }
     ok(await c.lookup(1n, '.'), 'still serving');
+    // A context named as no LSM names one: a way to store attributes with --xattr off, or to
+    // give a host file capabilities. Refused, and the file taken back.
+    for (const name of ['trusted.overlay.opaque', 'user.x', 'security.capability']) {
+      assert.equal(await make(c, 'CREATE', 'named', secctxExtension([[name, '\x01\x00\x00\x02']])), -EINVAL, name);
+      assert.ok(!fs.existsSync(path.join(share, 'named')), `${name}: nothing left`);
+    }
   });
 });
 

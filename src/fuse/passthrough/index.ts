@@ -500,7 +500,11 @@ export class PassthroughFs extends NullFilesystem {
     const label = ctx.securityContext;
     if (!label || !this.opts.securityLabel) return this.entry(nodeid);
     const entry = this.entry(nodeid);
-    const m = this.mappedToHost(label.name);
+    // What a guest LSM names (security.selinux, security.SMACK64, ...); any other name would
+    // let the guest store attributes with --xattr off, and security.capability would give a
+    // host file capabilities.
+    const labelName = label.name.toString('latin1');
+    const m = !labelName.startsWith('security.') || labelName === 'security.capability' ? { errno: E.EINVAL } : this.mappedToHost(label.name);
     const errno = 'errno' in m ? m.errno : -native.nodeSetxattr(this.id, nodeid, m.name, label.value, 0);
     if (errno === 0) return entry;
     // Once at warning level (a guest making many such files would fill the log), then at debug.
