@@ -492,6 +492,9 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
     t.waiting.erase(owner);
     return 0;
   }
+  // A lock comes through a handle of the file, as every fcntl() on an open file does; the
+  // handle's RELEASE is what ends a lock no FLUSH names (ReleaseLocksVia).
+  if ((p.type() == S_IFREG || p.type() == S_IFDIR) && (h.fd() < 0 || h.nodeid() != nodeid)) return -EBADF;
   int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
   if (fd < 0) return fd;
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));

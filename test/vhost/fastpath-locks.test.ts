@@ -34,7 +34,7 @@ const F_RDLCK = 0;
 const F_WRLCK = 1;
 const F_UNLCK = 2;
 const OFFSET_MAX = (1n << 63n) - 1n;
-const { EAGAIN, EACCES, EINVAL, EROFS, EINTR, EDEADLK, ENOSYS, ENOLCK } = os.constants.errno;
+const { EAGAIN, EACCES, EBADF, EINVAL, EROFS, EINTR, EDEADLK, ENOSYS, ENOLCK } = os.constants.errno;
 
 /** The share: files of several modes (owned by 1000:1001 when root runs the test), a directory, and a file to lock. */
 function populate(share: string): void {
@@ -277,8 +277,14 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       assert.equal((await c.request(abi.Opcode.FLUSH, l, flush, 0)).error, 0);
       assert.equal(await setlk(b, 3000n, F_RDLCK, 500n, 500n), 0, 'room again after a FLUSH');
 
-      // A range that ends before it starts: EINVAL, as fcntl answers.
+      // A range that ends before it starts: EINVAL, as fcntl answers. A lock through a
+      // handle that is not one of this file's (Linux sends the handle fcntl() was called on):
+      // EBADF, so that every lock has a handle whose RELEASE can end it.
       assert.equal(await setlk(b, 7n, F_RDLCK, 100n, 50n), -EINVAL);
+      const f = ok(await c.lookup(1n, 'f'), 'LOOKUP f').nodeid;
+      const ofF = BigInt(ok(await c.open(f, fs.constants.O_RDONLY), 'OPEN f').fh);
+      assert.equal(await setlk(ofF, 11n, F_RDLCK, 0n, 0n), -EBADF, 'a handle of another file');
+      assert.equal(await setlk(1n << 40n, 11n, F_RDLCK, 0n, 0n), -EBADF, 'an unknown handle');
       assert.equal((await getlk(b, 9n, 100n, 50n)).error, -EINVAL);
       await disconnectDaemon(env);
     });
