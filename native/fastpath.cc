@@ -748,7 +748,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       int64_t end = fl.l_len == 0 ? INT64_MAX : fl.l_start + fl.l_len - 1;
       Store64(b, static_cast<uint64_t>(fl.l_start));
       Store64(b + 8, static_cast<uint64_t>(end));
-      Store32(b + 20, fl.l_pid > 0 ? static_cast<uint32_t>(fl.l_pid) : 0);  // OFD locks report -1
+      Store32(b + 20, fl.l_pid > 0 ? static_cast<uint32_t>(fl.l_pid) : 0);  // the guest process that took it (TakerOf), or 0
     }
     return Reply(c, 0, kLkOutSize);
   }
@@ -771,7 +771,7 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
       r = -EINVAL;
     } else {
       r = SetlkNode(s, Load64(c.prefetch + 16), Load64(a), Load64(a + 8), static_cast<int>(type), static_cast<int64_t>(Load64(a + 16)),
-                    static_cast<int64_t>(Load64(a + 24)), 0);
+                    static_cast<int64_t>(Load64(a + 24)), 0, Load32(a + 36));
     }
     bool busy = r == -EAGAIN || r == -EWOULDBLOCK || r == -EACCES;
     if (wait && busy) return kDeclined;

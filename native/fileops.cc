@@ -301,7 +301,27 @@ void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t
   } else {
     mine = std::move(next);
   }
-  t.any.store(!t.held.empty(), std::memory_order_relaxed);
+  t.any.store(!t.held.empty(), std::memory_order_release);
+}
+
+// The guest process that took the lock fl describes (as F_OFD_GETLK found it), from the
+// table: another owner holding a lock of that type over its first byte (the host merges an
+// owner's adjacent ranges, the table need not); 0 for a lock the host took (its pid would
+// name some unrelated guest process) or one whose taker is not known (put back by a
+// migration). Called with locks.mu held.
+uint32_t TakerOf(const LockTable& t, uint64_t nodeid, uint64_t asker, const struct flock& fl) {
+  auto inode = t.held.find(nodeid);
+  auto v = t.via.find(nodeid);
+  if (inode == t.held.end() || v == t.via.end()) return 0;
+  for (const auto& [owner, ranges] : inode->second) {
+    if (owner == asker) continue;
+    for (const LockRange& r : ranges) {
+      if (r.type != fl.l_type || r.start > fl.l_start || r.end < fl.l_start) continue;
+      auto o = v->second.find(owner);
+      return o == v->second.end() ? 0 : o->second.pid;
+    }
+  }
+  return 0;
 }
 
 // Whether owner holds a lock on nodeid (called with locks.mu held).
@@ -360,7 +380,10 @@ Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &fh) || !ArgU64(info, 3, &owner) || !ArgInt(info, 4, &type) ||
       !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end) || !ArgInt(info, 7, &mode))
     return ThrowType(info.Env(), "nodeSetlk(id, nodeid, fh, owner, type, start, end, mode)");
-  return Num(info, SetlkNode(s, nodeid, fh, owner, static_cast<int>(type), start, end, static_cast<int>(mode)));
+  int64_t pid = 0;
+  if (info.Length() > 8 && (!ArgInt(info, 8, &pid) || pid < 0 || pid > UINT32_MAX))
+    return ThrowType(info.Env(), "nodeSetlk(id, nodeid, fh, owner, type, start, end, mode, pid)");
+  return Num(info, SetlkNode(s, nodeid, fh, owner, static_cast<int>(type), start, end, static_cast<int>(mode), static_cast<uint32_t>(pid)));
 }
 
 // nodeGetlk(id, nodeid, fh, owner, type, start, end, out[4]) -> 0 or -errno; out = [type,
@@ -380,7 +403,7 @@ Napi::Value NodeGetlk(const Napi::CallbackInfo& info) {
   out[0] = fl.l_type;
   out[1] = static_cast<double>(fl.l_start);
   out[2] = fl.l_len == 0 ? static_cast<double>(kOffsetMax) : static_cast<double>(fl.l_start + fl.l_len - 1);
-  out[3] = fl.l_pid > 0 ? fl.l_pid : 0;  // OFD locks report -1: no process to name
+  out[3] = fl.l_pid > 0 ? fl.l_pid : 0;  // the guest process that took it (TakerOf), or 0
   return Num(info, 0);
 }
 
@@ -426,7 +449,7 @@ void UnlockOwnerLocked(FsState* s, uint64_t nodeid, uint64_t owner) {
     if (it->second.empty()) t.held.erase(it);
   }
   ForgetVia(t, nodeid, owner);
-  t.any.store(!t.held.empty(), std::memory_order_relaxed);
+  t.any.store(!t.held.empty(), std::memory_order_release);
 }
 
 }  // namespace
@@ -438,13 +461,13 @@ void UnlockOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
 
 void ReleaseLocksVia(FsState* s, uint64_t nodeid, uint64_t fh) {
   LockTable& t = s->locks;
-  if (!t.any.load(std::memory_order_relaxed)) return;
+  if (!t.any.load(std::memory_order_acquire)) return;
   std::lock_guard<std::mutex> locks(t.mu);
   auto v = t.via.find(nodeid);
   if (v == t.via.end()) return;
   std::vector<uint64_t> owners;
-  for (const auto& [owner, lastFh] : v->second)
-    if (lastFh == fh) owners.push_back(owner);
+  for (const auto& [owner, last] : v->second)
+    if (last.fh == fh) owners.push_back(owner);
   for (uint64_t owner : owners) UnlockOwnerLocked(s, nodeid, owner);
 }
 
@@ -472,7 +495,7 @@ int FlockHandle(FsState* s, uint64_t fh, int op) {
   return 0;
 }
 
-int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, int mode) {
+int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, int mode, uint32_t pid) {
   LockTable& t = s->locks;
   if (mode == 2) {
     std::lock_guard<std::mutex> g(t.mu);
@@ -500,24 +523,24 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
   if (r == 0) {
     t.waiting.erase(owner);
-    if (HoldsAny(t, nodeid, owner)) t.via[nodeid][owner] = fh;
-    return 0;
-  }
-  // Refused, and the owner holds nothing on the file: its descriptor goes (a SETLKW keeps it
-  // while it waits). Else every refused owner the guest makes up would keep one.
-  if (mode != 1 && !HoldsAny(t, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
-  if (mode == 1) {
-    if (r == -EAGAIN) {
-      LockWait w{nodeid, start, EndOf(end), type};
-      if (Deadlocks(t, owner, w)) {
-        t.waiting.erase(owner);
-        return -EDEADLK;
-      }
+    if (HoldsAny(t, nodeid, owner)) t.via[nodeid][owner] = {fh, pid};
+  } else if (mode == 1 && r == -EAGAIN) {
+    LockWait w{nodeid, start, EndOf(end), type};
+    if (Deadlocks(t, owner, w)) {
+      t.waiting.erase(owner);
+      r = -EDEADLK;
+    } else {
       t.waiting[owner] = w;
-      return r;
     }
+  } else if (mode == 1) {
     t.waiting.erase(owner);  // an error that ends the wait
   }
+  // An owner left holding nothing on the file, and not waiting for it, gives its descriptor
+  // up: else every refused owner the guest makes up would keep one, and so would an open
+  // file description's lock taken and dropped (no FLUSH names its owner, and with nothing
+  // held its handle's RELEASE has nothing to end).
+  auto w = t.waiting.find(owner);
+  if (!HoldsAny(t, nodeid, owner) && (w == t.waiting.end() || w->second.nodeid != nodeid)) UnlockOwnerLocked(s, nodeid, owner);
   return r;
 }
 
@@ -540,6 +563,7 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   if (fd < 0) return fd;
   ToFlock(fl, type, start, end);
   int r = fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
+  if (r == 0 && fl->l_type != F_UNLCK) fl->l_pid = static_cast<pid_t>(TakerOf(s->locks, nodeid, owner, *fl));
   if (justToAsk && !HoldsAny(s->locks, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
   return r;
 }
@@ -567,7 +591,7 @@ void ReleaseAllLocks(FsState* s) {
   }
   s->locks.held.clear();
   s->locks.via.clear();
-  s->locks.any.store(false, std::memory_order_relaxed);
+  s->locks.any.store(false, std::memory_order_release);
   s->locks.waiting.clear();
 }
 

@@ -198,11 +198,16 @@ struct LockTable {
   // nodeid -> owner -> granted ranges
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> held;
   std::unordered_map<uint64_t, LockWait> waiting;  // owner -> what it waits for
-  // nodeid -> owner -> the handle of the owner's last granted lock. At that handle's RELEASE
+  // nodeid -> owner -> the handle of the owner's last granted lock, and the guest process
+  // that asked for it (what a GETLK that finds the lock reports). At that handle's RELEASE
   // an owner that still holds locks through it lets go of them (ReleaseLocksVia): a POSIX
   // owner's went at its FLUSH, so what is left is an open file description's lock
   // (F_OFD_SETLK in the guest), whose owner is the guest's file and which no FLUSH names.
-  std::unordered_map<uint64_t, std::unordered_map<uint64_t, uint64_t>> via;
+  struct Via {
+    uint64_t fh;
+    uint32_t pid;
+  };
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, Via>> via;
   // Whether held has anything, readable without mu: a RELEASE looks no further when not.
   std::atomic<bool> any{false};
   // The locks a migration's save let go of (migration.cc), taken again if the source goes on.
@@ -510,6 +515,8 @@ struct FsState {
     {
       std::lock_guard<std::mutex> g(locks.mu);
       locks.held.clear();
+      locks.via.clear();
+      locks.any.store(false, std::memory_order_release);
       locks.waiting.clear();
       // What a migration's save let go of belonged to the old session too.
       locks.carried.clear();
@@ -768,9 +775,11 @@ int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t star
 //   waiting: 0, -EAGAIN while another owner holds a conflicting lock, -EDEADLK when waiting
 //   for it would never end, or -errno. mode 0: SETLK; 1: an attempt of a SETLKW (the owner is
 //   recorded as waiting, for the deadlock check); 2: the SETLKW was given up (fileops.cc);
-int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, int mode);
+//   pid: the guest process asking, which a GETLK that finds the lock reports;
+int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, int mode, uint32_t pid = 0);
 // - GETLK: the first lock of another owner that conflicts with type on [start, end], in *fl
-//   (l_type F_UNLCK when there is none): 0 or -errno (fileops.cc);
+//   (l_type F_UNLCK when there is none; l_pid the guest process that took it, 0 for a lock
+//   of the host's or one whose taker is not known): 0 or -errno (fileops.cc);
 int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type, int64_t start, int64_t end, struct flock* fl);
 // - fsync (fdatasync with datasync) of handle fh's descriptor: 0 or -errno (FSYNC and
 //   FSYNCDIR; fileops.cc);

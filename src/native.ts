@@ -349,7 +349,8 @@ export interface NativeAddon {
    * Never waits: -EAGAIN when another owner holds a conflicting lock, -EDEADLK when waiting
    * could never end. mode 0: SETLK; 1: an attempt of a SETLKW; 2: the SETLKW was given up.
    */
-  nodeSetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, mode: 0 | 1 | 2): number;
+  /** pid: the guest process asking, which a GETLK that finds the lock reports. */
+  nodeSetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, mode: 0 | 1 | 2, pid?: number): number;
   /** out: type, start, end, pid of a conflicting lock (type F_UNLCK when none). */
   nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: Float64Array): number;
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;

@@ -6,6 +6,7 @@
  */
 import { parseDaxWindowSize } from './dax/window';
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
@@ -253,6 +254,7 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
     if (name === 'o' || name === 'help' || name === 'version' || name === 'foreground') continue;
     if (name === 'debug') {
       cli.logLevel = 'debug';
+      setBy.set('logLevel', '-d');
       continue;
     }
     if (applyAlias(cli, camel(name), val, `--${name}`)) {
@@ -276,7 +278,8 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
       if (!part) continue;
       applyLegacy(cli, part);
       for (const [key, { option, value }] of fromLong) {
-        if (cli[key] !== value) throw new UsageError(`-o ${part} contradicts ${option}`);
+        if (!sameSetting(key, cli[key], value)) throw new UsageError(`-o ${part} contradicts ${option}`);
+        cli[key] = value;
       }
     }
   }
@@ -292,6 +295,15 @@ export function parseOptions(argv: string[]): Options & { help: boolean; version
     throw new UsageError('--posix-acl cannot be used with --translate-uid or --translate-gid: ACL entries would keep host IDs');
   }
   return { ...r.data, help: v.help === true, version: v.version === true };
+}
+
+/** Whether two spellings of option `key` say the same (cache none is never; a path is a path). */
+function sameSetting(key: string, a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'string' || typeof b !== 'string') return false;
+  if (key === 'cache') return (a === 'none' ? 'never' : a) === (b === 'none' ? 'never' : b);
+  if (key === 'sharedDir') return resolve(a) === resolve(b);
+  return false;
 }
 
 /** Reads a TOML config file; keys are long option names (kebab or snake case). */

@@ -654,9 +654,10 @@ describe('passthrough filesystem, operation by operation', function () {
       const seen = env.fs.getlk(ROOT, f.nodeid, h2, B, whole(F_WRLCK));
       assert.equal(seen.type, F_WRLCK);
       assert.equal(seen.start, 0n);
+      assert.equal(seen.pid, 1, 'the guest process that took it (the host, which merged A\'s two ranges, names none)');
       assert.equal(env.fs.getlk(ROOT, f.nodeid, h2, B, { start: 200n, end: 300n, type: F_WRLCK, pid: 0 }).type, F_UNLCK);
       // B waits; A's close (FLUSH) drops A's locks; B gets the lock without holding a thread.
-      const waiting = env.fs.setlk(ROOT, f.nodeid, h2, B, whole(F_WRLCK), false, true);
+      const waiting = env.fs.setlk(ROOT, f.nodeid, h2, B, { ...whole(F_WRLCK), pid: 2 }, false, true);
       assert.ok(waiting instanceof Promise);
       let granted = false;
       void waiting.then(() => (granted = true));
@@ -664,7 +665,9 @@ describe('passthrough filesystem, operation by operation', function () {
       assert.equal(granted, false);
       env.fs.flush(ROOT, f.nodeid, h1, A);
       await waiting;
-      assert.equal(env.fs.getlk(ROOT, f.nodeid, h1, A, whole(F_WRLCK)).type, F_WRLCK, 'now B holds it');
+      const now = env.fs.getlk(ROOT, f.nodeid, h1, A, whole(F_WRLCK));
+      assert.equal(now.type, F_WRLCK, 'now B holds it');
+      assert.equal(now.pid, 2, 'B\'s process');
     });
 
     it('a wait that could never end is refused with EDEADLK; waits pending at a stop give up with EINTR', async () => {

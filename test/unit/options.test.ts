@@ -122,6 +122,9 @@ describe('options', () => {
     assert.equal(parseOptions([...base, '--socket-path=/s', '--killpriv-v2', '-o', 'killpriv_v2']).killprivV2, true, 'agreeing is fine');
     assert.equal(parseOptions([...base, '--socket-path=/s', '-o', 'killpriv_v2,no_killpriv_v2']).killprivV2, false);
     assert.equal(parseOptions(['--socket-path=/s', '-o', 'source=/d', '--xattr', '-o', 'no_flock']).flock, false, 'libvirt mixes the two syntaxes');
+    assert.equal(parseOptions([...base, '--socket-path=/s', '--cache=none', '-o', 'cache=never']).cache, 'never', 'none is never');
+    assert.equal(parseOptions(['--shared-dir=/d', '--socket-path=/s', '-o', 'source=/d/']).sharedDir, '/d', 'the same directory');
+    assert.throws(() => parseOptions([...base, '--socket-path=/s', '-d', '-o', 'log_level=info']), /contradicts -d/);
     const o = parseOptions([...base, '--socket-path=/s', '-d', '-f']);
     assert.equal(o.logLevel, 'debug');
   });

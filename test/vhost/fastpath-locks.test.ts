@@ -54,7 +54,7 @@ function lkIn(fh: bigint, owner: bigint, type: number, start: bigint, end: bigin
   b.writeBigUInt64LE(BigInt.asUintN(64, start), 16);
   b.writeBigUInt64LE(BigInt.asUintN(64, end), 24);
   b.writeUInt32LE(type, 32);
-  b.writeUInt32LE(1, 36);
+  b.writeUInt32LE(1, 36); // the guest process asking, which a GETLK that finds the lock reports
   b.writeUInt32LE(flock ? abi.LkFlags.FLOCK : 0, 40);
   return b;
 }
@@ -215,10 +215,10 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       // A lock is one descriptor, and others still see it through their GETLK.
       assert.equal(await setlk(1n, F_WRLCK), 0);
       assert.equal(fdCount(), before + 1);
-      assert.deepEqual(await getlk(2n), { start: 0n, end: 99n, type: F_WRLCK, pid: 0 });
+      assert.deepEqual(await getlk(2n), { start: 0n, end: 99n, type: F_WRLCK, pid: 1 });
       assert.equal((await getlk(1n)).type, F_UNLCK, 'an owner does not conflict with itself');
       // A GETLK naming a handle of another file still asks about this one.
-      assert.deepEqual(await getlk(3n, fhOfF), { start: 0n, end: 99n, type: F_WRLCK, pid: 0 });
+      assert.deepEqual(await getlk(3n, fhOfF), { start: 0n, end: 99n, type: F_WRLCK, pid: 1 });
       assert.equal(await setlk(1n, F_UNLCK), 0);
       assert.equal((await getlk(2n)).type, F_UNLCK);
       await disconnectDaemon(env);
@@ -257,12 +257,22 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       const other = await open();
       assert.equal(await setlk(b, 8n, F_RDLCK, 200n, 299n), 0);
       ok(await c.release(other, { nodeid: l }), 'RELEASE other');
-      assert.deepEqual((await getlk(b, 9n, 200n, 299n)).lk, { start: 200n, end: 299n, type: F_RDLCK, pid: 0 });
+      assert.deepEqual((await getlk(b, 9n, 200n, 299n)).lk, { start: 200n, end: 299n, type: F_RDLCK, pid: 1 });
 
       // Owners the guest makes up, refused: no descriptor stays behind for any of them.
       const before = fdCount();
       for (let owner = 1000n; owner < 1100n; owner++) assert.equal(await setlk(b, owner, F_WRLCK, 0n, 9n), -EAGAIN);
       assert.equal(fdCount(), before, '100 refused owners left descriptors open');
+
+      // An open file description's lock taken and dropped, then the file closed (the guest's
+      // F_OFD_SETLK, F_UNLCK, close): nothing stays behind.
+      for (let owner = 1500n; owner < 1520n; owner++) {
+        const fh = await open();
+        assert.equal(await setlk(fh, owner, F_WRLCK, 1000n, 1000n), 0);
+        assert.equal(await setlk(fh, owner, F_UNLCK, 1000n, 1000n), 0);
+        ok(await c.release(fh, { nodeid: l }), 'RELEASE');
+      }
+      assert.equal(fdCount(), before, '20 locks taken and dropped left descriptors open');
 
       // Owners that each hold a lock: one descriptor each, up to the budget, then ENOLCK.
       const results: number[] = [];
@@ -313,9 +323,9 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       assert.equal(error('ACCESS RWX of all by another'), ro ? -EROFS : 0);
       assert.ok(error('ACCESS of an unknown node') < 0);
       assert.equal(lock('GETLK of a free range').type, F_UNLCK);
-      assert.deepEqual(lock('GETLK owner 2 finds owner 1\'s lock'), { start: 0n, end: 99n, type: F_WRLCK, pid: 0 });
+      assert.deepEqual(lock('GETLK owner 2 finds owner 1\'s lock'), { start: 0n, end: 99n, type: F_WRLCK, pid: 1 });
       assert.equal(lock('GETLK owner 1 finds none of its own').type, F_UNLCK);
-      assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock to the end'), { start: 100n, end: OFFSET_MAX, type: F_WRLCK, pid: 0 });
+      assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock to the end'), { start: 100n, end: OFFSET_MAX, type: F_WRLCK, pid: 1 });
       assert.equal(error('SETLK owner 2 reads 50-60: taken'), -EAGAIN);
       assert.equal(error('SETLKW owner 2 writes 100-200, its own range'), 0);
       assert.equal(error('SETLK of an unknown type'), -EINVAL);
@@ -327,7 +337,7 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       assert.equal(error('SETLKW owner 5 writes 60-69 while owner 6 waits for 40-49'), -EDEADLK);
       assert.equal(error('SETLKW owner 5 writes 60-69 once owner 6 gave up'), -EINTR, 'no deadlock left behind');
       // Owner 2's read lock at 2^60 + 1 split its write lock from 100 on: the part before it is in the way.
-      assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock at 2^60 + 1'), { start: 100n, end: 1n << 60n, type: F_WRLCK, pid: 0 });
+      assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock at 2^60 + 1'), { start: 100n, end: 1n << 60n, type: F_WRLCK, pid: 1 });
       // Which path served them: every plain request natively, nothing at trace level.
       const native = fast.report.nativeOpcodesPerQueue?.['1'] ?? {};
       for (const op of ['ACCESS', 'GETLK', 'SETLK', 'SETLKW']) assert.equal(native[op], fast.plain[op], `${op}: ${JSON.stringify(fast.report)}`);

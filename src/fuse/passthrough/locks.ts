@@ -39,7 +39,7 @@ function tryLock(stateId: number, nodeid: number, fh: number, owner: bigint, loc
     return native.handleFlock(stateId, fh, op);
   }
   if (lock.type !== F_RDLCK && lock.type !== F_WRLCK && lock.type !== F_UNLCK) return -E.EINVAL;
-  return native.nodeSetlk(stateId, nodeid, fh, owner, lock.type, lock.start, lock.end, mode);
+  return native.nodeSetlk(stateId, nodeid, fh, owner, lock.type, lock.start, lock.end, mode, lock.pid >>> 0);
 }
 
 /** Longest single wait of a SETLKW before it answers EINTR and the guest asks again. */
