@@ -234,7 +234,12 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
   int found = FoundOwnerFd(s, nodeid, owner);
   if (found != -1) return found;
   // As the kernel answers when its lock table is full: the guest may not fill the daemon's.
-  if (s->lockFdsTotal.load(std::memory_order_relaxed) >= s->lockFdBudget) return -ENOLCK;
+  // The place is taken before the open (which runs with locks.mu released), so that
+  // owners opening at once on several queues cannot pass the budget together.
+  if (s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed) >= s->lockFdBudget) {
+    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
+    return -ENOLCK;
+  }
   held.unlock();
   std::string p = std::to_string(node.fd());
   int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -244,20 +249,24 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
   }
   int e = errno;
   held.lock();
-  // Not to be taken for a lock that someone holds (EACCES and EAGAIN say that of a lock).
-  if (fd < 0) return e == EACCES || e == EAGAIN ? -ENOLCK : -e;
+  if (fd < 0) {
+    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
+    // Not to be taken for a lock that someone holds (EACCES and EAGAIN say that of a lock).
+    return e == EACCES || e == EAGAIN ? -ENOLCK : -e;
+  }
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.byId.find(nodeid);
   if (it == sh.byId.end()) {
     close(fd);
+    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
     return -EBADF;
   }
   auto ins = it->second.lockFds.emplace(owner, fd);
   if (ins.second) {
-    sh.lockFdsOpen++;
-    s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed);
+    sh.lockFdsOpen++;  // counted in lockFdsTotal since the place was taken
   } else {
     close(fd);  // another request of this owner opened one meanwhile
+    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
   }
   return ins.first->second;
 }
