@@ -290,6 +290,17 @@ void ForgetVia(LockTable& t, uint64_t nodeid, uint64_t owner) {
   if (v->second.empty()) t.via.erase(v);
 }
 
+// Forgets owner's ranges on nodeid and the handle they came through (locks.mu held).
+void ForgetRanges(LockTable& t, uint64_t nodeid, uint64_t owner) {
+  auto it = t.held.find(nodeid);
+  if (it != t.held.end()) {
+    it->second.erase(owner);
+    if (it->second.empty()) t.held.erase(it);
+  }
+  ForgetVia(t, nodeid, owner);
+  t.any.store(!t.held.empty(), std::memory_order_release);
+}
+
 // Records a granted lock or unlock of [start, end] for owner (called with locks.mu held).
 void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
   auto& mine = t.held[nodeid][owner];
@@ -304,13 +315,11 @@ void ApplyRange(LockTable& t, uint64_t nodeid, uint64_t owner, int type, int64_t
   }
   if (type != F_UNLCK) next.push_back({start, end, type});
   if (next.empty()) {
-    t.held[nodeid].erase(owner);
-    if (t.held[nodeid].empty()) t.held.erase(nodeid);
-    ForgetVia(t, nodeid, owner);
-  } else {
-    mine = std::move(next);
+    ForgetRanges(t, nodeid, owner);
+    return;
   }
-  t.any.store(!t.held.empty(), std::memory_order_release);
+  mine = std::move(next);
+  t.any.store(true, std::memory_order_release);
 }
 
 // The guest process that took the lock fl describes (as F_OFD_GETLK found it), from the
@@ -451,14 +460,17 @@ void UnlockOwnerLocked(FsState* s, uint64_t nodeid, uint64_t owner) {
   }
   // Outside the shard's mutex (on a network file system a close talks to the server).
   if (fd >= 0) close(fd);
-  LockTable& t = s->locks;
-  auto it = t.held.find(nodeid);
-  if (it != t.held.end()) {
-    it->second.erase(owner);
-    if (it->second.empty()) t.held.erase(it);
-  }
-  ForgetVia(t, nodeid, owner);
-  t.any.store(!t.held.empty(), std::memory_order_release);
+  ForgetRanges(s->locks, nodeid, owner);
+}
+
+// An owner left holding nothing on nodeid, and not waiting for it, gives its descriptor up:
+// else every refused owner the guest makes up would keep one, and so would an open file
+// description's lock taken and dropped (no FLUSH names its owner, and with nothing held its
+// handle's RELEASE has nothing to end). Called with locks.mu held.
+void DropIdleOwner(FsState* s, uint64_t nodeid, uint64_t owner) {
+  const LockTable& t = s->locks;
+  auto w = t.waiting.find(owner);
+  if (!HoldsAny(t, nodeid, owner) && (w == t.waiting.end() || w->second.nodeid != nodeid)) UnlockOwnerLocked(s, nodeid, owner);
 }
 
 }  // namespace
@@ -510,7 +522,7 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
     std::lock_guard<std::mutex> g(t.mu);
     t.waiting.erase(owner);
     // The descriptor opened for the wait goes, unless the owner holds locks through it.
-    if (!HoldsAny(t, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
+    DropIdleOwner(s, nodeid, owner);
     return 0;
   }
   if (start < 0 || EndOf(end) < start) return -EINVAL;
@@ -544,12 +556,7 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   } else if (mode == 1) {
     t.waiting.erase(owner);  // an error that ends the wait
   }
-  // An owner left holding nothing on the file, and not waiting for it, gives its descriptor
-  // up: else every refused owner the guest makes up would keep one, and so would an open
-  // file description's lock taken and dropped (no FLUSH names its owner, and with nothing
-  // held its handle's RELEASE has nothing to end).
-  auto w = t.waiting.find(owner);
-  if (!HoldsAny(t, nodeid, owner) && (w == t.waiting.end() || w->second.nodeid != nodeid)) UnlockOwnerLocked(s, nodeid, owner);
+  DropIdleOwner(s, nodeid, owner);
   return r;
 }
 
@@ -573,7 +580,7 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   ToFlock(fl, type, start, end);
   int r = fcntl(fd, F_OFD_GETLK, fl) < 0 ? -errno : 0;
   if (r == 0 && fl->l_type != F_UNLCK) fl->l_pid = static_cast<pid_t>(TakerOf(s->locks, nodeid, owner, *fl));
-  if (justToAsk && !HoldsAny(s->locks, nodeid, owner)) UnlockOwnerLocked(s, nodeid, owner);
+  if (justToAsk) DropIdleOwner(s, nodeid, owner);
   return r;
 }
 
