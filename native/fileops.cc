@@ -218,65 +218,142 @@ int FoundOwnerFd(FsState* s, uint64_t nodeid, uint64_t owner) {
   return l != it->second.lockFds.end() ? l->second : -1;
 }
 
-// The open file description that carries owner's POSIX locks on the inode of nodeid,
-// opened on first use; -errno on failure. hfd: a handle of the file, whose access mode is
-// used when the file cannot be opened read-write. Called with locks.mu held through held,
-// which keeps the descriptor open while the caller uses it (UnlockOwner closes it under
-// locks.mu). The first use opens the file with locks.mu released (on a network file system
-// an open talks to the server; every queue's lock requests and FLUSHes wait for locks.mu)
-// and looks again once it is held again: returns with it held in any case. Only a regular
-// file or a directory is opened (ENOLCK for anything else): opening a device node runs its
-// host driver, a FIFO's open blocks or wakes a writer, and the guest's kernel keeps the
-// locks of its special files itself (it sends no lock request for them).
-int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, const InodePin& node, int hfd, uint64_t owner) {
-  if (node.type() != S_IFREG && node.type() != S_IFDIR) return -ENOLCK;
-  InodeShard& sh = s->ShardOf(nodeid);
-  int found = FoundOwnerFd(s, nodeid, owner);
-  if (found != -1) return found;
-  // As the kernel answers when its lock table is full: the guest may not fill the daemon's.
-  // The place is taken before the open (which runs with locks.mu released), so that
-  // owners opening at once on several queues cannot pass the budget together.
-  if (s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed) >= s->lockFdBudget) {
-    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
-    return -ENOLCK;
-  }
-  held.unlock();
-  std::string p = std::to_string(node.fd());
-  int fd = openat(s->procFd, p.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0) {
-    int mode = hfd >= 0 ? fcntl(hfd, F_GETFL) & O_ACCMODE : O_RDONLY;
-    fd = openat(s->procFd, p.c_str(), mode | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  }
-  int e = errno;
-  held.lock();
-  if (fd < 0) {
-    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
-    // Not to be taken for a lock that someone holds (EACCES and EAGAIN say that of a lock).
-    return e == EACCES || e == EAGAIN ? -ENOLCK : -e;
-  }
-  std::lock_guard<std::mutex> g(sh.mu);
-  auto it = sh.byId.find(nodeid);
-  if (it == sh.byId.end()) {
-    close(fd);
-    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
-    return -EBADF;
-  }
-  auto ins = it->second.lockFds.emplace(owner, fd);
-  if (ins.second) {
-    sh.lockFdsOpen++;  // counted in lockFdsTotal since the place was taken
-  } else {
-    close(fd);  // another request of this owner opened one meanwhile
-    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
-  }
-  return ins.first->second;
-}
-
 void ToFlock(struct flock* fl, int64_t type, int64_t start, int64_t end) {
   memset(fl, 0, sizeof *fl);
   fl->l_type = static_cast<short>(type);
   fl->l_whence = SEEK_SET;
   fl->l_start = start;
   fl->l_len = (end == kOffsetMax || end < start) ? 0 : end - start + 1;
+}
+
+// Whether owner holds a lock on nodeid (called with locks.mu held).
+bool HoldsAny(const LockTable& t, uint64_t nodeid, uint64_t owner) {
+  auto it = t.held.find(nodeid);
+  return it != t.held.end() && it->second.count(owner) > 0;
+}
+
+// Whether a description opened with access mode `access` may take a lock of `type`: a read
+// lock needs it open for reading, a write lock for writing (fcntl's EBADF), an unlock nothing.
+bool Allows(int access, int type) {
+  if (type == F_RDLCK) return access != O_WRONLY;
+  if (type == F_WRLCK) return access != O_RDONLY;
+  return true;
+}
+
+int AccessOf(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  return fl < 0 ? -errno : (fl & O_ACCMODE);
+}
+
+// Opens the file of node (by its /proc/self/fd link) with access mode `access`; when the host
+// refuses read-write, with only what a lock of `type` needs. -errno on failure.
+int OpenForLocks(FsState* s, const InodePin& node, int access, int type) {
+  std::string p = std::to_string(node.fd());
+  int fd = openat(s->procFd, p.c_str(), access | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0 && access == O_RDWR && (errno == EACCES || errno == EROFS || errno == EISDIR))
+    fd = openat(s->procFd, p.c_str(), (type == F_WRLCK ? O_WRONLY : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  return fd < 0 ? -errno : fd;
+}
+
+// Moves owner's locks on nodeid from its description from (opened read-only, so holding read
+// locks only) to to (opened read-write): each range is taken on to first (read locks of
+// two descriptions never conflict, and no other owner holds a write lock where owner holds
+// a read one), so no range is ever unlocked on the way; from is closed by the caller. 0 or
+// -errno. Called with locks.mu held.
+int MoveReadLocks(const LockTable& t, uint64_t nodeid, uint64_t owner, int to) {
+  auto inode = t.held.find(nodeid);
+  if (inode == t.held.end()) return 0;
+  auto mine = inode->second.find(owner);
+  if (mine == inode->second.end()) return 0;
+  for (const LockRange& r : mine->second) {
+    struct flock fl;
+    ToFlock(&fl, r.type, r.start, r.end);
+    int rc;
+    do {
+      rc = fcntl(to, F_OFD_SETLK, &fl);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) return -errno;
+  }
+  return 0;
+}
+
+// The open file description that carries owner's POSIX locks on the inode of nodeid, able
+// to take a lock of `type` (F_UNLCK: any); -errno on failure. The first use opens the file
+// with access mode `access`: the mode of the guest's handle the lock comes through, so
+// that a read lock opens nothing for writing (a host write open copies an overlayfs file
+// up, makes an execve of it fail with ETXTBSY, breaks leases and reports a write at its
+// close). An owner whose description was opened read-only and now asks for a write lock
+// (a process with a read-only and a read-write descriptor of one file) gets a read-write
+// one, its read locks moved over (MoveReadLocks); one opened write-only that asks for a
+// read lock while holding write locks gets ENOLCK, as they cannot move without a gap.
+//
+// Called with locks.mu held through held, which keeps the descriptor open while the caller
+// uses it (UnlockOwner closes it under locks.mu). An open runs with locks.mu released (on a
+// network file system an open talks to the server; every queue's lock requests and FLUSHes
+// wait for locks.mu), and the owner's entry is looked at again once it is held again:
+// returns with it held in any case. Only a regular file or a directory is opened (ENOLCK for
+// anything else): opening a device node runs its host driver, a FIFO's open blocks or wakes
+// a writer, and the guest's kernel keeps the locks of its special files itself (it sends no
+// lock request for them).
+int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, const InodePin& node, uint64_t owner, int type,
+            int access) {
+  if (node.type() != S_IFREG && node.type() != S_IFDIR) return -ENOLCK;
+  InodeShard& sh = s->ShardOf(nodeid);
+  int found = FoundOwnerFd(s, nodeid, owner);
+  if (found < -1) return found;
+  if (found >= 0) {
+    int has = AccessOf(found);
+    if (has < 0) return has;
+    if (Allows(has, type)) return found;
+    access = O_RDWR;  // an owner's description that must do more: it becomes read-write
+  } else if (s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed) >= s->lockFdBudget) {
+    // As the kernel answers when its lock table is full: the guest may not fill the daemon's.
+    // The place is taken before the open (which runs with locks.mu released), so that
+    // owners opening at once on several queues cannot pass the budget together.
+    s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
+    return -ENOLCK;
+  }
+  bool placed = found == -1;  // a place in the budget taken for a new descriptor
+  auto giveBack = [&] {
+    if (placed) s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
+  };
+  held.unlock();
+  int fd = OpenForLocks(s, node, access, type);
+  held.lock();
+  if (fd < 0) {
+    giveBack();
+    // Not to be taken for a lock that someone holds (EACCES and EAGAIN say that of a lock).
+    return fd == -EACCES || fd == -EAGAIN ? -ENOLCK : fd;
+  }
+  int old = -1, result = fd;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.byId.find(nodeid);
+    if (it == sh.byId.end()) {
+      result = -EBADF;
+    } else if (auto l = it->second.lockFds.find(owner); l == it->second.lockFds.end()) {
+      it->second.lockFds.emplace(owner, fd);
+      sh.lockFdsOpen++;
+      // Counted since the place was taken; else (an upgrade whose owner's descriptor was
+      // closed meanwhile) it takes one now.
+      if (!placed) s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed);
+      placed = false;
+    } else if (int has = AccessOf(l->second); has >= 0 && Allows(has, type)) {
+      result = l->second;  // another request of this owner opened one meanwhile
+    } else if (has == O_WRONLY && HoldsAny(s->locks, nodeid, owner)) {
+      result = -ENOLCK;
+    } else if (int r = MoveReadLocks(s->locks, nodeid, owner, fd); r < 0) {
+      result = r == -EACCES || r == -EAGAIN ? -ENOLCK : r;
+    } else {
+      old = l->second;
+      l->second = fd;
+    }
+  }
+  giveBack();
+  if (result != fd) close(fd);
+  // Outside the shard's mutex (on a network file system a close talks to the server).
+  if (old >= 0) close(old);
+  return result;
 }
 
 inline int64_t EndOf(int64_t end) { return end < 0 ? kOffsetMax : end; }
@@ -340,12 +417,6 @@ uint32_t TakerOf(const LockTable& t, uint64_t nodeid, uint64_t asker, const stru
     }
   }
   return 0;
-}
-
-// Whether owner holds a lock on nodeid (called with locks.mu held).
-bool HoldsAny(const LockTable& t, uint64_t nodeid, uint64_t owner) {
-  auto it = t.held.find(nodeid);
-  return it != t.held.end() && it->second.count(owner) > 0;
 }
 
 // One attempt at owner's lock of [start, end] (inclusive) through its descriptor fd, recorded
@@ -538,8 +609,16 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   }
   // A lock comes through a handle of the file, as every fcntl() on an open file does; the
   // handle's RELEASE is what ends a lock no FLUSH names (ReleaseLocksVia).
-  if ((p.type() == S_IFREG || p.type() == S_IFDIR) && (h.fd() < 0 || h.nodeid() != nodeid)) return -EBADF;
-  int fd = OwnerFd(s, g, nodeid, p, h.fd(), owner);
+  // And, as fcntl() checks, through one open for reading for a read lock and for writing
+  // for a write lock: the owner's description is opened as the handle is (OwnerFd).
+  int access = O_RDONLY;
+  if (p.type() == S_IFREG || p.type() == S_IFDIR) {
+    if (h.fd() < 0 || h.nodeid() != nodeid) return -EBADF;
+    access = AccessOf(h.fd());
+    if (access < 0) return access;
+    if (!Allows(access, type)) return -EBADF;
+  }
+  int fd = OwnerFd(s, g, nodeid, p, owner, type, access);
   if (fd < 0) return fd;
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
   if (r == 0) {
@@ -574,7 +653,7 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
     // none asks the same question: the handle's, when it is one of this file; else one
     // opened to ask, and closed once asked.
     justToAsk = !(h.fd() >= 0 && h.nodeid() == nodeid);
-    fd = justToAsk ? OwnerFd(s, g, nodeid, p, h.fd(), owner) : h.fd();
+    fd = justToAsk ? OwnerFd(s, g, nodeid, p, owner, F_UNLCK, O_RDONLY) : h.fd();
   }
   if (fd < 0) return fd;
   ToFlock(fl, type, start, end);
@@ -588,7 +667,8 @@ int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t star
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   std::unique_lock<std::mutex> g(s->locks.mu);
-  int fd = OwnerFd(s, g, nodeid, p, -1, owner);
+  // Opened for what the lock needs; a read-write one when a write lock of the owner follows.
+  int fd = OwnerFd(s, g, nodeid, p, owner, type, type == F_WRLCK ? O_RDWR : O_RDONLY);
   if (fd < 0) return fd;
   return SetlkLocked(s->locks, fd, nodeid, owner, type, start, end);
 }

@@ -8,6 +8,7 @@
  * that has to wait and the requests it leaves to JS.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -300,6 +301,67 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
     });
   }
 
+  for (const extra of [[], ['--log-level=trace']]) {
+    it(`opens a file for writing for a lock only where the guest's handle is: a read lock through a read-only handle leaves the host file executable${extra.length ? ' (served in JS)' : ''}`, async () => {
+      const share = path.join(dir, 'modes');
+      fs.mkdirSync(share);
+      const tool = path.join(share, 'tool');
+      fs.copyFileSync('/bin/true', tool);
+      fs.chmodSync(tool, 0o755);
+      const env = await connect('vfs-fastlocks-', ['--sandbox=none', '--cache=never', ...extra], {}, share);
+      const c = env.c;
+      const pid = env.daemon.proc.pid!;
+      const O_PATH = 0o10000000;
+      /** The access modes (O_RDONLY 0, O_WRONLY 1, O_RDWR 2) of the daemon's descriptors of the tool. */
+      const modes = (): number[] =>
+        fs.readdirSync(`/proc/${pid}/fd`).flatMap((fd) => {
+          try {
+            if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) !== tool) return [];
+            const flags = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+            // Not the inode's O_PATH descriptor, which opens nothing.
+            const f = flags ? parseInt(flags[1], 8) : O_PATH;
+            return f & O_PATH ? [] : [f & 3];
+          } catch {
+            return []; // closed meanwhile
+          }
+        }).sort();
+      const node = ok(await c.lookup(1n, 'tool'), 'LOOKUP tool').nodeid;
+      const ro = BigInt(ok(await c.open(node, fs.constants.O_RDONLY), 'OPEN read-only').fh);
+      const setlk = async (fh: bigint, owner: bigint, type: number, start: bigint, end: bigint): Promise<number> =>
+        (await c.request(abi.Opcode.SETLK, node, lkIn(fh, owner, type, start, end), 0)).error;
+      const getlk = async (fh: bigint, owner: bigint, type: number, start: bigint, end: bigint): Promise<abi.FileLock> => {
+        const r = await c.request(abi.Opcode.GETLK, node, lkIn(fh, owner, type, start, end), abi.LK_OUT_SIZE);
+        assert.equal(r.error, 0, 'GETLK');
+        return abi.decodeLkOut(r.body, 0).lk;
+      };
+
+      // A shell script's `flock -s` or a reader's F_RDLCK on a program: the host can still run
+      // it (a descriptor open for writing makes execve fail with ETXTBSY).
+      assert.equal(await setlk(ro, 1n, F_RDLCK, 0n, 99n), 0);
+      assert.deepEqual(modes(), [0, 0], 'the handle and the lock owner\'s descriptor, both read-only');
+      execFileSync(tool);
+      // As fcntl() refuses it: no write lock through a handle not open for writing.
+      assert.equal(await setlk(ro, 1n, F_WRLCK, 0n, 99n), -EBADF);
+
+      // The same owner (a process with a read-only and a read-write descriptor) takes a write
+      // lock through a read-write handle: its description becomes read-write, and the read
+      // lock it held stays held throughout.
+      const rw = BigInt(ok(await c.open(node, fs.constants.O_RDWR), 'OPEN read-write').fh);
+      assert.equal(await setlk(rw, 1n, F_WRLCK, 50n, 59n), 0);
+      assert.deepEqual(modes(), [0, 2, 2], 'the two handles and one read-write descriptor for the owner');
+      assert.equal(await setlk(rw, 2n, F_WRLCK, 0n, 9n), -EAGAIN, 'owner 1\'s read lock moved with it');
+      assert.deepEqual(await getlk(rw, 2n, F_RDLCK, 50n, 50n), { start: 50n, end: 59n, type: F_WRLCK, pid: 1 });
+      assert.deepEqual(await getlk(rw, 2n, F_WRLCK, 60n, 60n), { start: 60n, end: 99n, type: F_RDLCK, pid: 1 });
+      assert.equal(await setlk(rw, 2n, F_RDLCK, 0n, 9n), 0, 'a read lock beside owner 1\'s');
+      assert.equal(await setlk(ro, 1n, F_UNLCK, 0n, OFFSET_MAX), 0);
+      assert.equal(await setlk(rw, 2n, F_UNLCK, 0n, OFFSET_MAX), 0);
+      assert.deepEqual(modes(), [0, 2], 'owners that hold nothing keep no descriptor');
+      ok(await c.release(rw, { nodeid: node }), 'RELEASE read-write');
+      execFileSync(tool);
+      await disconnectDaemon(env);
+    });
+  }
+
   for (const extra of [[], ['--readonly']]) {
     it(`answers byte for byte as the FUSE server in JS${extra.length ? ` (${extra.join(' ')})` : ''}, and serves all but what must wait or is malformed`, async () => {
       const fast = await run('fast', extra);
@@ -323,24 +385,34 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       assert.equal(error('ACCESS RWX of all by another'), ro ? -EROFS : 0);
       assert.ok(error('ACCESS of an unknown node') < 0);
       assert.equal(lock('GETLK of a free range').type, F_UNLCK);
-      assert.deepEqual(lock('GETLK owner 2 finds owner 1\'s lock'), { start: 0n, end: 99n, type: F_WRLCK, pid: 1 });
-      assert.equal(lock('GETLK owner 1 finds none of its own').type, F_UNLCK);
-      assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock to the end'), { start: 100n, end: OFFSET_MAX, type: F_WRLCK, pid: 1 });
-      assert.equal(error('SETLK owner 2 reads 50-60: taken'), -EAGAIN);
-      assert.equal(error('SETLKW owner 2 writes 100-200, its own range'), 0);
       assert.equal(error('SETLK of an unknown type'), -EINVAL);
-      assert.equal(error('SETLKW owner 2 reads 0-10, now free'), 0);
       assert.equal(error('SETLK flock: b writes, a holds it'), -EAGAIN);
       assert.equal(error('SETLKW flock: b writes, a holds it'), -EINTR);
       assert.equal(error('SETLKW flock: b writes, now free'), 0);
-      assert.equal(error('SETLKW owner 6 writes 40-49, held by owner 5'), -EINTR);
-      assert.equal(error('SETLKW owner 5 writes 60-69 while owner 6 waits for 40-49'), -EDEADLK);
-      assert.equal(error('SETLKW owner 5 writes 60-69 once owner 6 gave up'), -EINTR, 'no deadlock left behind');
-      // Owner 2's read lock at 2^60 + 1 split its write lock from 100 on: the part before it is in the way.
-      assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock at 2^60 + 1'), { start: 100n, end: 1n << 60n, type: F_WRLCK, pid: 1 });
+      if (ro) {
+        // A read-only share opens no handle for writing, and fcntl() takes no write lock
+        // through one that is not (the guest's kernel refuses it before asking).
+        assert.equal(error('SETLK owner 1 writes 0-99'), -EBADF);
+        assert.equal(error('SETLKW owner 5 writes 60-69 while owner 6 waits for 40-49'), -EBADF);
+        assert.equal(error('SETLKW owner 2 reads 0-10, now free'), 0);
+      } else {
+        assert.deepEqual(lock('GETLK owner 2 finds owner 1\'s lock'), { start: 0n, end: 99n, type: F_WRLCK, pid: 1 });
+        assert.equal(lock('GETLK owner 1 finds none of its own').type, F_UNLCK);
+        assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock to the end'), { start: 100n, end: OFFSET_MAX, type: F_WRLCK, pid: 1 });
+        assert.equal(error('SETLK owner 2 reads 50-60: taken'), -EAGAIN);
+        assert.equal(error('SETLKW owner 2 writes 100-200, its own range'), 0);
+        assert.equal(error('SETLKW owner 2 reads 0-10, now free'), 0);
+        assert.equal(error('SETLKW owner 6 writes 40-49, held by owner 5'), -EINTR);
+        assert.equal(error('SETLKW owner 5 writes 60-69 while owner 6 waits for 40-49'), -EDEADLK);
+        assert.equal(error('SETLKW owner 5 writes 60-69 once owner 6 gave up'), -EINTR, 'no deadlock left behind');
+        // Owner 2's read lock at 2^60 + 1 split its write lock from 100 on: the part before it is in the way.
+        assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock at 2^60 + 1'), { start: 100n, end: 1n << 60n, type: F_WRLCK, pid: 1 });
+      }
       // Which path served them: every plain request natively, nothing at trace level.
       const native = fast.report.nativeOpcodesPerQueue?.['1'] ?? {};
-      for (const op of ['ACCESS', 'GETLK', 'SETLK', 'SETLKW']) assert.equal(native[op], fast.plain[op], `${op}: ${JSON.stringify(fast.report)}`);
+      // (On a read-only share the three write SETLKWs that would wait get EBADF at once.)
+      const refusedAtOnce: Record<string, number> = ro ? { SETLKW: 3 } : {};
+      for (const op of ['ACCESS', 'GETLK', 'SETLK', 'SETLKW']) assert.equal(native[op], fast.plain[op] + (refusedAtOnce[op] ?? 0), `${op}: ${JSON.stringify(fast.report)}`);
       for (const op of ['ACCESS', 'GETLK', 'SETLK', 'SETLKW']) assert.equal(js.report.nativeOpcodesPerQueue?.['1']?.[op] ?? 0, 0, JSON.stringify(js.report));
       // The exit report counts each request once, whichever path served it.
       assert.equal(fast.report.opcodesPerQueue?.['1']?.SETLKW, 7, JSON.stringify(fast.report));
