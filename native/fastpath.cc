@@ -207,6 +207,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     if (opcode != kOpWrite && len - kInHeaderSize > kMaxArgs) return kDeclined;
     FsState* s = state_;
     if (s->destroyed.load(std::memory_order_acquire)) return kDeclined;
+    // No session (before INIT, after DESTROY): JS answers EIO, as libfuse does.
+    if (!(s->sessionFlags.load(std::memory_order_relaxed) & kSessionStarted)) return kDeclined;
     switch (opcode) {
       case kOpRead:
       case kOpWrite:
@@ -285,7 +287,8 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     bool kill = write && (Load32(p + kInHeaderSize + 20) & kWriteKillSuidgid);
     uint64_t replyLen = write ? kOutHeaderSize + kWriteOutSize : kOutHeaderSize;
     if (offset > static_cast<uint64_t>(INT64_MAX) || c.writableLen < replyLen) return kDeclined;
-    if (write && (readOnly_ || size > c.readableLen - kArgsEnd)) return kDeclined;
+    // A WRITE's data is what the header's length leaves after its arguments (len <= readableLen).
+    if (write && (readOnly_ || size > len - kArgsEnd)) return kDeclined;
     // A READ's reply length (header and data) must fit the u32 of the used ring.
     if (!write) size = std::min<uint64_t>({size, c.writableLen - kOutHeaderSize, UINT32_MAX - kOutHeaderSize});
     // WRITE data follows its arguments; READ data goes after the reply header.
@@ -733,11 +736,6 @@ class FuseFastPath : public Napi::ObjectWrap<FuseFastPath>, public ChainServer {
     struct flock fl;
     int r = GetlkNode(s, Load64(c.prefetch + 16), Load64(a), Load64(a + 8), static_cast<int>(Load32(a + 32)),
                       static_cast<int64_t>(Load64(a + 16)), static_cast<int64_t>(Load64(a + 24)), &fl);
-    // A lock in the way that starts or ends past 2^53: JS, which carries them as doubles,
-    // answers with them rounded; it looks again (a GETLK changes nothing).
-    if (r == 0 && fl.l_type != F_UNLCK &&
-        (fl.l_start >= kMaxExactInJs || (fl.l_len != 0 && fl.l_start + fl.l_len - 1 >= kMaxExactInJs)))
-      return kDeclined;
     getlks_++;
     if (r < 0) return Reply(c, r, 0);
     uint8_t* b = reply_ + kOutHeaderSize;

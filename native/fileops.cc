@@ -245,12 +245,14 @@ int AccessOf(int fd) {
   return fl < 0 ? -errno : (fl & O_ACCMODE);
 }
 
-// Opens the file of node (by its /proc/self/fd link) with access mode `access`; when the host
-// refuses read-write, with only what a lock of `type` needs. -errno on failure.
+// Opens the file of node (by its /proc/self/fd link) for locks: read-only for `access`
+// O_RDONLY; else read-write (a handle open for writing already has the file open for
+// writing, and so the owner can take read locks too), or, when the host refuses that, with
+// only what a lock of `type` needs. -errno on failure.
 int OpenForLocks(FsState* s, const InodePin& node, int access, int type) {
   std::string p = std::to_string(node.fd());
-  int fd = openat(s->procFd, p.c_str(), access | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0 && access == O_RDWR && (errno == EACCES || errno == EROFS || errno == EISDIR))
+  int fd = openat(s->procFd, p.c_str(), (access == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0 && access != O_RDONLY && (errno == EACCES || errno == EROFS || errno == EISDIR))
     fd = openat(s->procFd, p.c_str(), (type == F_WRLCK ? O_WRONLY : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   return fd < 0 ? -errno : fd;
 }
@@ -279,13 +281,13 @@ int MoveReadLocks(const LockTable& t, uint64_t nodeid, uint64_t owner, int to) {
 
 // The open file description that carries owner's POSIX locks on the inode of nodeid, able
 // to take a lock of `type` (F_UNLCK: any); -errno on failure. The first use opens the file
-// with access mode `access`: the mode of the guest's handle the lock comes through, so
-// that a read lock opens nothing for writing (a host write open copies an overlayfs file
-// up, makes an execve of it fail with ETXTBSY, breaks leases and reports a write at its
-// close). An owner whose description was opened read-only and now asks for a write lock
-// (a process with a read-only and a read-write descriptor of one file) gets a read-write
-// one, its read locks moved over (MoveReadLocks); one opened write-only that asks for a
-// read lock while holding write locks gets ENOLCK, as they cannot move without a gap.
+// as the guest's handle the lock comes through is open (`access`, see OpenForLocks), so
+// that a read lock through a read-only file opens nothing for writing (a host write open
+// copies an overlayfs file up, makes an execve of it fail with ETXTBSY, breaks leases and
+// reports a write at its close). An owner whose description was opened read-only and now
+// asks for a write lock (a process with a read-only and a read-write descriptor of one
+// file) gets a read-write one, its read locks moved over (MoveReadLocks); where locks
+// cannot move without a gap (from a write-only description, or to one) ENOLCK.
 //
 // Called with locks.mu held through held, which keeps the descriptor open while the caller
 // uses it (UnlockOwner closes it under locks.mu). An open runs with locks.mu released (on a
@@ -305,6 +307,7 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
     int has = AccessOf(found);
     if (has < 0) return has;
     if (Allows(has, type)) return found;
+    if (has == O_WRONLY && HoldsAny(s->locks, nodeid, owner)) return -ENOLCK;
     access = O_RDWR;  // an owner's description that must do more: it becomes read-write
   } else if (s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed) >= s->lockFdBudget) {
     // As the kernel answers when its lock table is full: the guest may not fill the daemon's.
@@ -332,16 +335,20 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
     if (it == sh.byId.end()) {
       result = -EBADF;
     } else if (auto l = it->second.lockFds.find(owner); l == it->second.lockFds.end()) {
-      it->second.lockFds.emplace(owner, fd);
-      sh.lockFdsOpen++;
-      // Counted since the place was taken; else (an upgrade whose owner's descriptor was
-      // closed meanwhile) it takes one now.
-      if (!placed) s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed);
-      placed = false;
+      // An upgrade whose owner's descriptor was closed meanwhile takes its place now, within
+      // the budget as any new one.
+      if (!placed && s->lockFdsTotal.fetch_add(1, std::memory_order_relaxed) >= s->lockFdBudget) {
+        s->lockFdsTotal.fetch_sub(1, std::memory_order_relaxed);
+        result = -ENOLCK;
+      } else {
+        it->second.lockFds.emplace(owner, fd);
+        sh.lockFdsOpen++;
+        placed = false;  // counted in lockFdsTotal from now on
+      }
     } else if (int has = AccessOf(l->second); has >= 0 && Allows(has, type)) {
       result = l->second;  // another request of this owner opened one meanwhile
-    } else if (has == O_WRONLY && HoldsAny(s->locks, nodeid, owner)) {
-      result = -ENOLCK;
+    } else if (HoldsAny(s->locks, nodeid, owner) && (has != O_RDONLY || AccessOf(fd) == O_WRONLY)) {
+      result = -ENOLCK;  // write locks to move, or read locks to a write-only description
     } else if (int r = MoveReadLocks(s->locks, nodeid, owner, fd); r < 0) {
       result = r == -EACCES || r == -EAGAIN ? -ENOLCK : r;
     } else {
@@ -350,8 +357,9 @@ int OwnerFd(FsState* s, std::unique_lock<std::mutex>& held, uint64_t nodeid, con
     }
   }
   giveBack();
+  // Outside the shard's mutex (on a network file system a close talks to the server), but
+  // under locks.mu, which must stay held for the descriptor returned.
   if (result != fd) close(fd);
-  // Outside the shard's mutex (on a network file system a close talks to the server).
   if (old >= 0) close(old);
   return result;
 }
@@ -475,23 +483,25 @@ Napi::Value NodeSetlk(const Napi::CallbackInfo& info) {
   return Num(info, SetlkNode(s, nodeid, fh, owner, static_cast<int>(type), start, end, static_cast<int>(mode), static_cast<uint32_t>(pid)));
 }
 
-// nodeGetlk(id, nodeid, fh, owner, type, start, end, out[4]) -> 0 or -errno; out = [type,
-// start, end, pid] of a conflicting lock, or type F_UNLCK when there is none (GetlkNode).
+// nodeGetlk(id, nodeid, fh, owner, type, start, end, out) -> 0 or -errno; out, a
+// BigInt64Array(4) = [type, start, end, pid] of a conflicting lock (exact over the whole
+// 64-bit range), or type F_UNLCK when there is none (GetlkNode).
 Napi::Value NodeGetlk(const Napi::CallbackInfo& info) {
   STATE_OR_THROW(s);
   uint64_t nodeid, fh, owner;
   int64_t type, start, end;
   if (!ArgU64(info, 1, &nodeid) || !ArgU64(info, 2, &fh) || !ArgU64(info, 3, &owner) || !ArgInt(info, 4, &type) ||
-      !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end) || !info[7].IsTypedArray())
-    return ThrowType(info.Env(), "nodeGetlk(id, nodeid, fh, owner, type, start, end, out)");
-  Napi::Float64Array out = info[7].As<Napi::Float64Array>();
-  if (out.ElementLength() < 4) return ThrowType(info.Env(), "out: Float64Array(4)");
+      !ArgInt(info, 5, &start) || !ArgInt(info, 6, &end) || !info[7].IsTypedArray() ||
+      info[7].As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array)
+    return ThrowType(info.Env(), "nodeGetlk(id, nodeid, fh, owner, type, start, end, out: BigInt64Array)");
+  Napi::TypedArrayOf<int64_t> out = info[7].As<Napi::TypedArrayOf<int64_t>>();
+  if (out.ElementLength() < 4) return ThrowType(info.Env(), "out: BigInt64Array(4)");
   struct flock fl;
   int r = GetlkNode(s, nodeid, fh, owner, static_cast<int>(type), start, end, &fl);
   if (r < 0) return Num(info, r);
   out[0] = fl.l_type;
-  out[1] = static_cast<double>(fl.l_start);
-  out[2] = fl.l_len == 0 ? static_cast<double>(kOffsetMax) : static_cast<double>(fl.l_start + fl.l_len - 1);
+  out[1] = fl.l_start;
+  out[2] = fl.l_len == 0 ? kOffsetMax : fl.l_start + fl.l_len - 1;
   out[3] = fl.l_pid > 0 ? fl.l_pid : 0;  // the guest process that took it (TakerOf), or 0
   return Num(info, 0);
 }
@@ -611,15 +621,21 @@ int SetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   // handle's RELEASE is what ends a lock no FLUSH names (ReleaseLocksVia).
   // And, as fcntl() checks, through one open for reading for a read lock and for writing
   // for a write lock: the owner's description is opened as the handle is (OwnerFd).
+  // A refusal ends a wait the owner was in, and leaves it no descriptor it does not use.
+  auto refuse = [&](int e) {
+    if (mode == 1) t.waiting.erase(owner);
+    DropIdleOwner(s, nodeid, owner);
+    return e;
+  };
   int access = O_RDONLY;
   if (p.type() == S_IFREG || p.type() == S_IFDIR) {
-    if (h.fd() < 0 || h.nodeid() != nodeid) return -EBADF;
+    if (h.fd() < 0 || h.nodeid() != nodeid) return refuse(-EBADF);
     access = AccessOf(h.fd());
-    if (access < 0) return access;
-    if (!Allows(access, type)) return -EBADF;
+    if (access < 0) return refuse(access);
+    if (!Allows(access, type)) return refuse(-EBADF);
   }
   int fd = OwnerFd(s, g, nodeid, p, owner, type, access);
-  if (fd < 0) return fd;
+  if (fd < 0) return refuse(fd);
   int r = SetlkLocked(t, fd, nodeid, owner, type, start, EndOf(end));
   if (r == 0) {
     t.waiting.erase(owner);
@@ -663,12 +679,12 @@ int GetlkNode(FsState* s, uint64_t nodeid, uint64_t fh, uint64_t owner, int type
   return r;
 }
 
-int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
+int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end, bool writable) {
   InodePin p(s, nodeid);
   if (p.fd() < 0) return p.fd();
   std::unique_lock<std::mutex> g(s->locks.mu);
-  // Opened for what the lock needs; a read-write one when a write lock of the owner follows.
-  int fd = OwnerFd(s, g, nodeid, p, owner, type, type == F_WRLCK ? O_RDWR : O_RDONLY);
+  // Opened for what the owner's locks need: read-write when any is a write lock (writable).
+  int fd = OwnerFd(s, g, nodeid, p, owner, type, type == F_WRLCK || writable ? O_RDWR : O_RDONLY);
   if (fd < 0) return fd;
   return SetlkLocked(s->locks, fd, nodeid, owner, type, start, end);
 }

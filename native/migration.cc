@@ -30,7 +30,9 @@
 // struct file_handle, and why the source could not describe it (empty: it could); per handle
 // u64 fh, u64 node id, u32 open flags, u32 flock (LOCK_SH, LOCK_EX or 0); per lock owner of a
 // file u64 node id, u64 owner, u32 ranges, and per range u64 start, u64 end (inclusive), u32
-// type (F_RDLCK, F_WRLCK).
+// type (F_RDLCK, F_WRLCK); then, with flag kLockVia, the handle the owner's last lock came
+// through (u64 fh, 0 for none) and the guest process that asked (u32 pid): what ends a guest's
+// open-file lock at its handle's RELEASE and what GETLK reports (LockTable::via).
 #include "state.h"
 
 #include <linux/magic.h>
@@ -50,6 +52,7 @@ namespace {
 constexpr char kMagic[4] = {'V', 'T', 'S', 'M'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kByHandle = 1;  // stream flag: inodes are opened by file handle
+constexpr uint32_t kLockVia = 2;   // stream flag: each lock owner's handle and process follow its ranges
 constexpr size_t kMaxPath = 4096;
 constexpr size_t kMaxHandle = sizeof(file_handle) + MAX_HANDLE_SZ;
 constexpr size_t kMaxReason = 256;
@@ -57,6 +60,43 @@ constexpr size_t kMaxReason = 256;
 constexpr size_t kHeadBytes = 4 + 6 * 4;
 constexpr size_t kInodeBytes = 8 + 8 + 4 + 3 * 4;
 constexpr size_t kHandleBytes = 8 + 8 + 4 + 4;
+
+// The handle and process of owner's carried locks on nodeid, {0, 0} when none is known
+// (called with locks.mu held).
+LockTable::Via CarriedVia(const LockTable& t, uint64_t nodeid, uint64_t owner) {
+  auto v = t.carriedVia.find(nodeid);
+  if (v == t.carriedVia.end()) return {0, 0};
+  auto o = v->second.find(owner);
+  return o == v->second.end() ? LockTable::Via{0, 0} : o->second;
+}
+
+// Owner's locks on nodeid, put back, came through via (LockTable::via): its RELEASE ends
+// them, and a GETLK that finds them names its process. Only an open handle of that file is
+// recorded (one released meanwhile, or a stream's handle of another file, would never match).
+void RecordVia(FsState* s, uint64_t nodeid, uint64_t owner, LockTable::Via via) {
+  if (via.fh == 0) return;
+  HandlePin h(s, via.fh);
+  if (h.fd() < 0 || h.nodeid() != nodeid) return;
+  LockTable& t = s->locks;
+  std::lock_guard<std::mutex> g(t.mu);
+  auto inode = t.held.find(nodeid);
+  if (inode != t.held.end() && inode->second.count(owner)) t.via[nodeid][owner] = via;
+}
+
+// Takes owner's locks on nodeid again (a destination's load, a source that goes on), on one
+// description (read-write when any is a write lock), and records the handle they came
+// through. All or none: an owner that cannot have them all keeps none. 0 or -errno.
+int TakeOwnersLocks(FsState* s, uint64_t nodeid, uint64_t owner, const std::vector<LockRange>& ranges, LockTable::Via via) {
+  bool writable = std::any_of(ranges.begin(), ranges.end(), [](const LockRange& l) { return l.type == F_WRLCK; });
+  for (const LockRange& l : ranges) {
+    if (int r = TakeLock(s, nodeid, owner, l.type, l.start, l.end, writable); r < 0) {
+      UnlockOwner(s, nodeid, owner);
+      return r;
+    }
+  }
+  RecordVia(s, nodeid, owner, via);
+  return 0;
+}
 
 struct Writer {
   std::vector<uint8_t> b;
@@ -533,7 +573,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
   Writer& w = *out;
   w.Bytes(std::string(kMagic, 4));
   w.U32(kVersion);
-  w.U32(byHandle ? kByHandle : 0);
+  w.U32(0);  // flags: set at the end
   w.U32(s->sessionFlags.load());
   w.U32(0);  // inodes, handles and lock owners: set at the end
   w.U32(0);
@@ -575,13 +615,21 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
       }
     }
   }
-  uint32_t nLocks = 0;
+  uint32_t nLocks = 0, streamFlags = byHandle ? kByHandle : 0;
   {
     std::lock_guard<std::mutex> g(s->locks.mu);
     // What a save before this one let go of, with no resume since, still belongs to the guest.
-    for (auto& [nodeid, owners] : s->locks.held)
-      for (auto& [owner, ranges] : owners) s->locks.carried[nodeid][owner] = ranges;
-    for (auto& [nodeid, owners] : s->locks.carried) {
+    LockTable& t = s->locks;
+    for (auto& [nodeid, owners] : t.held) {
+      for (auto& [owner, ranges] : owners) {
+        t.carried[nodeid][owner] = ranges;
+        auto v = t.via.find(nodeid);
+        if (v == t.via.end()) continue;
+        auto o = v->second.find(owner);
+        if (o != v->second.end()) t.carriedVia[nodeid][owner] = o->second;
+      }
+    }
+    for (auto& [nodeid, owners] : t.carried) {
       for (auto& [owner, ranges] : owners) {
         w.U64(nodeid);
         w.U64(owner);
@@ -591,11 +639,18 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
           w.U64(static_cast<uint64_t>(l.end));
           w.U32(static_cast<uint32_t>(l.type));
         }
+        LockTable::Via via = CarriedVia(t, nodeid, owner);
+        w.U64(via.fh);
+        w.U32(via.pid);
         nLocks++;
       }
     }
   }
   ReleaseAllLocks(s);
+  // kLockVia only when there are locks, so that a stream without any still loads into a
+  // daemon of before the flag (which refuses flags it does not know).
+  if (nLocks > 0) streamFlags |= kLockVia;
+  w.Put32(8, streamFlags);
   w.Put32(kHeadBytes - 12, nInodes);
   w.Put32(kHeadBytes - 8, nHandles);
   w.Put32(kHeadBytes - 4, nLocks);
@@ -644,16 +699,22 @@ Napi::Value StateResume(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   STATE_OR_THROW(s);
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> carried;
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, LockTable::Via>> carriedVia;
   {
     std::lock_guard<std::mutex> g(s->locks.mu);
     carried.swap(s->locks.carried);
+    carriedVia.swap(s->locks.carriedVia);
   }
   Napi::Array lost = Napi::Array::New(env);
-  for (auto& [nodeid, owners] : carried)
-    for (auto& [owner, ranges] : owners)
-      for (const LockRange& l : ranges)
-        if (int r = TakeLock(s, nodeid, owner, l.type, l.start, l.end); r < 0)
-          lost.Set(lost.Length(), Lost(env, nodeid, std::string("a POSIX lock: ") + strerror(-r)));
+  for (auto& [nodeid, owners] : carried) {
+    for (auto& [owner, ranges] : owners) {
+      auto v = carriedVia.find(nodeid);
+      LockTable::Via via{0, 0};
+      if (v != carriedVia.end() && v->second.count(owner)) via = v->second[owner];
+      if (int r = TakeOwnersLocks(s, nodeid, owner, ranges, via); r < 0)
+        lost.Set(lost.Length(), Lost(env, nodeid, std::string("a POSIX lock: ") + strerror(-r)));
+    }
+  }
   for (HandleShard& sh : s->handles) {
     std::lock_guard<std::mutex> g(sh.mu);
     for (auto& [fh, h] : sh.byFh) {
@@ -680,7 +741,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   std::string magic = r.Bytes(4);
   uint32_t version = r.U32(), flags = r.U32(), session = r.U32(), nInodes = r.U32(), nHandles = r.U32(), nLocks = r.U32();
   if (!r.ok || magic != std::string(kMagic, 4)) return ThrowType(env, "not a virtiofsd-ts device state");
-  if (flags & ~kByHandle) return ThrowType(env, "device state with unknown flags");
+  if (flags & ~(kByHandle | kLockVia)) return ThrowType(env, "device state with unknown flags");
   if (version != kVersion) return ThrowType(env, ("device state version " + std::to_string(version) + ", this daemon reads " + std::to_string(kVersion)).c_str());
   for (InodeShard& sh : s->inodes) {
     std::lock_guard<std::mutex> g(sh.mu);
@@ -700,6 +761,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   struct Lk {
     uint64_t nodeid, owner;
     std::vector<LockRange> ranges;
+    LockTable::Via via{0, 0};
   };
   std::vector<In> ins;
   std::vector<Hd> hds;
@@ -742,10 +804,15 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
       if (x.start < 0 || x.end < x.start || (x.type != F_RDLCK && x.type != F_WRLCK)) r.ok = false;
       l.ranges.push_back(x);
     }
+    if (flags & kLockVia) {
+      l.via.fh = r.U64();
+      l.via.pid = r.U32();
+    }
     lks.push_back(std::move(l));
   }
   if (!r.ok || r.left != 0) return ThrowType(env, "device state cut short, with bytes past its end or a value out of range");
-  s->sessionFlags.store(session);
+  // The guest's session goes on here (a stream of a version before the flag lacks it).
+  s->sessionFlags.store(session | kSessionStarted);
   Napi::Array lost = Napi::Array::New(env);
   uint32_t inodes = 0, handles = 0;
   std::string rootLink;
@@ -853,10 +920,7 @@ Napi::Value StateLoad(const Napi::CallbackInfo& info) {
   }
   uint32_t locks = 0;
   for (const Lk& l : lks) {
-    int r = 0;
-    for (const LockRange& x : l.ranges)
-      if (r == 0) r = TakeLock(s, l.nodeid, l.owner, x.type, x.start, x.end);
-    if (r < 0) {
+    if (int r = TakeOwnersLocks(s, l.nodeid, l.owner, l.ranges, l.via); r < 0) {
       lost.Set(lost.Length(), Lost(env, l.nodeid, std::string("a POSIX lock: ") + strerror(-r)));
       continue;
     }

@@ -29,7 +29,8 @@ constexpr uint64_t kMaxStateId = 1ull << 53;
 
 // FsState::sessionFlags (SessionFlags in src/cache/policy.ts): FUSE_WRITEBACK_CACHE,
 // FUSE_SUBMOUNTS, FUSE_SETXATTR_EXT and FUSE_POSIX_ACL (with FUSE_DONT_MASK) negotiated.
-constexpr uint32_t kSessionWriteback = 1, kSessionSubmounts = 2, kSessionSetxattrExt = 4, kSessionPosixAcl = 8;
+constexpr uint32_t kSessionWriteback = 1, kSessionSubmounts = 2, kSessionSetxattrExt = 4, kSessionPosixAcl = 8,
+                   kSessionStarted = 16;
 // fuse_attr.flags
 constexpr uint32_t kAttrSubmount = 1;
 
@@ -210,8 +211,10 @@ struct LockTable {
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, Via>> via;
   // Whether held has anything, readable without mu: a RELEASE looks no further when not.
   std::atomic<bool> any{false};
-  // The locks a migration's save let go of (migration.cc), taken again if the source goes on.
+  // The locks a migration's save let go of (migration.cc), taken again if the source goes on,
+  // and the handle and process each owner's came through.
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> carried;
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, Via>> carriedVia;
 };
 
 // --translate-uid / --translate-gid (src/fuse/passthrough/idmap.ts): how the IDs a guest
@@ -508,8 +511,11 @@ struct FsState {
   }
 
   // A new session: every inode but the root and every handle go; pinned ones close when
-  // their last pin drops. Sequence numbers go on, so no old id is handed out again.
+  // their last pin drops. Sequence numbers go on, so no old id is handed out again. The
+  // session flags go first: no fast path serves into the tables as they are emptied (INIT
+  // sets the new session's after).
   void Clear() {
+    sessionFlags.store(0, std::memory_order_release);
     // Paths found for a migration name the old session's inodes.
     TakeMigrationPrep(this);
     {
@@ -520,6 +526,7 @@ struct FsState {
       locks.waiting.clear();
       // What a migration's save let go of belonged to the old session too.
       locks.carried.clear();
+      locks.carriedVia.clear();
     }
     for (InodeShard& sh : inodes) {
       std::lock_guard<std::mutex> g(sh.mu);
@@ -768,7 +775,7 @@ void ReleaseLocksVia(FsState* s, uint64_t nodeid, uint64_t fh);
 // - owner's POSIX lock of type (F_RDLCK, F_WRLCK) on [start, end] (inclusive, INT64_MAX: to
 //   the end) of nodeid, taken without waiting and recorded as a SETLK's: 0 or -errno
 //   (fileops.cc; a migration puts the guest's locks back with it);
-int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end);
+int TakeLock(FsState* s, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end, bool writable = false);
 // - SETLK and the attempts of a SETLKW: owner's POSIX lock of type (F_RDLCK, F_WRLCK,
 //   F_UNLCK) on [start, end] of nodeid, through a descriptor of owner's own (fh: a handle of
 //   the file, whose access mode serves when the file cannot be opened read-write), never

@@ -352,7 +352,7 @@ export interface NativeAddon {
   /** pid: the guest process asking, which a GETLK that finds the lock reports. */
   nodeSetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, mode: 0 | 1 | 2, pid?: number): number;
   /** out: type, start, end, pid of a conflicting lock (type F_UNLCK when none). */
-  nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: Float64Array): number;
+  nodeGetlk(id: number, nodeid: number, fh: number, owner: bigint, type: number, start: bigint, end: bigint, out: BigInt64Array): number;
   nodeUnlockOwner(id: number, nodeid: number, owner: bigint): void;
   /** killSuidgid: written without CAP_FSETID, so that setuid/setgid go (FUSE_WRITE_KILL_SUIDGID). */
   handleWritev(id: number, fh: number | bigint, position: number, table: number, pairs: Float64Array, count: number, killSuidgid?: boolean): number;

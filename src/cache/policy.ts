@@ -115,6 +115,8 @@ export const SessionFlags = Object.freeze({
   SETXATTR_EXT: 4,
   /** POSIX ACLs (with FUSE_DONT_MASK): new files are made under the caller's umask. */
   POSIX_ACL: 8,
+  /** An INIT began the session and no DESTROY ended it: until then only INIT is served. */
+  STARTED: 16,
 });
 
 /** The session flags for the INIT flags the guest was answered with. */

@@ -174,6 +174,13 @@ export class NullFilesystem {
   get replyOnPool(): boolean {
     return false;
   }
+  /**
+   * Whether a session is on (an INIT began it and no DESTROY ended it), seen alike by every
+   * queue's thread: without one the server answers EIO to all but INIT, as libfuse does.
+   */
+  get sessionStarted(): boolean {
+    return true;
+  }
   /** A new session begins (INIT); `offered` is the kernel's INIT flag set. */
   init(_offered: bigint): InitReply {
     return { flags: 0n, maxWrite: 1 << 20, maxPages: 256, timeGran: 1 };

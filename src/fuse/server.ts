@@ -91,6 +91,29 @@ const FATTR_SIZE = 1 << 3;
 const FATTR_ATIME = 1 << 4;
 const FATTR_MTIME = 1 << 5;
 const FATTR_FH = 1 << 6;
+/** The requests the kernel expects no reply to. */
+const NO_REPLY: ReadonlySet<number> = new Set([abi.Opcode.FORGET, abi.Opcode.BATCH_FORGET, abi.Opcode.INTERRUPT]);
+
+/**
+ * The reply bodies of fixed size, by opcode: a request whose reply buffer cannot hold its
+ * reply gets EINVAL before anything is done, not after (a CREATE or OPEN would leave a
+ * handle open that the guest never learns of, a LOOKUP or MKDIR a count on the node).
+ */
+const FIXED_REPLY: ReadonlyMap<number, number> = (() => {
+  const O = abi.Opcode;
+  const m = new Map<number, number>();
+  for (const op of [O.LOOKUP, O.MKNOD, O.MKDIR, O.SYMLINK, O.LINK]) m.set(op, abi.ENTRY_OUT_SIZE);
+  for (const op of [O.CREATE, O.TMPFILE]) m.set(op, abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+  for (const op of [O.OPEN, O.OPENDIR]) m.set(op, abi.OPEN_OUT_SIZE);
+  for (const op of [O.GETATTR, O.SETATTR]) m.set(op, abi.ATTR_OUT_SIZE);
+  for (const op of [O.WRITE, O.COPY_FILE_RANGE]) m.set(op, abi.WRITE_OUT_SIZE);
+  m.set(O.STATX, abi.STATX_OUT_SIZE);
+  m.set(O.STATFS, abi.STATFS_OUT_SIZE);
+  m.set(O.LSEEK, abi.LSEEK_OUT_SIZE);
+  m.set(O.GETLK, abi.LK_OUT_SIZE);
+  return m;
+})();
+
 /** The requests that make a file, and may carry its security context (FUSE_SECURITY_CTX). */
 const CREATING: ReadonlySet<number> = new Set([abi.Opcode.CREATE, abi.Opcode.MKNOD, abi.Opcode.MKDIR, abi.Opcode.SYMLINK, abi.Opcode.TMPFILE]);
 
@@ -100,6 +123,8 @@ export class FuseServer {
   /** Header of a reply whose body is already in guest memory (copied out at once, so shared). */
   private readonly headerBuf = Buffer.alloc(abi.OUT_HEADER_SIZE);
   readonly counts: OpcodeCounts = new Map();
+  /** Requests without a session are logged once per server (a guest may send many). */
+  private warnedNoSession = false;
 
   constructor(
     private readonly fs: Filesystem,
@@ -131,6 +156,19 @@ export class FuseServer {
       this.log.warn({ opcode: h.opcode, len: h.len, have: t.readableLen }, 'FUSE request length disagrees with its buffer');
       return this.error(t, h.unique, E.EINVAL, h.opcode);
     }
+    if (h.opcode !== abi.Opcode.INIT && !this.fs.sessionStarted) {
+      if (NO_REPLY.has(h.opcode)) return 0;
+      if (!this.warnedNoSession) {
+        this.warnedNoSession = true;
+        this.log.warn({ opcode: abi.opcodeName(h.opcode) }, 'FUSE request before INIT or after DESTROY: EIO (logged once)');
+      }
+      return this.error(t, h.unique, E.EIO, h.opcode);
+    }
+    const fixed = FIXED_REPLY.get(h.opcode);
+    if (t.writableLen < abi.OUT_HEADER_SIZE + (fixed ?? 0) && !NO_REPLY.has(h.opcode)) {
+      this.log.warn({ opcode: abi.opcodeName(h.opcode), need: abi.OUT_HEADER_SIZE + (fixed ?? 0), have: t.writableLen }, "reply does not fit the request's reply buffer; not done");
+      return this.error(t, h.unique, E.EINVAL, h.opcode);
+    }
     // Args end where the header says; WRITE leaves its data in place for pwritev.
     const argLen = h.opcode === abi.Opcode.WRITE ? Math.min(abi.WRITE_IN_SIZE, h.len - abi.IN_HEADER_SIZE) : h.len - abi.IN_HEADER_SIZE;
     if (argLen > MAX_IN_COPY) return this.error(t, h.unique, E.E2BIG, h.opcode);
@@ -148,7 +186,7 @@ export class FuseServer {
   private failed(t: FuseTransfer, h: abi.InHeader, e: unknown): number {
     const errno = e instanceof abi.FuseAbiError ? E.EINVAL : errnoOf(e);
     if (errno === E.EIO && !(e instanceof FsError)) this.log.error({ err: e, opcode: abi.opcodeName(h.opcode) }, 'request failed');
-    if (h.opcode === abi.Opcode.FORGET || h.opcode === abi.Opcode.BATCH_FORGET || h.opcode === abi.Opcode.INTERRUPT) return 0;
+    if (NO_REPLY.has(h.opcode)) return 0;
     return this.error(t, h.unique, errno, h.opcode);
   }
 
@@ -297,7 +335,9 @@ export class FuseServer {
       case O.WRITE: {
         const w = abi.decodeWriteIn(a, 0);
         if (w.offset > MAX_OFFSET) return this.error(t, u, E.EINVAL, h.opcode);
-        if (w.size > t.readableLeft) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${t.readableLeft} in the request`);
+        // The data is what the header's length leaves after the arguments (and is in the buffers).
+        const carried = Math.min(t.readableLeft, h.len - abi.IN_HEADER_SIZE - abi.WRITE_IN_SIZE);
+        if (w.size > carried) throw new abi.FuseAbiError(`WRITE of ${w.size} bytes with ${carried} in the request`);
         this.poolReply(t, ctx, u, abi.OUT_HEADER_SIZE + abi.WRITE_OUT_SIZE);
         const n = fs.write(ctx, nodeid, idOf(w.fh), numberOf(w.offset), t.readRanges(w.size), w.writeFlags);
         if (n === REPLIED_BY_POOL) return n;
@@ -457,13 +497,15 @@ export class FuseServer {
       o.writeUInt32LE(OUR_MINOR, abi.OUT_HEADER_SIZE + 4);
       return this.ok(t, h.unique, 8);
     }
+    const minor = Math.min(i.minor, OUR_MINOR);
+    const size = minor < 5 ? 8 : minor < 23 ? 24 : abi.INIT_OUT_SIZE;
+    // Refused before the session is touched (fs.init ends the last one).
+    if (t.writableLen < abi.OUT_HEADER_SIZE + size) return this.ok(t, h.unique, size);
     const offered = abi.initInFlags(i);
     const want = this.fs.init(offered);
     let flags = want.flags & offered;
     if ((flags >> 32n) !== 0n) flags |= abi.InitFlags.INIT_EXT;
     const { flags: lo, flags2 } = abi.splitInitFlags(flags & (offered | abi.InitFlags.INIT_EXT));
-    const minor = Math.min(i.minor, OUR_MINOR);
-    const size = minor < 5 ? 8 : minor < 23 ? 24 : abi.INIT_OUT_SIZE;
     o.fill(0, abi.OUT_HEADER_SIZE, abi.OUT_HEADER_SIZE + abi.INIT_OUT_SIZE);
     abi.encodeInitOut(o, abi.OUT_HEADER_SIZE, {
       major: abi.FUSE_KERNEL_VERSION,

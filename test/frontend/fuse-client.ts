@@ -65,6 +65,8 @@ export interface RequestOptions {
   totalExtlen?: number;
   /** Use this queue instead of the client's request queue. */
   queue?: number;
+  /** fuse_in_header.len as sent, when not the request's true length (malformed-request tests). */
+  headerLen?: number;
   /**
    * The reply body is a view of guest memory instead of a copy, valid only until a later
    * request reuses that memory. For the benchmark: a fresh 1 MiB copy per READ costs the
@@ -225,7 +227,7 @@ export class FuseClient {
     const inLen = abi.IN_HEADER_SIZE + args.length + data.length;
     // Header, arguments and data fill the request buffer whole: no need to zero it.
     const rd = this.mem.alloc(inLen, 64, undefined, false);
-    this.writeHeader(rd.buf, opcode, big(nodeid), unique, inLen, opts.totalExtlen);
+    this.writeHeader(rd.buf, opcode, big(nodeid), unique, opts.headerLen ?? inLen, opts.totalExtlen);
     args.copy(rd.buf, abi.IN_HEADER_SIZE);
     data.copy(rd.buf, abi.IN_HEADER_SIZE + args.length);
     const outLen = abi.OUT_HEADER_SIZE + replyCapacity;

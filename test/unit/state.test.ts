@@ -112,9 +112,9 @@ describe('native file-system state', () => {
     assert.deepEqual(native.stateResume(id), [], 'nothing to take back');
     const n2 = native.nodeLookup(id, 1, 'a', st);
     const fh2 = native.nodeOpen(id, n2, fs.constants.O_RDWR);
-    const out = new Float64Array(4);
+    const out = new BigInt64Array(4);
     assert.equal(native.nodeGetlk(id, n2, fh2, 2n, F_WRLCK, 0n, 99n, out), 0);
-    assert.equal(out[0], 2 /* F_UNLCK */, 'no lock of the old session is held on the host');
+    assert.equal(out[0], 2n /* F_UNLCK */, 'no lock of the old session is held on the host');
     assert.equal(native.nodeSetlk(id, n2, fh2, 2n, F_WRLCK, 0n, 99n, 0), 0, 'another owner gets the range');
     assert.equal(native.handleFlock(id, fh2, 2 | 4 /* LOCK_EX | LOCK_NB */), 0, 'and the flock()');
   });

@@ -31,16 +31,16 @@ interface Env {
   client: FuseClient;
 }
 
-async function launch(opts: NegotiateOptions = {}): Promise<Env> {
+async function launch(opts: NegotiateOptions = {}, extraArgs: string[] = [], init = true): Promise<Env> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfs-bad-'));
   const shared = path.join(dir, 'shared');
   fs.mkdirSync(shared);
   fs.writeFileSync(path.join(shared, 'hello.txt'), 'hello\n');
-  const daemon = startDaemon('ts', { sharedDir: shared, socketPath: path.join(dir, 'vfs.sock') });
+  const daemon = startDaemon('ts', { sharedDir: shared, socketPath: path.join(dir, 'vfs.sock'), extraArgs });
   const fe = await daemon.connect();
   await fe.negotiate({ queueSize: 8, ...opts });
   const client = new FuseClient(fe, { timeoutMs: 3000 });
-  ok(await client.init(), 'INIT');
+  if (init) ok(await client.init(), 'INIT');
   return { dir, shared, daemon, fe, client };
 }
 
@@ -588,6 +588,62 @@ describe('virtiofsd-ts against a hostile front end', function () {
       assert.equal(h.error, -os.constants.errno.EINVAL);
       await assertServes(env);
     });
+
+    for (const extra of [[], ['--log-level=trace']]) {
+      const by = extra.length ? ' (served in JS)' : '';
+      it(`without a session, before INIT and after DESTROY, every request but INIT gets EIO${by}`, async () => {
+        env = await launch({}, extra, false);
+        const c = env.client;
+        const { EIO } = os.constants.errno;
+        assert.equal((await c.lookup(1n, 'hello.txt')).error, -EIO, 'LOOKUP before INIT');
+        assert.equal((await c.getattr(1n)).error, -EIO, 'GETATTR before INIT');
+        assert.equal((await c.request(abi.Opcode.MKDIR, 1n, Buffer.concat([Buffer.alloc(abi.MKDIR_IN_SIZE), Buffer.from('d\0')]), abi.ENTRY_OUT_SIZE)).error, -EIO, 'MKDIR before INIT');
+        assert.ok(!fs.existsSync(path.join(env.shared, 'd')), 'nothing done before INIT');
+        ok(await c.init(), 'INIT');
+        const e = ok(await c.lookup(1n, 'hello.txt'), 'LOOKUP in the session');
+        const fh = ok(await c.open(e.nodeid, fs.constants.O_RDONLY), 'OPEN').fh;
+        assert.equal((await c.request(abi.Opcode.DESTROY, 0n, Buffer.alloc(0), 0)).error, 0, 'DESTROY');
+        assert.equal((await c.getattr(1n)).error, -EIO, 'GETATTR after DESTROY');
+        assert.equal((await c.read(fh, 0, 10, { nodeid: e.nodeid })).error, -EIO, 'READ after DESTROY');
+        // A new session (a remount) serves again.
+        ok(await c.init(), 'INIT again');
+        await assertServes(env);
+        assert.equal(env.daemon.output().match(/before INIT or after DESTROY/g)?.length, 1, 'logged once');
+      });
+
+      it(`a request whose reply buffer cannot hold its reply gets EINVAL before anything is done${by}`, async () => {
+        env = await launch({}, extra);
+        const c = env.client;
+        const { EINVAL } = os.constants.errno;
+        const pid = env.daemon.proc.pid!;
+        const fds = (): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+        const e = ok(await c.lookup(1n, 'hello.txt'), 'LOOKUP');
+        const before = fds();
+        const create = Buffer.alloc(abi.CREATE_IN_SIZE);
+        create.writeUInt32LE(fs.constants.O_RDWR | fs.constants.O_CREAT, 0);
+        create.writeUInt32LE(0o644, 4);
+        const createArgs = Buffer.concat([create, Buffer.from('new.txt\0')]);
+        assert.equal((await c.request(abi.Opcode.CREATE, 1n, createArgs, abi.ENTRY_OUT_SIZE)).error, -EINVAL, 'CREATE with room for the entry only');
+        assert.ok(!fs.existsSync(path.join(env.shared, 'new.txt')), 'the file was not made');
+        const open = Buffer.alloc(abi.OPEN_IN_SIZE);
+        assert.equal((await c.request(abi.Opcode.OPEN, e.nodeid, open, abi.OPEN_OUT_SIZE - 1)).error, -EINVAL, 'OPEN');
+        assert.equal((await c.request(abi.Opcode.OPENDIR, 1n, open, 0)).error, -EINVAL, 'OPENDIR');
+        assert.equal(fds(), before, 'no handle left open');
+        const mkdir = Buffer.concat([Buffer.alloc(abi.MKDIR_IN_SIZE), Buffer.from('d\0')]);
+        mkdir.writeUInt32LE(0o755, 0);
+        assert.equal((await c.request(abi.Opcode.MKDIR, 1n, mkdir, abi.ENTRY_OUT_SIZE - 8)).error, -EINVAL, 'MKDIR');
+        assert.ok(!fs.existsSync(path.join(env.shared, 'd')), 'the directory was not made');
+        // A WRITE whose size runs past the length its header gives (the buffers hold more).
+        const fh = ok(await c.open(e.nodeid, fs.constants.O_RDWR), 'OPEN for writing').fh;
+        const w = Buffer.alloc(abi.WRITE_IN_SIZE);
+        abi.encodeWriteIn(w, 0, { fh: BigInt(fh), offset: 0n, size: 6, writeFlags: 0, lockOwner: 0n, flags: 0 });
+        const r = await c.request(abi.Opcode.WRITE, e.nodeid, w, abi.WRITE_OUT_SIZE, Buffer.from('HELLO!'), { headerLen: abi.IN_HEADER_SIZE + abi.WRITE_IN_SIZE + 2 });
+        assert.equal(r.error, -EINVAL, 'WRITE of 6 bytes in a request of 2');
+        assert.equal(fs.readFileSync(path.join(env.shared, 'hello.txt'), 'utf8'), 'hello\n', 'nothing written');
+        ok(await c.release(fh, { nodeid: e.nodeid }), 'RELEASE');
+        await assertServes(env);
+      });
+    }
 
     it('a name without its NUL, with a slash, or empty gets EINVAL; ".." at the root stays at the root', async () => {
       env = await launch();

@@ -131,12 +131,12 @@ async function exercise(env: ConnectedDaemon, readonly: boolean): Promise<{ seen
   await lk('GETLK', 'through a handle past 2^53', lkIn((1n << 53n) + 1n, 1n, F_RDLCK, 0n, 0n), false);
   await lk('SETLK', 'with its arguments cut short', lkIn(a, 1n, F_RDLCK, 0n, 0n).subarray(0, 40), false);
   await lk('GETLK', 'with no room for the reply', lkIn(a, 1n, F_RDLCK, 0n, 0n), false, l, abi.LK_OUT_SIZE - 1);
-  // Locks past 2^53: JS answers a GETLK that finds one (its numbers are doubles; the counts
-  // below check that the fast path left these to it).
+  // Locks past 2^53, which JS answers exactly too (as 64-bit integers, not doubles).
   await lk('SETLK', 'owner 2 reads at 2^60 + 1', lkIn(b, 2n, F_RDLCK, (1n << 60n) + 1n, (1n << 60n) + 1n));
-  await lk('GETLK', 'owner 1 finds owner 2\'s lock at 2^60 + 1', lkIn(a, 1n, F_WRLCK, 1n << 60n, (1n << 60n) + 10n), false);
+  await lk('GETLK', 'owner 1 finds owner 2\'s lock at 2^60 + 1', lkIn(a, 1n, F_WRLCK, 1n << 60n, (1n << 60n) + 10n));
+  await lk('GETLK', 'owner 1 finds owner 2\'s read lock at 2^60 + 1', lkIn(a, 1n, F_WRLCK, (1n << 60n) + 1n, (1n << 60n) + 10n));
   await lk('SETLK', 'owner 2 reads at 2^63 - 4097', lkIn(b, 2n, F_RDLCK, OFFSET_MAX - 4096n, OFFSET_MAX - 4096n));
-  await lk('GETLK', 'owner 1 finds owner 2\'s lock at 2^63 - 4097', lkIn(a, 1n, F_WRLCK, OFFSET_MAX - 5000n, OFFSET_MAX - 4000n), false);
+  await lk('GETLK', 'owner 1 finds owner 2\'s lock at 2^63 - 4097', lkIn(a, 1n, F_WRLCK, OFFSET_MAX - 5000n, OFFSET_MAX - 4000n));
   // A deadlock: owner 6 waits (in JS) for owner 5's lock, then owner 5 asks for owner 6's.
   // Once owner 6 has given up, owner 5 only waits. (40-69 is free: owner 2 holds 0-10 and
   // 100 on.)
@@ -356,6 +356,16 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
       assert.equal(await setlk(ro, 1n, F_UNLCK, 0n, OFFSET_MAX), 0);
       assert.equal(await setlk(rw, 2n, F_UNLCK, 0n, OFFSET_MAX), 0);
       assert.deepEqual(modes(), [0, 2], 'owners that hold nothing keep no descriptor');
+      // A write lock through a write-only handle, then a read lock of the same owner through a
+      // read-only one: its description was opened read-write (the file was open for writing
+      // already), so the read lock needs no new one.
+      const wo = BigInt(ok(await c.open(node, fs.constants.O_WRONLY), 'OPEN write-only').fh);
+      assert.equal(await setlk(wo, 5n, F_WRLCK, 300n, 309n), 0);
+      assert.equal(await setlk(ro, 5n, F_RDLCK, 400n, 409n), 0, 'a read lock beside its write lock');
+      assert.equal(await setlk(wo, 5n, F_RDLCK, 500n, 509n), -EBADF, 'no read lock through a write-only handle');
+      assert.deepEqual(modes(), [0, 1, 2, 2], 'the handles and one read-write descriptor for owner 5');
+      assert.equal(await setlk(wo, 5n, F_UNLCK, 0n, OFFSET_MAX), 0);
+      ok(await c.release(wo, { nodeid: node }), 'RELEASE write-only');
       ok(await c.release(rw, { nodeid: node }), 'RELEASE read-write');
       execFileSync(tool);
       await disconnectDaemon(env);
@@ -407,6 +417,7 @@ describe('virtiofsd-ts FUSE fast path: ACCESS, GETLK, SETLK and SETLKW', functio
         assert.equal(error('SETLKW owner 5 writes 60-69 once owner 6 gave up'), -EINTR, 'no deadlock left behind');
         // Owner 2's read lock at 2^60 + 1 split its write lock from 100 on: the part before it is in the way.
         assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s lock at 2^60 + 1'), { start: 100n, end: 1n << 60n, type: F_WRLCK, pid: 1 });
+        assert.deepEqual(lock('GETLK owner 1 finds owner 2\'s read lock at 2^60 + 1'), { start: (1n << 60n) + 1n, end: (1n << 60n) + 1n, type: F_RDLCK, pid: 1 }, 'exact past 2^53');
       }
       // Which path served them: every plain request natively, nothing at trace level.
       const native = fast.report.nativeOpcodesPerQueue?.['1'] ?? {};

@@ -208,10 +208,10 @@ describe('virtiofsd-ts FUSE fast path: FSYNC, FSYNCDIR, SYNCFS, FALLOCATE, COPY_
     for (const r of [fast, pool, js]) {
       assert.equal(fs.statSync(path.join(r.share, 'f')).size, 3 << 20, 'FALLOCATE grew f');
       const gData = fs.readFileSync(path.join(r.share, 'g'));
-      // 4 KiB of b at 10, and 100 bytes of a at 0 over them: the copy with no room for its
-      // reply (sent last) goes to JS, which copies before it finds no room.
+      // 100 bytes of a at 0, then 4 KiB of b at 10 over them; the copy with no room for its
+      // reply (sent last, 100 bytes of a at 0 again) goes to JS, which refuses it unmade.
       assert.equal(gData.length, 4106);
-      assert.equal(gData.toString(), 'a'.repeat(100) + 'b'.repeat(4006));
+      assert.equal(gData.toString(), 'a'.repeat(10) + 'b'.repeat(4096));
     }
     // Which path served them: every plain request natively (FSYNCs on the pool when there is
     // one), nothing natively at trace level; the exit report counts them either way.

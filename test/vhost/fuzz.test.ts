@@ -227,6 +227,8 @@ describe('a guest sending random FUSE requests', function () {
           } else {
             await freed;
           }
+          // A DESTROY ends the session (everything but INIT gets EIO): the guest mounts again.
+          if (opcode === abi.Opcode.DESTROY) ok(await c.init(), `seed ${s}: INIT after a DESTROY`);
         }
       };
       await Promise.all(Array.from({ length: LANES }, (_, k) => lane(k)));

@@ -145,6 +145,9 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
       // Renamed on the host after the lookups: the state must carry where the files are now.
       fs.renameSync(path.join(share, 'd'), path.join(share, 'd2'));
       const { state, check } = await save(src.fe);
+      // No lock held: the stream's flags say only how inodes travel, so that it also loads into a
+      // daemon of before the lock flag (which refuses flags it does not know).
+      assert.equal(state.readUInt32LE(8), 0, 'stream flags');
       assert.equal(check, 0n, 'the save worked');
       await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.inodes === 4 && l.handles === 3);
 
@@ -543,6 +546,9 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
         assert.equal(await load(dst.fe, bad), 1n);
         await logged(dst.daemon, (l) => l.msg === 'device state not transferred: device state cut short, with bytes past its end or a value out of range' || /not a virtiofsd-ts device state/.test(String(l.msg)));
         await dst.fe.startQueues(dst.fe.queues.map(() => 0));
+        // No session came: the daemon answers EIO until an INIT begins one, then serves.
+        assert.equal((await dst.c.statfs()).error, -os.constants.errno.EIO, 'STATFS before an INIT');
+        ok(await dst.c.init(), 'INIT');
         ok(await dst.c.statfs(), 'STATFS: the daemon serves on');
         await stopDestination(dst);
         dst = null;
@@ -595,37 +601,42 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     }
   });
 
-  it('POSIX and flock() locks go with the guest: the destination holds them; a source that goes on takes them back', async () => {
+  it('POSIX and flock() locks go with the guest: the destination holds them, ends an open file\'s lock at its handle\'s RELEASE and names the process that took it; a source that goes on takes them back', async () => {
     src = await connectDaemon('vfs-migsrc-', ['--cache=never'], {}, undefined, NEGOTIATE);
     const { c, share } = src;
     fs.writeFileSync(path.join(share, 'f'), 'locked');
     const n = ok(await c.lookup(1n, 'f'), 'LOOKUP').nodeid;
     const fh = ok(await c.open(n, fs.constants.O_RDWR), 'OPEN').fh;
     const fh2 = ok(await c.open(n, fs.constants.O_RDWR), 'OPEN again').fh;
-    const lk = (h: bigint, owner: bigint, flock = false): Buffer => {
+    const lk = (h: bigint, owner: bigint, flock = false, start = 0n, pid = 1): Buffer => {
       const b = Buffer.alloc(abi.LK_IN_SIZE);
-      abi.encodeLkIn(b, 0, { fh: h, owner, lk: { start: 0n, end: 99n, type: 1, pid: 1 }, lkFlags: flock ? abi.LkFlags.FLOCK : 0 });
+      abi.encodeLkIn(b, 0, { fh: h, owner, lk: { start, end: start + 99n, type: 1, pid }, lkFlags: flock ? abi.LkFlags.FLOCK : 0 });
       return b;
     };
-    // Owner 1 write-locks bytes 0-99; handle fh holds an exclusive flock().
-    assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh, 1n), 0)).error, 0, 'SETLK owner 1');
+    // Owner 1 (guest process 4242) write-locks bytes 0-99; handle fh holds an exclusive
+    // flock(); owner 3, a guest's F_OFD_SETLK through fh2 (its owner is that open file, which
+    // no FLUSH names), write-locks 200-299.
+    assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh, 1n, false, 0n, 4242), 0)).error, 0, 'SETLK owner 1');
     assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh, 7n, true), 0)).error, 0, 'flock LOCK_EX');
-    // What the locks look like to another owner and another handle: taken.
+    assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh2, 3n, false, 200n), 0)).error, 0, 'SETLK owner 3');
+    // What the locks look like to another owner and another handle: taken, by process 4242.
     const held = async (cl: FuseClient, label: string): Promise<void> => {
       assert.equal((await cl.request(abi.Opcode.SETLK, n, lk(fh2, 2n), 0)).error, -os.constants.errno.EAGAIN, `${label}: owner 2 is refused`);
       const g = await cl.request(abi.Opcode.GETLK, n, lk(fh2, 2n), abi.LK_OUT_SIZE);
       assert.equal(g.error, 0);
-      assert.equal(abi.decodeLkOut(g.body, 0).lk.type, 1, `${label}: GETLK sees the write lock`);
+      assert.deepEqual(abi.decodeLkOut(g.body, 0).lk, { start: 0n, end: 99n, type: 1, pid: 4242 }, `${label}: GETLK sees the write lock of process 4242`);
       assert.equal((await cl.request(abi.Opcode.SETLK, n, lk(fh2, 8n, true), 0)).error, -os.constants.errno.EAGAIN, `${label}: another flock() is refused`);
+      assert.equal((await cl.request(abi.Opcode.SETLK, n, lk(fh, 2n, false, 200n), 0)).error, -os.constants.errno.EAGAIN, `${label}: owner 3's lock holds`);
     };
     await held(c, 'source');
     const { state, check } = await save(src.fe);
     assert.equal(check, 0n);
-    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.lockOwners === 1);
+    assert.equal(state.readUInt32LE(8) & 2, 2, 'the stream carries each lock owner\'s handle and process');
+    await logged(src.daemon, (l) => l.msg === 'device state saved for migration' && l.lockOwners === 2);
 
     dst = await destination(share);
     assert.equal(await load(dst.fe, state), 0n, dst.daemon.output());
-    await logged(dst.daemon, (l) => l.msg === 'device state loaded from migration' && l.lockOwners === 1 && l.handles === 2);
+    await logged(dst.daemon, (l) => l.msg === 'device state loaded from migration' && l.lockOwners === 2 && l.handles === 2);
     await dst.fe.startQueues(dst.fe.queues.map(() => 0));
     await held(dst.c, 'destination');
     // The owner itself may unlock, and then owner 2 gets the range.
@@ -633,14 +644,19 @@ describe('device state for live migration (SET_DEVICE_STATE_FD, CHECK_DEVICE_STA
     abi.encodeLkIn(unlock, 0, { fh, owner: 1n, lk: { start: 0n, end: 99n, type: 2, pid: 1 }, lkFlags: 0 });
     assert.equal((await dst.c.request(abi.Opcode.SETLK, n, unlock, 0)).error, 0);
     assert.equal((await dst.c.request(abi.Opcode.SETLK, n, lk(fh2, 2n), 0)).error, 0, 'owner 2 after the unlock');
+    // The guest closes the open file owner 3's lock came through: its lock goes.
+    ok(await dst.c.release(fh2, { nodeid: n }), 'RELEASE fh2');
+    assert.equal((await dst.c.request(abi.Opcode.SETLK, n, lk(fh, 4n, false, 200n), 0)).error, 0, 'owner 3\'s lock went with its handle');
     await stopDestination(dst);
     dst = null;
 
     // A second save on a source whose migration failed: its locks are free on the host until
-    // it goes on, and then they are its own again.
+    // it goes on, and then they are its own again, each with its handle and process.
     await src.fe.startQueues(src.fe.queues.map((q) => q.vq.availIdx));
     await logged(src.daemon, (l) => l.msg === 'the guest goes on here after its state was saved: its locks are taken again');
     await held(c, 'source after the failed migration');
+    ok(await c.release(fh2, { nodeid: n }), 'RELEASE fh2 on the source');
+    assert.equal((await c.request(abi.Opcode.SETLK, n, lk(fh, 4n, false, 200n), 0)).error, 0, 'owner 3\'s lock went with its handle on the source');
   });
 
   it('refuses a transfer while a queue runs, in an unknown phase or direction, and a check with no transfer', async () => {

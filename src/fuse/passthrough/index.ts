@@ -146,7 +146,7 @@ export class PassthroughFs extends NullFilesystem {
       }
     }
     // Every queue thread opens files the way the session's writeback cache needs.
-    native.stateSession(this.id, sessionFlagsOf(flags & offered));
+    native.stateSession(this.id, sessionFlagsOf(flags & offered) | SessionFlags.STARTED);
     const dax = this.opts.dax;
     if (dax) {
       // Linux mounts with -o dax only where the device has a window; MAP_ALIGNMENT tells it
@@ -158,7 +158,12 @@ export class PassthroughFs extends NullFilesystem {
   }
 
   override destroy(): void {
+    // (Ends the session too: stateClear drops its flags first.)
     native.stateClear(this.id);
+  }
+
+  override get sessionStarted(): boolean {
+    return (native.stateSession(this.id) & SessionFlags.STARTED) !== 0;
   }
 
   // ---- names -------------------------------------------------------------------------

@@ -23,7 +23,6 @@ const LOCK_UN = 8;
 export const F_RDLCK = 0;
 export const F_WRLCK = 1;
 export const F_UNLCK = 2;
-const OFFSET_MAX = (1n << 63n) - 1n;
 
 /** SETLK, an attempt of a SETLKW, or giving a SETLKW up (native/fileops.cc nodeSetlk). */
 const enum Mode {
@@ -91,11 +90,9 @@ export class LockWaits {
 
 /** GETLK: the first conflicting lock, or type F_UNLCK. */
 export function getLock(stateId: number, nodeid: number, fh: number, owner: bigint, lock: Lock): Lock {
-  const out = new Float64Array(4);
+  const out = new BigInt64Array(4);
   const r = native.nodeGetlk(stateId, nodeid, fh, owner, lock.type, lock.start, lock.end, out);
   if (r < 0) throw new FsError(-r);
-  if (out[0] === F_UNLCK) return { start: 0n, end: 0n, type: F_UNLCK, pid: 0 };
-  // The end comes back as a double: 2^63-1 ("to the end of the file") must stay exact.
-  const end = out[2] >= 2 ** 63 - 4096 ? OFFSET_MAX : BigInt(out[2]);
-  return { type: out[0], start: BigInt(out[1]), end, pid: out[3] };
+  if (Number(out[0]) === F_UNLCK) return { start: 0n, end: 0n, type: F_UNLCK, pid: 0 };
+  return { type: Number(out[0]), start: out[1], end: out[2], pid: Number(out[3]) };
 }
