@@ -119,6 +119,30 @@ describe('native file-system state', () => {
     assert.equal(native.handleFlock(id, fh2, 2 | 4 /* LOCK_EX | LOCK_NB */), 0, 'and the flock()');
   });
 
+  it('a source that goes on after a save takes each owner\'s locks back whole or not at all, with the handle and process they came through', () => {
+    const F_WRLCK = 1;
+    const F_UNLCK = 2;
+    const n = native.nodeLookup(id, 1, 'a', st);
+    const fh = native.nodeOpen(id, n, fs.constants.O_RDWR);
+    const fh2 = native.nodeOpen(id, n, fs.constants.O_RDWR);
+    assert.equal(native.nodeSetlk(id, n, fh, 1n, F_WRLCK, 0n, 9n, 0, 41), 0, 'owner 1 write-locks 0-9');
+    assert.equal(native.nodeSetlk(id, n, fh, 1n, F_WRLCK, 100n, 109n, 0, 41), 0, 'and 100-109');
+    assert.equal(native.nodeSetlk(id, n, fh2, 4n, F_WRLCK, 200n, 209n, 0, 44), 0, 'owner 4 write-locks 200-209 through fh2');
+    assert.equal(native.stateSave(id, false, false).locks, 2);
+    // While the locks are let go of, another owner takes one of owner 1's ranges.
+    assert.equal(native.nodeSetlk(id, n, fh, 2n, F_WRLCK, 100n, 109n, 0), 0, 'owner 2 takes 100-109 meanwhile');
+    const lost = native.stateResume(id);
+    assert.equal(lost.length, 1, JSON.stringify(lost));
+    const out = new BigInt64Array(4);
+    assert.equal(native.nodeGetlk(id, n, fh, 3n, F_WRLCK, 0n, 9n, out), 0);
+    assert.equal(out[0], BigInt(F_UNLCK), 'owner 1 kept nothing of what it could not have whole');
+    assert.equal(native.nodeGetlk(id, n, fh, 3n, F_WRLCK, 200n, 200n, out), 0);
+    assert.deepEqual([...out], [BigInt(F_WRLCK), 200n, 209n, 44n], 'owner 4\'s lock is back, naming its process');
+    // fh2's RELEASE ends owner 4's lock, as before the save (an open file's lock).
+    assert.equal(native.handleRemove(id, fh2), 0);
+    assert.equal(native.nodeSetlk(id, n, fh, 3n, F_WRLCK, 200n, 209n, 0), 0, 'owner 4\'s lock went with fh2');
+  });
+
   it('never hands out a nodeid or fh twice, across forgets and sessions', () => {
     const seen = new Set<number>();
     for (let round = 0; round < 3; round++) {
