@@ -85,6 +85,7 @@ Napi::Value DirtyLogMap(const Napi::CallbackInfo& info) {
   size_t len = static_cast<size_t>(size + (offset - pageOff));
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(pageOff));
   if (p == MAP_FAILED) return ThrowErrno(env, errno, "mmap");
+  GuardMapping(p, len);
   auto* a = new LogArea{p, len, static_cast<uint8_t*>(p) + (offset - pageOff), static_cast<uint64_t>(size)};
   std::lock_guard<std::mutex> g(t->mu);
   t->all.push_back(a);
@@ -110,6 +111,7 @@ Napi::Value DirtyLogReset(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> g(t->mu);
   SetLogging(t, false, nullptr);
   for (LogArea* a : t->all) {
+    UnguardMapping(a->map);
     munmap(a->map, a->mapLen);
     delete a;
   }

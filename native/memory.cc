@@ -11,9 +11,20 @@
 //    or WRITE's guest ranges takes no lock and touches no shared reference count;
 //  - JS (memTableViews): Buffer views of the regions, each owning a reference to its
 //    mapping, for the rings and the small request headers that JS reads itself.
+//
+// A front end may shrink a region's file after we mapped it (ftruncate): touching a page past
+// the file's new end raises SIGBUS, which would kill the daemon, whichever thread touched it
+// (a kick thread reading a descriptor, JS reading a header). Every mapping of front-end memory
+// is registered here (GuardMapping), and a SIGBUS handler puts a zero page over a page of one
+// that faults (as Wayland compositors do for their clients' shared memory), counts the fault
+// and signals an eventfd, on which the connection logs it and closes itself
+// (src/vhost/backend.ts). A SIGBUS anywhere else goes on to the handler before ours, or kills
+// the process as it would have.
 #include "common.h"
 #include "dirtylog.h"
 
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +37,68 @@
 namespace vfsn {
 namespace {
 
+// The mappings of front-end memory, for the SIGBUS handler to find without a lock: a slot
+// is free while start is 0; end is set after start is claimed and cleared before it is freed.
+constexpr int kMaxGuards = 4096;
+struct Guard {
+  std::atomic<uintptr_t> start{0}, end{0};
+};
+Guard gGuards[kMaxGuards];
+std::atomic<uint64_t> gBusFaults{0};
+std::atomic<uintptr_t> gLastFault{0};
+int gFaultFd = -1;  // eventfd, written once per fault handled
+uintptr_t gPageSize = 4096;
+struct sigaction gPrevBus;
+
+// Puts a private zero page over the faulting page of a guarded mapping (or over the whole
+// mapping where the page cannot be replaced alone, as in a mapping of huge pages).
+void OnSigbus(int sig, siginfo_t* si, void* ctx) {
+  int saved = errno;
+  uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr);
+  for (Guard& g : gGuards) {
+    uintptr_t s = g.start.load(std::memory_order_acquire), e = g.end.load(std::memory_order_acquire);
+    if (s == 0 || a < s || a >= e) continue;
+    uintptr_t page = a & ~(gPageSize - 1);
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE;
+    if (mmap(reinterpret_cast<void*>(page), gPageSize, PROT_READ | PROT_WRITE, flags, -1, 0) == MAP_FAILED &&
+        mmap(reinterpret_cast<void*>(s), e - s, PROT_READ | PROT_WRITE, flags, -1, 0) == MAP_FAILED)
+      break;
+    gBusFaults.fetch_add(1, std::memory_order_relaxed);
+    gLastFault.store(a, std::memory_order_relaxed);
+    uint64_t one = 1;
+    if (gFaultFd >= 0 && write(gFaultFd, &one, sizeof one) < 0) {
+      // The counter is full: the connection has been told already.
+    }
+    errno = saved;
+    return;
+  }
+  errno = saved;
+  // Not ours: what would have happened without us.
+  if ((gPrevBus.sa_flags & SA_SIGINFO) && gPrevBus.sa_sigaction) {
+    gPrevBus.sa_sigaction(sig, si, ctx);
+  } else if (gPrevBus.sa_handler != SIG_DFL && gPrevBus.sa_handler != SIG_IGN) {
+    gPrevBus.sa_handler(sig);
+  } else {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGBUS, &dfl, nullptr);  // the access faults again, and kills
+  }
+}
+
+void InstallSigbusGuard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) gPageSize = static_cast<uintptr_t>(ps);
+    gFaultFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct sigaction sa {};
+    sa.sa_sigaction = OnSigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &gPrevBus);
+  });
+}
+
 // Views are split in chunks of at most this size: V8 refuses Buffers above 4 GiB and
 // guests may have larger regions.
 constexpr uint64_t kChunk = 1ull << 30;
@@ -34,7 +107,9 @@ struct Mapping {
   void* base = MAP_FAILED;
   size_t len = 0;
   ~Mapping() {
-    if (base != MAP_FAILED) munmap(base, len);
+    if (base == MAP_FAILED) return;
+    UnguardMapping(base);
+    munmap(base, len);
   }
 };
 
@@ -167,6 +242,7 @@ bool MapRegion(Napi::Env env, Napi::Value v, Region* out) {
     ThrowErrno(env, errno, "mmap");
     return false;
   }
+  GuardMapping(m->base, m->len);
   *out = Region{vals[0], size, vals[2], off, m};
   return true;
 }
@@ -441,7 +517,50 @@ int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector
   return 0;
 }
 
+void GuardMapping(void* base, size_t len) {
+  uintptr_t s = reinterpret_cast<uintptr_t>(base);
+  for (Guard& g : gGuards) {
+    uintptr_t free = 0;
+    if (g.start.compare_exchange_strong(free, s, std::memory_order_acq_rel)) {
+      g.end.store(s + len, std::memory_order_release);
+      return;
+    }
+  }
+  // Every slot taken (thousands of mappings): this one goes unguarded.
+}
+
+void UnguardMapping(void* base) {
+  uintptr_t s = reinterpret_cast<uintptr_t>(base);
+  for (Guard& g : gGuards) {
+    if (g.start.load(std::memory_order_acquire) != s) continue;
+    g.end.store(0, std::memory_order_release);
+    g.start.store(0, std::memory_order_release);
+    return;
+  }
+}
+
+namespace {
+
+// memFaultFd() -> the eventfd that counts SIGBUS faults on front-end memory (see the top).
+Napi::Value MemFaultFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), gFaultFd); }
+
+// memTakeFaults() -> [faults since the last call, address of the last one]: reads the
+// eventfd, so that it is quiet until the next fault.
+Napi::Value MemTakeFaults(const Napi::CallbackInfo& info) {
+  uint64_t n = 0;
+  if (gFaultFd >= 0 && read(gFaultFd, &n, sizeof n) != sizeof n) n = 0;
+  Napi::Array r = Napi::Array::New(info.Env(), 2);
+  r.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(n)));
+  r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(gLastFault.load(std::memory_order_relaxed))));
+  return r;
+}
+
+}  // namespace
+
 void InitMemory(Napi::Env env, Napi::Object exports) {
+  InstallSigbusGuard();
+  exports.Set("memFaultFd", Napi::Function::New(env, MemFaultFd));
+  exports.Set("memTakeFaults", Napi::Function::New(env, MemTakeFaults));
   exports.Set("memTableCreate", Napi::Function::New(env, MemTableCreate));
   exports.Set("memTableDestroy", Napi::Function::New(env, MemTableDestroy));
   exports.Set("memTableSet", Napi::Function::New(env, MemTableSet));

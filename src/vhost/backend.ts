@@ -111,6 +111,7 @@ export class VhostUserBackend {
   /** A save happened and no queue has started since (migration.resume() is owed if one does). */
   private savedSinceStart = false;
   private watcher: InstanceType<typeof native.FdWatcher> | null = null;
+  private faultWatcher: InstanceType<typeof native.FdWatcher> | null = null;
   /** Keeps the part of a message that has arrived (a front end may write one in pieces). */
   private readonly reader: MessageReader;
   private closed = false;
@@ -160,6 +161,20 @@ export class VhostUserBackend {
   start(): void {
     this.watcher = new native.FdWatcher(this.fd, false, () => void this.onReadable());
     this.watcher.start();
+    this.faultWatcher = new native.FdWatcher(native.memFaultFd(), false, () => void this.onMemoryFault());
+    this.faultWatcher.start();
+  }
+
+  /**
+   * The front end shrank the file of a memory region (or of the dirty log) under us: a page
+   * past its new end faulted, and reads as zeros here now (native/memory.cc), so what the
+   * guest's rings and buffers hold can no longer be trusted. The connection ends.
+   */
+  private async onMemoryFault(): Promise<void> {
+    const [faults, address] = native.memTakeFaults();
+    if (faults === 0 || this.closed) return;
+    this.log.error({ faults, address: `0x${address.toString(16)}` }, 'the front end shrank the file of its shared memory under us (SIGBUS): closing the connection');
+    await this.close();
   }
 
   private freshVring(): Vring {
@@ -764,6 +779,8 @@ export class VhostUserBackend {
     this.closed = true;
     this.watcher?.close();
     this.watcher = null;
+    this.faultWatcher?.close();
+    this.faultWatcher = null;
     // The queues stop first: a kick thread counts a chain it served after it completed it,
     // so only once it has been joined are its counts final.
     for (let i = 0; i < this.vrings.length; i++) {

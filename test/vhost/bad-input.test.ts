@@ -304,6 +304,25 @@ describe('virtiofsd-ts against a hostile front end', function () {
       await assertServes(env);
     });
 
+    it('a front end that shrinks a region\'s file under the daemon: the fault is caught, logged, and the connection closed; the daemon ends cleanly', async () => {
+      env = await launch();
+      const [r] = env.fe.memory!.describe();
+      const fd = env.fe.memory!.regionFds()[0];
+      const q = env.fe.queue(1);
+      const out = env.fe.memory!.alloc(64);
+      // A request in the region's last page, which the file then no longer has: the daemon
+      // reads its header from a page that raises SIGBUS. (This process must not touch it.)
+      const lastPage = r.guestPhysAddr + r.memorySize - 4096;
+      fs.ftruncateSync(fd, r.mmapOffset + r.memorySize - (1 << 20));
+      const used = q.submit([{ gpa: lastPage, len: abi.IN_HEADER_SIZE + abi.GETATTR_IN_SIZE }], [{ gpa: out.gpa, len: 64 }], { timeoutMs: 5000 }).catch((e: unknown) => e);
+      await waitForLog(env.daemon, /shrank the file of its shared memory under us \(SIGBUS\): closing the connection/);
+      await expectClosed(env.fe);
+      await used;
+      const exit = await env.daemon.waitExit(5000);
+      assert.equal(exit.code, 0, env.daemon.describeExit());
+      assert.equal(exit.signal, null);
+    });
+
     it('refuses a table that announces more regions than it carries descriptors', async () => {
       env = await launch();
       const regions = env.fe.memory!.describe();
