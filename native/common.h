@@ -228,7 +228,8 @@ constexpr int kMaxMemTables = 64;
 void InitMemory(Napi::Env env, Napi::Object exports);
 // Registers (and forgets) a mapping of front-end memory, whose pages past a file the front
 // end shrank read as zeros instead of killing the process with SIGBUS (memory.cc).
-void GuardMapping(void* base, size_t len);
+// GuardMapping is false when every slot is taken (the caller then refuses the mapping).
+bool GuardMapping(void* base, size_t len);
 void UnguardMapping(void* base);
 void InitSocket(Napi::Env env, Napi::Object exports);
 void InitEvents(Napi::Env env, Napi::Object exports);

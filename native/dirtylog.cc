@@ -85,7 +85,10 @@ Napi::Value DirtyLogMap(const Napi::CallbackInfo& info) {
   size_t len = static_cast<size_t>(size + (offset - pageOff));
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(pageOff));
   if (p == MAP_FAILED) return ThrowErrno(env, errno, "mmap");
-  GuardMapping(p, len);
+  if (!GuardMapping(p, len)) {
+    munmap(p, len);
+    return ThrowErrno(env, EMFILE, "too many mappings of front-end memory");
+  }
   auto* a = new LogArea{p, len, static_cast<uint8_t*>(p) + (offset - pageOff), static_cast<uint64_t>(size)};
   std::lock_guard<std::mutex> g(t->mu);
   t->all.push_back(a);

@@ -46,6 +46,7 @@ struct Guard {
 Guard gGuards[kMaxGuards];
 std::atomic<uint64_t> gBusFaults{0};
 std::atomic<uintptr_t> gLastFault{0};
+std::atomic<int> gLastFaultCode{0};  // si_code: BUS_ADRERR for a page past a file's end
 int gFaultFd = -1;  // eventfd, written once per fault handled
 uintptr_t gPageSize = 4096;
 struct sigaction gPrevBus;
@@ -55,9 +56,15 @@ struct sigaction gPrevBus;
 void OnSigbus(int sig, siginfo_t* si, void* ctx) {
   int saved = errno;
   uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr);
-  for (Guard& g : gGuards) {
+  // Only a fault has an address (si_code > 0); a SIGBUS another process sent carries its
+  // pid and uid in those bytes.
+  int slots = si->si_code > 0 ? kMaxGuards : 0;
+  for (int i = 0; i < slots; i++) {
+    Guard& g = gGuards[i];
     uintptr_t s = g.start.load(std::memory_order_acquire), e = g.end.load(std::memory_order_acquire);
-    if (s == 0 || a < s || a >= e) continue;
+    // start read again: a slot freed and taken by another mapping between the two loads
+    // would pair one mapping's start with the other's end.
+    if (s == 0 || a < s || a >= e || g.start.load(std::memory_order_acquire) != s) continue;
     uintptr_t page = a & ~(gPageSize - 1);
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE;
     if (mmap(reinterpret_cast<void*>(page), gPageSize, PROT_READ | PROT_WRITE, flags, -1, 0) == MAP_FAILED &&
@@ -65,6 +72,7 @@ void OnSigbus(int sig, siginfo_t* si, void* ctx) {
       break;
     gBusFaults.fetch_add(1, std::memory_order_relaxed);
     gLastFault.store(a, std::memory_order_relaxed);
+    gLastFaultCode.store(si->si_code, std::memory_order_relaxed);
     uint64_t one = 1;
     if (gFaultFd >= 0 && write(gFaultFd, &one, sizeof one) < 0) {
       // The counter is full: the connection has been told already.
@@ -81,7 +89,10 @@ void OnSigbus(int sig, siginfo_t* si, void* ctx) {
   } else {
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
-    sigaction(SIGBUS, &dfl, nullptr);  // the access faults again, and kills
+    sigaction(SIGBUS, &dfl, nullptr);
+    // A fault happens again as the access is retried, and kills; a signal sent is sent again
+    // (delivered once this handler returns).
+    if (si->si_code <= 0) raise(SIGBUS);
   }
 }
 
@@ -93,7 +104,7 @@ void InstallSigbusGuard() {
     gFaultFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct sigaction sa {};
     sa.sa_sigaction = OnSigbus;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, &gPrevBus);
   });
@@ -242,7 +253,12 @@ bool MapRegion(Napi::Env env, Napi::Value v, Region* out) {
     ThrowErrno(env, errno, "mmap");
     return false;
   }
-  GuardMapping(m->base, m->len);
+  if (!GuardMapping(m->base, m->len)) {
+    munmap(m->base, m->len);
+    m->base = MAP_FAILED;
+    ThrowErrno(env, EMFILE, "too many mappings of front-end memory");
+    return false;
+  }
   *out = Region{vals[0], size, vals[2], off, m};
   return true;
 }
@@ -517,16 +533,16 @@ int GuestIovecs(int64_t tableId, const double* pairs, size_t npairs, std::vector
   return 0;
 }
 
-void GuardMapping(void* base, size_t len) {
+bool GuardMapping(void* base, size_t len) {
   uintptr_t s = reinterpret_cast<uintptr_t>(base);
   for (Guard& g : gGuards) {
     uintptr_t free = 0;
     if (g.start.compare_exchange_strong(free, s, std::memory_order_acq_rel)) {
       g.end.store(s + len, std::memory_order_release);
-      return;
+      return true;
     }
   }
-  // Every slot taken (thousands of mappings): this one goes unguarded.
+  return false;  // every slot taken: the caller maps nothing it cannot guard
 }
 
 void UnguardMapping(void* base) {
@@ -544,14 +560,15 @@ namespace {
 // memFaultFd() -> the eventfd that counts SIGBUS faults on front-end memory (see the top).
 Napi::Value MemFaultFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), gFaultFd); }
 
-// memTakeFaults() -> [faults since the last call, address of the last one]: reads the
-// eventfd, so that it is quiet until the next fault.
+// memTakeFaults() -> [faults since the last call, address of the last one, its si_code]:
+// reads the eventfd, so that it is quiet until the next fault.
 Napi::Value MemTakeFaults(const Napi::CallbackInfo& info) {
   uint64_t n = 0;
   if (gFaultFd >= 0 && read(gFaultFd, &n, sizeof n) != sizeof n) n = 0;
-  Napi::Array r = Napi::Array::New(info.Env(), 2);
+  Napi::Array r = Napi::Array::New(info.Env(), 3);
   r.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(n)));
   r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(gLastFault.load(std::memory_order_relaxed))));
+  r.Set(2u, Napi::Number::New(info.Env(), gLastFaultCode.load(std::memory_order_relaxed)));
   return r;
 }
 

@@ -214,8 +214,8 @@ export interface NativeAddon {
   memfdCreate(name: string, size: number): number;
   /** The eventfd that counts SIGBUS faults on front-end memory (a file shrunk under us). */
   memFaultFd(): number;
-  /** [faults since the last call, the last one's address]; quiets memFaultFd. */
-  memTakeFaults(): [number, number];
+  /** [faults since the last call, the last one's address and si_code]; quiets memFaultFd. */
+  memTakeFaults(): [number, number, number];
   /** A shared mapping of fd (readOnly: PROT_READ only; a write through it kills the process). */
   mmapShared(fd: number, size: number, offset?: number, readOnly?: boolean): Buffer;
   // dirtylog.cc: the dirty-page log of a memory table's connection (live migration)

@@ -161,8 +161,11 @@ export class VhostUserBackend {
   start(): void {
     this.watcher = new native.FdWatcher(this.fd, false, () => void this.onReadable());
     this.watcher.start();
-    this.faultWatcher = new native.FdWatcher(native.memFaultFd(), false, () => void this.onMemoryFault());
-    this.faultWatcher.start();
+    // One eventfd for the process, which serves one connection at a time (src/daemon.ts).
+    if (native.memFaultFd() >= 0) {
+      this.faultWatcher = new native.FdWatcher(native.memFaultFd(), false, () => void this.onMemoryFault());
+      this.faultWatcher.start();
+    }
   }
 
   /**
@@ -171,9 +174,10 @@ export class VhostUserBackend {
    * guest's rings and buffers hold can no longer be trusted. The connection ends.
    */
   private async onMemoryFault(): Promise<void> {
-    const [faults, address] = native.memTakeFaults();
+    const [faults, address, code] = native.memTakeFaults();
     if (faults === 0 || this.closed) return;
-    this.log.error({ faults, address: `0x${address.toString(16)}` }, 'the front end shrank the file of its shared memory under us (SIGBUS): closing the connection');
+    // si_code 2 (BUS_ADRERR): a page past the end of its file; 4 and 5: a hardware memory error.
+    this.log.error({ faults, address: `0x${address.toString(16)}`, siCode: code }, 'the front end shrank the file of its shared memory under us (SIGBUS): closing the connection');
     await this.close();
   }
 

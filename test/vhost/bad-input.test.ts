@@ -323,6 +323,14 @@ describe('virtiofsd-ts against a hostile front end', function () {
       assert.equal(exit.signal, null);
     });
 
+    it('a SIGBUS sent to the daemon (no fault) still ends it as before the guard', async () => {
+      env = await launch();
+      process.kill(env.daemon.proc.pid!, 'SIGBUS');
+      const exit = await env.daemon.waitExit(5000);
+      assert.equal(exit.signal, 'SIGBUS', env.daemon.describeExit());
+      assert.doesNotMatch(env.daemon.output(), /shrank the file/);
+    });
+
     it('refuses a table that announces more regions than it carries descriptors', async () => {
       env = await launch();
       const regions = env.fe.memory!.describe();
