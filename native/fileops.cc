@@ -226,6 +226,18 @@ void ToFlock(struct flock* fl, int64_t type, int64_t start, int64_t end) {
   fl->l_len = (end == kOffsetMax || end < start) ? 0 : end - start + 1;
 }
 
+// One non-blocking F_OFD_SETLK of [start, end] (inclusive) through fd: 0 or -errno (EACCES or
+// EAGAIN when another description holds a conflicting lock).
+int OfdSetlk(int fd, int type, int64_t start, int64_t end) {
+  struct flock fl;
+  ToFlock(&fl, type, start, end);
+  int r;
+  do {
+    r = fcntl(fd, F_OFD_SETLK, &fl);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : 0;
+}
+
 // Whether owner holds a lock on nodeid (called with locks.mu held).
 bool HoldsAny(const LockTable& t, uint64_t nodeid, uint64_t owner) {
   auto it = t.held.find(nodeid);
@@ -267,15 +279,8 @@ int MoveReadLocks(const LockTable& t, uint64_t nodeid, uint64_t owner, int to) {
   if (inode == t.held.end()) return 0;
   auto mine = inode->second.find(owner);
   if (mine == inode->second.end()) return 0;
-  for (const LockRange& r : mine->second) {
-    struct flock fl;
-    ToFlock(&fl, r.type, r.start, r.end);
-    int rc;
-    do {
-      rc = fcntl(to, F_OFD_SETLK, &fl);
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0) return -errno;
-  }
+  for (const LockRange& r : mine->second)
+    if (int rc = OfdSetlk(to, r.type, r.start, r.end); rc < 0) return rc;
   return 0;
 }
 
@@ -432,13 +437,8 @@ uint32_t TakerOf(const LockTable& t, uint64_t nodeid, uint64_t asker, const stru
 // Called with t.mu held: the attempt and the bookkeeping happen under it (a non-blocking
 // call), so the table always matches what the host granted.
 int SetlkLocked(LockTable& t, int fd, uint64_t nodeid, uint64_t owner, int type, int64_t start, int64_t end) {
-  struct flock fl;
-  ToFlock(&fl, type, start, end);
-  int r;
-  do {
-    r = fcntl(fd, F_OFD_SETLK, &fl);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return errno == EACCES ? -EAGAIN : -errno;
+  int r = OfdSetlk(fd, type, start, end);
+  if (r < 0) return r == -EACCES ? -EAGAIN : r;
   ApplyRange(t, nodeid, owner, type, start, end);
   return 0;
 }

@@ -61,11 +61,13 @@ constexpr size_t kHeadBytes = 4 + 6 * 4;
 constexpr size_t kInodeBytes = 8 + 8 + 4 + 3 * 4;
 constexpr size_t kHandleBytes = 8 + 8 + 4 + 4;
 
-// The handle and process of owner's carried locks on nodeid, {0, 0} when none is known
-// (called with locks.mu held).
-LockTable::Via CarriedVia(const LockTable& t, uint64_t nodeid, uint64_t owner) {
-  auto v = t.carriedVia.find(nodeid);
-  if (v == t.carriedVia.end()) return {0, 0};
+using ViaMap = std::unordered_map<uint64_t, std::unordered_map<uint64_t, LockTable::Via>>;
+
+// The handle and process of owner's locks on nodeid in m (LockTable::via or carriedVia), {0, 0}
+// when none is known.
+LockTable::Via ViaOf(const ViaMap& m, uint64_t nodeid, uint64_t owner) {
+  auto v = m.find(nodeid);
+  if (v == m.end()) return {0, 0};
   auto o = v->second.find(owner);
   return o == v->second.end() ? LockTable::Via{0, 0} : o->second;
 }
@@ -623,10 +625,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
     for (auto& [nodeid, owners] : t.held) {
       for (auto& [owner, ranges] : owners) {
         t.carried[nodeid][owner] = ranges;
-        auto v = t.via.find(nodeid);
-        if (v == t.via.end()) continue;
-        auto o = v->second.find(owner);
-        if (o != v->second.end()) t.carriedVia[nodeid][owner] = o->second;
+        if (LockTable::Via v = ViaOf(t.via, nodeid, owner); v.fh != 0) t.carriedVia[nodeid][owner] = v;
       }
     }
     for (auto& [nodeid, owners] : t.carried) {
@@ -639,7 +638,7 @@ Napi::Value StateSave(const Napi::CallbackInfo& info) {
           w.U64(static_cast<uint64_t>(l.end));
           w.U32(static_cast<uint32_t>(l.type));
         }
-        LockTable::Via via = CarriedVia(t, nodeid, owner);
+        LockTable::Via via = ViaOf(t.carriedVia, nodeid, owner);
         w.U64(via.fh);
         w.U32(via.pid);
         nLocks++;
@@ -699,7 +698,7 @@ Napi::Value StateResume(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   STATE_OR_THROW(s);
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::vector<LockRange>>> carried;
-  std::unordered_map<uint64_t, std::unordered_map<uint64_t, LockTable::Via>> carriedVia;
+  ViaMap carriedVia;
   {
     std::lock_guard<std::mutex> g(s->locks.mu);
     carried.swap(s->locks.carried);
@@ -708,10 +707,7 @@ Napi::Value StateResume(const Napi::CallbackInfo& info) {
   Napi::Array lost = Napi::Array::New(env);
   for (auto& [nodeid, owners] : carried) {
     for (auto& [owner, ranges] : owners) {
-      auto v = carriedVia.find(nodeid);
-      LockTable::Via via{0, 0};
-      if (v != carriedVia.end() && v->second.count(owner)) via = v->second[owner];
-      if (int r = TakeOwnersLocks(s, nodeid, owner, ranges, via); r < 0)
+      if (int r = TakeOwnersLocks(s, nodeid, owner, ranges, ViaOf(carriedVia, nodeid, owner)); r < 0)
         lost.Set(lost.Length(), Lost(env, nodeid, std::string("a POSIX lock: ") + strerror(-r)));
     }
   }
